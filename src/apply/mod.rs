@@ -1,0 +1,1 @@
+//! The apply stage (not implemented yet; see the issue tracker).

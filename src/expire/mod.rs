@@ -1,0 +1,1 @@
+//! The expire stage (not implemented yet; see the issue tracker).

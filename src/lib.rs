@@ -1,0 +1,18 @@
+//! tilepipe: one daemon from OpenStreetMap replication diff to fresh map tile.
+//!
+//! The crate follows the pipeline: [`replication`] follows a feed and hands
+//! the apply stage a [`replication::ChangeSet`]; [`apply`] writes it into
+//! PostGIS in osm2pgsql's classic schema; [`expire`] turns changed rows into
+//! tiles; [`render`] draws metatiles with Mapnik; [`serve`] answers HTTP.
+//! [`config`] holds the one typed configuration tree and [`cli`] wires the
+//! stages into commands.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod expire;
+pub mod osm;
+pub mod render;
+pub mod replication;
+pub mod serve;

@@ -1,0 +1,177 @@
+//! OpenStreetMap primitives shared by every stage: objects, tags, members.
+//!
+//! These are plain data. Parsing (OSC, PBF) and storage live in the stages
+//! that own them; this module only defines what an object *is*.
+
+use chrono::{DateTime, Utc};
+use std::fmt;
+
+/// The three OSM object kinds, ordered as osm2pgsql requires its input
+/// (nodes, then ways, then relations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectType {
+    Node,
+    Way,
+    Relation,
+}
+
+impl ObjectType {
+    /// The XML element name (`node`, `way`, `relation`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Node => "node",
+            ObjectType::Way => "way",
+            ObjectType::Relation => "relation",
+        }
+    }
+
+    /// The one-letter code used by osm2pgsql's middle tables (`n`, `w`, `r`).
+    pub fn letter(self) -> char {
+        match self {
+            ObjectType::Node => 'n',
+            ObjectType::Way => 'w',
+            ObjectType::Relation => 'r',
+        }
+    }
+
+    /// Parses an XML element name or member `type` attribute.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "node" => Some(ObjectType::Node),
+            "way" => Some(ObjectType::Way),
+            "relation" => Some(ObjectType::Relation),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A type and id pair, e.g. `way 42`; what errors and logs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId {
+    pub kind: ObjectType,
+    pub id: i64,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
+/// Tags in file order. A small vector beats a map for the typical 0–10 tags.
+pub type Tags = Vec<(String, String)>;
+
+/// Metadata every OSM object version carries. Fields are optional because
+/// extracts and some diffs omit them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub version: Option<u32>,
+    pub timestamp: Option<DateTime<Utc>>,
+    pub changeset: Option<i64>,
+    pub uid: Option<i64>,
+    pub user: Option<String>,
+}
+
+/// A node location in WGS84 degrees. Absent on deleted nodes in some diffs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Location {
+    pub lon: f64,
+    pub lat: f64,
+}
+
+impl Location {
+    /// Fixed-point 1e-7 degrees, as osm2pgsql's middle stores them.
+    pub fn to_fixed(self) -> (i32, i32) {
+        (
+            (self.lon * 1e7).round() as i32,
+            (self.lat * 1e7).round() as i32,
+        )
+    }
+
+    pub fn from_fixed(lon: i32, lat: i32) -> Self {
+        Location {
+            lon: lon as f64 / 1e7,
+            lat: lat as f64 / 1e7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub id: i64,
+    pub meta: Meta,
+    pub location: Option<Location>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Way {
+    pub id: i64,
+    pub meta: Meta,
+    pub nodes: Vec<i64>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub kind: ObjectType,
+    pub id: i64,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    pub id: i64,
+    pub meta: Meta,
+    pub members: Vec<Member>,
+    pub tags: Tags,
+}
+
+/// Any one OSM object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Node(Node),
+    Way(Way),
+    Relation(Relation),
+}
+
+impl Object {
+    pub fn object_id(&self) -> ObjectId {
+        match self {
+            Object::Node(n) => ObjectId {
+                kind: ObjectType::Node,
+                id: n.id,
+            },
+            Object::Way(w) => ObjectId {
+                kind: ObjectType::Way,
+                id: w.id,
+            },
+            Object::Relation(r) => ObjectId {
+                kind: ObjectType::Relation,
+                id: r.id,
+            },
+        }
+    }
+
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Object::Node(n) => &n.meta,
+            Object::Way(w) => &w.meta,
+            Object::Relation(r) => &r.meta,
+        }
+    }
+
+    pub fn tags(&self) -> &Tags {
+        match self {
+            Object::Node(n) => &n.tags,
+            Object::Way(w) => &w.tags,
+            Object::Relation(r) => &r.tags,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The render stage (not implemented yet; see the issue tracker).

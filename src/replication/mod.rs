@@ -1,0 +1,25 @@
+//! The replication stage: follows an OSM replication feed (state files,
+//! sequence paths, gzip'd OsmChange diffs) and hands out merged change sets
+//! together with the feed position they reach.
+//!
+//! Rules this module keeps (see `specs/replication.md`):
+//! - the top-level `state.txt` is read first and no sequence beyond it is
+//!   ever requested; a 404 above it means "not yet published";
+//! - a diff that fails to download, decompress or parse is retried, never
+//!   skipped, and the position never advances past it;
+//! - consecutive diffs are merged newest-version-wins up to a size bound.
+
+pub mod changeset;
+pub mod client;
+pub mod feed;
+pub mod follower;
+pub mod osc;
+pub mod osc_write;
+pub mod pbf_header;
+pub mod position;
+pub mod search;
+pub mod state;
+
+pub use changeset::{Action, Change, ChangeSet};
+pub use feed::{Feed, Interval};
+pub use state::ReplicationState;

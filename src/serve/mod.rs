@@ -1,0 +1,1 @@
+//! The serve stage (not implemented yet; see the issue tracker).
