@@ -1,1 +1,10 @@
-pub mod placeholder {}
+//! Test kit for tilepipe.
+//!
+//! - [`pg`]: private, throwaway PostgreSQL + PostGIS clusters;
+//! - [`feedgen`]: realistic minutely replication feeds generated over a real
+//!   OSM extract, written in osmdbt's publish order;
+//! - [`feedserver`]: an HTTP server for such feeds that injects faults.
+
+pub mod pg;
+
+pub use pg::PgCluster;
