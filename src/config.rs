@@ -1,1 +1,252 @@
-//! Configuration.
+//! The one typed configuration tree, read from `config.yaml`.
+//!
+//! Every stage takes its own section. Unknown keys and bad values are errors
+//! that name the key and the line (`deny_unknown_fields` plus the YAML
+//! parser's locations). A missing key takes the documented default, which
+//! is also what the repository's `config.yaml` spells out.
+
+use crate::replication::Interval;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the configuration comes from when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub replication: ReplicationConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// libpq URL (`postgresql://user@host:port/db`) or conninfo
+    /// (`host=... dbname=...`); the `PG*` environment variables fill what it
+    /// leaves out.
+    pub url: String,
+    /// Schema of the middle tables and of `osm2pgsql_properties`.
+    pub middle_schema: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            middle_schema: "public".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Base URL of the feed (https, http or file).
+    pub url: String,
+    /// Feed cadence; guessed from the URL (`…/minute/`, `…/hour/`, `…/day/`)
+    /// when absent, else minute.
+    pub interval: Option<Interval>,
+    /// Upper bound of one merged batch, in MB of uncompressed XML.
+    pub max_diff_size_mb: u64,
+    /// Sent with every request; the default names tilepipe and its version.
+    pub user_agent: Option<String>,
+    pub connect_timeout_secs: u64,
+    /// Whole-request timeout (headers and body).
+    pub timeout_secs: u64,
+    /// Extra HTTP headers, e.g. an authorisation token.
+    pub headers: BTreeMap<String, String>,
+    /// Value of a `Cookie` header, for feeds behind a login.
+    pub cookie: Option<String>,
+    /// First retry delay after a failed download; doubles up to the cap.
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+    /// Extra wait after the expected publication time before polling.
+    pub poll_margin_secs: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            url: "https://planet.openstreetmap.org/replication/minute/".into(),
+            interval: None,
+            max_diff_size_mb: 500,
+            user_agent: None,
+            connect_timeout_secs: 30,
+            timeout_secs: 300,
+            headers: BTreeMap::new(),
+            cookie: None,
+            retry_initial_secs: 2,
+            retry_max_secs: 300,
+            poll_margin_secs: 2,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, `tilepipe::replication=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Parses configuration text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = yaml_serde::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Loads `path`. When the file is absent and `required` is false (the
+    /// default path was not overridden), the built-in defaults apply.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks values serde cannot check by type alone.
+    fn validate(&self) -> Result<(), String> {
+        let r = &self.replication;
+        crate::replication::Feed::new(&r.url, Interval::Minute)
+            .map_err(|e| format!("replication.url: {e}"))?;
+        if r.max_diff_size_mb == 0 {
+            return Err("replication.max_diff_size_mb: must be at least 1".into());
+        }
+        if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
+            return Err(
+                "replication.timeout_secs and connect_timeout_secs must be at least 1".into(),
+            );
+        }
+        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
+            return Err(
+                "replication.retry_initial_secs must be at least 1 and at most retry_max_secs"
+                    .into(),
+            );
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| format!("log.level: {:?} is not a valid filter: {e}", self.log.level))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn repository_config_yaml_is_the_default() {
+        let text = include_str!("../config.yaml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = parse(
+            "database:\n  url: postgresql://u@h/gis\nreplication:\n  url: http://127.0.0.1:9/feed\n  interval: hour\n  headers:\n    X-Token: abc\n",
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "postgresql://u@h/gis");
+        assert_eq!(c.replication.interval, Some(Interval::Hour));
+        assert_eq!(c.replication.headers["X-Token"], "abc");
+        assert_eq!(c.replication.max_diff_size_mb, 500);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("database:\n  url: x\nreplication:\n  max_diff_sise_mb: 3\n").unwrap_err();
+        assert!(err.contains("max_diff_sise_mb"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.starts_with("test.yaml: "), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let err = parse("replication:\n  interval: weekly\n").unwrap_err();
+        assert!(err.contains("weekly"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("replication:\n  timeout_secs: soon\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("replication:\n  url: ftp://example.com/\n").unwrap_err();
+        assert!(err.contains("replication.url"), "{err}");
+        let err = parse("log:\n  format: xml\n").unwrap_err();
+        assert!(err.contains("xml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
+        let missing = Path::new("/nonexistent/tilepipe.yaml");
+        assert_eq!(Config::load(missing, false).unwrap(), Config::default());
+        let err = Config::load(missing, true).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/tilepipe.yaml"), "{err}");
+    }
+}

@@ -1,1 +1,142 @@
-//! Command-line interface.
+//! The command-line interface: global options, logging, and one module per
+//! command. Commands only wire stages together; the work lives in the
+//! stage modules.
+
+mod init;
+mod status;
+
+use crate::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
+use crate::replication::client::{ClientOptions, FeedClient};
+use crate::replication::{Feed, Interval};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tilepipe",
+    version,
+    about = "One daemon from OpenStreetMap replication diff to fresh map tile",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "TILEPIPE_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+    /// Database connection (libpq URL or conninfo); overrides database.url.
+    #[arg(short, long = "database", global = true, value_name = "URL")]
+    database: Option<String>,
+    /// Log format; overrides log.format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// More log output (-v debug, -vv trace); overrides log.level.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set the replication start point: from a date, a PBF header or a sequence.
+    Init(init::Args),
+    /// Show server and local replication state and the lag between them.
+    Status(status::Args),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tilepipe: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&cli, &config);
+    let result = match &cli.command {
+        Command::Init(args) => init::run(&config, args),
+        Command::Status(args) => status::run(&config, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let (path, required) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, required)?;
+    if let Some(url) = &cli.database {
+        config.database.url = url.clone();
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    Ok(config)
+}
+
+fn init_logging(cli: &Cli, config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn".to_string(),
+        (false, 0) => config.log.level.clone(),
+        (false, 1) => "debug".to_string(),
+        (false, _) => "trace".to_string(),
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A feed client for `url` with the configured HTTP settings. The cadence
+/// is the configured one, else read from the URL, else minutely.
+pub(crate) fn feed_client(config: &Config, url: &str) -> anyhow::Result<FeedClient> {
+    let feed = match config.replication.interval {
+        Some(interval) => Feed::new(url, interval),
+        None => Feed::with_guessed_interval(url, Interval::Minute),
+    }
+    .with_context(|| format!("replication URL {url:?}"))?;
+    Ok(FeedClient::new(
+        feed,
+        &ClientOptions::from_config(&config.replication),
+    )?)
+}
+
+/// A current-thread runtime for commands whose only async work is network
+/// I/O. (The synchronous `postgres` client must not run inside it.)
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Connects to the configured database.
+pub(crate) fn connect_db(config: &Config) -> anyhow::Result<postgres::Client> {
+    let pg = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
+    Ok(crate::db::connect(&pg)?)
+}

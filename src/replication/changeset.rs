@@ -92,8 +92,7 @@ impl ChangeSet {
         let id = change.object_id();
         match self.changes.get(&id) {
             Some(existing)
-                if version_of(existing) > version_of(&change)
-                    && version_of(&change).is_some() => {}
+                if version_of(existing) > version_of(&change) && version_of(&change).is_some() => {}
             _ => {
                 self.changes.insert(id, change);
             }

@@ -175,7 +175,11 @@ pub fn parse_sequence_path(path: &str) -> Option<u64> {
     if !(all_digits(a) && all_digits(b) && all_digits(c)) {
         return None;
     }
-    Some(a.parse::<u64>().ok()? * 1_000_000 + b.parse::<u64>().ok()? * 1000 + c.parse::<u64>().ok()?)
+    Some(
+        a.parse::<u64>().ok()? * 1_000_000
+            + b.parse::<u64>().ok()? * 1000
+            + c.parse::<u64>().ok()?,
+    )
 }
 
 #[cfg(test)]
@@ -216,7 +220,10 @@ mod tests {
             "https://planet.openstreetmap.org/replication/minute/006/205/195.state.txt"
         );
         let local = Feed::new("/srv/feed", Interval::Hour).unwrap();
-        assert_eq!(local.diff_url(1).as_str(), "file:///srv/feed/000/000/001.osc.gz");
+        assert_eq!(
+            local.diff_url(1).as_str(),
+            "file:///srv/feed/000/000/001.osc.gz"
+        );
         assert!(matches!(
             Feed::new("ftp://example.com/", Interval::Day),
             Err(FeedUrlError::Scheme(_))
@@ -225,9 +232,19 @@ mod tests {
 
     #[test]
     fn interval_is_guessed_from_url() {
-        let guess = |u: &str| Feed::with_guessed_interval(u, Interval::Minute).unwrap().interval;
-        assert_eq!(guess("https://planet.osm.org/replication/hour/"), Interval::Hour);
-        assert_eq!(guess("https://planet.osm.org/replication/day"), Interval::Day);
+        let guess = |u: &str| {
+            Feed::with_guessed_interval(u, Interval::Minute)
+                .unwrap()
+                .interval
+        };
+        assert_eq!(
+            guess("https://planet.osm.org/replication/hour/"),
+            Interval::Hour
+        );
+        assert_eq!(
+            guess("https://planet.osm.org/replication/day"),
+            Interval::Day
+        );
         assert_eq!(
             guess("https://download.geofabrik.de/europe/liechtenstein-updates/"),
             Interval::Day

@@ -158,8 +158,14 @@ mod tests {
             timestamp: Utc.with_ymd_and_hms(2024, 8, 5, 2, 24, 4).unwrap(),
         };
         let text = state.to_state_file();
-        assert!(text.starts_with("#Mon Aug 05 02:24:04 UTC 2024\n"), "{text}");
-        assert!(text.contains("timestamp=2024-08-05T02\\:24\\:04Z\n"), "{text}");
+        assert!(
+            text.starts_with("#Mon Aug 05 02:24:04 UTC 2024\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("timestamp=2024-08-05T02\\:24\\:04Z\n"),
+            "{text}"
+        );
         assert!(text.contains("sequenceNumber=42\n"));
         assert_eq!(ReplicationState::parse(&text).unwrap(), state);
     }

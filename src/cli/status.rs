@@ -1,0 +1,254 @@
+//! `tilepipe status [--json]`: where the database stands against its feed.
+//!
+//! Output and exit codes follow `osm2pgsql-replication status` so that
+//! monitoring written for it keeps working: 0 ok, 1 no replication state,
+//! 2 not set up, 3 the server's state could not be downloaded.
+
+use crate::config::Config;
+use crate::replication::client::RetryPolicy;
+use crate::replication::position::{read_position, Position, StoredPosition};
+use crate::replication::state::format_timestamp;
+use crate::replication::ReplicationState;
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the status as one JSON object (osm2pgsql-replication's shape).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The outcome, with everything either output needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    NoState {
+        error: String,
+    },
+    NotSetUp {
+        error: String,
+    },
+    ServerUnreachable {
+        local: Position,
+        error: String,
+    },
+    Ok {
+        local: Position,
+        server: ReplicationState,
+    },
+}
+
+impl Status {
+    pub fn code(&self) -> u8 {
+        match self {
+            Status::Ok { .. } => 0,
+            Status::NoState { .. } => 1,
+            Status::NotSetUp { .. } => 2,
+            Status::ServerUnreachable { .. } => 3,
+        }
+    }
+
+    /// JSON with Python's default separators and 2.x key order, as
+    /// `osm2pgsql-replication status --json` prints it.
+    pub fn to_json(&self, now: DateTime<Utc>) -> String {
+        let q = |s: &str| serde_json::to_string(s).expect("strings always serialise");
+        let age = |ts: DateTime<Utc>| (now - ts).num_seconds();
+        let mut out = format!("{{\"status\": {}", self.code());
+        match self {
+            Status::NoState { error } | Status::NotSetUp { error } => {
+                let _ = write!(out, ", \"error\": {}", q(error));
+            }
+            Status::ServerUnreachable { local, error } => {
+                let _ = write!(
+                    out,
+                    ", \"error\": {}, \"server\": {{\"base_url\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}}}",
+                    q(error),
+                    q(&local.base_url),
+                    local.sequence,
+                    q(&format_timestamp(local.timestamp))
+                );
+            }
+            Status::Ok { local, server } => {
+                let _ = write!(
+                    out,
+                    ", \"server\": {{\"base_url\": {}, \"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}",
+                    q(&local.base_url),
+                    server.sequence,
+                    q(&format_timestamp(server.timestamp)),
+                    age(server.timestamp),
+                    local.sequence,
+                    q(&format_timestamp(local.timestamp)),
+                    age(local.timestamp)
+                );
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// The four lines osm2pgsql-replication prints, or the error.
+    pub fn to_text(&self, now: DateTime<Utc>) -> String {
+        let (local, server) = match self {
+            Status::NoState { error } | Status::NotSetUp { error } => return format!("{error}\n"),
+            Status::ServerUnreachable { error, .. } => return format!("{error}\n"),
+            Status::Ok { local, server } => (local, server),
+        };
+        let server_age = (now - server.timestamp).num_seconds();
+        let local_age = (now - local.timestamp).num_seconds();
+        let mut out = format!(
+            "Using replication service '{}', which is at sequence {} ( {} )\n\
+             Replication server's most recent data is {} old\n",
+            local.base_url,
+            server.sequence,
+            format_timestamp(server.timestamp),
+            format_span(server_age)
+        );
+        if local.sequence >= server.sequence {
+            out.push_str("Local database is up to date with server\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "Local database is {} sequences behind the server, i.e. {}",
+                server.sequence - local.sequence,
+                format_span(local_age - server_age)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "Local database's most recent data is {} old",
+            format_span(local_age)
+        );
+        out
+    }
+}
+
+/// "2 day(s) 3 hour(s) 0 minute(s) 5 second(s)": the largest unit first,
+/// every smaller unit after it, as osm2pgsql-replication 2.x writes spans.
+pub fn format_span(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let mut rest = seconds.unsigned_abs();
+    let units = [
+        ("week", 7 * 86400),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ];
+    let mut parts = Vec::new();
+    for (name, size) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 || !parts.is_empty() {
+            parts.push(format!("{n} {name}(s)"));
+        }
+    }
+    parts.push(format!("{rest} second(s)"));
+    format!("{sign}{}", parts.join(" "))
+}
+
+/// Gathers the status: database first, then one attempt at the server.
+pub fn gather(config: &Config) -> anyhow::Result<Status> {
+    let mut db = super::connect_db(config)?;
+    let local = match read_position(&mut db, &config.database.middle_schema)? {
+        StoredPosition::NoTable => {
+            return Ok(Status::NoState {
+                error: "Cannot find replication status table. Run 'tilepipe init' first.".into(),
+            })
+        }
+        StoredPosition::NotSetUp { reason } => {
+            return Ok(Status::NotSetUp {
+                error: format!(
+                    "Updates not set up correctly ({reason}). Run 'tilepipe init' first."
+                ),
+            })
+        }
+        StoredPosition::Set(position) => position,
+    };
+    drop(db);
+    let client = super::feed_client(config, &local.base_url)?.with_retry(RetryPolicy::ONCE);
+    let server = super::runtime()?.block_on(client.latest_state_once());
+    Ok(match server {
+        Ok(server) => Status::Ok { local, server },
+        Err(e) => Status::ServerUnreachable {
+            error: format!(
+                "Unable to download the state information from {}: {e}",
+                local.base_url
+            ),
+            local,
+        },
+    })
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let status = gather(config)?;
+    let now = Utc::now();
+    if args.json {
+        println!("{}", status.to_json(now));
+    } else if status.code() == 0 {
+        print!("{}", status.to_text(now));
+    } else {
+        tracing::error!("{}", status.to_text(now).trim_end());
+    }
+    Ok(ExitCode::from(status.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ts(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2021, 8, 17, h, m, s).unwrap()
+    }
+
+    #[test]
+    fn spans_read_like_osm2pgsql() {
+        assert_eq!(format_span(27), "27 second(s)");
+        assert_eq!(format_span(3600), "1 hour(s) 0 minute(s) 0 second(s)");
+        assert_eq!(
+            format_span(8 * 86400 + 61),
+            "1 week(s) 1 day(s) 0 hour(s) 1 minute(s) 1 second(s)"
+        );
+        assert_eq!(format_span(-61), "-1 minute(s) 1 second(s)");
+    }
+
+    #[test]
+    fn json_matches_osm2pgsql_replication() {
+        let local = Position {
+            base_url: "https://planet.openstreetmap.org/replication/minute/".into(),
+            sequence: 4666827,
+            timestamp: ts(13, 0, 0),
+        };
+        let server = ReplicationState {
+            sequence: 4675116,
+            timestamp: ts(13, 20, 43),
+        };
+        let now = ts(13, 21, 10);
+        let ok = Status::Ok {
+            local: local.clone(),
+            server,
+        };
+        assert_eq!(
+            ok.to_json(now),
+            "{\"status\": 0, \"server\": {\"base_url\": \"https://planet.openstreetmap.org/replication/minute/\", \"sequence\": 4675116, \"timestamp\": \"2021-08-17T13:20:43Z\", \"age_sec\": 27}, \"local\": {\"sequence\": 4666827, \"timestamp\": \"2021-08-17T13:00:00Z\", \"age_sec\": 1270}}"
+        );
+        let text = ok.to_text(now);
+        assert!(text.contains("Local database is 8289 sequences behind the server, i.e. 20 minute(s) 43 second(s)"), "{text}");
+        assert_eq!(text.lines().count(), 4);
+
+        let none = Status::NoState {
+            error: "no \"table\"".into(),
+        };
+        assert_eq!(
+            none.to_json(now),
+            "{\"status\": 1, \"error\": \"no \\\"table\\\"\"}"
+        );
+        let down = Status::ServerUnreachable {
+            local,
+            error: "down".into(),
+        };
+        assert!(down
+            .to_json(now)
+            .starts_with("{\"status\": 3, \"error\": \"down\", \"server\": {\"base_url\": "));
+    }
+}
