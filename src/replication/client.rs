@@ -113,7 +113,11 @@ pub enum FetchError {
     #[error("{url}: bad state file: {source}")]
     BadState { url: String, source: StateError },
     #[error("{url}: state file says sequence {found}, expected {expected}")]
-    WrongSequence { url: String, expected: u64, found: u64 },
+    WrongSequence {
+        url: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("{url}: corrupt or truncated gzip data: {source}")]
     Gzip { url: String, source: std::io::Error },
     #[error("bad diff: {0}")]
@@ -205,9 +209,9 @@ impl FeedClient {
                 .map_err(|_| FetchError::Setup(format!("{url} is not a local path")))?;
             return match tokio::fs::read(&path).await {
                 Ok(data) => Ok(Bytes::from(data)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(FetchError::NotFound { url: url.to_string() })
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound {
+                    url: url.to_string(),
+                }),
                 Err(source) => Err(FetchError::Io {
                     url: url.to_string(),
                     source,
@@ -221,7 +225,9 @@ impl FeedClient {
         let response = self.http.get(url.clone()).send().await.map_err(network)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound { url: url.to_string() });
+            return Err(FetchError::NotFound {
+                url: url.to_string(),
+            });
         }
         if !status.is_success() {
             return Err(FetchError::Status {
