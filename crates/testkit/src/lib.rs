@@ -5,6 +5,7 @@
 //!   OSM extract, written in osmdbt's publish order;
 //! - [`feedserver`]: an HTTP server for such feeds that injects faults.
 
+pub mod feedgen;
 pub mod pg;
 
 pub use pg::PgCluster;
