@@ -6,6 +6,9 @@
 //! - [`feedserver`]: an HTTP server for such feeds that injects faults.
 
 pub mod feedgen;
+pub mod feedserver;
 pub mod pg;
 
+pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
+pub use feedserver::{Fault, FaultTarget, FeedServer};
 pub use pg::PgCluster;

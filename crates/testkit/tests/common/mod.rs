@@ -194,7 +194,18 @@ pub fn check_feed(
         assert_eq!(diff.state(), expected);
         let path = dir.join(sequence_path(expected.sequence));
         assert_eq!(read_state(&path.with_extension("state.txt")), expected);
-        let xml = gunzip(&std::fs::read(path.with_extension("osc.gz")).unwrap());
+        let compressed = std::fs::read(path.with_extension("osc.gz")).unwrap();
+        // The project's own parser reads it too, to the same change set.
+        let parsed_by_tilepipe =
+            tilepipe::replication::osc::parse_osc_gz(&compressed, "generated diff").unwrap();
+        assert_eq!(
+            parsed_by_tilepipe,
+            diff.changes
+                .iter()
+                .cloned()
+                .collect::<tilepipe::replication::ChangeSet>()
+        );
+        let xml = gunzip(&compressed);
         assert!(xml.contains("generator=\"tilepipe-testkit\""));
         let changes = parse_osc(&xml);
         assert_eq!(
