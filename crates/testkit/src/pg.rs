@@ -226,6 +226,27 @@ impl PgCluster {
         Ok(self.url(&name))
     }
 
+    /// Creates database `name` from the template unless it exists, and
+    /// returns its URL. For fixed names (the demo's database); tests use
+    /// [`PgCluster::create_database`].
+    pub fn ensure_database(&self, name: &str) -> Result<String> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("database name {name:?} must be letters, digits and underscores");
+        }
+        let mut client = self.connect("postgres")?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE {TEMPLATE_DATABASE}"
+                ))
+                .with_context(|| format!("CREATE DATABASE {name} failed"))?;
+        }
+        Ok(self.url(name))
+    }
+
     /// Drops a database made by [`PgCluster::create_database`], closing any
     /// sessions still connected to it.
     pub fn drop_database(&self, name: &str) -> Result<()> {
@@ -561,7 +582,8 @@ impl PgCluster {
                 || std::os::unix::fs::MetadataExt::uid(&meta) == uid;
             if !traversable {
                 bail!(
-                    "the postgres user (uid {uid}) cannot enter {}; choose a cluster \
+                    "the postgres user (uid {uid}) cannot enter {} (the server runs as postgres \
+                     because we are root); `chmod o+x` it or choose a cluster \
                      directory outside it",
                     ancestor.display()
                 );
