@@ -1,9 +1,17 @@
 //! Test kit for tilepipe.
 //!
-//! - [`pg`]: private, throwaway PostgreSQL + PostGIS clusters;
-//! - [`feedgen`]: realistic minutely replication feeds generated over a real
-//!   OSM extract, written in osmdbt's publish order;
-//! - [`feedserver`]: an HTTP server for such feeds that injects faults.
+//! - [`pg`]: private, throwaway PostgreSQL + PostGIS clusters. Tests call
+//!   `PgCluster::shared().create_database("name")` for a fresh database on
+//!   the per-process cluster, or `PgCluster::start(None)` for a cluster of
+//!   their own (needed to stop or restart it).
+//! - [`feedgen`]: realistic minutely replication diffs generated over a
+//!   real OSM extract ([`FeedGenerator`]), written in osmdbt's publish
+//!   order ([`FeedWriter`]), plus hand-made feeds from given changes.
+//! - [`feedserver`]: an HTTP server for such feeds ([`FeedServer`]) with
+//!   publication control, scripted and random faults, and a request log.
+//!
+//! The `tilepipe-testkit` binary offers the same on the command line for
+//! the demo and benchmarks.
 
 pub mod feedgen;
 pub mod feedserver;

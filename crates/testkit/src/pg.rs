@@ -128,8 +128,9 @@ impl PgCluster {
     }
 
     /// One cluster per test process, started on first use. Its server dies
-    /// with the process (parent-death signal) and its directory is removed
-    /// at exit; see [`register_exit_cleanup`] for how.
+    /// with the process (parent-death signal); its directory is removed by
+    /// an `atexit` hook, or, if the process was killed, by the next cluster
+    /// start in any process.
     ///
     /// Do not stop or restart the shared cluster: other tests use it at the
     /// same time. Fault tests start their own with [`PgCluster::start`].
