@@ -16,6 +16,7 @@
 pub mod feedgen;
 pub mod feedserver;
 pub mod pg;
+pub mod town;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};

@@ -1,0 +1,203 @@
+//! Following a feed over real HTTP through injected faults: every diff is
+//! delivered exactly once, in order, and bad input is a clear error.
+
+use chrono::{TimeZone, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tilepipe::osm::ObjectId;
+use tilepipe::replication::client::{ClientOptions, FeedClient, FetchError, RetryPolicy};
+use tilepipe::replication::follower::Follower;
+use tilepipe::replication::{Action, ChangeSet, Feed, Interval, ReplicationState};
+use tilepipe_testkit::feedgen::{
+    write_feed, write_feed_from_changes, FeedGenerator, GeneratedDiff,
+};
+use tilepipe_testkit::feedserver::{Fault, FaultTarget, FeedServer};
+use tilepipe_testkit::town::synthetic_town;
+
+const START: u64 = 4_000_000;
+
+fn start_state() -> ReplicationState {
+    ReplicationState {
+        sequence: START,
+        timestamp: Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+    }
+}
+
+/// A client that retries fast: tests must not sleep for minutes.
+fn client(url: &str, retry: RetryPolicy) -> FeedClient {
+    let options = ClientOptions {
+        timeout: Duration::from_millis(800),
+        connect_timeout: Duration::from_millis(800),
+        retry,
+        ..ClientOptions::default()
+    };
+    FeedClient::new(Feed::new(url, Interval::Minute).unwrap(), &options).unwrap()
+}
+
+const FAST_FOREVER: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(5),
+    max: Duration::from_millis(40),
+    max_attempts: None,
+};
+
+/// What a change set amounts to: action and version per object.
+fn outline(changes: &ChangeSet) -> BTreeMap<ObjectId, (Action, Option<u32>)> {
+    changes
+        .iter()
+        .map(|c| (c.object_id(), (c.action, c.object.meta().version)))
+        .collect()
+}
+
+fn expected_outline(diffs: &[GeneratedDiff]) -> BTreeMap<ObjectId, (Action, Option<u32>)> {
+    let merged: ChangeSet = diffs
+        .iter()
+        .flat_map(|d| d.changes.iter().cloned())
+        .collect();
+    outline(&merged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_fifty_sequences_through_faults_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator =
+        FeedGenerator::new(synthetic_town(), 42, START, start_state().timestamp, 60);
+    let diffs: Vec<GeneratedDiff> = (0..50).map(|_| generator.next_diff()).collect();
+    write_feed(dir.path(), start_state(), &diffs).unwrap();
+
+    let server = FeedServer::start(dir.path()).await.unwrap();
+    server.set_published(START + 7);
+    // Random faults on a quarter of all requests, plus one of each kind
+    // aimed where it hurts most.
+    server.set_random_faults(0.25, 7);
+    server.inject(FaultTarget::TopLevelState, Fault::StateBackwards, 2);
+    server.inject(FaultTarget::Diff(START + 3), Fault::Truncated, 2);
+    server.inject(FaultTarget::Diff(START + 4), Fault::CorruptGzip, 2);
+    server.inject(FaultTarget::Diff(START + 5), Fault::NotFound, 2);
+    server.inject(
+        FaultTarget::Diff(START + 6),
+        Fault::Slow(Duration::from_secs(3)),
+        1,
+    );
+    server.inject(FaultTarget::Diff(START + 8), Fault::ResetConnection, 2);
+    server.inject(FaultTarget::SequenceState(START + 20), Fault::Truncated, 2);
+
+    // A small batch bound makes batches of one to a few diffs.
+    let follower = Follower::new(client(&server.url(), FAST_FOREVER), 4_000);
+    let mut position = START;
+    let mut delivered: Vec<u64> = Vec::new();
+    let mut batches = 0;
+    while position < START + 50 {
+        match follower.next_batch(position).await.unwrap() {
+            None => {
+                // Caught up with what is published: the feed moves on.
+                let published = server.published().unwrap();
+                server.set_published((published + 9).min(START + 50));
+            }
+            Some(batch) => {
+                assert_eq!(*batch.sequences.start(), position + 1, "no gap, no repeat");
+                let covered: Vec<usize> = batch
+                    .sequences
+                    .clone()
+                    .map(|s| (s - START - 1) as usize)
+                    .collect();
+                let expected = expected_outline(&diffs[covered[0]..=*covered.last().unwrap()]);
+                assert_eq!(
+                    outline(&batch.changes),
+                    expected,
+                    "batch {:?}",
+                    batch.sequences
+                );
+                let last = &diffs[*covered.last().unwrap()];
+                assert_eq!(batch.end, last.state());
+                assert!(
+                    batch.end.sequence <= server.published().unwrap(),
+                    "never beyond the published state"
+                );
+                delivered.extend(batch.sequences.clone());
+                position = batch.end.sequence;
+                batches += 1;
+            }
+        }
+    }
+    assert_eq!(delivered, (START + 1..=START + 50).collect::<Vec<_>>());
+    assert!(batches >= 10, "only {batches} batches");
+
+    let log = server.request_log();
+    let faults = log.iter().filter(|r| r.fault.is_some()).count();
+    assert!(faults >= 20, "only {faults} faults were injected");
+    // Nothing beyond the published state was requested as a diff... except
+    // nothing: the follower never asks past the top-level state.
+    for request in &log {
+        if let Some(seq) = tilepipe::replication::feed::parse_sequence_path(&request.path) {
+            assert!(seq <= START + 50, "requested {seq}");
+        }
+    }
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn giving_up_never_moves_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator = FeedGenerator::new(synthetic_town(), 1, START, start_state().timestamp, 60);
+    let diffs: Vec<GeneratedDiff> = (0..3).map(|_| generator.next_diff()).collect();
+    write_feed(dir.path(), start_state(), &diffs).unwrap();
+    let server = FeedServer::start(dir.path()).await.unwrap();
+    server.inject(FaultTarget::Diff(START + 2), Fault::ServerError(503), 100);
+
+    let three_tries = RetryPolicy {
+        max_attempts: Some(3),
+        ..FAST_FOREVER
+    };
+    let follower = Follower::new(client(&server.url(), three_tries), u64::MAX);
+    let err = follower.next_batch(START).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::Status { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("000/002.osc.gz"), "{err}");
+    assert_eq!(
+        server.requests(&format!(
+            "{}.osc.gz",
+            tilepipe::replication::feed::sequence_path(START + 2)
+        )),
+        3
+    );
+
+    // Once the server recovers, the same batch arrives whole.
+    server.clear_faults();
+    let batch = follower.next_batch(START).await.unwrap().unwrap();
+    assert_eq!(batch.sequences, START + 1..=START + 3);
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn bad_state_file_and_bad_diff_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = write_feed_from_changes(dir.path(), start_state(), 60, &[vec![], vec![]]).unwrap();
+    assert_eq!(states.len(), 3);
+    let server = FeedServer::start(dir.path()).await.unwrap();
+    let follower = Follower::new(client(&server.url(), RetryPolicy::ONCE), u64::MAX);
+
+    // A state file with a broken timestamp on line 3.
+    std::fs::write(
+        dir.path().join("state.txt"),
+        "#comment\nsequenceNumber=4000002\ntimestamp=2026-11-01T12\\:02\\:00\n",
+    )
+    .unwrap();
+    let err = follower.next_batch(START).await.unwrap_err().to_string();
+    assert!(err.contains("state.txt") && err.contains("line 3"), "{err}");
+
+    // A diff whose XML breaks on line 4.
+    std::fs::write(dir.path().join("state.txt"), states[2].to_state_file()).unwrap();
+    let bad = b"<?xml version='1.0'?>\n<osmChange version=\"0.6\">\n<create>\n<node id=\"x1\" version=\"1\" lat=\"1\" lon=\"2\"/>\n</create>\n</osmChange>\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, bad).unwrap();
+    let path = format!(
+        "{}.osc.gz",
+        tilepipe::replication::feed::sequence_path(START + 2)
+    );
+    std::fs::write(dir.path().join(&path), gz.finish().unwrap()).unwrap();
+    let err = follower.next_batch(START).await.unwrap_err().to_string();
+    assert!(err.contains(&path) && err.contains(":4:"), "{err}");
+    server.shutdown();
+}
