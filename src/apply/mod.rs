@@ -10,5 +10,8 @@
 //!   multipolygons, merged routes) and their EWKB encoding.
 
 pub mod geom;
+pub mod input;
+pub mod middle;
+pub mod pgcopy;
 pub mod style;
 pub mod transform;

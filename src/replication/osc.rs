@@ -106,6 +106,24 @@ pub struct OscReader<R: BufRead> {
     way_nodes: Vec<i64>,
     members: Vec<Member>,
     finished: bool,
+    document: Document,
+}
+
+/// Which XML document is read: a diff, or a plain OSM file whose objects
+/// sit directly under `<osm>` (read as creates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Document {
+    OsmChange,
+    Osm,
+}
+
+impl Document {
+    fn root(self) -> &'static str {
+        match self {
+            Document::OsmChange => "osmChange",
+            Document::Osm => "osm",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,6 +205,16 @@ impl<R: BufRead> OscReader<R> {
             way_nodes: Vec::new(),
             members: Vec::new(),
             finished: false,
+            document: Document::OsmChange,
+        }
+    }
+
+    /// A reader for a plain OSM XML file (`.osm`): objects directly under
+    /// `<osm>`, each yielded as a [`Action::Create`].
+    pub fn new_osm_file(reader: R, source_name: impl Into<String>) -> Self {
+        OscReader {
+            document: Document::Osm,
+            ..OscReader::new(reader, source_name)
         }
     }
 
@@ -255,6 +283,22 @@ impl<R: BufRead> OscReader<R> {
                     self.skip_depth = 1;
                 }
             }
+            Position::InRoot if self.document == Document::Osm => {
+                if let Some(kind) = object_type(name) {
+                    let header = self.read_header(kind, Action::Create, element)?;
+                    if empty {
+                        let object = header.into_object(Vec::new(), Vec::new(), Vec::new());
+                        return Ok(Some(Change {
+                            action: Action::Create,
+                            object,
+                        }));
+                    }
+                    self.pending = Some(header);
+                    self.position = Position::InObject(Action::Create);
+                } else if !empty {
+                    self.skip_depth = 1;
+                }
+            }
             Position::InRoot => {
                 if let Some(action) = action_of(name) {
                     if !empty {
@@ -269,8 +313,12 @@ impl<R: BufRead> OscReader<R> {
                 }
             }
             Position::BeforeRoot => {
-                if name != b"osmChange" {
-                    return Err(self.unexpected(element, "where <osmChange> was expected"));
+                if name != self.document.root().as_bytes() {
+                    let expected = match self.document {
+                        Document::OsmChange => "where <osmChange> was expected",
+                        Document::Osm => "where <osm> was expected",
+                    };
+                    return Err(self.unexpected(element, expected));
                 }
                 self.position = if empty {
                     Position::AfterRoot
@@ -278,7 +326,13 @@ impl<R: BufRead> OscReader<R> {
                     Position::InRoot
                 };
             }
-            Position::AfterRoot => return Err(self.unexpected(element, "after </osmChange>")),
+            Position::AfterRoot => {
+                let after = match self.document {
+                    Document::OsmChange => "after </osmChange>",
+                    Document::Osm => "after </osm>",
+                };
+                return Err(self.unexpected(element, after));
+            }
         }
         Ok(None)
     }
@@ -292,7 +346,10 @@ impl<R: BufRead> OscReader<R> {
         // position alone says which element closes.
         match self.position {
             Position::InObject(action) => {
-                self.position = Position::InAction(action);
+                self.position = match self.document {
+                    Document::OsmChange => Position::InAction(action),
+                    Document::Osm => Position::InRoot,
+                };
                 let header = self.pending.take()?;
                 let tags = self.tags.drain(..).collect();
                 let nodes = self.way_nodes.as_slice().to_vec();
@@ -822,6 +879,35 @@ fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod osm_file_tests {
+    use super::*;
+
+    #[test]
+    fn reads_plain_osm_documents_as_creates() {
+        let xml = "<?xml version='1.0'?>\n<osm version=\"0.6\">\n<bounds minlat=\"1\" minlon=\"1\" maxlat=\"2\" maxlon=\"2\"/>\n<node id=\"1\" version=\"2\" lat=\"1.5\" lon=\"1.25\"><tag k=\"amenity\" v=\"cafe\"/></node>\n<node id=\"2\" lat=\"1.6\" lon=\"1.3\"/>\n<way id=\"5\"><nd ref=\"1\"/><nd ref=\"2\"/><tag k=\"highway\" v=\"path\"/></way>\n</osm>\n";
+        let changes: Vec<Change> = OscReader::new_osm_file(xml.as_bytes(), "t.osm")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|c| c.action == Action::Create));
+        let Object::Way(way) = &changes[2].object else {
+            panic!("not a way")
+        };
+        assert_eq!(way.nodes, vec![1, 2]);
+        let err = OscReader::new_osm_file("<osmChange/>".as_bytes(), "t.osm")
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("where <osm> was expected"), "{err}");
+        let truncated = &xml[..xml.len() - 8];
+        let result: Result<Vec<Change>, _> =
+            OscReader::new_osm_file(truncated.as_bytes(), "t.osm").collect();
+        assert!(result.is_err());
+    }
 }
 
 #[cfg(test)]

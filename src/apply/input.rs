@@ -1,0 +1,328 @@
+//! Reading OSM files for import: PBF (blocks decoded in parallel), `.osm`
+//! and `.osm.gz` XML. Objects arrive in file order, in batches, and the
+//! order osm2pgsql requires is checked: nodes, then ways, then relations,
+//! each by ascending id.
+
+use crate::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
+use crate::replication::osc::OscReader;
+use chrono::DateTime;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}: input is not ordered: {current} after {previous} (osm2pgsql's input rule: nodes, ways, relations, each by ascending id, each id once)")]
+    Order {
+        path: PathBuf,
+        previous: ObjectId,
+        current: ObjectId,
+    },
+}
+
+/// What kind of file a path holds, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Pbf,
+    Xml,
+    XmlGz,
+}
+
+pub fn detect_format(path: &Path) -> Result<Format, InputError> {
+    let mut head = [0u8; 16];
+    let mut file = File::open(path).map_err(|e| read_error(path, e))?;
+    let n = read_up_to(&mut file, &mut head).map_err(|e| read_error(path, e))?;
+    let head = &head[..n];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Format::XmlGz);
+    }
+    // A PBF file opens with a blob header whose first field is the string
+    // "OSMHeader" (protobuf tag 0x0a, length 9).
+    if head.len() >= 15 && head[4..6] == [0x0a, 0x09] && &head[6..15] == b"OSMHeader" {
+        return Ok(Format::Pbf);
+    }
+    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<') {
+        return Ok(Format::Xml);
+    }
+    Err(InputError::Read {
+        path: path.to_path_buf(),
+        message: "not an OSM file (neither PBF nor XML nor gzip'd XML)".into(),
+    })
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    while total < buf.len() {
+        let n = file.read(&mut buf[total..])?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    Ok(total)
+}
+
+fn read_error(path: &Path, e: impl std::fmt::Display) -> InputError {
+    InputError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Checks osm2pgsql's ordering rule across batches.
+struct OrderCheck<'a> {
+    path: &'a Path,
+    previous: Option<ObjectId>,
+}
+
+impl OrderCheck<'_> {
+    fn check(&mut self, objects: &[Object]) -> Result<(), InputError> {
+        for object in objects {
+            let current = object.object_id();
+            if let Some(previous) = self.previous {
+                if current <= previous {
+                    return Err(InputError::Order {
+                        path: self.path.to_path_buf(),
+                        previous,
+                        current,
+                    });
+                }
+            }
+            self.previous = Some(current);
+        }
+        Ok(())
+    }
+}
+
+/// Reads `path` and hands its objects to `sink` in batches, in file order.
+/// PBF blocks are decoded on `threads` threads. `sink` errors stop the
+/// reading and are returned as they are.
+pub fn read_objects<E: From<InputError>>(
+    path: &Path,
+    threads: usize,
+    mut sink: impl FnMut(Vec<Object>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut order = OrderCheck {
+        path,
+        previous: None,
+    };
+    let mut checked_sink = |batch: Vec<Object>| -> Result<(), E> {
+        order.check(&batch)?;
+        sink(batch)
+    };
+    match detect_format(path)? {
+        Format::Pbf => read_pbf(path, threads.max(1), &mut checked_sink),
+        Format::Xml => {
+            let file = File::open(path).map_err(|e| read_error(path, e))?;
+            read_xml(
+                BufReader::with_capacity(1 << 16, file),
+                path,
+                &mut checked_sink,
+            )
+        }
+        Format::XmlGz => {
+            let file = File::open(path).map_err(|e| read_error(path, e))?;
+            let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
+            read_xml(
+                BufReader::with_capacity(1 << 16, gz),
+                path,
+                &mut checked_sink,
+            )
+        }
+    }
+}
+
+const XML_BATCH: usize = 8192;
+
+fn read_xml<R: std::io::BufRead, E: From<InputError>>(
+    reader: R,
+    path: &Path,
+    sink: &mut impl FnMut(Vec<Object>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut batch = Vec::with_capacity(XML_BATCH);
+    for change in OscReader::new_osm_file(reader, path.display().to_string()) {
+        let change = change.map_err(|e| InputError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        batch.push(change.object);
+        if batch.len() == XML_BATCH {
+            sink(std::mem::replace(&mut batch, Vec::with_capacity(XML_BATCH)))?;
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch)?;
+    }
+    Ok(())
+}
+
+fn read_pbf<E: From<InputError>>(
+    path: &Path,
+    threads: usize,
+    sink: &mut impl FnMut(Vec<Object>) -> Result<(), E>,
+) -> Result<(), E> {
+    let blobs = osmpbf::BlobReader::from_path(path).map_err(|e| read_error(path, e))?;
+    let mut blobs = blobs.enumerate();
+    // Decode a round of blobs in parallel, then hand them on in order; a
+    // round of a few blobs per thread keeps every thread busy.
+    let round = threads * 4;
+    loop {
+        let mut pending = Vec::with_capacity(round);
+        for (index, blob) in blobs.by_ref().take(round) {
+            pending.push((
+                index,
+                blob.map_err(|e| read_error(path, format!("blob {index}: {e}")))?,
+            ));
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = pending.len().div_ceil(threads);
+        let decoded: Vec<Result<Vec<Object>, InputError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(index, blob)| decode_blob(path, *index, blob))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("PBF decoder thread panicked"))
+                .collect()
+        });
+        for objects in decoded {
+            let objects = objects?;
+            if !objects.is_empty() {
+                sink(objects)?;
+            }
+        }
+    }
+}
+
+fn decode_blob(path: &Path, index: usize, blob: &osmpbf::Blob) -> Result<Vec<Object>, InputError> {
+    let block = match blob.decode() {
+        Ok(osmpbf::BlobDecode::OsmData(block)) => block,
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(path, format!("blob {index}: {e}"))),
+    };
+    let mut objects = Vec::new();
+    let bad = |what: &str, id: i64, e: &dyn std::fmt::Display| {
+        read_error(path, format!("blob {index}: {what} {id}: {e}"))
+    };
+    for element in block.elements() {
+        let object = match element {
+            osmpbf::Element::Node(n) => {
+                let info = n.info();
+                Object::Node(Node {
+                    id: n.id(),
+                    meta: meta(
+                        info.version(),
+                        info.milli_timestamp(),
+                        info.changeset(),
+                        info.uid().map(i64::from),
+                        info.user().and_then(|u| u.ok()),
+                    ),
+                    location: Some(Location::from_fixed(n.decimicro_lon(), n.decimicro_lat())),
+                    tags: n
+                        .tags()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+            }
+            osmpbf::Element::DenseNode(n) => {
+                let info = n.info();
+                Object::Node(Node {
+                    id: n.id(),
+                    meta: match info {
+                        Some(i) => meta(
+                            Some(i.version()),
+                            Some(i.milli_timestamp()),
+                            Some(i.changeset()),
+                            Some(i.uid() as i64),
+                            i.user().ok(),
+                        ),
+                        None => Meta::default(),
+                    },
+                    location: Some(Location::from_fixed(n.decimicro_lon(), n.decimicro_lat())),
+                    tags: n
+                        .tags()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+            }
+            osmpbf::Element::Way(w) => {
+                let info = w.info();
+                Object::Way(Way {
+                    id: w.id(),
+                    meta: meta(
+                        info.version(),
+                        info.milli_timestamp(),
+                        info.changeset(),
+                        info.uid().map(i64::from),
+                        info.user().and_then(|u| u.ok()),
+                    ),
+                    nodes: w.refs().collect(),
+                    tags: w
+                        .tags()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+            }
+            osmpbf::Element::Relation(r) => {
+                let info = r.info();
+                let mut members = Vec::new();
+                for m in r.members() {
+                    let role = m.role().map_err(|e| bad("relation", r.id(), &e))?;
+                    members.push(Member {
+                        kind: match m.member_type {
+                            osmpbf::RelMemberType::Node => ObjectType::Node,
+                            osmpbf::RelMemberType::Way => ObjectType::Way,
+                            osmpbf::RelMemberType::Relation => ObjectType::Relation,
+                        },
+                        id: m.member_id,
+                        role: role.to_string(),
+                    });
+                }
+                Object::Relation(Relation {
+                    id: r.id(),
+                    meta: meta(
+                        info.version(),
+                        info.milli_timestamp(),
+                        info.changeset(),
+                        info.uid().map(i64::from),
+                        info.user().and_then(|u| u.ok()),
+                    ),
+                    members,
+                    tags: r
+                        .tags()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+            }
+        };
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+fn meta(
+    version: Option<i32>,
+    milli_timestamp: Option<i64>,
+    changeset: Option<i64>,
+    uid: Option<i64>,
+    user: Option<&str>,
+) -> Meta {
+    Meta {
+        version: version.filter(|v| *v >= 0).map(|v| v as u32),
+        timestamp: milli_timestamp.and_then(|ms| DateTime::from_timestamp_millis(ms)),
+        changeset,
+        uid,
+        user: user.filter(|u| !u.is_empty()).map(str::to_string),
+    }
+}

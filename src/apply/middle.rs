@@ -1,0 +1,404 @@
+//! The middle: what is needed to rebuild geometries when a diff arrives
+//! (node locations, way node lists, relation members, and tags), in
+//! osm2pgsql 2.x's table layout (`PREFIX_nodes`, `PREFIX_ways`,
+//! `PREFIX_rels` with jsonb tags and members).
+//!
+//! Reverse lookups (which ways use these nodes, which relations have these
+//! members) run on GIN indexes, one query per batch, never per object.
+
+use crate::db::quote_ident;
+use crate::osm::{Location, Member, Meta, Node, ObjectType, Relation, Tags, Way};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{Json, Type};
+use postgres::GenericClient;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+#[error("middle table {table}: {source}")]
+pub struct MiddleError {
+    pub table: String,
+    #[source]
+    pub source: postgres::Error,
+}
+
+/// Names of the middle tables for a prefix and schema.
+#[derive(Debug, Clone)]
+pub struct Middle {
+    schema: String,
+    prefix: String,
+}
+
+impl Middle {
+    pub fn new(schema: &str, prefix: &str) -> Self {
+        Middle {
+            schema: schema.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn table(&self, suffix: &str) -> String {
+        format!(
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&format!("{}_{suffix}", self.prefix))
+        )
+    }
+
+    pub fn nodes_table(&self) -> String {
+        self.table("nodes")
+    }
+
+    pub fn ways_table(&self) -> String {
+        self.table("ways")
+    }
+
+    pub fn rels_table(&self) -> String {
+        self.table("rels")
+    }
+
+    /// The function extracting member ids of one type from the members
+    /// jsonb, as osm2pgsql 2.x defines it (`PREFIX_member_ids`).
+    fn member_ids_function(&self) -> String {
+        self.table("member_ids")
+    }
+
+    fn err<'a>(&'a self, suffix: &'a str) -> impl Fn(postgres::Error) -> MiddleError + 'a {
+        move |source| MiddleError {
+            table: format!("{}_{suffix}", self.prefix),
+            source,
+        }
+    }
+
+    /// Drops and creates the middle tables (indexes come after loading).
+    pub fn create(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        let (nodes, ways, rels, member_ids) = (
+            self.nodes_table(),
+            self.ways_table(),
+            self.rels_table(),
+            self.member_ids_function(),
+        );
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {nodes}, {ways}, {rels};
+                 CREATE TABLE {nodes} (id int8 PRIMARY KEY, lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb);
+                 CREATE TABLE {ways} (id int8 PRIMARY KEY, nodes int8[] NOT NULL, tags jsonb);
+                 CREATE TABLE {rels} (id int8 PRIMARY KEY, members jsonb NOT NULL, tags jsonb);
+                 CREATE OR REPLACE FUNCTION {member_ids}(members jsonb, type char) RETURNS int8[]
+                   LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS
+                   $$ SELECT array_agg((m->>'ref')::int8) FROM jsonb_array_elements(members) m
+                      WHERE m->>'type' = type $$;"
+            ))
+            .map_err(self.err("*"))
+    }
+
+    /// Reverse-lookup indexes; built after the import has loaded the data.
+    pub fn create_indexes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        let (ways, rels, member_ids) = (
+            self.ways_table(),
+            self.rels_table(),
+            self.member_ids_function(),
+        );
+        let prefix = &self.prefix;
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX {ways_idx} ON {ways} USING GIN (nodes) WITH (fastupdate = off);
+                 CREATE INDEX {node_members_idx} ON {rels} USING GIN ({member_ids}(members, 'N')) WITH (fastupdate = off);
+                 CREATE INDEX {way_members_idx} ON {rels} USING GIN ({member_ids}(members, 'W')) WITH (fastupdate = off);
+                 ANALYZE {ways}; ANALYZE {rels};",
+                ways_idx = quote_ident(&format!("{prefix}_ways_nodes_idx")),
+                node_members_idx = quote_ident(&format!("{prefix}_rels_node_members_idx")),
+                way_members_idx = quote_ident(&format!("{prefix}_rels_way_members_idx")),
+            ))
+            .map_err(self.err("*"))
+    }
+
+    /// Loads nodes with binary COPY. Nodes without a location (possible
+    /// only in broken input) are skipped: nothing can use them.
+    pub fn copy_nodes<'a>(
+        &self,
+        client: &mut impl GenericClient,
+        nodes: impl IntoIterator<Item = &'a Node>,
+    ) -> Result<u64, MiddleError> {
+        let sink = client
+            .copy_in(&format!(
+                "COPY {} (id, lat, lon, tags) FROM STDIN BINARY",
+                self.nodes_table()
+            ))
+            .map_err(self.err("nodes"))?;
+        let mut writer =
+            BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT4, Type::INT4, Type::JSONB]);
+        for node in nodes {
+            let Some(location) = node.location else {
+                continue;
+            };
+            let (lon, lat) = location.to_fixed();
+            let tags = tags_json(&node.tags);
+            writer
+                .write(&[&node.id, &lat, &lon, &tags])
+                .map_err(self.err("nodes"))?;
+        }
+        writer.finish().map_err(self.err("nodes"))
+    }
+
+    pub fn copy_ways<'a>(
+        &self,
+        client: &mut impl GenericClient,
+        ways: impl IntoIterator<Item = &'a Way>,
+    ) -> Result<u64, MiddleError> {
+        let sink = client
+            .copy_in(&format!(
+                "COPY {} (id, nodes, tags) FROM STDIN BINARY",
+                self.ways_table()
+            ))
+            .map_err(self.err("ways"))?;
+        let mut writer =
+            BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8_ARRAY, Type::JSONB]);
+        for way in ways {
+            let tags = tags_json(&way.tags);
+            writer
+                .write(&[&way.id, &way.nodes, &tags])
+                .map_err(self.err("ways"))?;
+        }
+        writer.finish().map_err(self.err("ways"))
+    }
+
+    pub fn copy_relations<'a>(
+        &self,
+        client: &mut impl GenericClient,
+        relations: impl IntoIterator<Item = &'a Relation>,
+    ) -> Result<u64, MiddleError> {
+        let sink = client
+            .copy_in(&format!(
+                "COPY {} (id, members, tags) FROM STDIN BINARY",
+                self.rels_table()
+            ))
+            .map_err(self.err("rels"))?;
+        let mut writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::JSONB, Type::JSONB]);
+        for relation in relations {
+            let members = members_json(&relation.members);
+            let tags = tags_json(&relation.tags);
+            writer
+                .write(&[&relation.id, &members, &tags])
+                .map_err(self.err("rels"))?;
+        }
+        writer.finish().map_err(self.err("rels"))
+    }
+
+    /// Deletes objects of one type by id (no-op for unknown ids).
+    pub fn delete(
+        &self,
+        client: &mut impl GenericClient,
+        kind: ObjectType,
+        ids: &[i64],
+    ) -> Result<u64, MiddleError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (table, suffix) = self.table_of(kind);
+        client
+            .execute(&format!("DELETE FROM {table} WHERE id = ANY($1)"), &[&ids])
+            .map_err(self.err(suffix))
+    }
+
+    fn table_of(&self, kind: ObjectType) -> (String, &'static str) {
+        match kind {
+            ObjectType::Node => (self.nodes_table(), "nodes"),
+            ObjectType::Way => (self.ways_table(), "ways"),
+            ObjectType::Relation => (self.rels_table(), "rels"),
+        }
+    }
+
+    /// Locations of the given nodes; unknown ids are absent from the map.
+    pub fn node_locations(
+        &self,
+        client: &mut impl GenericClient,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Location>, MiddleError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, lon, lat FROM {} WHERE id = ANY($1)",
+                    self.nodes_table()
+                ),
+                &[&ids],
+            )
+            .map_err(self.err("nodes"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), Location::from_fixed(r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// The given ways with their node lists and tags (metadata is not kept).
+    pub fn ways(
+        &self,
+        client: &mut impl GenericClient,
+        ids: &[i64],
+    ) -> Result<Vec<Way>, MiddleError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, nodes, tags FROM {} WHERE id = ANY($1) ORDER BY id",
+                    self.ways_table()
+                ),
+                &[&ids],
+            )
+            .map_err(self.err("ways"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Way {
+                id: r.get(0),
+                meta: Meta::default(),
+                nodes: r.get(1),
+                tags: tags_from_json(r.get(2)),
+            })
+            .collect())
+    }
+
+    pub fn relations(
+        &self,
+        client: &mut impl GenericClient,
+        ids: &[i64],
+    ) -> Result<Vec<Relation>, MiddleError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, members, tags FROM {} WHERE id = ANY($1) ORDER BY id",
+                    self.rels_table()
+                ),
+                &[&ids],
+            )
+            .map_err(self.err("rels"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Relation {
+                id: r.get(0),
+                meta: Meta::default(),
+                members: members_from_json(r.get(1)),
+                tags: tags_from_json(r.get(2)),
+            })
+            .collect())
+    }
+
+    /// Ways containing any of the given nodes.
+    pub fn ways_using_nodes(
+        &self,
+        client: &mut impl GenericClient,
+        node_ids: &[i64],
+    ) -> Result<Vec<i64>, MiddleError> {
+        if node_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id FROM {} WHERE nodes && $1 ORDER BY id",
+                    self.ways_table()
+                ),
+                &[&node_ids],
+            )
+            .map_err(self.err("ways"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Relations having any of the given nodes or ways as members.
+    pub fn relations_using(
+        &self,
+        client: &mut impl GenericClient,
+        node_ids: &[i64],
+        way_ids: &[i64],
+    ) -> Result<Vec<i64>, MiddleError> {
+        if node_ids.is_empty() && way_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let f = self.member_ids_function();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id FROM {rels} WHERE {f}(members, 'N') && $1
+                     UNION SELECT id FROM {rels} WHERE {f}(members, 'W') && $2 ORDER BY 1",
+                    rels = self.rels_table()
+                ),
+                &[&node_ids, &way_ids],
+            )
+            .map_err(self.err("rels"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+fn tags_json(tags: &Tags) -> Option<Json<serde_json::Value>> {
+    if tags.is_empty() {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = tags
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    Some(Json(serde_json::Value::Object(map)))
+}
+
+fn tags_from_json(value: Option<Json<serde_json::Value>>) -> Tags {
+    match value {
+        Some(Json(serde_json::Value::Object(map))) => map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+        _ => Tags::new(),
+    }
+}
+
+fn members_json(members: &[Member]) -> Json<serde_json::Value> {
+    Json(serde_json::Value::Array(
+        members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "type": m.kind.letter().to_ascii_uppercase().to_string(),
+                    "ref": m.id,
+                    "role": m.role,
+                })
+            })
+            .collect(),
+    ))
+}
+
+fn members_from_json(value: Json<serde_json::Value>) -> Vec<Member> {
+    let Json(serde_json::Value::Array(items)) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|m| {
+            let kind = match m.get("type")?.as_str()? {
+                "N" => ObjectType::Node,
+                "W" => ObjectType::Way,
+                "R" => ObjectType::Relation,
+                _ => return None,
+            };
+            Some(Member {
+                kind,
+                id: m.get("ref")?.as_i64()?,
+                role: m
+                    .get("role")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        })
+        .collect()
+}
