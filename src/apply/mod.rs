@@ -11,6 +11,7 @@
 
 pub mod geom;
 pub mod input;
+pub mod lua;
 pub mod middle;
 pub mod pgcopy;
 pub mod style;
