@@ -192,6 +192,88 @@ pub fn connect(config: &Config) -> Result<Client, DbError> {
     })
 }
 
+/// The `osm2pgsql_properties(property, value)` table, where osm2pgsql 2.x
+/// and tilepipe record import settings and the replication position.
+pub mod properties {
+    use super::quote_ident;
+    use postgres::GenericClient;
+
+    pub const PROPERTIES_TABLE: &str = "osm2pgsql_properties";
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database error on {table}: {source}")]
+    pub struct PropertiesError {
+        pub table: String,
+        #[source]
+        pub source: postgres::Error,
+    }
+
+    fn table_name(schema: &str) -> String {
+        format!("{}.{}", quote_ident(schema), quote_ident(PROPERTIES_TABLE))
+    }
+
+    fn db_error(schema: &str) -> impl Fn(postgres::Error) -> PropertiesError + '_ {
+        move |source| PropertiesError {
+            table: format!("{schema}.{PROPERTIES_TABLE}"),
+            source,
+        }
+    }
+
+    pub fn table_exists(client: &mut impl GenericClient, schema: &str) -> Result<bool, PropertiesError> {
+        Ok(client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2)",
+                &[&schema, &PROPERTIES_TABLE],
+            )
+            .map_err(db_error(schema))?
+            .get(0))
+    }
+
+    /// Creates the table if missing (same definition as osm2pgsql).
+    pub fn ensure_table(client: &mut impl GenericClient, schema: &str) -> Result<(), PropertiesError> {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (property TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+                table_name(schema)
+            ))
+            .map_err(db_error(schema))
+    }
+
+    /// One property, `None` when absent.
+    pub fn read_property(
+        client: &mut impl GenericClient,
+        schema: &str,
+        property: &str,
+    ) -> Result<Option<String>, PropertiesError> {
+        let row = client
+            .query_opt(
+                &format!("SELECT value FROM {} WHERE property = $1", table_name(schema)),
+                &[&property],
+            )
+            .map_err(db_error(schema))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Upserts properties, as osm2pgsql does (`ON CONFLICT DO UPDATE`).
+    pub fn write(
+        client: &mut impl GenericClient,
+        schema: &str,
+        properties: &[(&str, &str)],
+    ) -> Result<(), PropertiesError> {
+        let statement = format!(
+            "INSERT INTO {} (property, value) VALUES ($1, $2) \
+             ON CONFLICT (property) DO UPDATE SET value = EXCLUDED.value",
+            table_name(schema)
+        );
+        for (property, value) in properties {
+            client
+                .execute(&statement, &[property, value])
+                .map_err(db_error(schema))?;
+        }
+        Ok(())
+    }
+}
+
 /// Quotes an SQL identifier (schema or table name).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

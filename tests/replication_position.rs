@@ -2,8 +2,9 @@
 
 use chrono::{TimeZone, Utc};
 use tilepipe::db;
+use tilepipe::db::properties::ensure_table;
 use tilepipe::replication::position::{
-    ensure_table, read_position, write_position, Position, StoredPosition,
+    read_position, write_position, Position, StoredPosition,
 };
 use tilepipe_testkit::PgCluster;
 

@@ -2,6 +2,8 @@
 //! command. Commands only wire stages together; the work lives in the
 //! stage modules.
 
+mod apply;
+mod import;
 mod init;
 mod status;
 
@@ -48,6 +50,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Import an OSM file (.osm.pbf, .osm, .osm.gz) into the osm2pgsql classic schema.
+    Import(import::Args),
+    /// Apply one OsmChange file (.osc, .osc.gz) in one transaction.
+    Apply(apply::Args),
     /// Set the replication start point: from a date, a PBF header or a sequence.
     Init(init::Args),
     /// Show server and local replication state and the lag between them.
@@ -66,6 +72,8 @@ pub fn main() -> ExitCode {
     };
     init_logging(&cli, &config);
     let result = match &cli.command {
+        Command::Import(args) => import::run(&config, args),
+        Command::Apply(args) => apply::run(&config, args),
         Command::Init(args) => init::run(&config, args),
         Command::Status(args) => status::run(&config, args),
     };

@@ -1,0 +1,333 @@
+//! `tilepipe import`: a whole OSM file into empty middle and output tables.
+//!
+//! The file is read once, in order (nodes, ways, relations). Node
+//! locations and ways stay in memory while reading, so every geometry is
+//! built without a database round trip; rows stream to one writer thread
+//! per table, each with its own connection and one long binary COPY, so
+//! PostgreSQL ingests while tilepipe parses. Indexes are built at the end,
+//! tables in parallel. The import settings go into `osm2pgsql_properties`
+//! last: a database without them is not a finished import, and appends
+//! refuse to run on it.
+
+use super::input::read_objects;
+use super::middle::Middle;
+use super::output::{OutputTables, Row, TableKind};
+use super::pgcopy::ExtensionTypes;
+use super::process::{NodeLocations, Processor};
+use super::settings::ImportSettings;
+use super::ApplyError;
+use crate::osm::{Location, Node, Object, Relation, Way};
+use crate::replication::pbf_header::read_pbf_header;
+use crate::replication::state::format_timestamp;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// What an import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    pub nodes: u64,
+    pub ways: u64,
+    pub relations: u64,
+    pub rows: Vec<(TableKind, u64)>,
+    pub newest_timestamp: Option<DateTime<Utc>>,
+    pub read_time: Duration,
+    pub index_time: Duration,
+}
+
+/// In-memory node locations for the import.
+#[derive(Default)]
+struct LocationStore(HashMap<i64, Location>);
+
+impl NodeLocations for LocationStore {
+    fn location(&self, id: i64) -> Option<Location> {
+        self.0.get(&id).copied()
+    }
+}
+
+enum MiddleBatch {
+    Nodes(Vec<Node>),
+    Ways(Vec<Way>),
+    Relations(Vec<Relation>),
+}
+
+/// Bounded queues: a slow table applies back-pressure to the reader.
+const QUEUE_DEPTH: usize = 8;
+
+/// Imports `path` into the database `db` points at. `threads` decode PBF
+/// blocks.
+pub fn import(
+    db: &postgres::Config,
+    path: &Path,
+    settings: &ImportSettings,
+    threads: usize,
+) -> Result<ImportSummary, ApplyError> {
+    let mut control = crate::db::connect(db)?;
+    super::check_extensions(&mut control)?;
+    let schema = settings.schema.as_str();
+    let middle = Middle::new(schema, &settings.prefix);
+    let mut processor = Processor::new(settings)?;
+    let tables = OutputTables::new(schema, &settings.prefix, processor.style().clone());
+    middle.create(&mut control)?;
+    tables.create(&mut control)?;
+    crate::db::properties::ensure_table(&mut control, schema)?;
+    control.execute(
+        &format!(
+            "DELETE FROM {}.{}",
+            crate::db::quote_ident(schema),
+            crate::db::quote_ident(crate::db::properties::PROPERTIES_TABLE)
+        ),
+        &[],
+    )?;
+    let types = ExtensionTypes::lookup(&mut control)?;
+
+    let started = Instant::now();
+    let mut summary = ImportSummary::default();
+    let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
+        let (middle_tx, middle_rx) = sync_channel::<MiddleBatch>(QUEUE_DEPTH);
+        let middle_writer = {
+            let middle = middle.clone();
+            scope.spawn(move || write_middle(db, &middle, middle_rx))
+        };
+        let mut row_senders: HashMap<TableKind, SyncSender<Vec<Row>>> = HashMap::new();
+        let mut row_writers = Vec::new();
+        for kind in TableKind::ALL {
+            let (tx, rx) = sync_channel::<Vec<Row>>(QUEUE_DEPTH);
+            row_senders.insert(kind, tx);
+            let (tables, types) = (&tables, &types);
+            row_writers.push((kind, scope.spawn(move || write_rows(db, tables, kind, types, rx))));
+        }
+
+        let read = read_and_process(path, threads, &mut processor, &middle_tx, &row_senders, &mut summary);
+        // Closing the queues ends the writers; their errors explain a
+        // failed send better than the send error itself.
+        drop(middle_tx);
+        drop(row_senders);
+        let middle_result = middle_writer.join().expect("middle writer panicked");
+        for (kind, writer) in row_writers {
+            let rows = writer.join().expect("row writer panicked")?;
+            summary.rows.push((kind, rows));
+        }
+        middle_result?;
+        read
+    });
+    if let Err(e) = result {
+        drop_partial_import(&mut control, &middle, &tables);
+        return Err(e);
+    }
+    summary.read_time = started.elapsed();
+    info!(
+        nodes = summary.nodes,
+        ways = summary.ways,
+        relations = summary.relations,
+        "read {} in {:.1} s",
+        path.display(),
+        summary.read_time.as_secs_f64()
+    );
+
+    let indexing = Instant::now();
+    std::thread::scope(|scope| -> Result<(), ApplyError> {
+        let middle_job = scope.spawn(|| -> Result<(), ApplyError> {
+            let mut client = crate::db::connect(db)?;
+            middle.create_indexes(&mut client)?;
+            Ok(())
+        });
+        let table_jobs: Vec<_> = TableKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let tables = &tables;
+                scope.spawn(move || -> Result<(), ApplyError> {
+                    let mut client = crate::db::connect(db)?;
+                    tables.finish_import(&mut client, kind)?;
+                    Ok(())
+                })
+            })
+            .collect();
+        middle_job.join().expect("index job panicked")?;
+        for job in table_jobs {
+            job.join().expect("index job panicked")?;
+        }
+        Ok(())
+    })?;
+    summary.index_time = indexing.elapsed();
+    summary.rows = tables
+        .counts(&mut control)?
+        .into_iter()
+        .map(|(kind, n)| (kind, n as u64))
+        .collect();
+
+    write_import_properties(&mut control, path, settings, &summary)?;
+    Ok(summary)
+}
+
+fn read_and_process(
+    path: &Path,
+    threads: usize,
+    processor: &mut Processor,
+    middle_tx: &SyncSender<MiddleBatch>,
+    row_senders: &HashMap<TableKind, SyncSender<Vec<Row>>>,
+    summary: &mut ImportSummary,
+) -> Result<(), ApplyError> {
+    let mut locations = LocationStore::default();
+    let mut ways: HashMap<i64, Way> = HashMap::new();
+    let closed = || ApplyError::Aborted("a database writer stopped".into());
+    read_objects(path, threads, |batch: Vec<Object>| -> Result<(), ApplyError> {
+        let mut rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
+        let mut nodes = Vec::new();
+        let mut batch_ways = Vec::new();
+        let mut relations = Vec::new();
+        for object in batch {
+            if let Some(ts) = object.meta().timestamp {
+                summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
+            }
+            match object {
+                Object::Node(node) => {
+                    summary.nodes += 1;
+                    if let Some(location) = node.location {
+                        locations.0.insert(node.id, location);
+                    }
+                    for (kind, row) in processor.node(&node)? {
+                        rows.entry(kind).or_default().push(row);
+                    }
+                    nodes.push(node);
+                }
+                Object::Way(way) => {
+                    summary.ways += 1;
+                    for (kind, row) in processor.way(&way, &locations)? {
+                        rows.entry(kind).or_default().push(row);
+                    }
+                    // Relations need their member ways (possibly in this
+                    // very batch): keep a copy.
+                    ways.insert(way.id, way.clone());
+                    batch_ways.push(way);
+                }
+                Object::Relation(relation) => {
+                    summary.relations += 1;
+                    for (kind, row) in processor.relation(&relation, &ways, &locations)? {
+                        rows.entry(kind).or_default().push(row);
+                    }
+                    relations.push(relation);
+                }
+            }
+        }
+        if !nodes.is_empty() {
+            middle_tx.send(MiddleBatch::Nodes(nodes)).map_err(|_| closed())?;
+        }
+        if !batch_ways.is_empty() {
+            middle_tx.send(MiddleBatch::Ways(batch_ways)).map_err(|_| closed())?;
+        }
+        if !relations.is_empty() {
+            middle_tx.send(MiddleBatch::Relations(relations)).map_err(|_| closed())?;
+        }
+        for (kind, rows) in rows {
+            row_senders[&kind].send(rows).map_err(|_| closed())?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes middle batches: one COPY per object type, in file order.
+fn write_middle(db: &postgres::Config, middle: &Middle, batches: Receiver<MiddleBatch>) -> Result<(), ApplyError> {
+    let mut client = crate::db::connect(db)?;
+    // Consecutive batches of one type go into one COPY.
+    let mut pending: Option<MiddleBatch> = None;
+    let flush = |client: &mut postgres::Client, batch: MiddleBatch| -> Result<(), ApplyError> {
+        match batch {
+            MiddleBatch::Nodes(nodes) => middle.copy_nodes(client, &nodes)?,
+            MiddleBatch::Ways(ways) => middle.copy_ways(client, &ways)?,
+            MiddleBatch::Relations(relations) => middle.copy_relations(client, &relations)?,
+        };
+        Ok(())
+    };
+    for batch in batches {
+        pending = match (pending.take(), batch) {
+            (Some(MiddleBatch::Nodes(mut a)), MiddleBatch::Nodes(b)) if a.len() < 200_000 => {
+                a.extend(b);
+                Some(MiddleBatch::Nodes(a))
+            }
+            (Some(MiddleBatch::Ways(mut a)), MiddleBatch::Ways(b)) if a.len() < 50_000 => {
+                a.extend(b);
+                Some(MiddleBatch::Ways(a))
+            }
+            (Some(previous), next) => {
+                flush(&mut client, previous)?;
+                Some(next)
+            }
+            (None, next) => Some(next),
+        };
+    }
+    if let Some(batch) = pending {
+        flush(&mut client, batch)?;
+    }
+    Ok(())
+}
+
+/// Streams rows of one table into one COPY.
+fn write_rows(
+    db: &postgres::Config,
+    tables: &OutputTables,
+    kind: TableKind,
+    types: &ExtensionTypes,
+    batches: Receiver<Vec<Row>>,
+) -> Result<u64, ApplyError> {
+    let mut client = crate::db::connect(db)?;
+    let mut writer = tables.copy_writer(&mut client, kind, types)?;
+    for rows in batches {
+        for row in &rows {
+            writer.write(row)?;
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+/// Leaves no half-imported tables behind after a failure.
+fn drop_partial_import(client: &mut postgres::Client, middle: &Middle, tables: &OutputTables) {
+    let mut names: Vec<String> = TableKind::ALL.iter().map(|&k| tables.table(k)).collect();
+    names.extend([middle.nodes_table(), middle.ways_table(), middle.rels_table()]);
+    if let Err(e) = client.batch_execute(&format!("DROP TABLE IF EXISTS {}", names.join(", "))) {
+        tracing::warn!("could not drop the partial import's tables: {e}");
+    }
+}
+
+/// Records what later appends and `tilepipe init` need, with osm2pgsql
+/// 2.x's property names where they exist.
+fn write_import_properties(
+    client: &mut postgres::Client,
+    path: &Path,
+    settings: &ImportSettings,
+    summary: &ImportSummary,
+) -> Result<(), ApplyError> {
+    let schema = settings.schema.as_str();
+    let now = format_timestamp(Utc::now());
+    let newest = summary.newest_timestamp.map(format_timestamp).unwrap_or_default();
+    let settings_json = serde_json::to_string(settings).expect("settings serialise");
+    let mut properties: Vec<(&str, String)> = vec![
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("output", "pgsql".into()),
+        ("updatable", "true".into()),
+        ("db_format", "2".into()),
+        ("prefix", settings.prefix.clone()),
+        ("style", settings.style_name()),
+        ("import_timestamp", newest.clone()),
+        ("current_timestamp", newest),
+        ("tilepipe_import_settings", settings_json),
+        ("tilepipe_import_finished", now),
+    ];
+    if let Ok(header) = read_pbf_header(path) {
+        if let (Some(url), Some(ts)) = (&header.base_url, header.timestamp) {
+            properties.push(("replication_base_url", url.clone()));
+            properties.push(("replication_timestamp", format_timestamp(ts)));
+            if let Some(sequence) = header.sequence {
+                properties.push(("replication_sequence_number", sequence.to_string()));
+            }
+        }
+    }
+    let pairs: Vec<(&str, &str)> = properties.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut tx = client.transaction()?;
+    crate::db::properties::write(&mut tx, schema, &pairs)?;
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! The four output tables of osm2pgsql's classic schema: `PREFIX_point`,
+//! `PREFIX_line`, `PREFIX_polygon`, `PREFIX_roads`, with geometry column
+//! `way` in EPSG:3857, columns from the style, and the same validity
+//! trigger osm2pgsql installs (rows whose geometry fails `ST_IsValid` are
+//! silently discarded).
+
+use super::pgcopy::{encode_hstore, ExtensionTypes, RawBinary};
+use super::style::{ColumnRole, Style, TableColumn};
+use super::transform::{ColumnValue, RowValues};
+use crate::db::quote_ident;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::GenericClient;
+use std::sync::Arc;
+
+pub use super::style::TableKind;
+
+/// The projection of every output table.
+pub const SRID: i32 = 3857;
+
+/// A row for an output table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub osm_id: i64,
+    /// Everything between `osm_id` and `way`.
+    pub values: RowValues,
+    /// EWKB, SRID 3857.
+    pub way: Vec<u8>,
+}
+
+/// A row as stored in an output table: what expiry needs of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub osm_id: i64,
+    /// EWKB of the old geometry.
+    pub way: Vec<u8>,
+    /// Hash of every non-geometry column, to tell whether a rewrite changed
+    /// anything a style could render.
+    pub columns_digest: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("output table {table}: {source}")]
+pub struct OutputError {
+    pub table: String,
+    #[source]
+    pub source: postgres::Error,
+}
+
+/// The output tables of one prefix and schema, with columns from a style.
+#[derive(Debug, Clone)]
+pub struct OutputTables {
+    schema: String,
+    prefix: String,
+    style: Arc<Style>,
+}
+
+impl OutputTables {
+    pub fn new(schema: &str, prefix: &str, style: Arc<Style>) -> Self {
+        OutputTables {
+            schema: schema.to_string(),
+            prefix: prefix.to_string(),
+            style,
+        }
+    }
+
+    /// The table's columns in order, `osm_id` first and `way` last.
+    pub fn columns(&self, kind: TableKind) -> Vec<TableColumn> {
+        self.style.table_columns(kind, SRID)
+    }
+
+    pub fn name(&self, kind: TableKind) -> String {
+        format!("{}_{}", self.prefix, kind.suffix())
+    }
+
+    /// Schema-qualified, quoted table name.
+    pub fn table(&self, kind: TableKind) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name(kind)))
+    }
+
+    fn err(&self, kind: TableKind) -> impl Fn(postgres::Error) -> OutputError + '_ {
+        move |source| OutputError {
+            table: self.name(kind),
+            source,
+        }
+    }
+
+    /// Column list for COPY, in table order.
+    fn column_names(&self, kind: TableKind) -> String {
+        self.columns(kind)
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Drops and creates the tables, unlogged and without indexes for a
+    /// fast load (the import rewrites them logged and clustered at the end).
+    pub fn create(&self, client: &mut impl GenericClient) -> Result<(), OutputError> {
+        for kind in TableKind::ALL {
+            let columns: Vec<String> = self
+                .columns(kind)
+                .iter()
+                .map(|c| format!("{} {}", quote_ident(&c.name), c.sql_type))
+                .collect();
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {table};
+                     CREATE UNLOGGED TABLE {table} ({columns}) WITH (autovacuum_enabled = off);",
+                    table = self.table(kind),
+                    columns = columns.join(", ")
+                ))
+                .map_err(self.err(kind))?;
+        }
+        Ok(())
+    }
+
+    /// After loading: rewrite each table logged, without invalid
+    /// geometries and ordered by geometry (osm2pgsql's clustering), then
+    /// build the indexes and install the validity trigger for appends.
+    pub fn finish_import(&self, client: &mut impl GenericClient, kind: TableKind) -> Result<(), OutputError> {
+        let table = self.table(kind);
+        let name = self.name(kind);
+        let sorted = quote_ident(&format!("{name}_tilepipe_sorted"));
+        let schema = quote_ident(&self.schema);
+        let trigger_function = format!("{schema}.{}", quote_ident(&format!("{name}_osm2pgsql_valid")));
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
+                   SELECT * FROM {table} WHERE ST_IsValid(way) ORDER BY way;
+                 DROP TABLE {table};
+                 ALTER TABLE {schema}.{sorted} RENAME TO {plain};
+                 CREATE INDEX {way_idx} ON {table} USING GIST (way) WITH (fillfactor = 100);
+                 CREATE INDEX {id_idx} ON {table} USING BTREE (osm_id);
+                 CREATE OR REPLACE FUNCTION {trigger_function}() RETURNS TRIGGER AS $$
+                   BEGIN
+                     IF ST_IsValid(NEW.way) THEN RETURN NEW; END IF;
+                     RETURN NULL;
+                   END; $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table}
+                   FOR EACH ROW EXECUTE PROCEDURE {trigger_function}();
+                 ANALYZE {table};",
+                plain = quote_ident(&name),
+                way_idx = quote_ident(&format!("{name}_way_idx")),
+                id_idx = quote_ident(&format!("{name}_osm_id_idx")),
+                trigger = quote_ident(&format!("{name}_osm2pgsql_valid")),
+            ))
+            .map_err(self.err(kind))
+    }
+
+    /// Starts a binary COPY into one table.
+    pub fn copy_writer<'c>(
+        &self,
+        client: &'c mut impl GenericClient,
+        kind: TableKind,
+        types: &ExtensionTypes,
+    ) -> Result<RowWriter<'c>, OutputError> {
+        let columns = self.columns(kind);
+        let wire: Vec<Type> = columns
+            .iter()
+            .map(|c| match c.role {
+                ColumnRole::OsmId => Type::INT8,
+                ColumnRole::Style(_) => match c.sql_type.as_str() {
+                    "int4" => Type::INT4,
+                    "real" => Type::FLOAT4,
+                    _ => Type::TEXT,
+                },
+                ColumnRole::HstorePrefix(_) | ColumnRole::Tags => types.hstore.clone(),
+                ColumnRole::Geometry => types.geometry.clone(),
+            })
+            .collect();
+        let sink = client
+            .copy_in(&format!(
+                "COPY {} ({}) FROM STDIN BINARY",
+                self.table(kind),
+                self.column_names(kind)
+            ))
+            .map_err(self.err(kind))?;
+        Ok(RowWriter {
+            writer: BinaryCopyInWriter::new(sink, &wire),
+            table: self.name(kind),
+            roles: columns.into_iter().map(|c| c.role).collect(),
+        })
+    }
+
+    /// Deletes the rows of the given objects (relations as negative ids)
+    /// and returns what they held, in one statement per table.
+    pub fn delete(
+        &self,
+        client: &mut impl GenericClient,
+        kind: TableKind,
+        osm_ids: &[i64],
+    ) -> Result<Vec<StoredRow>, OutputError> {
+        self.rows_of(client, kind, osm_ids, "DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}")
+    }
+
+    /// The rows of the given objects as they are now, in the same shape as
+    /// [`OutputTables::delete`] returns them.
+    pub fn read_rows(
+        &self,
+        client: &mut impl GenericClient,
+        kind: TableKind,
+        osm_ids: &[i64],
+    ) -> Result<Vec<StoredRow>, OutputError> {
+        self.rows_of(client, kind, osm_ids, "SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)")
+    }
+
+    /// Runs `template` with `{table}` and `{fields}` (osm_id, EWKB of the
+    /// geometry, digest of every other column) filled in.
+    fn rows_of(
+        &self,
+        client: &mut impl GenericClient,
+        kind: TableKind,
+        osm_ids: &[i64],
+        template: &str,
+    ) -> Result<Vec<StoredRow>, OutputError> {
+        if osm_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let digest_columns: Vec<String> = self
+            .columns(kind)
+            .iter()
+            .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        let digest = if digest_columns.is_empty() {
+            "0::int8".to_string()
+        } else {
+            format!("hashtextextended(ROW({})::text, 0)", digest_columns.join(", "))
+        };
+        let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
+        let sql = template
+            .replace("{table}", &self.table(kind))
+            .replace("{fields}", &fields);
+        let rows = client.query(&sql, &[&osm_ids]).map_err(self.err(kind))?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredRow {
+                osm_id: r.get(0),
+                way: r.get(1),
+                columns_digest: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Row counts per table, for summaries and tests.
+    pub fn counts(&self, client: &mut impl GenericClient) -> Result<Vec<(TableKind, i64)>, OutputError> {
+        TableKind::ALL
+            .iter()
+            .map(|&kind| {
+                let count: i64 = client
+                    .query_one(&format!("SELECT count(*) FROM {}", self.table(kind)), &[])
+                    .map_err(self.err(kind))?
+                    .get(0);
+                Ok((kind, count))
+            })
+            .collect()
+    }
+}
+
+/// A binary COPY into one output table.
+pub struct RowWriter<'c> {
+    writer: BinaryCopyInWriter<'c>,
+    table: String,
+    roles: Vec<ColumnRole>,
+}
+
+impl RowWriter<'_> {
+    pub fn write(&mut self, row: &Row) -> Result<(), OutputError> {
+        let values = &row.values;
+        let hstores: Vec<Option<Vec<u8>>> = values
+            .hstore_columns
+            .iter()
+            .map(|h| h.as_ref().map(encode_hstore))
+            .collect();
+        let tags = values.tags.as_ref().map(encode_hstore);
+        let hstore_params: Vec<Option<RawBinary>> =
+            hstores.iter().map(|h| h.as_deref().map(RawBinary)).collect();
+        let tags_param = tags.as_deref().map(RawBinary);
+        let way = RawBinary(&row.way);
+        let params: Vec<&(dyn ToSql + Sync)> = self
+            .roles
+            .iter()
+            .map(|role| -> &(dyn ToSql + Sync) {
+                match role {
+                    ColumnRole::OsmId => &row.osm_id,
+                    ColumnRole::Style(i) => &values.columns[*i],
+                    ColumnRole::HstorePrefix(i) => &hstore_params[*i],
+                    ColumnRole::Tags => &tags_param,
+                    ColumnRole::Geometry => &way,
+                }
+            })
+            .collect();
+        self.writer.write(&params).map_err(|source| OutputError {
+            table: self.table.clone(),
+            source,
+        })
+    }
+
+    pub fn finish(self) -> Result<u64, OutputError> {
+        let table = self.table;
+        self.writer
+            .finish()
+            .map_err(|source| OutputError { table, source })
+    }
+}
+
+impl ToSql for ColumnValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            ColumnValue::Null => Ok(IsNull::Yes),
+            ColumnValue::Text(s) => s.to_sql(ty, out),
+            ColumnValue::Int4(i) => i.to_sql(ty, out),
+            ColumnValue::Real(r) => r.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TEXT | Type::INT4 | Type::FLOAT4)
+    }
+
+    postgres::types::to_sql_checked!();
+}

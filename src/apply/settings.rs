@@ -1,0 +1,60 @@
+//! Everything that shapes an import, stored with the database so that every
+//! later apply transforms and writes exactly as the import did.
+
+use super::transform::TransformSettings;
+use crate::db::properties;
+use postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+
+/// The property holding the serialised [`ImportSettings`].
+pub const SETTINGS_PROPERTY: &str = "tilepipe_import_settings";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportSettings {
+    /// Schema of the middle and output tables and of osm2pgsql_properties.
+    pub schema: String,
+    /// Table name prefix (`planet_osm`).
+    pub prefix: String,
+    pub transform: TransformSettings,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            schema: "public".into(),
+            prefix: "planet_osm".into(),
+            transform: TransformSettings::default(),
+        }
+    }
+}
+
+impl ImportSettings {
+    /// What osm2pgsql records as `style`: the path, or its default style.
+    pub fn style_name(&self) -> String {
+        self.transform
+            .style_path
+            .clone()
+            .unwrap_or_else(|| "default.style (built in)".into())
+    }
+
+    /// The settings an import stored, `None` when the database holds no
+    /// finished tilepipe import.
+    pub fn load(
+        client: &mut impl GenericClient,
+        schema: &str,
+    ) -> Result<Option<ImportSettings>, super::ApplyError> {
+        if !properties::table_exists(client, schema)? {
+            return Ok(None);
+        }
+        let Some(text) = properties::read_property(client, schema, SETTINGS_PROPERTY)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            super::ApplyError::NotImported(format!(
+                "{SETTINGS_PROPERTY} in {schema}.{} is not valid: {e}",
+                properties::PROPERTIES_TABLE
+            ))
+        })
+    }
+}

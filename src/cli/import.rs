@@ -1,0 +1,96 @@
+//! `tilepipe import FILE`: load an OSM file into empty tables of the
+//! osm2pgsql classic schema (replacing what was there).
+
+use crate::apply::import::import;
+use crate::apply::settings::ImportSettings;
+use crate::apply::style::HstoreMode;
+use crate::apply::transform::TransformSettings;
+use crate::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::info;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// OSM file: .osm.pbf, .osm or .osm.gz.
+    file: PathBuf,
+    /// osm2pgsql style file (default: osm2pgsql's default.style, built in).
+    #[arg(short = 'S', long, value_name = "FILE")]
+    style: Option<PathBuf>,
+    /// Lua tag transform script with osm2pgsql's classic API.
+    #[arg(long, value_name = "FILE")]
+    tag_transform_script: Option<PathBuf>,
+    /// Tags without a column go to the `tags` hstore column (-k).
+    #[arg(short = 'k', long, conflicts_with = "hstore_all")]
+    hstore: bool,
+    /// All tags go to the `tags` hstore column too (-j).
+    #[arg(short = 'j', long)]
+    hstore_all: bool,
+    /// With --hstore/--hstore-all: keep an object only if a real column matched.
+    #[arg(long)]
+    hstore_match_only: bool,
+    /// One MULTIPOLYGON row per multipolygon relation.
+    #[arg(short = 'G', long)]
+    multi_geometry: bool,
+    /// Keep natural=coastline ways.
+    #[arg(long)]
+    keep_coastlines: bool,
+    /// Table name prefix.
+    #[arg(short, long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// Threads decoding PBF blocks (default: import.threads, 0 = per CPU).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let c = &config.import;
+    let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let style = args.style.clone().or(c.style.clone());
+    let script = args.tag_transform_script.clone().or(c.tag_transform_script.clone());
+    let hstore = if args.hstore_all {
+        HstoreMode::All
+    } else if args.hstore {
+        HstoreMode::Match
+    } else {
+        c.hstore
+    };
+    let mut transform = TransformSettings {
+        style_path: path_text(&style),
+        hstore,
+        hstore_match_only: args.hstore_match_only || c.hstore_match_only,
+        keep_coastlines: args.keep_coastlines || c.keep_coastlines,
+        multi_geometry: args.multi_geometry || c.multi_geometry,
+        lua_script_path: path_text(&script),
+        ..TransformSettings::default()
+    };
+    // Keep the texts, so applies use this style even if the file changes.
+    transform.load_files()?;
+    let settings = ImportSettings {
+        schema: config.database.middle_schema.clone(),
+        prefix: args.prefix.clone().unwrap_or_else(|| c.prefix.clone()),
+        transform,
+    };
+    let threads = match args.threads.unwrap_or(c.threads) {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
+    info!("importing {} into {}", args.file.display(), crate::db::describe(&db));
+    let summary = import(&db, &args.file, &settings, threads)?;
+    let rows: Vec<String> = summary
+        .rows
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    info!(
+        "imported {} nodes, {} ways, {} relations in {:.2} s (+ {:.2} s indexing): {}",
+        summary.nodes,
+        summary.ways,
+        summary.relations,
+        summary.read_time.as_secs_f64(),
+        summary.index_time.as_secs_f64(),
+        rows.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
