@@ -1,0 +1,47 @@
+//! Geometries as osm2pgsql 1.8's classic pgsql output builds them, in
+//! EPSG:3857 metres.
+//!
+//! - [`project`]: node locations (1e-7° fixed point) to 3857, bit-identical
+//!   to osm2pgsql (osmium's polynomial mercator, latitude clamped at ±89.99°);
+//! - [`linestring`], [`split_line`]: way lines without consecutive
+//!   duplicates, cut into pieces of at most 100 km like osm2pgsql;
+//! - [`way_polygon`], [`assemble_multipolygon`]: areas from closed ways and
+//!   multipolygon/boundary relations with osmium's area assembler
+//!   behaviour (outer rings counter-clockwise, inner rings clockwise);
+//! - [`merge_lines`]: osm2pgsql's own line merging for route and boundary
+//!   relations;
+//! - [`area`], [`length`], [`format_way_area`]: `way_area` and lengths;
+//! - [`ewkb`]: PostGIS EWKB with SRID 3857, writer and reader.
+//!
+//! Everything is pure computation on `geo` types; the callers fetch node
+//! locations, decide what to build from the tags and write the rows.
+//!
+//! Typical use for a way that is a line:
+//!
+//! ```
+//! use tilepipe::apply::geom::{ewkb, linestring, project, split_line, MAX_LINE_LENGTH};
+//!
+//! let points = [project(95_270_956, 470_862_971), project(95_608_307, 471_666_716)];
+//! let line = linestring(&points).expect("two distinct points");
+//! for piece in split_line(&line, MAX_LINE_LENGTH) {
+//!     let bytes = ewkb::linestring(&piece);
+//!     assert_eq!(&bytes[..5], &[1, 2, 0, 0, 0x20]);
+//! }
+//! ```
+
+mod assembler;
+pub mod ewkb;
+mod line;
+mod polygon;
+mod projection;
+
+pub use line::{length, linestring, merge_lines, split_line};
+pub use polygon::{
+    area, assemble_multipolygon, format_way_area, polygon_parts, single_or_multi, way_polygon,
+    Areal, MemberWay,
+};
+pub use projection::{project, project_degrees, EARTH_RADIUS, MAX_LATITUDE};
+
+/// osm2pgsql splits lines into pieces of at most this many units in 3857
+/// (`split_at = 100 * 1000` in `output-pgsql.cpp`).
+pub const MAX_LINE_LENGTH: f64 = 100_000.0;
