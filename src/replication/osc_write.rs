@@ -35,6 +35,22 @@ pub fn write_osc<'a, W: Write>(
     writeln!(out, "</osmChange>")
 }
 
+/// Writes `objects` as a plain OSM XML document (`.osm`), in the order
+/// given (callers pass nodes, ways, relations, each by id, as importers
+/// require).
+pub fn write_osm<'a, W: Write>(
+    out: &mut W,
+    generator: &str,
+    objects: impl IntoIterator<Item = &'a Object>,
+) -> io::Result<()> {
+    writeln!(out, "<?xml version='1.0' encoding='UTF-8'?>")?;
+    writeln!(out, "<osm version=\"0.6\" generator=\"{}\">", escape(generator))?;
+    for object in objects {
+        write_object(out, object)?;
+    }
+    writeln!(out, "</osm>")
+}
+
 fn write_object<W: Write>(out: &mut W, object: &Object) -> io::Result<()> {
     let id = object.object_id();
     write!(out, "    <{} id=\"{}\"", id.kind, id.id)?;

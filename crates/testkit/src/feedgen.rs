@@ -136,6 +136,25 @@ impl OsmData {
                 .max(0),
         ]
     }
+
+    /// All objects in importer order: nodes, ways, relations, each by id.
+    pub fn objects(&self) -> impl Iterator<Item = Object> + '_ {
+        let nodes = self.nodes.values().cloned().map(Object::Node);
+        let ways = self.ways.values().cloned().map(Object::Way);
+        let relations = self.relations.values().cloned().map(Object::Relation);
+        nodes.chain(ways).chain(relations)
+    }
+
+    /// Writes the data as a plain OSM XML file (`.osm`) in importer order.
+    pub fn write_osm_file(&self, path: &Path) -> Result<()> {
+        let file = fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        let objects: Vec<Object> = self.objects().collect();
+        tilepipe::replication::osc_write::write_osm(&mut out, GENERATOR, &objects)?;
+        out.flush()?;
+        Ok(())
+    }
 }
 
 fn pbf_element_to_object(element: osmpbf::Element<'_>) -> Object {
