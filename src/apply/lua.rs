@@ -480,6 +480,7 @@ mod tests {
         function filter_tags_way(kv, n)
             if kv.drop then return 1, nil, 1, 1 end
             if kv.bool then return true, kv, true, "1" end
+            if kv.huge then return 0, kv, "1", 2^32 end
             return 0, {count = n, z = 1.5, big = 2^53}, 1.0, 2
         end
         function filter_basic_tags_rel(kv, n) kv.extra = "yes" return "0", kv end
@@ -512,6 +513,9 @@ mod tests {
         // polygon is false; the string "1" counts as 1.
         let kept = probe.way(&tags(&[("bool", "1")])).unwrap().unwrap();
         assert!(!kept.polygon && kept.roads);
+        // Flags are cast to C int: 2^32 is 0 (checked with osm2pgsql 1.8).
+        let huge = probe.way(&tags(&[("huge", "1")])).unwrap().unwrap();
+        assert!(huge.polygon && !huge.roads);
 
         let (a, b) = (tags(&[("name", "A")]), tags(&[]));
         let members = [
