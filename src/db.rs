@@ -96,6 +96,11 @@ pub fn resolve(text: &str, env: &dyn Env) -> Result<Config, DbError> {
     if config.get_application_name().is_none() {
         config.application_name(&env.var("PGAPPNAME").unwrap_or_else(|| "tilepipe".into()));
     }
+    if config.get_options().is_none() {
+        // NOTICEs such as "table does not exist, skipping" are noise in
+        // tilepipe's log.
+        config.options("-c client_min_messages=warning");
+    }
     if config.get_connect_timeout().is_none() {
         let secs = env
             .var("PGCONNECT_TIMEOUT")

@@ -43,6 +43,9 @@ pub struct Processor {
     style: Arc<Style>,
     transform: Box<dyn TagTransform>,
     multi_geometry: bool,
+    /// The classic rules drop every untagged object, so it is skipped
+    /// without a call; a Lua script may keep one, so it sees them all.
+    skip_untagged: bool,
 }
 
 /// Rows produced for one object, with the table each goes to.
@@ -56,6 +59,7 @@ impl Processor {
             style,
             transform,
             multi_geometry: settings.transform.multi_geometry,
+            skip_untagged: !settings.transform.uses_lua(),
         })
     }
 
@@ -73,9 +77,7 @@ impl Processor {
         let Some(location) = node.location else {
             return Ok(Rows::new());
         };
-        if node.tags.is_empty() {
-            // Untagged nodes never survive the transforms; skipping them
-            // here saves a call per node (most nodes are untagged).
+        if node.tags.is_empty() && self.skip_untagged {
             return Ok(Rows::new());
         }
         let object = ObjectId { kind: ObjectType::Node, id: node.id };
@@ -93,7 +95,7 @@ impl Processor {
     /// A way becomes a polygon (area tags and closed) or line pieces (and
     /// roads rows).
     pub fn way(&mut self, way: &Way, locations: &impl NodeLocations) -> Result<Rows, ProcessError> {
-        if way.tags.is_empty() {
+        if way.tags.is_empty() && self.skip_untagged {
             return Ok(Rows::new());
         }
         let object = ObjectId { kind: ObjectType::Way, id: way.id };
