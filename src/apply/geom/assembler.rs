@@ -330,23 +330,16 @@ impl Assembler {
     fn erase_duplicate_segments(&mut self) {
         let segments = std::mem::take(&mut self.segments);
         let mut kept: Vec<Segment> = Vec::with_capacity(segments.len());
-        let mut run = 0;
         for segment in segments {
-            match kept.last() {
-                Some(last) if run > 0 && last.same_locations(&segment) => {
-                    run += 1;
-                    if run % 2 == 0 {
-                        kept.pop();
-                    } else {
-                        kept.push(segment);
-                    }
-                }
-                _ => {
-                    // a new run, unless the previous run was cancelled out
-                    // and this segment continues it
-                    run = 1;
-                    kept.push(segment);
-                }
+            // Identical segments are adjacent after sorting, and after a
+            // pair is removed the last kept one belongs to an earlier run.
+            if kept
+                .last()
+                .is_some_and(|last| last.same_locations(&segment))
+            {
+                kept.pop();
+            } else {
+                kept.push(segment);
             }
         }
         self.segments = kept;
