@@ -224,7 +224,10 @@ pub mod properties {
         }
     }
 
-    pub fn table_exists(client: &mut impl GenericClient, schema: &str) -> Result<bool, PropertiesError> {
+    pub fn table_exists(
+        client: &mut impl GenericClient,
+        schema: &str,
+    ) -> Result<bool, PropertiesError> {
         Ok(client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2)",
@@ -235,7 +238,10 @@ pub mod properties {
     }
 
     /// Creates the table if missing (same definition as osm2pgsql).
-    pub fn ensure_table(client: &mut impl GenericClient, schema: &str) -> Result<(), PropertiesError> {
+    pub fn ensure_table(
+        client: &mut impl GenericClient,
+        schema: &str,
+    ) -> Result<(), PropertiesError> {
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {} (property TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
@@ -252,7 +258,10 @@ pub mod properties {
     ) -> Result<Option<String>, PropertiesError> {
         let row = client
             .query_opt(
-                &format!("SELECT value FROM {} WHERE property = $1", table_name(schema)),
+                &format!(
+                    "SELECT value FROM {} WHERE property = $1",
+                    table_name(schema)
+                ),
                 &[&property],
             )
             .map_err(db_error(schema))?;

@@ -16,7 +16,9 @@ use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 fn shared(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name);
     if path.exists() {
         Some(path)
     } else {
@@ -34,10 +36,18 @@ fn connect(url: &str) -> postgres::Client {
 }
 
 fn applier(client: &mut postgres::Client) -> Applier {
-    let settings = ImportSettings::load(client, "public").unwrap().expect("imported");
+    let settings = ImportSettings::load(client, "public")
+        .unwrap()
+        .expect("imported");
     let processor = Processor::new(&settings).unwrap();
     let tables = OutputTables::new("public", &settings.prefix, processor.style().clone());
-    Applier::new(client, Middle::new("public", &settings.prefix), tables, processor).unwrap()
+    Applier::new(
+        client,
+        Middle::new("public", &settings.prefix),
+        tables,
+        processor,
+    )
+    .unwrap()
 }
 
 fn counts(client: &mut postgres::Client) -> [i64; 4] {
@@ -69,7 +79,11 @@ fn checksums(client: &mut postgres::Client) -> Vec<(String, i64, String)> {
         .collect()
 }
 
-fn apply(client: &mut postgres::Client, applier: &mut Applier, changes: &ChangeSet) -> tilepipe::apply::append::ApplyResult {
+fn apply(
+    client: &mut postgres::Client,
+    applier: &mut Applier,
+    changes: &ChangeSet,
+) -> tilepipe::apply::append::ApplyResult {
     let mut tx = client.transaction().unwrap();
     let result = applier.apply(&mut tx, changes).unwrap();
     tx.commit().unwrap();
@@ -88,9 +102,14 @@ fn liechtenstein_matches_osm2pgsql_expectations() {
     ) else {
         return;
     };
-    let url = PgCluster::shared().create_database("liechtenstein").unwrap();
+    let url = PgCluster::shared()
+        .create_database("liechtenstein")
+        .unwrap();
     let summary = import(&db_config(&url), &pbf, &ImportSettings::default(), 2).unwrap();
-    assert_eq!((summary.nodes, summary.ways, summary.relations), (65733, 7121, 113));
+    assert_eq!(
+        (summary.nodes, summary.ways, summary.relations),
+        (65733, 7121, 113)
+    );
     let mut client = connect(&url);
     // osm2pgsql's own test expectations (spec §11).
     assert_eq!(counts(&mut client), [1342, 3231, 375, 4130]);
@@ -123,7 +142,11 @@ fn liechtenstein_matches_osm2pgsql_expectations() {
     let before = checksums(&mut client);
     let again = apply(&mut client, &mut applier, &changes);
     assert_eq!(checksums(&mut client), before);
-    assert_eq!(again.changed_rows().count(), 0, "re-applying changes no rendered row");
+    assert_eq!(
+        again.changed_rows().count(),
+        0,
+        "re-applying changes no rendered row"
+    );
 }
 
 /// Imports the synthetic town into a fresh database; returns its URL.
@@ -142,7 +165,10 @@ fn applying_diffs_equals_importing_the_result() {
     let url = import_town(dir.path(), &town, "town_applied");
     let mut client = connect(&url);
     let imported = counts(&mut client);
-    assert!(imported.iter().all(|&n| n > 0), "every table has rows: {imported:?}");
+    assert!(
+        imported.iter().all(|&n| n > 0),
+        "every table has rows: {imported:?}"
+    );
 
     let mut generator = FeedGenerator::new(town, 11, 100, chrono::Utc::now(), 60);
     let mut applier = applier(&mut client);
@@ -162,11 +188,17 @@ fn applying_diffs_equals_importing_the_result() {
             renamed.push((*way, new_name.clone()));
         }
     }
-    assert!(propagated > 0, "node moves re-processed some ways or relations");
+    assert!(
+        propagated > 0,
+        "node moves re-processed some ways or relations"
+    );
     assert!(!renamed.is_empty());
     let (way, name) = renamed.last().unwrap();
     let stored: String = client
-        .query_one("SELECT name FROM planet_osm_line WHERE osm_id = $1 LIMIT 1", &[way])
+        .query_one(
+            "SELECT name FROM planet_osm_line WHERE osm_id = $1 LIMIT 1",
+            &[way],
+        )
         .unwrap()
         .get(0);
     assert_eq!(&stored, name);
@@ -190,13 +222,18 @@ fn reapplying_and_rolling_back_leave_the_same_database() {
     }
     let after = checksums(&mut client);
     // Starting the feed earlier: diffs 3..6 again, one batch merged.
-    let merged: ChangeSet = diffs[2..].iter().flat_map(|d| d.changes.iter().cloned()).collect();
+    let merged: ChangeSet = diffs[2..]
+        .iter()
+        .flat_map(|d| d.changes.iter().cloned())
+        .collect();
     apply(&mut client, &mut applier, &merged);
     assert_eq!(checksums(&mut client), after);
 
     // A batch that fails before commit leaves nothing behind.
     let mut tx = client.transaction().unwrap();
-    applier.apply(&mut tx, &change_set(&generator.next_diff())).unwrap();
+    applier
+        .apply(&mut tx, &change_set(&generator.next_diff()))
+        .unwrap();
     drop(tx);
     assert_eq!(checksums(&mut client), after);
 }
@@ -208,8 +245,11 @@ fn sigkill_during_apply_leaves_before_or_after() {
     let url = import_town(dir.path(), &town, "town_kill");
     let mut client = connect(&url);
     // One big change file: 40 diffs merged.
-    let mut generator = FeedGenerator::new(town, 9, 100, chrono::Utc::now(), 60).with_changes_per_diff(150, 200);
-    let merged: ChangeSet = (0..40).flat_map(|_| generator.next_diff().changes).collect();
+    let mut generator =
+        FeedGenerator::new(town, 9, 100, chrono::Utc::now(), 60).with_changes_per_diff(150, 200);
+    let merged: ChangeSet = (0..40)
+        .flat_map(|_| generator.next_diff().changes)
+        .collect();
     let osc = dir.path().join("big.osc");
     let mut out = std::fs::File::create(&osc).unwrap();
     tilepipe::replication::osc_write::write_osc(&mut out, "test", merged.iter()).unwrap();
@@ -240,7 +280,13 @@ fn sigkill_during_apply_leaves_before_or_after() {
                 None => after = Some(now),
             }
             // Re-import in place so the next round starts from `before`.
-            import(&db_config(&url), &dir.path().join("town_kill.osm"), &ImportSettings::default(), 2).unwrap();
+            import(
+                &db_config(&url),
+                &dir.path().join("town_kill.osm"),
+                &ImportSettings::default(),
+                2,
+            )
+            .unwrap();
             assert_eq!(checksums(&mut client), before);
         }
     }
@@ -272,7 +318,11 @@ fn bad_input_names_the_file_and_commits_nothing() {
     assert_eq!(checksums(&mut client), before);
 
     let style = dir.path().join("bad.style");
-    std::fs::write(&style, "# test\nnode,way  name  text  linear\nway  building  text  polgon\n").unwrap();
+    std::fs::write(
+        &style,
+        "# test\nnode,way  name  text  linear\nway  building  text  polgon\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
         .args(["-c", "/dev/null", "-d", &url, "import", "-S"])
         .arg(&style)
@@ -281,8 +331,15 @@ fn bad_input_names_the_file_and_commits_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.style:3") && err.contains("polgon"), "{err}");
-    assert_eq!(checksums(&mut client), before, "a bad style touches nothing");
+    assert!(
+        err.contains("bad.style:3") && err.contains("polgon"),
+        "{err}"
+    );
+    assert_eq!(
+        checksums(&mut client),
+        before,
+        "a bad style touches nothing"
+    );
 
     // A truncated file fails the import and leaves no half-loaded tables.
     let truncated = dir.path().join("truncated.osm");
@@ -299,7 +356,10 @@ fn bad_input_names_the_file_and_commits_nothing() {
     assert!(err.contains("truncated.osm"), "{err}");
     let mut fresh_client = connect(&fresh);
     let tables: i64 = fresh_client
-        .query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'planet_osm_%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'planet_osm_%'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(tables, 0);

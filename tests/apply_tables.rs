@@ -1,12 +1,12 @@
 //! Middle and output tables on a real PostGIS: DDL, binary COPY, the
 //! validity trigger, deletes that hand back old geometries, lookups.
 
-use tilepipe::apply::middle::Middle;
 use std::sync::Arc;
+use tilepipe::apply::middle::Middle;
 use tilepipe::apply::output::{OutputTables, Row, TableKind};
+use tilepipe::apply::pgcopy::ExtensionTypes;
 use tilepipe::apply::style::{HstoreMode, HstoreOptions, Style};
 use tilepipe::apply::transform::{ColumnValue, RowValues};
-use tilepipe::apply::pgcopy::ExtensionTypes;
 use tilepipe::osm::{Location, Member, Meta, Node, ObjectType, Relation, Way};
 use tilepipe_testkit::PgCluster;
 
@@ -69,21 +69,31 @@ fn output_tables_load_validate_and_delete() {
     tables.create(&mut client).unwrap();
     let types = ExtensionTypes::lookup(&mut client).unwrap();
 
-    let mut writer = tables.copy_writer(&mut client, TableKind::Point, &types).unwrap();
+    let mut writer = tables
+        .copy_writer(&mut client, TableKind::Point, &types)
+        .unwrap();
     for id in 1..=3 {
         writer
             .write(&Row {
                 osm_id: id,
                 values: values(
-                    vec![ColumnValue::Text(format!("p{id}")), ColumnValue::Int4(id as i32)],
-                    Some(vec![("shop".into(), "bakery".into()), ("a b".into(), "\"q\"".into())]),
+                    vec![
+                        ColumnValue::Text(format!("p{id}")),
+                        ColumnValue::Int4(id as i32),
+                    ],
+                    Some(vec![
+                        ("shop".into(), "bakery".into()),
+                        ("a b".into(), "\"q\"".into()),
+                    ]),
                 ),
                 way: point(id as f64 * 10.0, 5.0),
             })
             .unwrap();
     }
     assert_eq!(writer.finish().unwrap(), 3);
-    let mut writer = tables.copy_writer(&mut client, TableKind::Polygon, &types).unwrap();
+    let mut writer = tables
+        .copy_writer(&mut client, TableKind::Polygon, &types)
+        .unwrap();
     writer
         .write(&Row {
             osm_id: -7,
@@ -122,7 +132,9 @@ fn output_tables_load_validate_and_delete() {
 
     // Appends go through the trigger too.
     let mut tx = client.transaction().unwrap();
-    let mut writer = tables.copy_writer(&mut tx, TableKind::Polygon, &types).unwrap();
+    let mut writer = tables
+        .copy_writer(&mut tx, TableKind::Polygon, &types)
+        .unwrap();
     writer
         .write(&Row {
             osm_id: 8,
@@ -135,17 +147,29 @@ fn output_tables_load_validate_and_delete() {
         .unwrap();
     writer.finish().unwrap();
     // Deleting hands back old geometries and a digest of the columns.
-    let removed = tables.delete(&mut tx, TableKind::Point, &[2, 3, 99]).unwrap();
+    let removed = tables
+        .delete(&mut tx, TableKind::Point, &[2, 3, 99])
+        .unwrap();
     tx.commit().unwrap();
     assert_eq!(removed.len(), 2);
-    assert_eq!(removed.iter().find(|r| r.osm_id == 2).unwrap().way, point(20.0, 5.0));
+    assert_eq!(
+        removed.iter().find(|r| r.osm_id == 2).unwrap().way,
+        point(20.0, 5.0)
+    );
     assert_ne!(removed[0].columns_digest, removed[1].columns_digest);
     assert_eq!(
         tables.counts(&mut client).unwrap()[..3],
-        [(TableKind::Point, 1), (TableKind::Line, 0), (TableKind::Polygon, 0)]
+        [
+            (TableKind::Point, 1),
+            (TableKind::Line, 0),
+            (TableKind::Polygon, 0)
+        ]
     );
     let indexes: i64 = client
-        .query_one("SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'planet_osm_%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'planet_osm_%'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(indexes, 8);
@@ -160,22 +184,47 @@ fn middle_stores_and_finds_parents() {
     let node = |id: i64| Node {
         id,
         meta: Meta::default(),
-        location: Some(Location { lon: 9.5 + id as f64 * 1e-4, lat: 47.1 }),
-        tags: if id == 1 { vec![("amenity".into(), "cafe".into())] } else { vec![] },
+        location: Some(Location {
+            lon: 9.5 + id as f64 * 1e-4,
+            lat: 47.1,
+        }),
+        tags: if id == 1 {
+            vec![("amenity".into(), "cafe".into())]
+        } else {
+            vec![]
+        },
     };
     let nodes: Vec<Node> = (1..=5).map(node).collect();
     middle.copy_nodes(&mut client, &nodes).unwrap();
     let ways = vec![
-        Way { id: 10, meta: Meta::default(), nodes: vec![1, 2, 3], tags: vec![("highway".into(), "path".into())] },
-        Way { id: 11, meta: Meta::default(), nodes: vec![3, 4], tags: vec![] },
+        Way {
+            id: 10,
+            meta: Meta::default(),
+            nodes: vec![1, 2, 3],
+            tags: vec![("highway".into(), "path".into())],
+        },
+        Way {
+            id: 11,
+            meta: Meta::default(),
+            nodes: vec![3, 4],
+            tags: vec![],
+        },
     ];
     middle.copy_ways(&mut client, &ways).unwrap();
     let relations = vec![Relation {
         id: 20,
         meta: Meta::default(),
         members: vec![
-            Member { kind: ObjectType::Way, id: 11, role: "outer".into() },
-            Member { kind: ObjectType::Node, id: 5, role: "label".into() },
+            Member {
+                kind: ObjectType::Way,
+                id: 11,
+                role: "outer".into(),
+            },
+            Member {
+                kind: ObjectType::Node,
+                id: 5,
+                role: "label".into(),
+            },
         ],
         tags: vec![("type".into(), "multipolygon".into())],
     }];
@@ -184,17 +233,43 @@ fn middle_stores_and_finds_parents() {
 
     let locations = middle.node_locations(&mut client, &[1, 4, 99]).unwrap();
     assert_eq!(locations.len(), 2);
-    assert_eq!(locations[&4].to_fixed(), node(4).location.unwrap().to_fixed());
-    assert_eq!(middle.ways_using_nodes(&mut client, &[3]).unwrap(), vec![10, 11]);
-    assert_eq!(middle.ways_using_nodes(&mut client, &[1]).unwrap(), vec![10]);
-    assert_eq!(middle.relations_using(&mut client, &[], &[11]).unwrap(), vec![20]);
-    assert_eq!(middle.relations_using(&mut client, &[5], &[]).unwrap(), vec![20]);
-    assert!(middle.relations_using(&mut client, &[1], &[10]).unwrap().is_empty());
+    assert_eq!(
+        locations[&4].to_fixed(),
+        node(4).location.unwrap().to_fixed()
+    );
+    assert_eq!(
+        middle.ways_using_nodes(&mut client, &[3]).unwrap(),
+        vec![10, 11]
+    );
+    assert_eq!(
+        middle.ways_using_nodes(&mut client, &[1]).unwrap(),
+        vec![10]
+    );
+    assert_eq!(
+        middle.relations_using(&mut client, &[], &[11]).unwrap(),
+        vec![20]
+    );
+    assert_eq!(
+        middle.relations_using(&mut client, &[5], &[]).unwrap(),
+        vec![20]
+    );
+    assert!(middle
+        .relations_using(&mut client, &[1], &[10])
+        .unwrap()
+        .is_empty());
     let read = middle.ways(&mut client, &[10]).unwrap();
     assert_eq!(read[0].nodes, vec![1, 2, 3]);
     assert_eq!(read[0].tags, ways[0].tags);
     let read = middle.relations(&mut client, &[20]).unwrap();
     assert_eq!(read[0].members, relations[0].members);
-    assert_eq!(middle.delete(&mut client, ObjectType::Way, &[10, 99]).unwrap(), 1);
-    assert_eq!(middle.ways_using_nodes(&mut client, &[1]).unwrap(), Vec::<i64>::new());
+    assert_eq!(
+        middle
+            .delete(&mut client, ObjectType::Way, &[10, 99])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        middle.ways_using_nodes(&mut client, &[1]).unwrap(),
+        Vec::<i64>::new()
+    );
 }

@@ -50,7 +50,11 @@ fn default_variant() -> Variant {
 fn hstore_variant() -> Variant {
     Variant {
         name: "hstore",
-        osm2pgsql_flags: vec!["-S".into(), "/usr/share/osm2pgsql/default.style".into(), "-k".into()],
+        osm2pgsql_flags: vec![
+            "-S".into(),
+            "/usr/share/osm2pgsql/default.style".into(),
+            "-k".into(),
+        ],
         transform: TransformSettings {
             hstore: HstoreMode::Match,
             ..TransformSettings::default()
@@ -126,7 +130,11 @@ fn unmatched(client: &mut postgres::Client, table: &str, from: &str, to: &str) -
         } else {
             format!(
                 "ROW({})",
-                columns.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(|c| format!("{alias}.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     };
@@ -139,12 +147,22 @@ fn unmatched(client: &mut postgres::Client, table: &str, from: &str, to: &str) -
         rx = row("x"),
         ry = row("y"),
     );
-    let ids: Vec<i64> = client.query(&sql, &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let ids: Vec<i64> = client
+        .query(&sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     (ids.len() as i64, ids.into_iter().take(8).collect())
 }
 
 fn assert_equivalent(client: &mut postgres::Client, stage: &str) {
-    for table in ["planet_osm_point", "planet_osm_line", "planet_osm_roads", "planet_osm_polygon"] {
+    for table in [
+        "planet_osm_point",
+        "planet_osm_line",
+        "planet_osm_roads",
+        "planet_osm_polygon",
+    ] {
         let count = |schema: &str, c: &mut postgres::Client| -> i64 {
             c.query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[])
                 .unwrap()
@@ -162,10 +180,14 @@ fn assert_equivalent(client: &mut postgres::Client, stage: &str) {
 
 fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let url = PgCluster::shared().create_database(&format!("equiv_{}", variant.name)).unwrap();
+    let url = PgCluster::shared()
+        .create_database(&format!("equiv_{}", variant.name))
+        .unwrap();
     let config = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
     let mut client = tilepipe::db::connect(&config).unwrap();
-    client.batch_execute("CREATE SCHEMA osm2pgsql; CREATE SCHEMA tilepipe;").unwrap();
+    client
+        .batch_execute("CREATE SCHEMA osm2pgsql; CREATE SCHEMA tilepipe;")
+        .unwrap();
 
     run_osm2pgsql(&url, "osm2pgsql", variant, false, input);
     let settings = ImportSettings {
@@ -178,7 +200,13 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
 
     let processor = Processor::new(&settings).unwrap();
     let tables = OutputTables::new("tilepipe", "planet_osm", processor.style().clone());
-    let mut applier = Applier::new(&mut client, Middle::new("tilepipe", "planet_osm"), tables, processor).unwrap();
+    let mut applier = Applier::new(
+        &mut client,
+        Middle::new("tilepipe", "planet_osm"),
+        tables,
+        processor,
+    )
+    .unwrap();
     let mut generator = FeedGenerator::new(data.clone(), 3, 100, chrono::Utc::now(), 60);
     let mut moved = 0;
     for n in 1..=diffs {
@@ -195,7 +223,10 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
         tx.commit().unwrap();
     }
     assert!(moved > 0, "the diffs moved nodes and edited multipolygons");
-    assert_equivalent(&mut client, &format!("{} after {diffs} diffs", variant.name));
+    assert_equivalent(
+        &mut client,
+        &format!("{} after {diffs} diffs", variant.name),
+    );
 }
 
 fn town_file(dir: &Path) -> (OsmData, PathBuf) {
@@ -227,7 +258,9 @@ fn town_hstore_equals_osm2pgsql() {
 
 #[test]
 fn town_carto_lua_equals_osm2pgsql() {
-    let Some(variant) = carto_variant() else { return };
+    let Some(variant) = carto_variant() else {
+        return;
+    };
     if !osm2pgsql_available() {
         return;
     }
@@ -237,7 +270,8 @@ fn town_carto_lua_equals_osm2pgsql() {
 }
 
 fn liechtenstein() -> Option<(OsmData, PathBuf)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/liechtenstein-2013-08-03.osm.pbf");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/liechtenstein-2013-08-03.osm.pbf");
     if !path.exists() {
         eprintln!("skipping: {} not found", path.display());
         return None;
@@ -247,7 +281,9 @@ fn liechtenstein() -> Option<(OsmData, PathBuf)> {
 
 #[test]
 fn liechtenstein_default_style_equals_osm2pgsql() {
-    let Some((data, path)) = liechtenstein() else { return };
+    let Some((data, path)) = liechtenstein() else {
+        return;
+    };
     if !osm2pgsql_available() {
         return;
     }
@@ -256,8 +292,12 @@ fn liechtenstein_default_style_equals_osm2pgsql() {
 
 #[test]
 fn liechtenstein_carto_lua_equals_osm2pgsql() {
-    let Some((data, path)) = liechtenstein() else { return };
-    let Some(variant) = carto_variant() else { return };
+    let Some((data, path)) = liechtenstein() else {
+        return;
+    };
+    let Some(variant) = carto_variant() else {
+        return;
+    };
     if !osm2pgsql_available() {
         return;
     }

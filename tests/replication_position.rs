@@ -3,9 +3,7 @@
 use chrono::{TimeZone, Utc};
 use tilepipe::db;
 use tilepipe::db::properties::ensure_table;
-use tilepipe::replication::position::{
-    read_position, write_position, Position, StoredPosition,
-};
+use tilepipe::replication::position::{read_position, write_position, Position, StoredPosition};
 use tilepipe_testkit::PgCluster;
 
 fn connect(url: &str) -> postgres::Client {

@@ -18,7 +18,7 @@
 //! skipped when building its geometry, as osm2pgsql does.
 
 use super::middle::Middle;
-use super::output::{OutputTables, StoredRow, Row, TableKind};
+use super::output::{OutputTables, Row, StoredRow, TableKind};
 use super::pgcopy::ExtensionTypes;
 use super::process::{NodeLocations, Processor};
 use super::ApplyError;
@@ -101,7 +101,11 @@ impl Applier {
     }
 
     /// Applies `changes` within `client`'s current transaction.
-    pub fn apply(&mut self, client: &mut impl GenericClient, changes: &ChangeSet) -> Result<ApplyResult, ApplyError> {
+    pub fn apply(
+        &mut self,
+        client: &mut impl GenericClient,
+        changes: &ChangeSet,
+    ) -> Result<ApplyResult, ApplyError> {
         let mut ids: BTreeMap<ObjectType, Ids> = BTreeMap::new();
         let mut nodes = Vec::new();
         let mut ways = Vec::new();
@@ -125,12 +129,16 @@ impl Applier {
         let relation_ids = ids.remove(&ObjectType::Relation).unwrap_or_default();
 
         // 1. Middle.
-        self.middle.delete(client, ObjectType::Node, &node_ids.all())?;
-        self.middle.delete(client, ObjectType::Way, &way_ids.all())?;
-        self.middle.delete(client, ObjectType::Relation, &relation_ids.all())?;
+        self.middle
+            .delete(client, ObjectType::Node, &node_ids.all())?;
+        self.middle
+            .delete(client, ObjectType::Way, &way_ids.all())?;
+        self.middle
+            .delete(client, ObjectType::Relation, &relation_ids.all())?;
         self.middle.copy_nodes(client, nodes.iter().copied())?;
         self.middle.copy_ways(client, ways.iter().copied())?;
-        self.middle.copy_relations(client, relations.iter().copied())?;
+        self.middle
+            .copy_relations(client, relations.iter().copied())?;
 
         // 2. Propagation. Deletes are not propagated: their parents are
         // expected in the same diff (osm2pgsql's rule).
@@ -155,15 +163,32 @@ impl Applier {
 
         // 3. Output: delete old rows, rebuild.
         let rebuild_ways: Vec<i64> = changed_ways.clone();
-        let rebuild_relations: Vec<i64> = relation_ids.upserted.union(&parent_relations).copied().collect();
+        let rebuild_relations: Vec<i64> = relation_ids
+            .upserted
+            .union(&parent_relations)
+            .copied()
+            .collect();
         let point_ids = node_ids.all();
-        let mut area_ids: Vec<i64> = way_ids.all().into_iter().chain(parent_ways.iter().copied()).collect();
-        area_ids.extend(relation_ids.all().iter().chain(&parent_relations).map(|id| -id));
+        let mut area_ids: Vec<i64> = way_ids
+            .all()
+            .into_iter()
+            .chain(parent_ways.iter().copied())
+            .collect();
+        area_ids.extend(
+            relation_ids
+                .all()
+                .iter()
+                .chain(&parent_relations)
+                .map(|id| -id),
+        );
         area_ids.sort_unstable();
         area_ids.dedup();
 
         let mut removed: HashMap<TableKind, Vec<StoredRow>> = HashMap::new();
-        removed.insert(TableKind::Point, self.tables.delete(client, TableKind::Point, &point_ids)?);
+        removed.insert(
+            TableKind::Point,
+            self.tables.delete(client, TableKind::Point, &point_ids)?,
+        );
         for kind in [TableKind::Line, TableKind::Polygon, TableKind::Roads] {
             removed.insert(kind, self.tables.delete(client, kind, &area_ids)?);
         }
@@ -206,7 +231,10 @@ impl Applier {
             }
         }
         for relation in &relation_objects {
-            for (kind, row) in self.processor.relation(relation, &member_ways, &locations)? {
+            for (kind, row) in self
+                .processor
+                .relation(relation, &member_ways, &locations)?
+            {
                 new_rows.entry(kind).or_default().push(row);
             }
         }
@@ -230,7 +258,11 @@ impl Applier {
                 area_ids.clone()
             };
             let written = self.tables.read_rows(client, kind, &ids)?;
-            row_changes.extend(pair_rows(kind, removed.remove(&kind).unwrap_or_default(), written));
+            row_changes.extend(pair_rows(
+                kind,
+                removed.remove(&kind).unwrap_or_default(),
+                written,
+            ));
         }
         Ok(ApplyResult {
             row_changes,
@@ -243,7 +275,10 @@ impl Applier {
 /// Groups old and new rows by object and compares them.
 /// The rows of one object, order-independent: geometry and column digest.
 fn fingerprint(rows: &[StoredRow]) -> Vec<(&[u8], i64)> {
-    let mut f: Vec<(&[u8], i64)> = rows.iter().map(|r| (r.way.as_slice(), r.columns_digest)).collect();
+    let mut f: Vec<(&[u8], i64)> = rows
+        .iter()
+        .map(|r| (r.way.as_slice(), r.columns_digest))
+        .collect();
     f.sort();
     f
 }
@@ -279,7 +314,11 @@ pub fn raise_current_timestamp(
     schema: &str,
     changes: &ChangeSet,
 ) -> Result<(), ApplyError> {
-    let Some(newest) = changes.iter().filter_map(|c| c.object.meta().timestamp).max() else {
+    let Some(newest) = changes
+        .iter()
+        .filter_map(|c| c.object.meta().timestamp)
+        .max()
+    else {
         return Ok(());
     };
     let current = crate::db::properties::read_property(client, schema, "current_timestamp")?

@@ -98,10 +98,20 @@ pub fn import(
             let (tx, rx) = sync_channel::<Vec<Row>>(QUEUE_DEPTH);
             row_senders.insert(kind, tx);
             let (tables, types) = (&tables, &types);
-            row_writers.push((kind, scope.spawn(move || write_rows(db, tables, kind, types, rx))));
+            row_writers.push((
+                kind,
+                scope.spawn(move || write_rows(db, tables, kind, types, rx)),
+            ));
         }
 
-        let read = read_and_process(path, threads, &mut processor, &middle_tx, &row_senders, &mut summary);
+        let read = read_and_process(
+            path,
+            threads,
+            &mut processor,
+            &middle_tx,
+            &row_senders,
+            &mut summary,
+        );
         // Closing the queues ends the writers; their errors explain a
         // failed send better than the send error itself.
         drop(middle_tx);
@@ -174,63 +184,77 @@ fn read_and_process(
     let mut locations = LocationStore::default();
     let mut ways: HashMap<i64, Way> = HashMap::new();
     let closed = || ApplyError::Aborted("a database writer stopped".into());
-    read_objects(path, threads, |batch: Vec<Object>| -> Result<(), ApplyError> {
-        let mut rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
-        let mut nodes = Vec::new();
-        let mut batch_ways = Vec::new();
-        let mut relations = Vec::new();
-        for object in batch {
-            if let Some(ts) = object.meta().timestamp {
-                summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
+    read_objects(
+        path,
+        threads,
+        |batch: Vec<Object>| -> Result<(), ApplyError> {
+            let mut rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
+            let mut nodes = Vec::new();
+            let mut batch_ways = Vec::new();
+            let mut relations = Vec::new();
+            for object in batch {
+                if let Some(ts) = object.meta().timestamp {
+                    summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
+                }
+                match object {
+                    Object::Node(node) => {
+                        summary.nodes += 1;
+                        if let Some(location) = node.location {
+                            locations.0.insert(node.id, location);
+                        }
+                        for (kind, row) in processor.node(&node)? {
+                            rows.entry(kind).or_default().push(row);
+                        }
+                        nodes.push(node);
+                    }
+                    Object::Way(way) => {
+                        summary.ways += 1;
+                        for (kind, row) in processor.way(&way, &locations)? {
+                            rows.entry(kind).or_default().push(row);
+                        }
+                        // Relations need their member ways (possibly in this
+                        // very batch): keep a copy.
+                        ways.insert(way.id, way.clone());
+                        batch_ways.push(way);
+                    }
+                    Object::Relation(relation) => {
+                        summary.relations += 1;
+                        for (kind, row) in processor.relation(&relation, &ways, &locations)? {
+                            rows.entry(kind).or_default().push(row);
+                        }
+                        relations.push(relation);
+                    }
+                }
             }
-            match object {
-                Object::Node(node) => {
-                    summary.nodes += 1;
-                    if let Some(location) = node.location {
-                        locations.0.insert(node.id, location);
-                    }
-                    for (kind, row) in processor.node(&node)? {
-                        rows.entry(kind).or_default().push(row);
-                    }
-                    nodes.push(node);
-                }
-                Object::Way(way) => {
-                    summary.ways += 1;
-                    for (kind, row) in processor.way(&way, &locations)? {
-                        rows.entry(kind).or_default().push(row);
-                    }
-                    // Relations need their member ways (possibly in this
-                    // very batch): keep a copy.
-                    ways.insert(way.id, way.clone());
-                    batch_ways.push(way);
-                }
-                Object::Relation(relation) => {
-                    summary.relations += 1;
-                    for (kind, row) in processor.relation(&relation, &ways, &locations)? {
-                        rows.entry(kind).or_default().push(row);
-                    }
-                    relations.push(relation);
-                }
+            if !nodes.is_empty() {
+                middle_tx
+                    .send(MiddleBatch::Nodes(nodes))
+                    .map_err(|_| closed())?;
             }
-        }
-        if !nodes.is_empty() {
-            middle_tx.send(MiddleBatch::Nodes(nodes)).map_err(|_| closed())?;
-        }
-        if !batch_ways.is_empty() {
-            middle_tx.send(MiddleBatch::Ways(batch_ways)).map_err(|_| closed())?;
-        }
-        if !relations.is_empty() {
-            middle_tx.send(MiddleBatch::Relations(relations)).map_err(|_| closed())?;
-        }
-        for (kind, rows) in rows {
-            row_senders[&kind].send(rows).map_err(|_| closed())?;
-        }
-        Ok(())
-    })
+            if !batch_ways.is_empty() {
+                middle_tx
+                    .send(MiddleBatch::Ways(batch_ways))
+                    .map_err(|_| closed())?;
+            }
+            if !relations.is_empty() {
+                middle_tx
+                    .send(MiddleBatch::Relations(relations))
+                    .map_err(|_| closed())?;
+            }
+            for (kind, rows) in rows {
+                row_senders[&kind].send(rows).map_err(|_| closed())?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Writes middle batches: one COPY per object type, in file order.
-fn write_middle(db: &postgres::Config, middle: &Middle, batches: Receiver<MiddleBatch>) -> Result<(), ApplyError> {
+fn write_middle(
+    db: &postgres::Config,
+    middle: &Middle,
+    batches: Receiver<MiddleBatch>,
+) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
     // Consecutive batches of one type go into one COPY.
     let mut pending: Option<MiddleBatch> = None;
@@ -286,7 +310,11 @@ fn write_rows(
 /// Leaves no half-imported tables behind after a failure.
 fn drop_partial_import(client: &mut postgres::Client, middle: &Middle, tables: &OutputTables) {
     let mut names: Vec<String> = TableKind::ALL.iter().map(|&k| tables.table(k)).collect();
-    names.extend([middle.nodes_table(), middle.ways_table(), middle.rels_table()]);
+    names.extend([
+        middle.nodes_table(),
+        middle.ways_table(),
+        middle.rels_table(),
+    ]);
     if let Err(e) = client.batch_execute(&format!("DROP TABLE IF EXISTS {}", names.join(", "))) {
         tracing::warn!("could not drop the partial import's tables: {e}");
     }
@@ -302,7 +330,10 @@ fn write_import_properties(
 ) -> Result<(), ApplyError> {
     let schema = settings.schema.as_str();
     let now = format_timestamp(Utc::now());
-    let newest = summary.newest_timestamp.map(format_timestamp).unwrap_or_default();
+    let newest = summary
+        .newest_timestamp
+        .map(format_timestamp)
+        .unwrap_or_default();
     let settings_json = serde_json::to_string(settings).expect("settings serialise");
     let mut properties: Vec<(&str, String)> = vec![
         ("version", env!("CARGO_PKG_VERSION").to_string()),

@@ -75,7 +75,11 @@ impl OutputTables {
 
     /// Schema-qualified, quoted table name.
     pub fn table(&self, kind: TableKind) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name(kind)))
+        format!(
+            "{}.{}",
+            quote_ident(&self.schema),
+            quote_ident(&self.name(kind))
+        )
     }
 
     fn err(&self, kind: TableKind) -> impl Fn(postgres::Error) -> OutputError + '_ {
@@ -118,12 +122,19 @@ impl OutputTables {
     /// After loading: rewrite each table logged, without invalid
     /// geometries and ordered by geometry (osm2pgsql's clustering), then
     /// build the indexes and install the validity trigger for appends.
-    pub fn finish_import(&self, client: &mut impl GenericClient, kind: TableKind) -> Result<(), OutputError> {
+    pub fn finish_import(
+        &self,
+        client: &mut impl GenericClient,
+        kind: TableKind,
+    ) -> Result<(), OutputError> {
         let table = self.table(kind);
         let name = self.name(kind);
         let sorted = quote_ident(&format!("{name}_tilepipe_sorted"));
         let schema = quote_ident(&self.schema);
-        let trigger_function = format!("{schema}.{}", quote_ident(&format!("{name}_osm2pgsql_valid")));
+        let trigger_function = format!(
+            "{schema}.{}",
+            quote_ident(&format!("{name}_osm2pgsql_valid"))
+        );
         client
             .batch_execute(&format!(
                 "CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
@@ -191,7 +202,12 @@ impl OutputTables {
         kind: TableKind,
         osm_ids: &[i64],
     ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(client, kind, osm_ids, "DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}")
+        self.rows_of(
+            client,
+            kind,
+            osm_ids,
+            "DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}",
+        )
     }
 
     /// The rows of the given objects as they are now, in the same shape as
@@ -202,7 +218,12 @@ impl OutputTables {
         kind: TableKind,
         osm_ids: &[i64],
     ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(client, kind, osm_ids, "SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)")
+        self.rows_of(
+            client,
+            kind,
+            osm_ids,
+            "SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)",
+        )
     }
 
     /// Runs `template` with `{table}` and `{fields}` (osm_id, EWKB of the
@@ -226,7 +247,10 @@ impl OutputTables {
         let digest = if digest_columns.is_empty() {
             "0::int8".to_string()
         } else {
-            format!("hashtextextended(ROW({})::text, 0)", digest_columns.join(", "))
+            format!(
+                "hashtextextended(ROW({})::text, 0)",
+                digest_columns.join(", ")
+            )
         };
         let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
         let sql = template
@@ -244,7 +268,10 @@ impl OutputTables {
     }
 
     /// Row counts per table, for summaries and tests.
-    pub fn counts(&self, client: &mut impl GenericClient) -> Result<Vec<(TableKind, i64)>, OutputError> {
+    pub fn counts(
+        &self,
+        client: &mut impl GenericClient,
+    ) -> Result<Vec<(TableKind, i64)>, OutputError> {
         TableKind::ALL
             .iter()
             .map(|&kind| {
@@ -274,8 +301,10 @@ impl RowWriter<'_> {
             .map(|h| h.as_ref().map(encode_hstore))
             .collect();
         let tags = values.tags.as_ref().map(encode_hstore);
-        let hstore_params: Vec<Option<RawBinary>> =
-            hstores.iter().map(|h| h.as_deref().map(RawBinary)).collect();
+        let hstore_params: Vec<Option<RawBinary>> = hstores
+            .iter()
+            .map(|h| h.as_deref().map(RawBinary))
+            .collect();
         let tags_param = tags.as_deref().map(RawBinary);
         let way = RawBinary(&row.way);
         let params: Vec<&(dyn ToSql + Sync)> = self

@@ -67,9 +67,23 @@ impl Processor {
         &self.style
     }
 
-    fn row(&self, table: TableKind, osm_id: i64, tags: &crate::osm::Tags, way_area: Option<f64>, way: Vec<u8>) -> (TableKind, Row) {
+    fn row(
+        &self,
+        table: TableKind,
+        osm_id: i64,
+        tags: &crate::osm::Tags,
+        way_area: Option<f64>,
+        way: Vec<u8>,
+    ) -> (TableKind, Row) {
         let values = row_values(&self.style, table, tags, way_area);
-        (table, Row { osm_id, values, way })
+        (
+            table,
+            Row {
+                osm_id,
+                values,
+                way,
+            },
+        )
     }
 
     /// A tagged node becomes a point.
@@ -80,7 +94,10 @@ impl Processor {
         if node.tags.is_empty() && self.skip_untagged {
             return Ok(Rows::new());
         }
-        let object = ObjectId { kind: ObjectType::Node, id: node.id };
+        let object = ObjectId {
+            kind: ObjectType::Node,
+            id: node.id,
+        };
         let filtered = self
             .transform
             .node(&node.tags)
@@ -89,7 +106,13 @@ impl Processor {
             return Ok(Rows::new());
         };
         let point = Point(project(location));
-        Ok(vec![self.row(TableKind::Point, node.id, &filtered.tags, None, ewkb::point(&point))])
+        Ok(vec![self.row(
+            TableKind::Point,
+            node.id,
+            &filtered.tags,
+            None,
+            ewkb::point(&point),
+        )])
     }
 
     /// A way becomes a polygon (area tags and closed) or line pieces (and
@@ -98,7 +121,10 @@ impl Processor {
         if way.tags.is_empty() && self.skip_untagged {
             return Ok(Rows::new());
         }
-        let object = ObjectId { kind: ObjectType::Way, id: way.id };
+        let object = ObjectId {
+            kind: ObjectType::Way,
+            id: way.id,
+        };
         let filtered = self
             .transform
             .way(&way.tags)
@@ -113,12 +139,24 @@ impl Processor {
             // A failed assembly writes nothing, not even a line (osm2pgsql).
             if let Some(polygon) = geom::way_polygon(&points) {
                 let area = geom::area(&polygon);
-                rows.push(self.row(TableKind::Polygon, way.id, &filtered.tags, Some(area), ewkb::polygon(&polygon)));
+                rows.push(self.row(
+                    TableKind::Polygon,
+                    way.id,
+                    &filtered.tags,
+                    Some(area),
+                    ewkb::polygon(&polygon),
+                ));
             }
             return Ok(rows);
         }
         if let Some(line) = geom::linestring(&points) {
-            self.push_lines(&mut rows, way.id, &filtered.tags, filtered.roads, vec![line]);
+            self.push_lines(
+                &mut rows,
+                way.id,
+                &filtered.tags,
+                filtered.roads,
+                vec![line],
+            );
         }
         Ok(rows)
     }
@@ -139,9 +177,15 @@ impl Processor {
             .collect();
         let member_tags: Vec<MemberTags<'_>> = members
             .iter()
-            .map(|(way, role)| MemberTags { tags: &way.tags, role })
+            .map(|(way, role)| MemberTags {
+                tags: &way.tags,
+                role,
+            })
             .collect();
-        let object = ObjectId { kind: ObjectType::Relation, id: relation.id };
+        let object = ObjectId {
+            kind: ObjectType::Relation,
+            id: relation.id,
+        };
         let filtered = self
             .transform
             .relation(&relation.tags, &member_tags)
@@ -175,11 +219,23 @@ impl Processor {
                     let area = geom::area(&multipolygon);
                     let geometry = geom::single_or_multi(multipolygon);
                     let bytes = ewkb::write(&geometry).expect("polygons always encode");
-                    rows.push(self.row(TableKind::Polygon, osm_id, &filtered.tags, Some(area), bytes));
+                    rows.push(self.row(
+                        TableKind::Polygon,
+                        osm_id,
+                        &filtered.tags,
+                        Some(area),
+                        bytes,
+                    ));
                 } else {
                     for polygon in geom::polygon_parts(multipolygon) {
                         let area = geom::area(&polygon);
-                        rows.push(self.row(TableKind::Polygon, osm_id, &filtered.tags, Some(area), ewkb::polygon(&polygon)));
+                        rows.push(self.row(
+                            TableKind::Polygon,
+                            osm_id,
+                            &filtered.tags,
+                            Some(area),
+                            ewkb::polygon(&polygon),
+                        ));
                     }
                 }
             }
@@ -188,7 +244,14 @@ impl Processor {
     }
 
     /// Line rows, split at 100 km, copied to roads when flagged.
-    fn push_lines(&self, rows: &mut Rows, osm_id: i64, tags: &crate::osm::Tags, roads: bool, lines: Vec<LineString<f64>>) {
+    fn push_lines(
+        &self,
+        rows: &mut Rows,
+        osm_id: i64,
+        tags: &crate::osm::Tags,
+        roads: bool,
+        lines: Vec<LineString<f64>>,
+    ) {
         for line in lines {
             for piece in geom::split_line(&line, MAX_LINE_LENGTH) {
                 let bytes = ewkb::linestring(&piece);

@@ -27,7 +27,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         format!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first")
     })?;
     let processor = Processor::new(&settings)?;
-    let tables = OutputTables::new(&settings.schema, &settings.prefix, processor.style().clone());
+    let tables = OutputTables::new(
+        &settings.schema,
+        &settings.prefix,
+        processor.style().clone(),
+    );
     let middle = Middle::new(&settings.schema, &settings.prefix);
     let mut applier = Applier::new(&mut client, middle, tables, processor)?;
     let started = std::time::Instant::now();

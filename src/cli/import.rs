@@ -47,7 +47,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let c = &config.import;
     let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let style = args.style.clone().or(c.style.clone());
-    let script = args.tag_transform_script.clone().or(c.tag_transform_script.clone());
+    let script = args
+        .tag_transform_script
+        .clone()
+        .or(c.tag_transform_script.clone());
     let hstore = if args.hstore_all {
         HstoreMode::All
     } else if args.hstore {
@@ -76,7 +79,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         n => n,
     };
     let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
-    info!("importing {} into {}", args.file.display(), crate::db::describe(&db));
+    info!(
+        "importing {} into {}",
+        args.file.display(),
+        crate::db::describe(&db)
+    );
     let summary = import(&db, &args.file, &settings, threads)?;
     let rows: Vec<String> = summary
         .rows

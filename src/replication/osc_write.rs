@@ -44,7 +44,11 @@ pub fn write_osm<'a, W: Write>(
     objects: impl IntoIterator<Item = &'a Object>,
 ) -> io::Result<()> {
     writeln!(out, "<?xml version='1.0' encoding='UTF-8'?>")?;
-    writeln!(out, "<osm version=\"0.6\" generator=\"{}\">", escape(generator))?;
+    writeln!(
+        out,
+        "<osm version=\"0.6\" generator=\"{}\">",
+        escape(generator)
+    )?;
     for object in objects {
         write_object(out, object)?;
     }

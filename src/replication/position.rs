@@ -30,7 +30,9 @@ pub enum StoredPosition {
     /// No `osm2pgsql_properties` table: nothing was imported or initialised.
     NoTable,
     /// The table exists but lacks (valid) replication keys: `init` never ran.
-    NotSetUp { reason: String },
+    NotSetUp {
+        reason: String,
+    },
     Set(Position),
 }
 

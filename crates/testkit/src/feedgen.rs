@@ -147,8 +147,8 @@ impl OsmData {
 
     /// Writes the data as a plain OSM XML file (`.osm`) in importer order.
     pub fn write_osm_file(&self, path: &Path) -> Result<()> {
-        let file = fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = BufWriter::new(file);
         let objects: Vec<Object> = self.objects().collect();
         tilepipe::replication::osc_write::write_osm(&mut out, GENERATOR, &objects)?;

@@ -145,21 +145,29 @@ impl Areal for Geometry<f64> {
     }
 }
 
-/// Area in coordinate units (m² of EPSG:3857 for our coordinates) as
-/// osm2pgsql computes `way_area` (`geom::area`): shoelace formula per ring,
-/// holes counted negative thanks to their opposite orientation, absolute
-/// value of the total. Bit-identical to osm2pgsql for rings it produced.
+/// Area in coordinate units (m² of EPSG:3857 for our coordinates), as
+/// osm2pgsql 1.8's `way_area`: shoelace formula per ring, holes counted
+/// negative thanks to their opposite orientation, absolute value of the
+/// total.
 pub fn area<G: Areal + ?Sized>(geometry: &G) -> f64 {
     geometry.signed_area().abs()
 }
 
-/// Twice the signed area of a ring, summed pairwise over consecutive points
-/// as osm2pgsql's `get_ring_area` does (the ring is closed, so the last
-/// pair ends at the first point).
+/// Twice the signed area of a ring by the shoelace formula, with
+/// coordinates taken relative to the ring's first point. EPSG:3857
+/// coordinates are large (10⁶–10⁷ m), so raw products `x·y` lose about a
+/// millimetre² per term to rounding and a small building's area its sixth
+/// digit; relative coordinates keep full precision. osm2pgsql 1.8's stored
+/// `way_area` agrees with this on every polygon of the Liechtenstein
+/// extract (the raw products agree on only about two thirds of them).
 fn ring_area(ring: &LineString<f64>) -> f64 {
-    ring.0
-        .windows(2)
-        .fold(0.0, |total, w| total + (w[0].x * w[1].y - w[1].x * w[0].y))
+    let Some(origin) = ring.0.first().copied() else {
+        return 0.0;
+    };
+    ring.0.windows(2).fold(0.0, |total, w| {
+        let (a, b) = (w[0] - origin, w[1] - origin);
+        total + (a.x * b.y - b.x * a.y)
+    })
 }
 
 /// `way_area` as osm2pgsql 1.8 puts it into the COPY data: printf-style
