@@ -320,7 +320,7 @@ fn meta(
 ) -> Meta {
     Meta {
         version: version.filter(|v| *v >= 0).map(|v| v as u32),
-        timestamp: milli_timestamp.and_then(|ms| DateTime::from_timestamp_millis(ms)),
+        timestamp: milli_timestamp.and_then(DateTime::from_timestamp_millis),
         changeset,
         uid,
         user: user.filter(|u| !u.is_empty()).map(str::to_string),
