@@ -1,0 +1,178 @@
+//! Import and append time, tilepipe beside `osm2pgsql --slim` (Debian's
+//! 1.8), same input, same default style, same private PostgreSQL cluster.
+//!
+//! Run with `cargo bench --bench apply`. Inputs: Liechtenstein and its
+//! diff from `../shared/data` (skipped when absent), and a region ten
+//! times larger built here by repeating the extract side by side with
+//! shifted coordinates and offset ids (written as .osm XML, which both
+//! programs read), with a merged diff of generated edits over it.
+//! Each figure is the median of three runs; goals from issue 3: import at
+//! most 0.7× osm2pgsql's time, append at most 0.5×.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tilepipe::apply::append::Applier;
+use tilepipe::apply::import::import;
+use tilepipe::apply::middle::Middle;
+use tilepipe::apply::output::OutputTables;
+use tilepipe::apply::process::Processor;
+use tilepipe::apply::settings::ImportSettings;
+use tilepipe::osm::{Location, Object};
+use tilepipe::replication::ChangeSet;
+use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
+use tilepipe_testkit::PgCluster;
+
+const RUNS: usize = 3;
+
+struct Measured {
+    import: Vec<Duration>,
+    append: Vec<Duration>,
+}
+
+fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn osm2pgsql(cluster: &PgCluster, input: &Path, diff: &Path) -> Measured {
+    let mut m = Measured { import: vec![], append: vec![] };
+    for run in 0..RUNS {
+        let url = cluster.create_database(&format!("o2p_{run}")).unwrap();
+        let started = Instant::now();
+        let status = Command::new("osm2pgsql")
+            .args(["--slim", "-d", &url, "-S", "/usr/share/osm2pgsql/default.style", "--number-processes", "2"])
+            .arg(input)
+            .output()
+            .expect("osm2pgsql runs");
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        m.import.push(started.elapsed());
+        let started = Instant::now();
+        let status = Command::new("osm2pgsql")
+            .args(["--slim", "--append", "-d", &url, "-S", "/usr/share/osm2pgsql/default.style", "--number-processes", "2"])
+            .arg(diff)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        m.append.push(started.elapsed());
+    }
+    m
+}
+
+fn tilepipe_runs(cluster: &PgCluster, input: &Path, diff: &ChangeSet) -> Measured {
+    let mut m = Measured { import: vec![], append: vec![] };
+    for run in 0..RUNS {
+        let url = cluster.create_database(&format!("tp_{run}")).unwrap();
+        let config = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+        let started = Instant::now();
+        import(&config, input, &ImportSettings::default(), 2).unwrap();
+        m.import.push(started.elapsed());
+        let started = Instant::now();
+        let mut client = tilepipe::db::connect(&config).unwrap();
+        let settings = ImportSettings::load(&mut client, "public").unwrap().unwrap();
+        let processor = Processor::new(&settings).unwrap();
+        let tables = OutputTables::new("public", "planet_osm", processor.style().clone());
+        let mut applier = Applier::new(&mut client, Middle::new("public", "planet_osm"), tables, processor).unwrap();
+        let mut tx = client.transaction().unwrap();
+        applier.apply(&mut tx, diff).unwrap();
+        tx.commit().unwrap();
+        m.append.push(started.elapsed());
+    }
+    m
+}
+
+fn report(name: &str, ours: Measured, theirs: Measured) {
+    for (what, a, b, goal) in [
+        ("import", ours.import, theirs.import, 0.7),
+        ("append", ours.append, theirs.append, 0.5),
+    ] {
+        let (a, a_min, a_max) = median(a);
+        let (b, b_min, b_max) = median(b);
+        let ratio = a.as_secs_f64() / b.as_secs_f64();
+        println!(
+            "| {name} | {what} | {:.2} s ({:.2}–{:.2}) | {:.2} s ({:.2}–{:.2}) | {ratio:.2}× | ≤ {goal}× {} |",
+            a.as_secs_f64(),
+            a_min.as_secs_f64(),
+            a_max.as_secs_f64(),
+            b.as_secs_f64(),
+            b_min.as_secs_f64(),
+            b_max.as_secs_f64(),
+            if ratio <= goal { "met" } else { "not met" }
+        );
+    }
+}
+
+/// The extract repeated `copies` times side by side, each copy shifted
+/// east by the extract's width and its ids offset, as one object list in
+/// importer order.
+fn scaled(data: &OsmData, copies: i64) -> OsmData {
+    let width = 0.3;
+    let offset = 100_000_000i64;
+    let mut objects = Vec::new();
+    for k in 0..copies {
+        let shift = |id: i64| id + k * offset;
+        for object in data.objects() {
+            objects.push(match object {
+                Object::Node(mut n) => {
+                    n.id = shift(n.id);
+                    n.location = n.location.map(|l| Location {
+                        lon: l.lon + width * k as f64,
+                        lat: l.lat,
+                    });
+                    Object::Node(n)
+                }
+                Object::Way(mut w) => {
+                    w.id = shift(w.id);
+                    w.nodes.iter_mut().for_each(|n| *n = shift(*n));
+                    Object::Way(w)
+                }
+                Object::Relation(mut r) => {
+                    r.id = shift(r.id);
+                    r.members.iter_mut().for_each(|m| m.id = shift(m.id));
+                    Object::Relation(r)
+                }
+            });
+        }
+    }
+    OsmData::from_objects(objects)
+}
+
+fn write_osc(path: &Path, changes: &ChangeSet) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    tilepipe::replication::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
+}
+
+fn main() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let pbf = shared.join("liechtenstein-2013-08-03.osm.pbf");
+    let diff = shared.join("000466354.osc.gz");
+    if !pbf.exists() || !diff.exists() {
+        println!("skipping: {} or {} not found", pbf.display(), diff.display());
+        return;
+    }
+    if Command::new("osm2pgsql").arg("--version").output().is_err() {
+        println!("skipping: osm2pgsql not installed");
+        return;
+    }
+    let cluster = PgCluster::start(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!("| input | step | tilepipe (spread) | osm2pgsql --slim (spread) | ratio | goal |");
+    println!("|---|---|---:|---:|---:|---|");
+
+    let changes = tilepipe::replication::osc::read_osc_file(&diff).unwrap();
+    let ours = tilepipe_runs(&cluster, &pbf, &changes);
+    let theirs = osm2pgsql(&cluster, &pbf, &diff);
+    report("Liechtenstein PBF + diff 000466354", ours, theirs);
+
+    let data = OsmData::from_pbf(&pbf).unwrap();
+    let big = scaled(&data, 10);
+    let big_path: PathBuf = dir.path().join("liechtenstein-x10.osm");
+    big.write_osm_file(&big_path).unwrap();
+    let mut generator = FeedGenerator::new(big, 1, 1, chrono::Utc::now(), 60);
+    let merged: ChangeSet = (0..60).flat_map(|_| generator.next_diff().changes).collect();
+    let big_diff = dir.path().join("x10.osc");
+    write_osc(&big_diff, &merged);
+    let ours = tilepipe_runs(&cluster, &big_path, &merged);
+    let theirs = osm2pgsql(&cluster, &big_path, &big_diff);
+    report("10× Liechtenstein XML + 60 merged diffs", ours, theirs);
+}
