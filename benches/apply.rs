@@ -36,31 +36,62 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 }
 
 fn osm2pgsql(cluster: &PgCluster, input: &Path, diff: &Path) -> Measured {
-    let mut m = Measured { import: vec![], append: vec![] };
+    let mut m = Measured {
+        import: vec![],
+        append: vec![],
+    };
     for run in 0..RUNS {
         let url = cluster.create_database(&format!("o2p_{run}")).unwrap();
         let started = Instant::now();
         let status = Command::new("osm2pgsql")
-            .args(["--slim", "-d", &url, "-S", "/usr/share/osm2pgsql/default.style", "--number-processes", "2"])
+            .args([
+                "--slim",
+                "-d",
+                &url,
+                "-S",
+                "/usr/share/osm2pgsql/default.style",
+                "--number-processes",
+                "2",
+            ])
             .arg(input)
             .output()
             .expect("osm2pgsql runs");
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         m.import.push(started.elapsed());
         let started = Instant::now();
         let status = Command::new("osm2pgsql")
-            .args(["--slim", "--append", "-d", &url, "-S", "/usr/share/osm2pgsql/default.style", "--number-processes", "2"])
+            .args([
+                "--slim",
+                "--append",
+                "-d",
+                &url,
+                "-S",
+                "/usr/share/osm2pgsql/default.style",
+                "--number-processes",
+                "2",
+            ])
             .arg(diff)
             .output()
             .unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         m.append.push(started.elapsed());
     }
     m
 }
 
 fn tilepipe_runs(cluster: &PgCluster, input: &Path, diff: &ChangeSet) -> Measured {
-    let mut m = Measured { import: vec![], append: vec![] };
+    let mut m = Measured {
+        import: vec![],
+        append: vec![],
+    };
     for run in 0..RUNS {
         let url = cluster.create_database(&format!("tp_{run}")).unwrap();
         let config = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
@@ -69,10 +100,18 @@ fn tilepipe_runs(cluster: &PgCluster, input: &Path, diff: &ChangeSet) -> Measure
         m.import.push(started.elapsed());
         let started = Instant::now();
         let mut client = tilepipe::db::connect(&config).unwrap();
-        let settings = ImportSettings::load(&mut client, "public").unwrap().unwrap();
+        let settings = ImportSettings::load(&mut client, "public")
+            .unwrap()
+            .unwrap();
         let processor = Processor::new(&settings).unwrap();
         let tables = OutputTables::new("public", "planet_osm", processor.style().clone());
-        let mut applier = Applier::new(&mut client, Middle::new("public", "planet_osm"), tables, processor).unwrap();
+        let mut applier = Applier::new(
+            &mut client,
+            Middle::new("public", "planet_osm"),
+            tables,
+            processor,
+        )
+        .unwrap();
         let mut tx = client.transaction().unwrap();
         applier.apply(&mut tx, diff).unwrap();
         tx.commit().unwrap();
@@ -147,7 +186,11 @@ fn main() {
     let pbf = shared.join("liechtenstein-2013-08-03.osm.pbf");
     let diff = shared.join("000466354.osc.gz");
     if !pbf.exists() || !diff.exists() {
-        println!("skipping: {} or {} not found", pbf.display(), diff.display());
+        println!(
+            "skipping: {} or {} not found",
+            pbf.display(),
+            diff.display()
+        );
         return;
     }
     if Command::new("osm2pgsql").arg("--version").output().is_err() {
@@ -169,7 +212,9 @@ fn main() {
     let big_path: PathBuf = dir.path().join("liechtenstein-x10.osm");
     big.write_osm_file(&big_path).unwrap();
     let mut generator = FeedGenerator::new(big, 1, 1, chrono::Utc::now(), 60);
-    let merged: ChangeSet = (0..60).flat_map(|_| generator.next_diff().changes).collect();
+    let merged: ChangeSet = (0..60)
+        .flat_map(|_| generator.next_diff().changes)
+        .collect();
     let big_diff = dir.path().join("x10.osc");
     write_osc(&big_diff, &merged);
     let ours = tilepipe_runs(&cluster, &big_path, &merged);

@@ -128,6 +128,7 @@ impl Applier {
         let way_ids = ids.remove(&ObjectType::Way).unwrap_or_default();
         let relation_ids = ids.remove(&ObjectType::Relation).unwrap_or_default();
 
+        let mut timer = StepTimer::new();
         // 1. Middle.
         self.middle
             .delete(client, ObjectType::Node, &node_ids.all())?;
@@ -140,6 +141,7 @@ impl Applier {
         self.middle
             .copy_relations(client, relations.iter().copied())?;
 
+        timer.step("middle");
         // 2. Propagation. Deletes are not propagated: their parents are
         // expected in the same diff (osm2pgsql's rule).
         let moved_nodes: Vec<i64> = node_ids.upserted.iter().copied().collect();
@@ -161,6 +163,7 @@ impl Applier {
             parent_relations.remove(id);
         }
 
+        timer.step("propagation");
         // 3. Output: delete old rows, rebuild.
         let rebuild_ways: Vec<i64> = changed_ways.clone();
         let rebuild_relations: Vec<i64> = relation_ids
@@ -193,6 +196,7 @@ impl Applier {
             removed.insert(kind, self.tables.delete(client, kind, &area_ids)?);
         }
 
+        timer.step("output delete");
         let mut new_rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
         for node in &nodes {
             for (kind, row) in self.processor.node(node)? {
@@ -238,6 +242,7 @@ impl Applier {
                 new_rows.entry(kind).or_default().push(row);
             }
         }
+        timer.step("rebuild");
         for kind in TableKind::ALL {
             let Some(rows) = new_rows.get(&kind).filter(|rows| !rows.is_empty()) else {
                 continue;
@@ -249,6 +254,7 @@ impl Applier {
             writer.finish()?;
         }
 
+        timer.step("output copy");
         // 4. Pair old and new rows.
         let mut row_changes = Vec::new();
         for kind in TableKind::ALL {
@@ -264,6 +270,8 @@ impl Applier {
                 written,
             ));
         }
+        timer.step("read back");
+        tracing::debug!(steps = %timer, "applied change set");
         Ok(ApplyResult {
             row_changes,
             propagated_ways: parent_ways.len(),
@@ -328,4 +336,35 @@ pub fn raise_current_timestamp(
         crate::db::properties::write(client, schema, &[("current_timestamp", &text)])?;
     }
     Ok(())
+}
+
+/// Durations of an apply's steps, for the debug log.
+struct StepTimer {
+    last: std::time::Instant,
+    steps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl StepTimer {
+    fn new() -> Self {
+        StepTimer {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StepTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.0} ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
 }
