@@ -183,6 +183,7 @@ fn read_and_process(
 ) -> Result<(), ApplyError> {
     let mut locations = LocationStore::default();
     let mut ways: HashMap<i64, Way> = HashMap::new();
+    let progress = ReadProgress::new(path);
     let closed = || ApplyError::Aborted("a database writer stopped".into());
     read_objects(
         path,
@@ -244,9 +245,52 @@ fn read_and_process(
             for (kind, rows) in rows {
                 row_senders[&kind].send(rows).map_err(|_| closed())?;
             }
+            progress.update(summary);
             Ok(())
         },
-    )
+    )?;
+    progress.finish(summary);
+    Ok(())
+}
+
+/// A progress line with counts and rates, shown on a terminal only.
+struct ReadProgress {
+    bar: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl ReadProgress {
+    fn new(path: &Path) -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        bar.set_prefix(format!("importing {}", path.display()));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        ReadProgress {
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    fn update(&self, summary: &ImportSummary) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar.set_message(format!(
+            "nodes {} ({:.0}k/s), ways {} ({:.1}k/s), relations {}",
+            summary.nodes,
+            summary.nodes as f64 / secs / 1000.0,
+            summary.ways,
+            summary.ways as f64 / secs / 1000.0,
+            summary.relations
+        ));
+    }
+
+    fn finish(&self, summary: &ImportSummary) {
+        self.update(summary);
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Writes middle batches: one COPY per object type, in file order.
