@@ -1,1 +1,16 @@
-//! The expire stage (not implemented yet; see the issue tracker).
+//! The expire stage: from the rows an apply changed to the tiles whose
+//! pictures changed, and from those tiles to actions on a tile cache.
+//!
+//! - [`tiles`]: tile maths (3857 metres → tile coordinates, quadkeys);
+//! - [`tileset`]: a compact set of tiles at the expiry max zoom, lower zooms
+//!   and metatiles derived from it;
+//! - [`raster`]: osm2pgsql 2.3's rules for points, lines and polygons;
+//! - [`from_osm`]: geometries from an OSM file, for `tilepipe expire-tiles`;
+//! - [`actions`]: what to do with expired metatiles per style and zoom
+//!   (re-render, touch, delete, list) on a mod_tile cache or a renderd.
+
+pub mod actions;
+pub mod from_osm;
+pub mod raster;
+pub mod tiles;
+pub mod tileset;
