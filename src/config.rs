@@ -90,8 +90,9 @@ pub struct ReplicationConfig {
     /// Feed cadence; guessed from the URL (`…/minute/`, `…/hour/`, `…/day/`)
     /// when absent, else minute.
     pub interval: Option<Interval>,
-    /// Upper bound of one merged batch, in MB of uncompressed XML.
-    pub max_diff_size_mb: u64,
+    /// Upper bound of one merged batch, in MB of uncompressed XML
+    /// (fractions allowed).
+    pub max_diff_size_mb: f64,
     /// Sent with every request; the default names tilepipe and its version.
     pub user_agent: Option<String>,
     pub connect_timeout_secs: u64,
@@ -113,7 +114,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             url: "https://planet.openstreetmap.org/replication/minute/".into(),
             interval: None,
-            max_diff_size_mb: 500,
+            max_diff_size_mb: 500.0,
             user_agent: None,
             connect_timeout_secs: 30,
             timeout_secs: 300,
@@ -127,6 +128,11 @@ impl Default for ReplicationConfig {
 }
 
 impl ReplicationConfig {
+    /// The batch bound in bytes.
+    pub fn max_batch_bytes(&self) -> u64 {
+        (self.max_diff_size_mb * 1e6) as u64
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
     }
@@ -209,8 +215,8 @@ impl Config {
         let r = &self.replication;
         crate::replication::Feed::new(&r.url, Interval::Minute)
             .map_err(|e| format!("replication.url: {e}"))?;
-        if r.max_diff_size_mb == 0 {
-            return Err("replication.max_diff_size_mb: must be at least 1".into());
+        if !(r.max_diff_size_mb > 0.0) {
+            return Err("replication.max_diff_size_mb: must be a positive number".into());
         }
         if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
             return Err(
@@ -258,7 +264,7 @@ mod tests {
         assert_eq!(c.database.url, "postgresql://u@h/gis");
         assert_eq!(c.replication.interval, Some(Interval::Hour));
         assert_eq!(c.replication.headers["X-Token"], "abc");
-        assert_eq!(c.replication.max_diff_size_mb, 500);
+        assert_eq!(c.replication.max_diff_size_mb, 500.0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! stage modules.
 
 mod apply;
+mod catchup;
 mod import;
 mod init;
 mod status;
@@ -54,6 +55,8 @@ enum Command {
     Import(import::Args),
     /// Apply one OsmChange file (.osc, .osc.gz) in one transaction.
     Apply(apply::Args),
+    /// Apply everything the feed has published since the stored position, then exit.
+    Catchup(catchup::Args),
     /// Set the replication start point: from a date, a PBF header or a sequence.
     Init(init::Args),
     /// Show server and local replication state and the lag between them.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Import(args) => import::run(&config, args),
         Command::Apply(args) => apply::run(&config, args),
+        Command::Catchup(args) => catchup::run(&config, args),
         Command::Init(args) => init::run(&config, args),
         Command::Status(args) => status::run(&config, args),
     };

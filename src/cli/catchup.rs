@@ -1,0 +1,184 @@
+//! `tilepipe catchup [--once]`: apply everything the feed has published
+//! since the stored position, in bounded batches, then exit.
+//!
+//! Each batch is applied in one transaction together with its new feed
+//! position: a crash at any moment leaves the database at a batch
+//! boundary, and the next run continues from there. Exit codes follow
+//! `osm2pgsql-replication update`: 0 done (or already up to date), 1 not
+//! set up or the server unreachable, 3 a batch failed to apply.
+
+use crate::apply::append::{raise_current_timestamp, Applier};
+use crate::apply::middle::Middle;
+use crate::apply::output::OutputTables;
+use crate::apply::process::Processor;
+use crate::apply::settings::ImportSettings;
+use crate::config::Config;
+use crate::replication::client::RetryPolicy;
+use crate::replication::follower::{Batch, Follower};
+use crate::replication::position::{read_position, write_position, Position, StoredPosition};
+use crate::replication::state::format_timestamp;
+use std::process::ExitCode;
+use std::time::Instant;
+use tracing::{error, info};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Apply one batch only, even when more is pending.
+    #[arg(long)]
+    once: bool,
+}
+
+/// A command-line run rides out short network trouble with the configured
+/// backoff, then gives up (the daemon retries forever instead).
+const CATCHUP_ATTEMPTS: u32 = 6;
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let schema = config.database.middle_schema.as_str();
+    let mut db = super::connect_db(config)?;
+    let Some(settings) = ImportSettings::load(&mut db, schema)? else {
+        error!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first");
+        return Ok(ExitCode::from(1));
+    };
+    let mut position = match read_position(&mut db, schema)? {
+        StoredPosition::Set(position) => position,
+        StoredPosition::NoTable | StoredPosition::NotSetUp { .. } => {
+            error!("replication is not set up: run `tilepipe init` first");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let client = super::feed_client(config, &position.base_url)?;
+    let retry = RetryPolicy {
+        max_attempts: Some(CATCHUP_ATTEMPTS),
+        ..client.retry_policy()
+    };
+    let client = client.with_retry(retry);
+    let follower = Follower::new(client, config.replication.max_batch_bytes());
+    let runtime = super::runtime()?;
+    let latest = match runtime.block_on(follower.latest_state(position.sequence)) {
+        Ok(latest) => latest,
+        Err(e) => {
+            error!(
+                "cannot reach the replication server {}: {e}",
+                position.base_url
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if latest.sequence <= position.sequence {
+        info!(
+            "database already up to date at sequence {}",
+            position.sequence
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    info!(
+        "applying sequences {}..={} from {} ({} behind)",
+        position.sequence + 1,
+        latest.sequence,
+        position.base_url,
+        super::status::format_span((latest.timestamp - position.timestamp).num_seconds())
+    );
+
+    let processor = Processor::new(&settings)?;
+    let tables = OutputTables::new(
+        &settings.schema,
+        &settings.prefix,
+        processor.style().clone(),
+    );
+    let middle = Middle::new(&settings.schema, &settings.prefix);
+    let mut applier = Applier::new(&mut db, middle, tables, processor)?;
+    let progress = CatchupProgress::new(position.sequence, latest.sequence);
+
+    while position.sequence < latest.sequence {
+        let batch = match runtime.block_on(follower.next_batch_until(position.sequence, &latest)) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(e) => {
+                error!("download failed: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let started = Instant::now();
+        match apply_batch(&mut db, &mut applier, schema, &position, &batch) {
+            Ok(next) => position = next,
+            Err(e) => {
+                error!(
+                    "applying sequences {}..={} failed, nothing of it was committed: {e:#}",
+                    batch.sequences.start(),
+                    batch.sequences.end()
+                );
+                return Ok(ExitCode::from(3));
+            }
+        }
+        progress.advance(position.sequence);
+        info!(
+            first = batch.sequences.start(),
+            last = batch.sequences.end(),
+            objects = batch.changes.len(),
+            seconds = format_args!("{:.2}", started.elapsed().as_secs_f64()),
+            "data imported until {}; backlog remaining: {}",
+            format_timestamp(position.timestamp),
+            super::status::format_span((chrono::Utc::now() - position.timestamp).num_seconds())
+        );
+        if args.once {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies one batch and stores the position it reaches, in one
+/// transaction.
+fn apply_batch(
+    db: &mut postgres::Client,
+    applier: &mut Applier,
+    schema: &str,
+    position: &Position,
+    batch: &Batch,
+) -> anyhow::Result<Position> {
+    let mut tx = db.transaction()?;
+    applier.apply(&mut tx, &batch.changes)?;
+    raise_current_timestamp(&mut tx, schema, &batch.changes)?;
+    let next = Position {
+        base_url: position.base_url.clone(),
+        sequence: batch.end.sequence,
+        timestamp: batch.end.timestamp,
+    };
+    write_position(&mut tx, schema, &next)?;
+    tx.commit()?;
+    Ok(next)
+}
+
+/// A bar over the pending sequences with an ETA, on a terminal only.
+struct CatchupProgress {
+    bar: indicatif::ProgressBar,
+    first: u64,
+}
+
+impl CatchupProgress {
+    fn new(position: u64, latest: u64) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(latest - position),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} sequences, {per_sec}, ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        CatchupProgress {
+            bar,
+            first: position,
+        }
+    }
+
+    fn advance(&self, position: u64) {
+        self.bar.set_position(position - self.first);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
