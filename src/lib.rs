@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod expire;
 pub mod metatile;

@@ -6,6 +6,7 @@ mod apply;
 mod catchup;
 mod import;
 mod init;
+mod run;
 mod status;
 
 use crate::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
@@ -59,6 +60,8 @@ enum Command {
     Catchup(catchup::Args),
     /// Set the replication start point: from a date, a PBF header or a sequence.
     Init(init::Args),
+    /// The daemon: follow the feed and apply each batch as it is published.
+    Run(run::Args),
     /// Show server and local replication state and the lag between them.
     Status(status::Args),
 }
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&config, args),
         Command::Catchup(args) => catchup::run(&config, args),
         Command::Init(args) => init::run(&config, args),
+        Command::Run(args) => run::run(&config, args),
         Command::Status(args) => status::run(&config, args),
     };
     match result {

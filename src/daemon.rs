@@ -1,0 +1,339 @@
+//! `tilepipe run`: the long-running loop from published diff to applied
+//! batch (render and serve stages plug in as they land).
+//!
+//! Shape: one thread owns the database work (the synchronous `postgres`
+//! client must not run on async threads) and drives a tokio runtime for
+//! the feed. Each turn: read the server's newest state, apply what is
+//! pending in bounded batches (each in one transaction with its
+//! position), then sleep until the next diff is due (the newest state's
+//! timestamp plus one interval plus a margin). Every wait is interruptible
+//! by SIGTERM/SIGINT; a batch in progress commits or rolls back before
+//! the process exits.
+
+use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
+use crate::apply::middle::Middle;
+use crate::apply::output::OutputTables;
+use crate::apply::process::Processor;
+use crate::apply::settings::ImportSettings;
+use crate::config::Config;
+use crate::replication::client::{ClientOptions, FeedClient};
+use crate::replication::follower::{poll_delay, Batch, Follower};
+use crate::replication::position::{read_position, write_position, Position, StoredPosition};
+use crate::replication::state::format_timestamp;
+use crate::replication::{Feed, Interval};
+use anyhow::{bail, Context};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tracing::{error, info, info_span, warn};
+
+/// A shutdown request, shared by signal handlers and the loop.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    requested: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Completes when shutdown is requested.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sleeps for `duration`; returns false if shutdown came first.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => !self.is_requested(),
+            _ = self.wait() => false,
+        }
+    }
+}
+
+/// The advisory lock key that keeps two daemons off one database
+/// (the characters "tilepipe" as an integer).
+const INSTANCE_LOCK: i64 = 0x7469_6c65_7069_7065;
+
+/// Database state the loop needs, rebuilt after a reconnect. Its
+/// connection holds the single-instance advisory lock (session-scoped, so
+/// it survives the transactions; a reconnect takes it again).
+struct Session {
+    client: postgres::Client,
+    applier: Applier,
+}
+
+/// Why a session could not be opened.
+enum SessionError {
+    /// Another daemon holds the lock: stop, do not retry.
+    Locked(String),
+    /// Worth retrying (database down, restarting).
+    Unavailable(anyhow::Error),
+}
+
+pub struct Daemon {
+    config: Config,
+    db: postgres::Config,
+    settings: ImportSettings,
+    shutdown: Shutdown,
+    session: Session,
+}
+
+impl Daemon {
+    /// Start-up self-checks with clear messages: database reachable,
+    /// PostGIS and an import present, replication set up, no other
+    /// instance running.
+    pub fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Daemon> {
+        let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
+        let mut client = crate::db::connect(&db).context("start-up check: database")?;
+        crate::apply::check_extensions(&mut client).context("start-up check: extensions")?;
+        let schema = config.database.middle_schema.clone();
+        let settings = ImportSettings::load(&mut client, &schema)?.with_context(|| {
+            format!("start-up check: no finished tilepipe import in schema {schema:?}; run `tilepipe import` first")
+        })?;
+        match read_position(&mut client, &schema)? {
+            StoredPosition::Set(_) => {}
+            _ => bail!("start-up check: replication is not set up; run `tilepipe init` first"),
+        }
+        let session = match open_session(&db, &settings) {
+            Ok(session) => session,
+            Err(SessionError::Locked(message)) => bail!(message),
+            Err(SessionError::Unavailable(e)) => return Err(e.context("start-up check: database")),
+        };
+        Ok(Daemon {
+            config,
+            db,
+            settings,
+            shutdown,
+            session,
+        })
+    }
+
+    /// Connects again, retrying with capped backoff until the database
+    /// answers (e.g. after a PostgreSQL restart). `Ok(None)` on shutdown.
+    fn reconnect(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Option<Session>> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match open_session(&self.db, &self.settings) {
+                Ok(session) => {
+                    info!("database connection restored");
+                    return Ok(Some(session));
+                }
+                Err(SessionError::Locked(message)) => bail!(message),
+                Err(SessionError::Unavailable(e)) => {
+                    warn!(
+                        "database unavailable: {e:#}; retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    )
+                }
+            }
+            if !runtime.block_on(self.shutdown.sleep(delay)) {
+                return Ok(None);
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    fn position(&mut self) -> anyhow::Result<Position> {
+        match read_position(
+            &mut self.session.client,
+            &self.config.database.middle_schema,
+        )? {
+            StoredPosition::Set(position) => Ok(position),
+            _ => bail!("the replication position vanished from the database"),
+        }
+    }
+
+    /// Runs until shutdown. `on_ready` is called once the loop is about
+    /// to poll for the first time (for sd_notify).
+    pub fn run(
+        mut self,
+        runtime: &tokio::runtime::Runtime,
+        on_ready: impl FnOnce(),
+    ) -> anyhow::Result<()> {
+        let mut position = self.position()?;
+        let feed = match self.config.replication.interval {
+            Some(interval) => Feed::new(&position.base_url, interval),
+            None => Feed::with_guessed_interval(&position.base_url, Interval::Minute),
+        }?;
+        let interval = feed.interval;
+        // The daemon never gives up on the feed: it retries forever.
+        let client = FeedClient::new(feed, &ClientOptions::from_config(&self.config.replication))?;
+        let follower = Follower::new(client, self.config.replication.max_batch_bytes());
+        let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
+        info!(
+            "following {} from sequence {} ({})",
+            position.base_url,
+            position.sequence,
+            format_timestamp(position.timestamp)
+        );
+        on_ready();
+
+        while !self.shutdown.is_requested() {
+            let Some(latest) =
+                runtime.block_on(self.until_shutdown(follower.latest_state(position.sequence)))
+            else {
+                break;
+            };
+            let latest = latest?;
+            if latest.sequence > position.sequence {
+                let Some(batch) = runtime.block_on(
+                    self.until_shutdown(follower.next_batch_until(position.sequence, &latest)),
+                ) else {
+                    break;
+                };
+                let Some(batch) = batch? else { continue };
+                let span = info_span!(
+                    "batch",
+                    first = batch.sequences.start(),
+                    last = batch.sequences.end()
+                );
+                let _entered = span.enter();
+                match self.apply_with_retry(runtime, &position, &batch)? {
+                    Some(next) => position = next,
+                    None => break,
+                }
+                continue;
+            }
+            let wait = poll_delay(
+                &latest,
+                interval.duration(),
+                margin,
+                interval.not_yet_wait().min(Duration::from_secs(2)),
+                chrono::Utc::now(),
+            );
+            if !runtime.block_on(self.shutdown.sleep(wait)) {
+                break;
+            }
+        }
+        info!("stopped at sequence {}", position.sequence);
+        Ok(())
+    }
+
+    /// Runs `work` unless shutdown comes first (`None` then).
+    async fn until_shutdown<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = work => Some(result),
+            _ = self.shutdown.wait() => None,
+        }
+    }
+
+    /// Applies one batch; on a database fault, reconnects and applies it
+    /// again (the failed transaction rolled back). `Ok(None)` on shutdown.
+    fn apply_with_retry(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        position: &Position,
+        batch: &Batch,
+    ) -> anyhow::Result<Option<Position>> {
+        loop {
+            let started = Instant::now();
+            match apply_batch(
+                &mut self.session,
+                &self.config.database.middle_schema,
+                position,
+                batch,
+            ) {
+                Ok((next, result)) => {
+                    info!(
+                        objects = batch.changes.len(),
+                        rows_changed = result.changed_rows().count(),
+                        seconds = format_args!("{:.3}", started.elapsed().as_secs_f64()),
+                        "applied up to {}",
+                        format_timestamp(next.timestamp)
+                    );
+                    return Ok(Some(next));
+                }
+                Err(e) => {
+                    error!("applying the batch failed (rolled back): {e:#}");
+                    match self.reconnect(runtime)? {
+                        Some(session) => self.session = session,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects, takes the single-instance lock, prepares the applier.
+fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Session, SessionError> {
+    let unavailable = |e: anyhow::Error| SessionError::Unavailable(e);
+    let mut client = crate::db::connect(db).map_err(|e| unavailable(e.into()))?;
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+        .map_err(|e| unavailable(e.into()))?
+        .get(0);
+    if !locked {
+        return Err(SessionError::Locked(format!(
+            "another `tilepipe run` holds this database ({}); only one may apply diffs",
+            crate::db::describe(db)
+        )));
+    }
+    let processor = Processor::new(settings).map_err(|e| unavailable(e.into()))?;
+    let tables = OutputTables::new(
+        &settings.schema,
+        &settings.prefix,
+        processor.style().clone(),
+    );
+    let middle = Middle::new(&settings.schema, &settings.prefix);
+    let applier =
+        Applier::new(&mut client, middle, tables, processor).map_err(|e| unavailable(e.into()))?;
+    Ok(Session { client, applier })
+}
+
+/// One batch and its position in one transaction.
+fn apply_batch(
+    session: &mut Session,
+    schema: &str,
+    position: &Position,
+    batch: &Batch,
+) -> anyhow::Result<(Position, ApplyResult)> {
+    let mut tx = session.client.transaction()?;
+    let result = session.applier.apply(&mut tx, &batch.changes)?;
+    raise_current_timestamp(&mut tx, schema, &batch.changes)?;
+    let next = Position {
+        base_url: position.base_url.clone(),
+        sequence: batch.end.sequence,
+        timestamp: batch.end.timestamp,
+    };
+    write_position(&mut tx, schema, &next)?;
+    tx.commit()?;
+    Ok((next, result))
+}
+
+/// Tells systemd the service is ready (`Type=notify`), when started by it.
+pub fn notify_systemd_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(socket) => socket,
+        Err(e) => return warn!("sd_notify: {e}"),
+    };
+    let path = path.to_string_lossy().into_owned();
+    let result = if let Some(abstract_name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .and_then(|addr| socket.send_to_addr(b"READY=1\n", &addr))
+    } else {
+        socket.send_to(b"READY=1\n", &path)
+    };
+    if let Err(e) = result {
+        warn!("sd_notify to {path}: {e}");
+    }
+}
