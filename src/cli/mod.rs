@@ -6,6 +6,7 @@ mod apply;
 mod catchup;
 mod import;
 mod init;
+mod render_expired;
 mod run;
 mod status;
 
@@ -64,6 +65,8 @@ enum Command {
     Run(run::Args),
     /// Show server and local replication state and the lag between them.
     Status(status::Args),
+    /// Re-render, touch or delete the metatiles z/x/y lines on stdin cover (render_expired).
+    RenderExpired(render_expired::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(&config, args),
         Command::Run(args) => run::run(&config, args),
         Command::Status(args) => status::run(&config, args),
+        Command::RenderExpired(args) => render_expired::run(&config, args),
     };
     match result {
         Ok(code) => code,
