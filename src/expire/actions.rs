@@ -546,6 +546,12 @@ const LOGGED_STORE_ERRORS: u64 = 10;
 /// Store errors (permissions, a broken directory) are counted and the run
 /// goes on; a sink that stops accepting work fails the remaining renders
 /// but not the touches and deletes.
+///
+/// The planet time is looked up once per call. A metatile counts as
+/// `already_dirty` when its mtime is before it; it is acted on all the
+/// same (a touch makes it very old, so mod_tile re-renders it with
+/// priority). The tile directory is used with short blocking calls (stat,
+/// futimens, unlink) between the awaits.
 pub async fn expire<S: RenderSink>(
     store: &TileStore,
     policy: &ExpirePolicy,
@@ -569,23 +575,18 @@ pub async fn expire<S: RenderSink>(
     }
     let style = policy.style.as_str();
     let planet = store.planet_import_complete(style)?;
-    let mut sink_open = true;
+    let mut run = Run {
+        store,
+        policy,
+        planet_time: planet.time,
+        sink,
+        sink_open: true,
+    };
     for (&zoom, metatiles) in by_zoom.iter().rev() {
         let action = policy.action(zoom).expect("filtered above");
         let counts = summary.zooms.entry(zoom).or_default();
         for &metatile in metatiles {
-            let done = act(
-                store,
-                policy,
-                action,
-                metatile,
-                planet.time,
-                counts,
-                &mut sink_open,
-                sink,
-            )
-            .await;
-            if let Err(e) = done {
+            if let Err(e) = run.act(action, metatile, counts).await {
                 counts.errors += 1;
                 if counts.errors <= LOGGED_STORE_ERRORS {
                     tracing::warn!("{metatile}: {e}");
@@ -604,53 +605,57 @@ pub async fn expire<S: RenderSink>(
     Ok(summary)
 }
 
-/// One metatile: stat, then the policy's action.
-#[allow(clippy::too_many_arguments)]
-async fn act<S: RenderSink>(
-    store: &TileStore,
-    policy: &ExpirePolicy,
-    action: Action,
-    metatile: Metatile,
+/// The state of one [`expire`] call.
+struct Run<'a, S> {
+    store: &'a TileStore,
+    policy: &'a ExpirePolicy,
     planet_time: std::time::SystemTime,
-    counts: &mut ZoomSummary,
-    sink_open: &mut bool,
-    sink: &mut S,
-) -> Result<(), MetatileError> {
-    let style = policy.style.as_str();
-    let state = store.stat_against(style, metatile, planet_time)?;
-    let render_missing = action == Action::Render && policy.render_missing;
-    if !state.exists() && !render_missing {
-        counts.missing += 1;
-        return Ok(());
-    }
-    if matches!(state, TileState::Dirty { .. }) {
-        counts.already_dirty += 1;
-    }
-    match action {
-        Action::Delete => {
-            if store.delete(style, metatile)? {
-                counts.deleted += 1;
-            } else {
-                counts.missing += 1;
+    sink: &'a mut S,
+    /// False once the sink refused work: later renders fail at once.
+    sink_open: bool,
+}
+
+impl<S: RenderSink> Run<'_, S> {
+    /// One metatile: stat, then the policy's action.
+    async fn act(
+        &mut self,
+        action: Action,
+        metatile: Metatile,
+        counts: &mut ZoomSummary,
+    ) -> Result<(), MetatileError> {
+        let style = self.policy.style.as_str();
+        let state = self.store.stat_against(style, metatile, self.planet_time)?;
+        let render_missing = action == Action::Render && self.policy.render_missing;
+        if !state.exists() && !render_missing {
+            counts.missing += 1;
+            return Ok(());
+        }
+        if matches!(state, TileState::Dirty { .. }) {
+            counts.already_dirty += 1;
+        }
+        match action {
+            Action::Delete => match self.store.delete(style, metatile)? {
+                true => counts.deleted += 1,
+                false => counts.missing += 1,
+            },
+            Action::Touch => match self.store.touch(style, metatile)? {
+                TouchOutcome::Touched => counts.touched += 1,
+                TouchOutcome::AlreadyTouched => counts.already_touched += 1,
+                TouchOutcome::Missing => counts.missing += 1,
+            },
+            Action::Render => {
+                counts.rendered += 1;
+                if !self.sink_open {
+                    counts.replies.failed += 1;
+                } else if let Err(e) = self.sink.submit(style, metatile).await {
+                    tracing::error!("no more renders: {e}");
+                    self.sink_open = false;
+                    counts.replies.failed += 1;
+                }
             }
         }
-        Action::Touch => match store.touch(style, metatile)? {
-            TouchOutcome::Touched => counts.touched += 1,
-            TouchOutcome::AlreadyTouched => counts.already_touched += 1,
-            TouchOutcome::Missing => counts.missing += 1,
-        },
-        Action::Render => {
-            counts.rendered += 1;
-            if !*sink_open {
-                counts.replies.failed += 1;
-            } else if let Err(e) = sink.submit(style, metatile).await {
-                tracing::error!("no more renders: {e}");
-                *sink_open = false;
-                counts.replies.failed += 1;
-            }
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What a tile list holds per metatile.
