@@ -4,6 +4,7 @@
 
 mod apply;
 mod catchup;
+mod expire_tiles;
 mod import;
 mod init;
 mod render_expired;
@@ -59,6 +60,8 @@ enum Command {
     Apply(apply::Args),
     /// Apply everything the feed has published since the stored position, then exit.
     Catchup(catchup::Args),
+    /// Print the tiles the tagged objects of an OSM file expire (z/x/y lines, like osm2pgsql-expire).
+    ExpireTiles(expire_tiles::Args),
     /// Set the replication start point: from a date, a PBF header or a sequence.
     Init(init::Args),
     /// The daemon: follow the feed and apply each batch as it is published.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&config, args),
         Command::Apply(args) => apply::run(&config, args),
         Command::Catchup(args) => catchup::run(&config, args),
+        Command::ExpireTiles(args) => expire_tiles::run(&config, args),
         Command::Init(args) => init::run(&config, args),
         Command::Run(args) => run::run(&config, args),
         Command::Status(args) => status::run(&config, args),
