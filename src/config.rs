@@ -20,6 +20,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub replication: ReplicationConfig,
     pub import: ImportConfig,
+    pub expire: crate::expire::batch::ExpireSettings,
     pub log: LogConfig,
 }
 
@@ -229,6 +230,7 @@ impl Config {
                     .into(),
             );
         }
+        self.expire.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {:?} is not a valid filter: {e}", self.log.level))?;
         Ok(())

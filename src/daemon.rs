@@ -16,6 +16,7 @@ use crate::apply::output::OutputTables;
 use crate::apply::process::Processor;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
+use crate::expire::batch as expiry;
 use crate::replication::client::{ClientOptions, FeedClient};
 use crate::replication::follower::{poll_delay, Batch, Follower};
 use crate::replication::position::{read_position, write_position, Position, StoredPosition};
@@ -175,6 +176,8 @@ impl Daemon {
         let client = FeedClient::new(feed, &ClientOptions::from_config(&self.config.replication))?;
         let follower = Follower::new(client, self.config.replication.max_batch_bytes());
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
+        // Tiles of batches committed before a crash are acted on first.
+        act_on_expired(&mut self.session.client, &self.config, runtime)?;
         info!(
             "following {} from sequence {} ({})",
             position.base_url,
@@ -242,9 +245,11 @@ impl Daemon {
     ) -> anyhow::Result<Option<Position>> {
         loop {
             let started = Instant::now();
+            let session = &mut self.session;
             match apply_batch(
-                &mut self.session,
-                &self.config.database.middle_schema,
+                &mut session.client,
+                &mut session.applier,
+                &self.config,
                 position,
                 batch,
             ) {
@@ -256,6 +261,9 @@ impl Daemon {
                         "applied up to {}",
                         format_timestamp(next.timestamp)
                     );
+                    if let Err(e) = act_on_expired(&mut session.client, &self.config, runtime) {
+                        warn!("expiry: {e:#}");
+                    }
                     return Ok(Some(next));
                 }
                 Err(e) => {
@@ -296,16 +304,27 @@ fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Sess
     Ok(Session { client, applier })
 }
 
-/// One batch and its position in one transaction.
-fn apply_batch(
-    session: &mut Session,
-    schema: &str,
+/// One batch, its position and its expired tiles, in one transaction.
+/// Shared by `run` and `catchup`.
+pub fn apply_batch(
+    client: &mut postgres::Client,
+    applier: &mut Applier,
+    config: &Config,
     position: &Position,
     batch: &Batch,
 ) -> anyhow::Result<(Position, ApplyResult)> {
-    let mut tx = session.client.transaction()?;
-    let result = session.applier.apply(&mut tx, &batch.changes)?;
+    let schema = config.database.middle_schema.as_str();
+    let mut tx = client.transaction()?;
+    let result = applier.apply(&mut tx, &batch.changes)?;
     raise_current_timestamp(&mut tx, schema, &batch.changes)?;
+    if config.expire.is_active() {
+        let tiles = expiry::tiles_for_changes(
+            &result.row_changes,
+            &config.expire.raster(),
+            config.expire.all_changes,
+        )?;
+        expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
+    }
     let next = Position {
         base_url: position.base_url.clone(),
         sequence: batch.end.sequence,
@@ -314,6 +333,32 @@ fn apply_batch(
     write_position(&mut tx, schema, &next)?;
     tx.commit()?;
     Ok((next, result))
+}
+
+/// Acts on every committed batch's expired tiles not acted on yet (after a
+/// crash, those of earlier runs too). Entries whose actions failed stay
+/// queued and are tried again after the next batch.
+pub fn act_on_expired(
+    client: &mut postgres::Client,
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    if !config.expire.is_active() {
+        return Ok(());
+    }
+    let schema = config.database.middle_schema.as_str();
+    for (batch_end, tiles) in expiry::pending(client, schema)? {
+        info!(
+            batch_end,
+            tiles = tiles.len(),
+            zoom = tiles.zoom(),
+            "expiring tiles"
+        );
+        if runtime.block_on(expiry::act(&config.expire, batch_end, &tiles)) {
+            expiry::done(client, schema, batch_end)?;
+        }
+    }
+    Ok(())
 }
 
 /// Tells systemd the service is ready (`Type=notify`), when started by it.

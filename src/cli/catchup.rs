@@ -7,15 +7,16 @@
 //! `osm2pgsql-replication update`: 0 done (or already up to date), 1 not
 //! set up or the server unreachable, 3 a batch failed to apply.
 
-use crate::apply::append::{raise_current_timestamp, Applier};
+use crate::apply::append::Applier;
 use crate::apply::middle::Middle;
 use crate::apply::output::OutputTables;
 use crate::apply::process::Processor;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
+use crate::daemon::{act_on_expired, apply_batch};
 use crate::replication::client::RetryPolicy;
-use crate::replication::follower::{Batch, Follower};
-use crate::replication::position::{read_position, write_position, Position, StoredPosition};
+use crate::replication::follower::Follower;
+use crate::replication::position::{read_position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -79,6 +80,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         super::status::format_span((latest.timestamp - position.timestamp).num_seconds())
     );
 
+    // Tiles of batches committed before a crash are acted on first.
+    act_on_expired(&mut db, config, &runtime)?;
     let processor = Processor::new(&settings)?;
     let tables = OutputTables::new(
         &settings.schema,
@@ -99,8 +102,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             }
         };
         let started = Instant::now();
-        match apply_batch(&mut db, &mut applier, schema, &position, &batch) {
-            Ok(next) => position = next,
+        match apply_batch(&mut db, &mut applier, config, &position, &batch) {
+            Ok((next, _)) => position = next,
             Err(e) => {
                 error!(
                     "applying sequences {}..={} failed, nothing of it was committed: {e:#}",
@@ -109,6 +112,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(3));
             }
+        }
+        if let Err(e) = act_on_expired(&mut db, config, &runtime) {
+            error!("expiry: {e:#}");
         }
         progress.advance(position.sequence);
         info!(
@@ -126,28 +132,6 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     }
     progress.finish();
     Ok(ExitCode::SUCCESS)
-}
-
-/// Applies one batch and stores the position it reaches, in one
-/// transaction.
-fn apply_batch(
-    db: &mut postgres::Client,
-    applier: &mut Applier,
-    schema: &str,
-    position: &Position,
-    batch: &Batch,
-) -> anyhow::Result<Position> {
-    let mut tx = db.transaction()?;
-    applier.apply(&mut tx, &batch.changes)?;
-    raise_current_timestamp(&mut tx, schema, &batch.changes)?;
-    let next = Position {
-        base_url: position.base_url.clone(),
-        sequence: batch.end.sequence,
-        timestamp: batch.end.timestamp,
-    };
-    write_position(&mut tx, schema, &next)?;
-    tx.commit()?;
-    Ok(next)
 }
 
 /// A bar over the pending sequences with an ETA, on a terminal only.

@@ -7,9 +7,12 @@
 //! - [`raster`]: osm2pgsql 2.3's rules for points, lines and polygons;
 //! - [`from_osm`]: geometries from an OSM file, for `tilepipe expire-tiles`;
 //! - [`actions`]: what to do with expired metatiles per style and zoom
-//!   (re-render, touch, delete, list) on a mod_tile cache or a renderd.
+//!   (re-render, touch, delete, list) on a mod_tile cache or a renderd;
+//! - [`batch`]: the expiry of applied batches, queued in their transaction
+//!   and acted on after the commit.
 
 pub mod actions;
+pub mod batch;
 pub mod from_osm;
 pub mod raster;
 pub mod tiles;

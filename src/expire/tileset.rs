@@ -253,6 +253,35 @@ impl TileSet {
     pub fn optimize(&mut self) {
         self.quadkeys.optimize();
     }
+
+    /// The portable roaring serialisation of the quadkeys (what the expire
+    /// queue stores; the zoom is stored beside it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut quadkeys = self.quadkeys.clone();
+        quadkeys.optimize();
+        let mut out = Vec::with_capacity(quadkeys.serialized_size());
+        quadkeys
+            .serialize_into(&mut out)
+            .expect("writing into a Vec cannot fail");
+        out
+    }
+
+    /// The inverse of [`TileSet::to_bytes`].
+    pub fn from_bytes(zoom: u8, bytes: &[u8]) -> io::Result<TileSet> {
+        if zoom > MAX_ZOOM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("zoom {zoom} is above {MAX_ZOOM}"),
+            ));
+        }
+        let quadkeys = RoaringTreemap::deserialize_from(bytes)?;
+        let len = quadkeys.len();
+        Ok(TileSet {
+            zoom,
+            quadkeys,
+            len,
+        })
+    }
 }
 
 impl Extend<Tile> for TileSet {

@@ -1,0 +1,360 @@
+//! Expiry of applied batches: from an apply's row changes to a tile set,
+//! kept in the database until it has been acted on.
+//!
+//! Crash safety: the tiles a batch expires are stored in
+//! `tilepipe_expire_queue` inside the batch's own transaction. The actions
+//! on tile caches (touch, delete, re-render) run after the commit, so a
+//! renderer never sees a tile marked dirty before the data that dirtied it,
+//! and an entry is removed only once its actions are done: a crash between
+//! commit and actions replays them at the next start instead of losing them.
+
+use super::actions::{
+    self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
+};
+use super::raster::{ExpireConfig, ExpireError, Expirer, PolygonMode};
+use super::tileset::TileSet;
+use crate::apply::append::RowChange;
+use crate::apply::output::TableKind;
+use crate::db::quote_ident;
+use crate::metatile::TileStore;
+use crate::renderd::Endpoint;
+use postgres::GenericClient;
+use serde::Deserialize;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// The `expire:` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpireSettings {
+    /// Zoom tiles are computed at; lower zooms and metatiles derive from it.
+    pub max_zoom: u8,
+    /// Lowest zoom written to tile lists.
+    pub min_zoom: u8,
+    /// Polygons: full-area, boundary-only or hybrid.
+    pub mode: ModeSetting,
+    /// Margin around geometries, in tiles at `max_zoom`.
+    pub buffer: f64,
+    /// Hybrid mode: polygons whose envelope is wider or taller than this
+    /// (EPSG:3857 metres) expire their boundary only.
+    pub full_area_limit: f64,
+    /// Expire every rewritten row, as osm2pgsql does, instead of only rows
+    /// whose geometry or columns changed.
+    pub all_changes: bool,
+    /// Write a `z/x/y` list per batch into this directory.
+    pub list_dir: Option<PathBuf>,
+    /// Actions on mod_tile tile caches, per style.
+    pub styles: Vec<StyleExpiry>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeSetting {
+    #[default]
+    FullArea,
+    BoundaryOnly,
+    Hybrid,
+}
+
+/// What to do with one style's expired metatiles.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StyleExpiry {
+    /// Style name: the directory below `tile_dir` (renderd's map section).
+    pub name: String,
+    /// mod_tile tile directory.
+    pub tile_dir: PathBuf,
+    #[serde(default = "default_style_min_zoom")]
+    pub min_zoom: u8,
+    #[serde(default = "default_max_zoom")]
+    pub max_zoom: u8,
+    /// From this zoom on, mark metatiles dirty instead of re-rendering.
+    #[serde(default)]
+    pub touch_from: Option<u8>,
+    /// From this zoom on, delete metatiles.
+    #[serde(default)]
+    pub delete_from: Option<u8>,
+    /// Re-render through this renderd (`/run/renderd/renderd.sock` or
+    /// `host:port`); without one, zooms that would re-render are touched.
+    #[serde(default)]
+    pub renderd: Option<String>,
+    /// Also ask for metatiles that are not in the cache.
+    #[serde(default)]
+    pub render_missing: bool,
+}
+
+fn default_style_min_zoom() -> u8 {
+    10
+}
+
+fn default_max_zoom() -> u8 {
+    18
+}
+
+impl Default for ExpireSettings {
+    fn default() -> Self {
+        ExpireSettings {
+            max_zoom: default_max_zoom(),
+            min_zoom: default_style_min_zoom(),
+            mode: ModeSetting::FullArea,
+            buffer: 0.1,
+            full_area_limit: 20_000.0,
+            all_changes: false,
+            list_dir: None,
+            styles: Vec::new(),
+        }
+    }
+}
+
+impl ExpireSettings {
+    /// Whether anything is configured to use expired tiles.
+    pub fn is_active(&self) -> bool {
+        self.list_dir.is_some() || !self.styles.is_empty()
+    }
+
+    pub fn raster(&self) -> ExpireConfig {
+        let mut config = ExpireConfig::new(self.max_zoom);
+        config.buffer = self.buffer;
+        config.full_area_limit = self.full_area_limit;
+        config.mode = match self.mode {
+            ModeSetting::FullArea => PolygonMode::FullArea,
+            ModeSetting::BoundaryOnly => PolygonMode::BoundaryOnly,
+            ModeSetting::Hybrid => PolygonMode::Hybrid,
+        };
+        config
+    }
+
+    /// Checks values serde cannot; messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.raster()
+            .validate()
+            .map_err(|e| format!("expire: {e}"))?;
+        if self.min_zoom > self.max_zoom {
+            return Err(format!(
+                "expire.min_zoom {} is above expire.max_zoom {}",
+                self.min_zoom, self.max_zoom
+            ));
+        }
+        for style in &self.styles {
+            let mut policy = self.policy(style);
+            policy.max_zoom = policy.max_zoom.min(self.max_zoom);
+            policy
+                .validate()
+                .map_err(|e| format!("expire.styles[{}]: {e}", style.name))?;
+            if style.max_zoom > self.max_zoom {
+                return Err(format!(
+                    "expire.styles[{}].max_zoom {} is above expire.max_zoom {}: tiles are only computed up to it",
+                    style.name, style.max_zoom, self.max_zoom
+                ));
+            }
+            if let Some(endpoint) = &style.renderd {
+                Endpoint::parse(endpoint)
+                    .map_err(|e| format!("expire.styles[{}].renderd: {e}", style.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn policy(&self, style: &StyleExpiry) -> ExpirePolicy {
+        let mut policy = ExpirePolicy::new(&style.name);
+        policy.min_zoom = style.min_zoom;
+        policy.max_zoom = style.max_zoom;
+        policy.delete_from = style.delete_from;
+        policy.render_missing = style.render_missing;
+        // Without a renderer, zooms that would re-render are marked dirty,
+        // so a renderer behind the cache (mod_tile) redraws on demand.
+        policy.touch_from = match (&style.renderd, style.touch_from) {
+            (None, touch) => Some(touch.unwrap_or(style.min_zoom).min(style.min_zoom)),
+            (Some(_), touch) => touch,
+        };
+        policy
+    }
+}
+
+/// The tiles the row changes of one batch expire: old ∪ new geometry of
+/// every changed row (rows of `_roads` duplicate `_line` and are skipped).
+/// With `all_changes` false, rows rewritten without any difference (e.g.
+/// only a tag the style drops changed) expire nothing.
+pub fn tiles_for_changes(
+    changes: &[RowChange],
+    config: &ExpireConfig,
+    all_changes: bool,
+) -> Result<TileSet, ExpireError> {
+    let mut expirer = Expirer::new(config.clone())?;
+    for change in changes {
+        if change.table == TableKind::Roads || !(all_changes || change.changed) {
+            continue;
+        }
+        let object = RowLabel(change.table, change.osm_id);
+        let geometries = change.old.iter().chain(&change.new).map(Vec::as_slice);
+        expirer.expire_ewkb(object, geometries)?;
+    }
+    Ok(expirer.into_tiles())
+}
+
+/// `planet_osm_line row -42` in log lines.
+struct RowLabel(TableKind, i64);
+
+impl std::fmt::Display for RowLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}", self.0, self.1)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("expire queue: {0}")]
+    Db(#[from] postgres::Error),
+    #[error("expire queue entry {batch}: {message}")]
+    Corrupt { batch: i64, message: String },
+}
+
+fn queue_table(schema: &str) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(schema),
+        quote_ident("tilepipe_expire_queue")
+    )
+}
+
+/// Stores a batch's tiles, inside the batch's transaction.
+pub fn enqueue(
+    client: &mut impl GenericClient,
+    schema: &str,
+    batch_end: u64,
+    tiles: &TileSet,
+) -> Result<(), QueueError> {
+    let table = queue_table(schema);
+    client.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (batch_end int8 PRIMARY KEY, zoom int2 NOT NULL, tiles bytea NOT NULL, queued timestamptz NOT NULL DEFAULT now())"
+    ))?;
+    client.execute(
+        &format!(
+            "INSERT INTO {table} (batch_end, zoom, tiles) VALUES ($1, $2, $3)
+             ON CONFLICT (batch_end) DO UPDATE SET zoom = EXCLUDED.zoom, tiles = EXCLUDED.tiles"
+        ),
+        &[
+            &(batch_end as i64),
+            &i16::from(tiles.zoom()),
+            &tiles.to_bytes(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Entries not acted on yet, oldest first.
+pub fn pending(
+    client: &mut impl GenericClient,
+    schema: &str,
+) -> Result<Vec<(i64, TileSet)>, QueueError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'tilepipe_expire_queue')",
+            &[&schema],
+        )?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client.query(
+        &format!(
+            "SELECT batch_end, zoom, tiles FROM {} ORDER BY batch_end",
+            queue_table(schema)
+        ),
+        &[],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let batch: i64 = row.get(0);
+            let zoom: i16 = row.get(1);
+            let bytes: &[u8] = row.get(2);
+            let tiles =
+                TileSet::from_bytes(zoom as u8, bytes).map_err(|e| QueueError::Corrupt {
+                    batch,
+                    message: e.to_string(),
+                })?;
+            Ok((batch, tiles))
+        })
+        .collect()
+}
+
+/// Removes an entry once acted on.
+pub fn done(
+    client: &mut impl GenericClient,
+    schema: &str,
+    batch_end: i64,
+) -> Result<(), QueueError> {
+    client.execute(
+        &format!("DELETE FROM {} WHERE batch_end = $1", queue_table(schema)),
+        &[&batch_end],
+    )?;
+    Ok(())
+}
+
+/// Runs the configured actions for one batch's tiles: the tile list, then
+/// each style's metatile actions. Problems are logged; a failure of one
+/// style does not stop the others.
+pub async fn act(settings: &ExpireSettings, batch_end: i64, tiles: &TileSet) -> bool {
+    let mut ok = true;
+    if let Some(dir) = &settings.list_dir {
+        let path = dir.join(format!("expired-{batch_end:09}.list"));
+        let result = std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| write_list(&path, tiles, settings.min_zoom).map_err(|e| e.to_string()));
+        match result {
+            Ok(lines) => info!("wrote {lines} expired tiles to {}", path.display()),
+            Err(e) => {
+                warn!("cannot write the expired tile list {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    for style in &settings.styles {
+        let policy = settings.policy(style);
+        let store = TileStore::new(&style.tile_dir);
+        let metatiles: Vec<_> = policy
+            .zooms()
+            .flat_map(|z| tiles.metatiles(z).collect::<Vec<_>>())
+            .collect();
+        let summary: Result<ExpireSummary, _> = match &style.renderd {
+            Some(endpoint) => {
+                let endpoint = Endpoint::parse(endpoint).expect("validated with the configuration");
+                let mut sink = RenderdSink::new(endpoint, RenderdSinkOptions::default());
+                actions::expire(&store, &policy, metatiles, &mut sink).await
+            }
+            None => actions::expire(&store, &policy, metatiles, &mut NoRender).await,
+        };
+        match summary {
+            Ok(summary) if summary.is_success() => {
+                let t = summary.total();
+                info!(
+                    style = %style.name,
+                    rendered = t.rendered,
+                    touched = t.touched,
+                    deleted = t.deleted,
+                    missing = t.missing,
+                    "expired metatiles"
+                );
+            }
+            Ok(summary) => {
+                warn!(style = %style.name, "expiry incomplete:\n{summary}");
+                ok = false;
+            }
+            Err(e) => {
+                warn!(style = %style.name, "expiry failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+fn write_list(path: &std::path::Path, tiles: &TileSet, min_zoom: u8) -> std::io::Result<u64> {
+    let tmp = path.with_extension("list.tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let lines = tiles.write_list(&mut out, min_zoom)?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
+    std::fs::rename(&tmp, path)?;
+    Ok(lines)
+}
