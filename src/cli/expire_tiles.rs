@@ -86,6 +86,15 @@ pub fn run(_config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         tiles.len(),
         args.zoom
     );
+    if summary.failed > 0 || summary.incomplete_ways > 0 {
+        tracing::warn!(
+            failed = summary.failed,
+            incomplete_ways = summary.incomplete_ways,
+            "{} tagged objects had no geometry and {} ways lacked some of their nodes in the file (-v lists them)",
+            summary.failed,
+            summary.incomplete_ways
+        );
+    }
     if expirer.overall_limit_reached() {
         tracing::warn!("the overall tile limit was reached: the list is incomplete");
     }

@@ -17,8 +17,8 @@
 //! Polygons come from tilepipe's osmium-compatible assembler
 //! ([`crate::apply::geom`]); a closed way that touches itself keeps its
 //! first ring only, as in osm2pgsql 1.8. Nodes a way lists but the file
-//! lacks are left out (logged once per way). Everything is kept in memory,
-//! which suits extracts and test files.
+//! lacks are left out (counted; logged per way at debug level). Everything
+//! is kept in memory, which suits extracts and test files.
 
 use super::raster::{Commit, Expirer};
 use crate::apply::geom::{
@@ -27,6 +27,7 @@ use crate::apply::geom::{
 use crate::apply::input::{read_objects, InputError};
 use crate::osm::{Node, Object, ObjectId, ObjectType, Relation, Tags, Way};
 use geo::{Coord, Geometry, GeometryCollection, MultiLineString, Point};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -44,8 +45,11 @@ pub struct FromOsmSummary {
     pub ways: u64,
     pub relations: u64,
     /// Tagged objects without a geometry (assembly failed, members
-    /// missing); each is logged.
+    /// missing); each is logged at debug level.
     pub failed: u64,
+    /// Ways (or member ways) built without some of their nodes, which the
+    /// file lacks (usual at the edge of an extract).
+    pub incomplete_ways: u64,
     /// Units the expirer dropped or ignored because of its limits.
     pub limited: u64,
 }
@@ -57,11 +61,19 @@ pub struct FromOsmSummary {
 pub struct GeometryBuilder {
     locations: HashMap<i64, Coord<f64>>,
     ways: HashMap<i64, Vec<i64>>,
+    /// Ways built without some of their nodes (a cell: counted while the
+    /// maps are borrowed).
+    incomplete_ways: Cell<u64>,
 }
 
 impl GeometryBuilder {
     pub fn new() -> GeometryBuilder {
         GeometryBuilder::default()
+    }
+
+    /// Ways built so far without some of their nodes.
+    pub fn incomplete_ways(&self) -> u64 {
+        self.incomplete_ways.get()
     }
 
     /// Remembers what later objects need from `object` and returns its
@@ -90,7 +102,8 @@ impl GeometryBuilder {
             .filter_map(|id| self.locations.get(id).copied())
             .collect();
         if points.len() != nodes.len() {
-            tracing::warn!(
+            self.incomplete_ways.set(self.incomplete_ways.get() + 1);
+            tracing::debug!(
                 way = way_id,
                 missing = nodes.len() - points.len(),
                 "way {way_id}: {} of its {} nodes are not in the file",
@@ -113,7 +126,7 @@ impl GeometryBuilder {
             .flatten()
             .or_else(|| linestring(&points).map(Geometry::LineString));
         if geometry.is_none() {
-            tracing::warn!(
+            tracing::debug!(
                 way = way.id,
                 "way {}: no geometry (too few distinct nodes)",
                 way.id
@@ -138,7 +151,7 @@ impl GeometryBuilder {
             ObjectType::Relation => false,
         });
         if !known {
-            tracing::warn!(
+            tracing::debug!(
                 relation = id,
                 "relation {id}: no node or way members in the file"
             );
@@ -188,7 +201,7 @@ impl GeometryBuilder {
             }
         };
         if geometry.is_none() {
-            tracing::warn!(relation = id, "relation {id}: no geometry could be built");
+            tracing::debug!(relation = id, "relation {id}: no geometry could be built");
         }
         geometry
     }
@@ -228,6 +241,7 @@ pub fn expire_osm_file(path: &Path, expirer: &mut Expirer) -> Result<FromOsmSumm
         }
         Ok(())
     })?;
+    summary.incomplete_ways = builder.incomplete_ways();
     Ok(summary)
 }
 
