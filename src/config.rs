@@ -216,7 +216,7 @@ impl Config {
         let r = &self.replication;
         crate::replication::Feed::new(&r.url, Interval::Minute)
             .map_err(|e| format!("replication.url: {e}"))?;
-        if !(r.max_diff_size_mb > 0.0) {
+        if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
             return Err("replication.max_diff_size_mb: must be a positive number".into());
         }
         if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
