@@ -11,7 +11,13 @@
 //!   interior by an even-odd scan-line fill; hybrid mode picks boundary-only
 //!   for geometries whose envelope is wider or taller than a limit.
 //! - Rows (y) outside the world are left out everywhere; columns (x) wrap.
+//!   Tile coordinates are truncated toward zero as in osm2pgsql, so the
+//!   buffer reaches across the antimeridian eastwards only: a point just
+//!   west of +180° also expires column 0, a point just east of −180° does
+//!   not expire the last column.
 //!
+//! `tests/expire_osm2pgsql.rs` checks these rules against osm2pgsql 1.8's
+//! expire lists; `tilepipe expire-tiles` applies them to an OSM file.
 //! Each unit (one geometry, or the old and new geometry of one object) is
 //! rasterised into a scratch set and committed as a whole: a unit over the
 //! per-geometry limit expires nothing (or, if configured, only its
