@@ -178,6 +178,7 @@ impl Daemon {
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
         // Tiles of batches committed before a crash are acted on first.
         act_on_expired(&mut self.session.client, &self.config, runtime)?;
+        let scheduler = runtime.block_on(crate::expire::schedule::start(&self.config.expire))?;
         info!(
             "following {} from sequence {} ({})",
             position.base_url,
@@ -221,6 +222,11 @@ impl Daemon {
             );
             if !runtime.block_on(self.shutdown.sleep(wait)) {
                 break;
+            }
+        }
+        if let Some(mut scheduler) = scheduler {
+            if let Err(e) = runtime.block_on(scheduler.shutdown()) {
+                warn!("stopping the low-zoom schedule: {e}");
             }
         }
         info!("stopped at sequence {}", position.sequence);

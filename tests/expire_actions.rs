@@ -71,6 +71,7 @@ async fn policy_renders_touches_deletes_and_skips_missing() {
         touch_from: Some(10),
         delete_from: Some(13),
         render_missing: false,
+        zoom_floor: tilepipe::expire::actions::FIRST_EXPIRED_ZOOM,
     };
     let mut sink = RecordingSink::default();
     // Duplicates (any tile of a metatile names it) are merged.

@@ -156,6 +156,7 @@ pub fn run(_config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         touch_from: args.touch_from,
         delete_from: args.delete_from,
         render_missing: args.render_missing,
+        zoom_floor: crate::expire::actions::FIRST_EXPIRED_ZOOM,
     };
     policy.validate()?;
     let endpoint = match (&args.socket, &args.host) {

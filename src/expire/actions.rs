@@ -53,8 +53,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpirePolicy {
     pub style: String,
-    /// Lowest zoom acted on; raised to [`FIRST_EXPIRED_ZOOM`].
+    /// Lowest zoom acted on; raised to `zoom_floor`.
     pub min_zoom: u8,
+    /// Zooms below this are never acted on: [`FIRST_EXPIRED_ZOOM`] for
+    /// expiry after edits, 0 for scheduled refreshes of the low zooms.
+    pub zoom_floor: u8,
     /// Highest zoom acted on (≤ [`MAX_ZOOM`]).
     pub max_zoom: u8,
     /// Zooms from this one up are touched instead of re-rendered.
@@ -84,6 +87,7 @@ impl ExpirePolicy {
         ExpirePolicy {
             style: style.to_string(),
             min_zoom: 0,
+            zoom_floor: FIRST_EXPIRED_ZOOM,
             max_zoom: 18,
             touch_from: None,
             delete_from: None,
@@ -115,9 +119,9 @@ impl ExpirePolicy {
         Ok(())
     }
 
-    /// The zooms acted on (empty when max < 3).
+    /// The zooms acted on (empty when max is below the floor).
     pub fn zooms(&self) -> RangeInclusive<u8> {
-        self.min_zoom.max(FIRST_EXPIRED_ZOOM)..=self.max_zoom
+        self.min_zoom.max(self.zoom_floor)..=self.max_zoom
     }
 
     /// The action at `zoom`; `None` outside [`Self::zooms`].

@@ -81,6 +81,9 @@ pub struct StyleExpiry {
     /// Also ask for metatiles that are not in the cache.
     #[serde(default)]
     pub render_missing: bool,
+    /// Refresh the low zooms on a schedule instead of after edits.
+    #[serde(default)]
+    pub low_zooms: Option<super::schedule::LowZoomSchedule>,
 }
 
 fn default_style_min_zoom() -> u8 {
@@ -146,6 +149,9 @@ impl ExpireSettings {
                     "expire.styles[{}].max_zoom {} is above expire.max_zoom {}: tiles are only computed up to it",
                     style.name, style.max_zoom, self.max_zoom
                 ));
+            }
+            if let Some(schedule) = &style.low_zooms {
+                schedule.validate(&style.name)?;
             }
             if let Some(endpoint) = &style.renderd {
                 Endpoint::parse(endpoint)

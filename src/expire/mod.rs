@@ -9,11 +9,13 @@
 //! - [`actions`]: what to do with expired metatiles per style and zoom
 //!   (re-render, touch, delete, list) on a mod_tile cache or a renderd;
 //! - [`batch`]: the expiry of applied batches, queued in their transaction
-//!   and acted on after the commit.
+//!   and acted on after the commit;
+//! - [`schedule`]: cron-scheduled refreshes of the low zooms.
 
 pub mod actions;
 pub mod batch;
 pub mod from_osm;
 pub mod raster;
+pub mod schedule;
 pub mod tiles;
 pub mod tileset;

@@ -1,0 +1,135 @@
+//! Scheduled refreshes of the low zooms.
+//!
+//! A low-zoom metatile covers a country or the world: every edit anywhere
+//! would expire it, and it is among the slowest to render. So edits never
+//! expire zooms below [`super::actions::FIRST_EXPIRED_ZOOM`] (and a style
+//! may start later); instead, per style, a cron schedule re-renders or
+//! touches a zoom range in the background.
+
+use super::actions::{
+    self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
+};
+use super::batch::{ExpireSettings, StyleExpiry};
+use crate::metatile::TileStore;
+use crate::renderd::Endpoint;
+use crate::tile::{Metatile, METATILE};
+use serde::Deserialize;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tracing::{info, warn};
+
+/// Highest zoom a schedule may cover: every metatile of the world at each
+/// zoom is visited (z12 has 262 144).
+pub const MAX_SCHEDULED_ZOOM: u8 = 12;
+
+/// `expire.styles[].low_zooms`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LowZoomSchedule {
+    /// Cron expression with seconds, in UTC: `sec min hour day month
+    /// weekday`, e.g. `"0 0 3 * * *"` for 03:00 every day.
+    pub cron: String,
+    #[serde(default)]
+    pub min_zoom: u8,
+    pub max_zoom: u8,
+    /// `render` (through the style's renderd) or `touch`.
+    #[serde(default)]
+    pub action: ScheduledAction,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduledAction {
+    #[default]
+    Render,
+    Touch,
+}
+
+impl LowZoomSchedule {
+    pub fn validate(&self, style: &str) -> Result<(), String> {
+        if self.min_zoom > self.max_zoom || self.max_zoom > MAX_SCHEDULED_ZOOM {
+            return Err(format!(
+                "expire.styles[{style}].low_zooms: zooms {}..{} must be ordered and at most {MAX_SCHEDULED_ZOOM}",
+                self.min_zoom, self.max_zoom
+            ));
+        }
+        // Parse the expression now, so a typo fails at start-up.
+        Job::new_async(self.cron.as_str(), |_, _| Box::pin(async {}))
+            .map_err(|e| format!("expire.styles[{style}].low_zooms.cron {:?}: {e}", self.cron))?;
+        Ok(())
+    }
+}
+
+/// Every metatile of the world at `zoom`.
+fn world_metatiles(zoom: u8) -> impl Iterator<Item = Metatile> {
+    let side = 1u32 << zoom;
+    (0..side).step_by(METATILE as usize).flat_map(move |x| {
+        (0..side)
+            .step_by(METATILE as usize)
+            .map(move |y| Metatile { z: zoom, x, y })
+    })
+}
+
+/// Runs one refresh of a style's low zooms now. Metatiles not in the cache
+/// are left alone, as for edits.
+pub async fn refresh(
+    style: &StyleExpiry,
+    schedule: &LowZoomSchedule,
+) -> Result<ExpireSummary, actions::ExpireError> {
+    let mut policy = ExpirePolicy::new(&style.name);
+    policy.zoom_floor = 0;
+    policy.min_zoom = schedule.min_zoom;
+    policy.max_zoom = schedule.max_zoom;
+    let store = TileStore::new(&style.tile_dir);
+    let metatiles = (schedule.min_zoom..=schedule.max_zoom).flat_map(world_metatiles);
+    match (schedule.action, &style.renderd) {
+        (ScheduledAction::Render, Some(endpoint)) => {
+            let endpoint = Endpoint::parse(endpoint).expect("validated with the configuration");
+            let mut sink = RenderdSink::new(endpoint, RenderdSinkOptions::default());
+            actions::expire(&store, &policy, metatiles, &mut sink).await
+        }
+        (action, renderd) => {
+            if action == ScheduledAction::Render && renderd.is_none() {
+                warn!(style = %style.name, "no renderd configured: touching the low zooms instead of re-rendering them");
+            }
+            policy.touch_from = Some(schedule.min_zoom);
+            actions::expire(&store, &policy, metatiles, &mut NoRender).await
+        }
+    }
+}
+
+/// Starts one job per style with a schedule; `None` when none has one.
+/// Keep the scheduler alive as long as the jobs should run.
+pub async fn start(settings: &ExpireSettings) -> Result<Option<JobScheduler>, JobSchedulerError> {
+    let scheduled: Vec<(StyleExpiry, LowZoomSchedule)> = settings
+        .styles
+        .iter()
+        .filter_map(|style| {
+            style
+                .low_zooms
+                .clone()
+                .map(|schedule| (style.clone(), schedule))
+        })
+        .collect();
+    if scheduled.is_empty() {
+        return Ok(None);
+    }
+    let scheduler = JobScheduler::new().await?;
+    for (style, schedule) in scheduled {
+        info!(style = %style.name, cron = %schedule.cron, zooms = ?(schedule.min_zoom..=schedule.max_zoom), "scheduled low-zoom refresh");
+        let job = Job::new_async(schedule.cron.clone().as_str(), move |_, _| {
+            let (style, schedule) = (style.clone(), schedule.clone());
+            Box::pin(async move {
+                match refresh(&style, &schedule).await {
+                    Ok(summary) => {
+                        let t = summary.total();
+                        info!(style = %style.name, rendered = t.rendered, touched = t.touched, missing = t.missing, "low-zoom refresh done");
+                    }
+                    Err(e) => warn!(style = %style.name, "low-zoom refresh failed: {e}"),
+                }
+            })
+        })?;
+        scheduler.add(job).await?;
+    }
+    scheduler.start().await?;
+    Ok(Some(scheduler))
+}

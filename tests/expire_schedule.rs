@@ -1,0 +1,105 @@
+//! Scheduled low-zoom refreshes: a refresh touches the cached low-zoom
+//! metatiles (z0–z2 included, which edits never expire) and nothing above
+//! the range; the cron scheduler fires it; bad schedules are refused.
+
+use std::time::{Duration, Instant};
+use tilepipe::config::Config;
+use tilepipe::expire::batch::{ExpireSettings, StyleExpiry};
+use tilepipe::expire::schedule::{refresh, start, LowZoomSchedule, ScheduledAction};
+use tilepipe::metatile::{TileState, TileStore};
+use tilepipe::tile::Metatile;
+
+fn style(dir: &std::path::Path, cron: &str) -> StyleExpiry {
+    StyleExpiry {
+        name: "default".into(),
+        tile_dir: dir.to_path_buf(),
+        min_zoom: 10,
+        max_zoom: 18,
+        touch_from: None,
+        delete_from: None,
+        renderd: None,
+        render_missing: false,
+        low_zooms: Some(LowZoomSchedule {
+            cron: cron.into(),
+            min_zoom: 0,
+            max_zoom: 2,
+            action: ScheduledAction::Touch,
+        }),
+    }
+}
+
+fn cache(dir: &std::path::Path) -> (TileStore, Vec<Metatile>) {
+    let store = TileStore::new(dir);
+    let metatiles = vec![
+        Metatile { z: 0, x: 0, y: 0 },
+        Metatile { z: 1, x: 0, y: 0 },
+        Metatile { z: 2, x: 0, y: 0 },
+        Metatile { z: 5, x: 8, y: 8 },
+    ];
+    for m in &metatiles {
+        store
+            .write("default", *m, &vec![b"png".to_vec(); 64])
+            .unwrap();
+    }
+    (store, metatiles)
+}
+
+fn touched(store: &TileStore, m: Metatile) -> bool {
+    matches!(
+        store.stat("default", m).unwrap(),
+        TileState::Dirty { touched: true, .. }
+    )
+}
+
+#[tokio::test]
+async fn refresh_touches_the_low_zooms_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, metatiles) = cache(dir.path());
+    let style = style(dir.path(), "0 0 3 * * *");
+    let summary = refresh(&style, style.low_zooms.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(summary.total().touched, 3);
+    for m in &metatiles[..3] {
+        assert!(touched(&store, *m), "{m}");
+    }
+    assert!(!touched(&store, metatiles[3]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_runs_the_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, metatiles) = cache(dir.path());
+    let settings = ExpireSettings {
+        styles: vec![style(dir.path(), "* * * * * *")],
+        ..ExpireSettings::default()
+    };
+    let mut scheduler = start(&settings).await.unwrap().expect("a job");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !touched(&store, metatiles[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled refresh did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    scheduler.shutdown().await.unwrap();
+    assert!(!touched(&store, metatiles[3]));
+}
+
+#[test]
+fn bad_schedules_are_refused_with_the_key() {
+    let yaml = "expire:\n  styles:\n    - name: default\n      tile_dir: /tmp/x\n      low_zooms:\n        cron: \"every night\"\n        max_zoom: 8\n";
+    let err = Config::parse(yaml, std::path::Path::new("c.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("low_zooms.cron") && err.contains("every night"),
+        "{err}"
+    );
+    let yaml = "expire:\n  styles:\n    - name: default\n      tile_dir: /tmp/x\n      low_zooms:\n        cron: \"0 0 3 * * *\"\n        max_zoom: 15\n";
+    let err = Config::parse(yaml, std::path::Path::new("c.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 12"), "{err}");
+}
