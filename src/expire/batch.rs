@@ -41,8 +41,11 @@ pub struct ExpireSettings {
     /// Expire every rewritten row, as osm2pgsql does, instead of only rows
     /// whose geometry or columns changed.
     pub all_changes: bool,
-    /// Write a `z/x/y` list per batch into this directory.
+    /// Write `z/x/y` lists into this directory: one file per batch
+    /// (`expired-<sequence>.list`), or with `list_append` one growing
+    /// `expired.list`, as osm2pgsql's `-o` writes.
     pub list_dir: Option<PathBuf>,
+    pub list_append: bool,
     /// Actions on mod_tile tile caches, per style.
     pub styles: Vec<StyleExpiry>,
 }
@@ -104,6 +107,7 @@ impl Default for ExpireSettings {
             full_area_limit: 20_000.0,
             all_changes: false,
             list_dir: None,
+            list_append: false,
             styles: Vec::new(),
         }
     }
@@ -303,10 +307,17 @@ pub fn done(
 pub async fn act(settings: &ExpireSettings, batch_end: i64, tiles: &TileSet) -> bool {
     let mut ok = true;
     if let Some(dir) = &settings.list_dir {
-        let path = dir.join(format!("expired-{batch_end:09}.list"));
+        let path = if settings.list_append {
+            dir.join("expired.list")
+        } else {
+            dir.join(format!("expired-{batch_end:09}.list"))
+        };
         let result = std::fs::create_dir_all(dir)
             .map_err(|e| e.to_string())
-            .and_then(|()| write_list(&path, tiles, settings.min_zoom).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                write_list(&path, tiles, settings.min_zoom, settings.list_append)
+                    .map_err(|e| e.to_string())
+            });
         match result {
             Ok(lines) => info!("wrote {lines} expired tiles to {}", path.display()),
             Err(e) => {
@@ -355,7 +366,23 @@ pub async fn act(settings: &ExpireSettings, batch_end: i64, tiles: &TileSet) -> 
     ok
 }
 
-fn write_list(path: &std::path::Path, tiles: &TileSet, min_zoom: u8) -> std::io::Result<u64> {
+/// Writes a list to a temp file renamed into place, or appends to it.
+fn write_list(
+    path: &std::path::Path,
+    tiles: &TileSet,
+    min_zoom: u8,
+    append: bool,
+) -> std::io::Result<u64> {
+    if append {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let mut out = std::io::BufWriter::new(file);
+        let lines = tiles.write_list(&mut out, min_zoom)?;
+        std::io::Write::flush(&mut out)?;
+        return Ok(lines);
+    }
     let tmp = path.with_extension("list.tmp");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let lines = tiles.write_list(&mut out, min_zoom)?;
@@ -363,4 +390,59 @@ fn write_list(path: &std::path::Path, tiles: &TileSet, min_zoom: u8) -> std::io:
     drop(out);
     std::fs::rename(&tmp, path)?;
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_replaced_or_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tiles = TileSet::new(3);
+        tiles.insert(1, 2);
+        let path = dir.path().join("list");
+        assert_eq!(write_list(&path, &tiles, 3, false).unwrap(), 1);
+        write_list(&path, &tiles, 3, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3/1/2\n");
+        write_list(&path, &tiles, 2, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "3/1/2\n3/1/2\n2/0/1\n"
+        );
+        assert!(!dir.path().join("list.list.tmp").exists());
+    }
+
+    #[test]
+    fn unchanged_rows_expire_nothing_unless_all_changes() {
+        let point = crate::apply::geom::ewkb::point(&geo::Point::new(1_000_000.0, 6_000_000.0));
+        let change = RowChange {
+            table: TableKind::Point,
+            osm_id: 7,
+            old: vec![point.clone()],
+            new: vec![point],
+            changed: false,
+        };
+        let roads = RowChange {
+            table: TableKind::Roads,
+            changed: true,
+            ..change.clone()
+        };
+        let raster = ExpireSettings::default().raster();
+        assert!(
+            tiles_for_changes(&[change.clone(), roads.clone()], &raster, false)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            tiles_for_changes(&[change], &raster, true).unwrap().len(),
+            1
+        );
+        assert!(
+            tiles_for_changes(&[roads], &raster, true)
+                .unwrap()
+                .is_empty(),
+            "roads duplicate lines"
+        );
+    }
 }
