@@ -2,6 +2,10 @@
 //! Liechtenstein, diffs applied equal a fresh import of the result,
 //! re-applying is harmless, a failed batch leaves nothing behind.
 
+mod common;
+
+use common::{checksums, connect, db_config};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tilepipe::apply::append::Applier;
@@ -25,14 +29,6 @@ fn shared(name: &str) -> Option<PathBuf> {
         eprintln!("skipping: {} not found", path.display());
         None
     }
-}
-
-fn db_config(url: &str) -> postgres::Config {
-    tilepipe::db::resolve(url, &tilepipe::db::ProcessEnv).unwrap()
-}
-
-fn connect(url: &str) -> postgres::Client {
-    tilepipe::db::connect(&db_config(url)).unwrap()
 }
 
 fn applier(client: &mut postgres::Client) -> Applier {
@@ -59,24 +55,6 @@ fn counts(client: &mut postgres::Client) -> [i64; 4] {
             .get(0);
     }
     out
-}
-
-/// A checksum of every row of every output and middle table.
-fn checksums(client: &mut postgres::Client) -> Vec<(String, i64, String)> {
-    ["point", "line", "roads", "polygon", "nodes", "ways", "rels"]
-        .iter()
-        .map(|t| {
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM planet_osm_{t} t"
-                    ),
-                    &[],
-                )
-                .unwrap();
-            (t.to_string(), row.get(0), row.get(1))
-        })
-        .collect()
 }
 
 fn apply(

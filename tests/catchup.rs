@@ -2,9 +2,13 @@
 //! batches applied with their position in one transaction, and SIGKILL at
 //! random moments never skipping or repeating a diff.
 
+mod common;
+
+use common::{checksums, connect, tilepipe};
+
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use tilepipe_testkit::feedgen::{write_feed, FeedGenerator, GeneratedDiff, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
@@ -12,34 +16,6 @@ use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 const START: u64 = 7_000_000;
-
-fn tilepipe(config: &Path, database: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilepipe"))
-        .args(["-c", config.to_str().unwrap(), "-d", database])
-        .args(args)
-        .output()
-        .expect("tilepipe runs")
-}
-
-fn connect(url: &str) -> postgres::Client {
-    tilepipe::db::connect(&tilepipe::db::resolve(url, &tilepipe::db::ProcessEnv).unwrap()).unwrap()
-}
-
-/// Checksums of every output and middle table.
-fn checksums(client: &mut postgres::Client) -> Vec<(String, i64, String)> {
-    ["point", "line", "roads", "polygon", "nodes", "ways", "rels"]
-        .iter()
-        .map(|t| {
-            let row = client
-                .query_one(
-                    &format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM planet_osm_{t} t"),
-                    &[],
-                )
-                .unwrap();
-            (t.to_string(), row.get(0), row.get(1))
-        })
-        .collect()
-}
 
 fn local_sequence(config: &Path, url: &str) -> u64 {
     let out = tilepipe(config, url, &["status", "--json"]);

@@ -2,8 +2,12 @@
 //! second instance, stops cleanly on SIGTERM, and survives a PostgreSQL
 //! restart without manual action.
 
+mod common;
+
+use common::tilepipe;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tilepipe_testkit::feedgen::{write_feed, FeedGenerator, GeneratedDiff};
 use tilepipe_testkit::feedserver::FeedServer;
@@ -11,14 +15,6 @@ use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 const START: u64 = 500;
-
-fn tilepipe(config: &Path, database: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilepipe"))
-        .args(["-c", config.to_str().unwrap(), "-d", database])
-        .args(args)
-        .output()
-        .expect("tilepipe runs")
-}
 
 fn spawn_run(config: &Path, database: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tilepipe"))
