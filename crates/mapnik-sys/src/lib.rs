@@ -116,10 +116,13 @@ pub struct MapnikError {
 
 impl MapnikError {
     fn new(full: impl Into<String>) -> Self {
-        MapnikError { full: full.into() }
+        MapnikError {
+            full: redact_passwords(&full.into()),
+        }
     }
 
-    /// The message as Mapnik gave it, unshortened.
+    /// The message as Mapnik gave it, unshortened (but with any
+    /// `password=...` of a PostgreSQL connection string blanked out).
     pub fn full_message(&self) -> &str {
         &self.full
     }
@@ -130,6 +133,24 @@ impl MapnikError {
     pub fn message(&self) -> String {
         shorten(&self.full)
     }
+}
+
+/// Mapnik's PostGIS plugin quotes the connection string in its errors,
+/// password included.
+fn redact_passwords(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("password=") {
+        let (head, tail) = rest.split_at(i + "password=".len());
+        out.push_str(head);
+        out.push_str("***");
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '\'')
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn shorten(full: &str) -> String {
@@ -293,6 +314,12 @@ pub fn metatile_bounds(z: u32, x: u32, y: u32, size: u32) -> (f64, f64, f64, f64
 /// Not `Send` nor `Sync`: a `mapnik::Map` holds datasources and caches whose
 /// thread affinity is not documented, so keep one `Map` per rendering thread
 /// (load the style in the thread that renders with it).
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let map = mapnik_sys::Map::from_string("<Map/>", None).unwrap();
+/// send(map);
+/// ```
 pub struct Map {
     raw: *mut ffi::RawMap,
     _not_send: PhantomData<*mut ()>,
@@ -397,8 +424,11 @@ impl Map {
     /// `png256`, `jpeg`, `webp`, optionally with Mapnik's options).
     ///
     /// The area is computed in EPSG:3857 with mod_tile's bounds
-    /// (±[`MERCATOR_HALF_WIDTH`]); a style in another srs gets the box
-    /// transformed into its own. `tile_size` is the edge of each output tile
+    /// (±[`MERCATOR_HALF_WIDTH`], see [`metatile_bounds`]) and used as the
+    /// map's extent as it is, like mod_tile does: a projected map srs is
+    /// taken to be spherical mercator however it is spelt (`epsg:3857`,
+    /// `+proj=merc +a=6378137 ...`). Only a map in lon/lat gets the box
+    /// transformed into degrees. `tile_size` is the edge of each output tile
     /// in pixels and `scale` Mapnik's scale factor (for high-DPI tiles pass
     /// e.g. `512` and `2.0`). `size` must be 1..=8 and the metatile must fit
     /// in the zoom's grid (`x + size <= 2^z`, same for y).
@@ -533,6 +563,13 @@ mod tests {
             "Postgis Plugin: ERROR: relation \"planet_osm_line\" does not exist LINE 1: SELECT ..."
         );
         assert_eq!(e.full_message(), full);
+        let e = MapnikError::new(
+            "Postgis Plugin: no password supplied Connection string: 'host=db password=s3cr3t dbname=gis'",
+        );
+        assert_eq!(
+            e.full_message(),
+            "Postgis Plugin: no password supplied Connection string: 'host=db password=*** dbname=gis'"
+        );
         let long = MapnikError::new("y".repeat(5000));
         assert_eq!(long.message().chars().count(), MAX_MESSAGE + 1);
     }

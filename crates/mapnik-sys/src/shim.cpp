@@ -74,10 +74,31 @@ std::string join_lines(std::vector<std::string> const &items) {
     return out;
 }
 
+// Whether a map in `srs` has degrees as units. Mapnik's is_geographic()
+// only knows its well-known spellings (not "+proj=longlat ..."), so the
+// world box is also transformed and checked for degree-sized numbers.
+// Throws for an srs that PROJ cannot parse.
+bool is_lonlat(std::string const &srs) {
+    mapnik::projection map_proj(srs);
+    if (map_proj.is_geographic()) {
+        return true;
+    }
+    if (map_proj.well_known()) {
+        return false;
+    }
+    mapnik::projection merc("epsg:3857");
+    mapnik::proj_transform tr(merc, map_proj);
+    mapnik::box2d<double> box(-kMercHalf / 2, -kMercHalf / 2, kMercHalf / 2, kMercHalf / 2);
+    return tr.forward(box) && box.valid() && box.maxx() <= 180.0 && box.minx() >= -180.0 &&
+           box.maxy() <= 90.0 && box.miny() >= -90.0;
+}
+
 }  // namespace
 
 struct tp_mapnik_map {
     mapnik::Map map;
+    // Whether the map's srs is lon/lat (decided once, at load time).
+    bool geographic = false;
     tp_mapnik_map() : map(256, 256) {}
 };
 
@@ -157,6 +178,7 @@ int tp_mapnik_map_load(char const *style, size_t style_len, int is_file, char co
             } else {
                 mapnik::load_map_string(m->map, s, strict != 0, b);
             }
+            m->geographic = is_lonlat(m->map.srs());
         } catch (...) {
             delete m;
             throw;
@@ -202,13 +224,17 @@ int tp_mapnik_render_metatile(tp_mapnik_map *m, unsigned z, unsigned x, unsigned
         double const maxy = kMercHalf - y * tile_m;
         mapnik::box2d<double> box(minx, maxy - size * tile_m, minx + size * tile_m, maxy);
 
-        // Styles in another projection get the box transformed into theirs.
-        mapnik::projection merc("epsg:3857");
-        mapnik::projection map_proj(m->map.srs());
-        mapnik::proj_transform tr(merc, map_proj);
-        if (!tr.equal() && !tr.forward(box)) {
-            throw std::runtime_error("cannot transform the tile box into the map's srs " +
-                                     m->map.srs());
+        // The box is in spherical mercator metres, which is what any
+        // spelling of EPSG:3857 uses as map units (as in mod_tile). A map in
+        // lon/lat gets the box transformed into degrees.
+        if (m->geographic) {
+            mapnik::projection merc("epsg:3857");
+            mapnik::projection map_proj(m->map.srs());
+            mapnik::proj_transform tr(merc, map_proj);
+            if (!tr.forward(box)) {
+                throw std::runtime_error("cannot transform the tile box into the map's srs " +
+                                         m->map.srs());
+            }
         }
 
         unsigned const px = size * tile_size;

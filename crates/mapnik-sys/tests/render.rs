@@ -216,20 +216,34 @@ fn from_string_uses_base_path() {
 }
 
 #[test]
-fn map_in_another_srs_gets_the_box_transformed() {
+fn lonlat_map_gets_the_box_transformed() {
     setup();
     let dir = tempfile::tempdir().unwrap();
     write_data(dir.path());
+    for srs in ["epsg:4326", "+proj=longlat +datum=WGS84 +no_defs"] {
+        let xml =
+            good_style("area.csv").replace(r##"srs="epsg:3857">"##, &format!(r##"srs="{srs}">"##));
+        let mut map = Map::from_string(&xml, Some(dir.path())).unwrap();
+        let tiles = map.render_metatile(0, 0, 0, 1, 256, 1.0, "png").unwrap();
+        let (w, _, px) = decode(&tiles[0]);
+        assert_eq!(pixel(&px, w, 2, 2), BACKGROUND, "{srs}");
+        // Mapnik keeps the aspect ratio, growing the box to ±180 degrees
+        // both ways: lon 0..45 -> x 128..160, lat 0..50 -> y 128..92.
+        assert_eq!(pixel(&px, w, 140, 110), FILL, "{srs}");
+        assert_eq!(pixel(&px, w, 140, 95), FILL, "{srs}");
+        assert_eq!(pixel(&px, w, 140, 89), BACKGROUND, "{srs}");
+    }
+}
+
+#[test]
+fn bad_map_srs_is_an_error() {
+    setup();
     let xml = good_style("area.csv").replace(
-        r##"<Map background-color="#abcdef" srs="epsg:3857">"##,
-        r##"<Map background-color="#abcdef" srs="epsg:4326">"##,
+        r##"srs="epsg:3857">"##,
+        r##"srs="+proj=nosuchprojection">"##,
     );
-    let mut map = Map::from_string(&xml, Some(dir.path())).unwrap();
-    let tiles = map.render_metatile(0, 0, 0, 1, 256, 1.0, "png").unwrap();
-    let (w, _, px) = decode(&tiles[0]);
-    assert_eq!(pixel(&px, w, 2, 2), BACKGROUND);
-    // lon 0..45 -> x 128..160; lat 0..50 (of ±85.05) -> y about 128..53.
-    assert_eq!(pixel(&px, w, 140, 110), FILL);
+    let text = err_text(Map::from_string(&xml, None).unwrap_err());
+    assert!(text.contains("nosuchprojection"), "{text}");
 }
 
 fn err_text(e: mapnik_sys::MapnikError) -> String {
@@ -308,4 +322,78 @@ fn bad_render_arguments_are_errors() {
             .len(),
         1
     );
+}
+
+#[test]
+fn mercator_spellings_render_alike() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    write_data(dir.path());
+    let render = |srs: &str, z: u32, x: u32, y: u32| {
+        let xml =
+            good_style("area.csv").replace(r##"srs="epsg:3857">"##, &format!(r##"srs="{srs}">"##));
+        let mut map = Map::from_string(&xml, Some(dir.path())).unwrap();
+        let tiles = map.render_metatile(z, x, y, 1, 256, 1.0, "png").unwrap();
+        decode(&tiles[0]).2
+    };
+    for (z, x, y) in [(0, 0, 0), (1, 1, 0), (3, 4, 3), (3, 0, 7)] {
+        let reference = render("epsg:3857", z, x, y);
+        for srs in [
+            "+proj=merc +a=6378137 +b=6378137 +lat_ts=0.0 +lon_0=0.0 +x_0=0.0 +y_0=0.0 +k=1.0 +units=m +nadgrids=@null +wktext +no_defs +over",
+            "+proj=merc +a=6378137 +b=6378137 +lat_ts=0.0 +lon_0=0.0 +x_0=0.0 +y_0=0 +k=1.0 +units=m +nadgrids=@null +wktext +no_defs",
+            "EPSG:3857",
+        ] {
+            let got = render(srs, z, x, y);
+            let diff = got.iter().zip(&reference).filter(|(a, b)| a != b).count();
+            assert_eq!(diff, 0, "{srs} at {z}/{x}/{y}: {diff} pixels differ");
+        }
+    }
+}
+
+#[test]
+fn postgis_connection_failure_is_a_short_error() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let xml = good_style("area.csv").replace(
+        r#"<Parameter name="type">csv</Parameter>
+      <Parameter name="file">area.csv</Parameter>"#,
+        &format!(
+            r#"<Parameter name="type">postgis</Parameter>
+      <Parameter name="host">{}</Parameter>
+      <Parameter name="dbname">gis</Parameter>
+      <Parameter name="table">(SELECT way FROM planet_osm_polygon WHERE {}) AS t</Parameter>
+      <Parameter name="geometry_field">way</Parameter>
+      <Parameter name="extent">-20037508,-20037508,20037508,20037508</Parameter>"#,
+            dir.path().display(),
+            "way IS NOT NULL AND ".repeat(100) + "true"
+        ),
+    );
+    assert!(xml.contains("postgis"));
+    let e = Map::from_string(&xml, None).unwrap_err();
+    let text = err_text(e.clone());
+    assert!(text.contains("Postgis Plugin"), "{text}");
+    assert!(e.message().chars().count() <= 601, "{text}");
+}
+
+#[test]
+fn one_map_per_thread_renders_concurrently() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    write_data(dir.path());
+    let xml = good_style("area.csv");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut map = Map::from_string(&xml, Some(dir.path())).unwrap();
+                    (0..5)
+                        .map(|_| map.render_metatile(3, 0, 0, 8, 256, 1.0, "png256").unwrap())
+                        .last()
+                        .unwrap()
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(results.windows(2).all(|w| w[0] == w[1]));
+    });
 }
