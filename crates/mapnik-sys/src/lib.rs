@@ -58,6 +58,7 @@ mod ffi {
     extern "C" {
         pub fn tp_mapnik_free_string(s: *mut c_char);
         pub fn tp_mapnik_free_buffers(bufs: *mut Buffer, count: usize);
+        pub fn tp_mapnik_set_log_severity(level: c_int);
         pub fn tp_mapnik_register_plugins(
             dir: *const c_char,
             recurse: c_int,
@@ -266,6 +267,30 @@ fn names(
     // SAFETY: on success `out` is null or a string set by the shim.
     let text = unsafe { take_string(out) }.unwrap_or_default();
     Ok(text.lines().map(str::to_string).collect())
+}
+
+/// How much Mapnik writes to stderr (its own log, e.g. "unable to find
+/// face-name ... in FontSet").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Warn,
+    Error,
+    None,
+}
+
+/// Sets Mapnik's process-wide log severity (Debian's Mapnik logs warnings
+/// by default). Some warnings, like the missing faces of a fontset while a
+/// style loads, are logged at error severity: only `None` hides those.
+pub fn set_log_level(level: LogLevel) {
+    let n = match level {
+        LogLevel::Debug => 0,
+        LogLevel::Warn => 1,
+        LogLevel::Error => 2,
+        LogLevel::None => 3,
+    };
+    // SAFETY: takes a plain integer; Mapnik stores it in an atomic.
+    unsafe { ffi::tp_mapnik_set_log_severity(n) }
 }
 
 /// Registers the Mapnik input plugins (`*.input`) in `dir`, e.g.

@@ -11,6 +11,7 @@
 #include <mapnik/agg_renderer.hpp>
 #include <mapnik/box2d.hpp>
 #include <mapnik/datasource_cache.hpp>
+#include <mapnik/debug.hpp>
 #include <mapnik/font_engine_freetype.hpp>
 #include <mapnik/image.hpp>
 #include <mapnik/image_util.hpp>
@@ -120,6 +121,26 @@ void tp_mapnik_free_buffers(tp_mapnik_buffer *bufs, size_t count) {
         std::free(bufs[i].data);
     }
     std::free(bufs);
+}
+
+// Sets Mapnik's global log severity: 0 debug, 1 warn, 2 error, 3 none.
+// Mapnik writes its log to stderr.
+void tp_mapnik_set_log_severity(int level) {
+    mapnik::logger::severity_type sev = mapnik::logger::none;
+    switch (level) {
+    case 0:
+        sev = mapnik::logger::debug;
+        break;
+    case 1:
+        sev = mapnik::logger::warn;
+        break;
+    case 2:
+        sev = mapnik::logger::error;
+        break;
+    default:
+        break;
+    }
+    mapnik::logger::set_severity(sev);
 }
 
 // Registers the input plugins (*.input) found in `dir`. `*registered` is set
