@@ -112,7 +112,8 @@ impl FromStr for Tile {
     fn from_str(text: &str) -> Result<Tile, TileError> {
         let syntax = || TileError::Syntax(text.to_string());
         let mut parts = text.trim().split('/');
-        let (Some(z), Some(x), Some(y), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(z), Some(x), Some(y), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(syntax());
         };
@@ -129,23 +130,64 @@ mod tests {
 
     #[test]
     fn parses_and_checks_tiles() {
-        assert_eq!("18/131010/87170".parse::<Tile>().unwrap(), Tile { z: 18, x: 131010, y: 87170 });
-        assert_eq!(" 0/0/0\n".parse::<Tile>().unwrap(), Tile { z: 0, x: 0, y: 0 });
-        assert!(matches!("3/8/0".parse::<Tile>(), Err(TileError::OutOfRange { .. })));
+        assert_eq!(
+            "18/131010/87170".parse::<Tile>().unwrap(),
+            Tile {
+                z: 18,
+                x: 131010,
+                y: 87170
+            }
+        );
+        assert_eq!(
+            " 0/0/0\n".parse::<Tile>().unwrap(),
+            Tile { z: 0, x: 0, y: 0 }
+        );
+        assert!(matches!(
+            "3/8/0".parse::<Tile>(),
+            Err(TileError::OutOfRange { .. })
+        ));
         assert!(matches!("21/0/0".parse::<Tile>(), Err(TileError::Zoom(21))));
-        assert!(matches!("15:1:2".parse::<Tile>(), Err(TileError::Syntax(_))));
-        assert!(matches!("1/2/3/4".parse::<Tile>(), Err(TileError::Syntax(_))));
+        assert!(matches!(
+            "15:1:2".parse::<Tile>(),
+            Err(TileError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1/2/3/4".parse::<Tile>(),
+            Err(TileError::Syntax(_))
+        ));
     }
 
     #[test]
     fn metatiles_and_ancestors() {
         let t = Tile::new(18, 131010, 87170).unwrap();
-        assert_eq!(t.metatile(), Metatile { z: 18, x: 131008, y: 87168 });
-        assert_eq!(t.ancestor(3), Tile { z: 15, x: 16376, y: 10896 });
+        assert_eq!(
+            t.metatile(),
+            Metatile {
+                z: 18,
+                x: 131008,
+                y: 87168
+            }
+        );
+        assert_eq!(
+            t.ancestor(3),
+            Tile {
+                z: 15,
+                x: 16376,
+                y: 10896
+            }
+        );
         assert_eq!(t.ancestor(30), Tile { z: 0, x: 0, y: 0 });
         assert_eq!(Metatile { z: 1, x: 0, y: 0 }.tiles().count(), 4);
         let tiles: Vec<Tile> = t.metatile().tiles().take(2).collect();
-        assert_eq!(tiles[1], Tile { z: 18, x: 131008, y: 87169 }, "x-major order");
+        assert_eq!(
+            tiles[1],
+            Tile {
+                z: 18,
+                x: 131008,
+                y: 87169
+            },
+            "x-major order"
+        );
         assert_eq!(t.metatile().tiles().count(), 64);
     }
 }
