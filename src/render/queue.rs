@@ -1,0 +1,470 @@
+//! The render queue: what renderd's request queues do, with the fixes
+//! users ask for.
+//!
+//! - Four priorities, highest first: a missing tile a client waits for, a
+//!   dirty tile a client waits for, expired metatiles, background work.
+//! - One entry per (style, zoom, metatile): a request for a metatile that
+//!   is already queued joins it, and is raised to the higher priority
+//!   (renderd never upgrades); one that is being rendered joins the render
+//!   and is woken when it is written.
+//! - Bounded: each priority holds at most `capacity` entries. A full queue
+//!   rejects the new request, explicitly and counted, never silently;
+//!   waiters of a rejected request are told at once.
+//! - Statistics per priority and zoom: queue lengths, renders, failures
+//!   and render time.
+//!
+//! Workers (OS threads, Mapnik is CPU-bound) block in [`RenderQueue::take`]
+//! and report with [`RenderQueue::complete`]; async callers wait on the
+//! receiver [`RenderQueue::submit`] hands back.
+
+use crate::tile::Metatile;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Why a metatile is rendered; higher variants are served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Scheduled refreshes and bulk pre-rendering.
+    Background = 0,
+    /// Expired by an applied diff.
+    Expired = 1,
+    /// Dirty (stale) tile a client is waiting for.
+    DirtyWaited = 2,
+    /// Missing tile a client is waiting for.
+    MissingWaited = 3,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [
+        Priority::MissingWaited,
+        Priority::DirtyWaited,
+        Priority::Expired,
+        Priority::Background,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::MissingWaited => "missing",
+            Priority::DirtyWaited => "dirty",
+            Priority::Expired => "expired",
+            Priority::Background => "background",
+        }
+    }
+}
+
+/// A metatile of a style: the unit of rendering and de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RenderKey {
+    pub style: String,
+    pub metatile: Metatile,
+}
+
+/// What a waiter learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The metatile was written.
+    Rendered,
+    /// Rendering failed; the message says why.
+    Failed(String),
+    /// The queue was full for this priority.
+    Rejected,
+    /// The queue shut down before the render.
+    Shutdown,
+}
+
+/// What [`RenderQueue::submit`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    Queued,
+    /// Joined an entry already queued at the same or a higher priority.
+    Joined,
+    /// Joined an entry queued lower, and raised it.
+    Raised,
+    /// Joined a render in progress.
+    JoinedRender,
+    /// The priority's queue is full.
+    Rejected,
+}
+
+/// A render handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub key: RenderKey,
+    pub priority: Priority,
+}
+
+/// Counters per priority (the queue it was taken from) and zoom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rendered: u64,
+    pub failed: u64,
+    pub render_time: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries waiting, per priority.
+    pub queued: BTreeMap<Priority, usize>,
+    pub in_progress: usize,
+    /// Requests turned away because their queue was full.
+    pub rejected: BTreeMap<Priority, u64>,
+    /// Renders done, per (priority, zoom).
+    pub done: BTreeMap<(Priority, u8), Counters>,
+}
+
+struct Entry {
+    priority: Priority,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// FIFO per priority; a raised entry's old position is left as a
+    /// stale key and skipped when reached.
+    queues: HashMap<Priority, VecDeque<RenderKey>>,
+    queued: HashMap<RenderKey, Entry>,
+    in_progress: HashMap<RenderKey, (Priority, Instant, Vec<oneshot::Sender<Outcome>>)>,
+    rejected: BTreeMap<Priority, u64>,
+    done: BTreeMap<(Priority, u8), Counters>,
+    shutdown: bool,
+}
+
+impl State {
+    fn queued_count(&self, priority: Priority) -> usize {
+        self.queued
+            .values()
+            .filter(|e| e.priority == priority)
+            .count()
+    }
+}
+
+/// See the module documentation.
+pub struct RenderQueue {
+    state: Mutex<State>,
+    work: Condvar,
+    capacity: usize,
+}
+
+impl RenderQueue {
+    /// A queue holding at most `capacity` entries per priority.
+    pub fn new(capacity: usize) -> RenderQueue {
+        RenderQueue {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks for `key` at `priority`. The receiver, if one was asked for
+    /// with `wait`, gets the outcome (a waiter that gives up just drops it).
+    pub fn submit(
+        &self,
+        key: RenderKey,
+        priority: Priority,
+        wait: bool,
+    ) -> (Submitted, Option<oneshot::Receiver<Outcome>>) {
+        let (sender, receiver) = if wait {
+            let (s, r) = oneshot::channel();
+            (Some(s), Some(r))
+        } else {
+            (None, None)
+        };
+        let mut state = self.lock();
+        if state.shutdown {
+            if let Some(s) = sender {
+                let _ = s.send(Outcome::Shutdown);
+            }
+            return (Submitted::Rejected, receiver);
+        }
+        if let Some((_, _, waiters)) = state.in_progress.get_mut(&key) {
+            waiters.extend(sender);
+            return (Submitted::JoinedRender, receiver);
+        }
+        if let Some(entry) = state.queued.get(&key) {
+            let current = entry.priority;
+            if priority <= current {
+                let entry = state.queued.get_mut(&key).expect("just found");
+                entry.waiters.extend(sender);
+                return (Submitted::Joined, receiver);
+            }
+            // Raising needs room in the higher queue, like any new entry.
+            if state.queued_count(priority) >= self.capacity {
+                *state.rejected.entry(priority).or_default() += 1;
+                // The request still rides along at its old priority.
+                let entry = state.queued.get_mut(&key).expect("just found");
+                entry.waiters.extend(sender);
+                return (Submitted::Joined, receiver);
+            }
+            let entry = state.queued.get_mut(&key).expect("just found");
+            entry.priority = priority;
+            entry.waiters.extend(sender);
+            state.queues.entry(priority).or_default().push_back(key);
+            drop(state);
+            self.work.notify_one();
+            return (Submitted::Raised, receiver);
+        }
+        if state.queued_count(priority) >= self.capacity {
+            *state.rejected.entry(priority).or_default() += 1;
+            if let Some(s) = sender {
+                let _ = s.send(Outcome::Rejected);
+            }
+            return (Submitted::Rejected, receiver);
+        }
+        state.queued.insert(
+            key.clone(),
+            Entry {
+                priority,
+                waiters: sender.into_iter().collect(),
+            },
+        );
+        state.queues.entry(priority).or_default().push_back(key);
+        drop(state);
+        self.work.notify_one();
+        (Submitted::Queued, receiver)
+    }
+
+    /// The next job, highest priority first, FIFO within a priority;
+    /// blocks until there is one. `None` once shut down.
+    pub fn take(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if state.shutdown {
+                return None;
+            }
+            if let Some(job) = Self::pop(&mut state) {
+                return Some(job);
+            }
+            state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Like [`RenderQueue::take`] without blocking.
+    pub fn try_take(&self) -> Option<Job> {
+        let mut state = self.lock();
+        if state.shutdown {
+            return None;
+        }
+        Self::pop(&mut state)
+    }
+
+    fn pop(state: &mut State) -> Option<Job> {
+        for priority in Priority::ALL {
+            while let Some(key) = state
+                .queues
+                .get_mut(&priority)
+                .and_then(VecDeque::pop_front)
+            {
+                // Skip positions left behind by a raise.
+                let current = state.queued.get(&key).map(|e| e.priority);
+                if current != Some(priority) {
+                    continue;
+                }
+                let entry = state.queued.remove(&key).expect("checked above");
+                state
+                    .in_progress
+                    .insert(key.clone(), (priority, Instant::now(), entry.waiters));
+                return Some(Job { key, priority });
+            }
+        }
+        None
+    }
+
+    /// Reports a finished render; wakes everyone waiting for it.
+    pub fn complete(&self, job: &Job, result: Result<(), String>) {
+        let mut state = self.lock();
+        let Some((priority, started, waiters)) = state.in_progress.remove(&job.key) else {
+            return;
+        };
+        let counters = state
+            .done
+            .entry((priority, job.key.metatile.z))
+            .or_default();
+        counters.render_time += started.elapsed();
+        let outcome = match result {
+            Ok(()) => {
+                counters.rendered += 1;
+                Outcome::Rendered
+            }
+            Err(message) => {
+                counters.failed += 1;
+                Outcome::Failed(message)
+            }
+        };
+        drop(state);
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    /// Stops handing out work and tells every waiter of queued entries;
+    /// renders in progress finish and report as usual.
+    pub fn shutdown(&self) {
+        let mut state = self.lock();
+        state.shutdown = true;
+        let queued: Vec<Entry> = state.queued.drain().map(|(_, e)| e).collect();
+        state.queues.clear();
+        drop(state);
+        self.work.notify_all();
+        for entry in queued {
+            for waiter in entry.waiters {
+                let _ = waiter.send(Outcome::Shutdown);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let state = self.lock();
+        let mut queued = BTreeMap::new();
+        for entry in state.queued.values() {
+            *queued.entry(entry.priority).or_default() += 1;
+        }
+        QueueStats {
+            queued,
+            in_progress: state.in_progress.len(),
+            rejected: state.rejected.clone(),
+            done: state.done.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn key(style: &str, z: u8, x: u32) -> RenderKey {
+        RenderKey {
+            style: style.into(),
+            metatile: Metatile { z, x, y: 0 },
+        }
+    }
+
+    #[test]
+    fn highest_priority_first_fifo_within() {
+        let q = RenderQueue::new(10);
+        q.submit(key("a", 10, 0), Priority::Background, false);
+        q.submit(key("a", 10, 8), Priority::Expired, false);
+        q.submit(key("a", 10, 16), Priority::Expired, false);
+        q.submit(key("a", 10, 24), Priority::MissingWaited, false);
+        q.submit(key("a", 10, 32), Priority::DirtyWaited, false);
+        let order: Vec<u32> = std::iter::from_fn(|| q.try_take())
+            .map(|j| j.key.metatile.x)
+            .collect();
+        assert_eq!(order, vec![24, 32, 8, 16, 0]);
+    }
+
+    #[test]
+    fn duplicates_join_and_raise_never_lost() {
+        let q = RenderQueue::new(10);
+        let (s, low) = q.submit(key("a", 12, 0), Priority::Expired, true);
+        assert_eq!(s, Submitted::Queued);
+        // Same style, zoom and metatile: joins.
+        let (s, same) = q.submit(key("a", 12, 0), Priority::Background, true);
+        assert_eq!(s, Submitted::Joined);
+        // Another style is another entry.
+        assert_eq!(
+            q.submit(key("b", 12, 0), Priority::Expired, false).0,
+            Submitted::Queued
+        );
+        // A waiting client raises it above the other style's entry.
+        let (s, high) = q.submit(key("a", 12, 0), Priority::MissingWaited, true);
+        assert_eq!(s, Submitted::Raised);
+        let job = q.try_take().unwrap();
+        assert_eq!(
+            (job.key.style.as_str(), job.priority),
+            ("a", Priority::MissingWaited)
+        );
+        // Joining the render in progress.
+        let (s, late) = q.submit(key("a", 12, 0), Priority::DirtyWaited, true);
+        assert_eq!(s, Submitted::JoinedRender);
+        q.complete(&job, Ok(()));
+        for rx in [low, same, high, late] {
+            assert_eq!(rx.unwrap().blocking_recv().unwrap(), Outcome::Rendered);
+        }
+        // The raised entry's old position is skipped: only "b" is left.
+        assert_eq!(q.try_take().unwrap().key.style, "b");
+        assert!(q.try_take().is_none());
+    }
+
+    #[test]
+    fn full_queue_rejects_explicitly_and_counts() {
+        let q = RenderQueue::new(2);
+        q.submit(key("a", 5, 0), Priority::Expired, false);
+        q.submit(key("a", 5, 8), Priority::Expired, false);
+        let (s, rx) = q.submit(key("a", 5, 16), Priority::Expired, true);
+        assert_eq!(s, Submitted::Rejected);
+        assert_eq!(rx.unwrap().blocking_recv().unwrap(), Outcome::Rejected);
+        // Other priorities have their own room.
+        assert_eq!(
+            q.submit(key("a", 5, 16), Priority::MissingWaited, false).0,
+            Submitted::Queued
+        );
+        let stats = q.stats();
+        assert_eq!(stats.rejected[&Priority::Expired], 1);
+        assert_eq!(stats.queued[&Priority::Expired], 2);
+        assert_eq!(stats.queued[&Priority::MissingWaited], 1);
+    }
+
+    #[test]
+    fn failures_and_stats_per_zoom() {
+        let q = RenderQueue::new(10);
+        let (_, rx) = q.submit(key("a", 7, 0), Priority::Expired, true);
+        q.submit(key("a", 9, 0), Priority::Expired, false);
+        let first = q.try_take().unwrap();
+        q.complete(&first, Err("mapnik: boom".into()));
+        assert_eq!(
+            rx.unwrap().blocking_recv().unwrap(),
+            Outcome::Failed("mapnik: boom".into())
+        );
+        let second = q.try_take().unwrap();
+        q.complete(&second, Ok(()));
+        let stats = q.stats();
+        assert_eq!(stats.done[&(Priority::Expired, 7)].failed, 1);
+        assert_eq!(stats.done[&(Priority::Expired, 9)].rendered, 1);
+        assert_eq!(stats.in_progress, 0);
+    }
+
+    #[test]
+    fn workers_block_until_work_and_stop_on_shutdown() {
+        let q = Arc::new(RenderQueue::new(100));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let mut done = 0;
+                    while let Some(job) = q.take() {
+                        q.complete(&job, Ok(()));
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let receivers: Vec<_> = (0..20)
+            .map(|i| {
+                q.submit(key("a", 14, i * 8), Priority::Expired, true)
+                    .1
+                    .unwrap()
+            })
+            .collect();
+        for rx in receivers {
+            assert_eq!(rx.blocking_recv().unwrap(), Outcome::Rendered);
+        }
+        // Queued but never taken: told at shutdown.
+        let stopped = RenderQueue::new(10);
+        let (_, rx) = stopped.submit(key("a", 3, 0), Priority::Background, true);
+        stopped.shutdown();
+        assert_eq!(rx.unwrap().blocking_recv().unwrap(), Outcome::Shutdown);
+        q.shutdown();
+        let total: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(total, 20);
+    }
+}
