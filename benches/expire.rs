@@ -11,9 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
-use tilepipe::apply::middle::Middle;
-use tilepipe::apply::output::OutputTables;
-use tilepipe::apply::process::Processor;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::expire::batch::{tiles_for_changes, ExpireSettings};
 use tilepipe::osm::{Location, Object};
@@ -118,15 +115,7 @@ fn main() {
     let settings = ImportSettings::load(&mut client, "public")
         .unwrap()
         .unwrap();
-    let processor = Processor::new(&settings).unwrap();
-    let tables = OutputTables::new("public", "planet_osm", processor.style().clone());
-    let mut applier = Applier::new(
-        &mut client,
-        Middle::new("public", "planet_osm"),
-        tables,
-        processor,
-    )
-    .unwrap();
+    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
     let mut tx = client.transaction().unwrap();
     let result = applier.apply(&mut tx, &changes).unwrap();
     tx.commit().unwrap();

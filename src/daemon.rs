@@ -11,9 +11,6 @@
 //! the process exits.
 
 use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
-use crate::apply::middle::Middle;
-use crate::apply::output::OutputTables;
-use crate::apply::process::Processor;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::expire::batch as expiry;
@@ -298,15 +295,8 @@ fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Sess
             crate::db::describe(db)
         )));
     }
-    let processor = Processor::new(settings).map_err(|e| unavailable(e.into()))?;
-    let tables = OutputTables::new(
-        &settings.schema,
-        &settings.prefix,
-        processor.style().clone(),
-    );
-    let middle = Middle::new(&settings.schema, &settings.prefix);
     let applier =
-        Applier::new(&mut client, middle, tables, processor).map_err(|e| unavailable(e.into()))?;
+        Applier::for_settings(&mut client, settings).map_err(|e| unavailable(e.into()))?;
     Ok(Session { client, applier })
 }
 

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
-use tilepipe::apply::middle::Middle;
-use tilepipe::apply::output::{OutputTables, TableKind};
-use tilepipe::apply::process::Processor;
+use tilepipe::apply::output::TableKind;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::replication::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, GeneratedDiff};
@@ -35,15 +33,7 @@ fn applier(client: &mut postgres::Client) -> Applier {
     let settings = ImportSettings::load(client, "public")
         .unwrap()
         .expect("imported");
-    let processor = Processor::new(&settings).unwrap();
-    let tables = OutputTables::new("public", &settings.prefix, processor.style().clone());
-    Applier::new(
-        client,
-        Middle::new("public", &settings.prefix),
-        tables,
-        processor,
-    )
-    .unwrap()
+    Applier::for_settings(client, &settings).unwrap()
 }
 
 fn counts(client: &mut postgres::Client) -> [i64; 4] {

@@ -34,9 +34,6 @@ use std::process::Command;
 use tilepipe::apply::append::{Applier, RowChange};
 use tilepipe::apply::geom::ewkb;
 use tilepipe::apply::import::import;
-use tilepipe::apply::middle::Middle;
-use tilepipe::apply::output::OutputTables;
-use tilepipe::apply::process::Processor;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::apply::style::TableKind;
 use tilepipe::expire::raster::{ExpireConfig, Expirer, PolygonMode};
@@ -384,15 +381,7 @@ fn compare(zoom: u8, min_zoom: u8, seed: u64) {
         ..ImportSettings::default()
     };
     import(&db, &town_path, &settings, 2).unwrap();
-    let processor = Processor::new(&settings).unwrap();
-    let tables = OutputTables::new("tilepipe", &settings.prefix, processor.style().clone());
-    let mut applier = Applier::new(
-        &mut client,
-        Middle::new("tilepipe", &settings.prefix),
-        tables,
-        processor,
-    )
-    .unwrap();
+    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
 
     let mut generator = FeedGenerator::new(town, seed, 1000, chrono::Utc::now(), 60);
     let mut diffs: Vec<Vec<Change>> = (0..DIFFS).map(|_| generator.next_diff().changes).collect();

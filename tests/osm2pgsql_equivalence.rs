@@ -10,9 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
-use tilepipe::apply::middle::Middle;
-use tilepipe::apply::output::OutputTables;
-use tilepipe::apply::process::Processor;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::apply::style::HstoreMode;
 use tilepipe::apply::transform::TransformSettings;
@@ -198,15 +195,7 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
     import(&config, input, &settings, 2).unwrap();
     assert_equivalent(&mut client, &format!("{} import", variant.name));
 
-    let processor = Processor::new(&settings).unwrap();
-    let tables = OutputTables::new("tilepipe", "planet_osm", processor.style().clone());
-    let mut applier = Applier::new(
-        &mut client,
-        Middle::new("tilepipe", "planet_osm"),
-        tables,
-        processor,
-    )
-    .unwrap();
+    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
     let mut generator = FeedGenerator::new(data.clone(), 3, 100, chrono::Utc::now(), 60);
     let mut moved = 0;
     for n in 1..=diffs {

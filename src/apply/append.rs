@@ -21,6 +21,7 @@ use super::middle::Middle;
 use super::output::{OutputTables, Row, StoredRow, TableKind};
 use super::pgcopy::ExtensionTypes;
 use super::process::{NodeLocations, Processor};
+use super::settings::ImportSettings;
 use super::ApplyError;
 use crate::osm::{Location, Object, ObjectType, Way};
 use crate::replication::{Action, ChangeSet};
@@ -98,6 +99,23 @@ impl Applier {
             tables,
             processor,
         })
+    }
+
+    /// The applier for a database imported with `settings` (the ones
+    /// [`ImportSettings::load`] reads back): middle and output tables of its
+    /// schema and prefix, rows built with its style and transform.
+    pub fn for_settings(
+        client: &mut impl GenericClient,
+        settings: &ImportSettings,
+    ) -> Result<Self, ApplyError> {
+        let processor = Processor::new(settings)?;
+        let tables = OutputTables::new(
+            &settings.schema,
+            &settings.prefix,
+            processor.style().clone(),
+        );
+        let middle = Middle::new(&settings.schema, &settings.prefix);
+        Applier::new(client, middle, tables, processor)
     }
 
     /// Applies `changes` within `client`'s current transaction.

@@ -2,9 +2,6 @@
 //! transaction, with the settings the import stored.
 
 use crate::apply::append::Applier;
-use crate::apply::middle::Middle;
-use crate::apply::output::OutputTables;
-use crate::apply::process::Processor;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::replication::osc::read_osc_file;
@@ -26,14 +23,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let settings = ImportSettings::load(&mut client, schema)?.with_context(|| {
         format!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first")
     })?;
-    let processor = Processor::new(&settings)?;
-    let tables = OutputTables::new(
-        &settings.schema,
-        &settings.prefix,
-        processor.style().clone(),
-    );
-    let middle = Middle::new(&settings.schema, &settings.prefix);
-    let mut applier = Applier::new(&mut client, middle, tables, processor)?;
+    let mut applier = Applier::for_settings(&mut client, &settings)?;
     let started = std::time::Instant::now();
     let mut tx = client.transaction()?;
     let result = applier

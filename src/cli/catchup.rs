@@ -8,9 +8,6 @@
 //! set up or the server unreachable, 3 a batch failed to apply.
 
 use crate::apply::append::Applier;
-use crate::apply::middle::Middle;
-use crate::apply::output::OutputTables;
-use crate::apply::process::Processor;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::daemon::{act_on_expired, apply_batch};
@@ -82,14 +79,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 
     // Tiles of batches committed before a crash are acted on first.
     act_on_expired(&mut db, config, &runtime)?;
-    let processor = Processor::new(&settings)?;
-    let tables = OutputTables::new(
-        &settings.schema,
-        &settings.prefix,
-        processor.style().clone(),
-    );
-    let middle = Middle::new(&settings.schema, &settings.prefix);
-    let mut applier = Applier::new(&mut db, middle, tables, processor)?;
+    let mut applier = Applier::for_settings(&mut db, &settings)?;
     let progress = CatchupProgress::new(position.sequence, latest.sequence);
 
     while position.sequence < latest.sequence {
