@@ -4,15 +4,14 @@
 
 mod common;
 
-use common::{checksums, connect, tilepipe};
+use common::{assert_success, checksums, connect, init_at, tilepipe, town_feed};
 
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use tilepipe_testkit::feedgen::{write_feed, FeedGenerator, GeneratedDiff, OsmData};
+use tilepipe_testkit::feedgen::OsmData;
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 const START: u64 = 7_000_000;
@@ -35,14 +34,8 @@ struct Setup {
 
 fn setup(name: &str, count: usize, max_diff_size_mb: f64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let town = synthetic_town();
-    let osm = dir.path().join("town.osm");
-    town.write_osm_file(&osm).unwrap();
     let start_time = chrono::Utc::now() - chrono::Duration::minutes(count as i64 + 5);
-    let mut generator = FeedGenerator::new(town, 17, START, start_time, 60);
-    let diffs: Vec<GeneratedDiff> = (0..count).map(|_| generator.next_diff()).collect();
-    let feed_dir = dir.path().join("feed");
-    write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+    let feed = town_feed(dir.path(), 17, START, start_time, count);
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -52,18 +45,17 @@ fn setup(name: &str, count: usize, max_diff_size_mb: f64) -> Setup {
     )
     .unwrap();
     let url = PgCluster::shared().create_database(name).unwrap();
-    let out = tilepipe(&config, &url, &["import", osm.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&tilepipe(
+        &config,
+        &url,
+        &["import", feed.osm.to_str().unwrap()],
+    ));
     Setup {
-        final_data: generator.data().clone(),
+        final_data: feed.final_data,
         dir,
         config,
         url,
-        feed_dir,
+        feed_dir: feed.feed_dir,
     }
 }
 
@@ -82,22 +74,7 @@ fn catchup_through_a_faulty_feed_equals_a_fresh_import() {
     let s = setup("catchup_faults", 30, 0.05);
     let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
     server.set_random_faults(0.2, 5);
-    let out = tilepipe(
-        &s.config,
-        &s.url,
-        &[
-            "init",
-            "--server",
-            &server.url(),
-            "--sequence",
-            &START.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    init_at(&s.config, &s.url, &server.url(), START);
 
     // --once applies one batch and stops.
     let out = tilepipe(&s.config, &s.url, &["catchup", "--once"]);
@@ -137,22 +114,7 @@ fn catchup_through_a_faulty_feed_equals_a_fresh_import() {
 fn sigkill_at_random_moments_never_skips_or_repeats_a_diff() {
     let s = setup("catchup_kill", 100, 0.012);
     let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
-    let out = tilepipe(
-        &s.config,
-        &s.url,
-        &[
-            "init",
-            "--server",
-            &server.url(),
-            "--sequence",
-            &START.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    init_at(&s.config, &s.url, &server.url(), START);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
     let mut kills = 0;
@@ -205,22 +167,7 @@ fn catchup_exit_codes() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("tilepipe init"));
     // Server unreachable: 1.
-    let out = tilepipe(
-        &s.config,
-        &s.url,
-        &[
-            "init",
-            "--server",
-            s.feed_dir.to_str().unwrap(),
-            "--sequence",
-            &START.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    init_at(&s.config, &s.url, s.feed_dir.to_str().unwrap(), START);
     std::fs::remove_file(s.feed_dir.join("state.txt")).unwrap();
     let out = tilepipe(&s.config, &s.url, &["-q", "catchup"]);
     assert_eq!(out.status.code(), Some(1));

@@ -4,14 +4,12 @@
 
 mod common;
 
-use common::tilepipe;
+use common::{assert_success, init_at, tilepipe, town_feed};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tilepipe_testkit::feedgen::{write_feed, FeedGenerator, GeneratedDiff};
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 const START: u64 = 500;
@@ -73,14 +71,8 @@ struct Setup {
 
 fn setup(diffs: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let town = synthetic_town();
-    let osm = dir.path().join("town.osm");
-    town.write_osm_file(&osm).unwrap();
     let start_time = chrono::Utc::now() - chrono::Duration::minutes(60);
-    let mut generator = FeedGenerator::new(town, 23, START, start_time, 60);
-    let generated: Vec<GeneratedDiff> = (0..diffs).map(|_| generator.next_diff()).collect();
-    let feed_dir = dir.path().join("feed");
-    write_feed(&feed_dir, generator.start_state(), &generated).unwrap();
+    let feed = town_feed(dir.path(), 23, START, start_time, diffs);
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -90,34 +82,18 @@ fn setup(diffs: usize) -> Setup {
     Setup {
         _dir: dir,
         config,
-        osm,
-        feed_dir,
+        osm: feed.osm,
+        feed_dir: feed.feed_dir,
     }
 }
 
 fn import_and_init(s: &Setup, url: &str, server: &FeedServer) {
-    let out = tilepipe(&s.config, url, &["import", s.osm.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = tilepipe(
+    assert_success(&tilepipe(
         &s.config,
         url,
-        &[
-            "init",
-            "--server",
-            &server.url(),
-            "--sequence",
-            &START.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &["import", s.osm.to_str().unwrap()],
+    ));
+    init_at(&s.config, url, &server.url(), START);
 }
 
 #[test]

@@ -41,3 +41,48 @@ pub fn checksums(client: &mut postgres::Client) -> Vec<(String, i64, String)> {
         })
         .collect()
 }
+
+/// Fails the test with the command's stderr unless it succeeded.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tilepipe init --server URL --sequence N`, which must succeed.
+pub fn init_at(config: &Path, database: &str, server_url: &str, sequence: u64) {
+    let sequence = sequence.to_string();
+    let args = ["init", "--server", server_url, "--sequence", &sequence];
+    assert_success(&tilepipe(config, database, &args));
+}
+
+/// The synthetic town written as `.osm`, a feed of generated diffs after
+/// it, and the data those diffs lead to.
+pub struct TownFeed {
+    pub osm: std::path::PathBuf,
+    pub feed_dir: std::path::PathBuf,
+    pub final_data: tilepipe_testkit::OsmData,
+}
+
+pub fn town_feed(
+    dir: &Path,
+    seed: u64,
+    start: u64,
+    start_time: chrono::DateTime<chrono::Utc>,
+    count: usize,
+) -> TownFeed {
+    let town = tilepipe_testkit::town::synthetic_town();
+    let osm = dir.join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let mut generator = tilepipe_testkit::FeedGenerator::new(town, seed, start, start_time, 60);
+    let diffs: Vec<_> = (0..count).map(|_| generator.next_diff()).collect();
+    let feed_dir = dir.join("feed");
+    tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+    TownFeed {
+        osm,
+        feed_dir,
+        final_data: generator.data().clone(),
+    }
+}
