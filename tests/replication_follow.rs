@@ -125,8 +125,8 @@ async fn follows_fifty_sequences_through_faults_exactly_once_in_order() {
     let log = server.request_log();
     let faults = log.iter().filter(|r| r.fault.is_some()).count();
     assert!(faults >= 20, "only {faults} faults were injected");
-    // Nothing beyond the published state was requested as a diff... except
-    // nothing: the follower never asks past the top-level state.
+    // No request went past the end of the feed: the follower only asks for
+    // sequences the top-level state lists.
     for request in &log {
         if let Some(seq) = tilepipe::replication::feed::parse_sequence_path(&request.path) {
             assert!(seq <= START + 50, "requested {seq}");
