@@ -21,6 +21,10 @@ pub struct Config {
     pub replication: ReplicationConfig,
     pub import: ImportConfig,
     pub expire: crate::expire::batch::ExpireSettings,
+    /// Map styles the renderer draws and the server offers.
+    pub styles: Vec<crate::render::config::StyleConfig>,
+    pub render: crate::render::config::RenderSettings,
+    pub serve: crate::serve::config::ServeSettings,
     pub log: LogConfig,
 }
 

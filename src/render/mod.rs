@@ -1,8 +1,10 @@
 //! The render stage: a built-in Mapnik renderer writing mod_tile metatiles.
 //!
+//! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
 //!
 //! The Mapnik binding is `crates/mapnik-sys`; the metatile store is
 //! [`crate::metatile`] and the renderd wire protocol [`crate::renderd`].
 
+pub mod config;
 pub mod queue;

@@ -1,1 +1,5 @@
-//! The serve stage (not implemented yet; see the issue tracker).
+//! The serve stage: HTTP tiles with mod_tile's semantics.
+//!
+//! - [`config`]: the `serve:` section of `config.yaml`.
+
+pub mod config;
