@@ -2,9 +2,12 @@
 //!
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
+//! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
+//!   and the `render_*` tools.
 //!
 //! The Mapnik binding is `crates/mapnik-sys`; the metatile store is
 //! [`crate::metatile`] and the renderd wire protocol [`crate::renderd`].
 
 pub mod config;
 pub mod queue;
+pub mod server;
