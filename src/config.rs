@@ -235,6 +235,7 @@ impl Config {
             );
         }
         self.expire.validate()?;
+        crate::render::config::validate_styles(&self.styles)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {:?} is not a valid filter: {e}", self.log.level))?;
         Ok(())

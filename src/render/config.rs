@@ -65,8 +65,14 @@ pub struct StyleConfig {
     /// Mapnik scale factor (2.0 for high-DPI symbols and text).
     pub scale: f64,
     pub format: TileFormat,
-    /// Mapnik buffer around each metatile in pixels; absent = the style's own.
+    /// Mapnik buffer around each metatile in pixels; absent = the style's
+    /// own, else (as renderd) half a tile times `scale` (128 px).
     pub buffer_size: Option<i32>,
+    /// PostgreSQL connection (URL or conninfo) for the style's PostGIS
+    /// layers: its host, port, dbname, user and password replace the ones
+    /// written in the XML when the style is loaded. Absent = the top-level
+    /// `database.url`; when that is empty too, the XML's own parameters.
+    pub database: Option<String>,
     /// Shown in TileJSON and on the map page.
     pub description: String,
     pub attribution: String,
@@ -84,6 +90,7 @@ impl Default for StyleConfig {
             scale: 1.0,
             format: TileFormat::Png,
             buffer_size: None,
+            database: None,
             description: String::new(),
             attribution: "© OpenStreetMap contributors".into(),
         }
@@ -123,5 +130,167 @@ impl Default for RenderSettings {
             plugins_dir: None,
             font_dirs: Vec::new(),
         }
+    }
+}
+
+/// Characters a style name may use: it is a URL segment, a directory name
+/// and a renderd protocol field.
+fn valid_style_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= crate::metatile::MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl StyleConfig {
+    /// Whether the style renders zoom `z`.
+    pub fn covers(&self, z: u8) -> bool {
+        (self.min_zoom..=self.max_zoom).contains(&z)
+    }
+
+    /// Checks what serde cannot: name, zoom range, sizes.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if !valid_style_name(name) {
+            return Err(format!(
+                "styles: name {name:?} must be 1 to 40 letters, digits, '_', '-' or '.' (not starting with '.')"
+            ));
+        }
+        if self.xml.as_os_str().is_empty() {
+            return Err(format!("styles.{name}.xml: a Mapnik XML file is required"));
+        }
+        let max = crate::tile::MAX_ZOOM;
+        if self.max_zoom > max {
+            return Err(format!(
+                "styles.{name}.max_zoom: {} is above {max}, the deepest zoom mod_tile's cache paths hold",
+                self.max_zoom
+            ));
+        }
+        if self.min_zoom > self.max_zoom {
+            return Err(format!(
+                "styles.{name}: min_zoom {} is above max_zoom {}",
+                self.min_zoom, self.max_zoom
+            ));
+        }
+        if !(1..=4096).contains(&self.tile_size) {
+            return Err(format!(
+                "styles.{name}.tile_size: {} is not in 1..=4096 pixels",
+                self.tile_size
+            ));
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(format!(
+                "styles.{name}.scale: {} must be a positive number",
+                self.scale
+            ));
+        }
+        if self.buffer_size.is_some_and(|b| b < 0) {
+            return Err(format!("styles.{name}.buffer_size: must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks every style and that no two share a name.
+pub fn validate_styles(styles: &[StyleConfig]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for style in styles {
+        style.validate()?;
+        if !seen.insert(style.name.as_str()) {
+            return Err(format!("styles: the name {:?} is used twice", style.name));
+        }
+    }
+    Ok(())
+}
+
+/// Gives every style without a `database` of its own the top-level
+/// connection (when there is one), so a style's PostGIS layers read the
+/// database tilepipe writes.
+pub fn fill_databases(styles: &mut [StyleConfig], database_url: &str) {
+    if database_url.trim().is_empty() {
+        return;
+    }
+    for style in styles.iter_mut().filter(|s| s.database.is_none()) {
+        style.database = Some(database_url.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn style(name: &str) -> StyleConfig {
+        StyleConfig {
+            name: name.into(),
+            xml: "style.xml".into(),
+            ..StyleConfig::default()
+        }
+    }
+
+    #[test]
+    fn style_validation() {
+        assert!(validate_styles(&[style("default"), style("carto-2x")]).is_ok());
+        let dup = validate_styles(&[style("a"), style("a")]).unwrap_err();
+        assert!(dup.contains("twice"), "{dup}");
+        for bad in ["", "a/b", "..", ".hidden", "with space", &"x".repeat(41)] {
+            assert!(style(bad).validate().is_err(), "{bad:?}");
+        }
+        assert!(style(&"x".repeat(40)).validate().is_ok());
+        let no_xml = StyleConfig {
+            xml: PathBuf::new(),
+            ..style("a")
+        };
+        assert!(no_xml.validate().unwrap_err().contains("xml"));
+        for bad in [
+            StyleConfig {
+                max_zoom: 21,
+                ..style("a")
+            },
+            StyleConfig {
+                min_zoom: 10,
+                max_zoom: 9,
+                ..style("a")
+            },
+            StyleConfig {
+                tile_size: 0,
+                ..style("a")
+            },
+            StyleConfig {
+                scale: 0.0,
+                ..style("a")
+            },
+            StyleConfig {
+                scale: f64::NAN,
+                ..style("a")
+            },
+            StyleConfig {
+                buffer_size: Some(-1),
+                ..style("a")
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let ok = StyleConfig {
+            min_zoom: 5,
+            max_zoom: 5,
+            ..style("a")
+        };
+        assert!(ok.covers(5) && !ok.covers(4) && !ok.covers(6));
+    }
+
+    #[test]
+    fn databases_filled_from_the_top_level_url() {
+        let own = StyleConfig {
+            database: Some("postgresql:///other".into()),
+            ..style("own")
+        };
+        let mut styles = vec![style("a"), own];
+        fill_databases(&mut styles, "");
+        assert_eq!(styles[0].database, None);
+        fill_databases(&mut styles, "postgresql:///gis");
+        assert_eq!(styles[0].database.as_deref(), Some("postgresql:///gis"));
+        assert_eq!(styles[1].database.as_deref(), Some("postgresql:///other"));
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
+//! - [`worker`]: the render threads, one Mapnik map per style each.
+//! - [`style`]: a style's XML pointed at the configured database.
 //! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
 //!   and the `render_*` tools.
 //!
@@ -11,3 +13,5 @@
 pub mod config;
 pub mod queue;
 pub mod server;
+pub mod style;
+pub mod worker;

@@ -122,6 +122,11 @@ impl MapnikError {
         }
     }
 
+    /// An error with this message (for callers' own checks and tests).
+    pub fn from_message(message: impl Into<String>) -> Self {
+        MapnikError::new(message)
+    }
+
     /// The message as Mapnik gave it, unshortened (but with any
     /// `password=...` of a PostgreSQL connection string blanked out).
     pub fn full_message(&self) -> &str {
