@@ -235,6 +235,18 @@ impl Config {
             );
         }
         self.expire.validate()?;
+        for expiry in &self.expire.styles {
+            let drawn = self.styles.iter().find(|s| s.name == expiry.name);
+            if let Some(style) = drawn.filter(|s| s.tile_dir != expiry.tile_dir) {
+                return Err(format!(
+                    "expire.styles[{}].tile_dir {} differs from styles[{}].tile_dir {}: expiry would act on another cache than the one rendered and served",
+                    expiry.name,
+                    expiry.tile_dir.display(),
+                    style.name,
+                    style.tile_dir.display()
+                ));
+            }
+        }
         crate::render::config::validate_styles(&self.styles)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {:?} is not a valid filter: {e}", self.log.level))?;
@@ -293,6 +305,14 @@ mod tests {
         assert!(err.contains("replication.url"), "{err}");
         let err = parse("log:\n  format: xml\n").unwrap_err();
         assert!(err.contains("xml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn expiry_acts_on_the_cache_its_style_renders_into() {
+        let text = "styles:\n  - name: osm\n    xml: s.xml\n    tile_dir: /a\nexpire:\n  styles:\n    - name: osm\n      tile_dir: /b\n";
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("expire.styles[osm].tile_dir /b"), "{err}");
+        assert!(parse(&text.replace("/b", "/a")).is_ok());
     }
 
     #[test]

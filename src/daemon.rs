@@ -89,6 +89,9 @@ pub struct Daemon {
     settings: ImportSettings,
     shutdown: Shutdown,
     session: Session,
+    /// tilepipe's own renderer, when `run` starts one: expired metatiles
+    /// of its styles are queued for it.
+    renderer: Option<expiry::BuiltinRenderer>,
 }
 
 impl Daemon {
@@ -118,7 +121,14 @@ impl Daemon {
             settings,
             shutdown,
             session,
+            renderer: None,
         })
+    }
+
+    /// Sends re-renders of expired metatiles to tilepipe's own renderer.
+    pub fn with_renderer(mut self, renderer: expiry::BuiltinRenderer) -> Daemon {
+        self.renderer = Some(renderer);
+        self
     }
 
     /// Connects again, retrying with capped backoff until the database
@@ -174,8 +184,16 @@ impl Daemon {
         let follower = Follower::new(client, self.config.replication.max_batch_bytes());
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
         // Tiles of batches committed before a crash are acted on first.
-        act_on_expired(&mut self.session.client, &self.config, runtime)?;
-        let scheduler = runtime.block_on(crate::expire::schedule::start(&self.config.expire))?;
+        act_on_expired(
+            &mut self.session.client,
+            &self.config,
+            runtime,
+            self.renderer.as_ref(),
+        )?;
+        let scheduler = runtime.block_on(crate::expire::schedule::start(
+            &self.config.expire,
+            self.renderer.clone(),
+        ))?;
         info!(
             "following {} from sequence {} ({})",
             position.base_url,
@@ -264,7 +282,12 @@ impl Daemon {
                         "applied up to {}",
                         format_timestamp(next.timestamp)
                     );
-                    if let Err(e) = act_on_expired(&mut session.client, &self.config, runtime) {
+                    if let Err(e) = act_on_expired(
+                        &mut session.client,
+                        &self.config,
+                        runtime,
+                        self.renderer.as_ref(),
+                    ) {
                         warn!("expiry: {e:#}");
                     }
                     return Ok(Some(next));
@@ -338,6 +361,7 @@ pub fn act_on_expired(
     client: &mut postgres::Client,
     config: &Config,
     runtime: &tokio::runtime::Runtime,
+    renderer: Option<&expiry::BuiltinRenderer>,
 ) -> anyhow::Result<()> {
     if !config.expire.is_active() {
         return Ok(());
@@ -350,7 +374,7 @@ pub fn act_on_expired(
             zoom = tiles.zoom(),
             "expiring tiles"
         );
-        if runtime.block_on(expiry::act(&config.expire, batch_end, &tiles)) {
+        if runtime.block_on(expiry::act(&config.expire, batch_end, &tiles, renderer)) {
             expiry::done(client, schema, batch_end)?;
         }
     }

@@ -1,12 +1,15 @@
 //! Scheduled low-zoom refreshes: a refresh touches the cached low-zoom
 //! metatiles (z0–z2 included, which edits never expire) and nothing above
-//! the range; the cron scheduler fires it; bad schedules are refused.
+//! the range (or, with tilepipe's own renderer, touches and queues them in
+//! the background); the cron scheduler fires it; bad schedules are refused.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tilepipe::config::Config;
-use tilepipe::expire::batch::{ExpireSettings, StyleExpiry};
+use tilepipe::expire::batch::{BuiltinRenderer, ExpireSettings, StyleExpiry};
 use tilepipe::expire::schedule::{refresh, start, LowZoomSchedule, ScheduledAction};
 use tilepipe::metatile::{TileState, TileStore};
+use tilepipe::render::queue::{Priority, RenderQueue};
 use tilepipe::tile::Metatile;
 
 fn style(dir: &std::path::Path, cron: &str) -> StyleExpiry {
@@ -56,7 +59,8 @@ async fn refresh_touches_the_low_zooms_only() {
     let dir = tempfile::tempdir().unwrap();
     let (store, metatiles) = cache(dir.path());
     let style = style(dir.path(), "0 0 3 * * *");
-    let summary = refresh(&style, style.low_zooms.as_ref().unwrap())
+    let settings = ExpireSettings::default();
+    let summary = refresh(&settings, &style, style.low_zooms.as_ref().unwrap(), None)
         .await
         .unwrap();
     assert_eq!(summary.total().touched, 3);
@@ -64,6 +68,46 @@ async fn refresh_touches_the_low_zooms_only() {
         assert!(touched(&store, *m), "{m}");
     }
     assert!(!touched(&store, metatiles[3]));
+}
+
+#[tokio::test]
+async fn refresh_with_the_builtin_renderer_marks_dirty_and_queues_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, metatiles) = cache(dir.path());
+    let mut style = style(dir.path(), "0 0 3 * * *");
+    style.low_zooms.as_mut().unwrap().action = ScheduledAction::Render;
+    let queue = Arc::new(RenderQueue::new(100));
+    let builtin = BuiltinRenderer {
+        queue: queue.clone(),
+        styles: ["default".to_string()].into(),
+    };
+    let settings = ExpireSettings::default();
+    let summary = refresh(
+        &settings,
+        &style,
+        style.low_zooms.as_ref().unwrap(),
+        Some(&builtin),
+    )
+    .await
+    .unwrap();
+    let total = summary.total();
+    assert_eq!((total.rendered, total.replies.done), (3, 3));
+    for m in &metatiles[..3] {
+        assert!(touched(&store, *m), "{m}");
+    }
+    assert!(!touched(&store, metatiles[3]));
+    let stats = queue.stats();
+    assert_eq!(stats.queued.get(&Priority::Background), Some(&3));
+    let mut queued: Vec<Metatile> = std::iter::from_fn(|| queue.try_take())
+        .map(|job| {
+            assert_eq!(job.priority, Priority::Background);
+            job.key.metatile
+        })
+        .collect();
+    queued.sort();
+    let mut expected = metatiles[..3].to_vec();
+    expected.sort();
+    assert_eq!(queued, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +118,7 @@ async fn the_scheduler_runs_the_refresh() {
         styles: vec![style(dir.path(), "* * * * * *")],
         ..ExpireSettings::default()
     };
-    let mut scheduler = start(&settings).await.unwrap().expect("a job");
+    let mut scheduler = start(&settings, None).await.unwrap().expect("a job");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !touched(&store, metatiles[0]) {
         assert!(

@@ -9,7 +9,7 @@
 //! commit and actions replays them at the next start instead of losing them.
 
 use super::actions::{
-    self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
+    self, ExpirePolicy, ExpireSummary, NoRender, QueueSink, RenderdSink, RenderdSinkOptions,
 };
 use super::raster::{ExpireConfig, ExpireError, Expirer, PolygonMode};
 use super::tileset::TileSet;
@@ -17,10 +17,13 @@ use crate::apply::append::RowChange;
 use crate::apply::output::TableKind;
 use crate::db::quote_ident;
 use crate::metatile::TileStore;
+use crate::render::queue::{Priority, RenderQueue};
 use crate::renderd::Endpoint;
 use postgres::GenericClient;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tracing::{info, warn};
 
 /// The `expire:` section of the configuration.
@@ -143,7 +146,7 @@ impl ExpireSettings {
             ));
         }
         for style in &self.styles {
-            let mut policy = self.policy(style);
+            let mut policy = self.policy(style, &RenderTarget::Nobody);
             policy.max_zoom = policy.max_zoom.min(self.max_zoom);
             policy
                 .validate()
@@ -165,7 +168,25 @@ impl ExpireSettings {
         Ok(())
     }
 
-    fn policy(&self, style: &StyleExpiry) -> ExpirePolicy {
+    /// Who re-renders `style`'s metatiles: its own `renderd` if set, else
+    /// tilepipe's renderer when it draws that style, else nobody.
+    pub fn render_target(
+        &self,
+        style: &StyleExpiry,
+        builtin: Option<&BuiltinRenderer>,
+    ) -> RenderTarget {
+        match (&style.renderd, builtin) {
+            (Some(endpoint), _) => RenderTarget::Renderd(
+                Endpoint::parse(endpoint).expect("validated with the configuration"),
+            ),
+            (None, Some(b)) if b.styles.contains(&style.name) => {
+                RenderTarget::Builtin(b.queue.clone())
+            }
+            (None, _) => RenderTarget::Nobody,
+        }
+    }
+
+    fn policy(&self, style: &StyleExpiry, target: &RenderTarget) -> ExpirePolicy {
         let mut policy = ExpirePolicy::new(&style.name);
         policy.min_zoom = style.min_zoom;
         policy.max_zoom = style.max_zoom;
@@ -173,11 +194,55 @@ impl ExpireSettings {
         policy.render_missing = style.render_missing;
         // Without a renderer, zooms that would re-render are marked dirty,
         // so a renderer behind the cache (mod_tile) redraws on demand.
-        policy.touch_from = match (&style.renderd, style.touch_from) {
-            (None, touch) => Some(touch.unwrap_or(style.min_zoom).min(style.min_zoom)),
-            (Some(_), touch) => touch,
+        policy.touch_from = match (target, style.touch_from) {
+            (RenderTarget::Nobody, touch) => {
+                Some(touch.unwrap_or(style.min_zoom).min(style.min_zoom))
+            }
+            (_, touch) => touch,
         };
         policy
+    }
+}
+
+/// tilepipe's own renderer, when the process runs one (`tilepipe run` with
+/// styles): its queue and the styles it draws.
+#[derive(Clone)]
+pub struct BuiltinRenderer {
+    pub queue: Arc<RenderQueue>,
+    pub styles: BTreeSet<String>,
+}
+
+/// Where a style's re-renders go.
+pub enum RenderTarget {
+    /// An external renderd (socket or host:port).
+    Renderd(Endpoint),
+    /// tilepipe's render queue.
+    Builtin(Arc<RenderQueue>),
+    /// No renderer: metatiles are marked dirty instead.
+    Nobody,
+}
+
+impl RenderTarget {
+    /// Applies `policy` to `metatiles` with this target as the render sink;
+    /// builtin renders are queued at `priority`.
+    pub async fn expire(
+        &self,
+        store: &TileStore,
+        policy: &ExpirePolicy,
+        metatiles: impl IntoIterator<Item = crate::tile::Metatile>,
+        priority: Priority,
+    ) -> Result<ExpireSummary, actions::ExpireError> {
+        match self {
+            RenderTarget::Renderd(endpoint) => {
+                let mut sink = RenderdSink::new(endpoint.clone(), RenderdSinkOptions::default());
+                actions::expire(store, policy, metatiles, &mut sink).await
+            }
+            RenderTarget::Builtin(queue) => {
+                let mut sink = QueueSink::new(queue.clone(), store.clone(), priority);
+                actions::expire(store, policy, metatiles, &mut sink).await
+            }
+            RenderTarget::Nobody => actions::expire(store, policy, metatiles, &mut NoRender).await,
+        }
     }
 }
 
@@ -304,7 +369,12 @@ pub fn done(
 /// Runs the configured actions for one batch's tiles: the tile list, then
 /// each style's metatile actions. Problems are logged; a failure of one
 /// style does not stop the others.
-pub async fn act(settings: &ExpireSettings, batch_end: i64, tiles: &TileSet) -> bool {
+pub async fn act(
+    settings: &ExpireSettings,
+    batch_end: i64,
+    tiles: &TileSet,
+    builtin: Option<&BuiltinRenderer>,
+) -> bool {
     let mut ok = true;
     if let Some(dir) = &settings.list_dir {
         let path = if settings.list_append {
@@ -327,20 +397,16 @@ pub async fn act(settings: &ExpireSettings, batch_end: i64, tiles: &TileSet) -> 
         }
     }
     for style in &settings.styles {
-        let policy = settings.policy(style);
+        let target = settings.render_target(style, builtin);
+        let policy = settings.policy(style, &target);
         let store = TileStore::new(&style.tile_dir);
         let metatiles: Vec<_> = policy
             .zooms()
             .flat_map(|z| tiles.metatiles(z).collect::<Vec<_>>())
             .collect();
-        let summary: Result<ExpireSummary, _> = match &style.renderd {
-            Some(endpoint) => {
-                let endpoint = Endpoint::parse(endpoint).expect("validated with the configuration");
-                let mut sink = RenderdSink::new(endpoint, RenderdSinkOptions::default());
-                actions::expire(&store, &policy, metatiles, &mut sink).await
-            }
-            None => actions::expire(&store, &policy, metatiles, &mut NoRender).await,
-        };
+        let summary = target
+            .expire(&store, &policy, metatiles, Priority::Expired)
+            .await;
         match summary {
             Ok(summary) if summary.is_success() => {
                 let t = summary.total();

@@ -6,12 +6,10 @@
 //! may start later); instead, per style, a cron schedule re-renders or
 //! touches a zoom range in the background.
 
-use super::actions::{
-    self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
-};
-use super::batch::{ExpireSettings, StyleExpiry};
+use super::actions::{self, ExpirePolicy, ExpireSummary};
+use super::batch::{BuiltinRenderer, ExpireSettings, RenderTarget, StyleExpiry};
 use crate::metatile::TileStore;
-use crate::renderd::Endpoint;
+use crate::render::queue::Priority;
 use crate::tile::{Metatile, METATILE};
 use serde::Deserialize;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
@@ -72,8 +70,10 @@ fn world_metatiles(zoom: u8) -> impl Iterator<Item = Metatile> {
 /// Runs one refresh of a style's low zooms now. Metatiles not in the cache
 /// are left alone, as for edits.
 pub async fn refresh(
+    settings: &ExpireSettings,
     style: &StyleExpiry,
     schedule: &LowZoomSchedule,
+    builtin: Option<&BuiltinRenderer>,
 ) -> Result<ExpireSummary, actions::ExpireError> {
     let mut policy = ExpirePolicy::new(&style.name);
     policy.zoom_floor = 0;
@@ -81,25 +81,27 @@ pub async fn refresh(
     policy.max_zoom = schedule.max_zoom;
     let store = TileStore::new(&style.tile_dir);
     let metatiles = (schedule.min_zoom..=schedule.max_zoom).flat_map(world_metatiles);
-    match (schedule.action, &style.renderd) {
-        (ScheduledAction::Render, Some(endpoint)) => {
-            let endpoint = Endpoint::parse(endpoint).expect("validated with the configuration");
-            let mut sink = RenderdSink::new(endpoint, RenderdSinkOptions::default());
-            actions::expire(&store, &policy, metatiles, &mut sink).await
+    let target = match schedule.action {
+        ScheduledAction::Render => settings.render_target(style, builtin),
+        ScheduledAction::Touch => RenderTarget::Nobody,
+    };
+    if let RenderTarget::Nobody = target {
+        if schedule.action == ScheduledAction::Render {
+            warn!(style = %style.name, "no renderer for this style: touching the low zooms instead of re-rendering them");
         }
-        (action, renderd) => {
-            if action == ScheduledAction::Render && renderd.is_none() {
-                warn!(style = %style.name, "no renderd configured: touching the low zooms instead of re-rendering them");
-            }
-            policy.touch_from = Some(schedule.min_zoom);
-            actions::expire(&store, &policy, metatiles, &mut NoRender).await
-        }
+        policy.touch_from = Some(schedule.min_zoom);
     }
+    target
+        .expire(&store, &policy, metatiles, Priority::Background)
+        .await
 }
 
 /// Starts one job per style with a schedule; `None` when none has one.
 /// Keep the scheduler alive as long as the jobs should run.
-pub async fn start(settings: &ExpireSettings) -> Result<Option<JobScheduler>, JobSchedulerError> {
+pub async fn start(
+    settings: &ExpireSettings,
+    builtin: Option<BuiltinRenderer>,
+) -> Result<Option<JobScheduler>, JobSchedulerError> {
     let scheduled: Vec<(StyleExpiry, LowZoomSchedule)> = settings
         .styles
         .iter()
@@ -116,10 +118,12 @@ pub async fn start(settings: &ExpireSettings) -> Result<Option<JobScheduler>, Jo
     let scheduler = JobScheduler::new().await?;
     for (style, schedule) in scheduled {
         info!(style = %style.name, cron = %schedule.cron, zooms = ?(schedule.min_zoom..=schedule.max_zoom), "scheduled low-zoom refresh");
+        let (settings, builtin) = (settings.clone(), builtin.clone());
         let job = Job::new_async(schedule.cron.clone().as_str(), move |_, _| {
-            let (style, schedule) = (style.clone(), schedule.clone());
+            let (settings, style, schedule) = (settings.clone(), style.clone(), schedule.clone());
+            let builtin = builtin.clone();
             Box::pin(async move {
-                match refresh(&style, &schedule).await {
+                match refresh(&settings, &style, &schedule, builtin.as_ref()).await {
                     Ok(summary) => {
                         let t = summary.total();
                         info!(style = %style.name, rendered = t.rendered, touched = t.touched, missing = t.missing, "low-zoom refresh done");
