@@ -9,6 +9,8 @@
 //!   order ([`FeedWriter`]), plus hand-made feeds from given changes.
 //! - [`feedserver`]: an HTTP server for such feeds ([`FeedServer`]) with
 //!   publication control, scripted and random faults, and a request log.
+//! - [`scale`]: benchmark regions N times an extract's size, written as
+//!   OSM PBF, and a city-wide "vandalism" diff.
 //!
 //! The `tilepipe-testkit` binary offers the same on the command line for
 //! the demo and benchmarks.
@@ -16,6 +18,7 @@
 pub mod feedgen;
 pub mod feedserver;
 pub mod pg;
+pub mod scale;
 pub mod town;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};

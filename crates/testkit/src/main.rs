@@ -4,7 +4,11 @@
 //! - `pg start|stop|url --dir DIR`: a private PostgreSQL + PostGIS cluster
 //!   that outlives the command (unlike the clusters tests start, which die
 //!   with their process).
-//! - `feed generate`: writes a fixture feed of N diffs over an extract.
+//! - `feed generate`: writes a fixture feed of N diffs over an extract
+//!   (optionally of given sizes, and ending with a city-wide vandalism
+//!   diff).
+//! - `scale`: a benchmark region, an extract repeated N times side by side,
+//!   written as OSM PBF.
 //! - `feed serve`: serves a feed directory over HTTP on 127.0.0.1. With
 //!   `--publish-every`, the feed grows while it is watched, in one of two
 //!   ways: an existing directory is revealed one diff at a time (start
@@ -27,6 +31,7 @@ use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{
     feed_range, FeedGenerator, FeedWriter, GeneratedDiff, OsmData, GENERATOR,
 };
+use tilepipe_testkit::scale::{self, Bbox};
 use tilepipe_testkit::{FeedServer, PgCluster};
 
 #[derive(Parser)]
@@ -47,6 +52,35 @@ enum Command {
     /// Fixture replication feeds.
     #[command(subcommand)]
     Feed(FeedCommand),
+    /// A benchmark region: an extract repeated COPIES times side by side
+    /// (shifted coordinates, offset ids), written as OSM PBF. Prints a JSON
+    /// summary (grid, id offset, boxes of copy 0 and of the region).
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// The extract (.osm.pbf, .osm or .osm.gz).
+    #[arg(long, required_unless_present = "synthetic_town")]
+    input: Option<PathBuf>,
+    /// Use the test kit's synthetic town instead of an extract.
+    #[arg(long, conflicts_with = "input")]
+    synthetic_town: bool,
+    #[arg(long, default_value_t = 1)]
+    copies: u32,
+    /// The PBF file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replication base URL for the header; default: the input's.
+    #[arg(long)]
+    replication_url: Option<String>,
+    /// Replication sequence for the header; default: the input's.
+    #[arg(long)]
+    replication_sequence: Option<u64>,
+    /// Replication timestamp for the header (ISO 8601); default: the
+    /// input's.
+    #[arg(long)]
+    replication_timestamp: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -82,8 +116,22 @@ enum FeedCommand {
         pbf: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Number of diffs (default: one per --sizes entry).
+        #[arg(long, required_unless_present = "sizes")]
+        count: Option<usize>,
+        /// Edits per diff, MIN or MIN-MAX (default 20-60).
+        #[arg(long, value_name = "MIN[-MAX]")]
+        changes_per_diff: Option<String>,
+        /// One diff per entry, with that many edits each (e.g.
+        /// 10,100,1000); replaces --count.
+        #[arg(long, value_delimiter = ',', conflicts_with = "count")]
+        sizes: Vec<usize>,
+        /// End with a vandalism diff: one node in five moved and every
+        /// highway renamed inside --vandalism-bbox (default: everywhere).
         #[arg(long)]
-        count: usize,
+        vandalism: bool,
+        #[arg(long, value_name = "W,S,E,N", requires = "vandalism")]
+        vandalism_bbox: Option<String>,
         #[command(flatten)]
         generation: Generation,
     },
@@ -175,8 +223,27 @@ fn main() -> Result<()> {
             pbf,
             out,
             count,
+            changes_per_diff,
+            sizes,
+            vandalism,
+            vandalism_bbox,
             generation,
-        }) => generate(&pbf, &out, count, &generation),
+        }) => {
+            let sizes = match count {
+                Some(count) => vec![None; count],
+                None => sizes.into_iter().map(Some).collect(),
+            };
+            let vandalism = match (vandalism, vandalism_bbox) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(text)) => Some(Some(Bbox::parse(&text)?)),
+            };
+            let per_diff = changes_per_diff
+                .map(|text| parse_range(&text))
+                .transpose()?;
+            generate(&pbf, &out, &sizes, per_diff, vandalism, &generation)
+        }
+        Command::Scale(args) => scale(&args),
         Command::Feed(FeedCommand::Serve {
             dir,
             port,
@@ -233,23 +300,119 @@ fn pg(command: PgCommand) -> Result<()> {
     Ok(())
 }
 
-fn generate(pbf: &Path, out: &Path, count: usize, generation: &Generation) -> Result<()> {
+/// `MIN` or `MIN-MAX`.
+fn parse_range(text: &str) -> Result<(usize, usize)> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .with_context(|| format!("{text:?}: expected MIN or MIN-MAX"))
+    };
+    match text.split_once('-') {
+        Some((min, max)) => Ok((parse(min)?, parse(max)?)),
+        None => Ok((parse(text)?, parse(text)?)),
+    }
+}
+
+/// Writes one diff per entry of `sizes` (`None`: the generator's
+/// current size), then the vandalism diff if asked for.
+fn generate(
+    pbf: &Path,
+    out: &Path,
+    sizes: &[Option<usize>],
+    per_diff: Option<(usize, usize)>,
+    vandalism: Option<Option<Bbox>>,
+    generation: &Generation,
+) -> Result<()> {
     let start = generation.start_state(pbf)?;
     let mut generator = generation.generator(pbf, start)?;
+    if let Some((min, max)) = per_diff {
+        generator = generator.with_changes_per_diff(min, max);
+    }
     let writer = FeedWriter::create(out, start)?;
-    for _ in 0..count {
+    for size in sizes {
+        if let Some(n) = *size {
+            generator = generator.with_changes_per_diff(n, n);
+        }
         let diff = generator.next_diff();
         writer.write_generated(&diff)?;
         report(&diff);
     }
+    if let Some(area) = vandalism {
+        let changes = scale::vandalism(generator.data(), area);
+        let last = generator.current_state();
+        let state = ReplicationState {
+            sequence: last.sequence + 1,
+            timestamp: last.timestamp + chrono::TimeDelta::seconds(generation.interval_secs as i64),
+        };
+        writer.write_diff(state, &changes)?;
+        println!(
+            "{} {}: {} changes (vandalism in {})",
+            state.sequence,
+            state.timestamp.format("%Y-%m-%dT%H:%M:%SZ"),
+            changes.len(),
+            area.map_or("the whole extract".to_string(), |a| a.to_string())
+        );
+    }
+    let last = writer.latest_state()?.sequence;
     eprintln!(
-        "wrote states {}..={} and diffs {}..={} to {}",
+        "wrote states {}..={last} and diffs {}..={last} to {}",
         start.sequence,
-        start.sequence + count as u64,
         start.sequence + 1,
-        start.sequence + count as u64,
         out.display()
     );
+    Ok(())
+}
+
+fn scale(args: &ScaleArgs) -> Result<()> {
+    let (data, source_header) = match &args.input {
+        Some(input) => (
+            scale::read_extract(input)?,
+            read_pbf_header(input).ok().unwrap_or_default(),
+        ),
+        None => (tilepipe_testkit::town::synthetic_town(), Default::default()),
+    };
+    let timestamp = match &args.replication_timestamp {
+        Some(text) => Some(parse_timestamp(text).with_context(|| {
+            format!("--replication-timestamp {text:?} is not an ISO 8601 timestamp")
+        })?),
+        None => source_header.timestamp,
+    };
+    let header = scale::PbfHeader {
+        bbox: None,
+        writing_program: GENERATOR.to_string(),
+        replication_timestamp: timestamp,
+        replication_sequence: args.replication_sequence.or(source_header.sequence),
+        replication_base_url: args.replication_url.clone().or(source_header.base_url),
+    };
+    let started = std::time::Instant::now();
+    let summary = scale::write_scaled(&data, args.copies, &args.out, header.clone())?;
+    let layout = &summary.layout;
+    eprintln!(
+        "wrote {} copies ({} columns) of {} objects to {} in {:.1} s: {} nodes, {} ways, {} relations",
+        layout.copies,
+        layout.columns,
+        data.len(),
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        summary.nodes,
+        summary.ways,
+        summary.relations
+    );
+    let json = serde_json::json!({
+        "out": args.out,
+        "copies": layout.copies,
+        "columns": layout.columns,
+        "id_offset": layout.id_offset,
+        "copy0_bbox": layout.bbox(0).to_string(),
+        "region_bbox": layout.region().to_string(),
+        "nodes": summary.nodes,
+        "ways": summary.ways,
+        "relations": summary.relations,
+        "replication_sequence": header.replication_sequence,
+        "replication_timestamp": header.replication_timestamp.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        "replication_base_url": header.replication_base_url,
+    });
+    println!("{json}");
     Ok(())
 }
 
