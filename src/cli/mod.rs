@@ -7,6 +7,7 @@ mod catchup;
 mod expire_tiles;
 mod import;
 mod init;
+mod render;
 mod render_expired;
 mod run;
 mod status;
@@ -70,6 +71,8 @@ enum Command {
     Status(status::Args),
     /// Re-render, touch or delete the metatiles z/x/y lines on stdin cover (render_expired).
     RenderExpired(render_expired::Args),
+    /// Pre-render the metatiles of a zoom range for a box or the world (render_list).
+    Render(render::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&config, args),
         Command::Status(args) => status::run(&config, args),
         Command::RenderExpired(args) => render_expired::run(&config, args),
+        Command::Render(args) => render::run(&config, args),
     };
     match result {
         Ok(code) => code,
@@ -114,6 +118,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
+    crate::render::config::fill_databases(&mut config.styles, &config.database.url);
     Ok(config)
 }
 
