@@ -296,6 +296,15 @@ mod tests {
 
     #[test]
     fn bad_value_names_key_and_line() {
+        assert_eq!(
+            parse("replication:\n  interval: 5\n")
+                .unwrap()
+                .replication
+                .interval,
+            Some(Interval::Seconds(5))
+        );
+        let err = parse("replication:\n  interval: 0\n").unwrap_err();
+        assert!(err.contains("at least 1"), "{err}");
         let err = parse("replication:\n  interval: weekly\n").unwrap_err();
         assert!(err.contains("weekly"), "{err}");
         assert!(err.contains("line 2"), "{err}");

@@ -232,7 +232,9 @@ impl Daemon {
                 &latest,
                 interval.duration(),
                 margin,
-                interval.not_yet_wait().min(Duration::from_secs(2)),
+                // Once a diff is due, poll often: every second it waits
+                // unseen is a second of staleness on the map.
+                interval.not_yet_wait().min(Duration::from_secs(1)),
                 chrono::Utc::now(),
             );
             if !runtime.block_on(self.shutdown.sleep(wait)) {

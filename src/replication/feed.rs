@@ -6,12 +6,15 @@ use std::time::Duration;
 use url::Url;
 
 /// How often a feed publishes a diff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// In `config.yaml`: `minute`, `hour`, `day`, or a number of seconds for
+/// feeds with another cadence (local feeds, tests, demos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
     Minute,
     Hour,
     Day,
+    Seconds(u32),
 }
 
 impl Interval {
@@ -20,17 +23,20 @@ impl Interval {
             Interval::Minute => 60,
             Interval::Hour => 3600,
             Interval::Day => 86400,
+            Interval::Seconds(secs) => u64::from(secs.max(1)),
         })
     }
 
     /// How long to wait after a "not yet published" answer (spec §11/§12:
-    /// 10 s for minutely feeds, 60 s for hourly, 5 min for daily).
+    /// 10 s for minutely feeds, 60 s for hourly, 5 min for daily; a sixth
+    /// of the interval for other cadences).
     pub fn not_yet_wait(self) -> Duration {
-        Duration::from_secs(match self {
-            Interval::Minute => 10,
-            Interval::Hour => 60,
-            Interval::Day => 300,
-        })
+        match self {
+            Interval::Minute => Duration::from_secs(10),
+            Interval::Hour => Duration::from_secs(60),
+            Interval::Day => Duration::from_secs(300),
+            Interval::Seconds(_) => (self.duration() / 6).max(Duration::from_millis(500)),
+        }
     }
 
     /// Guesses the cadence from the URL (`…/minute/`, `…/hour/`, `…/day/`,
@@ -48,12 +54,50 @@ impl Interval {
     }
 }
 
+/// What `config.yaml` may say: a name or a number of seconds.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum IntervalText {
+    Seconds(u32),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match IntervalText::deserialize(deserializer)? {
+            IntervalText::Seconds(0) => Err(serde::de::Error::custom(
+                "interval: a number of seconds must be at least 1",
+            )),
+            IntervalText::Seconds(secs) => Ok(Interval::Seconds(secs)),
+            IntervalText::Name(name) => match name.as_str() {
+                "minute" => Ok(Interval::Minute),
+                "hour" => Ok(Interval::Hour),
+                "day" => Ok(Interval::Day),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown interval {other:?}: expected minute, hour, day or a number of seconds"
+                ))),
+            },
+        }
+    }
+}
+
+impl Serialize for Interval {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Interval::Seconds(secs) => IntervalText::Seconds(*secs),
+            named => IntervalText::Name(named.to_string()),
+        }
+        .serialize(serializer)
+    }
+}
+
 impl fmt::Display for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Interval::Minute => "minute",
             Interval::Hour => "hour",
             Interval::Day => "day",
+            Interval::Seconds(secs) => return write!(f, "{secs} s"),
         })
     }
 }
