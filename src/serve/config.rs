@@ -1,6 +1,13 @@
 //! Serve configuration (the `serve:` section of `config.yaml`).
+//!
+//! Names and defaults follow mod_tile's Apache directives where there is
+//! one (`ModTileRequestTimeout`, `ModTileCacheDuration*`,
+//! `ModTileThrottling*`); the repository's `config.yaml` spells out every
+//! default, and a unit test keeps the two equal.
 
 use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// The HTTP tile server.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -8,12 +15,170 @@ use serde::Deserialize;
 pub struct ServeSettings {
     /// Listen address; empty = no HTTP server.
     pub listen: String,
+    /// Seconds a request for a dirty tile waits for its re-render before
+    /// the stale tile is served (`ModTileRequestTimeout`).
+    pub request_timeout_secs: f64,
+    /// Seconds a request for a missing tile waits for its render before
+    /// the 404 (`ModTileMissingRequestTimeout`).
+    pub missing_request_timeout_secs: f64,
+    /// Overload bound for dirty tiles (mod_tile's `ModTileMaxLoadOld`, but
+    /// measured on the render queue instead of the load average): with at
+    /// least this many metatiles queued for waiting clients, a dirty tile
+    /// is served stale at once and its re-render queued at expiry priority.
+    pub max_queued_dirty: usize,
+    /// Overload bound for missing tiles (`ModTileMaxLoadMissing`): with at
+    /// least this many metatiles queued for waiting clients, a missing tile
+    /// is answered 503 at once and its render queued at expiry priority.
+    pub max_queued_missing: usize,
+    /// Most requests waiting for a render at once (each holds a
+    /// connection); beyond it requests do not wait (stale or 503).
+    pub max_waiting_requests: usize,
+    /// Client networks (CIDR) allowed to use the admin endpoints
+    /// (`…/dirty`, `…/status`, `/metrics`). mod_tile leaves them open.
+    pub admin_networks: Vec<String>,
+    /// `Access-Control-Allow-Origin` policy: empty = no CORS headers,
+    /// `["*"]` = any origin, else the allowed origins.
+    pub cors_origins: Vec<String>,
+    /// Base URL of the tiles in TileJSON (`https://tiles.example.org`);
+    /// empty = `http://` + the request's Host header.
+    pub public_url: String,
+    /// Leaflet's `dist` directory (npm package `leaflet`), served at
+    /// `/static/leaflet/`; relative paths resolve from the working
+    /// directory.
+    pub leaflet_dir: PathBuf,
+    /// `/health` answers 503 when the replication lag exceeds this many
+    /// seconds (0 = never).
+    pub max_replication_lag_secs: u64,
+    pub cache: CacheSettings,
+    pub throttle: ThrottleSettings,
 }
 
 impl Default for ServeSettings {
     fn default() -> Self {
         ServeSettings {
             listen: "127.0.0.1:8080".into(),
+            request_timeout_secs: 3.0,
+            missing_request_timeout_secs: 10.0,
+            max_queued_dirty: 16,
+            max_queued_missing: 50,
+            max_waiting_requests: 1024,
+            admin_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            cors_origins: Vec::new(),
+            public_url: String::new(),
+            leaflet_dir: PathBuf::from("web/node_modules/leaflet/dist"),
+            max_replication_lag_secs: 3600,
+            cache: CacheSettings::default(),
+            throttle: ThrottleSettings::default(),
         }
     }
+}
+
+impl ServeSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_secs.max(0.0))
+    }
+
+    pub fn missing_request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.missing_request_timeout_secs.max(0.0))
+    }
+}
+
+/// `Cache-Control: max-age` and `Expires` as mod_tile's `add_expiry`
+/// computes them (`ModTileCacheDuration*` directives, same defaults).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Upper bound of any clean tile's max-age (`…DurationMax`).
+    pub duration_max_secs: u64,
+    /// Dirty tiles: this plus up to half of it at random (`…DurationDirty`).
+    pub duration_dirty_secs: u64,
+    /// Clean tiles above the medium zoom level (`…DurationMinimum`).
+    pub duration_minimum_secs: u64,
+    /// Zooms up to this level get `duration_low_zoom_secs`
+    /// (`…DurationLowZoom <level> <secs>`).
+    pub low_zoom_level: u8,
+    pub duration_low_zoom_secs: u64,
+    /// Zooms up to this level (above the low one) get
+    /// `duration_medium_zoom_secs` (`…DurationMediumZoom`).
+    pub medium_zoom_level: u8,
+    pub duration_medium_zoom_secs: u64,
+    /// A clean tile's max-age is at least its age times this
+    /// (`…LastModifiedFactor`).
+    pub last_modified_factor: f64,
+    /// Requests whose Host contains this get `extended_duration_secs`
+    /// (`ModTileCacheExtendedHostName`); empty = off.
+    pub extended_hostname: String,
+    pub extended_duration_secs: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            duration_max_secs: 604_800,
+            duration_dirty_secs: 900,
+            duration_minimum_secs: 10_800,
+            low_zoom_level: 0,
+            duration_low_zoom_secs: 518_400,
+            medium_zoom_level: 0,
+            duration_medium_zoom_secs: 86_400,
+            last_modified_factor: 0.0,
+            extended_hostname: String::new(),
+            extended_duration_secs: 0,
+        }
+    }
+}
+
+/// Which address a client is throttled by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardedFor {
+    /// The connection's peer address.
+    #[default]
+    None,
+    /// The first `X-Forwarded-For` entry (the original client, as claimed).
+    First,
+    /// The last `X-Forwarded-For` entry (added by the nearest proxy).
+    Last,
+}
+
+/// Per-client token buckets (`ModTileEnableTileThrottling`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    pub enabled: bool,
+    /// `ModTileEnableTileThrottlingXForward` 0, 1, 2.
+    pub x_forwarded_for: ForwardedFor,
+    /// Every tile request takes a token (`ModTileThrottlingTiles`).
+    pub tiles: Bucket,
+    /// A tile that needs a render (missing) also takes one of these
+    /// (`ModTileThrottlingRenders`).
+    pub renders: Bucket,
+    /// Most clients tracked at once; idle full buckets are forgotten first.
+    pub max_clients: usize,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            enabled: false,
+            x_forwarded_for: ForwardedFor::None,
+            tiles: Bucket {
+                size: 5000,
+                rate: 1.0,
+            },
+            renders: Bucket {
+                size: 65,
+                rate: 0.2,
+            },
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// A token bucket: `size` tokens at most, `rate` tokens per second back.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub size: u32,
+    pub rate: f64,
 }

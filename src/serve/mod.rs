@@ -1,5 +1,206 @@
 //! The serve stage: HTTP tiles with mod_tile's semantics.
 //!
 //! - [`config`]: the `serve:` section of `config.yaml`.
+//! - [`routes`]: the endpoints (tiles, `/status`, `/dirty`, TileJSON, the
+//!   map page, `/metrics`, `/health`).
+//! - [`tiles`]: tile URLs and reading one tile out of a metatile.
+//! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
+//!   and Last-Modified.
+//! - [`throttle`]: per-client token buckets.
+//! - [`metrics`]: the process's metrics registry, which the other stages
+//!   update too.
+//!
+//! [`Server::bind`] binds first (tests bind port 0 and read
+//! [`Server::local_addr`]), [`Server::run`] serves until the shutdown
+//! future completes; [`serve`] does both.
 
+pub mod cache;
 pub mod config;
+pub mod metrics;
+pub mod routes;
+pub mod throttle;
+pub mod tiles;
+
+use crate::render::config::StyleConfig;
+use crate::render::queue::RenderQueue;
+use crate::render::worker::Renderer;
+use anyhow::Context;
+use config::ServeSettings;
+use metrics::{Metrics, StyleCounters};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One style as the server sees it.
+pub(crate) struct ServedStyle {
+    pub config: StyleConfig,
+    /// `<tile_dir>/<name>`, the prefix of every metatile path.
+    pub dir: String,
+    /// `<tile_dir>/<name>/planet-import-complete` and
+    /// `<tile_dir>/planet-import-complete`.
+    pub planet_files: [PathBuf; 2],
+    pub counters: Arc<StyleCounters>,
+}
+
+/// Everything a request handler needs.
+pub(crate) struct AppState {
+    pub settings: ServeSettings,
+    pub styles: Vec<ServedStyle>,
+    pub by_name: HashMap<String, usize>,
+    pub queue: Option<Arc<RenderQueue>>,
+    /// Kept so the renderer outlives the server.
+    pub _renderer: Option<Arc<Renderer>>,
+    pub metrics: Arc<Metrics>,
+    pub admin: Vec<ipnet::IpNet>,
+    pub throttle: Option<throttle::Throttle>,
+    pub waiting: Arc<tokio::sync::Semaphore>,
+    pub load: routes::LoadSnapshot,
+}
+
+/// A bound, not yet serving, HTTP server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Checks the settings, binds `settings.listen` and prepares the
+    /// routes. `renderer` renders missing and dirty tiles on demand;
+    /// without one, missing tiles are 404 at once and dirty ones served
+    /// stale. `metrics` is the process's registry (the daemon shares it).
+    pub async fn bind(
+        settings: ServeSettings,
+        styles: Vec<StyleConfig>,
+        renderer: Option<Arc<Renderer>>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Server> {
+        let queue = renderer.as_ref().map(|r| r.queue().clone());
+        Self::bind_with_queue(settings, styles, queue, renderer, metrics).await
+    }
+
+    /// [`Server::bind`] with a render queue that some other renderer
+    /// serves (or none).
+    pub async fn bind_with_queue(
+        settings: ServeSettings,
+        styles: Vec<StyleConfig>,
+        queue: Option<Arc<RenderQueue>>,
+        renderer: Option<Arc<Renderer>>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Server> {
+        let admin = settings
+            .admin_networks
+            .iter()
+            .map(|net| parse_network(net))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut served = Vec::new();
+        let mut by_name = HashMap::new();
+        for style in styles {
+            if by_name.contains_key(&style.name) {
+                anyhow::bail!("serve: style {:?} is configured twice", style.name);
+            }
+            if routes::RESERVED.contains(&style.name.as_str()) {
+                anyhow::bail!(
+                    "serve: style name {:?} collides with an endpoint of the server",
+                    style.name
+                );
+            }
+            by_name.insert(style.name.clone(), served.len());
+            let dir = style.tile_dir.join(&style.name);
+            served.push(ServedStyle {
+                dir: dir
+                    .to_str()
+                    .with_context(|| format!("tile_dir {} is not UTF-8", dir.display()))?
+                    .to_string(),
+                planet_files: [
+                    dir.join(crate::metatile::PLANET_IMPORT_COMPLETE),
+                    style.tile_dir.join(crate::metatile::PLANET_IMPORT_COMPLETE),
+                ],
+                counters: metrics.style(&style.name),
+                config: style,
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("serve: cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let throttle = settings
+            .throttle
+            .enabled
+            .then(|| throttle::Throttle::new(&settings.throttle));
+        let state = Arc::new(AppState {
+            waiting: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_waiting_requests.max(1),
+            )),
+            settings,
+            styles: served,
+            by_name,
+            queue,
+            _renderer: renderer,
+            metrics,
+            admin,
+            throttle,
+            load: routes::LoadSnapshot::default(),
+        });
+        Ok(Server {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in
+    /// flight.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use axum::serve::ListenerExt;
+        let router = routes::router(self.state);
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tracing::info!(address = %self.addr, "serving tiles");
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serve: HTTP server failed")
+    }
+}
+
+/// Binds and serves until `shutdown` completes: the entry point of
+/// `tilepipe serve` and `tilepipe run`.
+pub async fn serve(
+    settings: ServeSettings,
+    styles: Vec<StyleConfig>,
+    renderer: Option<Arc<Renderer>>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::bind(settings, styles, renderer, metrics)
+        .await?
+        .run(shutdown)
+        .await
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (one host).
+fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    let ip: std::net::IpAddr = text.parse().with_context(|| {
+        format!("serve.admin_networks: {text:?} is not a network (10.0.0.0/8) or an address")
+    })?;
+    Ok(ipnet::IpNet::from(ip))
+}

@@ -1,0 +1,586 @@
+//! The process's metrics registry, rendered as Prometheus text at
+//! `/metrics`.
+//!
+//! Counters are plain atomics, so the request path only increments; the
+//! other stages report through the setters (`set_replication_position`,
+//! `record_batch`, `add_expired`, …). The render queue's depths and render
+//! times are read from [`RenderQueue::stats`] when `/metrics` is scraped.
+
+use crate::render::queue::{Priority, QueueStats};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Zoom slots per style: 0–30, and one for anything larger.
+pub const ZOOM_SLOTS: usize = 32;
+
+/// How one tile request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileOutcome {
+    /// 200 from a clean metatile.
+    Fresh,
+    /// 200 with a dirty tile (overload, render failed or too slow).
+    Stale,
+    /// 200 after waiting for a render (missing or dirty tile).
+    Rendered,
+    /// 304 (ETag or Last-Modified matched).
+    NotModified,
+    /// 404: missing and not rendered in time (or no renderer).
+    NotRendered,
+    /// 404: the metatile exists but this tile's slot is empty.
+    Empty,
+    /// 404: zoom, x or y outside the style's range, or wrong extension.
+    OutOfRange,
+    /// 429: the client's token bucket is empty.
+    Throttled,
+    /// 503: missing tile while the render queue is overloaded or full.
+    Overloaded,
+    /// 500: the metatile could not be read.
+    Error,
+}
+
+impl TileOutcome {
+    pub const ALL: [TileOutcome; 10] = [
+        TileOutcome::Fresh,
+        TileOutcome::Stale,
+        TileOutcome::Rendered,
+        TileOutcome::NotModified,
+        TileOutcome::NotRendered,
+        TileOutcome::Empty,
+        TileOutcome::OutOfRange,
+        TileOutcome::Throttled,
+        TileOutcome::Overloaded,
+        TileOutcome::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TileOutcome::Fresh => "fresh",
+            TileOutcome::Stale => "stale",
+            TileOutcome::Rendered => "rendered",
+            TileOutcome::NotModified => "not_modified",
+            TileOutcome::NotRendered => "not_rendered",
+            TileOutcome::Empty => "empty",
+            TileOutcome::OutOfRange => "out_of_range",
+            TileOutcome::Throttled => "throttled",
+            TileOutcome::Overloaded => "overloaded",
+            TileOutcome::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Tile request counters of one style, by zoom and outcome.
+pub struct StyleCounters {
+    name: String,
+    counts: Vec<AtomicU64>,
+}
+
+impl StyleCounters {
+    fn new(name: &str) -> StyleCounters {
+        StyleCounters {
+            name: name.to_string(),
+            counts: (0..ZOOM_SLOTS * TileOutcome::ALL.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts one request; zooms above 30 share the last slot.
+    pub fn record(&self, zoom: u32, outcome: TileOutcome) {
+        let zoom = (zoom as usize).min(ZOOM_SLOTS - 1);
+        self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self, zoom: u32, outcome: TileOutcome) -> u64 {
+        let zoom = (zoom as usize).min(ZOOM_SLOTS - 1);
+        self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].load(Relaxed)
+    }
+
+    /// Sum over zooms.
+    pub fn total(&self, outcome: TileOutcome) -> u64 {
+        (0..ZOOM_SLOTS as u32).map(|z| self.get(z, outcome)).sum()
+    }
+}
+
+/// Upper bounds (seconds) of the tile response time histogram.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0,
+];
+
+/// HTTP statuses counted one by one; the rest are "other".
+const STATUSES: [u16; 10] = [200, 204, 304, 400, 403, 404, 405, 429, 500, 503];
+
+fn f64_cell(value: f64) -> AtomicU64 {
+    AtomicU64::new(value.to_bits())
+}
+
+/// See the module documentation.
+pub struct Metrics {
+    started: Instant,
+    styles: RwLock<Vec<Arc<StyleCounters>>>,
+    statuses: [AtomicU64; STATUSES.len() + 1],
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_micros: AtomicU64,
+    // Replication and apply, set by the daemon.
+    replication_known: AtomicBool,
+    replication_sequence: AtomicU64,
+    /// Timestamp of the data at the applied position (f64 seconds).
+    replication_timestamp: AtomicU64,
+    /// Explicit lag (f64 seconds), when the daemon sets one.
+    replication_lag: AtomicU64,
+    lag_known: AtomicBool,
+    last_apply: AtomicU64,
+    batches_applied: AtomicU64,
+    apply_failures: AtomicU64,
+    changes_applied: AtomicU64,
+    expired_tiles: AtomicU64,
+    expired_metatiles: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn unix_secs(time: SystemTime) -> f64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            started: Instant::now(),
+            styles: RwLock::new(Vec::new()),
+            statuses: Default::default(),
+            latency: Default::default(),
+            latency_sum_micros: AtomicU64::new(0),
+            replication_known: AtomicBool::new(false),
+            replication_sequence: AtomicU64::new(0),
+            replication_timestamp: f64_cell(0.0),
+            replication_lag: f64_cell(0.0),
+            lag_known: AtomicBool::new(false),
+            last_apply: f64_cell(0.0),
+            batches_applied: AtomicU64::new(0),
+            apply_failures: AtomicU64::new(0),
+            changes_applied: AtomicU64::new(0),
+            expired_tiles: AtomicU64::new(0),
+            expired_metatiles: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters of a style, created on first use (the server looks
+    /// them up once per style at start, not per request).
+    pub fn style(&self, name: &str) -> Arc<StyleCounters> {
+        if let Some(found) = self
+            .styles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|s| s.name == name)
+        {
+            return found.clone();
+        }
+        let mut styles = self.styles.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = styles.iter().find(|s| s.name == name) {
+            return found.clone();
+        }
+        let counters = Arc::new(StyleCounters::new(name));
+        styles.push(counters.clone());
+        counters
+    }
+
+    /// Counts an HTTP response by status.
+    pub fn record_status(&self, status: u16) {
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        self.statuses[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Responses counted with `status`.
+    pub fn status_count(&self, status: u16) -> u64 {
+        STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .map_or(0, |slot| self.statuses[slot].load(Relaxed))
+    }
+
+    /// Adds a tile response time to the histogram.
+    pub fn record_latency(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[slot].fetch_add(1, Relaxed);
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    // ---- setters for the other stages ----
+
+    /// The applied replication position: its sequence number and the
+    /// timestamp of its data. The lag (`now - timestamp`) is computed when
+    /// read, so it keeps growing if the daemon stops applying.
+    pub fn set_replication_position(&self, sequence: u64, data_timestamp: SystemTime) {
+        self.replication_sequence.store(sequence, Relaxed);
+        self.replication_timestamp
+            .store(unix_secs(data_timestamp).to_bits(), Relaxed);
+        self.replication_known.store(true, Relaxed);
+    }
+
+    /// An explicit lag in seconds (e.g. the feed's newest state minus the
+    /// applied one); when set, it is reported instead of `now - timestamp`.
+    pub fn set_replication_lag(&self, lag: Duration) {
+        self.replication_lag
+            .store(lag.as_secs_f64().to_bits(), Relaxed);
+        self.lag_known.store(true, Relaxed);
+    }
+
+    /// A batch was applied and committed at `applied_at`, with `changes`
+    /// objects changed.
+    pub fn record_batch(&self, applied_at: SystemTime, changes: u64) {
+        self.last_apply
+            .store(unix_secs(applied_at).to_bits(), Relaxed);
+        self.batches_applied.fetch_add(1, Relaxed);
+        self.changes_applied.fetch_add(changes, Relaxed);
+    }
+
+    /// An apply attempt failed (it will be retried).
+    pub fn record_apply_failure(&self) {
+        self.apply_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Tiles (at the expiry zoom) and metatiles a batch expired.
+    pub fn add_expired(&self, tiles: u64, metatiles: u64) {
+        self.expired_tiles.fetch_add(tiles, Relaxed);
+        self.expired_metatiles.fetch_add(metatiles, Relaxed);
+    }
+
+    /// The replication lag now, if any replication position was reported.
+    pub fn replication_lag(&self) -> Option<Duration> {
+        if self.lag_known.load(Relaxed) {
+            return Some(Duration::from_secs_f64(
+                f64::from_bits(self.replication_lag.load(Relaxed)).max(0.0),
+            ));
+        }
+        if !self.replication_known.load(Relaxed) {
+            return None;
+        }
+        let timestamp = f64::from_bits(self.replication_timestamp.load(Relaxed));
+        let lag = unix_secs(SystemTime::now()) - timestamp;
+        Some(Duration::from_secs_f64(lag.max(0.0)))
+    }
+
+    /// Time of the last successful apply, if any.
+    pub fn last_apply(&self) -> Option<SystemTime> {
+        let secs = f64::from_bits(self.last_apply.load(Relaxed));
+        (secs > 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(secs))
+    }
+
+    pub fn replication_sequence(&self) -> Option<u64> {
+        self.replication_known
+            .load(Relaxed)
+            .then(|| self.replication_sequence.load(Relaxed))
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, queue: Option<&QueueStats>) -> String {
+        let mut out = String::with_capacity(8192);
+        let w = &mut out;
+        header(
+            w,
+            "tilepipe_uptime_seconds",
+            "gauge",
+            "Seconds since the process started.",
+        );
+        let _ = writeln!(
+            w,
+            "tilepipe_uptime_seconds {:.3}",
+            self.started.elapsed().as_secs_f64()
+        );
+        header(
+            w,
+            "tilepipe_build_info",
+            "gauge",
+            "Always 1; the version is a label.",
+        );
+        let _ = writeln!(
+            w,
+            "tilepipe_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        header(
+            w,
+            "tilepipe_tile_requests_total",
+            "counter",
+            "Tile requests by style, zoom and outcome.",
+        );
+        for style in self.styles.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            for zoom in 0..ZOOM_SLOTS as u32 {
+                for outcome in TileOutcome::ALL {
+                    let n = style.get(zoom, outcome);
+                    if n > 0 {
+                        let zoom_label = if zoom as usize == ZOOM_SLOTS - 1 {
+                            format!("{}+", ZOOM_SLOTS - 1)
+                        } else {
+                            zoom.to_string()
+                        };
+                        let _ = writeln!(
+                            w,
+                            "tilepipe_tile_requests_total{{style=\"{}\",zoom=\"{zoom_label}\",outcome=\"{}\"}} {n}",
+                            escape(&style.name),
+                            outcome.name()
+                        );
+                    }
+                }
+            }
+        }
+
+        header(
+            w,
+            "tilepipe_http_responses_total",
+            "counter",
+            "HTTP responses by status (every endpoint).",
+        );
+        for (slot, count) in self.statuses.iter().enumerate() {
+            let status = STATUSES
+                .get(slot)
+                .map_or_else(|| "other".to_string(), |s| s.to_string());
+            let _ = writeln!(
+                w,
+                "tilepipe_http_responses_total{{status=\"{status}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+
+        header(
+            w,
+            "tilepipe_tile_response_seconds",
+            "histogram",
+            "Time from request to response for tile requests.",
+        );
+        let mut cumulative = 0;
+        for (slot, count) in self.latency.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(slot)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                w,
+                "tilepipe_tile_response_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            w,
+            "tilepipe_tile_response_seconds_sum {:.6}",
+            self.latency_sum_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(w, "tilepipe_tile_response_seconds_count {cumulative}");
+
+        if let Some(stats) = queue {
+            render_queue(w, stats);
+        }
+
+        header(
+            w,
+            "tilepipe_replication_lag_seconds",
+            "gauge",
+            "Age of the data at the applied replication position (absent before the first position).",
+        );
+        if let Some(lag) = self.replication_lag() {
+            let _ = writeln!(
+                w,
+                "tilepipe_replication_lag_seconds {:.3}",
+                lag.as_secs_f64()
+            );
+        }
+        header(
+            w,
+            "tilepipe_replication_sequence",
+            "gauge",
+            "Sequence number of the applied replication position.",
+        );
+        if let Some(sequence) = self.replication_sequence() {
+            let _ = writeln!(w, "tilepipe_replication_sequence {sequence}");
+        }
+        header(
+            w,
+            "tilepipe_last_apply_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successfully applied batch.",
+        );
+        if let Some(time) = self.last_apply() {
+            let _ = writeln!(
+                w,
+                "tilepipe_last_apply_timestamp_seconds {:.3}",
+                unix_secs(time)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "tilepipe_batches_applied_total",
+                "Replication batches applied.",
+                &self.batches_applied,
+            ),
+            (
+                "tilepipe_apply_failures_total",
+                "Failed apply attempts.",
+                &self.apply_failures,
+            ),
+            (
+                "tilepipe_changes_applied_total",
+                "OSM objects changed by applied batches.",
+                &self.changes_applied,
+            ),
+            (
+                "tilepipe_expired_tiles_total",
+                "Tiles at the expiry zoom expired by applied batches.",
+                &self.expired_tiles,
+            ),
+            (
+                "tilepipe_expired_metatiles_total",
+                "Metatiles acted on (render, touch, delete) after applied batches.",
+                &self.expired_metatiles,
+            ),
+        ] {
+            header(w, name, "counter", help);
+            let _ = writeln!(w, "{name} {}", value.load(Relaxed));
+        }
+        out
+    }
+}
+
+fn render_queue(w: &mut String, stats: &QueueStats) {
+    header(
+        w,
+        "tilepipe_render_queue_length",
+        "gauge",
+        "Metatiles waiting in the render queue, by priority.",
+    );
+    for priority in Priority::ALL {
+        let _ = writeln!(
+            w,
+            "tilepipe_render_queue_length{{priority=\"{}\"}} {}",
+            priority.name(),
+            stats.queued.get(&priority).copied().unwrap_or(0)
+        );
+    }
+    header(
+        w,
+        "tilepipe_render_in_progress",
+        "gauge",
+        "Metatiles being rendered.",
+    );
+    let _ = writeln!(w, "tilepipe_render_in_progress {}", stats.in_progress);
+    header(
+        w,
+        "tilepipe_render_rejected_total",
+        "counter",
+        "Render requests turned away by a full queue, by priority.",
+    );
+    for priority in Priority::ALL {
+        let _ = writeln!(
+            w,
+            "tilepipe_render_rejected_total{{priority=\"{}\"}} {}",
+            priority.name(),
+            stats.rejected.get(&priority).copied().unwrap_or(0)
+        );
+    }
+    header(
+        w,
+        "tilepipe_renders_total",
+        "counter",
+        "Metatile renders finished, by priority, zoom and result.",
+    );
+    for ((priority, zoom), counters) in &stats.done {
+        for (result, n) in [("ok", counters.rendered), ("failed", counters.failed)] {
+            let _ = writeln!(
+                w,
+                "tilepipe_renders_total{{priority=\"{}\",zoom=\"{zoom}\",result=\"{result}\"}} {n}",
+                priority.name()
+            );
+        }
+    }
+    header(
+        w,
+        "tilepipe_render_seconds_total",
+        "counter",
+        "Time spent rendering metatiles, by priority and zoom.",
+    );
+    for ((priority, zoom), counters) in &stats.done {
+        let _ = writeln!(
+            w,
+            "tilepipe_render_seconds_total{{priority=\"{}\",zoom=\"{zoom}\"}} {:.6}",
+            priority.name(),
+            counters.render_time.as_secs_f64()
+        );
+    }
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let m = Metrics::new();
+        let s = m.style("osm");
+        s.record(12, TileOutcome::Fresh);
+        s.record(12, TileOutcome::Fresh);
+        s.record(40, TileOutcome::OutOfRange);
+        assert!(Arc::ptr_eq(&s, &m.style("osm")));
+        m.record_status(200);
+        m.record_status(418);
+        m.record_latency(Duration::from_micros(700));
+        let text = m.render(None);
+        assert!(text.contains(
+            "tilepipe_tile_requests_total{style=\"osm\",zoom=\"12\",outcome=\"fresh\"} 2"
+        ));
+        assert!(text.contains("zoom=\"31+\",outcome=\"out_of_range\"} 1"));
+        assert!(text.contains("tilepipe_http_responses_total{status=\"other\"} 1"));
+        assert!(text.contains("tilepipe_tile_response_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(!text.contains("\ntilepipe_replication_lag_seconds "));
+    }
+
+    #[test]
+    fn lag_grows_from_the_position() {
+        let m = Metrics::new();
+        assert_eq!(m.replication_lag(), None);
+        m.set_replication_position(42, SystemTime::now() - Duration::from_secs(100));
+        let lag = m.replication_lag().unwrap().as_secs_f64();
+        assert!((99.0..110.0).contains(&lag), "{lag}");
+        m.record_batch(SystemTime::now(), 10);
+        let text = m.render(None);
+        assert!(text.contains("tilepipe_replication_sequence 42"));
+        assert!(text.contains("tilepipe_batches_applied_total 1"));
+        m.set_replication_lag(Duration::from_secs(5));
+        assert_eq!(m.replication_lag(), Some(Duration::from_secs(5)));
+    }
+}
