@@ -205,6 +205,15 @@ fn register(settings: &RenderSettings) -> Result<(), RenderError> {
     // Registering the same directories again re-reads every font file, so
     // each set is registered once per process.
     static DONE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    // Mapnik warns on stderr about every font face a style's fontsets name
+    // but the system lacks (openstreetmap-carto names hundreds); keep its
+    // log for debugging only (its failures reach us as errors anyway; the
+    // font warnings are logged at error severity, so only None hides them).
+    mapnik_sys::set_log_level(if tracing::enabled!(tracing::Level::DEBUG) {
+        mapnik_sys::LogLevel::Warn
+    } else {
+        mapnik_sys::LogLevel::None
+    });
     let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
     for dir in fonts {
         if done.contains(&dir) {
