@@ -19,6 +19,7 @@ use crate::replication::follower::{poll_delay, Batch, Follower};
 use crate::replication::position::{read_position, write_position, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use crate::replication::{Feed, Interval};
+use crate::serve::metrics::Metrics;
 use anyhow::{bail, Context};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,6 +93,8 @@ pub struct Daemon {
     /// tilepipe's own renderer, when `run` starts one: expired metatiles
     /// of its styles are queued for it.
     renderer: Option<expiry::BuiltinRenderer>,
+    /// The process's metrics (served on `/metrics` by `run`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Daemon {
@@ -122,7 +125,20 @@ impl Daemon {
             shutdown,
             session,
             renderer: None,
+            metrics: None,
         })
+    }
+
+    /// Reports the position, each batch and each expiry to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Daemon {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report_position(&self, position: &Position) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_replication_position(position.sequence, position.timestamp.into());
+        }
     }
 
     /// Sends re-renders of expired metatiles to tilepipe's own renderer.
@@ -182,6 +198,19 @@ impl Daemon {
         // The daemon never gives up on the feed: it retries forever.
         let client = FeedClient::new(feed, &ClientOptions::from_config(&self.config.replication))?;
         let follower = Follower::new(client, self.config.replication.max_batch_bytes());
+        // A clear word at start-up if the feed cannot be reached; the loop
+        // keeps retrying it with backoff.
+        match runtime.block_on(follower.client().latest_state_once()) {
+            Ok(state) => info!(
+                "start-up check: feed {} reachable, newest sequence {}",
+                position.base_url, state.sequence
+            ),
+            Err(e) => error!(
+                "start-up check: feed {} not reachable ({e}); retrying with backoff",
+                position.base_url
+            ),
+        }
+        self.report_position(&position);
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
         // Tiles of batches committed before a crash are acted on first.
         act_on_expired(
@@ -189,6 +218,7 @@ impl Daemon {
             &self.config,
             runtime,
             self.renderer.as_ref(),
+            self.metrics.as_deref(),
         )?;
         let scheduler = runtime.block_on(crate::expire::schedule::start(
             &self.config.expire,
@@ -284,11 +314,17 @@ impl Daemon {
                         "applied up to {}",
                         format_timestamp(next.timestamp)
                     );
+                    if let Some(metrics) = &self.metrics {
+                        metrics
+                            .record_batch(std::time::SystemTime::now(), batch.changes.len() as u64);
+                        metrics.set_replication_position(next.sequence, next.timestamp.into());
+                    }
                     if let Err(e) = act_on_expired(
                         &mut session.client,
                         &self.config,
                         runtime,
                         self.renderer.as_ref(),
+                        self.metrics.as_deref(),
                     ) {
                         warn!("expiry: {e:#}");
                     }
@@ -296,6 +332,9 @@ impl Daemon {
                 }
                 Err(e) => {
                     error!("applying the batch failed (rolled back): {e:#}");
+                    if let Some(metrics) = &self.metrics {
+                        metrics.record_apply_failure();
+                    }
                     match self.reconnect(runtime)? {
                         Some(session) => self.session = session,
                         None => return Ok(None),
@@ -364,6 +403,7 @@ pub fn act_on_expired(
     config: &Config,
     runtime: &tokio::runtime::Runtime,
     renderer: Option<&expiry::BuiltinRenderer>,
+    metrics: Option<&Metrics>,
 ) -> anyhow::Result<()> {
     if !config.expire.is_active() {
         return Ok(());
@@ -377,6 +417,10 @@ pub fn act_on_expired(
             "expiring tiles"
         );
         if runtime.block_on(expiry::act(&config.expire, batch_end, &tiles, renderer)) {
+            if let Some(metrics) = metrics {
+                let metatiles = tiles.metatiles(tiles.zoom()).count() as u64;
+                metrics.add_expired(tiles.len(), metatiles);
+            }
             expiry::done(client, schema, batch_end)?;
         }
     }

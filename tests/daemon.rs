@@ -76,7 +76,7 @@ fn setup(diffs: usize) -> Setup {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        "replication:\n  poll_margin_secs: 0\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n",
+        "replication:\n  poll_margin_secs: 0\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\nserve:\n  listen: 127.0.0.1:0\n",
     )
     .unwrap();
     Setup {

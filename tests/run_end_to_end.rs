@@ -1,0 +1,366 @@
+//! `tilepipe run` end to end: replication → apply → expiry → render →
+//! HTTP. A newly published diff renames a street and moves a building;
+//! within seconds the affected tiles at several zooms are served with new
+//! bytes, an untouched tile keeps its bytes, and `/metrics` shows the lag
+//! falling from over an interval to under one.
+
+mod common;
+
+use common::{assert_success, init_at, tilepipe};
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tilepipe::osm::{Location, Object, Way};
+use tilepipe::replication::changeset::{Action, Change};
+use tilepipe::replication::state::ReplicationState;
+use tilepipe_testkit::feedgen::FeedWriter;
+use tilepipe_testkit::feedserver::FeedServer;
+use tilepipe_testkit::PgCluster;
+
+const START: u64 = 700;
+const STREET: &str = "Rivi Street 5";
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A plain HTTP/1.1 GET on loopback: status and body.
+fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The slippy-map tile holding a point.
+fn tile_of(lon: f64, lat: f64, z: u8) -> (u8, u32, u32) {
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
+    let lat = lat.to_radians();
+    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor()
+        as u32;
+    (z, x, y)
+}
+
+fn tile_path(tile: (u8, u32, u32)) -> String {
+    format!("/town/{}/{}/{}.png", tile.0, tile.1, tile.2)
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    String::from_utf8(body).unwrap().lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn spawn_run(config: &Path, database: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", config.to_str().unwrap(), "-d", database, "run"])
+        .current_dir(repository())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `path` answers 200; returns its bytes.
+fn wait_for_tile(port: u16, path: &str, within: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = get(port, path);
+        if status == 200 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path}: still {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_published_diff_reaches_the_served_tiles_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let town = tilepipe_testkit::town::synthetic_town();
+    let osm = dir.path().join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+
+    // The edit: rename a street, move the first building by about 30 m.
+    let street = town
+        .objects()
+        .find_map(|o| match o {
+            Object::Way(w) if w.tags.iter().any(|(k, v)| k == "name" && v == STREET) => Some(w),
+            _ => None,
+        })
+        .expect("the town has the street");
+    let building: Way = town
+        .objects()
+        .find_map(|o| match o {
+            Object::Way(w) if w.tags.iter().any(|(k, _)| k == "building") => Some(w),
+            _ => None,
+        })
+        .expect("the town has buildings");
+    let mut changes = Vec::new();
+    let mut renamed = street.clone();
+    for (k, v) in renamed.tags.iter_mut() {
+        if k == "name" {
+            *v = "Uusi Katu".into();
+        }
+    }
+    renamed.meta.version = renamed.meta.version.map(|v| v + 1);
+    changes.push((Action::Modify, Object::Way(renamed)));
+    let mut corners: Vec<i64> = building.nodes.clone();
+    corners.dedup();
+    corners.sort_unstable();
+    corners.dedup();
+    let mut building_at = None;
+    for object in town.objects() {
+        if let Object::Node(node) = object {
+            if corners.binary_search(&node.id).is_ok() {
+                let mut moved = node.clone();
+                let at = moved.location.unwrap();
+                building_at.get_or_insert(at);
+                moved.location = Some(Location {
+                    lon: at.lon + 0.0004,
+                    lat: at.lat,
+                });
+                moved.meta.version = moved.meta.version.map(|v| v + 1);
+                changes.push((Action::Modify, Object::Node(moved)));
+            }
+        }
+    }
+    let building_at = building_at.unwrap();
+    // Nodes before ways, as OsmChange files order them.
+    changes.sort_by_key(|(_, o)| !matches!(o, Object::Node(_)));
+    let changes: Vec<Change> = changes
+        .into_iter()
+        .map(|(action, object)| Change { action, object })
+        .collect();
+
+    // The feed: the start state a minute old, the diff written at the
+    // moment of publication.
+    let feed_dir = dir.path().join("feed");
+    let start = ReplicationState {
+        sequence: START,
+        timestamp: chrono::Utc::now() - chrono::Duration::seconds(90),
+    };
+    let writer = FeedWriter::create(&feed_dir, start).unwrap();
+    let server = FeedServer::start_blocking(&feed_dir).unwrap();
+
+    let url = PgCluster::shared().create_database("run_e2e").unwrap();
+    let tiles = dir.path().join("tiles");
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "replication:\n  poll_margin_secs: 0\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n\
+             styles:\n  - name: town\n    xml: {xml}\n    tile_dir: {tiles}\n    min_zoom: 0\n    max_zoom: 18\n\
+             render:\n  threads: 2\n\
+             serve:\n  listen: 127.0.0.1:{port}\n\
+             expire:\n  styles:\n    - name: town\n      tile_dir: {tiles}\n      min_zoom: 12\n      max_zoom: 18\n",
+            xml = repository().join("styles/tilepipe/tilepipe.xml").display(),
+            tiles = tiles.display(),
+        ),
+    )
+    .unwrap();
+    assert_success(&tilepipe(&config, &url, &["import", osm.to_str().unwrap()]));
+    init_at(&config, &url, &server.url(), START);
+
+    let mut daemon = spawn_run(&config, &url);
+    let up = Instant::now();
+    while get_quiet(port, "/health").is_none() {
+        assert!(
+            up.elapsed() < Duration::from_secs(60),
+            "tilepipe run did not start serving"
+        );
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "tilepipe run exited early: {status}\n{}",
+                stderr_of(&mut daemon)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Affected: the street at z15 and z16 (its label; at z16 it spans two
+    // tiles and the label is on one of them), the building at z16–z18.
+    // Untouched: the park east of the town at z18, in another metatile.
+    let street_tiles = |z: u8| {
+        let mut tiles: Vec<_> = street_nodes(&town, &street)
+            .iter()
+            .map(|at| tile_of(at.lon, at.lat, z))
+            .collect();
+        tiles.dedup();
+        tiles
+    };
+    let mut affected: Vec<Vec<(u8, u32, u32)>> = vec![street_tiles(15), street_tiles(16)];
+    for z in [16, 17, 18] {
+        affected.push(vec![tile_of(
+            building_at.lon + 0.0002,
+            building_at.lat + 0.0001,
+            z,
+        )]);
+    }
+    let untouched = tile_of(10.0115, 50.004, 18);
+    let street_end = tile_of(10.0081, 50.004, 18);
+    assert_ne!(
+        untouched.1 / 8,
+        street_end.1 / 8,
+        "the untouched tile must lie in another metatile than the edits"
+    );
+    let mut before = std::collections::HashMap::new();
+    for &tile in affected.iter().flatten().chain([&untouched]) {
+        before.insert(
+            tile,
+            wait_for_tile(port, &tile_path(tile), Duration::from_secs(60)),
+        );
+    }
+    let lag_before = metric(port, "tilepipe_replication_lag_seconds").expect("lag metric");
+    assert!(lag_before > 60.0, "lag before the diff: {lag_before}");
+
+    // Publish the diff now.
+    let published = Instant::now();
+    writer
+        .write_diff(
+            ReplicationState {
+                sequence: START + 1,
+                timestamp: chrono::Utc::now(),
+            },
+            &changes,
+        )
+        .unwrap();
+
+    let mut fresh_after = Vec::new();
+    for group in &affected {
+        let deadline = published + Duration::from_secs(20);
+        'group: loop {
+            for &tile in group {
+                let (status, body) = get(port, &tile_path(tile));
+                if status == 200 && body != before[&tile] {
+                    fresh_after.push((tile, published.elapsed()));
+                    break 'group;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "none of {group:?} re-rendered within 20 s of publication\n{}",
+                stderr_of(&mut daemon)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!("fresh tiles after publication: {fresh_after:?}");
+    let (status, body) = get(port, &tile_path(untouched));
+    assert_eq!(status, 200);
+    assert_eq!(body, before[&untouched], "the untouched tile changed");
+    let lag_after = metric(port, "tilepipe_replication_lag_seconds").expect("lag metric");
+    assert!(
+        lag_after < 60.0,
+        "lag after the diff: {lag_after} (before {lag_before})"
+    );
+    assert_eq!(
+        metric(port, "tilepipe_replication_sequence"),
+        Some((START + 1) as f64)
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}\n{}", stderr_of(&mut daemon));
+    server.shutdown();
+}
+
+fn get_quiet(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut text = String::new();
+    if let Some(stderr) = child.stderr.as_mut() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    text
+}
+
+fn street_nodes(town: &tilepipe_testkit::OsmData, street: &Way) -> Vec<Location> {
+    street
+        .nodes
+        .iter()
+        .map(|id| {
+            town.objects()
+                .find_map(|o| match o {
+                    Object::Node(n) if n.id == *id => n.location,
+                    _ => None,
+                })
+                .unwrap()
+        })
+        .collect()
+}
