@@ -10,6 +10,7 @@ mod init;
 mod render;
 mod render_expired;
 mod run;
+mod serve;
 mod status;
 
 use crate::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
@@ -73,6 +74,8 @@ enum Command {
     RenderExpired(render_expired::Args),
     /// Pre-render the metatiles of a zoom range for a box or the world (render_list).
     Render(render::Args),
+    /// The tile server with the renderer and no replication (renderd + mod_tile's role).
+    Serve(serve::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&config, args),
         Command::RenderExpired(args) => render_expired::run(&config, args),
         Command::Render(args) => render::run(&config, args),
+        Command::Serve(args) => serve::run(&config, args),
     };
     match result {
         Ok(code) => code,
