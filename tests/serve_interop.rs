@@ -1,0 +1,196 @@
+//! Interoperability with Debian's peers, both ways:
+//! - a cache written by the real renderd (0.6.1, Mapnik) is served by
+//!   tilepipe byte for byte;
+//! - a cache written by tilepipe's renderer is served by Apache 2 with
+//!   mod_tile (started on a private loopback port from its own
+//!   configuration in a temporary directory), byte for byte.
+//!
+//! Tests whose peer is not installed pass after saying they were skipped
+//! (`scripts/install-deps` installs renderd, apache2 and
+//! libapache2-mod-tile).
+
+mod serve_support;
+
+use reqwest::StatusCode;
+use serve_support::{
+    client, find_in_path, plain_style, planet_import_complete, png_size, Apache, Options,
+    TestServer, PLAIN_XML, STYLE,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use tilepipe::metatile::TileStore;
+use tilepipe::renderd::{Client, Command, Endpoint, Request};
+use tilepipe::tile::Tile;
+
+/// Debian's renderd on a unix socket in a temporary directory; killed on
+/// drop.
+struct Renderd {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Renderd {
+    fn start() -> Option<Renderd> {
+        let Some(program) = find_in_path("renderd") else {
+            eprintln!("skipped: renderd is not installed (apt-get install renderd)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let tiles = root.join("tiles");
+        std::fs::create_dir(&tiles).unwrap();
+        std::fs::write(root.join("plain.xml"), PLAIN_XML).unwrap();
+        let socket = root.join("renderd.sock");
+        let conf = format!(
+            "[renderd]\nsocketname={socket}\nnum_threads=1\ntile_dir={tiles}\n\
+             stats_file={root}/renderd.stats\npid_file={root}/renderd.pid\n\n\
+             [mapnik]\nplugins_dir=/usr/lib/x86_64-linux-gnu/mapnik/3.1/input\n\
+             font_dir=/usr/share/fonts/truetype\nfont_dir_recurse=false\n\n\
+             [{STYLE}]\nURI=/{STYLE}/\nXML={root}/plain.xml\nTILEDIR={tiles}\n",
+            socket = socket.display(),
+            tiles = tiles.display(),
+            root = root.display(),
+        );
+        std::fs::write(root.join("renderd.conf"), conf).unwrap();
+        let log = std::fs::File::create(root.join("renderd.log")).unwrap();
+        let child = std::process::Command::new(program)
+            .arg("-f")
+            .arg("-c")
+            .arg(root.join("renderd.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut renderd = Renderd { child, dir, socket };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(&renderd.socket).is_err() {
+            if let Some(status) = renderd.child.try_wait().unwrap() {
+                panic!("renderd exited ({status}):\n{}", renderd.log());
+            }
+            assert!(Instant::now() < deadline, "renderd does not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(renderd)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("renderd.log")).unwrap_or_default()
+    }
+
+    fn tiles(&self) -> PathBuf {
+        self.dir.path().join("tiles")
+    }
+}
+
+impl Drop for Renderd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tile_url(tile: Tile) -> String {
+    format!("/{STYLE}/{}/{}/{}.png", tile.z, tile.x, tile.y)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_written_by_renderd_is_served_by_tilepipe() {
+    let Some(renderd) = Renderd::start() else {
+        return;
+    };
+    let tiles = [
+        Tile::new(12, 2140, 1393).unwrap(),
+        Tile::new(3, 4, 2).unwrap(),
+    ];
+    let mut renderd_client = Client::connect(Endpoint::Unix(renderd.socket.clone()))
+        .await
+        .unwrap()
+        .with_reply_timeout(Some(Duration::from_secs(60)));
+    for tile in tiles {
+        let reply = renderd_client
+            .request(&Request::new(Command::RenderPrio, tile, STYLE))
+            .await
+            .unwrap();
+        assert_eq!(reply, Command::Done, "{}", renderd.log());
+    }
+    planet_import_complete(&renderd.tiles(), Duration::from_secs(3600));
+
+    let style_dir = tempfile::tempdir().unwrap();
+    let style = plain_style(style_dir.path(), &renderd.tiles());
+    let server = TestServer::start(
+        Options {
+            render: false,
+            styles: Some(vec![style]),
+            ..Options::default()
+        },
+        |_| {},
+    )
+    .await;
+    let store = TileStore::new(renderd.tiles());
+    let http = client();
+    for tile in tiles {
+        let expected = store.read_tile(STYLE, tile).unwrap().unwrap().bytes;
+        let r = http.get(server.url(&tile_url(tile))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(png_size(&bytes), (256, 256));
+        assert_eq!(bytes, expected, "{tile}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_written_by_tilepipe_is_served_by_mod_tile() {
+    if find_in_path("apache2").is_none() || !Path::new(serve_support::MOD_TILE).is_file() {
+        eprintln!(
+            "skipped: apache2 or mod_tile is not installed (apt-get install apache2 libapache2-mod-tile)"
+        );
+        return;
+    }
+    let server = TestServer::start(Options::default(), |_| {}).await;
+    planet_import_complete(&server.tiles, Duration::from_secs(3600));
+    let http = client();
+    let tiles = [
+        Tile::new(12, 2140, 1393).unwrap(),
+        Tile::new(12, 2141, 1399).unwrap(),
+        Tile::new(1, 1, 0).unwrap(),
+    ];
+    let mut ours = Vec::new();
+    for tile in tiles {
+        let r = http.get(server.url(&tile_url(tile))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "tilepipe renders {tile}");
+        ours.push(r.bytes().await.unwrap());
+    }
+    let Some(apache) = Apache::start(&server.tiles, STYLE, 8) else {
+        return;
+    };
+    for (tile, ours) in tiles.iter().zip(&ours) {
+        let r = http
+            .get(format!("{}{}", apache.base(), tile_url(*tile)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "mod_tile serves {tile}:\n{}",
+            apache.log()
+        );
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let theirs = r.bytes().await.unwrap();
+        assert_eq!(&theirs, ours, "{tile}");
+    }
+    // A tile tilepipe never rendered is missing for mod_tile too (no
+    // renderd behind it: 404).
+    let r = http
+        .get(format!("{}/{STYLE}/12/0/0.png", apache.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    drop(apache);
+    server.stop().await;
+}
