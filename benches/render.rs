@@ -1,0 +1,442 @@
+//! Rendering speed: the same metatiles rendered by tilepipe's workers
+//! ([`Renderer`]) and by Debian's renderd 0.6.1 fed by `render_list`, with
+//! the same style XML (same connection parameters, png256, 256 px, buffer
+//! 128), the same number of threads and the same database. For the
+//! project's style and for openstreetmap-carto 5.7.0 (prepared by
+//! `scripts/setup-carto`).
+//!
+//! Run with `cargo bench --bench render`. Data: Liechtenstein from
+//! `../shared/data` when present (metatiles z12-z17 around Vaduz), else the
+//! synthetic town. `TILEPIPE_BENCH_THREADS` sets the thread count (default
+//! 2), `TILEPIPE_BENCH_ROUNDS` the timed rounds per side (default 2; the
+//! best round counts). Without renderd only tilepipe's figures are printed.
+//!
+//! Printed per style: metatiles/s of both, the ratio, and tilepipe's own
+//! overhead (time a worker spends on a job outside Mapnik's drawing and
+//! encoding: queueing, assembling the metatile, writing the file) as a
+//! share of the Mapnik time; plus one machine-readable `BENCH {...}` line
+//! per figure.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tilepipe::render::config::{RenderSettings, StyleConfig, TileFormat};
+use tilepipe::render::prerender::{metatiles_at, BBox};
+use tilepipe::render::queue::{Outcome, Priority, RenderKey};
+use tilepipe::render::style::load_style_xml;
+use tilepipe::render::worker::{Renderer, Timings};
+use tilepipe::tile::Metatile;
+use tilepipe_testkit::PgCluster;
+
+const LIECHTENSTEIN: &str = "../shared/data/liechtenstein-2013-08-03.osm.pbf";
+const CARTO_DIR: &str = "/usr/share/openstreetmap-carto-common";
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// The benchmark's data: a file to import and the box to render.
+struct Data {
+    file: PathBuf,
+    bbox: BBox,
+    zooms: std::ops::RangeInclusive<u8>,
+    name: &'static str,
+    _dir: tempfile::TempDir,
+}
+
+fn data() -> Data {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let liechtenstein = manifest.join(LIECHTENSTEIN);
+    if liechtenstein.exists() {
+        return Data {
+            file: liechtenstein,
+            bbox: "9.49,47.12,9.55,47.16".parse().unwrap(),
+            zooms: 12..=17,
+            name: "liechtenstein",
+            _dir: dir,
+        };
+    }
+    eprintln!("{LIECHTENSTEIN} not found: rendering the synthetic town instead");
+    let file = dir.path().join("town.osm");
+    tilepipe_testkit::town::synthetic_town()
+        .write_osm_file(&file)
+        .unwrap();
+    Data {
+        file,
+        bbox: "9.999,49.997,10.013,50.009".parse().unwrap(),
+        zooms: 13..=18,
+        name: "town",
+        _dir: dir,
+    }
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One style as both sides render it: an XML file with the connection
+/// written in (renderd cannot substitute it), in the style's own
+/// directory so relative paths resolve alike.
+struct BenchStyle {
+    name: &'static str,
+    xml: PathBuf,
+}
+
+/// Debian's renderd on a temporary directory; killed on drop.
+struct Renderd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Renderd {
+    fn start(style: &BenchStyle, threads: usize) -> Renderd {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        let tiles = path.join("tiles");
+        std::fs::create_dir(&tiles).unwrap();
+        let socket = path.join("renderd.sock");
+        let conf = format!(
+            "[renderd]\nsocketname={socket}\nnum_threads={threads}\ntile_dir={tiles}\n\
+             stats_file={dir}/renderd.stats\npid_file={dir}/renderd.pid\n\n\
+             [mapnik]\nplugins_dir={plugins}\nfont_dir=/usr/share/fonts\nfont_dir_recurse=true\n\n\
+             [{name}]\nURI=/{name}/\nXML={xml}\nTILEDIR={tiles}\n",
+            socket = socket.display(),
+            tiles = tiles.display(),
+            dir = path.display(),
+            plugins = mapnik_sys::DEFAULT_PLUGIN_DIR,
+            name = style.name,
+            xml = style.xml.display(),
+        );
+        std::fs::write(path.join("renderd.conf"), conf).unwrap();
+        let log = std::fs::File::create(path.join("renderd.log")).unwrap();
+        let child = Command::new("renderd")
+            .arg("-f")
+            .arg("-c")
+            .arg(path.join("renderd.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut renderd = Renderd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Some(status) = renderd.child.try_wait().unwrap() {
+                panic!("renderd exited ({status}):\n{}", renderd.log());
+            }
+            assert!(Instant::now() < deadline, "renderd does not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        renderd
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("renderd.log")).unwrap_or_default()
+    }
+
+    /// `render_list -f -n threads` over stdin `X Y Z` lines; the wall time.
+    fn render_list(&self, style: &str, metatiles: &[Metatile], threads: usize) -> Duration {
+        let mut child = Command::new("render_list")
+            .args(["-f", "-l", "1000", "-m", style])
+            .arg("-n")
+            .arg(threads.to_string())
+            .arg("-s")
+            .arg(self.dir.path().join("renderd.sock"))
+            .arg("-t")
+            .arg(self.dir.path().join("tiles"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let list: String = metatiles
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.x, m.y, m.z))
+            .collect();
+        let started = Instant::now();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            out.status.success(),
+            "render_list: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        elapsed
+    }
+
+    /// Metatile files renderd wrote.
+    fn written(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| {
+                            let p = e.path();
+                            if p.is_dir() {
+                                count(&p)
+                            } else {
+                                usize::from(p.extension().is_some_and(|x| x == "meta"))
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.dir.path().join("tiles"))
+    }
+}
+
+impl Drop for Renderd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// All metatiles through tilepipe's queue at once; the wall time until the
+/// last is written.
+fn render_tilepipe(renderer: &Renderer, style: &str, metatiles: &[Metatile]) -> Duration {
+    let started = Instant::now();
+    let receivers: Vec<_> = metatiles
+        .iter()
+        .map(|&metatile| {
+            let key = RenderKey {
+                style: style.to_string(),
+                metatile,
+            };
+            renderer
+                .queue()
+                .submit(key, Priority::Background, true)
+                .1
+                .unwrap()
+        })
+        .collect();
+    for r in receivers {
+        let outcome = r.blocking_recv().unwrap();
+        assert_eq!(outcome, Outcome::Rendered);
+    }
+    started.elapsed()
+}
+
+fn bench_line(name: &str, tilepipe: f64, peer: Option<f64>, unit: &str, goal: &str) {
+    let peer = peer.map_or("null".to_string(), |p| format!("{p:.3}"));
+    println!(
+        "BENCH {{\"bench\":\"render\",\"name\":\"{name}\",\"tilepipe\":{tilepipe:.3},\"peer\":{peer},\"unit\":\"{unit}\",\"goal\":\"{goal}\"}}"
+    );
+}
+
+fn bench_style(
+    style: &BenchStyle,
+    metatiles: &[Metatile],
+    threads: usize,
+    rounds: usize,
+    renderd: bool,
+) {
+    let tiles = tempfile::tempdir().unwrap();
+    let config = StyleConfig {
+        name: style.name.to_string(),
+        xml: style.xml.clone(),
+        tile_dir: tiles.path().to_path_buf(),
+        // renderd 0.6.1 always encodes png256.
+        format: TileFormat::Png256,
+        ..StyleConfig::default()
+    };
+    let settings = RenderSettings {
+        threads,
+        queue_capacity: metatiles.len() + 1,
+        ..RenderSettings::default()
+    };
+    let renderer = Renderer::start(std::slice::from_ref(&config), &settings).unwrap();
+    // Warm-up: the database's and the file system's caches.
+    render_tilepipe(&renderer, style.name, metatiles);
+    let renderd = renderd.then(|| Renderd::start(style, threads));
+    if let Some(r) = &renderd {
+        // Its threads load the style after the socket is up; one render per
+        // thread waits for them.
+        r.render_list(
+            style.name,
+            &metatiles[..threads.min(metatiles.len())],
+            threads,
+        );
+    }
+    let mut best_tilepipe = Duration::MAX;
+    let mut best_renderd = Duration::MAX;
+    let mut timings = Timings::default();
+    for _ in 0..rounds {
+        if let Some(r) = &renderd {
+            best_renderd = best_renderd.min(r.render_list(style.name, metatiles, threads));
+        }
+        let before = renderer.timings();
+        let elapsed = render_tilepipe(&renderer, style.name, metatiles);
+        if elapsed < best_tilepipe {
+            best_tilepipe = elapsed;
+            let after = renderer.timings();
+            timings = Timings {
+                jobs: after.jobs - before.jobs,
+                rendered: after.rendered - before.rendered,
+                failed: after.failed - before.failed,
+                retried: after.retried - before.retried,
+                mapnik: after.mapnik - before.mapnik,
+                write: after.write - before.write,
+                busy: after.busy - before.busy,
+            };
+        }
+    }
+    let n = metatiles.len() as f64;
+    let ours = n / best_tilepipe.as_secs_f64();
+    let peer = renderd.as_ref().map(|_| n / best_renderd.as_secs_f64());
+    if let Some(r) = &renderd {
+        assert!(
+            r.written() >= metatiles.len(),
+            "renderd wrote {} of {}",
+            r.written(),
+            metatiles.len()
+        );
+    }
+    renderer.shutdown();
+    let overhead = timings.overhead_ratio() * 100.0;
+    println!(
+        "{}: {} metatiles, {threads} threads: tilepipe {ours:.2} metatiles/s ({:.2} s), renderd+render_list {} -> ratio {}",
+        style.name,
+        metatiles.len(),
+        best_tilepipe.as_secs_f64(),
+        peer.map_or("not installed".to_string(), |p| format!("{p:.2} metatiles/s ({:.2} s)", best_renderd.as_secs_f64())),
+        peer.map_or("-".to_string(), |p| format!("{:.2}x", ours / p)),
+    );
+    println!(
+        "{}: per metatile: Mapnik {:.1} ms, writing {:.2} ms, tilepipe overhead {:.2} ms = {overhead:.2}% of the Mapnik time",
+        style.name,
+        timings.mapnik.as_secs_f64() * 1000.0 / n,
+        timings.write.as_secs_f64() * 1000.0 / n,
+        timings.overhead().as_secs_f64() * 1000.0 / n,
+    );
+    bench_line(
+        &format!("{} metatiles/s", style.name),
+        ours,
+        peer,
+        "metatiles/s",
+        "≥1×",
+    );
+    bench_line(
+        &format!("{} overhead", style.name),
+        overhead,
+        None,
+        "% of Mapnik time",
+        "<5%",
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let threads = env_number("TILEPIPE_BENCH_THREADS", 2);
+    let rounds = env_number("TILEPIPE_BENCH_ROUNDS", 2);
+    let renderd = find_in_path("renderd").is_some() && find_in_path("render_list").is_some();
+    if !renderd {
+        eprintln!("renderd or render_list not installed (apt-get install renderd): tilepipe only");
+    }
+    let data = data();
+    let metatiles: Vec<Metatile> = data
+        .zooms
+        .clone()
+        .flat_map(|z| metatiles_at(z, Some(&data.bbox)).collect::<Vec<_>>())
+        .collect();
+    println!(
+        "render benchmark: {} {} z{}-{} ({} metatiles), {threads} threads, best of {rounds} rounds",
+        data.name,
+        data.bbox,
+        data.zooms.start(),
+        data.zooms.end(),
+        metatiles.len()
+    );
+    let cluster = PgCluster::start(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_tilepipe");
+
+    // The project's style on a default (classic) import.
+    let url = cluster.create_database("render_bench").unwrap();
+    run(Command::new(exe)
+        .args(["-q", "-c", "/dev/null", "-d", &url, "import"])
+        .arg(&data.file));
+    let style_dir = work.path().join("tilepipe");
+    std::fs::create_dir(&style_dir).unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
+    let xml = load_style_xml(&project, Some(&url), threads).unwrap();
+    std::fs::write(style_dir.join("tilepipe.xml"), xml).unwrap();
+    bench_style(
+        &BenchStyle {
+            name: "tilepipe",
+            xml: style_dir.join("tilepipe.xml"),
+        },
+        &metatiles,
+        threads,
+        rounds,
+        renderd,
+    );
+
+    // openstreetmap-carto on a carto import.
+    if !Path::new(CARTO_DIR).join("style.xml").exists() {
+        eprintln!("{CARTO_DIR}/style.xml not found: carto skipped");
+        return;
+    }
+    let url = cluster.create_database("render_bench_carto").unwrap();
+    let carto_dir = work.path().join("carto");
+    run(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-carto"))
+            .arg(&carto_dir)
+            .arg(&url),
+    );
+    run(Command::new(exe)
+        .args([
+            "-q",
+            "-c",
+            "/dev/null",
+            "-d",
+            &url,
+            "import",
+            "--hstore",
+            "-G",
+            "--style",
+        ])
+        .arg(Path::new(CARTO_DIR).join("openstreetmap-carto.style"))
+        .arg("--tag-transform-script")
+        .arg(Path::new(CARTO_DIR).join("openstreetmap-carto.lua"))
+        .arg(&data.file));
+    bench_style(
+        &BenchStyle {
+            name: "carto",
+            xml: carto_dir.join("style.xml"),
+        },
+        &metatiles,
+        threads,
+        rounds,
+        renderd,
+    );
+}
