@@ -1,0 +1,169 @@
+//! The map page in Debian's headless Chromium: the synthetic town imported
+//! into PostGIS (testkit cluster), tilepipe's own Mapnik style rendering
+//! on demand behind the server, and a second style for the layer
+//! switcher. The page loads Leaflet from the npm package, requests tiles
+//! (counted in the server's metrics), draws them, and the screenshot is
+//! not blank (many colours, not one flat background).
+//!
+//! Skipped with a message when chromium or Leaflet (`npm install --prefix
+//! web`) is missing.
+
+mod common;
+mod serve_support;
+
+use serve_support::{find_in_path, plain_style, Options, TestServer};
+use std::path::Path;
+use std::time::Duration;
+use tilepipe::render::config::StyleConfig;
+use tilepipe::serve::metrics::TileOutcome;
+
+fn leaflet_installed() -> bool {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("web/node_modules/leaflet/dist/leaflet.js")
+        .is_file()
+}
+
+/// Distinct colours and the share of the most common one.
+fn colour_stats(png_file: &Path) -> (usize, f64, (u32, u32)) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_file).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let mut counts = std::collections::HashMap::<Vec<u8>, usize>::new();
+    let pixels = buf[..info.buffer_size()].chunks(channels);
+    let total = pixels.len();
+    for px in pixels {
+        *counts.entry(px[..3.min(channels)].to_vec()).or_default() += 1;
+    }
+    let top = counts.values().copied().max().unwrap_or(0);
+    (
+        counts.len(),
+        top as f64 / total as f64,
+        (info.width, info.height),
+    )
+}
+
+#[test]
+fn the_map_page_draws_tiles_in_chromium() {
+    let Some(chromium) = find_in_path("chromium") else {
+        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    if !leaflet_installed() {
+        eprintln!(
+            "skipped: Leaflet is not installed (npm install --prefix web, scripts/install-deps)"
+        );
+        return;
+    }
+    // The town in PostGIS.
+    let cluster = tilepipe_testkit::PgCluster::shared();
+    let url = cluster.create_database("serve_browser").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let osm = work.path().join("town.osm");
+    tilepipe_testkit::town::synthetic_town()
+        .write_osm_file(&osm)
+        .unwrap();
+    let config = work.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    common::assert_success(&common::tilepipe(
+        &config,
+        &url,
+        &["import", osm.to_str().unwrap()],
+    ));
+
+    let tiles = work.path().join("tiles");
+    let town = StyleConfig {
+        name: "tilepipe".into(),
+        xml: Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml"),
+        tile_dir: tiles.clone(),
+        database: Some(url.clone()),
+        description: "tilepipe's own style over the synthetic town".into(),
+        ..StyleConfig::default()
+    };
+    let plain = plain_style(work.path(), &tiles);
+    // The database work above uses blocking clients; the server runs here.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(show_page(chromium, work.path(), town, plain));
+}
+
+async fn show_page(
+    chromium: std::path::PathBuf,
+    work: &Path,
+    town: StyleConfig,
+    plain: StyleConfig,
+) {
+    let server = TestServer::start(
+        Options {
+            render_threads: 2,
+            styles: Some(vec![town, plain]),
+            ..Options::default()
+        },
+        |s| s.missing_request_timeout_secs = 60.0,
+    )
+    .await;
+
+    let shot = work.join("page.png");
+    let page = server.url("/#map=16/50.0045/10.0045&style=tilepipe");
+    let out = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--window-size=800,600",
+            "--virtual-time-budget=30000",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            work.join("chromium").display()
+        ))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&page)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("chromium finishes")
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(keep) = std::env::var("TILEPIPE_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+
+    // Tiles were asked for and served (rendered on demand, then cached).
+    let counters = server.metrics.style("tilepipe");
+    let served: u64 = [TileOutcome::Rendered, TileOutcome::Fresh]
+        .iter()
+        .map(|&o| counters.get(16, o))
+        .sum();
+    assert!(served >= 6, "only {served} z16 tiles served");
+    assert_eq!(counters.total(TileOutcome::NotRendered), 0);
+
+    // Drawn: the screenshot has the town's many colours, not one flat
+    // background.
+    let (colours, top_share, size) = colour_stats(&shot);
+    eprintln!(
+        "screenshot {size:?}: {colours} colours, most common {:.0}%",
+        top_share * 100.0
+    );
+    assert_eq!(size, (800, 600));
+    assert!(colours > 50, "{colours} colours");
+    assert!(
+        top_share < 0.9,
+        "one colour covers {:.0}%",
+        top_share * 100.0
+    );
+    server.stop().await;
+}
