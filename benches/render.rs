@@ -8,14 +8,16 @@
 //! Run with `cargo bench --bench render`. Data: Liechtenstein from
 //! `../shared/data` when present (metatiles z12-z17 around Vaduz), else the
 //! synthetic town. `TILEPIPE_BENCH_THREADS` sets the thread count (default
-//! 2), `TILEPIPE_BENCH_ROUNDS` the timed rounds per side (default 2; the
+//! 2), `TILEPIPE_BENCH_ROUNDS` the timed rounds per side (default 3; the
 //! best round counts). Without renderd only tilepipe's figures are printed.
 //!
 //! Printed per style: metatiles/s of both, the ratio, and tilepipe's own
 //! overhead (time a worker spends on a job outside Mapnik's drawing and
 //! encoding: queueing, assembling the metatile, writing the file) as a
 //! share of the Mapnik time; plus one machine-readable `BENCH {...}` line
-//! per figure.
+//! per figure. On a shared machine wall times are noisy, so metatiles per
+//! CPU second of the renderer process (tilepipe's, renderd's; PostgreSQL's
+//! share is the same for both and not counted) are printed too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -244,6 +246,26 @@ fn render_tilepipe(renderer: &Renderer, style: &str, metatiles: &[Metatile]) -> 
     started.elapsed()
 }
 
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Waits until the renderer has accounted for `jobs` jobs.
+fn settled(renderer: &Renderer, jobs: u64) -> Timings {
+    loop {
+        let t = renderer.timings();
+        if t.jobs >= jobs {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn bench_line(name: &str, tilepipe: f64, peer: Option<f64>, unit: &str, goal: &str) {
     let peer = peer.map_or("null".to_string(), |p| format!("{p:.3}"));
     println!(
@@ -287,16 +309,22 @@ fn bench_style(
     }
     let mut best_tilepipe = Duration::MAX;
     let mut best_renderd = Duration::MAX;
+    let (mut cpu_tilepipe, mut cpu_renderd) = (Duration::MAX, Duration::MAX);
     let mut timings = Timings::default();
     for _ in 0..rounds {
         if let Some(r) = &renderd {
+            let pid = r.child.id().to_string();
+            let cpu = cpu_time(&pid);
             best_renderd = best_renderd.min(r.render_list(style.name, metatiles, threads));
+            cpu_renderd = cpu_renderd.min(cpu_time(&pid) - cpu);
         }
-        let before = renderer.timings();
+        let before = settled(&renderer, 0);
+        let cpu = cpu_time("self");
         let elapsed = render_tilepipe(&renderer, style.name, metatiles);
+        let after = settled(&renderer, before.jobs + metatiles.len() as u64);
+        cpu_tilepipe = cpu_tilepipe.min(cpu_time("self") - cpu);
         if elapsed < best_tilepipe {
             best_tilepipe = elapsed;
-            let after = renderer.timings();
             timings = Timings {
                 jobs: after.jobs - before.jobs,
                 rendered: after.rendered - before.rendered,
@@ -311,6 +339,8 @@ fn bench_style(
     let n = metatiles.len() as f64;
     let ours = n / best_tilepipe.as_secs_f64();
     let peer = renderd.as_ref().map(|_| n / best_renderd.as_secs_f64());
+    let ours_cpu = n / cpu_tilepipe.as_secs_f64();
+    let peer_cpu = renderd.as_ref().map(|_| n / cpu_renderd.as_secs_f64());
     if let Some(r) = &renderd {
         assert!(
             r.written() >= metatiles.len(),
@@ -343,6 +373,19 @@ fn bench_style(
         "metatiles/s",
         "≥1×",
     );
+    println!(
+        "{}: per CPU second of the renderer process (PostgreSQL not counted): tilepipe {ours_cpu:.2} metatiles, renderd {} -> ratio {}",
+        style.name,
+        peer_cpu.map_or("-".to_string(), |p| format!("{p:.2}")),
+        peer_cpu.map_or("-".to_string(), |p| format!("{:.2}x", ours_cpu / p)),
+    );
+    bench_line(
+        &format!("{} metatiles per CPU second", style.name),
+        ours_cpu,
+        peer_cpu,
+        "metatiles/CPU-s",
+        "≥1×",
+    );
     bench_line(
         &format!("{} overhead", style.name),
         overhead,
@@ -357,7 +400,7 @@ fn main() {
         return;
     }
     let threads = env_number("TILEPIPE_BENCH_THREADS", 2);
-    let rounds = env_number("TILEPIPE_BENCH_ROUNDS", 2);
+    let rounds = env_number("TILEPIPE_BENCH_ROUNDS", 3);
     let renderd = find_in_path("renderd").is_some() && find_in_path("render_list").is_some();
     if !renderd {
         eprintln!("renderd or render_list not installed (apt-get install renderd): tilepipe only");

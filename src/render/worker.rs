@@ -71,7 +71,9 @@ pub enum RenderError {
 /// Cumulative time accounting of all workers, for benchmarks and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
-    /// Jobs taken (rendered or failed).
+    /// Jobs finished (rendered or failed). A job is counted after its
+    /// times, which a waiter woken by the queue may not see yet: wait for
+    /// this count to be sure they are in.
     pub jobs: u64,
     pub rendered: u64,
     pub failed: u64,
@@ -122,7 +124,7 @@ impl Counters {
     fn snapshot(&self) -> Timings {
         let d = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
         Timings {
-            jobs: self.jobs.load(Ordering::Relaxed),
+            jobs: self.jobs.load(Ordering::Acquire),
             rendered: self.rendered.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
@@ -496,8 +498,9 @@ impl Worker {
                 }
             }
             self.queue.complete(&job, result);
-            self.counters.jobs.fetch_add(1, Ordering::Relaxed);
             add(&self.counters.busy_ns, started.elapsed());
+            // Last, so a reader that sees the job counted sees its times.
+            self.counters.jobs.fetch_add(1, Ordering::Release);
         }
     }
 
