@@ -13,8 +13,11 @@
 //! Prints a table and `BENCH {...}` lines: requests per second (goal: at
 //! least twice mod_tile's) and p99 latency (goal: under 5 ms).
 //!
-//! `TILEPIPE_BENCH_SECS` sets each run's length (default 10 s),
-//! `TILEPIPE_BENCH_CONNECTIONS` wrk's connections (default 32).
+//! The servers run alternately, round by round, and each side's median
+//! round (by requests per second) is reported. `TILEPIPE_BENCH_SECS` sets
+//! each run's length (default 10 s), `TILEPIPE_BENCH_ROUNDS` the rounds
+//! (default 3), `TILEPIPE_BENCH_CONNECTIONS` wrk's connections (default
+//! 32).
 //! Without wrk, apache2 or mod_tile the missing side is skipped with a
 //! message.
 
@@ -173,6 +176,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(32);
+    let rounds: usize = std::env::var("TILEPIPE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let tiles = dir.path().join("tiles");
     let count = write_cache(&tiles);
@@ -181,7 +188,7 @@ fn main() {
     let hot = Tile::new(ZOOM, X0 + 3, Y0 + 5).unwrap();
     let hot_path = format!("/{STYLE}/{ZOOM}/{}/{}.png", hot.x, hot.y);
     println!(
-        "serve bench: {count} cached tiles at z{ZOOM}, wrk -t2 -c{connections} -d{secs}s, {} CPUs",
+        "serve bench: {count} cached tiles at z{ZOOM}, wrk -t2 -c{connections} -d{secs}s, median of {rounds} alternating rounds, {} CPUs",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
@@ -203,38 +210,57 @@ fn main() {
             Arc::new(Metrics::new()),
         ))
         .unwrap();
-    let base = format!("http://{}", server.local_addr());
+    let ours = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = runtime.spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    // Warm the page cache and the server.
-    wrk(&format!("{base}{hot_path}"), Some(&script), 2, connections);
-    let ours_hot = wrk(&format!("{base}{hot_path}"), None, secs, connections);
-    let ours_rot = wrk(&format!("{base}/"), Some(&script), secs, connections);
+    // Apache + mod_tile on the same cache.
+    let apache = Apache::start(&tiles, STYLE, 32);
+    let peer = apache.as_ref().map(Apache::base);
+
+    // Warm the page cache and both servers, then alternate the servers
+    // round by round (the machine is shared: alternating spreads other
+    // load over both) and keep each side's median round.
+    for base in std::iter::once(&ours).chain(peer.as_ref()) {
+        wrk(&format!("{base}/"), Some(&script), 2, connections);
+    }
+    let mut results: Vec<(Vec<Run>, Vec<Run>)> = Vec::new();
+    for scenario in 0..2 {
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for (base, runs) in
+                std::iter::once((&ours, &mut mine)).chain(peer.as_ref().map(|p| (p, &mut theirs)))
+            {
+                runs.push(match scenario {
+                    0 => wrk(&format!("{base}{hot_path}"), None, secs, connections),
+                    _ => wrk(&format!("{base}/"), Some(&script), secs, connections),
+                });
+            }
+        }
+        results.push((mine, theirs));
+    }
     let _ = stop.send(());
     runtime.block_on(task).unwrap().unwrap();
     drop(runtime);
-
-    // Apache + mod_tile on the same cache.
-    let apache = Apache::start(&tiles, STYLE, 32);
-    let (peer_hot, peer_rot) = match &apache {
-        Some(apache) => {
-            let base = apache.base();
-            let probe = Command::new("wrk")
-                .args(["-t1", "-c1", "-d1s"])
-                .arg(format!("{base}{hot_path}"))
-                .output()
-                .unwrap();
-            assert!(probe.status.success());
-            wrk(&format!("{base}{hot_path}"), Some(&script), 2, connections);
-            let hot = wrk(&format!("{base}{hot_path}"), None, secs, connections);
-            let rot = wrk(&format!("{base}/"), Some(&script), secs, connections);
-            (Some(hot), Some(rot))
-        }
-        None => (None, None),
-    };
     drop(apache);
+    let median = |runs: &[Run]| -> Option<Run> {
+        if runs.is_empty() {
+            return None;
+        }
+        let mut by_rps: Vec<&Run> = runs.iter().collect();
+        by_rps.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        let m = by_rps[by_rps.len() / 2];
+        Some(Run {
+            rps: m.rps,
+            p50_ms: m.p50_ms,
+            p99_ms: m.p99_ms,
+        })
+    };
+    let ours_hot = median(&results[0].0).unwrap();
+    let peer_hot = median(&results[0].1);
+    let ours_rot = median(&results[1].0).unwrap();
+    let peer_rot = median(&results[1].1);
 
     println!();
     println!("| scenario | server | req/s | p50 ms | p99 ms |");

@@ -41,6 +41,10 @@ pub(crate) struct ServedStyle {
     /// `<tile_dir>/<name>/planet-import-complete` and
     /// `<tile_dir>/planet-import-complete`.
     pub planet_files: [PathBuf; 2],
+    /// The planet time last looked up (nanoseconds since the epoch) and
+    /// when (milliseconds since the epoch, 0 = never).
+    pub planet_nanos: std::sync::atomic::AtomicI64,
+    pub planet_checked_ms: std::sync::atomic::AtomicU64,
     pub counters: Arc<StyleCounters>,
 }
 
@@ -118,6 +122,8 @@ impl Server {
                     dir.join(crate::metatile::PLANET_IMPORT_COMPLETE),
                     style.tile_dir.join(crate::metatile::PLANET_IMPORT_COMPLETE),
                 ],
+                planet_nanos: Default::default(),
+                planet_checked_ms: Default::default(),
                 counters: metrics.style(&style.name),
                 config: style,
             });

@@ -79,9 +79,7 @@ pub(crate) struct LoadSnapshot {
 
 impl LoadSnapshot {
     fn waited(&self, state: &AppState) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms();
         if now.saturating_sub(self.at.load(Relaxed)) >= 20 {
             if let Some(queue) = &state.queue {
                 let stats = queue.stats();
@@ -267,17 +265,45 @@ fn in_range(style: &ServedStyle, url: &tiles::TileUrl<'_>) -> Option<Tile> {
     Tile::new(url.z as u8, url.x as u32, url.y as u32).ok()
 }
 
-/// Freshness as mod_tile decides it: dirty when the metatile is older than
-/// the planet time.
+/// How long a looked-up planet time is trusted (mod_tile stats the file
+/// on every request; touching it is a rare, manual act).
+const PLANET_TTL_MS: u64 = 1000;
+/// Cached "no planet-import-complete file".
+const NO_PLANET_FILE: i64 = i64::MIN;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Freshness as mod_tile decides it: a metatile is dirty when it is older
+/// than the planet time, the mtime of `<style>/planet-import-complete`,
+/// else of `planet-import-complete`, else now minus 3 days. Looked up at
+/// most once a second per style.
 fn planet_time(style: &ServedStyle) -> SystemTime {
-    for file in &style.planet_files {
-        if let Ok(meta) = std::fs::metadata(file) {
-            if let Ok(mtime) = meta.modified() {
-                return mtime;
-            }
-        }
+    let now = now_ms();
+    let checked = style.planet_checked_ms.load(Relaxed);
+    let nanos = if checked != 0 && now.saturating_sub(checked) < PLANET_TTL_MS {
+        style.planet_nanos.load(Relaxed)
+    } else {
+        let found = style
+            .planet_files
+            .iter()
+            .find_map(|file| std::fs::metadata(file).ok().and_then(|m| m.modified().ok()));
+        let nanos = found.map_or(NO_PLANET_FILE, |t| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        });
+        style.planet_nanos.store(nanos, Relaxed);
+        style.planet_checked_ms.store(now.max(1), Relaxed);
+        nanos
+    };
+    match nanos {
+        NO_PLANET_FILE => SystemTime::now() - crate::metatile::DEFAULT_PLANET_AGE,
+        n if n >= 0 => UNIX_EPOCH + Duration::from_nanos(n as u64),
+        n => UNIX_EPOCH - Duration::from_nanos(n.unsigned_abs()),
     }
-    SystemTime::now() - crate::metatile::DEFAULT_PLANET_AGE
 }
 
 #[allow(clippy::result_large_err)]
