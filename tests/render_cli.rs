@@ -252,8 +252,10 @@ fn openstreetmap_carto_renders_a_carto_import() {
     std::fs::write(
         &config,
         format!(
-            "styles:\n  - name: carto\n    xml: {}\n    tile_dir: {}\nrender:\n  threads: 1\n",
+            "styles:\n  - name: carto\n    xml: {}\n    tile_dir: {}\n  - name: own\n    xml: {}\n    tile_dir: {}\nrender:\n  threads: 1\n",
             style_dir.join("style.xml").display(),
+            tiles.display(),
+            project_style_xml().display(),
             tiles.display()
         ),
     )
@@ -295,4 +297,16 @@ fn openstreetmap_carto_renders_a_carto_import() {
         image.distinct_colours()
     );
     assert!(image.count_near(rgb("#ffffff"), 2) > 100);
+
+    // The project's style reads carto's columns too.
+    let out = tilepipe(
+        &config,
+        &url,
+        &["render", "--style", "own", "--zoom", "17", "--bbox", &bbox],
+    );
+    assert_success(&out);
+    assert_eq!(summary(&out), (1, 0, 0));
+    let tile = store.read_tile("own", tile_at(TOWN, 17)).unwrap().unwrap();
+    let image = decode_png(&tile.bytes);
+    assert!(image.count_near(rgb("#d8cfc6"), 6) > 50, "buildings");
 }

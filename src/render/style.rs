@@ -285,6 +285,12 @@ mod tests {
       <Parameter name="table"><![CDATA[(SELECT way FROM planet_osm_line WHERE x < 3) AS t]]></Parameter>
     </Datasource>
   </Layer>
+  <Layer name="own-db">
+    <Datasource base="osm">
+      <Parameter name="dbname">elsewhere</Parameter>
+      <Parameter name="table">planet_osm_point</Parameter>
+    </Datasource>
+  </Layer>
   <Layer name="carto">
     <Datasource>
       <Parameter name="type"><![CDATA[postgis]]></Parameter>
@@ -340,6 +346,9 @@ mod tests {
         let roads = &out[out.find("name=\"roads\"").unwrap()..out.find("name=\"carto\"").unwrap()];
         assert!(!roads.contains("dbname"), "{roads}");
         assert!(roads.contains("<![CDATA[(SELECT way FROM planet_osm_line WHERE x < 3) AS t]]>"));
+        // One that inherits loses its own connection keys.
+        assert!(!out.contains("elsewhere"), "{out}");
+        assert!(out.contains("<Parameter name=\"table\">planet_osm_point</Parameter>"));
         // Non-PostGIS datasources, the doctype and comments are untouched.
         assert!(out.contains("<Parameter name=\"host\">kept</Parameter>"));
         assert!(out.contains("<!ENTITY dbname \"gis\">"));
