@@ -41,8 +41,11 @@ TESTKIT = os.path.join(RELEASE, "tilepipe-testkit")
 O2P_STYLE = "/usr/share/osm2pgsql/default.style"
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
 EXPIRE_ZOOMS = (10, 18)
-# Bench targets of the other stages, run when their source exists.
-OTHER_BENCHES = ["render", "serve", "freshness"]
+# Bench targets measured here already (apply, expire) or not a comparison
+# with the classic stack (osc_parse); every other benches/*.rs (render,
+# serve, freshness, ...) is run and its BENCH lines collected.
+OWN_BENCHES = {"apply", "expire", "osc_parse"}
+EXPECTED_BENCHES = ["render", "serve"]
 
 GOALS = {
     "import": "≤0.7×",
@@ -382,6 +385,7 @@ class Region:
             record("append", f"apply + expiry, {region}, {label}", ours["diffs"][i], theirs["diffs"][i],
                    "s", GOALS["append"],
                    {"objects": self.size_objects[i], "copies": self.copies,
+                    "kind": "vandalism" if i == len(self.size_labels) - 1 else "generated",
                     "tiles_tilepipe": ours["diff_tiles"][i], "tiles_peer": theirs["diff_tiles"][i]})
         record("catchup", f"catch-up of {self.args.catchup_diffs} minutely diffs ({self.minutely_objects:,} objects), {region}",
                ours["catchup"], theirs["catchup"], "s", GOALS["catchup"],
@@ -393,16 +397,20 @@ class Region:
 # The other stages' benches
 
 def other_benches(args, work):
-    for name in OTHER_BENCHES:
-        src = os.path.join(ROOT, "benches", f"{name}.rs")
-        if not os.path.exists(src):
+    present = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "benches"))
+                     if f.endswith(".rs") and f[:-3] not in OWN_BENCHES)
+    for name in EXPECTED_BENCHES:
+        if name not in present:
             log(f"benches/{name}.rs does not exist yet: skipped")
             SKIPPED.append(f"`{name}`: no bench target yet (benches/{name}.rs)")
-            continue
+    for name in present:
         log(f"cargo bench --bench {name}")
         env = dict(os.environ)
         if args.quick:
             env["TILEPIPE_BENCH_QUICK"] = "1"
+            env.setdefault("TILEPIPE_BENCH_ROUNDS", "1")
+            env.setdefault("TILEPIPE_BENCH_SECS", "3")
+            env.setdefault("TILEPIPE_BENCH_DIFFS", "4")
         lg = os.path.join(work, f"bench-{name}.log")
         started = time.monotonic()
         with open(lg, "w") as out:
@@ -431,6 +439,8 @@ def other_benches(args, work):
             SKIPPED.append(f"`{name}`: {why} (log `{os.path.relpath(lg, ROOT)}`)")
         else:
             log(f"bench {name}: {found} figures in {took:.0f} s")
+    if not any("fresh" in f"{r.get('bench')} {r.get('name')}".lower() for r in RESULTS):
+        SKIPPED.append("edit-to-fresh-tile latency (freshness): no bench target yet")
 
 
 SKIPPED = []
@@ -563,16 +573,23 @@ def plot(path):
     copies = sorted({r["copies"] for r in recs})
     markers = ["o", "s", "^", "D"]
     for i, n in enumerate(copies):
-        rs = sorted((r for r in recs if r["copies"] == n), key=lambda r: r["objects"])
-        x = [r["objects"] for r in rs]
+        mine = sorted((r for r in recs if r["copies"] == n), key=lambda r: r["objects"])
         for who, colour, label in (("tilepipe", "tab:blue", "tilepipe catchup --once"),
                                    ("peer", "tab:red", "osm2pgsql --append --slim -e")):
-            y = [r[who] for r in rs]
-            lo = [r[who] - r[f"spread_{who}"][0] for r in rs]
-            hi = [r[f"spread_{who}"][1] - r[who] for r in rs]
-            ax.errorbar(x, y, yerr=[lo, hi], color=colour, marker=markers[i % len(markers)],
-                        linestyle="-" if who == "tilepipe" else "--", capsize=3,
-                        label=f"{label}, region {n}×")
+            for kind in ("generated", "vandalism"):
+                rs = [r for r in mine if r.get("kind", "generated") == kind]
+                if not rs:
+                    continue
+                x = [r["objects"] for r in rs]
+                y = [r[who] for r in rs]
+                lo = [r[who] - r[f"spread_{who}"][0] for r in rs]
+                hi = [r[f"spread_{who}"][1] - r[who] for r in rs]
+                vandal = kind == "vandalism"
+                ax.errorbar(x, y, yerr=[lo, hi], color=colour,
+                            marker="*" if vandal else markers[i % len(markers)],
+                            markersize=12 if vandal else 6,
+                            linestyle="none" if vandal else ("-" if who == "tilepipe" else "--"),
+                            capsize=3, label=f"{label}, region {n}×" + (", vandalism diff" if vandal else ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("diff size (OSM objects in the OsmChange file)")
@@ -585,20 +602,20 @@ def plot(path):
     return True
 
 
-def write_report(args, source_desc, started, command, plot_ok):
+def write_report(args, source_desc, minutes, command, plot_ok):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmarks: tilepipe beside the classic OSM tile stack", ""]
     if args.quick:
         lines += ["> **Quick run** (`--quick`: the 1× region only, fewer repeats, shorter benches). "
                   "Figures are indicative; the full run (`bench/run`) covers the 10× and 100× regions "
                   "with more repeats.", ""]
-    lines += [f"Written by `{command}` on {now}, in {(time.monotonic() - started) / 60:.1f} minutes. "
+    lines += [f"Written by `{command}` on {now}, in {minutes:.1f} minutes (build excluded). "
               "Every figure is the median of the runs shown, with the min–max spread in brackets; "
               "ratio = tilepipe / peer (for times, lower is better; for rates, higher is better).", ""]
 
     lines += ["## Goals", "", "| goal | figure | tilepipe | peer | ratio | met? |", "|---|---|---:|---:|---:|---|"]
     for rec in RESULTS:
-        if not rec.get("goal"):
+        if rec.get("goal", "").strip() in ("", "-", "—"):
             continue
         verdict = judge(rec)
         lines.append(f"| {rec['goal']} | {figure(rec)} | {fmt_with_spread(rec, 'tilepipe')} "
@@ -618,8 +635,8 @@ def write_report(args, source_desc, started, command, plot_ok):
               f"{EXPIRE_ZOOMS[0]}–z{EXPIRE_ZOOMS[1]}. Times are wall-clock times of the whole command "
               "(process start-up included); peak memory is the importing process's maximum resident set "
               "(getrusage of the child), PostgreSQL's server processes not included.", "",
-              "| figure | tilepipe | peer | ratio | goal | expired tiles tilepipe / peer |",
-              "|---|---:|---:|---:|---|---:|"]
+              "| figure | runs | tilepipe | peer | ratio | goal | expired tiles tilepipe / peer |",
+              "|---|---:|---:|---:|---:|---|---:|"]
     for rec in RESULTS:
         if rec["bench"] not in ("import", "memory", "append", "catchup"):
             continue
@@ -628,14 +645,17 @@ def write_report(args, source_desc, started, command, plot_ok):
             tiles = f"{rec['tiles_tilepipe']:,} / {rec['tiles_peer']:,}"
         goal = rec.get("goal", "")
         verdict = judge(rec)
-        lines.append(f"| {rec['name']} | {fmt_with_spread(rec, 'tilepipe')} | {fmt_with_spread(rec, 'peer')} "
+        lines.append(f"| {rec['name']} | {rec.get('runs', '')} | {fmt_with_spread(rec, 'tilepipe')} "
+                     f"| {fmt_with_spread(rec, 'peer')} "
                      f"| {fmt_ratio(rec.get('ratio'))} | {goal}{': ' + verdict if verdict else ''} | {tiles} |")
     lines += ["",
               "- Import: `tilepipe import --threads 2 REGION.osm.pbf` vs `osm2pgsql --slim --create -S default.style "
               "--number-processes 2 REGION.osm.pbf`.",
               "- Apply + expiry of one diff: `tilepipe catchup --once` from a local feed (one diff per batch, "
               "z10–z18 tile list written) vs `osm2pgsql --append --slim -e 10-18 -o LIST DIFF.osc.gz` (what the "
-              "classic cron script runs per diff). The diffs come from the test kit's feed generator with "
+              "classic cron script runs per diff). tilepipe's time includes downloading the diff from the local "
+              "feed over loopback HTTP; osm2pgsql reads a local file, sorted beforehand (untimed) by "
+              "`osmium merge-changes --simplify` as the classic stack's osmosis or pyosmium step does. The diffs come from the test kit's feed generator with "
               "the given number of edits (moves, tag edits, renames, creates, deletes, multipolygon edits), "
               "applied in sequence; the last one is a vandalism diff over the whole first copy of the "
               "extract (one node in five moved, every highway renamed).",
@@ -653,10 +673,11 @@ def write_report(args, source_desc, started, command, plot_ok):
         lines += ["## Render, serve and freshness", "",
                   "Collected from `cargo bench --bench render|serve|freshness` (their `BENCH` lines); see each "
                   "bench's source for its set-up.", "",
-                  "| bench | figure | tilepipe | peer | ratio | goal |", "|---|---|---:|---:|---:|---|"]
+                  "| bench | figure | runs | tilepipe | peer | ratio | goal |", "|---|---|---:|---:|---:|---:|---|"]
         for rec in others:
             verdict = judge(rec)
-            lines.append(f"| {rec.get('bench')} | {rec.get('name')} | {fmt_with_spread(rec, 'tilepipe')} "
+            lines.append(f"| {rec.get('bench')} | {rec.get('name')} | {rec.get('runs', '')} "
+                         f"| {fmt_with_spread(rec, 'tilepipe')} "
                          f"| {fmt_with_spread(rec, 'peer')} | {fmt_ratio(rec.get('ratio'))} "
                          f"| {rec.get('goal', '')}{': ' + verdict if verdict else ''} |")
         lines.append("")
@@ -687,6 +708,8 @@ def main():
     p.add_argument("--work", default=os.path.join(ROOT, "target", "bench"), help="scratch directory")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     p.add_argument("--plot", default=os.path.join(ROOT, "bench", "apply-vs-diff-size.png"))
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the report and plot from WORK/results.jsonl without measuring")
     p.add_argument("--command", default="bench/run", help=argparse.SUPPRESS)
     args = p.parse_args()
     copies = [int(c) for c in (args.copies or ("1" if args.quick else "1,10,100")).split(",")]
@@ -697,6 +720,22 @@ def main():
     for tool in (TILEPIPE, TESTKIT):
         if not os.access(tool, os.X_OK):
             sys.exit(f"bench: {tool} is missing: run bench/run (it builds in release first)")
+
+    results = os.path.join(args.work, "results.jsonl")
+    if args.report_only:
+        meta = {}
+        with open(results) as f:
+            for line in f:
+                if line.startswith("BENCH "):
+                    RESULTS.append(json.loads(line[len("BENCH "):]))
+                elif line.startswith("META "):
+                    meta = json.loads(line[len("META "):])
+        SKIPPED.extend(meta.get("skipped", []))
+        args.quick = meta.get("quick", args.quick)
+        args.catchup_diffs = meta.get("catchup_diffs", args.catchup_diffs)
+        write_report(args, meta.get("source", "?"), meta.get("minutes", 0), meta.get("command", args.command),
+                     plot(args.plot))
+        return
 
     started = time.monotonic()
     os.makedirs(args.work, exist_ok=True)
@@ -722,11 +761,15 @@ def main():
     finally:
         if cluster:
             cluster.stop()
-    with open(os.path.join(args.work, "results.jsonl"), "w") as f:
+    minutes = (time.monotonic() - started) / 60
+    with open(results, "w") as f:
+        meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
+                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs}
+        f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
         for rec in RESULTS:
             f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
     plot_ok = plot(args.plot)
-    write_report(args, source_desc, started, args.command, plot_ok)
+    write_report(args, source_desc, minutes, args.command, plot_ok)
 
 
 if __name__ == "__main__":
