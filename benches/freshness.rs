@@ -24,8 +24,7 @@
 //! the number of diffs (default 10). Prints a table and `BENCH` lines.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +36,10 @@ use tilepipe::tile::Tile;
 use tilepipe_testkit::feedgen::{FeedWriter, GeneratedDiff, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
 use tilepipe_testkit::{FeedGenerator, PgCluster};
+
+#[path = "../tests/common/http.rs"]
+mod http;
+use http::{free_port, get};
 
 const START: u64 = 5000;
 /// Zooms of the watched tiles.
@@ -72,32 +75,6 @@ fn sample_region(dir: &Path) -> (PathBuf, &'static str) {
         .write_osm_file(&path)
         .unwrap();
     (path, "synthetic town")
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, response[split + 4..].to_vec()))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The z16–z18 tiles around what a diff edits: moved nodes (old and new place)

@@ -124,35 +124,10 @@ fn run_follows_the_feed_refuses_a_second_instance_and_stops_on_sigterm() {
     server.shutdown();
 }
 
-/// A plain HTTP/1.1 GET on loopback: status and body (`None` when the
-/// server does not answer).
-fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, response[split + 4..].to_vec()))
-}
-
 #[test]
 fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     let s = setup(4);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::http::free_port();
     let tiles = s._dir.path().join("tiles");
     let mut config = std::fs::read_to_string(&s.config).unwrap();
     config = config.replace("serve:\n  listen: 127.0.0.1:0\n", "");
@@ -176,7 +151,7 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     wait_for_sequence(&s.config, &url, START + 1, Duration::from_secs(30));
     // The town at z16 (10.004 E, 50.004 N), rendered on demand and cached.
     let cached = "/town/16/34588/22225.png";
-    let (status, bytes) = http_get(port, cached).expect("the server answers");
+    let (status, bytes) = common::http::get(port, cached).expect("the server answers");
     assert_eq!(status, 200);
 
     cluster.stop().unwrap();
@@ -184,11 +159,11 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     // While the database is down: cached tiles are served, a tile that
     // needs a render fails by policy (no crash).
     for _ in 0..3 {
-        let (status, body) = http_get(port, cached).expect("still serving");
+        let (status, body) = common::http::get(port, cached).expect("still serving");
         assert_eq!((status, &body), (200, &bytes));
         std::thread::sleep(Duration::from_secs(1));
     }
-    let (status, _) = http_get(port, "/town/17/69177/44451.png").expect("still serving");
+    let (status, _) = common::http::get(port, "/town/17/69177/44451.png").expect("still serving");
     assert!(
         [404, 500, 503].contains(&status),
         "a render without database: {status}"
@@ -202,7 +177,7 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     // Rendering works again with the database back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((200, _)) = http_get(port, "/town/17/69177/44450.png") {
+        if let Some((200, _)) = common::http::get(port, "/town/17/69177/44450.png") {
             break;
         }
         assert!(Instant::now() < deadline, "no render after the restart");

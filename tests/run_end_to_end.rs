@@ -8,8 +8,7 @@ mod common;
 
 use common::{assert_success, init_at, tilepipe};
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,56 +26,8 @@ fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A plain HTTP/1.1 GET on loopback: status and body.
 fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete HTTP response");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
-                .unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
-        data = &data[line_end + 2 + size + 2..];
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::http::get(port, path).unwrap_or_else(|| panic!("no answer for {path}"))
 }
 
 /// The slippy-map tile holding a point.
@@ -197,7 +148,7 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
 
     let url = PgCluster::shared().create_database("run_e2e").unwrap();
     let tiles = dir.path().join("tiles");
-    let port = free_port();
+    let port = common::http::free_port();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -217,7 +168,7 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
 
     let mut daemon = spawn_run(&config, &url);
     let up = Instant::now();
-    while get_quiet(port, "/health").is_none() {
+    while common::http::get(port, "/health").is_none() {
         assert!(
             up.elapsed() < Duration::from_secs(60),
             "tilepipe run did not start serving"
@@ -326,18 +277,6 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
     };
     assert!(status.success(), "{status}\n{}", stderr_of(&mut daemon));
     server.shutdown();
-}
-
-fn get_quiet(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split(' ').nth(1)?.parse().ok()
 }
 
 fn stderr_of(child: &mut Child) -> String {

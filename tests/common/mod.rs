@@ -2,6 +2,8 @@
 //! module with `mod common;` and uses what it needs).
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
