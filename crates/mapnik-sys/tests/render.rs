@@ -397,3 +397,51 @@ fn one_map_per_thread_renders_concurrently() {
         assert!(results.windows(2).all(|w| w[0] == w[1]));
     });
 }
+
+/// Renders reuse one image per thread: a render after another (of another
+/// size, of a map without background, of an area with other content) is
+/// byte for byte what a fresh map renders.
+#[test]
+fn reused_canvas_renders_like_a_fresh_one() {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    write_data(dir.path());
+    let with_bg = good_style("area.csv");
+    let without_bg = with_bg.replace(r##"background-color="#abcdef" "##, "");
+    assert_ne!(with_bg, without_bg);
+    let fresh = |xml: &str, z, x, y, size| {
+        // A new thread: a new canvas.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut map = Map::from_string(xml, Some(dir.path())).unwrap();
+                map.render_metatile(z, x, y, size, 256, 1.0, "png").unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let mut a = Map::from_string(&with_bg, Some(dir.path())).unwrap();
+    let mut b = Map::from_string(&without_bg, Some(dir.path())).unwrap();
+    // (background?, z, x, y, size), one after the other on this thread.
+    let runs = [
+        (true, 3, 0, 0, 8),
+        (false, 3, 0, 0, 8),
+        (false, 4, 8, 0, 8),
+        (false, 1, 0, 0, 2),
+        (true, 4, 8, 0, 8),
+        (false, 3, 0, 0, 8),
+    ];
+    for (background, z, x, y, size) in runs {
+        let (map, xml) = if background {
+            (&mut a, &with_bg)
+        } else {
+            (&mut b, &without_bg)
+        };
+        let reused = map.render_metatile(z, x, y, size, 256, 1.0, "png").unwrap();
+        assert_eq!(reused, fresh(xml, z, x, y, size), "{z}/{x}/{y}");
+    }
+    // Transparent where nothing is drawn, without a background.
+    let tiles = b.render_metatile(3, 0, 0, 8, 256, 1.0, "png").unwrap();
+    let (_, _, px) = decode(&tiles[0]);
+    assert_eq!(px[0][3], 0);
+}
