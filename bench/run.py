@@ -91,6 +91,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Disk a region needs while measured, per OSM object: two databases of one
+# stack at a time (the import and its copy for the catch-up, ~200 bytes an
+# object each in either schema), plus the region's PBF, feeds and tile
+# lists, plus PostgreSQL's WAL (max_wal_size 1 GB). Measured on the 100×
+# Liechtenstein region (1.4 GB a database).
+DISK_PER_OBJECT = 450
+DISK_MARGIN = 3 << 29
+
+
+def enough_disk(path, objects):
+    free = shutil.disk_usage(path).free
+    need = objects * DISK_PER_OBJECT + DISK_MARGIN
+    if free >= need:
+        return True
+    msg = (f"region of {objects:,} objects skipped: it needs about {need / 2**30:.1f} GiB of free disk, "
+           f"{free / 2**30:.1f} GiB are free")
+    log(msg)
+    SKIPPED.append(msg)
+    return False
+
+
 def spread(values):
     return [min(values), max(values)]
 
@@ -300,9 +321,16 @@ class Region:
                     time.sleep(0.1)
 
     def close(self):
-        for s in self.servers:
+        for s in getattr(self, "servers", []):
             s.terminate()
             s.wait()
+
+    def remove_data(self):
+        """Keeps the logs; the region and feeds are rebuilt every run."""
+        for entry in os.listdir(self.dir):
+            if entry != "logs":
+                path = os.path.join(self.dir, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     # -- one run of each stack ---------------------------------------------
 
@@ -744,16 +772,24 @@ def main():
     try:
         if not args.only_others:
             cluster = Cluster(os.path.join(args.work, "pg"), os.path.join(args.work, "pg.log"))
+            base_objects = None
             for n, r in zip(copies, runs):
+                if base_objects is not None and not enough_disk(args.work, base_objects * n):
+                    continue
                 region = Region(args, args.work, source, n)
+                base_objects = region.objects // n
                 try:
+                    if n == copies[0] and not enough_disk(args.work, region.objects):
+                        continue
                     region.measure(cluster, r)
                 finally:
                     region.close()
+                    region.remove_data()
         if not args.no_others:
             if cluster:
                 cluster.stop()
                 cluster = None
+                shutil.rmtree(os.path.join(args.work, "pg"), ignore_errors=True)
             other_benches(args, args.work)
     except Failed as e:
         log(str(e))
@@ -761,6 +797,8 @@ def main():
     finally:
         if cluster:
             cluster.stop()
+        # The cluster only held this run's databases.
+        shutil.rmtree(os.path.join(args.work, "pg"), ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
     with open(results, "w") as f:
         meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
