@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -441,12 +442,26 @@ def other_benches(args, work):
             env.setdefault("TILEPIPE_BENCH_DIFFS", "4")
         lg = os.path.join(work, f"bench-{name}.log")
         started = time.monotonic()
+        limit = 600 if args.quick else 1200
         with open(lg, "w") as out:
-            proc = subprocess.run(["cargo", "bench", "--quiet", "-p", "tilepipe", "--bench", name],
-                                  stdout=subprocess.PIPE, stderr=out, text=True, env=env, cwd=ROOT)
-            out.write(proc.stdout)
+            # Its own process group, so that a bench over its time limit is
+            # stopped with everything it started (servers, renderd).
+            proc = subprocess.Popen(["cargo", "bench", "--quiet", "-p", "tilepipe", "--bench", name],
+                                    stdout=subprocess.PIPE, stderr=out, text=True, env=env, cwd=ROOT,
+                                    start_new_session=True)
+            try:
+                stdout, _ = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    stdout, _ = proc.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    stdout, _ = proc.communicate()
+                log(f"bench {name}: stopped after its limit of {limit} s")
+            out.write(stdout)
         found = 0
-        for line in proc.stdout.splitlines():
+        for line in stdout.splitlines():
             if line.startswith("BENCH "):
                 try:
                     rec = json.loads(line[len("BENCH "):])
