@@ -33,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -563,6 +564,26 @@ def fmt_with_spread(rec, who):
     return text
 
 
+def loadavg():
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+LOAD = {}
+LOAD_SAMPLES = []
+
+
+def sample_load():
+    """Samples the 1-minute load average every 5 s (a daemon thread)."""
+    while True:
+        value = loadavg()
+        if value is not None:
+            LOAD_SAMPLES.append(value)
+        time.sleep(5)
+
+
 def machine():
     def first(cmd, default="?"):
         try:
@@ -598,6 +619,9 @@ def machine():
         "Mapnik": pkg("libmapnik3.1"),
         "PostgreSQL / PostGIS": f"{pkg('postgresql-15')} / {pkg('postgresql-15-postgis-3')}",
         "osmium-tool, pyosmium, wrk": f"{pkg('osmium-tool')}, {pkg('python3-pyosmium')}, {pkg('wrk')}",
+        "load average during the run": f"mean {LOAD.get('mean', '?')}, max {LOAD.get('max', '?')} "
+        f"(1-minute load sampled every 5 s on {os.cpu_count()} cores; the benchmark alone keeps it "
+        "near the core count, more means other work on the machine disturbed the figures)",
     }
 
 
@@ -774,6 +798,7 @@ def main():
                 elif line.startswith("META "):
                     meta = json.loads(line[len("META "):])
         SKIPPED.extend(meta.get("skipped", []))
+        LOAD.update(meta.get("load", {}))
         args.quick = meta.get("quick", args.quick)
         args.catchup_diffs = meta.get("catchup_diffs", args.catchup_diffs)
         write_report(args, meta.get("source", "?"), meta.get("minutes", 0), meta.get("command", args.command),
@@ -781,6 +806,7 @@ def main():
         return
 
     started = time.monotonic()
+    threading.Thread(target=sample_load, daemon=True).start()
     os.makedirs(args.work, exist_ok=True)
     source, source_desc = source_extract(args.work)
     cluster = None
@@ -815,9 +841,12 @@ def main():
         # The cluster only held this run's databases.
         shutil.rmtree(os.path.join(args.work, "pg"), ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
+    if LOAD_SAMPLES:
+        LOAD["mean"] = round(statistics.mean(LOAD_SAMPLES), 2)
+        LOAD["max"] = round(max(LOAD_SAMPLES), 2)
     with open(results, "w") as f:
         meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
-                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs}
+                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": LOAD}
         f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
         for rec in RESULTS:
             f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
