@@ -255,6 +255,45 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time of a process's threads other than its main thread: the render
+/// threads (renderd's main thread serves the socket; the benchmark's
+/// submits and waits).
+fn worker_cpu_time(pid: &str) -> Duration {
+    let pid_number = if pid == "self" {
+        std::process::id().to_string()
+    } else {
+        pid.to_string()
+    };
+    std::fs::read_dir(format!("/proc/{pid_number}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .filter(|tid| *tid != pid_number)
+        .map(|tid| cpu_time(&format!("{pid_number}/task/{tid}")))
+        .sum()
+}
+
+/// CPU time of the live children of a process (PostgreSQL's backends when
+/// given the postmaster).
+fn children_cpu_time(parent: u32) -> Duration {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            (fields[1] == parent).then(|| {
+                let ticks: u64 =
+                    fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+                Some(Duration::from_millis(ticks * 10))
+            })?
+        })
+        .sum()
+}
+
 /// Waits until the renderer has accounted for `jobs` jobs.
 fn settled(renderer: &Renderer, jobs: u64) -> Timings {
     loop {
@@ -274,6 +313,7 @@ fn bench_line(name: &str, tilepipe: f64, peer: Option<f64>, unit: &str, goal: &s
 }
 
 fn bench_style(
+    postmaster: u32,
     style: &BenchStyle,
     metatiles: &[Metatile],
     threads: usize,
@@ -310,6 +350,8 @@ fn bench_style(
     let mut best_tilepipe = Duration::MAX;
     let mut best_renderd = Duration::MAX;
     let (mut cpu_tilepipe, mut cpu_renderd) = (Duration::MAX, Duration::MAX);
+    let (mut threads_tilepipe, mut threads_renderd) = (Duration::MAX, Duration::MAX);
+    let (mut pg_tilepipe, mut pg_renderd) = (Duration::ZERO, Duration::ZERO);
     let mut timings = Timings::default();
     // Rounds alternate which side goes first, so neither always runs on
     // caches the other just warmed.
@@ -318,17 +360,23 @@ fn bench_style(
             if side == 0 {
                 if let Some(r) = &renderd {
                     let pid = r.child.id().to_string();
-                    let cpu = cpu_time(&pid);
+                    let (cpu, workers) = (cpu_time(&pid), worker_cpu_time(&pid));
+                    let pg = children_cpu_time(postmaster);
                     best_renderd = best_renderd.min(r.render_list(style.name, metatiles, threads));
+                    pg_renderd += children_cpu_time(postmaster).saturating_sub(pg);
                     cpu_renderd = cpu_renderd.min(cpu_time(&pid) - cpu);
+                    threads_renderd = threads_renderd.min(worker_cpu_time(&pid) - workers);
                 }
                 continue;
             }
             let before = settled(&renderer, 0);
-            let cpu = cpu_time("self");
+            let (cpu, workers) = (cpu_time("self"), worker_cpu_time("self"));
+            let pg = children_cpu_time(postmaster);
             let elapsed = render_tilepipe(&renderer, style.name, metatiles);
+            pg_tilepipe += children_cpu_time(postmaster).saturating_sub(pg);
             let after = settled(&renderer, before.jobs + metatiles.len() as u64);
             cpu_tilepipe = cpu_tilepipe.min(cpu_time("self") - cpu);
+            threads_tilepipe = threads_tilepipe.min(worker_cpu_time("self") - workers);
             if elapsed < best_tilepipe {
                 best_tilepipe = elapsed;
                 timings = Timings {
@@ -386,6 +434,21 @@ fn bench_style(
         peer_cpu.map_or("-".to_string(), |p| format!("{p:.2}")),
         peer_cpu.map_or("-".to_string(), |p| format!("{:.2}x", ours_cpu / p)),
     );
+    let per_round = n * rounds as f64;
+    println!(
+        "{}: CPU per metatile: render threads tilepipe {:.1} ms, renderd {}; PostgreSQL serving tilepipe {:.1} ms, renderd {}",
+        style.name,
+        threads_tilepipe.as_secs_f64() * 1000.0 / n,
+        renderd.as_ref().map_or("-".to_string(), |_| format!(
+            "{:.1} ms",
+            threads_renderd.as_secs_f64() * 1000.0 / n
+        )),
+        pg_tilepipe.as_secs_f64() * 1000.0 / per_round,
+        renderd.as_ref().map_or("-".to_string(), |_| format!(
+            "{:.1} ms",
+            pg_renderd.as_secs_f64() * 1000.0 / per_round
+        )),
+    );
     bench_line(
         &format!("{} metatiles per CPU second", style.name),
         ours_cpu,
@@ -441,6 +504,7 @@ fn main() {
     let xml = load_style_xml(&project, Some(&url), threads).unwrap();
     std::fs::write(style_dir.join("tilepipe.xml"), xml).unwrap();
     bench_style(
+        cluster.pid().expect("PostgreSQL runs"),
         &BenchStyle {
             name: "tilepipe",
             xml: style_dir.join("tilepipe.xml"),
@@ -480,6 +544,7 @@ fn main() {
         .arg(Path::new(CARTO_DIR).join("openstreetmap-carto.lua"))
         .arg(&data.file));
     bench_style(
+        cluster.pid().expect("PostgreSQL runs"),
         &BenchStyle {
             name: "carto",
             xml: carto_dir.join("style.xml"),
