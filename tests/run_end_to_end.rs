@@ -262,6 +262,10 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
         metric(port, "tilepipe_replication_sequence"),
         Some((START + 1) as f64)
     );
+    // The other stages report to the same registry.
+    assert!(metric(port, "tilepipe_batches_applied_total") >= Some(1.0));
+    assert!(metric(port, "tilepipe_expired_metatiles_total") > Some(0.0));
+    assert!(metric(port, "tilepipe_render_mapnik_seconds_total") > Some(0.0));
 
     Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])

@@ -533,6 +533,39 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
     }
 }
 
+/// The render workers' time accounting, in Prometheus text: where render
+/// time goes (Mapnik, writing metatiles, everything a worker does), and
+/// renders retried after a lost database connection.
+pub fn render_timings(w: &mut String, timings: &crate::render::worker::Timings) {
+    for (name, help, value) in [
+        (
+            "tilepipe_render_mapnik_seconds_total",
+            "Time inside Mapnik (drawing and encoding), all workers.",
+            timings.mapnik.as_secs_f64(),
+        ),
+        (
+            "tilepipe_render_write_seconds_total",
+            "Time building and writing metatile files, all workers.",
+            timings.write.as_secs_f64(),
+        ),
+        (
+            "tilepipe_render_busy_seconds_total",
+            "Time workers spent on jobs, all included.",
+            timings.busy.as_secs_f64(),
+        ),
+    ] {
+        header(w, name, "counter", help);
+        let _ = writeln!(w, "{name} {value:.6}");
+    }
+    header(
+        w,
+        "tilepipe_render_retries_total",
+        "counter",
+        "Renders retried once after a lost database connection.",
+    );
+    let _ = writeln!(w, "tilepipe_render_retries_total {}", timings.retried);
+}
+
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

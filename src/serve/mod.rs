@@ -54,8 +54,9 @@ pub(crate) struct AppState {
     pub styles: Vec<ServedStyle>,
     pub by_name: HashMap<String, usize>,
     pub queue: Option<Arc<RenderQueue>>,
-    /// Kept so the renderer outlives the server.
-    pub _renderer: Option<Arc<Renderer>>,
+    /// The renderer behind the queue (kept alive with the server; its time
+    /// accounting goes to `/metrics`).
+    pub renderer: Option<Arc<Renderer>>,
     pub metrics: Arc<Metrics>,
     pub admin: Vec<ipnet::IpNet>,
     pub throttle: Option<throttle::Throttle>,
@@ -144,7 +145,7 @@ impl Server {
             styles: served,
             by_name,
             queue,
-            _renderer: renderer,
+            renderer,
             metrics,
             admin,
             throttle,

@@ -786,7 +786,10 @@ async fn metrics(
         return finish(&state, forbidden());
     }
     let stats = state.queue.as_ref().map(|q| q.stats());
-    let body = state.metrics.render(stats.as_ref());
+    let mut body = state.metrics.render(stats.as_ref());
+    if let Some(renderer) = &state.renderer {
+        super::metrics::render_timings(&mut body, &renderer.timings());
+    }
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
