@@ -49,6 +49,9 @@ pub struct ServeSettings {
     /// `/health` answers 503 when the replication lag exceeds this many
     /// seconds (0 = never).
     pub max_replication_lag_secs: u64,
+    /// MB of recently served tiles kept in memory (validated against the
+    /// metatile's inode, size and mtime on every request); 0 = off.
+    pub tile_cache_mb: f64,
     pub cache: CacheSettings,
     pub throttle: ThrottleSettings,
 }
@@ -67,6 +70,7 @@ impl Default for ServeSettings {
             public_url: String::new(),
             leaflet_dir: PathBuf::from("web/node_modules/leaflet/dist"),
             max_replication_lag_secs: 3600,
+            tile_cache_mb: 64.0,
             cache: CacheSettings::default(),
             throttle: ThrottleSettings::default(),
         }

@@ -62,6 +62,7 @@ pub(crate) struct AppState {
     pub throttle: Option<throttle::Throttle>,
     pub waiting: Arc<tokio::sync::Semaphore>,
     pub load: routes::LoadSnapshot,
+    pub tile_cache: tiles::TileCache,
 }
 
 /// A bound, not yet serving, HTTP server.
@@ -137,6 +138,7 @@ impl Server {
             .throttle
             .enabled
             .then(|| throttle::Throttle::new(&settings.throttle));
+        let tile_cache_bytes = (settings.tile_cache_mb * 1e6) as usize;
         let state = Arc::new(AppState {
             waiting: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_waiting_requests.max(1),
@@ -150,6 +152,7 @@ impl Server {
             admin,
             throttle,
             load: routes::LoadSnapshot::default(),
+            tile_cache: tiles::TileCache::new(tile_cache_bytes),
         });
         Ok(Server {
             listener,

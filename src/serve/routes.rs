@@ -307,8 +307,8 @@ fn planet_time(style: &ServedStyle) -> SystemTime {
 }
 
 #[allow(clippy::result_large_err)]
-fn read(path: &str, tile: Tile) -> Result<Read, Response<Body>> {
-    tiles::read_tile(path, tile).map_err(|e| {
+fn read(state: &AppState, path: &str, tile: Tile) -> Result<Read, Response<Body>> {
+    state.tile_cache.read(path, tile).map_err(|e| {
         tracing::error!(path, "cannot read metatile: {e}");
         text(StatusCode::INTERNAL_SERVER_ERROR, "Cannot read the tile\n")
     })
@@ -333,7 +333,7 @@ async fn tile(
         Op::Dirty => return dirty(state, style, tile),
     }
     let path = tiles::metatile_path(&style.dir, tile);
-    let found = match read(&path, tile) {
+    let found = match read(state, &path, tile) {
         Ok(found) => found,
         Err(response) => {
             style.counters.record(zoom, TileOutcome::Error);
@@ -403,7 +403,7 @@ async fn wait_render(
     }
     let receiver = receiver.expect("asked to wait");
     match tokio::time::timeout(timeout, receiver).await {
-        Ok(Ok(Outcome::Rendered)) => read(path, tile)
+        Ok(Ok(Outcome::Rendered)) => read(state, path, tile)
             .map_err(|_| Outcome::Failed("the rendered metatile cannot be read".into())),
         Ok(Ok(other)) => Err(other),
         Ok(Err(_)) => Err(Outcome::Shutdown),
@@ -509,7 +509,7 @@ fn respond(
     request: &HeaderMap,
     tile: Tile,
     mtime: SystemTime,
-    bytes: Option<Vec<u8>>,
+    bytes: Option<bytes::Bytes>,
     gzip: bool,
     served: TileOutcome,
 ) -> Response<Body> {

@@ -8,10 +8,15 @@
 
 use crate::metatile::{self, MetatileHeader, DATA_START, MAX_TILE_SIZE};
 use crate::tile::{Tile, METATILE};
+use bytes::Bytes;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// What a tile URL asks for.
@@ -92,7 +97,7 @@ pub enum Read {
     Found {
         mtime: SystemTime,
         /// The tile's bytes; `None` when its slot is empty.
-        bytes: Option<Vec<u8>>,
+        bytes: Option<Bytes>,
         gzip: bool,
     },
 }
@@ -155,9 +160,96 @@ pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
     }
     Ok(Read::Found {
         mtime,
-        bytes: Some(bytes),
+        bytes: Some(Bytes::from(bytes)),
         gzip: header.gzip,
     })
+}
+
+/// Recently served tiles, so a hot tile costs one `stat` instead of
+/// opening and reading its metatile. An entry is valid while the file
+/// keeps its inode, size and mtime: a re-render replaces the file (new
+/// inode), a touch changes the mtime, a delete makes `stat` fail. Bounded
+/// by the bytes it holds; when full it starts again empty (simple, and
+/// the hot tiles come straight back).
+pub struct TileCache {
+    entries: Mutex<HashMap<(String, usize), Cached>>,
+    held: AtomicUsize,
+    limit: usize,
+}
+
+#[derive(Clone)]
+struct Cached {
+    ino: u64,
+    len: u64,
+    mtime: SystemTime,
+    bytes: Option<Bytes>,
+    gzip: bool,
+}
+
+impl TileCache {
+    /// A cache holding at most `limit` bytes of tiles (0: no caching).
+    pub fn new(limit: usize) -> TileCache {
+        TileCache {
+            entries: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// [`read_tile`], answered from the cache when the file is unchanged.
+    pub fn read(&self, path: &str, tile: Tile) -> io::Result<Read> {
+        if self.limit == 0 {
+            return read_tile(path, tile);
+        }
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if is_missing(&e) => return Ok(Read::Missing),
+            Err(e) => return Err(e),
+        };
+        let (ino, len, mtime) = (meta.ino(), meta.len(), meta.modified()?);
+        let key = (path.to_string(), metatile::slot(tile));
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = entries.get(&key) {
+                if (c.ino, c.len, c.mtime) == (ino, len, mtime) {
+                    return Ok(Read::Found {
+                        mtime,
+                        bytes: c.bytes.clone(),
+                        gzip: c.gzip,
+                    });
+                }
+            }
+        }
+        let read = read_tile(path, tile)?;
+        if let Read::Found {
+            mtime: read_mtime,
+            bytes,
+            gzip,
+        } = &read
+        {
+            // Only what was read from the file that was stat'ed: a render
+            // that replaced it in between is picked up next time.
+            if *read_mtime == mtime {
+                let size = bytes.as_ref().map_or(0, Bytes::len) + key.0.len() + 64;
+                let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+                if self.held.load(Relaxed) + size > self.limit {
+                    entries.clear();
+                    self.held.store(0, Relaxed);
+                }
+                let cached = Cached {
+                    ino,
+                    len,
+                    mtime,
+                    bytes: bytes.clone(),
+                    gzip: *gzip,
+                };
+                if entries.insert(key, cached).is_none() {
+                    self.held.fetch_add(size, Relaxed);
+                }
+            }
+        }
+        Ok(read)
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +339,55 @@ mod tests {
             read_tile(absent.to_str().unwrap(), tile).unwrap(),
             Read::Missing
         ));
+    }
+
+    #[test]
+    fn the_cache_follows_rewrites_touches_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TileStore::new(dir.path());
+        let tile = Tile::new(12, 2070, 1360).unwrap();
+        let write = |payload: &[u8]| {
+            let mut tiles = vec![Vec::new(); 64];
+            tiles[metatile::slot(tile)] = payload.to_vec();
+            store.write("s", tile.metatile(), &tiles).unwrap()
+        };
+        let path = write(b"first");
+        let path = path.to_str().unwrap();
+        let cache = TileCache::new(1 << 20);
+        let bytes = |read: Read| match read {
+            Read::Found { bytes, .. } => bytes.map(|b| b.to_vec()),
+            Read::Missing => None,
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                bytes(cache.read(path, tile).unwrap()).as_deref(),
+                Some(&b"first"[..])
+            );
+        }
+        // A render renames a new file over the old one.
+        write(b"second");
+        assert_eq!(
+            bytes(cache.read(path, tile).unwrap()).as_deref(),
+            Some(&b"second"[..])
+        );
+        // A touch changes only the mtime, which the answer carries.
+        store.touch("s", tile.metatile()).unwrap();
+        match cache.read(path, tile).unwrap() {
+            Read::Found { mtime, .. } => assert!(mtime < metatile::touched_before()),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(path).unwrap();
+        assert!(matches!(cache.read(path, tile).unwrap(), Read::Missing));
+        // A tiny cache starts again empty instead of growing.
+        let small = TileCache::new(10);
+        write(b"third");
+        assert_eq!(
+            bytes(small.read(path, tile).unwrap()).as_deref(),
+            Some(&b"third"[..])
+        );
+        assert_eq!(
+            bytes(small.read(path, tile).unwrap()).as_deref(),
+            Some(&b"third"[..])
+        );
     }
 }
