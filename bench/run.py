@@ -575,6 +575,8 @@ def loadavg():
 
 LOAD = {}
 LOAD_SAMPLES = []
+# Machine and versions as the run started (the build it measured).
+MACHINE = {}
 
 
 def sample_load():
@@ -606,7 +608,9 @@ def machine():
     debian = open("/etc/debian_version").read().strip() if os.path.exists("/etc/debian_version") else "?"
     pkg = lambda p: first(["dpkg-query", "-W", "-f=${Version}", p], "not installed")
     rev = first(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+    # The tree the release build came from; this run's own outputs aside.
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--",
+                            ".", ":!BENCHMARKS.md", ":!bench/*.png"],
                            capture_output=True, text=True).stdout.strip()
     return {
         "CPU": f"{cpu}, {os.cpu_count()} cores",
@@ -752,7 +756,9 @@ def write_report(args, source_desc, minutes, command, plot_ok):
         lines.append("")
 
     lines += ["## Machine and versions", "", "| | |", "|---|---|"]
-    for k, v in machine().items():
+    info = dict(MACHINE or machine())
+    info.update({k: v for k, v in machine().items() if k.startswith("load")})
+    for k, v in info.items():
         lines.append(f"| {k} | {v} |")
     lines += ["", "## Reproduce", "", "```sh", command, "```", "",
               "`bench/run` installs missing Debian packages (osm2pgsql, renderd, apache2, libapache2-mod-tile, "
@@ -803,6 +809,7 @@ def main():
                     meta = json.loads(line[len("META "):])
         SKIPPED.extend(meta.get("skipped", []))
         LOAD.update(meta.get("load", {}))
+        MACHINE.update(meta.get("machine", {}))
         args.quick = meta.get("quick", args.quick)
         args.catchup_diffs = meta.get("catchup_diffs", args.catchup_diffs)
         write_report(args, meta.get("source", "?"), meta.get("minutes", 0), meta.get("command", args.command),
@@ -811,6 +818,7 @@ def main():
 
     started = time.monotonic()
     threading.Thread(target=sample_load, daemon=True).start()
+    MACHINE.update(machine())
     os.makedirs(args.work, exist_ok=True)
     source, source_desc = source_extract(args.input)
     cluster = None
@@ -850,7 +858,8 @@ def main():
         LOAD["max"] = round(max(LOAD_SAMPLES), 2)
     with open(results, "w") as f:
         meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
-                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": LOAD}
+                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": LOAD,
+                "machine": MACHINE}
         f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
         for rec in RESULTS:
             f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
