@@ -332,3 +332,38 @@ fn bad_input_names_the_file_and_commits_nothing() {
         .get(0);
     assert_eq!(tables, 0);
 }
+
+#[test]
+fn an_unsorted_file_is_refused_and_leaves_no_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unsorted.osm");
+    std::fs::write(
+        &path,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<osm version="0.6" generator="test">
+  <node id="1" version="1" lat="50.0" lon="10.0"/>
+  <node id="2" version="1" lat="50.0" lon="10.001"/>
+  <way id="1" version="1"><nd ref="1"/><nd ref="2"/><tag k="highway" v="residential"/></way>
+  <node id="3" version="1" lat="50.001" lon="10.001"><tag k="amenity" v="cafe"/></node>
+</osm>
+"#,
+    )
+    .unwrap();
+    let url = PgCluster::shared().create_database("unsorted").unwrap();
+    let err = import(&db_config(&url), &path, &ImportSettings::default(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unsorted.osm") && err.contains("not ordered: node 3 after way 1"),
+        "{err}"
+    );
+    let mut client = connect(&url);
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'planet_osm_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "a failed import leaves no tables behind");
+}

@@ -1,13 +1,16 @@
 //! `tilepipe import`: a whole OSM file into empty middle and output tables.
 //!
-//! The file is read once, in order (nodes, ways, relations). Node
-//! locations and ways stay in memory while reading, so every geometry is
-//! built without a database round trip; rows stream to one writer thread
-//! per table, each with its own connection and one long binary COPY, so
-//! PostgreSQL ingests while tilepipe parses. Indexes are built at the end,
-//! tables in parallel. The import settings go into `osm2pgsql_properties`
-//! last: a database without them is not a finished import, and appends
-//! refuse to run on it.
+//! The file is read once, in order (nodes, ways, relations; the reader
+//! refuses an unsorted file, as osm2pgsql does). Node locations and ways stay
+//! in memory while reading, so every geometry is built without a database
+//! round trip; objects and rows stream to one writer thread per table, each
+//! with its own connection and binary COPY, so PostgreSQL ingests while
+//! tilepipe parses. Each writer builds its table's indexes as soon as the
+//! table is complete: the nodes table and `_point` once the reader has
+//! passed the nodes, the ways table once it has passed the ways, the rest
+//! at the end, so index builds overlap with reading. The import settings
+//! go into `osm2pgsql_properties` last: a database without them is not a
+//! finished import, and appends refuse to run on it.
 
 use super::input::read_objects;
 use super::middle::Middle;
@@ -48,10 +51,37 @@ impl NodeLocations for LocationStore {
     }
 }
 
-enum MiddleBatch {
-    Nodes(Vec<Node>),
-    Ways(Vec<Way>),
-    Relations(Vec<Relation>),
+/// Where the reader sends objects and rows. A queue is closed (set to
+/// `None`) when its table can receive nothing more, which lets its writer
+/// finish the table and build its indexes while reading goes on.
+struct Queues {
+    nodes: Option<SyncSender<Vec<Node>>>,
+    ways: Option<SyncSender<Vec<Way>>>,
+    relations: Option<SyncSender<Vec<Relation>>>,
+    rows: HashMap<TableKind, SyncSender<Vec<Row>>>,
+}
+
+/// The part of an ordered OSM file being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Section {
+    Nodes,
+    Ways,
+    Relations,
+}
+
+impl Queues {
+    /// Moves on to `section`, closing the queues of tables that are now
+    /// complete (the reader has already refused a file out of order).
+    fn enter(&mut self, section: Section) {
+        if section > Section::Nodes {
+            self.nodes = None;
+            // Only nodes make point rows.
+            self.rows.remove(&TableKind::Point);
+        }
+        if section > Section::Ways {
+            self.ways = None;
+        }
+    }
 }
 
 /// Bounded queues: a slow table applies back-pressure to the reader.
@@ -86,46 +116,79 @@ pub fn import(
 
     let started = Instant::now();
     let mut summary = ImportSummary::default();
+    let mut read_done = started;
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
-        let (middle_tx, middle_rx) = sync_channel::<MiddleBatch>(QUEUE_DEPTH);
-        let middle_writer = {
-            let middle = middle.clone();
-            scope.spawn(move || write_middle(db, &middle, middle_rx))
+        let middle = &middle;
+        let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
+        let (ways_tx, ways_rx) = sync_channel::<Vec<Way>>(QUEUE_DEPTH);
+        let (rels_tx, rels_rx) = sync_channel::<Vec<Relation>>(QUEUE_DEPTH);
+        let middle_writers = [
+            scope.spawn(move || {
+                write_middle_table(
+                    db,
+                    nodes_rx,
+                    200_000,
+                    |c, nodes| middle.copy_nodes(c, nodes),
+                    |c| middle.index_nodes(c),
+                )
+            }),
+            scope.spawn(move || {
+                write_middle_table(
+                    db,
+                    ways_rx,
+                    50_000,
+                    |c, ways| middle.copy_ways(c, ways),
+                    |c| middle.index_ways(c),
+                )
+            }),
+            scope.spawn(move || {
+                write_middle_table(
+                    db,
+                    rels_rx,
+                    50_000,
+                    |c, rels| middle.copy_relations(c, rels),
+                    |c| middle.index_relations(c),
+                )
+            }),
+        ];
+        let mut queues = Queues {
+            nodes: Some(nodes_tx),
+            ways: Some(ways_tx),
+            relations: Some(rels_tx),
+            rows: HashMap::new(),
         };
-        let mut row_senders: HashMap<TableKind, SyncSender<Vec<Row>>> = HashMap::new();
         let mut row_writers = Vec::new();
         for kind in TableKind::ALL {
             let (tx, rx) = sync_channel::<Vec<Row>>(QUEUE_DEPTH);
-            row_senders.insert(kind, tx);
+            queues.rows.insert(kind, tx);
             let (tables, types) = (&tables, &types);
             row_writers.push(scope.spawn(move || write_rows(db, tables, kind, types, rx)));
         }
 
-        let read = read_and_process(
-            path,
-            threads,
-            &mut processor,
-            &middle_tx,
-            &row_senders,
-            &mut summary,
-        );
+        let read = read_and_process(path, threads, &mut processor, &mut queues, &mut summary);
+        read_done = Instant::now();
         // Closing the queues ends the writers; their errors explain a
         // failed send better than the send error itself.
-        drop(middle_tx);
-        drop(row_senders);
-        let middle_result = middle_writer.join().expect("middle writer panicked");
+        drop(queues);
+        let mut writers_result = Ok(());
+        for writer in middle_writers {
+            let result = writer.join().expect("middle writer panicked");
+            writers_result = writers_result.and(result);
+        }
         // The rows kept are counted after validation, below.
         for writer in row_writers {
-            writer.join().expect("row writer panicked")?;
+            let result = writer.join().expect("row writer panicked");
+            writers_result = writers_result.and(result);
         }
-        middle_result?;
+        writers_result?;
         read
     });
     if let Err(e) = result {
         drop_partial_import(&mut control, &middle, &tables);
         return Err(e);
     }
-    summary.read_time = started.elapsed();
+    summary.read_time = read_done - started;
+    summary.index_time = read_done.elapsed();
     info!(
         nodes = summary.nodes,
         ways = summary.ways,
@@ -134,32 +197,6 @@ pub fn import(
         path.display(),
         summary.read_time.as_secs_f64()
     );
-
-    let indexing = Instant::now();
-    std::thread::scope(|scope| -> Result<(), ApplyError> {
-        let middle_job = scope.spawn(|| -> Result<(), ApplyError> {
-            let mut client = crate::db::connect(db)?;
-            middle.create_indexes(&mut client)?;
-            Ok(())
-        });
-        let table_jobs: Vec<_> = TableKind::ALL
-            .into_iter()
-            .map(|kind| {
-                let tables = &tables;
-                scope.spawn(move || -> Result<(), ApplyError> {
-                    let mut client = crate::db::connect(db)?;
-                    tables.finish_import(&mut client, kind)?;
-                    Ok(())
-                })
-            })
-            .collect();
-        middle_job.join().expect("index job panicked")?;
-        for job in table_jobs {
-            job.join().expect("index job panicked")?;
-        }
-        Ok(())
-    })?;
-    summary.index_time = indexing.elapsed();
     summary.rows = tables
         .counts(&mut control)?
         .into_iter()
@@ -174,14 +211,13 @@ fn read_and_process(
     path: &Path,
     threads: usize,
     processor: &mut Processor,
-    middle_tx: &SyncSender<MiddleBatch>,
-    row_senders: &HashMap<TableKind, SyncSender<Vec<Row>>>,
+    queues: &mut Queues,
     summary: &mut ImportSummary,
 ) -> Result<(), ApplyError> {
+    let mut section = Section::Nodes;
     let mut locations = LocationStore::default();
     let mut ways: HashMap<i64, Way> = HashMap::new();
     let progress = ReadProgress::new(path);
-    let closed = || ApplyError::Aborted("a database writer stopped".into());
     read_objects(
         path,
         threads,
@@ -193,6 +229,23 @@ fn read_and_process(
             for object in batch {
                 if let Some(ts) = object.meta().timestamp {
                     summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
+                }
+                let object_section = match &object {
+                    Object::Node(_) => Section::Nodes,
+                    Object::Way(_) => Section::Ways,
+                    Object::Relation(_) => Section::Relations,
+                };
+                if object_section != section {
+                    // Flush what belongs to the section being left first.
+                    send_batch(
+                        queues,
+                        &mut nodes,
+                        &mut batch_ways,
+                        &mut relations,
+                        &mut rows,
+                    )?;
+                    queues.enter(object_section);
+                    section = object_section;
                 }
                 match object {
                     Object::Node(node) => {
@@ -224,24 +277,13 @@ fn read_and_process(
                     }
                 }
             }
-            if !nodes.is_empty() {
-                middle_tx
-                    .send(MiddleBatch::Nodes(nodes))
-                    .map_err(|_| closed())?;
-            }
-            if !batch_ways.is_empty() {
-                middle_tx
-                    .send(MiddleBatch::Ways(batch_ways))
-                    .map_err(|_| closed())?;
-            }
-            if !relations.is_empty() {
-                middle_tx
-                    .send(MiddleBatch::Relations(relations))
-                    .map_err(|_| closed())?;
-            }
-            for (kind, rows) in rows {
-                row_senders[&kind].send(rows).map_err(|_| closed())?;
-            }
+            send_batch(
+                queues,
+                &mut nodes,
+                &mut batch_ways,
+                &mut relations,
+                &mut rows,
+            )?;
             progress.update(summary);
             Ok(())
         },
@@ -291,42 +333,57 @@ impl ReadProgress {
 }
 
 /// Writes middle batches: one COPY per object type, in file order.
-fn write_middle(
+/// Sends what a batch of objects produced to the writers.
+fn send_batch(
+    queues: &Queues,
+    nodes: &mut Vec<Node>,
+    ways: &mut Vec<Way>,
+    relations: &mut Vec<Relation>,
+    rows: &mut HashMap<TableKind, Vec<Row>>,
+) -> Result<(), ApplyError> {
+    let closed = || ApplyError::Aborted("a database writer stopped".into());
+    fn send<T>(queue: &Option<SyncSender<Vec<T>>>, items: &mut Vec<T>) -> Result<(), ()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let queue = queue.as_ref().ok_or(())?;
+        queue.send(std::mem::take(items)).map_err(|_| ())
+    }
+    send(&queues.nodes, nodes).map_err(|()| closed())?;
+    send(&queues.ways, ways).map_err(|()| closed())?;
+    send(&queues.relations, relations).map_err(|()| closed())?;
+    for (kind, rows) in rows.drain() {
+        let queue = queues.rows.get(&kind).ok_or_else(|| {
+            ApplyError::Aborted(format!("a {kind:?} row after that table was finished"))
+        })?;
+        queue.send(rows).map_err(|_| closed())?;
+    }
+    Ok(())
+}
+
+/// Loads one middle table from its queue (consecutive batches merged up to
+/// `merge` objects per COPY), then builds its indexes once the queue is
+/// closed.
+fn write_middle_table<T>(
     db: &postgres::Config,
-    middle: &Middle,
-    batches: Receiver<MiddleBatch>,
+    batches: Receiver<Vec<T>>,
+    merge: usize,
+    copy: impl Fn(&mut postgres::Client, &[T]) -> Result<u64, super::middle::MiddleError>,
+    index: impl Fn(&mut postgres::Client) -> Result<(), super::middle::MiddleError>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    // Consecutive batches of one type go into one COPY.
-    let mut pending: Option<MiddleBatch> = None;
-    let flush = |client: &mut postgres::Client, batch: MiddleBatch| -> Result<(), ApplyError> {
-        match batch {
-            MiddleBatch::Nodes(nodes) => middle.copy_nodes(client, &nodes)?,
-            MiddleBatch::Ways(ways) => middle.copy_ways(client, &ways)?,
-            MiddleBatch::Relations(relations) => middle.copy_relations(client, &relations)?,
-        };
-        Ok(())
-    };
+    let mut pending: Vec<T> = Vec::new();
     for batch in batches {
-        pending = match (pending.take(), batch) {
-            (Some(MiddleBatch::Nodes(mut a)), MiddleBatch::Nodes(b)) if a.len() < 200_000 => {
-                a.extend(b);
-                Some(MiddleBatch::Nodes(a))
-            }
-            (Some(MiddleBatch::Ways(mut a)), MiddleBatch::Ways(b)) if a.len() < 50_000 => {
-                a.extend(b);
-                Some(MiddleBatch::Ways(a))
-            }
-            (Some(previous), next) => {
-                flush(&mut client, previous)?;
-                Some(next)
-            }
-            (None, next) => Some(next),
-        };
+        pending.extend(batch);
+        if pending.len() >= merge {
+            copy(&mut client, &pending)?;
+            pending.clear();
+        }
     }
-    if let Some(batch) = pending {
-        flush(&mut client, batch)?;
+    if !pending.is_empty() {
+        copy(&mut client, &pending)?;
     }
+    index(&mut client)?;
     Ok(())
 }
 
@@ -346,6 +403,7 @@ fn write_rows(
         }
     }
     writer.finish()?;
+    tables.finish_import(&mut client, kind)?;
     Ok(())
 }
 

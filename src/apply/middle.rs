@@ -109,32 +109,55 @@ impl Middle {
             .map_err(self.err("*"))
     }
 
-    /// Primary keys and reverse-lookup indexes, built after the import has
-    /// loaded the data. Statistics only for the columns lookups filter on:
-    /// those of node coordinates, tags and way node lists are never used
-    /// and cost most of the ANALYZE time.
-    pub fn create_indexes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-        let (nodes, ways, rels, member_ids) = (
-            self.nodes_table(),
-            self.ways_table(),
-            self.rels_table(),
-            self.member_ids_function(),
-        );
-        let prefix = &self.prefix;
+    /// Primary key and statistics of the nodes table, built once it is
+    /// loaded. Statistics only for the columns lookups filter on, here and
+    /// below: those of coordinates, tags and way node lists are never used
+    /// and cost most of ANALYZE's time.
+    pub fn index_nodes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        let nodes = self.nodes_table();
         client
             .batch_execute(&format!(
                 "ALTER TABLE {nodes} ADD PRIMARY KEY (id);
-                 ALTER TABLE {ways} ADD PRIMARY KEY (id);
-                 ALTER TABLE {rels} ADD PRIMARY KEY (id);
+                 ANALYZE {nodes} (id);"
+            ))
+            .map_err(self.err("nodes"))
+    }
+
+    /// Primary key, node-bucket index and statistics of the ways table.
+    pub fn index_ways(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        let ways = self.ways_table();
+        let ways_idx = quote_ident(&format!("{}_ways_nodes_idx", self.prefix));
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {ways} ADD PRIMARY KEY (id);
                  CREATE INDEX {ways_idx} ON {ways} USING GIN (node_buckets) WITH (fastupdate = off);
+                 ANALYZE {ways} (id, node_buckets);"
+            ))
+            .map_err(self.err("ways"))
+    }
+
+    /// Primary key, member indexes and statistics of the relations table.
+    pub fn index_relations(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        let (rels, member_ids) = (self.rels_table(), self.member_ids_function());
+        let prefix = &self.prefix;
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {rels} ADD PRIMARY KEY (id);
                  CREATE INDEX {node_members_idx} ON {rels} USING GIN ({member_ids}(members, 'N')) WITH (fastupdate = off);
                  CREATE INDEX {way_members_idx} ON {rels} USING GIN ({member_ids}(members, 'W')) WITH (fastupdate = off);
-                 ANALYZE {nodes} (id); ANALYZE {ways} (id, node_buckets); ANALYZE {rels};",
-                ways_idx = quote_ident(&format!("{prefix}_ways_nodes_idx")),
+                 ANALYZE {rels};",
                 node_members_idx = quote_ident(&format!("{prefix}_rels_node_members_idx")),
                 way_members_idx = quote_ident(&format!("{prefix}_rels_way_members_idx")),
             ))
-            .map_err(self.err("*"))
+            .map_err(self.err("rels"))
+    }
+
+    /// The indexes of all three tables (the import builds each as soon as
+    /// its table is loaded).
+    pub fn create_indexes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        self.index_nodes(client)?;
+        self.index_ways(client)?;
+        self.index_relations(client)
     }
 
     /// Loads nodes with binary COPY. Nodes without a location (possible
