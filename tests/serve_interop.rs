@@ -3,7 +3,9 @@
 //!   tilepipe byte for byte;
 //! - a cache written by tilepipe's renderer is served by Apache 2 with
 //!   mod_tile (started on a private loopback port from its own
-//!   configuration in a temporary directory), byte for byte.
+//!   configuration in a temporary directory), byte for byte;
+//! - Apache's mod_tile uses tilepipe as its renderd: a missing tile it is
+//!   asked for is rendered by tilepipe's workers over the renderd protocol.
 //!
 //! Tests whose peer is not installed pass after saying they were skipped
 //! (`scripts/install-deps` installs renderd, apache2 and
@@ -193,4 +195,82 @@ async fn a_cache_written_by_tilepipe_is_served_by_mod_tile() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     drop(apache);
     server.stop().await;
+}
+
+#[test]
+fn mod_tile_renders_missing_tiles_through_tilepipe() {
+    if find_in_path("apache2").is_none() || !Path::new(serve_support::MOD_TILE).is_file() {
+        eprintln!(
+            "skipped: apache2 or mod_tile is not installed (apt-get install apache2 libapache2-mod-tile)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tiles = dir.path().join("tiles");
+    std::fs::create_dir_all(&tiles).unwrap();
+    planet_import_complete(&tiles, Duration::from_secs(3600));
+    let style = plain_style(dir.path(), &tiles);
+    let renderer = tilepipe::render::worker::Renderer::start(
+        std::slice::from_ref(&style),
+        &tilepipe::render::config::RenderSettings {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The socket where mod_tile expects renderd, readable by Apache's
+    // children (they run as nobody when the test runs as root).
+    let run = dir.path().join("run");
+    let socket = run.join("renderd.sock");
+    let listeners = runtime
+        .block_on(tilepipe::render::server::ProtocolListeners::bind(
+            Some(&socket),
+            None,
+        ))
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let queue = renderer.queue().clone();
+    let styles = vec![style];
+    runtime.spawn(async move {
+        listeners
+            .serve(queue, &styles, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let Some(apache) = Apache::start_with_renderd(&tiles, STYLE, 4, Some(&socket)) else {
+        return;
+    };
+    let tile = Tile::new(9, 270, 170).unwrap();
+    assert!(TileStore::new(&tiles)
+        .read_tile(STYLE, tile)
+        .unwrap()
+        .is_none());
+    let response = runtime.block_on(async {
+        client()
+            .get(format!("{}{}", apache.base(), tile_url(tile)))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "mod_tile got the tile rendered by tilepipe:\n{}",
+        apache.log()
+    );
+    let bytes = runtime.block_on(response.bytes()).unwrap();
+    assert_eq!(png_size(&bytes), (256, 256));
+    let stored = TileStore::new(&tiles)
+        .read_tile(STYLE, tile)
+        .unwrap()
+        .expect("tilepipe wrote the metatile");
+    assert_eq!(stored.bytes, bytes.to_vec());
+    drop(apache);
+    let _ = stop.send(());
 }

@@ -213,6 +213,18 @@ pub const MOD_TILE: &str = "/usr/lib/apache2/modules/mod_tile.so";
 impl Apache {
     /// `None` (after saying why) when apache2 or mod_tile is not installed.
     pub fn start(tile_dir: &Path, style: &str, threads: u32) -> Option<Apache> {
+        Self::start_with_renderd(tile_dir, style, threads, None)
+    }
+
+    /// With `renderd`, mod_tile asks that socket to render missing and
+    /// dirty tiles (waiting up to 30 s for a missing one); without, it has
+    /// no renderer and answers a missing tile 404 at once.
+    pub fn start_with_renderd(
+        tile_dir: &Path,
+        style: &str,
+        threads: u32,
+        renderd: Option<&Path>,
+    ) -> Option<Apache> {
         let Some(apache) = find_in_path("apache2") else {
             eprintln!("skipped: apache2 is not installed (apt-get install apache2)");
             return None;
@@ -246,13 +258,19 @@ impl Apache {
              StartServers 2\nServerLimit 4\nThreadsPerChild {threads}\nMaxRequestWorkers {max}\n\
              ThreadLimit {threads}\nMinSpareThreads {threads}\nMaxSpareThreads {max}\n\
              KeepAliveTimeout 30\nMaxKeepAliveRequests 0\n\
-             ModTileTileDir {tiles}\nModTileRenderdSocketName {root}/no-renderd.sock\n\
-             ModTileRequestTimeout 0\nModTileMissingRequestTimeout 0\n\
+             ModTileTileDir {tiles}\nModTileRenderdSocketName {socket}\n\
+             ModTileRequestTimeout {timeout}\nModTileMissingRequestTimeout {missing_timeout}\n\
              ModTileEnableStats Off\n\
              AddTileConfig /{style}/ {style}\n",
             root = root.display(),
             tiles = tile_dir.display(),
             max = threads * 2,
+            socket = renderd.map_or_else(
+                || format!("{}/no-renderd.sock", root.display()),
+                |s| s.display().to_string()
+            ),
+            timeout = if renderd.is_some() { 3 } else { 0 },
+            missing_timeout = if renderd.is_some() { 30 } else { 0 },
         );
         std::fs::write(root.join("httpd.conf"), conf).unwrap();
         let log = std::fs::File::create(root.join("stdout.log")).unwrap();
