@@ -675,8 +675,12 @@ def plot(path):
     return True
 
 
-def write_report(args, source_desc, minutes, command, plot_ok):
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_report(args, source_desc, minutes, command, plot_ok, when=None):
+    now = when or utc_now()
     lines = ["# Benchmarks: tilepipe beside the classic OSM tile stack", ""]
     if args.quick:
         lines += ["> **Quick run** (`--quick`: the 1× region only, fewer repeats, shorter benches). "
@@ -789,6 +793,7 @@ def main():
                    help="rewrite the report and plot from WORK/results.jsonl without measuring")
     p.add_argument("--command", default="bench/run", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.command = args.command.strip()
     copies = [int(c) for c in (args.copies or ("1" if args.quick else "1,10,100")).split(",")]
     runs = [int(r) for r in (args.runs or ("3" if args.quick else "5,3,2")).split(",")]
     runs += [runs[-1]] * (len(copies) - len(runs))
@@ -812,8 +817,9 @@ def main():
         MACHINE.update(meta.get("machine", {}))
         args.quick = meta.get("quick", args.quick)
         args.catchup_diffs = meta.get("catchup_diffs", args.catchup_diffs)
-        write_report(args, meta.get("source", "?"), meta.get("minutes", 0), meta.get("command", args.command),
-                     plot(args.plot))
+        write_report(args, meta.get("source", "?"), meta.get("minutes", 0),
+                     meta.get("command", args.command).strip(),
+                     plot(args.plot), meta.get("finished"))
         return
 
     started = time.monotonic()
@@ -859,7 +865,7 @@ def main():
     with open(results, "w") as f:
         meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
                 "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": LOAD,
-                "machine": MACHINE}
+                "machine": MACHINE, "finished": utc_now()}
         f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
         for rec in RESULTS:
             f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
