@@ -642,13 +642,14 @@ def plot(path):
     recs = [r for r in RESULTS if r["bench"] == "append" and "objects" in r]
     if not recs:
         return False
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     copies = sorted({r["copies"] for r in recs})
-    markers = ["o", "s", "^", "D"]
-    for i, n in enumerate(copies):
+    # One panel per region, sharing the axes.
+    fig, axes = plt.subplots(1, len(copies), figsize=(4.2 * len(copies) + 1, 4.6), dpi=110,
+                             sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], copies):
         mine = sorted((r for r in recs if r["copies"] == n), key=lambda r: r["objects"])
         for who, colour, label in (("tilepipe", "tab:blue", "tilepipe catchup --once"),
-                                   ("peer", "tab:red", "osm2pgsql --append --slim -e")):
+                                   ("peer", "tab:red", "osm2pgsql --append --slim -e 10-18")):
             for kind in ("generated", "vandalism"):
                 rs = [r for r in mine if r.get("kind", "generated") == kind]
                 if not rs:
@@ -658,19 +659,21 @@ def plot(path):
                 lo = [r[who] - r[f"spread_{who}"][0] for r in rs]
                 hi = [r[f"spread_{who}"][1] - r[who] for r in rs]
                 vandal = kind == "vandalism"
-                ax.errorbar(x, y, yerr=[lo, hi], color=colour,
-                            marker="*" if vandal else markers[i % len(markers)],
-                            markersize=12 if vandal else 6,
+                ax.errorbar(x, y, yerr=[lo, hi], color=colour, marker="*" if vandal else "o",
+                            markersize=12 if vandal else 5,
                             linestyle="none" if vandal else ("-" if who == "tilepipe" else "--"),
-                            capsize=3, label=f"{label}, region {n}×" + (", vandalism diff" if vandal else ""))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("diff size (OSM objects in the OsmChange file)")
-    ax.set_ylabel("apply + expiry time (s, median, min–max bars)")
-    ax.set_title("Apply + expiry time of one diff against its size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+                            capsize=3, label=label + (", vandalism diff" if vandal else ""))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        objects = mine[0]["name"].split("(")[1].split(")")[0] if "(" in mine[0]["name"] else ""
+        ax.set_title(f"region {n}× ({objects})", fontsize=10)
+        ax.set_xlabel("diff size (OSM objects)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("apply + expiry time (s; median, min–max)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Apply + expiry time of one diff against its size", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path)
     return True
 
