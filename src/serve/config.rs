@@ -70,7 +70,7 @@ impl Default for ServeSettings {
             public_url: String::new(),
             leaflet_dir: PathBuf::from("web/node_modules/leaflet/dist"),
             max_replication_lag_secs: 3600,
-            tile_cache_mb: 64.0,
+            tile_cache_mb: 256.0,
             cache: CacheSettings::default(),
             throttle: ThrottleSettings::default(),
         }

@@ -169,8 +169,8 @@ pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
 /// opening and reading its metatile. An entry is valid while the file
 /// keeps its inode, size and mtime: a re-render replaces the file (new
 /// inode), a touch changes the mtime, a delete makes `stat` fail. Bounded
-/// by the bytes it holds; when full it starts again empty (simple, and
-/// the hot tiles come straight back).
+/// by the bytes it holds; when full, half of the entries go (the hot
+/// tiles come straight back).
 pub struct TileCache {
     entries: Mutex<HashMap<(String, usize), Cached>>,
     held: AtomicUsize,
@@ -233,8 +233,19 @@ impl TileCache {
                 let size = bytes.as_ref().map_or(0, Bytes::len) + key.0.len() + 64;
                 let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
                 if self.held.load(Relaxed) + size > self.limit {
-                    entries.clear();
-                    self.held.store(0, Relaxed);
+                    // Full: drop every other entry (in hash order, so
+                    // effectively at random) rather than everything.
+                    let mut keep = false;
+                    let mut freed = 0;
+                    entries.retain(|(path, _), c| {
+                        keep = !keep;
+                        if !keep {
+                            freed += c.bytes.as_ref().map_or(0, Bytes::len) + path.len() + 64;
+                        }
+                        keep
+                    });
+                    self.held
+                        .fetch_sub(freed.min(self.held.load(Relaxed)), Relaxed);
                 }
                 let cached = Cached {
                     ino,
@@ -378,7 +389,7 @@ mod tests {
         }
         std::fs::remove_file(path).unwrap();
         assert!(matches!(cache.read(path, tile).unwrap(), Read::Missing));
-        // A tiny cache starts again empty instead of growing.
+        // A tiny cache makes room instead of growing.
         let small = TileCache::new(10);
         write(b"third");
         assert_eq!(
