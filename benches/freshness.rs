@@ -450,26 +450,13 @@ fn classic_cycle(
         );
 
         let listed = std::fs::read_to_string(&list).unwrap_or_default();
-        let started = Instant::now();
-        let mut touch = Command::new(&render_expired)
-            .args(["-m", "tilepipe", "-z", "10", "-Z", "18", "-T", "10"])
-            .arg("-s")
-            .arg(&socket)
-            .arg("-t")
-            .arg(&tiles)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        touch
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(listed.as_bytes())
-            .unwrap();
-        touch.wait().unwrap();
-        touches.push(started.elapsed().as_secs_f64());
+        touches.push(mod_tile_tool(
+            &render_expired,
+            &["-m", "tilepipe", "-z", "10", "-Z", "18", "-T", "10"],
+            &socket,
+            &tiles,
+            &listed,
+        ));
 
         // The lazy re-render a viewer triggers: one z16 metatile of the
         // first expired tile, rendered by renderd.
@@ -477,28 +464,13 @@ fn classic_cycle(
             continue;
         };
         let parts: Vec<u32> = first.split('/').filter_map(|p| p.parse().ok()).collect();
-        let started = Instant::now();
-        let mut render = Command::new(&render_list)
-            .args(["-f", "-l", "1000", "-m", "tilepipe", "-n", "1"])
-            .arg("-s")
-            .arg(&socket)
-            .arg("-t")
-            .arg(&tiles)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        writeln!(
-            render.stdin.take().unwrap(),
-            "{} {} {}",
-            parts[1],
-            parts[2],
-            parts[0]
-        )
-        .unwrap();
-        render.wait().unwrap();
-        renders.push(started.elapsed().as_secs_f64());
+        renders.push(mod_tile_tool(
+            &render_list,
+            &["-f", "-l", "1000", "-m", "tilepipe", "-n", "1"],
+            &socket,
+            &tiles,
+            &format!("{} {} {}\n", parts[1], parts[2], parts[0]),
+        ));
     }
     drop(renderd_child);
     Some(Classic {
@@ -506,6 +478,31 @@ fn classic_cycle(
         touch: median(&mut touches),
         render: median(&mut renders),
     })
+}
+
+/// Runs one of mod_tile's tools (`render_expired`, `render_list`) against
+/// renderd's socket and tile directory with `input` on stdin; its seconds.
+fn mod_tile_tool(program: &Path, args: &[&str], socket: &Path, tiles: &Path, input: &str) -> f64 {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .arg("-s")
+        .arg(socket)
+        .arg("-t")
+        .arg(tiles)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait().unwrap();
+    started.elapsed().as_secs_f64()
 }
 
 /// A child process killed when dropped, also when a panic unwinds.

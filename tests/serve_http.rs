@@ -8,7 +8,7 @@ mod serve_support;
 
 use reqwest::header;
 use reqwest::StatusCode;
-use serve_support::{client, planet_import_complete, png_size, Options, TestServer, STYLE};
+use serve_support::{client, planet_import_complete, png_size, status, Options, TestServer, STYLE};
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::{self, TileState};
 use tilepipe::serve::metrics::TileOutcome;
@@ -348,7 +348,7 @@ async fn out_of_range_malformed_and_unknown() {
     let get = |path: &str| {
         let url = server.url(path);
         let http = http.clone();
-        async move { http.get(url).send().await.unwrap().status() }
+        async move { status(&http, url).await }
     };
     let started = std::time::Instant::now();
     for path in [
@@ -419,10 +419,7 @@ async fn throttled_clients_get_429() {
     let http = client();
     let url = server.url(&tile_path(tile));
     for _ in 0..3 {
-        assert_eq!(
-            http.get(&url).send().await.unwrap().status(),
-            StatusCode::OK
-        );
+        assert_eq!(status(&http, &url).await, StatusCode::OK);
     }
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -477,21 +474,10 @@ async fn admin_endpoints_are_denied_outside_the_admin_networks() {
         TileState::Clean(_)
     ));
     assert_eq!(
-        http.get(server.url(&tile_path(tile)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&http, server.url(&tile_path(tile))).await,
         StatusCode::OK
     );
-    assert_eq!(
-        http.get(server.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&http, server.url("/health")).await, StatusCode::OK);
     server.stop().await;
 }
 
@@ -662,27 +648,15 @@ async fn metrics_and_health() {
     let http = client();
     let tile = Tile::new(7, 66, 44).unwrap();
     assert_eq!(
-        http.get(server.url(&tile_path(tile)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&http, server.url(&tile_path(tile))).await,
         StatusCode::OK
     );
     assert_eq!(
-        http.get(server.url(&tile_path(tile)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&http, server.url(&tile_path(tile))).await,
         StatusCode::OK
     );
     assert_eq!(
-        http.get(server.url("/plain/30/0/0.png"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status(&http, server.url("/plain/30/0/0.png")).await,
         StatusCode::NOT_FOUND
     );
 

@@ -10,7 +10,6 @@ use super::actions::{self, ExpirePolicy, ExpireSummary};
 use super::batch::{BuiltinRenderer, ExpireSettings, RenderTarget, StyleExpiry};
 use crate::metatile::TileStore;
 use crate::render::queue::Priority;
-use crate::tile::{Metatile, METATILE};
 use serde::Deserialize;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{info, warn};
@@ -57,16 +56,6 @@ impl LowZoomSchedule {
     }
 }
 
-/// Every metatile of the world at `zoom`.
-fn world_metatiles(zoom: u8) -> impl Iterator<Item = Metatile> {
-    let side = 1u32 << zoom;
-    (0..side).step_by(METATILE as usize).flat_map(move |x| {
-        (0..side)
-            .step_by(METATILE as usize)
-            .map(move |y| Metatile { z: zoom, x, y })
-    })
-}
-
 /// Runs one refresh of a style's low zooms now. Metatiles not in the cache
 /// are left alone, as for edits.
 pub async fn refresh(
@@ -80,7 +69,8 @@ pub async fn refresh(
     policy.min_zoom = schedule.min_zoom;
     policy.max_zoom = schedule.max_zoom;
     let store = TileStore::new(&style.tile_dir);
-    let metatiles = (schedule.min_zoom..=schedule.max_zoom).flat_map(world_metatiles);
+    let metatiles = (schedule.min_zoom..=schedule.max_zoom)
+        .flat_map(|z| crate::render::prerender::metatiles_at(z, None));
     let target = match schedule.action {
         ScheduledAction::Render => settings.render_target(style, builtin),
         ScheduledAction::Touch => RenderTarget::Nobody,

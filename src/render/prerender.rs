@@ -78,24 +78,32 @@ pub fn lonlat_to_tile(lon: f64, lat: f64, z: u8) -> Tile {
     }
 }
 
-/// The metatiles of zoom `z` touching `bbox` (all of the zoom's without
-/// one), row by row from the north-west.
-pub fn metatiles_at(z: u8, bbox: Option<&BBox>) -> impl Iterator<Item = Metatile> {
-    let n = 1u32 << z;
-    let (min, max) = match bbox {
+/// The north-west and south-east tiles of `bbox` at zoom `z` (the
+/// world's corners without one).
+fn corner_tiles(z: u8, bbox: Option<&BBox>) -> (Tile, Tile) {
+    match bbox {
         Some(b) => (
             lonlat_to_tile(b.west, b.north, z),
             lonlat_to_tile(b.east, b.south, z),
         ),
-        None => (
-            Tile { z, x: 0, y: 0 },
-            Tile {
-                z,
-                x: n - 1,
-                y: n - 1,
-            },
-        ),
-    };
+        None => {
+            let last = (1u32 << z) - 1;
+            (
+                Tile { z, x: 0, y: 0 },
+                Tile {
+                    z,
+                    x: last,
+                    y: last,
+                },
+            )
+        }
+    }
+}
+
+/// The metatiles of zoom `z` touching `bbox` (all of the zoom's without
+/// one), row by row from the north-west.
+pub fn metatiles_at(z: u8, bbox: Option<&BBox>) -> impl Iterator<Item = Metatile> {
+    let (min, max) = corner_tiles(z, bbox);
     let mask = !(METATILE - 1);
     let (x0, x1) = (min.x & mask, max.x & mask);
     let (y0, y1) = (min.y & mask, max.y & mask);
@@ -108,21 +116,7 @@ pub fn metatiles_at(z: u8, bbox: Option<&BBox>) -> impl Iterator<Item = Metatile
 
 /// How many metatiles [`metatiles_at`] yields.
 pub fn count_at(z: u8, bbox: Option<&BBox>) -> u64 {
-    let n = 1u32 << z;
-    let (min, max) = match bbox {
-        Some(b) => (
-            lonlat_to_tile(b.west, b.north, z),
-            lonlat_to_tile(b.east, b.south, z),
-        ),
-        None => (
-            Tile { z, x: 0, y: 0 },
-            Tile {
-                z,
-                x: n - 1,
-                y: n - 1,
-            },
-        ),
-    };
+    let (min, max) = corner_tiles(z, bbox);
     let side = |a: u32, b: u32| u64::from((b / METATILE) - (a / METATILE) + 1);
     side(min.x, max.x) * side(min.y, max.y)
 }

@@ -315,35 +315,21 @@ mod tests {
     #[test]
     fn out_of_range_is_ignored_and_unknown_is_not_done() {
         let styles = styles();
-        let ignore = Decision::Reply(Command::Ignore);
-        let not_done = Decision::Reply(Command::NotDone);
-        assert_eq!(
-            decide(&request(Command::Render, 1, 0, 0, "osm"), &styles),
-            ignore
-        );
-        assert_eq!(
-            decide(&request(Command::Render, 19, 0, 0, "osm"), &styles),
-            ignore
-        );
-        assert_eq!(
-            decide(&request(Command::Render, 3, 8, 0, "osm"), &styles),
-            ignore
-        );
-        assert_eq!(
-            decide(&request(Command::Render, 3, -1, 0, "osm"), &styles),
-            ignore
-        );
-        assert_eq!(
-            decide(&request(Command::Render, 3, 0, 0, "x"), &styles),
-            not_done
-        );
-        assert_eq!(
-            decide(&request(Command::Done, 3, 0, 0, "osm"), &styles),
-            not_done
-        );
-        assert_eq!(
-            decide(&request(Command::Unknown(42), 3, 0, 0, "osm"), &styles),
-            not_done
-        );
+        let cases = [
+            (Command::Render, 1, 0, "osm", Command::Ignore),
+            (Command::Render, 19, 0, "osm", Command::Ignore),
+            (Command::Render, 3, 8, "osm", Command::Ignore),
+            (Command::Render, 3, -1, "osm", Command::Ignore),
+            (Command::Render, 3, 0, "x", Command::NotDone),
+            (Command::Done, 3, 0, "osm", Command::NotDone),
+            (Command::Unknown(42), 3, 0, "osm", Command::NotDone),
+        ];
+        for (command, z, x, style, reply) in cases {
+            assert_eq!(
+                decide(&request(command, z, x, 0, style), &styles),
+                Decision::Reply(reply),
+                "{command} z{z} x{x} {style}"
+            );
+        }
     }
 }

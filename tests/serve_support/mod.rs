@@ -177,6 +177,11 @@ impl Drop for TestServer {
     }
 }
 
+/// The status of a GET of `url`.
+pub async fn status(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::StatusCode {
+    http.get(url).send().await.unwrap().status()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
