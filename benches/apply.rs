@@ -101,7 +101,7 @@ fn tilepipe_runs(cluster: &PgCluster, input: &Path, diff: &ChangeSet) -> Measure
         let settings = ImportSettings::load(&mut client, "public")
             .unwrap()
             .unwrap();
-        let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
+        let mut applier = Applier::for_settings(&settings).unwrap();
         let mut tx = client.transaction().unwrap();
         applier.apply(&mut tx, diff).unwrap();
         tx.commit().unwrap();

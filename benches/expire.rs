@@ -83,7 +83,7 @@ fn main() {
     let settings = ImportSettings::load(&mut client, "public")
         .unwrap()
         .unwrap();
-    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
     let mut tx = client.transaction().unwrap();
     let result = applier.apply(&mut tx, &changes).unwrap();
     tx.commit().unwrap();

@@ -359,8 +359,7 @@ fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Sess
             crate::db::describe(db)
         )));
     }
-    let applier =
-        Applier::for_settings(&mut client, settings).map_err(|e| unavailable(e.into()))?;
+    let applier = Applier::for_settings(settings).map_err(|e| unavailable(e.into()))?;
     Ok(Session { client, applier })
 }
 

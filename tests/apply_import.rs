@@ -33,7 +33,7 @@ fn applier(client: &mut postgres::Client) -> Applier {
     let settings = ImportSettings::load(client, "public")
         .unwrap()
         .expect("imported");
-    Applier::for_settings(client, &settings).unwrap()
+    Applier::for_settings(&settings).unwrap()
 }
 
 fn counts(client: &mut postgres::Client) -> [i64; 4] {

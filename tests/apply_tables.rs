@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use tilepipe::apply::middle::Middle;
 use tilepipe::apply::output::{OutputTables, Row, TableKind};
-use tilepipe::apply::pgcopy::ExtensionTypes;
 use tilepipe::apply::style::{HstoreMode, HstoreOptions, Style};
 use tilepipe::apply::transform::{ColumnValue, RowValues};
 use tilepipe::osm::{Location, Member, Meta, Node, ObjectType, Relation, Way};
@@ -67,11 +66,8 @@ fn output_tables_load_validate_and_delete() {
     let mut client = connect(&url);
     let tables = OutputTables::new("public", "planet_osm", style());
     tables.create(&mut client).unwrap();
-    let types = ExtensionTypes::lookup(&mut client).unwrap();
 
-    let mut writer = tables
-        .copy_writer(&mut client, TableKind::Point, &types)
-        .unwrap();
+    let mut writer = tables.copy_writer(&mut client, TableKind::Point).unwrap();
     for id in 1..=3 {
         writer
             .write(&Row {
@@ -91,9 +87,7 @@ fn output_tables_load_validate_and_delete() {
             .unwrap();
     }
     assert_eq!(writer.finish().unwrap(), 3);
-    let mut writer = tables
-        .copy_writer(&mut client, TableKind::Polygon, &types)
-        .unwrap();
+    let mut writer = tables.copy_writer(&mut client, TableKind::Polygon).unwrap();
     writer
         .write(&Row {
             osm_id: -7,
@@ -132,9 +126,7 @@ fn output_tables_load_validate_and_delete() {
 
     // Appends go through the trigger too.
     let mut tx = client.transaction().unwrap();
-    let mut writer = tables
-        .copy_writer(&mut tx, TableKind::Polygon, &types)
-        .unwrap();
+    let mut writer = tables.copy_writer(&mut tx, TableKind::Polygon).unwrap();
     writer
         .write(&Row {
             osm_id: 8,

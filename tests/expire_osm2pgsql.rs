@@ -381,7 +381,7 @@ fn compare(zoom: u8, min_zoom: u8, seed: u64) {
         ..ImportSettings::default()
     };
     import(&db, &town_path, &settings, 2).unwrap();
-    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
 
     let mut generator = FeedGenerator::new(town, seed, 1000, chrono::Utc::now(), 60);
     let mut diffs: Vec<Vec<Change>> = (0..DIFFS).map(|_| generator.next_diff().changes).collect();

@@ -195,7 +195,7 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
     import(&config, input, &settings, 2).unwrap();
     assert_equivalent(&mut client, &format!("{} import", variant.name));
 
-    let mut applier = Applier::for_settings(&mut client, &settings).unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
     let mut generator = FeedGenerator::new(data.clone(), 3, 100, chrono::Utc::now(), 60);
     let mut moved = 0;
     for n in 1..=diffs {

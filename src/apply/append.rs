@@ -19,7 +19,6 @@
 
 use super::middle::Middle;
 use super::output::{OutputTables, Row, StoredRow, TableKind};
-use super::pgcopy::ExtensionTypes;
 use super::process::{NodeLocations, Processor};
 use super::settings::ImportSettings;
 use super::ApplyError;
@@ -65,7 +64,6 @@ pub struct Applier {
     middle: Middle,
     tables: OutputTables,
     processor: Processor,
-    types: ExtensionTypes,
 }
 
 #[derive(Default)]
@@ -87,27 +85,18 @@ impl NodeLocations for HashMap<i64, Location> {
 }
 
 impl Applier {
-    pub fn new(
-        client: &mut impl GenericClient,
-        middle: Middle,
-        tables: OutputTables,
-        processor: Processor,
-    ) -> Result<Self, ApplyError> {
-        Ok(Applier {
-            types: ExtensionTypes::lookup(client)?,
+    pub fn new(middle: Middle, tables: OutputTables, processor: Processor) -> Self {
+        Applier {
             middle,
             tables,
             processor,
-        })
+        }
     }
 
     /// The applier for a database imported with `settings` (the ones
     /// [`ImportSettings::load`] reads back): middle and output tables of its
     /// schema and prefix, rows built with its style and transform.
-    pub fn for_settings(
-        client: &mut impl GenericClient,
-        settings: &ImportSettings,
-    ) -> Result<Self, ApplyError> {
+    pub fn for_settings(settings: &ImportSettings) -> Result<Self, ApplyError> {
         let processor = Processor::new(settings)?;
         let tables = OutputTables::new(
             &settings.schema,
@@ -115,7 +104,7 @@ impl Applier {
             processor.style().clone(),
         );
         let middle = Middle::new(&settings.schema, &settings.prefix);
-        Applier::new(client, middle, tables, processor)
+        Ok(Applier::new(middle, tables, processor))
     }
 
     /// Applies `changes` within `client`'s current transaction.
@@ -265,7 +254,7 @@ impl Applier {
             let Some(rows) = new_rows.get(&kind).filter(|rows| !rows.is_empty()) else {
                 continue;
             };
-            let mut writer = self.tables.copy_writer(client, kind, &self.types)?;
+            let mut writer = self.tables.copy_writer(client, kind)?;
             for row in rows {
                 writer.write(row)?;
             }

@@ -15,8 +15,7 @@
 use super::input::read_objects;
 use super::middle::Middle;
 use super::output::{OutputTables, Row, TableKind};
-use super::pgcopy::ExtensionTypes;
-use super::process::{NodeLocations, Processor};
+use super::process::{NodeLocations, Processor, WayLookup};
 use super::settings::ImportSettings;
 use super::ApplyError;
 use crate::osm::{Location, Node, Object, Relation, Way};
@@ -26,6 +25,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -41,13 +41,74 @@ pub struct ImportSummary {
     pub index_time: Duration,
 }
 
-/// In-memory node locations for the import.
-#[derive(Default)]
-struct LocationStore(HashMap<i64, Location>);
+/// Objects kept in memory during the import, by id: node locations for
+/// ways and relations, ways for relations. The file arrives sorted by id,
+/// so two parallel vectors searched by bisection hold them more compactly
+/// than a hash map and without hashing.
+struct ById<T> {
+    ids: Vec<i64>,
+    values: Vec<T>,
+    /// Set if an id arrived out of order; [`ById::seal`] then sorts.
+    unsorted: bool,
+}
 
-impl NodeLocations for LocationStore {
+impl<T> Default for ById<T> {
+    fn default() -> Self {
+        ById {
+            ids: Vec::new(),
+            values: Vec::new(),
+            unsorted: false,
+        }
+    }
+}
+
+impl<T> ById<T> {
+    fn push(&mut self, id: i64, value: T) {
+        if self.ids.last().is_some_and(|&last| last >= id) {
+            self.unsorted = true;
+        }
+        self.ids.push(id);
+        self.values.push(value);
+    }
+
+    /// Ready for lookups: sorted by id, the last of duplicates kept (the
+    /// reader refuses unsorted files, so this is a safety net).
+    fn seal(&mut self) {
+        if !self.unsorted {
+            return;
+        }
+        let mut pairs: Vec<(i64, T)> = self.ids.drain(..).zip(self.values.drain(..)).collect();
+        // Stable: among duplicates the last pushed stays last.
+        pairs.sort_by_key(|(id, _)| *id);
+        let mut kept: Vec<(i64, T)> = Vec::with_capacity(pairs.len());
+        for (id, value) in pairs {
+            match kept.last_mut() {
+                Some(last) if last.0 == id => *last = (id, value),
+                _ => kept.push((id, value)),
+            }
+        }
+        (self.ids, self.values) = kept.into_iter().unzip();
+        self.unsorted = false;
+    }
+
+    fn get(&self, id: i64) -> Option<&T> {
+        debug_assert!(!self.unsorted, "lookup before seal");
+        self.ids
+            .binary_search(&id)
+            .ok()
+            .map(|index| &self.values[index])
+    }
+}
+
+impl NodeLocations for ById<Location> {
     fn location(&self, id: i64) -> Option<Location> {
-        self.0.get(&id).copied()
+        self.get(id).copied()
+    }
+}
+
+impl WayLookup for ById<Arc<Way>> {
+    fn way(&self, id: i64) -> Option<&Way> {
+        self.get(id).map(|way| way.as_ref())
     }
 }
 
@@ -56,7 +117,7 @@ impl NodeLocations for LocationStore {
 /// finish the table and build its indexes while reading goes on.
 struct Queues {
     nodes: Option<SyncSender<Vec<Node>>>,
-    ways: Option<SyncSender<Vec<Way>>>,
+    ways: Option<SyncSender<Vec<Arc<Way>>>>,
     relations: Option<SyncSender<Vec<Relation>>>,
     rows: HashMap<TableKind, SyncSender<Vec<Row>>>,
 }
@@ -112,7 +173,6 @@ pub fn import(
         ),
         &[],
     )?;
-    let types = ExtensionTypes::lookup(&mut control)?;
 
     let started = Instant::now();
     let mut summary = ImportSummary::default();
@@ -120,7 +180,7 @@ pub fn import(
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
         let middle = &middle;
         let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
-        let (ways_tx, ways_rx) = sync_channel::<Vec<Way>>(QUEUE_DEPTH);
+        let (ways_tx, ways_rx) = sync_channel::<Vec<Arc<Way>>>(QUEUE_DEPTH);
         let (rels_tx, rels_rx) = sync_channel::<Vec<Relation>>(QUEUE_DEPTH);
         let middle_writers = [
             scope.spawn(move || {
@@ -137,7 +197,7 @@ pub fn import(
                     db,
                     ways_rx,
                     50_000,
-                    |c, ways| middle.copy_ways(c, ways),
+                    |c, ways| middle.copy_ways(c, ways.iter().map(Arc::as_ref)),
                     |c| middle.index_ways(c),
                 )
             }),
@@ -161,8 +221,8 @@ pub fn import(
         for kind in TableKind::ALL {
             let (tx, rx) = sync_channel::<Vec<Row>>(QUEUE_DEPTH);
             queues.rows.insert(kind, tx);
-            let (tables, types) = (&tables, &types);
-            row_writers.push(scope.spawn(move || write_rows(db, tables, kind, types, rx)));
+            let tables = &tables;
+            row_writers.push(scope.spawn(move || write_rows(db, tables, kind, rx)));
         }
 
         let read = read_and_process(path, threads, &mut processor, &mut queues, &mut summary);
@@ -215,8 +275,8 @@ fn read_and_process(
     summary: &mut ImportSummary,
 ) -> Result<(), ApplyError> {
     let mut section = Section::Nodes;
-    let mut locations = LocationStore::default();
-    let mut ways: HashMap<i64, Way> = HashMap::new();
+    let mut locations: ById<Location> = ById::default();
+    let mut ways: ById<Arc<Way>> = ById::default();
     let progress = ReadProgress::new(path);
     read_objects(
         path,
@@ -246,12 +306,14 @@ fn read_and_process(
                     )?;
                     queues.enter(object_section);
                     section = object_section;
+                    locations.seal();
+                    ways.seal();
                 }
                 match object {
                     Object::Node(node) => {
                         summary.nodes += 1;
                         if let Some(location) = node.location {
-                            locations.0.insert(node.id, location);
+                            locations.push(node.id, location);
                         }
                         for (kind, row) in processor.node(&node)? {
                             rows.entry(kind).or_default().push(row);
@@ -264,8 +326,9 @@ fn read_and_process(
                             rows.entry(kind).or_default().push(row);
                         }
                         // Relations need their member ways (possibly in this
-                        // very batch): keep a copy.
-                        ways.insert(way.id, way.clone());
+                        // very batch): keep them, shared with the writer.
+                        let way = Arc::new(way);
+                        ways.push(way.id, way.clone());
                         batch_ways.push(way);
                     }
                     Object::Relation(relation) => {
@@ -337,7 +400,7 @@ impl ReadProgress {
 fn send_batch(
     queues: &Queues,
     nodes: &mut Vec<Node>,
-    ways: &mut Vec<Way>,
+    ways: &mut Vec<Arc<Way>>,
     relations: &mut Vec<Relation>,
     rows: &mut HashMap<TableKind, Vec<Row>>,
 ) -> Result<(), ApplyError> {
@@ -392,11 +455,10 @@ fn write_rows(
     db: &postgres::Config,
     tables: &OutputTables,
     kind: TableKind,
-    types: &ExtensionTypes,
     batches: Receiver<Vec<Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    let mut writer = tables.copy_writer(&mut client, kind, types)?;
+    let mut writer = tables.copy_writer(&mut client, kind)?;
     for rows in batches {
         for row in &rows {
             writer.write(row)?;

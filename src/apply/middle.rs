@@ -7,10 +7,10 @@
 //! Reverse lookups (which ways use these nodes, which relations have these
 //! members) run on GIN indexes, one query per batch, never per object.
 
+use super::pgcopy::{json_string, json_tags, CopyError, CopyStream};
 use crate::db::quote_ident;
 use crate::osm::{Location, Member, Meta, Node, ObjectType, Relation, Tags, Way};
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{Json, Type};
+use postgres::types::Json;
 use postgres::GenericClient;
 use std::collections::HashMap;
 
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 pub struct MiddleError {
     pub table: String,
     #[source]
-    pub source: postgres::Error,
+    pub source: CopyError,
 }
 
 /// Way → node lookups go through node-id buckets (id >> 5) rather than
@@ -31,10 +31,17 @@ pub const NODE_BUCKET_SHIFT: u32 = 5;
 
 /// The distinct buckets of a way's nodes, sorted.
 pub fn node_buckets(nodes: &[i64]) -> Vec<i64> {
-    let mut buckets: Vec<i64> = nodes.iter().map(|id| id >> NODE_BUCKET_SHIFT).collect();
+    let mut buckets = Vec::new();
+    node_buckets_into(nodes, &mut buckets);
+    buckets
+}
+
+/// [`node_buckets`] into a reused vector.
+fn node_buckets_into(nodes: &[i64], buckets: &mut Vec<i64>) {
+    buckets.clear();
+    buckets.extend(nodes.iter().map(|id| id >> NODE_BUCKET_SHIFT));
     buckets.sort_unstable();
     buckets.dedup();
-    buckets
 }
 
 /// Names of the middle tables for a prefix and schema.
@@ -78,10 +85,10 @@ impl Middle {
         self.table("member_ids")
     }
 
-    fn err<'a>(&'a self, suffix: &'a str) -> impl Fn(postgres::Error) -> MiddleError + 'a {
+    fn err<'a, E: Into<CopyError>>(&'a self, suffix: &'a str) -> impl Fn(E) -> MiddleError + 'a {
         move |source| MiddleError {
             table: format!("{}_{suffix}", self.prefix),
-            source,
+            source: source.into(),
         }
     }
 
@@ -167,25 +174,24 @@ impl Middle {
         client: &mut impl GenericClient,
         nodes: impl IntoIterator<Item = &'a Node>,
     ) -> Result<u64, MiddleError> {
-        let sink = client
-            .copy_in(&format!(
-                "COPY {} (id, lat, lon, tags) FROM STDIN BINARY",
-                self.nodes_table()
-            ))
-            .map_err(self.err("nodes"))?;
-        let mut writer =
-            BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT4, Type::INT4, Type::JSONB]);
+        let err = self.err("nodes");
+        let statement = format!(
+            "COPY {} (id, lat, lon, tags) FROM STDIN BINARY",
+            self.nodes_table()
+        );
+        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
         for node in nodes {
             let Some(location) = node.location else {
                 continue;
             };
             let (lon, lat) = location.to_fixed();
-            let tags = tags_json(&node.tags);
-            writer
-                .write(&[&node.id, &lat, &lon, &tags])
-                .map_err(self.err("nodes"))?;
+            copy.begin_row(4).map_err(&err)?;
+            copy.int8(node.id);
+            copy.int4(lat);
+            copy.int4(lon);
+            write_tags(&mut copy, &node.tags);
         }
-        writer.finish().map_err(self.err("nodes"))
+        copy.finish().map_err(err)
     }
 
     pub fn copy_ways<'a>(
@@ -193,24 +199,22 @@ impl Middle {
         client: &mut impl GenericClient,
         ways: impl IntoIterator<Item = &'a Way>,
     ) -> Result<u64, MiddleError> {
-        let sink = client
-            .copy_in(&format!(
-                "COPY {} (id, nodes, tags, node_buckets) FROM STDIN BINARY",
-                self.ways_table()
-            ))
-            .map_err(self.err("ways"))?;
-        let mut writer = BinaryCopyInWriter::new(
-            sink,
-            &[Type::INT8, Type::INT8_ARRAY, Type::JSONB, Type::INT8_ARRAY],
+        let err = self.err("ways");
+        let statement = format!(
+            "COPY {} (id, nodes, tags, node_buckets) FROM STDIN BINARY",
+            self.ways_table()
         );
+        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
+        let mut buckets = Vec::new();
         for way in ways {
-            let tags = tags_json(&way.tags);
-            let buckets = node_buckets(&way.nodes);
-            writer
-                .write(&[&way.id, &way.nodes, &tags, &buckets])
-                .map_err(self.err("ways"))?;
+            node_buckets_into(&way.nodes, &mut buckets);
+            copy.begin_row(4).map_err(&err)?;
+            copy.int8(way.id);
+            copy.int8_array(&way.nodes);
+            write_tags(&mut copy, &way.tags);
+            copy.int8_array(&buckets);
         }
-        writer.finish().map_err(self.err("ways"))
+        copy.finish().map_err(err)
     }
 
     pub fn copy_relations<'a>(
@@ -218,21 +222,19 @@ impl Middle {
         client: &mut impl GenericClient,
         relations: impl IntoIterator<Item = &'a Relation>,
     ) -> Result<u64, MiddleError> {
-        let sink = client
-            .copy_in(&format!(
-                "COPY {} (id, members, tags) FROM STDIN BINARY",
-                self.rels_table()
-            ))
-            .map_err(self.err("rels"))?;
-        let mut writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::JSONB, Type::JSONB]);
+        let err = self.err("rels");
+        let statement = format!(
+            "COPY {} (id, members, tags) FROM STDIN BINARY",
+            self.rels_table()
+        );
+        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
         for relation in relations {
-            let members = members_json(&relation.members);
-            let tags = tags_json(&relation.tags);
-            writer
-                .write(&[&relation.id, &members, &tags])
-                .map_err(self.err("rels"))?;
+            copy.begin_row(3).map_err(&err)?;
+            copy.int8(relation.id);
+            copy.jsonb(|out| write_members_json(out, &relation.members));
+            write_tags(&mut copy, &relation.tags);
         }
-        writer.finish().map_err(self.err("rels"))
+        copy.finish().map_err(err)
     }
 
     /// Deletes objects of one type by id (no-op for unknown ids).
@@ -399,15 +401,13 @@ impl Middle {
     }
 }
 
-fn tags_json(tags: &Tags) -> Option<Json<serde_json::Value>> {
+/// Tags as a `jsonb` object, or NULL when there are none.
+fn write_tags(copy: &mut CopyStream, tags: &Tags) {
     if tags.is_empty() {
-        return None;
+        copy.null();
+    } else {
+        copy.jsonb(|out| json_tags(out, tags));
     }
-    let map: serde_json::Map<String, serde_json::Value> = tags
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    Some(Json(serde_json::Value::Object(map)))
 }
 
 fn tags_from_json(value: Option<Json<serde_json::Value>>) -> Tags {
@@ -426,19 +426,22 @@ fn tags_from_json(value: Option<Json<serde_json::Value>>) -> Tags {
     }
 }
 
-fn members_json(members: &[Member]) -> Json<serde_json::Value> {
-    Json(serde_json::Value::Array(
-        members
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "type": m.kind.letter().to_ascii_uppercase().to_string(),
-                    "ref": m.id,
-                    "role": m.role,
-                })
-            })
-            .collect(),
-    ))
+/// Members as osm2pgsql 2.x stores them: `[{"type":"W","ref":1,"role":"outer"}, …]`.
+fn write_members_json(out: &mut Vec<u8>, members: &[Member]) {
+    out.push(b'[');
+    for (i, member) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"type\":\"");
+        out.push(member.kind.letter().to_ascii_uppercase() as u8);
+        out.extend_from_slice(b"\",\"ref\":");
+        out.extend_from_slice(member.id.to_string().as_bytes());
+        out.extend_from_slice(b",\"role\":");
+        json_string(out, &member.role);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 fn members_from_json(value: Json<serde_json::Value>) -> Vec<Member> {

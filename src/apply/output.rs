@@ -4,12 +4,10 @@
 //! trigger osm2pgsql installs (rows whose geometry fails `ST_IsValid` are
 //! silently discarded).
 
-use super::pgcopy::{encode_hstore, ExtensionTypes, RawBinary};
+use super::pgcopy::{write_hstore, CopyError, CopyStream};
 use super::style::{ColumnRole, Style, TableColumn};
 use super::transform::{ColumnValue, RowValues};
 use crate::db::quote_ident;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{IsNull, ToSql, Type};
 use postgres::GenericClient;
 use std::sync::Arc;
 
@@ -44,7 +42,7 @@ pub struct StoredRow {
 pub struct OutputError {
     pub table: String,
     #[source]
-    pub source: postgres::Error,
+    pub source: CopyError,
 }
 
 /// The output tables of one prefix and schema, with columns from a style.
@@ -82,10 +80,10 @@ impl OutputTables {
         )
     }
 
-    fn err(&self, kind: TableKind) -> impl Fn(postgres::Error) -> OutputError + '_ {
+    fn err<E: Into<CopyError>>(&self, kind: TableKind) -> impl Fn(E) -> OutputError + '_ {
         move |source| OutputError {
             table: self.name(kind),
-            source,
+            source: source.into(),
         }
     }
 
@@ -164,31 +162,16 @@ impl OutputTables {
         &self,
         client: &'c mut impl GenericClient,
         kind: TableKind,
-        types: &ExtensionTypes,
     ) -> Result<RowWriter<'c>, OutputError> {
         let columns = self.columns(kind);
-        let wire: Vec<Type> = columns
-            .iter()
-            .map(|c| match c.role {
-                ColumnRole::OsmId => Type::INT8,
-                ColumnRole::Style(_) => match c.sql_type.as_str() {
-                    "int4" => Type::INT4,
-                    "real" => Type::FLOAT4,
-                    _ => Type::TEXT,
-                },
-                ColumnRole::HstorePrefix(_) | ColumnRole::Tags => types.hstore.clone(),
-                ColumnRole::Geometry => types.geometry.clone(),
-            })
-            .collect();
-        let sink = client
-            .copy_in(&format!(
-                "COPY {} ({}) FROM STDIN BINARY",
-                self.table(kind),
-                self.column_names(kind)
-            ))
-            .map_err(self.err(kind))?;
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN BINARY",
+            self.table(kind),
+            self.column_names(kind)
+        );
+        let copy = CopyStream::start(client, &statement).map_err(self.err(kind))?;
         Ok(RowWriter {
-            writer: BinaryCopyInWriter::new(sink, &wire),
+            copy,
             table: self.name(kind),
             roles: columns.into_iter().map(|c| c.role).collect(),
         })
@@ -287,7 +270,7 @@ impl OutputTables {
 
 /// A binary COPY into one output table.
 pub struct RowWriter<'c> {
-    writer: BinaryCopyInWriter<'c>,
+    copy: CopyStream<'c>,
     table: String,
     roles: Vec<ColumnRole>,
 }
@@ -295,62 +278,40 @@ pub struct RowWriter<'c> {
 impl RowWriter<'_> {
     pub fn write(&mut self, row: &Row) -> Result<(), OutputError> {
         let values = &row.values;
-        let hstores: Vec<Option<Vec<u8>>> = values
-            .hstore_columns
-            .iter()
-            .map(|h| h.as_ref().map(encode_hstore))
-            .collect();
-        let tags = values.tags.as_ref().map(encode_hstore);
-        let hstore_params: Vec<Option<RawBinary>> = hstores
-            .iter()
-            .map(|h| h.as_deref().map(RawBinary))
-            .collect();
-        let tags_param = tags.as_deref().map(RawBinary);
-        let way = RawBinary(&row.way);
-        let params: Vec<&(dyn ToSql + Sync)> = self
-            .roles
-            .iter()
-            .map(|role| -> &(dyn ToSql + Sync) {
-                match role {
-                    ColumnRole::OsmId => &row.osm_id,
-                    ColumnRole::Style(i) => &values.columns[*i],
-                    ColumnRole::HstorePrefix(i) => &hstore_params[*i],
-                    ColumnRole::Tags => &tags_param,
-                    ColumnRole::Geometry => &way,
-                }
-            })
-            .collect();
-        self.writer.write(&params).map_err(|source| OutputError {
-            table: self.table.clone(),
-            source,
-        })
+        let copy = &mut self.copy;
+        copy.begin_row(self.roles.len() as u16)
+            .map_err(|source| OutputError {
+                table: self.table.clone(),
+                source,
+            })?;
+        for role in &self.roles {
+            match role {
+                ColumnRole::OsmId => copy.int8(row.osm_id),
+                ColumnRole::Style(i) => match &values.columns[*i] {
+                    ColumnValue::Null => copy.null(),
+                    ColumnValue::Text(text) => copy.bytes(text.as_bytes()),
+                    ColumnValue::Int4(value) => copy.int4(*value),
+                    ColumnValue::Real(value) => copy.float4(*value),
+                },
+                ColumnRole::HstorePrefix(i) => write_hstore_field(copy, &values.hstore_columns[*i]),
+                ColumnRole::Tags => write_hstore_field(copy, &values.tags),
+                ColumnRole::Geometry => copy.bytes(&row.way),
+            }
+        }
+        Ok(())
     }
 
     pub fn finish(self) -> Result<u64, OutputError> {
         let table = self.table;
-        self.writer
+        self.copy
             .finish()
             .map_err(|source| OutputError { table, source })
     }
 }
 
-impl ToSql for ColumnValue {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            ColumnValue::Null => Ok(IsNull::Yes),
-            ColumnValue::Text(s) => s.to_sql(ty, out),
-            ColumnValue::Int4(i) => i.to_sql(ty, out),
-            ColumnValue::Real(r) => r.to_sql(ty, out),
-        }
+fn write_hstore_field(copy: &mut CopyStream, tags: &Option<Vec<(String, String)>>) {
+    match tags {
+        Some(tags) => copy.with_bytes(|out| write_hstore(out, tags)),
+        None => copy.null(),
     }
-
-    fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::TEXT | Type::INT4 | Type::FLOAT4)
-    }
-
-    postgres::types::to_sql_checked!();
 }

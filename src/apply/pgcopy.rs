@@ -1,72 +1,174 @@
-//! Binary COPY helpers: values PostgreSQL reads in its binary wire format,
-//! including the extension types (PostGIS geometry, hstore) whose type OIDs
-//! are only known at run time.
+//! Binary COPY: rows encoded by hand in PostgreSQL's binary wire format,
+//! extension types (PostGIS geometry as EWKB, hstore) included: binary COPY
+//! fields carry no type OIDs, so these need no run-time type lookup.
 
 use crate::osm::Tags;
-use bytes::{BufMut, BytesMut};
-use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use postgres::GenericClient;
-use std::error::Error;
+use postgres::types::Type;
+use postgres::{CopyInWriter, GenericClient};
+use std::io::Write;
 
-/// Bytes already in a type's binary format (EWKB for geometry, an encoded
-/// hstore), sent as they are.
-#[derive(Debug)]
-pub struct RawBinary<'a>(pub &'a [u8]);
+/// Why a statement or a COPY failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Db(#[from] postgres::Error),
+    /// Sending COPY data failed (the connection broke mid-stream).
+    #[error("sending COPY data: {0}")]
+    Send(#[from] std::io::Error),
+}
 
-impl ToSql for RawBinary<'_> {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        out.put_slice(self.0);
-        Ok(IsNull::No)
+/// Encoded rows are sent in chunks of about this size: few, large
+/// CopyData messages cost both sides less than many small ones.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// A binary COPY (`COPY … FROM STDIN BINARY`) whose rows are encoded
+/// here, field by field, straight into one buffer: no per-value trait
+/// dispatch or type check, and the buffer goes out in large chunks. The
+/// caller writes each row as [`begin_row`](Self::begin_row) with the field
+/// count, then exactly that many fields in table order.
+pub struct CopyStream<'c> {
+    sink: CopyInWriter<'c>,
+    buf: Vec<u8>,
+}
+
+impl<'c> CopyStream<'c> {
+    /// Starts `statement`, a `COPY … FROM STDIN BINARY`.
+    pub fn start(client: &'c mut impl GenericClient, statement: &str) -> Result<Self, CopyError> {
+        let sink = client.copy_in(statement)?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+        // Signature, flags, header extension length.
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        Ok(CopyStream { sink, buf })
     }
 
-    fn accepts(_: &Type) -> bool {
-        true
+    /// Starts a row of `fields` fields, sending what is buffered first
+    /// when the buffer is full.
+    pub fn begin_row(&mut self, fields: u16) -> Result<(), CopyError> {
+        if self.buf.len() >= COPY_CHUNK {
+            self.sink.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        self.buf.extend_from_slice(&(fields as i16).to_be_bytes());
+        Ok(())
     }
 
-    to_sql_checked!();
+    pub fn null(&mut self) {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    pub fn int8(&mut self, value: i64) {
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
+    pub fn int4(&mut self, value: i32) {
+        self.buf.extend_from_slice(&4i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
+    pub fn float4(&mut self, value: f32) {
+        self.buf.extend_from_slice(&4i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_bits().to_be_bytes());
+    }
+
+    pub fn bool(&mut self, value: bool) {
+        self.buf.extend_from_slice(&1i32.to_be_bytes());
+        self.buf.push(value as u8);
+    }
+
+    /// A field already in its type's binary format (text's is its UTF-8
+    /// bytes; EWKB for geometry; an encoded hstore).
+    pub fn bytes(&mut self, value: &[u8]) {
+        self.buf
+            .extend_from_slice(&(value.len() as i32).to_be_bytes());
+        self.buf.extend_from_slice(value);
+    }
+
+    /// A field whose bytes `write` appends; its length is filled in after.
+    pub fn with_bytes(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0i32.to_be_bytes());
+        write(&mut self.buf);
+        let len = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// A one-dimensional `int8[]` without nulls (`array_recv`'s format).
+    pub fn int8_array(&mut self, values: &[i64]) {
+        self.with_bytes(|out| {
+            let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
+            out.extend_from_slice(&dimensions.to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes()); // no nulls
+            out.extend_from_slice(&(Type::INT8.oid() as i32).to_be_bytes());
+            if !values.is_empty() {
+                out.extend_from_slice(&(values.len() as i32).to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+                for value in values {
+                    out.extend_from_slice(&8i32.to_be_bytes());
+                    out.extend_from_slice(&value.to_be_bytes());
+                }
+            }
+        });
+    }
+
+    /// A `jsonb` field: format version 1, then the JSON text `write`
+    /// appends.
+    pub fn jsonb(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.with_bytes(|out| {
+            out.push(1);
+            write(out);
+        });
+    }
+
+    /// Sends the rest and ends the COPY; returns the rows PostgreSQL took.
+    pub fn finish(mut self) -> Result<u64, CopyError> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.sink.write_all(&self.buf)?;
+        Ok(self.sink.finish()?)
+    }
+}
+
+/// Appends `value` as a JSON string literal.
+pub fn json_string(out: &mut Vec<u8>, value: &str) {
+    serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+}
+
+/// Appends tags as a JSON object (a later duplicate key wins in `jsonb`,
+/// as it did when the tags were collected into a map).
+pub fn json_tags(out: &mut Vec<u8>, tags: &Tags) {
+    out.push(b'{');
+    for (i, (key, value)) in tags.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, key);
+        out.push(b':');
+        json_string(out, value);
+    }
+    out.push(b'}');
 }
 
 /// hstore's binary format (`hstore_recv`): pair count, then for each pair
 /// the key and the value as length-prefixed bytes. Later duplicates of a
 /// key are dropped, as hstore keeps the first.
-pub fn encode_hstore(tags: &Tags) -> Vec<u8> {
-    let mut seen = std::collections::HashSet::with_capacity(tags.len());
-    let unique: Vec<&(String, String)> = tags
-        .iter()
-        .filter(|(k, _)| seen.insert(k.as_str()))
-        .collect();
-    let mut out = Vec::with_capacity(
-        4 + unique
-            .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
-            .sum::<usize>(),
-    );
-    out.extend_from_slice(&(unique.len() as i32).to_be_bytes());
-    for (key, value) in unique {
+pub fn write_hstore(out: &mut Vec<u8>, tags: &Tags) {
+    let count_at = out.len();
+    out.extend_from_slice(&0i32.to_be_bytes());
+    let mut count = 0i32;
+    for (i, (key, value)) in tags.iter().enumerate() {
+        // Tag lists are short: a scan beats hashing.
+        if tags[..i].iter().any(|(earlier, _)| earlier == key) {
+            continue;
+        }
+        count += 1;
         out.extend_from_slice(&(key.len() as i32).to_be_bytes());
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(&(value.len() as i32).to_be_bytes());
         out.extend_from_slice(value.as_bytes());
     }
-    out
-}
-
-/// The run-time types of PostGIS `geometry` and `hstore`.
-#[derive(Debug, Clone)]
-pub struct ExtensionTypes {
-    pub geometry: Type,
-    pub hstore: Type,
-}
-
-impl ExtensionTypes {
-    pub fn lookup(client: &mut impl GenericClient) -> Result<Self, postgres::Error> {
-        let statement = client.prepare("SELECT NULL::geometry, NULL::hstore")?;
-        let columns = statement.columns();
-        Ok(ExtensionTypes {
-            geometry: columns[0].type_().clone(),
-            hstore: columns[1].type_().clone(),
-        })
-    }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -80,8 +182,10 @@ mod tests {
             ("bc".to_string(), "".to_string()),
             ("a".to_string(), "2".to_string()),
         ];
+        let mut encoded = Vec::new();
+        write_hstore(&mut encoded, &tags);
         assert_eq!(
-            encode_hstore(&tags),
+            encoded,
             [
                 &2i32.to_be_bytes()[..],
                 &1i32.to_be_bytes(),

@@ -23,7 +23,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let settings = ImportSettings::load(&mut client, schema)?.with_context(|| {
         format!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first")
     })?;
-    let mut applier = Applier::for_settings(&mut client, &settings)?;
+    let mut applier = Applier::for_settings(&settings)?;
     let started = std::time::Instant::now();
     let mut tx = client.transaction()?;
     let result = applier

@@ -79,7 +79,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 
     // Tiles of batches committed before a crash are acted on first.
     act_on_expired(&mut db, config, &runtime, None, None)?;
-    let mut applier = Applier::for_settings(&mut db, &settings)?;
+    let mut applier = Applier::for_settings(&settings)?;
     let progress = CatchupProgress::new(position.sequence, latest.sequence);
 
     while position.sequence < latest.sequence {
