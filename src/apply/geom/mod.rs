@@ -11,7 +11,9 @@
 //! - [`merge_lines`]: osm2pgsql's own line merging for route and boundary
 //!   relations;
 //! - [`area`], [`length`], [`format_way_area`]: `way_area` and lengths;
-//! - [`ewkb`]: PostGIS EWKB with SRID 3857, writer and reader.
+//! - [`ewkb`]: PostGIS EWKB with SRID 3857, writer and reader;
+//! - [`surely_valid`]: a conservative, exact proof that a polygon is valid
+//!   for PostGIS, so most polygons need no `ST_IsValid` in the database.
 //!
 //! Everything is pure computation on `geo` types; the callers fetch node
 //! locations, decide what to build from the tags and write the rows.
@@ -49,6 +51,7 @@ pub mod ewkb;
 mod line;
 mod polygon;
 mod projection;
+pub mod validity;
 
 pub use line::{length, linestring, merge_lines, split_line};
 pub use polygon::{
@@ -56,6 +59,7 @@ pub use polygon::{
     Areal, MemberWay,
 };
 pub use projection::{project, project_degrees, EARTH_RADIUS, MAX_LATITUDE};
+pub use validity::surely_valid;
 
 /// osm2pgsql splits lines into pieces of at most this many units in 3857
 /// (`split_at = 100 * 1000` in `output-pgsql.cpp`).
