@@ -13,7 +13,7 @@
 //! finished import, and appends refuse to run on it.
 
 use super::input::read_objects;
-use super::middle::Middle;
+use super::middle::{Middle, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, WayLookup};
 use super::settings::ImportSettings;
@@ -458,7 +458,7 @@ fn write_rows(
     batches: Receiver<Vec<Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    let mut writer = tables.copy_writer(&mut client, kind)?;
+    let mut writer = tables.staging_writer(&mut client, kind)?;
     for rows in batches {
         for row in &rows {
             writer.write(row)?;
@@ -507,6 +507,7 @@ fn write_import_properties(
         ("import_timestamp", newest.clone()),
         ("current_timestamp", newest),
         ("tilepipe_import_settings", settings_json),
+        (MIDDLE_FORMAT_PROPERTY, MIDDLE_FORMAT.into()),
         ("tilepipe_import_finished", now),
     ];
     if let Ok(header) = read_pbf_header(path) {

@@ -19,7 +19,7 @@ pub enum CopyError {
 
 /// Encoded rows are sent in chunks of about this size: few, large
 /// CopyData messages cost both sides less than many small ones.
-const COPY_CHUNK: usize = 1 << 20;
+const COPY_CHUNK: usize = 256 << 10;
 
 /// A binary COPY (`COPY … FROM STDIN BINARY`) whose rows are encoded
 /// here, field by field, straight into one buffer: no per-value trait
@@ -35,7 +35,7 @@ impl<'c> CopyStream<'c> {
     /// Starts `statement`, a `COPY … FROM STDIN BINARY`.
     pub fn start(client: &'c mut impl GenericClient, statement: &str) -> Result<Self, CopyError> {
         let sink = client.copy_in(statement)?;
-        let mut buf = Vec::with_capacity(COPY_CHUNK + 64 * 1024);
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 16 * 1024);
         // Signature, flags, header extension length.
         buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         buf.extend_from_slice(&0i32.to_be_bytes());

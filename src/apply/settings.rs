@@ -1,6 +1,7 @@
 //! Everything that shapes an import, stored with the database so that every
 //! later apply transforms and writes exactly as the import did.
 
+use super::middle::{MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::transform::TransformSettings;
 use crate::db::properties;
 use postgres::GenericClient;
@@ -50,11 +51,22 @@ impl ImportSettings {
         let Some(text) = properties::read_property(client, schema, SETTINGS_PROPERTY)? else {
             return Ok(None);
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
+        let settings = serde_json::from_str(&text).map_err(|e| {
             super::ApplyError::NotImported(format!(
                 "{SETTINGS_PROPERTY} in {schema}.{} is not valid: {e}",
                 properties::PROPERTIES_TABLE
             ))
-        })
+        })?;
+        let format = properties::read_property(client, schema, MIDDLE_FORMAT_PROPERTY)?;
+        if format.as_deref() != Some(MIDDLE_FORMAT) {
+            return Err(super::ApplyError::NotImported(format!(
+                "the middle tables in schema {schema} have layout {} but this tilepipe needs \
+                 layout {MIDDLE_FORMAT}: import the data again with `tilepipe import`",
+                format
+                    .as_deref()
+                    .unwrap_or("1 (from before layouts were recorded)")
+            )));
+        }
+        Ok(Some(settings))
     }
 }

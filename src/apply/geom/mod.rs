@@ -13,7 +13,8 @@
 //! - [`area`], [`length`], [`format_way_area`]: `way_area` and lengths;
 //! - [`ewkb`]: PostGIS EWKB with SRID 3857, writer and reader;
 //! - [`surely_valid`]: a conservative, exact proof that a polygon is valid
-//!   for PostGIS, so most polygons need no `ST_IsValid` in the database.
+//!   for PostGIS, so most polygons need no `ST_IsValid` in the database;
+//! - [`hilbert_key`]: a spatial sort key for clustering rows.
 //!
 //! Everything is pure computation on `geo` types; the callers fetch node
 //! locations, decide what to build from the tags and write the rows.
@@ -49,11 +50,13 @@
 mod assembler;
 pub mod ewkb;
 mod line;
+mod order;
 mod polygon;
 mod projection;
 pub mod validity;
 
 pub use line::{length, linestring, merge_lines, split_line};
+pub use order::hilbert_key;
 pub use polygon::{
     area, assemble_multipolygon, format_way_area, polygon_parts, single_or_multi, way_polygon,
     Areal, MemberWay,
