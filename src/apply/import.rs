@@ -22,10 +22,10 @@ use crate::osm::{Location, Node, Object, Relation, Way};
 use crate::replication::pbf_header::read_pbf_header;
 use crate::replication::state::format_timestamp;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -100,15 +100,81 @@ impl<T> ById<T> {
     }
 }
 
-impl NodeLocations for ById<Location> {
+/// Node locations as 1e-7° fixed point, as the middle and the projection
+/// take them: half the memory of degrees in `f64`.
+impl NodeLocations for ById<(i32, i32)> {
     fn location(&self, id: i64) -> Option<Location> {
-        self.get(id).copied()
+        self.get(id)
+            .map(|&(lon, lat)| Location::from_fixed(lon, lat))
     }
 }
 
-impl WayLookup for ById<Arc<Way>> {
-    fn way(&self, id: i64) -> Option<&Way> {
-        self.get(id).map(|way| way.as_ref())
+/// Ways kept for relations, packed: node ids in one array, tag text in
+/// one string, so a way costs its data plus a few offsets instead of a
+/// dozen heap allocations. Metadata is not kept (relations never use it).
+#[derive(Default)]
+struct WayStore {
+    spans: ById<WaySpan>,
+    nodes: Vec<i64>,
+    /// Per tag, the lengths of its key and value in `text`.
+    tag_lengths: Vec<(u32, u32)>,
+    text: String,
+}
+
+/// Where one way's data starts in the [`WayStore`] arrays.
+#[derive(Clone, Copy)]
+struct WaySpan {
+    nodes: usize,
+    node_count: u32,
+    tags: usize,
+    tag_count: u32,
+    text: usize,
+}
+
+impl WayStore {
+    fn push(&mut self, way: &Way) {
+        let span = WaySpan {
+            nodes: self.nodes.len(),
+            node_count: way.nodes.len() as u32,
+            tags: self.tag_lengths.len(),
+            tag_count: way.tags.len() as u32,
+            text: self.text.len(),
+        };
+        self.nodes.extend_from_slice(&way.nodes);
+        for (key, value) in &way.tags {
+            self.tag_lengths
+                .push((key.len() as u32, value.len() as u32));
+            self.text.push_str(key);
+            self.text.push_str(value);
+        }
+        self.spans.push(way.id, span);
+    }
+
+    fn seal(&mut self) {
+        self.spans.seal();
+    }
+}
+
+impl WayLookup for WayStore {
+    fn way(&self, id: i64) -> Option<Cow<'_, Way>> {
+        let span = *self.spans.get(id)?;
+        let mut text = span.text;
+        let tags = self.tag_lengths[span.tags..span.tags + span.tag_count as usize]
+            .iter()
+            .map(|&(key_len, value_len)| {
+                let key = &self.text[text..text + key_len as usize];
+                text += key_len as usize;
+                let value = &self.text[text..text + value_len as usize];
+                text += value_len as usize;
+                (key.to_string(), value.to_string())
+            })
+            .collect();
+        Some(Cow::Owned(Way {
+            id,
+            meta: Default::default(),
+            nodes: self.nodes[span.nodes..span.nodes + span.node_count as usize].to_vec(),
+            tags,
+        }))
     }
 }
 
@@ -117,7 +183,7 @@ impl WayLookup for ById<Arc<Way>> {
 /// finish the table and build its indexes while reading goes on.
 struct Queues {
     nodes: Option<SyncSender<Vec<Node>>>,
-    ways: Option<SyncSender<Vec<Arc<Way>>>>,
+    ways: Option<SyncSender<Vec<Way>>>,
     relations: Option<SyncSender<Vec<Relation>>>,
     rows: HashMap<TableKind, SyncSender<Vec<Row>>>,
 }
@@ -180,14 +246,13 @@ pub fn import(
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
         let middle = &middle;
         let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
-        let (ways_tx, ways_rx) = sync_channel::<Vec<Arc<Way>>>(QUEUE_DEPTH);
+        let (ways_tx, ways_rx) = sync_channel::<Vec<Way>>(QUEUE_DEPTH);
         let (rels_tx, rels_rx) = sync_channel::<Vec<Relation>>(QUEUE_DEPTH);
         let middle_writers = [
             scope.spawn(move || {
                 write_middle_table(
                     db,
                     nodes_rx,
-                    200_000,
                     |c, nodes| middle.copy_nodes(c, nodes),
                     |c| middle.index_nodes(c),
                 )
@@ -196,8 +261,7 @@ pub fn import(
                 write_middle_table(
                     db,
                     ways_rx,
-                    50_000,
-                    |c, ways| middle.copy_ways(c, ways.iter().map(Arc::as_ref)),
+                    |c, ways| middle.copy_ways(c, ways),
                     |c| middle.index_ways(c),
                 )
             }),
@@ -205,7 +269,6 @@ pub fn import(
                 write_middle_table(
                     db,
                     rels_rx,
-                    50_000,
                     |c, rels| middle.copy_relations(c, rels),
                     |c| middle.index_relations(c),
                 )
@@ -275,8 +338,8 @@ fn read_and_process(
     summary: &mut ImportSummary,
 ) -> Result<(), ApplyError> {
     let mut section = Section::Nodes;
-    let mut locations: ById<Location> = ById::default();
-    let mut ways: ById<Arc<Way>> = ById::default();
+    let mut locations: ById<(i32, i32)> = ById::default();
+    let mut ways = WayStore::default();
     let progress = ReadProgress::new(path);
     read_objects(
         path,
@@ -313,7 +376,7 @@ fn read_and_process(
                     Object::Node(node) => {
                         summary.nodes += 1;
                         if let Some(location) = node.location {
-                            locations.push(node.id, location);
+                            locations.push(node.id, location.to_fixed());
                         }
                         for (kind, row) in processor.node(&node)? {
                             rows.entry(kind).or_default().push(row);
@@ -326,9 +389,8 @@ fn read_and_process(
                             rows.entry(kind).or_default().push(row);
                         }
                         // Relations need their member ways (possibly in this
-                        // very batch): keep them, shared with the writer.
-                        let way = Arc::new(way);
-                        ways.push(way.id, way.clone());
+                        // very batch).
+                        ways.push(&way);
                         batch_ways.push(way);
                     }
                     Object::Relation(relation) => {
@@ -400,7 +462,7 @@ impl ReadProgress {
 fn send_batch(
     queues: &Queues,
     nodes: &mut Vec<Node>,
-    ways: &mut Vec<Arc<Way>>,
+    ways: &mut Vec<Way>,
     relations: &mut Vec<Relation>,
     rows: &mut HashMap<TableKind, Vec<Row>>,
 ) -> Result<(), ApplyError> {
@@ -424,28 +486,19 @@ fn send_batch(
     Ok(())
 }
 
-/// Loads one middle table from its queue (consecutive batches merged up to
-/// `merge` objects per COPY), then builds its indexes once the queue is
-/// closed.
+/// Streams one middle table from its queue into one COPY, then builds its
+/// indexes once the queue is closed.
 fn write_middle_table<T>(
     db: &postgres::Config,
     batches: Receiver<Vec<T>>,
-    merge: usize,
-    copy: impl Fn(&mut postgres::Client, &[T]) -> Result<u64, super::middle::MiddleError>,
-    index: impl Fn(&mut postgres::Client) -> Result<(), super::middle::MiddleError>,
+    copy: impl FnOnce(
+        &mut postgres::Client,
+        &mut dyn Iterator<Item = T>,
+    ) -> Result<u64, super::middle::MiddleError>,
+    index: impl FnOnce(&mut postgres::Client) -> Result<(), super::middle::MiddleError>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    let mut pending: Vec<T> = Vec::new();
-    for batch in batches {
-        pending.extend(batch);
-        if pending.len() >= merge {
-            copy(&mut client, &pending)?;
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        copy(&mut client, &pending)?;
-    }
+    copy(&mut client, &mut batches.into_iter().flatten())?;
     index(&mut client)?;
     Ok(())
 }

@@ -6,9 +6,12 @@
 use crate::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
 use crate::replication::osc::OscReader;
 use chrono::DateTime;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -164,45 +167,63 @@ fn read_pbf<E: From<InputError>>(
     sink: &mut impl FnMut(Vec<Object>) -> Result<(), E>,
 ) -> Result<(), E> {
     let blobs = osmpbf::BlobReader::from_path(path).map_err(|e| read_error(path, e))?;
-    let mut blobs = blobs.enumerate();
-    // Decode a round of blobs in parallel, then hand them on in order; a
-    // round of a few blobs per thread keeps every thread busy.
-    let round = threads * 4;
-    loop {
-        let mut pending = Vec::with_capacity(round);
-        for (index, blob) in blobs.by_ref().take(round) {
-            pending.push((
-                index,
-                blob.map_err(|e| read_error(path, format!("blob {index}: {e}")))?,
-            ));
+    // A pipeline: one thread reads blobs, `threads` decode them, and the
+    // caller's thread hands the results on in file order while the next
+    // blobs decode. At most `ahead` blobs are in flight (a permit each),
+    // enough to keep every decoder busy, few enough to bound memory.
+    let ahead = threads * 4;
+    std::thread::scope(|scope| {
+        let (blob_tx, blob_rx) = sync_channel::<(usize, Result<osmpbf::Blob, InputError>)>(ahead);
+        let (decoded_tx, decoded_rx) =
+            sync_channel::<(usize, Result<Vec<Object>, InputError>)>(ahead);
+        let (permit_tx, permit_rx) = sync_channel::<()>(ahead);
+        for _ in 0..ahead {
+            permit_tx.send(()).expect("the receiver is alive");
         }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let chunk = pending.len().div_ceil(threads);
-        let decoded: Vec<Result<Vec<Object>, InputError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = pending
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(index, blob)| decode_blob(path, *index, blob))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("PBF decoder thread panicked"))
-                .collect()
+        scope.spawn(move || {
+            for (index, blob) in blobs.enumerate() {
+                if permit_rx.recv().is_err() {
+                    return; // the caller stopped
+                }
+                let blob = blob.map_err(|e| read_error(path, format!("blob {index}: {e}")));
+                let failed = blob.is_err();
+                if blob_tx.send((index, blob)).is_err() || failed {
+                    return;
+                }
+            }
         });
-        for objects in decoded {
-            let objects = objects?;
-            if !objects.is_empty() {
-                sink(objects)?;
+        let blob_rx = Arc::new(Mutex::new(blob_rx));
+        for _ in 0..threads {
+            let (blob_rx, decoded_tx) = (blob_rx.clone(), decoded_tx.clone());
+            scope.spawn(move || loop {
+                let job = blob_rx.lock().expect("no decoder panicked").recv();
+                let Ok((index, blob)) = job else {
+                    return; // all blobs read, or the caller stopped
+                };
+                let decoded = blob.and_then(|blob| decode_blob(path, index, &blob));
+                if decoded_tx.send((index, decoded)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(decoded_tx);
+        // Decoders finish out of order: hold results until their turn.
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for (index, decoded) in decoded_rx {
+            waiting.insert(index, decoded);
+            while let Some(decoded) = waiting.remove(&next) {
+                next += 1;
+                let objects = decoded?;
+                if !objects.is_empty() {
+                    sink(objects)?;
+                }
+                // At most `ahead` permits are ever out: this never blocks.
+                let _ = permit_tx.send(());
             }
         }
-    }
+        Ok(())
+    })
 }
 
 fn decode_blob(path: &Path, index: usize, blob: &osmpbf::Blob) -> Result<Vec<Object>, InputError> {

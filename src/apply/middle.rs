@@ -17,6 +17,7 @@ use crate::db::quote_ident;
 use crate::osm::{Location, Member, Meta, Node, ObjectType, Relation, Tags, Way};
 use postgres::types::Json;
 use postgres::GenericClient;
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -175,10 +176,10 @@ impl Middle {
 
     /// Loads nodes with binary COPY. Nodes without a location (possible
     /// only in broken input) are skipped: nothing can use them.
-    pub fn copy_nodes<'a>(
+    pub fn copy_nodes(
         &self,
         client: &mut impl GenericClient,
-        nodes: impl IntoIterator<Item = &'a Node>,
+        nodes: impl IntoIterator<Item = impl Borrow<Node>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("nodes");
         let statement = format!(
@@ -187,6 +188,7 @@ impl Middle {
         );
         let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
         for node in nodes {
+            let node = node.borrow();
             let Some(location) = node.location else {
                 continue;
             };
@@ -200,10 +202,10 @@ impl Middle {
         copy.finish().map_err(err)
     }
 
-    pub fn copy_ways<'a>(
+    pub fn copy_ways(
         &self,
         client: &mut impl GenericClient,
-        ways: impl IntoIterator<Item = &'a Way>,
+        ways: impl IntoIterator<Item = impl Borrow<Way>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("ways");
         let statement = format!(
@@ -213,6 +215,7 @@ impl Middle {
         let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
         let mut buckets = Vec::new();
         for way in ways {
+            let way = way.borrow();
             node_buckets_into(&way.nodes, &mut buckets);
             copy.begin_row(4).map_err(&err)?;
             copy.int8(way.id);
@@ -223,10 +226,10 @@ impl Middle {
         copy.finish().map_err(err)
     }
 
-    pub fn copy_relations<'a>(
+    pub fn copy_relations(
         &self,
         client: &mut impl GenericClient,
-        relations: impl IntoIterator<Item = &'a Relation>,
+        relations: impl IntoIterator<Item = impl Borrow<Relation>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("rels");
         let statement = format!(
@@ -236,6 +239,7 @@ impl Middle {
         let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
         let mut ids = Vec::new();
         for relation in relations {
+            let relation = relation.borrow();
             copy.begin_row(5).map_err(&err)?;
             copy.int8(relation.id);
             copy.jsonb(|out| write_members_json(out, &relation.members));

@@ -10,6 +10,7 @@ use super::style::Style;
 use super::transform::{row_values, MemberTags, TagTransform, TransformError};
 use crate::osm::{Location, Node, ObjectId, ObjectType, Relation, Way};
 use geo::{Coord, LineString, Point};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,14 +20,15 @@ pub trait NodeLocations {
     fn location(&self, id: i64) -> Option<Location>;
 }
 
-/// Where member ways come from.
+/// Where member ways come from: borrowed from a map, or rebuilt from the
+/// import's packed store.
 pub trait WayLookup {
-    fn way(&self, id: i64) -> Option<&Way>;
+    fn way(&self, id: i64) -> Option<Cow<'_, Way>>;
 }
 
 impl WayLookup for HashMap<i64, Way> {
-    fn way(&self, id: i64) -> Option<&Way> {
-        self.get(&id)
+    fn way(&self, id: i64) -> Option<Cow<'_, Way>> {
+        self.get(&id).map(Cow::Borrowed)
     }
 }
 
@@ -169,7 +171,7 @@ impl Processor {
         ways: &impl WayLookup,
         locations: &impl NodeLocations,
     ) -> Result<Rows, ProcessError> {
-        let members: Vec<(&Way, &str)> = relation
+        let members: Vec<(Cow<'_, Way>, &str)> = relation
             .members
             .iter()
             .filter(|m| m.kind == ObjectType::Way)
