@@ -35,7 +35,8 @@ use tilepipe::replication::state::ReplicationState;
 use tilepipe::tile::Tile;
 use tilepipe_testkit::feedgen::{FeedWriter, GeneratedDiff, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::{FeedGenerator, PgCluster};
+use tilepipe_testkit::renderd::find_in_path;
+use tilepipe_testkit::{FeedGenerator, PgCluster, Renderd};
 
 #[path = "../tests/common/http.rs"]
 mod http;
@@ -50,12 +51,6 @@ const CRON_INTERVAL_SECS: f64 = 60.0;
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
 }
 
 /// The sample region: its file and name.
@@ -396,39 +391,24 @@ fn classic_cycle(
     )
     .unwrap();
     std::fs::write(style_dir.join("tilepipe.xml"), xml).unwrap();
-    let tiles = work.join("classic-tiles");
-    std::fs::create_dir_all(&tiles).unwrap();
-    let socket = work.join("renderd.sock");
-    let conf = format!(
-        "[renderd]\nsocketname={socket}\nnum_threads=2\ntile_dir={tiles}\nstats_file={w}/renderd.stats\npid_file={w}/renderd.pid\n\n\
-         [mapnik]\nplugins_dir={plugins}\nfont_dir=/usr/share/fonts\nfont_dir_recurse=true\n\n\
-         [tilepipe]\nURI=/tilepipe/\nXML={xml}\nTILEDIR={tiles}\n",
-        socket = socket.display(),
-        tiles = tiles.display(),
-        w = work.display(),
-        plugins = mapnik_sys::DEFAULT_PLUGIN_DIR,
-        xml = style_dir.join("tilepipe.xml").display(),
-    );
-    std::fs::write(work.join("renderd.conf"), conf).unwrap();
-    let mut renderd_child = KillOnDrop(
-        Command::new(&renderd)
-            .arg("-f")
-            .arg("-c")
-            .arg(work.join("renderd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let up = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if up.elapsed() > Duration::from_secs(60)
-            || renderd_child.0.try_wait().ok().flatten().is_some()
-        {
+    let renderd_child = match Renderd::builder()
+        .program(&renderd)
+        .dir(work)
+        .tile_dir(work.join("classic-tiles"))
+        .style("tilepipe", style_dir.join("tilepipe.xml"))
+        .num_threads(2)
+        .plugins_dir(mapnik_sys::DEFAULT_PLUGIN_DIR)
+        .font_dir("/usr/share/fonts", true)
+        .start()
+    {
+        Ok(renderd) => renderd,
+        Err(e) => {
+            eprintln!("classic stack skipped: {e}");
             return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    let socket = renderd_child.socket().unwrap().to_path_buf();
+    let tiles = renderd_child.tile_dir().to_path_buf();
 
     let (mut appends, mut touches, mut renders) = (Vec::new(), Vec::new(), Vec::new());
     for &sequence in sequences {

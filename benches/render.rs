@@ -21,7 +21,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tilepipe::render::config::{RenderSettings, StyleConfig, TileFormat};
 use tilepipe::render::prerender::{metatiles_at, BBox};
@@ -29,16 +29,11 @@ use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style::load_style_xml;
 use tilepipe::render::worker::{Renderer, Timings};
 use tilepipe::tile::Metatile;
-use tilepipe_testkit::PgCluster;
+use tilepipe_testkit::renderd::find_in_path;
+use tilepipe_testkit::{PgCluster, Renderd};
 
 const LIECHTENSTEIN: &str = "../shared/data/liechtenstein-2013-08-03.osm.pbf";
 const CARTO_DIR: &str = "/usr/share/openstreetmap-carto-common";
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -102,123 +97,76 @@ struct BenchStyle {
     xml: PathBuf,
 }
 
-/// Debian's renderd on a temporary directory; killed on drop.
-struct Renderd {
-    child: Child,
-    dir: tempfile::TempDir,
+/// Debian's renderd on a temporary directory with the style; killed on
+/// drop.
+fn start_renderd(style: &BenchStyle, threads: usize) -> Renderd {
+    Renderd::builder()
+        .style(style.name, &style.xml)
+        .num_threads(threads)
+        .plugins_dir(mapnik_sys::DEFAULT_PLUGIN_DIR)
+        .font_dir("/usr/share/fonts", true)
+        .timeout(Duration::from_secs(120))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Renderd {
-    fn start(style: &BenchStyle, threads: usize) -> Renderd {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let tiles = path.join("tiles");
-        std::fs::create_dir(&tiles).unwrap();
-        let socket = path.join("renderd.sock");
-        let conf = format!(
-            "[renderd]\nsocketname={socket}\nnum_threads={threads}\ntile_dir={tiles}\n\
-             stats_file={dir}/renderd.stats\npid_file={dir}/renderd.pid\n\n\
-             [mapnik]\nplugins_dir={plugins}\nfont_dir=/usr/share/fonts\nfont_dir_recurse=true\n\n\
-             [{name}]\nURI=/{name}/\nXML={xml}\nTILEDIR={tiles}\n",
-            socket = socket.display(),
-            tiles = tiles.display(),
-            dir = path.display(),
-            plugins = mapnik_sys::DEFAULT_PLUGIN_DIR,
-            name = style.name,
-            xml = style.xml.display(),
-        );
-        std::fs::write(path.join("renderd.conf"), conf).unwrap();
-        let log = std::fs::File::create(path.join("renderd.log")).unwrap();
-        let child = Command::new("renderd")
-            .arg("-f")
-            .arg("-c")
-            .arg(path.join("renderd.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut renderd = Renderd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if let Some(status) = renderd.child.try_wait().unwrap() {
-                panic!("renderd exited ({status}):\n{}", renderd.log());
-            }
-            assert!(Instant::now() < deadline, "renderd does not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        renderd
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("renderd.log")).unwrap_or_default()
-    }
-
-    /// `render_list -f -n threads` over stdin `X Y Z` lines; the wall time.
-    fn render_list(&self, style: &str, metatiles: &[Metatile], threads: usize) -> Duration {
-        let mut child = Command::new("render_list")
-            .args(["-f", "-l", "1000", "-m", style])
-            .arg("-n")
-            .arg(threads.to_string())
-            .arg("-s")
-            .arg(self.dir.path().join("renderd.sock"))
-            .arg("-t")
-            .arg(self.dir.path().join("tiles"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let list: String = metatiles
-            .iter()
-            .map(|m| format!("{} {} {}\n", m.x, m.y, m.z))
-            .collect();
-        let started = Instant::now();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(list.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let elapsed = started.elapsed();
-        assert!(
-            out.status.success(),
-            "render_list: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        elapsed
-    }
-
-    /// Metatile files renderd wrote.
-    fn written(&self) -> usize {
-        fn count(dir: &Path) -> usize {
-            std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| {
-                            let p = e.path();
-                            if p.is_dir() {
-                                count(&p)
-                            } else {
-                                usize::from(p.extension().is_some_and(|x| x == "meta"))
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        count(&self.dir.path().join("tiles"))
-    }
+/// `render_list -f -n threads` over stdin `X Y Z` lines; the wall time.
+fn render_list(renderd: &Renderd, style: &str, metatiles: &[Metatile], threads: usize) -> Duration {
+    let mut child = Command::new("render_list")
+        .args(["-f", "-l", "1000", "-m", style])
+        .arg("-n")
+        .arg(threads.to_string())
+        .arg("-s")
+        .arg(renderd.socket().expect("renderd listens on a socket"))
+        .arg("-t")
+        .arg(renderd.tile_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list: String = metatiles
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.x, m.y, m.z))
+        .collect();
+    let started = Instant::now();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "render_list: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        renderd.log()
+    );
+    elapsed
 }
 
-impl Drop for Renderd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Metatile files renderd wrote.
+fn written(renderd: &Renderd) -> usize {
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() {
+                            count(&p)
+                        } else {
+                            usize::from(p.extension().is_some_and(|x| x == "meta"))
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
+    count(renderd.tile_dir())
 }
 
 /// All metatiles through tilepipe's queue at once; the wall time until the
@@ -337,11 +285,12 @@ fn bench_style(
     let renderer = Renderer::start(std::slice::from_ref(&config), &settings).unwrap();
     // Warm-up: the database's and the file system's caches.
     render_tilepipe(&renderer, style.name, metatiles);
-    let renderd = renderd.then(|| Renderd::start(style, threads));
+    let renderd = renderd.then(|| start_renderd(style, threads));
     if let Some(r) = &renderd {
         // Its threads load the style after the socket is up; one render per
         // thread waits for them.
-        r.render_list(
+        render_list(
+            r,
             style.name,
             &metatiles[..threads.min(metatiles.len())],
             threads,
@@ -359,10 +308,10 @@ fn bench_style(
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
                 if let Some(r) = &renderd {
-                    let pid = r.child.id().to_string();
+                    let pid = r.pid().to_string();
                     let (cpu, workers) = (cpu_time(&pid), worker_cpu_time(&pid));
                     let pg = children_cpu_time(postmaster);
-                    best_renderd = best_renderd.min(r.render_list(style.name, metatiles, threads));
+                    best_renderd = best_renderd.min(render_list(r, style.name, metatiles, threads));
                     pg_renderd += children_cpu_time(postmaster).saturating_sub(pg);
                     cpu_renderd = cpu_renderd.min(cpu_time(&pid) - cpu);
                     threads_renderd = threads_renderd.min(worker_cpu_time(&pid) - workers);
@@ -398,9 +347,9 @@ fn bench_style(
     let peer_cpu = renderd.as_ref().map(|_| n / cpu_renderd.as_secs_f64());
     if let Some(r) = &renderd {
         assert!(
-            r.written() >= metatiles.len(),
+            written(r) >= metatiles.len(),
             "renderd wrote {} of {}",
-            r.written(),
+            written(r),
             metatiles.len()
         );
     }

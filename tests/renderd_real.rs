@@ -10,13 +10,14 @@
 //! (`apt-get install renderd`, or `scripts/install-deps`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
 use tilepipe::expire::actions::{expire, ExpirePolicy, RenderdSink, RenderdSinkOptions};
 use tilepipe::metatile::{self, MetatileHeader, TileState, TileStore, TouchOutcome};
 use tilepipe::renderd::{Client, Command, Endpoint, ProtocolVersion, RenderdError, Request};
 use tilepipe::tile::{Metatile, Tile};
+use tilepipe_testkit::renderd::{find_in_path, Renderd};
 
 const STYLE: &str = "plain";
 
@@ -25,16 +26,10 @@ const MAPNIK_XML: &str = r##"<?xml version="1.0" encoding="utf-8"?>
 <Map background-color="#f2efe9" srs="+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +nadgrids=@null +wktext +no_defs"/>
 "##;
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-}
-
 /// Where Debian's Mapnik keeps its input plugins; `mapnik-config` only
-/// comes with libmapnik-dev. An empty map needs none, so any directory
-/// will do when none is found.
-fn mapnik_plugins_dir(fallback: &Path) -> PathBuf {
+/// comes with libmapnik-dev. An empty map needs none, so when none is
+/// found renderd gets its (empty) work directory.
+fn mapnik_plugins_dir() -> Option<PathBuf> {
     let from_config = std::process::Command::new("mapnik-config")
         .arg("--input-plugins")
         .output()
@@ -53,7 +48,6 @@ fn mapnik_plugins_dir(fallback: &Path) -> PathBuf {
             .map(PathBuf::from),
         )
         .find(|dir| dir.is_dir())
-        .unwrap_or_else(|| fallback.to_path_buf())
 }
 
 enum Listen {
@@ -61,122 +55,24 @@ enum Listen {
     Tcp,
 }
 
-/// A renderd child process on a temporary directory; killed on drop.
-struct Renderd {
-    child: Child,
-    dir: tempfile::TempDir,
-    endpoint: Endpoint,
+/// Starts renderd with the one-colour style on a temporary directory
+/// (two threads; a Unix socket there, or a free port on 127.0.0.1), or
+/// returns `None` (after saying so) when it is not installed.
+fn start(listen: Listen) -> Option<Renderd> {
+    let mut builder = Renderd::builder()
+        .inline_style(STYLE, MAPNIK_XML)
+        .num_threads(2);
+    if let Some(plugins) = mapnik_plugins_dir() {
+        builder = builder.plugins_dir(plugins);
+    }
+    if let Listen::Tcp = listen {
+        builder = builder.tcp("127.0.0.1", 0);
+    }
+    builder.start_or_skip()
 }
 
-impl Renderd {
-    /// Starts renderd, or returns `None` (after saying so) when it is not
-    /// installed.
-    fn start(listen: Listen) -> Option<Renderd> {
-        let Some(program) = find_in_path("renderd") else {
-            eprintln!("skipped: renderd is not installed (apt-get install renderd)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let tiles = path.join("tiles");
-        std::fs::create_dir(&tiles).unwrap();
-        std::fs::write(path.join("style.xml"), MAPNIK_XML).unwrap();
-        let (listen_conf, endpoint) = match listen {
-            Listen::Unix => {
-                let socket = path.join("renderd.sock");
-                (
-                    format!("socketname={}\n", socket.display()),
-                    Endpoint::Unix(socket),
-                )
-            }
-            Listen::Tcp => {
-                // A free port: bound, then released for renderd.
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                (
-                    format!("iphostname=127.0.0.1\nipport={port}\n"),
-                    Endpoint::Tcp {
-                        host: "127.0.0.1".into(),
-                        port,
-                    },
-                )
-            }
-        };
-        let conf = format!(
-            "[renderd]\n{listen_conf}num_threads=2\ntile_dir={tiles}\n\
-             stats_file={dir}/renderd.stats\npid_file={dir}/renderd.pid\n\n\
-             [mapnik]\nplugins_dir={plugins}\nfont_dir=/usr/share/fonts/truetype\n\
-             font_dir_recurse=false\n\n\
-             [{STYLE}]\nURI=/{STYLE}/\nXML={dir}/style.xml\nTILEDIR={tiles}\n",
-            tiles = tiles.display(),
-            dir = path.display(),
-            plugins = mapnik_plugins_dir(path).display(),
-        );
-        std::fs::write(path.join("renderd.conf"), conf).unwrap();
-        let log = std::fs::File::create(path.join("renderd.log")).unwrap();
-        let child = std::process::Command::new(program)
-            .arg("-f")
-            .arg("-c")
-            .arg(path.join("renderd.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut renderd = Renderd {
-            child,
-            dir,
-            endpoint,
-        };
-        renderd.wait_until_listening();
-        Some(renderd)
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let connected = match &self.endpoint {
-                Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-                Endpoint::Tcp { host, port } => {
-                    std::net::TcpStream::connect((host.as_str(), *port)).is_ok()
-                }
-            };
-            if connected {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("renderd exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "renderd does not listen:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("renderd.log")).unwrap_or_default()
-    }
-
-    fn tile_dir(&self) -> PathBuf {
-        self.dir.path().join("tiles")
-    }
-
-    fn store(&self) -> TileStore {
-        TileStore::new(self.tile_dir())
-    }
-}
-
-impl Drop for Renderd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tile_store(renderd: &Renderd) -> TileStore {
+    TileStore::new(renderd.tile_dir())
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -226,10 +122,10 @@ fn assert_rendered(store: &TileStore, metatile: Metatile) {
 
 #[test]
 fn bulk_renders_over_unix_socket_and_tcp_are_read_back() {
-    let Some(unix) = Renderd::start(Listen::Unix) else {
+    let Some(unix) = start(Listen::Unix) else {
         return;
     };
-    let Some(tcp) = Renderd::start(Listen::Tcp) else {
+    let Some(tcp) = start(Listen::Tcp) else {
         return;
     };
     let runtime = runtime();
@@ -240,7 +136,7 @@ fn bulk_renders_over_unix_socket_and_tcp_are_read_back() {
         meta(18, 16125, 115188),
     ];
     for renderd in [&unix, &tcp] {
-        let store = renderd.store();
+        let store = tile_store(renderd);
         let mut policy = ExpirePolicy::new(STYLE);
         policy.render_missing = true;
         let summary = runtime
@@ -250,7 +146,7 @@ fn bulk_renders_over_unix_socket_and_tcp_are_read_back() {
                     reply_timeout: Some(Duration::from_secs(60)),
                     ..Default::default()
                 };
-                let mut sink = RenderdSink::new(renderd.endpoint.clone(), options);
+                let mut sink = RenderdSink::new(renderd.endpoint(), options);
                 expire(&store, &policy, metatiles, &mut sink).await
             })
             .unwrap();
@@ -288,13 +184,13 @@ fn bulk_renders_over_unix_socket_and_tcp_are_read_back() {
 
 #[test]
 fn replies_as_renderd_sends_them() {
-    let Some(renderd) = Renderd::start(Listen::Tcp) else {
+    let Some(renderd) = start(Listen::Tcp) else {
         return;
     };
     let runtime = runtime();
-    let store = renderd.store();
+    let store = tile_store(&renderd);
     runtime.block_on(async {
-        let mut client = Client::connect(renderd.endpoint.clone())
+        let mut client = Client::connect(renderd.endpoint())
             .await
             .unwrap()
             .with_reply_timeout(Some(Duration::from_secs(60)));
@@ -331,7 +227,7 @@ fn replies_as_renderd_sends_them() {
 
         // An unknown style is never answered.
         let mut impatient =
-            Client::new(renderd.endpoint.clone()).with_reply_timeout(Some(Duration::from_secs(2)));
+            Client::new(renderd.endpoint()).with_reply_timeout(Some(Duration::from_secs(2)));
         let unknown = Request::new(Command::Render, Tile::new(3, 0, 0).unwrap(), "nosuch");
         let e = impatient.request(&unknown).await.unwrap_err();
         assert!(matches!(e, RenderdError::Timeout { .. }), "{e}");
@@ -377,13 +273,13 @@ fn render_expired(renderd: &Renderd, input: &str, args: &[&str]) -> String {
 /// one marker.
 #[test]
 fn touch_and_delete_next_to_mod_tiles_render_expired() {
-    let Some(renderd) = Renderd::start(Listen::Unix) else {
+    let Some(renderd) = start(Listen::Unix) else {
         return;
     };
-    let Endpoint::Unix(socket) = renderd.endpoint.clone() else {
+    let Endpoint::Unix(socket) = renderd.endpoint() else {
         unreachable!()
     };
-    let store = renderd.store();
+    let store = tile_store(&renderd);
     let m = meta(15, 16376, 10896);
 
     // render_expired renders a metatile that is on disk only; seed one with
@@ -452,13 +348,13 @@ fn touch_and_delete_next_to_mod_tiles_render_expired() {
 
 #[test]
 fn render_expired_command_end_to_end() {
-    let Some(renderd) = Renderd::start(Listen::Tcp) else {
+    let Some(renderd) = start(Listen::Tcp) else {
         return;
     };
-    let Endpoint::Tcp { port, .. } = renderd.endpoint else {
+    let Endpoint::Tcp { port, .. } = renderd.endpoint() else {
         unreachable!()
     };
-    let store = renderd.store();
+    let store = tile_store(&renderd);
     // On disk: z12 and z14 metatiles of the area; z13 missing.
     let tile = Tile::new(14, 8190, 5448).unwrap();
     for z in [12, 14] {
@@ -469,7 +365,7 @@ fn render_expired_command_end_to_end() {
     // z16 is deleted (and z15 would be touched, but is missing).
     let z16 = meta(16, 8190 * 4, 5448 * 4);
     store.write(STYLE, z16, &[b"old".to_vec()]).unwrap();
-    let list = renderd.dir.path().join("expired.list");
+    let list = renderd.dir().join("expired.list");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tilepipe"))
         .env_remove("TILEPIPE_CONFIG")
         .args([

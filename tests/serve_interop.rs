@@ -18,80 +18,24 @@ use serve_support::{
     client, find_in_path, plain_style, planet_import_complete, png_size, Apache, Options,
     TestServer, PLAIN_XML, STYLE,
 };
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 use tilepipe::metatile::TileStore;
-use tilepipe::renderd::{Client, Command, Endpoint, Request};
+use tilepipe::renderd::{Client, Command, Request};
 use tilepipe::tile::Tile;
+use tilepipe_testkit::Renderd;
 
-/// Debian's renderd on a unix socket in a temporary directory; killed on
-/// drop.
-struct Renderd {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Renderd {
-    fn start() -> Option<Renderd> {
-        let Some(program) = find_in_path("renderd") else {
-            eprintln!("skipped: renderd is not installed (apt-get install renderd)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let tiles = root.join("tiles");
-        std::fs::create_dir(&tiles).unwrap();
-        std::fs::write(root.join("plain.xml"), PLAIN_XML).unwrap();
-        let socket = root.join("renderd.sock");
-        let conf = format!(
-            "[renderd]\nsocketname={socket}\nnum_threads=1\ntile_dir={tiles}\n\
-             stats_file={root}/renderd.stats\npid_file={root}/renderd.pid\n\n\
-             [mapnik]\nplugins_dir=/usr/lib/x86_64-linux-gnu/mapnik/3.1/input\n\
-             font_dir=/usr/share/fonts/truetype\nfont_dir_recurse=false\n\n\
-             [{STYLE}]\nURI=/{STYLE}/\nXML={root}/plain.xml\nTILEDIR={tiles}\n",
-            socket = socket.display(),
-            tiles = tiles.display(),
-            root = root.display(),
-        );
-        std::fs::write(root.join("renderd.conf"), conf).unwrap();
-        let log = std::fs::File::create(root.join("renderd.log")).unwrap();
-        let child = std::process::Command::new(program)
-            .arg("-f")
-            .arg("-c")
-            .arg(root.join("renderd.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut renderd = Renderd { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::os::unix::net::UnixStream::connect(&renderd.socket).is_err() {
-            if let Some(status) = renderd.child.try_wait().unwrap() {
-                panic!("renderd exited ({status}):\n{}", renderd.log());
-            }
-            assert!(Instant::now() < deadline, "renderd does not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(renderd)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("renderd.log")).unwrap_or_default()
-    }
-
-    fn tiles(&self) -> PathBuf {
-        self.dir.path().join("tiles")
-    }
-}
-
-impl Drop for Renderd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Debian's renderd with the plain style on a unix socket in a temporary
+/// directory (killed on drop), or `None` (after saying so) when it is not
+/// installed.
+fn start_renderd() -> Option<Renderd> {
+    Renderd::builder()
+        .program(find_in_path("renderd").unwrap_or_else(|| "renderd".into()))
+        .inline_style(STYLE, PLAIN_XML)
+        .num_threads(1)
+        .plugins_dir("/usr/lib/x86_64-linux-gnu/mapnik/3.1/input")
+        .font_dir("/usr/share/fonts/truetype", false)
+        .start_or_skip()
 }
 
 fn tile_url(tile: Tile) -> String {
@@ -100,14 +44,14 @@ fn tile_url(tile: Tile) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_written_by_renderd_is_served_by_tilepipe() {
-    let Some(renderd) = Renderd::start() else {
+    let Some(renderd) = start_renderd() else {
         return;
     };
     let tiles = [
         Tile::new(12, 2140, 1393).unwrap(),
         Tile::new(3, 4, 2).unwrap(),
     ];
-    let mut renderd_client = Client::connect(Endpoint::Unix(renderd.socket.clone()))
+    let mut renderd_client = Client::connect(renderd.endpoint())
         .await
         .unwrap()
         .with_reply_timeout(Some(Duration::from_secs(60)));
@@ -118,10 +62,10 @@ async fn a_cache_written_by_renderd_is_served_by_tilepipe() {
             .unwrap();
         assert_eq!(reply, Command::Done, "{}", renderd.log());
     }
-    planet_import_complete(&renderd.tiles(), Duration::from_secs(3600));
+    planet_import_complete(renderd.tile_dir(), Duration::from_secs(3600));
 
     let style_dir = tempfile::tempdir().unwrap();
-    let style = plain_style(style_dir.path(), &renderd.tiles());
+    let style = plain_style(style_dir.path(), renderd.tile_dir());
     let server = TestServer::start(
         Options {
             render: false,
@@ -131,7 +75,7 @@ async fn a_cache_written_by_renderd_is_served_by_tilepipe() {
         |_| {},
     )
     .await;
-    let store = TileStore::new(renderd.tiles());
+    let store = TileStore::new(renderd.tile_dir());
     let http = client();
     for tile in tiles {
         let expected = store.read_tile(STYLE, tile).unwrap().unwrap().bytes;

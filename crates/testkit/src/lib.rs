@@ -9,6 +9,8 @@
 //!   order ([`FeedWriter`]), plus hand-made feeds from given changes.
 //! - [`feedserver`]: an HTTP server for such feeds ([`FeedServer`]) with
 //!   publication control, scripted and random faults, and a request log.
+//! - [`renderd`]: Debian's renderd as a child process ([`Renderd`]): its
+//!   renderd.conf written, started, waited for, killed on drop.
 //! - [`scale`]: benchmark regions N times an extract's size, written as
 //!   OSM PBF, and a city-wide "vandalism" diff.
 //!
@@ -18,9 +20,11 @@
 pub mod feedgen;
 pub mod feedserver;
 pub mod pg;
+pub mod renderd;
 pub mod scale;
 pub mod town;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};
 pub use pg::PgCluster;
+pub use renderd::Renderd;
