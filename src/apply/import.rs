@@ -2,10 +2,12 @@
 //!
 //! The file is read once, in order (nodes, ways, relations; the reader
 //! refuses an unsorted file, as osm2pgsql does). Node locations and ways stay
-//! in memory while reading, so every geometry is built without a database
-//! round trip; objects and rows stream to one writer thread per table, each
-//! with its own connection and binary COPY, so PostgreSQL ingests while
-//! tilepipe parses. Each writer builds its table's indexes as soon as the
+//! in memory while reading (packed, in id order), so every geometry is built
+//! without a database round trip; objects and rows stream to one writer
+//! thread per table, each with its own connection and a single binary COPY,
+//! so PostgreSQL ingests while tilepipe parses. Output rows go to staging
+//! tables with what the writer worked out about them (surely-valid
+//! geometry, spatial sort key; see [`OutputTables::finish_import`]). Each writer builds its table's indexes as soon as the
 //! table is complete: the nodes table and `_point` once the reader has
 //! passed the nodes, the ways table once it has passed the ways, the rest
 //! at the end, so index builds overlap with reading. The import settings
