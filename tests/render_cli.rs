@@ -57,7 +57,13 @@ fn summary(out: &Output) -> (u64, u64, u64) {
     let line = text
         .lines()
         .find(|l| l.contains("metatiles/s"))
-        .unwrap_or_else(|| panic!("no summary in {text}"));
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary ({}) in {text}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     let number = |label: &str| -> u64 {
         let at = line.find(label).unwrap() + label.len();
         line[at..]
