@@ -368,6 +368,14 @@ impl Map {
         };
         let mut raw = std::ptr::null_mut();
         let mut err = std::ptr::null_mut();
+        // Loading is not thread-safe inside Mapnik: the PostGIS plugin
+        // registers each datasource's connection pool in a process-wide
+        // map without a lock, and two threads loading styles at once
+        // crashed there (about one start in 40 with two render threads).
+        // Loads happen at start-up and on reloads, so one at a time costs
+        // little; rendering itself stays parallel.
+        static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: style and base are passed as pointer + length of live
         // `&str`s; the out-pointers point to live locals.
         let rc = unsafe {
