@@ -24,7 +24,6 @@
 //! the number of diffs (default 10). Prints a table and `BENCH` lines.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +34,7 @@ use tilepipe::replication::state::ReplicationState;
 use tilepipe::tile::Tile;
 use tilepipe_testkit::feedgen::{FeedWriter, GeneratedDiff, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::renderd::find_in_path;
+use tilepipe_testkit::renderd::{find_in_path, output_with_stdin};
 use tilepipe_testkit::{FeedGenerator, PgCluster, Renderd};
 
 #[path = "../tests/common/http.rs"]
@@ -464,24 +463,16 @@ fn classic_cycle(
 /// renderd's socket and tile directory with `input` on stdin; its seconds.
 fn mod_tile_tool(program: &Path, args: &[&str], socket: &Path, tiles: &Path, input: &str) -> f64 {
     let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .arg("-s")
-        .arg(socket)
-        .arg("-t")
-        .arg(tiles)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait().unwrap();
+    output_with_stdin(
+        Command::new(program)
+            .args(args)
+            .arg("-s")
+            .arg(socket)
+            .arg("-t")
+            .arg(tiles),
+        input,
+    )
+    .unwrap();
     started.elapsed().as_secs_f64()
 }
 

@@ -19,9 +19,8 @@
 //! CPU second of the renderer process (tilepipe's, renderd's; PostgreSQL's
 //! share is the same for both and not counted) are printed too.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tilepipe::render::config::{RenderSettings, StyleConfig, TileFormat};
 use tilepipe::render::prerender::{metatiles_at, BBox};
@@ -29,7 +28,7 @@ use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style::load_style_xml;
 use tilepipe::render::worker::{Renderer, Timings};
 use tilepipe::tile::Metatile;
-use tilepipe_testkit::renderd::find_in_path;
+use tilepipe_testkit::renderd::{find_in_path, output_with_stdin};
 use tilepipe_testkit::{PgCluster, Renderd};
 
 const LIECHTENSTEIN: &str = "../shared/data/liechtenstein-2013-08-03.osm.pbf";
@@ -112,31 +111,23 @@ fn start_renderd(style: &BenchStyle, threads: usize) -> Renderd {
 
 /// `render_list -f -n threads` over stdin `X Y Z` lines; the wall time.
 fn render_list(renderd: &Renderd, style: &str, metatiles: &[Metatile], threads: usize) -> Duration {
-    let mut child = Command::new("render_list")
-        .args(["-f", "-l", "1000", "-m", style])
-        .arg("-n")
-        .arg(threads.to_string())
-        .arg("-s")
-        .arg(renderd.socket().expect("renderd listens on a socket"))
-        .arg("-t")
-        .arg(renderd.tile_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let list: String = metatiles
         .iter()
         .map(|m| format!("{} {} {}\n", m.x, m.y, m.z))
         .collect();
     let started = Instant::now();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(list.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new("render_list")
+            .args(["-f", "-l", "1000", "-m", style])
+            .arg("-n")
+            .arg(threads.to_string())
+            .arg("-s")
+            .arg(renderd.socket().expect("renderd listens on a socket"))
+            .arg("-t")
+            .arg(renderd.tile_dir()),
+        &list,
+    )
+    .unwrap();
     let elapsed = started.elapsed();
     assert!(
         out.status.success(),

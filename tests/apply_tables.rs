@@ -221,7 +221,9 @@ fn middle_stores_and_finds_parents() {
         tags: vec![("type".into(), "multipolygon".into())],
     }];
     middle.copy_relations(&mut client, &relations).unwrap();
-    middle.create_indexes(&mut client).unwrap();
+    middle.index_nodes(&mut client).unwrap();
+    middle.index_ways(&mut client).unwrap();
+    middle.index_relations(&mut client).unwrap();
 
     let locations = middle.node_locations(&mut client, &[1, 4, 99]).unwrap();
     assert_eq!(locations.len(), 2);

@@ -9,9 +9,7 @@
 mod render_kit;
 
 use render_kit::{metatile_at, project_style, settings, tile_at, town_database, TOWN};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::TileStore;
@@ -19,6 +17,7 @@ use tilepipe::render::server::ProtocolListeners;
 use tilepipe::render::worker::Renderer;
 use tilepipe::renderd::{Client, Command, Endpoint, ProtocolVersion, Request};
 use tilepipe::tile::Tile;
+use tilepipe_testkit::{find_in_path, output_with_stdin};
 
 const STYLE: &str = "town";
 
@@ -92,12 +91,6 @@ impl Drop for Backend {
             let _ = stop.send(());
         }
     }
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
 }
 
 fn mtime(store: &TileStore, tile: Tile) -> Option<SystemTime> {
@@ -196,26 +189,21 @@ fn render_list_and_render_expired_use_tilepipe_as_their_renderd() {
     // render_expired re-renders what it is given (through cmdRenderBulk).
     let before = mtime(&store, metatiles[0]).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let mut child = std::process::Command::new(&render_expired)
-        .args(["-m", STYLE, "-z", "16", "-Z", "16"])
-        .arg("-s")
-        .arg(&backend.socket)
-        .arg("-t")
-        .arg(&backend.tiles)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(
-        child.stdin.take().unwrap(),
-        "{}/{}/{}",
-        metatiles[0].z,
-        metatiles[0].x + 1,
-        metatiles[0].y + 2
+    let out = output_with_stdin(
+        std::process::Command::new(&render_expired)
+            .args(["-m", STYLE, "-z", "16", "-Z", "16"])
+            .arg("-s")
+            .arg(&backend.socket)
+            .arg("-t")
+            .arg(&backend.tiles),
+        &format!(
+            "{}/{}/{}\n",
+            metatiles[0].z,
+            metatiles[0].x + 1,
+            metatiles[0].y + 2
+        ),
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "render_expired failed:\n{log}");
     let after = mtime(&store, metatiles[0]).unwrap();

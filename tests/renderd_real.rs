@@ -9,15 +9,12 @@
 //! Without `renderd` on PATH the tests pass after saying they were skipped
 //! (`apt-get install renderd`, or `scripts/install-deps`).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tilepipe::expire::actions::{expire, ExpirePolicy, RenderdSink, RenderdSinkOptions};
 use tilepipe::metatile::{self, MetatileHeader, TileState, TileStore, TouchOutcome};
 use tilepipe::renderd::{Client, Command, Endpoint, ProtocolVersion, RenderdError, Request};
 use tilepipe::tile::{Metatile, Tile};
-use tilepipe_testkit::renderd::{find_in_path, Renderd};
+use tilepipe_testkit::renderd::{find_in_path, output_with_stdin, Renderd};
 
 const STYLE: &str = "plain";
 
@@ -25,30 +22,6 @@ const STYLE: &str = "plain";
 const MAPNIK_XML: &str = r##"<?xml version="1.0" encoding="utf-8"?>
 <Map background-color="#f2efe9" srs="+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +nadgrids=@null +wktext +no_defs"/>
 "##;
-
-/// Where Debian's Mapnik keeps its input plugins; `mapnik-config` only
-/// comes with libmapnik-dev. An empty map needs none, so when none is
-/// found renderd gets its (empty) work directory.
-fn mapnik_plugins_dir() -> Option<PathBuf> {
-    let from_config = std::process::Command::new("mapnik-config")
-        .arg("--input-plugins")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    from_config
-        .into_iter()
-        .chain(
-            [
-                "/usr/lib/mapnik/3.1/input",
-                "/usr/lib/x86_64-linux-gnu/mapnik/3.1/input",
-                "/usr/lib/aarch64-linux-gnu/mapnik/3.1/input",
-                "/usr/lib/mapnik/input",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|dir| dir.is_dir())
-}
 
 enum Listen {
     Unix,
@@ -61,10 +34,8 @@ enum Listen {
 fn start(listen: Listen) -> Option<Renderd> {
     let mut builder = Renderd::builder()
         .inline_style(STYLE, MAPNIK_XML)
-        .num_threads(2);
-    if let Some(plugins) = mapnik_plugins_dir() {
-        builder = builder.plugins_dir(plugins);
-    }
+        .num_threads(2)
+        .plugins_dir(mapnik_sys::DEFAULT_PLUGIN_DIR);
     if let Listen::Tcp = listen {
         builder = builder.tcp("127.0.0.1", 0);
     }
@@ -247,23 +218,15 @@ fn replies_as_renderd_sends_them() {
 
 fn render_expired(renderd: &Renderd, input: &str, args: &[&str]) -> String {
     let program = find_in_path("render_expired").expect("render_expired comes with renderd");
-    let mut child = std::process::Command::new(program)
-        .args(["-m", STYLE, "-t"])
-        .arg(renderd.tile_dir())
-        .args(args)
-        .env("TZ", "UTC")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        std::process::Command::new(program)
+            .args(["-m", STYLE, "-t"])
+            .arg(renderd.tile_dir())
+            .args(args)
+            .env("TZ", "UTC"),
+        input,
+    )
+    .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
@@ -366,7 +329,8 @@ fn render_expired_command_end_to_end() {
     let z16 = meta(16, 8190 * 4, 5448 * 4);
     store.write(STYLE, z16, &[b"old".to_vec()]).unwrap();
     let list = renderd.dir().join("expired.list");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tilepipe"));
+    command
         .env_remove("TILEPIPE_CONFIG")
         .args([
             "render-expired",
@@ -396,19 +360,8 @@ fn render_expired_command_end_to_end() {
         ])
         .arg(renderd.tile_dir())
         .arg("--list")
-        .arg(&list)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"14/8190/5448\nnonsense\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .arg(&list);
+    let out = output_with_stdin(&mut command, "14/8190/5448\nnonsense\n").unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

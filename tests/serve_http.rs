@@ -29,6 +29,11 @@ fn max_age(response: &reqwest::Response) -> u64 {
     value.strip_prefix("max-age=").unwrap().parse().unwrap()
 }
 
+/// A response's body parsed as JSON.
+async fn json_body(response: reqwest::Response) -> serde_json::Value {
+    response.text().await.unwrap().parse().unwrap()
+}
+
 fn tile_path(tile: Tile) -> String {
     format!("/{STYLE}/{}/{}/{}.png", tile.z, tile.x, tile.y)
 }
@@ -558,12 +563,7 @@ async fn tilejson_catalogue_and_page() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     let etag = r.headers()[header::ETAG].to_str().unwrap().to_string();
-    let json: serde_json::Value = r
-        .text()
-        .await
-        .unwrap()
-        .parse::<serde_json::Value>()
-        .unwrap();
+    let json: serde_json::Value = json_body(r).await;
     assert_eq!(json["tilejson"], "3.0.0");
     assert_eq!(json["name"], STYLE);
     assert_eq!(json["scheme"], "xyz");
@@ -663,12 +663,7 @@ async fn metrics_and_health() {
     // No replication reported: healthy.
     let r = http.get(server.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let body: serde_json::Value = r
-        .text()
-        .await
-        .unwrap()
-        .parse::<serde_json::Value>()
-        .unwrap();
+    let body: serde_json::Value = json_body(r).await;
     assert_eq!(body["status"], "ok");
     assert!(body["replication_lag_seconds"].is_null());
 
@@ -717,12 +712,7 @@ async fn metrics_and_health() {
         .set_replication_position(4243, SystemTime::now() - Duration::from_secs(120));
     let r = http.get(server.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: serde_json::Value = r
-        .text()
-        .await
-        .unwrap()
-        .parse::<serde_json::Value>()
-        .unwrap();
+    let body: serde_json::Value = json_body(r).await;
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["replication_sequence"], 4243);
     server.stop().await;

@@ -30,10 +30,9 @@ use tilepipe_testkit::Renderd;
 /// installed.
 fn start_renderd() -> Option<Renderd> {
     Renderd::builder()
-        .program(find_in_path("renderd").unwrap_or_else(|| "renderd".into()))
         .inline_style(STYLE, PLAIN_XML)
         .num_threads(1)
-        .plugins_dir("/usr/lib/x86_64-linux-gnu/mapnik/3.1/input")
+        .plugins_dir(mapnik_sys::DEFAULT_PLUGIN_DIR)
         .font_dir("/usr/share/fonts/truetype", false)
         .start_or_skip()
 }

@@ -7,10 +7,11 @@
 //! thread per table, each with its own connection and a single binary COPY,
 //! so PostgreSQL ingests while tilepipe parses. Output rows go to staging
 //! tables with what the writer worked out about them (surely-valid
-//! geometry, spatial sort key; see [`OutputTables::finish_import`]). Each writer builds its table's indexes as soon as the
-//! table is complete: the nodes table and `_point` once the reader has
-//! passed the nodes, the ways table once it has passed the ways, the rest
-//! at the end, so index builds overlap with reading. The import settings
+//! geometry, spatial sort key; see [`OutputTables::finish_import`]). Each
+//! writer builds its table's indexes as soon as the table is complete: the
+//! nodes table and `_point` once the reader has passed the nodes, the ways
+//! table once it has passed the ways, the rest at the end, so index builds
+//! overlap with reading. The import settings
 //! go into `osm2pgsql_properties` last: a database without them is not a
 //! finished import, and appends refuse to run on it.
 
@@ -44,14 +45,13 @@ pub struct ImportSummary {
 }
 
 /// Objects kept in memory during the import, by id: node locations for
-/// ways and relations, ways for relations. The file arrives sorted by id,
-/// so two parallel vectors searched by bisection hold them more compactly
-/// than a hash map and without hashing.
+/// ways and relations, ways for relations. The reader hands objects on in
+/// ascending id order (it refuses an unsorted file), so two parallel
+/// vectors searched by bisection hold them more compactly than a hash map
+/// and without hashing.
 struct ById<T> {
     ids: Vec<i64>,
     values: Vec<T>,
-    /// Set if an id arrived out of order; [`ById::seal`] then sorts.
-    unsorted: bool,
 }
 
 impl<T> Default for ById<T> {
@@ -59,42 +59,21 @@ impl<T> Default for ById<T> {
         ById {
             ids: Vec::new(),
             values: Vec::new(),
-            unsorted: false,
         }
     }
 }
 
 impl<T> ById<T> {
     fn push(&mut self, id: i64, value: T) {
-        if self.ids.last().is_some_and(|&last| last >= id) {
-            self.unsorted = true;
-        }
+        debug_assert!(
+            self.ids.last().is_none_or(|&last| last < id),
+            "the reader hands objects on in ascending id order"
+        );
         self.ids.push(id);
         self.values.push(value);
     }
 
-    /// Ready for lookups: sorted by id, the last of duplicates kept (the
-    /// reader refuses unsorted files, so this is a safety net).
-    fn seal(&mut self) {
-        if !self.unsorted {
-            return;
-        }
-        let mut pairs: Vec<(i64, T)> = self.ids.drain(..).zip(self.values.drain(..)).collect();
-        // Stable: among duplicates the last pushed stays last.
-        pairs.sort_by_key(|(id, _)| *id);
-        let mut kept: Vec<(i64, T)> = Vec::with_capacity(pairs.len());
-        for (id, value) in pairs {
-            match kept.last_mut() {
-                Some(last) if last.0 == id => *last = (id, value),
-                _ => kept.push((id, value)),
-            }
-        }
-        (self.ids, self.values) = kept.into_iter().unzip();
-        self.unsorted = false;
-    }
-
     fn get(&self, id: i64) -> Option<&T> {
-        debug_assert!(!self.unsorted, "lookup before seal");
         self.ids
             .binary_search(&id)
             .ok()
@@ -150,10 +129,6 @@ impl WayStore {
             self.text.push_str(value);
         }
         self.spans.push(way.id, span);
-    }
-
-    fn seal(&mut self) {
-        self.spans.seal();
     }
 }
 
@@ -371,8 +346,6 @@ fn read_and_process(
                     )?;
                     queues.enter(object_section);
                     section = object_section;
-                    locations.seal();
-                    ways.seal();
                 }
                 match object {
                     Object::Node(node) => {
@@ -459,7 +432,6 @@ impl ReadProgress {
     }
 }
 
-/// Writes middle batches: one COPY per object type, in file order.
 /// Sends what a batch of objects produced to the writers.
 fn send_batch(
     queues: &Queues,

@@ -42,27 +42,25 @@ pub const MIDDLE_FORMAT_PROPERTY: &str = "tilepipe_middle_format";
 /// (`node_buckets`), so neither COPY nor the index build runs SQL per row.
 pub const NODE_BUCKET_SHIFT: u32 = 5;
 
-/// The distinct buckets of a way's nodes, sorted.
-pub fn node_buckets(nodes: &[i64]) -> Vec<i64> {
-    let mut buckets = Vec::new();
-    node_buckets_into(nodes, &mut buckets);
-    buckets
-}
-
-/// The ids of a relation's members of one type, sorted and unique.
-fn member_ids_into(members: &[Member], kind: ObjectType, ids: &mut Vec<i64>) {
-    ids.clear();
-    ids.extend(members.iter().filter(|m| m.kind == kind).map(|m| m.id));
-    ids.sort_unstable();
-    ids.dedup();
-}
-
-/// [`node_buckets`] into a reused vector.
+/// The distinct buckets of a way's nodes, sorted, into a reused vector.
 fn node_buckets_into(nodes: &[i64], buckets: &mut Vec<i64>) {
-    buckets.clear();
-    buckets.extend(nodes.iter().map(|id| id >> NODE_BUCKET_SHIFT));
-    buckets.sort_unstable();
-    buckets.dedup();
+    sorted_unique_into(nodes.iter().map(|id| id >> NODE_BUCKET_SHIFT), buckets);
+}
+
+/// The ids of a relation's members of one type, sorted and unique, into a
+/// reused vector.
+fn member_ids_into(members: &[Member], kind: ObjectType, ids: &mut Vec<i64>) {
+    let of_kind = members.iter().filter(|m| m.kind == kind).map(|m| m.id);
+    sorted_unique_into(of_kind, ids);
+}
+
+/// `values` sorted without duplicates into `out` (cleared first): the
+/// arrays the reverse lookups' GIN indexes hold.
+fn sorted_unique_into(values: impl Iterator<Item = i64>, out: &mut Vec<i64>) {
+    out.clear();
+    out.extend(values);
+    out.sort_unstable();
+    out.dedup();
 }
 
 /// Names of the middle tables for a prefix and schema.
@@ -166,14 +164,6 @@ impl Middle {
             .map_err(self.err("rels"))
     }
 
-    /// The indexes of all three tables (the import builds each as soon as
-    /// its table is loaded).
-    pub fn create_indexes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-        self.index_nodes(client)?;
-        self.index_ways(client)?;
-        self.index_relations(client)
-    }
-
     /// Loads nodes with binary COPY. Nodes without a location (possible
     /// only in broken input) are skipped: nothing can use them.
     pub fn copy_nodes(
@@ -182,18 +172,16 @@ impl Middle {
         nodes: impl IntoIterator<Item = impl Borrow<Node>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("nodes");
-        let statement = format!(
-            "COPY {} (id, lat, lon, tags) FROM STDIN BINARY",
-            self.nodes_table()
-        );
-        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
+        let mut copy =
+            CopyStream::start(client, &self.nodes_table(), &["id", "lat", "lon", "tags"])
+                .map_err(&err)?;
         for node in nodes {
             let node = node.borrow();
             let Some(location) = node.location else {
                 continue;
             };
             let (lon, lat) = location.to_fixed();
-            copy.begin_row(4).map_err(&err)?;
+            copy.begin_row().map_err(&err)?;
             copy.int8(node.id);
             copy.int4(lat);
             copy.int4(lon);
@@ -208,16 +196,17 @@ impl Middle {
         ways: impl IntoIterator<Item = impl Borrow<Way>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("ways");
-        let statement = format!(
-            "COPY {} (id, nodes, tags, node_buckets) FROM STDIN BINARY",
-            self.ways_table()
-        );
-        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
+        let mut copy = CopyStream::start(
+            client,
+            &self.ways_table(),
+            &["id", "nodes", "tags", "node_buckets"],
+        )
+        .map_err(&err)?;
         let mut buckets = Vec::new();
         for way in ways {
             let way = way.borrow();
             node_buckets_into(&way.nodes, &mut buckets);
-            copy.begin_row(4).map_err(&err)?;
+            copy.begin_row().map_err(&err)?;
             copy.int8(way.id);
             copy.int8_array(&way.nodes);
             write_tags(&mut copy, &way.tags);
@@ -232,15 +221,16 @@ impl Middle {
         relations: impl IntoIterator<Item = impl Borrow<Relation>>,
     ) -> Result<u64, MiddleError> {
         let err = self.err("rels");
-        let statement = format!(
-            "COPY {} (id, members, tags, member_nodes, member_ways) FROM STDIN BINARY",
-            self.rels_table()
-        );
-        let mut copy = CopyStream::start(client, &statement).map_err(&err)?;
+        let mut copy = CopyStream::start(
+            client,
+            &self.rels_table(),
+            &["id", "members", "tags", "member_nodes", "member_ways"],
+        )
+        .map_err(&err)?;
         let mut ids = Vec::new();
         for relation in relations {
             let relation = relation.borrow();
-            copy.begin_row(5).map_err(&err)?;
+            copy.begin_row().map_err(&err)?;
             copy.int8(relation.id);
             copy.jsonb(|out| write_members_json(out, &relation.members));
             write_tags(&mut copy, &relation.tags);
@@ -503,6 +493,12 @@ fn members_from_json(value: Json<serde_json::Value>) -> Vec<Member> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node_buckets(nodes: &[i64]) -> Vec<i64> {
+        let mut buckets = Vec::new();
+        node_buckets_into(nodes, &mut buckets);
+        buckets
+    }
 
     #[test]
     fn node_buckets_are_distinct_sorted_and_shifted() {

@@ -88,13 +88,12 @@ impl OutputTables {
         }
     }
 
-    /// Column list for COPY, in table order.
-    fn column_names(&self, kind: TableKind) -> String {
+    /// The table's column names, quoted, in table order.
+    fn column_names(&self, kind: TableKind) -> Vec<String> {
         self.columns(kind)
             .iter()
             .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect()
     }
 
     /// Drops and creates the tables for an import: unlogged staging
@@ -166,7 +165,7 @@ impl OutputTables {
                  CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table}
                    FOR EACH ROW EXECUTE PROCEDURE {trigger_function}();
                  ANALYZE {table};",
-                columns = self.column_names(kind),
+                columns = self.column_names(kind).join(", "),
                 valid = STAGING_COLUMNS[0],
                 order = STAGING_COLUMNS[1],
                 plain = quote_ident(&name),
@@ -202,12 +201,13 @@ impl OutputTables {
         kind: TableKind,
         staging: bool,
     ) -> Result<RowWriter<'c>, OutputError> {
-        let mut names = self.column_names(kind);
+        let names = self.column_names(kind);
+        let mut columns: Vec<&str> = names.iter().map(String::as_str).collect();
         if staging {
-            names = format!("{names}, {}", STAGING_COLUMNS.join(", "));
+            columns.extend(STAGING_COLUMNS);
         }
-        let statement = format!("COPY {} ({names}) FROM STDIN BINARY", self.table(kind));
-        let copy = CopyStream::start(client, &statement).map_err(self.err(kind))?;
+        let copy =
+            CopyStream::start(client, &self.table(kind), &columns).map_err(self.err(kind))?;
         Ok(RowWriter {
             copy,
             table: self.name(kind),
@@ -320,17 +320,10 @@ impl RowWriter<'_> {
     pub fn write(&mut self, row: &Row) -> Result<(), OutputError> {
         let values = &row.values;
         let copy = &mut self.copy;
-        let fields = self.roles.len()
-            + if self.staging {
-                STAGING_COLUMNS.len()
-            } else {
-                0
-            };
-        copy.begin_row(fields as u16)
-            .map_err(|source| OutputError {
-                table: self.table.clone(),
-                source,
-            })?;
+        copy.begin_row().map_err(|source| OutputError {
+            table: self.table.clone(),
+            source,
+        })?;
         for role in &self.roles {
             match role {
                 ColumnRole::OsmId => copy.int8(row.osm_id),

@@ -24,33 +24,45 @@ const COPY_CHUNK: usize = 256 << 10;
 /// A binary COPY (`COPY … FROM STDIN BINARY`) whose rows are encoded
 /// here, field by field, straight into one buffer: no per-value trait
 /// dispatch or type check, and the buffer goes out in large chunks. The
-/// caller writes each row as [`begin_row`](Self::begin_row) with the field
-/// count, then exactly that many fields in table order.
+/// caller starts each row with [`begin_row`](Self::begin_row), then writes
+/// one field per column given to [`start`](Self::start), in that order.
 pub struct CopyStream<'c> {
     sink: CopyInWriter<'c>,
     buf: Vec<u8>,
+    /// Fields per row: the number of columns.
+    fields: i16,
 }
 
 impl<'c> CopyStream<'c> {
-    /// Starts `statement`, a `COPY … FROM STDIN BINARY`.
-    pub fn start(client: &'c mut impl GenericClient, statement: &str) -> Result<Self, CopyError> {
-        let sink = client.copy_in(statement)?;
+    /// Starts a binary COPY into `columns` (names as they go into SQL) of
+    /// `table`.
+    pub fn start(
+        client: &'c mut impl GenericClient,
+        table: &str,
+        columns: &[&str],
+    ) -> Result<Self, CopyError> {
+        let statement = format!("COPY {table} ({}) FROM STDIN BINARY", columns.join(", "));
+        let sink = client.copy_in(&statement)?;
         let mut buf = Vec::with_capacity(COPY_CHUNK + 16 * 1024);
         // Signature, flags, header extension length.
         buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
         buf.extend_from_slice(&0i32.to_be_bytes());
         buf.extend_from_slice(&0i32.to_be_bytes());
-        Ok(CopyStream { sink, buf })
+        Ok(CopyStream {
+            sink,
+            buf,
+            fields: columns.len() as i16,
+        })
     }
 
-    /// Starts a row of `fields` fields, sending what is buffered first
-    /// when the buffer is full.
-    pub fn begin_row(&mut self, fields: u16) -> Result<(), CopyError> {
+    /// Starts a row, sending what is buffered first when the buffer is
+    /// full.
+    pub fn begin_row(&mut self) -> Result<(), CopyError> {
         if self.buf.len() >= COPY_CHUNK {
             self.sink.write_all(&self.buf)?;
             self.buf.clear();
         }
-        self.buf.extend_from_slice(&(fields as i16).to_be_bytes());
+        self.buf.extend_from_slice(&self.fields.to_be_bytes());
         Ok(())
     }
 

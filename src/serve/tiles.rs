@@ -165,6 +165,12 @@ pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
     })
 }
 
+/// What one cached tile counts against the limit: its bytes, its key and
+/// a rough allowance for the map entry itself.
+fn entry_size(path: &str, bytes: &Option<Bytes>) -> usize {
+    bytes.as_ref().map_or(0, Bytes::len) + path.len() + 64
+}
+
 /// Recently served tiles, so a hot tile costs one `stat` instead of
 /// opening and reading its metatile. An entry is valid while the file
 /// keeps its inode, size and mtime: a re-render replaces the file (new
@@ -230,7 +236,7 @@ impl TileCache {
             // Only what was read from the file that was stat'ed: a render
             // that replaced it in between is picked up next time.
             if *read_mtime == mtime {
-                let size = bytes.as_ref().map_or(0, Bytes::len) + key.0.len() + 64;
+                let size = entry_size(&key.0, bytes);
                 let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
                 if self.held.load(Relaxed) + size > self.limit {
                     // Full: drop every other entry (in hash order, so
@@ -240,7 +246,7 @@ impl TileCache {
                     entries.retain(|(path, _), c| {
                         keep = !keep;
                         if !keep {
-                            freed += c.bytes.as_ref().map_or(0, Bytes::len) + path.len() + 64;
+                            freed += entry_size(path, &c.bytes);
                         }
                         keep
                     });
@@ -254,8 +260,13 @@ impl TileCache {
                     bytes: bytes.clone(),
                     gzip: *gzip,
                 };
-                if entries.insert(key, cached).is_none() {
-                    self.held.fetch_add(size, Relaxed);
+                // A replaced entry (same key, bytes re-read) stops counting.
+                let replaced = entries.get(&key).map(|old| entry_size(&key.0, &old.bytes));
+                entries.insert(key, cached);
+                self.held.fetch_add(size, Relaxed);
+                if let Some(old_size) = replaced {
+                    self.held
+                        .fetch_sub(old_size.min(self.held.load(Relaxed)), Relaxed);
                 }
             }
         }

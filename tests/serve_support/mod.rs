@@ -22,17 +22,7 @@ pub const PLAIN_XML: &str = r##"<?xml version="1.0" encoding="utf-8"?>
 <Map background-color="#b5d0d0" srs="+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +nadgrids=@null +wktext +no_defs"/>
 "##;
 
-pub fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .or_else(|| {
-            ["/usr/sbin", "/usr/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(program))
-                .find(|p| p.is_file())
-        })
-}
+pub use tilepipe_testkit::find_in_path;
 
 /// The plain style over `tiles`, its XML written into `dir`.
 pub fn plain_style(dir: &Path, tiles: &Path) -> StyleConfig {

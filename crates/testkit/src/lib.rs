@@ -27,4 +27,4 @@ pub mod town;
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};
 pub use pg::PgCluster;
-pub use renderd::Renderd;
+pub use renderd::{find_in_path, output_with_stdin, Renderd};

@@ -10,7 +10,7 @@
 //! let renderd = Renderd::builder()
 //!     .style("tilepipe", &xml)
 //!     .num_threads(2)
-//!     .plugins_dir("/usr/lib/x86_64-linux-gnu/mapnik/3.1/input")
+//!     .plugins_dir("/usr/lib/mapnik/3.1/input")
 //!     .start()
 //!     .unwrap_or_else(|e| panic!("{e}"));
 //! println!("{:?} {}", renderd.endpoint(), renderd.tile_dir().display());
@@ -19,21 +19,43 @@
 //! Tests that pass when renderd is missing use
 //! [`RenderdBuilder::start_or_skip`].
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tilepipe::renderd::Endpoint;
 
-/// `program` on `PATH` (a bare name), or `program` itself when it is a
-/// path to a file.
+/// `program` on `PATH` (a bare name), else in /usr/sbin or /usr/bin
+/// (where Debian puts renderd and apache2, not always on a user's `PATH`),
+/// or `program` itself when it is a path to a file.
 pub fn find_in_path(program: impl AsRef<Path>) -> Option<PathBuf> {
     let program = program.as_ref();
     if program.components().count() > 1 {
         return program.is_file().then(|| program.to_path_buf());
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
+}
+
+/// Runs `command` with `input` on its stdin (mod_tile's tools read their
+/// tile lists there) and waits for it, capturing stdout and stderr. The
+/// input is written before the output is read, so it must fit a pipe
+/// (64 kB) unless the program reads it all before writing much.
+pub fn output_with_stdin(command: &mut Command, input: &str) -> std::io::Result<Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())?;
+    child.wait_with_output()
 }
 
 /// Where a style's XML comes from.

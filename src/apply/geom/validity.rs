@@ -21,7 +21,7 @@
 //! orientation signs.
 
 use geo::kernels::{Kernel, Orientation, RobustKernel};
-use geo::{Coord, Geometry, LineString, MultiPolygon, Polygon};
+use geo::{BoundingRect, Coord, Geometry, LineString, MultiPolygon, Polygon};
 
 /// Rings with more segments than this are checked with a sweep over the
 /// segments sorted by their smallest x instead of all pairs; smaller rings
@@ -119,25 +119,12 @@ fn multipolygon_valid(polygons: &MultiPolygon<f64>) -> bool {
     if !polygons.0.iter().all(surely_valid) {
         return false;
     }
-    // The parts are single rings with usable coordinates now.
+    // The parts are non-empty single rings with usable coordinates now.
     let mut boxes: Vec<(Coord<f64>, Coord<f64>)> = polygons
         .0
         .iter()
-        .map(|polygon| {
-            let ring = &polygon.exterior().0;
-            ring.iter().fold((ring[0], ring[0]), |(min, max), &c| {
-                (
-                    Coord {
-                        x: min.x.min(c.x),
-                        y: min.y.min(c.y),
-                    },
-                    Coord {
-                        x: max.x.max(c.x),
-                        y: max.y.max(c.y),
-                    },
-                )
-            })
-        })
+        .filter_map(|polygon| polygon.bounding_rect())
+        .map(|rect| (rect.min(), rect.max()))
         .collect();
     boxes.sort_unstable_by(|a, b| a.0.x.total_cmp(&b.0.x));
     for (k, &(p_min, p_max)) in boxes.iter().enumerate() {
