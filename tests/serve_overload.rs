@@ -2,15 +2,21 @@
 //! render thread. The queue stays within its bounds, memory stays flat,
 //! every request is answered by policy (200 rendered, 404 not rendered in
 //! time, 503 overloaded), and the server keeps serving afterwards.
+//! Slow and idle clients: connections that never finish their request
+//! head are closed at the header timeout without holding anyone else up,
+//! idle keep-alive connections at the keep-alive timeout, and the number
+//! of open connections is capped.
 
 mod serve_support;
 
 use reqwest::StatusCode;
-use serve_support::{client, planet_import_complete, Options, TestServer};
+use serve_support::{
+    client, exchange, get_within, planet_import_complete, wait_closed, Options, TestServer,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tilepipe::serve::metrics::TileOutcome;
 
 fn rss_kib() -> u64 {
@@ -129,5 +135,183 @@ async fn many_missing_tiles_are_answered_by_policy() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = http.get(server.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+fn no_render() -> Options {
+    Options {
+        render: false,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_finish_their_headers_are_dropped() {
+    const SLOW: usize = 1500;
+    const HEADER_TIMEOUT: f64 = 2.0;
+    let server = TestServer::start(no_render(), |s| {
+        s.header_read_timeout_secs = HEADER_TIMEOUT;
+    })
+    .await;
+    let addr = server.addr;
+    let (slow, opened) = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let opened = Instant::now();
+        let slow: Vec<_> = (0..SLOW)
+            .map(|i| {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                // A request line and part of the headers, then nothing.
+                let partial = format!("GET /health HTTP/1.1\r\nHost: slow\r\nX-Client: {i}\r\n");
+                stream.write_all(partial.as_bytes()).unwrap();
+                stream
+            })
+            .collect();
+        (slow, opened)
+    })
+    .await
+    .unwrap();
+    let all_open = opened.elapsed();
+
+    // While they hang, a normal client is answered at once.
+    let asked = Instant::now();
+    let (status, _) =
+        tokio::task::spawn_blocking(move || get_within(addr, "/health", Duration::from_secs(2)))
+            .await
+            .unwrap()
+            .expect("a normal request is answered while 1500 clients hang");
+    assert_eq!(status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // Each is closed by the server within the header timeout (plus the
+    // time it took to open them all and some slack).
+    let deadline = Duration::from_secs_f64(HEADER_TIMEOUT) + all_open + Duration::from_secs(3);
+    let earliest = Duration::from_secs_f64(HEADER_TIMEOUT * 0.75);
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut slow = slow;
+        let mut closed = 0;
+        let mut too_early = 0;
+        for stream in &mut slow {
+            let left = deadline.saturating_sub(opened.elapsed());
+            if wait_closed(stream, left).is_some() {
+                closed += 1;
+                if opened.elapsed() < earliest {
+                    too_early += 1;
+                }
+            }
+        }
+        (closed, too_early)
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, (SLOW, 0), "(closed, closed before the timeout)");
+    assert_eq!(
+        status_of(&server, "/health").await,
+        StatusCode::OK,
+        "serving on afterwards"
+    );
+    server.stop().await;
+}
+
+async fn status_of(server: &TestServer, path: &str) -> StatusCode {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_close_at_their_own_timeout() {
+    let server = TestServer::start(no_render(), |s| {
+        s.header_read_timeout_secs = 1.0;
+        s.keepalive_timeout_secs = 3.0;
+    })
+    .await;
+    let addr = server.addr;
+    let (second, closed_after) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        assert_eq!(exchange(&mut stream, &request).unwrap().0, 200);
+        // Idle longer than the header timeout: still open, it only
+        // counts once a request has begun.
+        std::thread::sleep(Duration::from_secs(2));
+        let second = exchange(&mut stream, &request).map(|r| r.0);
+        let closed_after = wait_closed(&mut stream, Duration::from_secs(8));
+        (second, closed_after)
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.unwrap(), 200);
+    let closed_after = closed_after.expect("an idle connection is closed");
+    assert!(
+        (Duration::from_millis(2500)..Duration::from_secs(5)).contains(&closed_after),
+        "closed {closed_after:?} after the last response"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped() {
+    let server = TestServer::start(no_render(), |s| {
+        s.max_connections = 3;
+        s.keepalive_timeout_secs = 30.0;
+    })
+    .await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let mut held: Vec<_> = (0..3)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                assert_eq!(exchange(&mut stream, &request).unwrap().0, 200);
+                stream
+            })
+            .collect();
+        // A fourth waits in the accept queue ...
+        let mut fourth = std::net::TcpStream::connect(addr).unwrap();
+        fourth
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        assert!(
+            exchange(&mut fourth, &request).is_err(),
+            "served beyond the cap"
+        );
+        // ... until one of the three closes.
+        drop(held.pop());
+        fourth
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        // Its request was sent already: read the answer.
+        use std::io::Read;
+        let mut chunk = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = fourth
+                .read(&mut chunk)
+                .expect("answered once a slot is free");
+            assert!(n > 0, "closed instead of answered");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    })
+    .await
+    .unwrap();
     server.stop().await;
 }

@@ -52,6 +52,17 @@ pub struct ServeSettings {
     /// MB of recently served tiles kept in memory (validated against the
     /// metatile's inode, size and mtime on every request); 0 = off.
     pub tile_cache_mb: f64,
+    /// Seconds a client has to send a whole request head, counted from
+    /// the connection's start or the first byte of a later request
+    /// (Apache's `RequestReadTimeout header=`, nginx's
+    /// `client_header_timeout`); then the connection is closed.
+    pub header_read_timeout_secs: f64,
+    /// Seconds an idle keep-alive connection (no request in flight, no
+    /// bytes moving) stays open (nginx's `keepalive_timeout`).
+    pub keepalive_timeout_secs: f64,
+    /// Most connections open at once; beyond it new connections wait in
+    /// the kernel's accept queue until one closes.
+    pub max_connections: usize,
     pub cache: CacheSettings,
     pub throttle: ThrottleSettings,
 }
@@ -71,6 +82,9 @@ impl Default for ServeSettings {
             leaflet_dir: PathBuf::from("web/node_modules/leaflet/dist"),
             max_replication_lag_secs: 3600,
             tile_cache_mb: 256.0,
+            header_read_timeout_secs: 10.0,
+            keepalive_timeout_secs: 60.0,
+            max_connections: 4096,
             cache: CacheSettings::default(),
             throttle: ThrottleSettings::default(),
         }
@@ -84,6 +98,14 @@ impl ServeSettings {
 
     pub fn missing_request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.missing_request_timeout_secs.max(0.0))
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_read_timeout_secs.max(0.001))
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.keepalive_timeout_secs.max(0.001))
     }
 }
 

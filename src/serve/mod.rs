@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod config;
+mod connections;
 pub mod metrics;
 pub mod routes;
 pub mod throttle;
@@ -99,8 +100,23 @@ impl Server {
         let admin = settings
             .admin_networks
             .iter()
-            .map(|net| parse_network(net))
+            .map(|net| parse_network("admin_networks", net))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if settings.max_connections == 0 {
+            anyhow::bail!("serve.max_connections must be at least 1");
+        }
+        if let Some(soft) = connections::raise_open_files_limit() {
+            // Each connection is a descriptor; metatiles, the database and
+            // the renderer need some too.
+            if (settings.max_connections as u64).saturating_add(256) > soft {
+                tracing::warn!(
+                    max_connections = settings.max_connections,
+                    open_files = soft,
+                    "serve.max_connections is close to the open-file limit: \
+                     raise LimitNOFILE or lower max_connections"
+                );
+            }
+        }
         let mut served = Vec::new();
         let mut by_name = HashMap::new();
         for style in styles {
@@ -172,19 +188,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
+        let settings = &self.state.settings;
+        let limits = connections::Limits {
+            header_read: settings.header_read_timeout(),
+            keepalive: settings.keepalive_timeout(),
+            max_connections: settings.max_connections,
+        };
         let router = routes::router(self.state);
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         tracing::info!(address = %self.addr, "serving tiles");
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serve: HTTP server failed")
+        connections::serve(self.listener, router, limits, shutdown).await;
+        Ok(())
     }
 }
 
@@ -203,14 +216,15 @@ pub async fn serve(
         .await
 }
 
-/// `10.0.0.0/8`, `::1/128`, or a bare address (one host).
-fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
+/// `10.0.0.0/8`, `::1/128`, or a bare address (one host); `key` names
+/// the setting in errors.
+fn parse_network(key: &str, text: &str) -> anyhow::Result<ipnet::IpNet> {
     let text = text.trim();
     if let Ok(net) = text.parse::<ipnet::IpNet>() {
         return Ok(net.trunc());
     }
     let ip: std::net::IpAddr = text.parse().with_context(|| {
-        format!("serve.admin_networks: {text:?} is not a network (10.0.0.0/8) or an address")
+        format!("serve.{key}: {text:?} is not a network (10.0.0.0/8) or an address")
     })?;
     Ok(ipnet::IpNet::from(ip))
 }

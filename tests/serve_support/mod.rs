@@ -366,3 +366,90 @@ pub fn make_world_readable(dir: &Path) {
     }
     walk(dir);
 }
+
+/// One HTTP/1.1 exchange on an open connection, with blocking std I/O
+/// (independent of the tokio runtime the server runs on): sends `request`
+/// as is and reads one response. Returns its status and body, or the
+/// I/O error (a read timeout, a closed connection).
+pub fn exchange(stream: &mut std::net::TcpStream, request: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&got[head_end..head_end + length]).to_string();
+    Ok((status, body))
+}
+
+/// A GET of `path` on a new connection that reads for at most `timeout`.
+pub fn get_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    exchange(
+        &mut stream,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Blocks until the server closes `stream` (read returns 0 or an error),
+/// at most `timeout`; the time it took, or `None` when still open.
+pub fn wait_closed(stream: &mut std::net::TcpStream, timeout: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = timeout.checked_sub(started.elapsed())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut chunk) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if started.elapsed() >= timeout {
+                    return None;
+                }
+            }
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+}
