@@ -442,9 +442,31 @@ async fn throttled_clients_get_429() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Over all header lines: the last entry of the last line.
+    let r = http
+        .get(&url)
+        .header("X-Forwarded-For", "198.51.100.7")
+        .header("X-Forwarded-For", "192.0.2.44")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let from_44 = |http: &reqwest::Client| {
+        http.get(&url)
+            .header("X-Forwarded-For", "192.0.2.44")
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(from_44(&http).await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        from_44(&http).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the two-line request counted against 192.0.2.44"
+    );
     assert_eq!(
         server.metrics.style(STYLE).get(8, TileOutcome::Throttled),
-        1
+        2
     );
     server.stop().await;
 }
@@ -715,5 +737,96 @@ async fn metrics_and_health() {
     let body: serde_json::Value = json_body(r).await;
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["replication_sequence"], 4243);
+    server.stop().await;
+}
+
+fn no_render() -> Options {
+    Options {
+        render: false,
+        ..Options::default()
+    }
+}
+
+/// The status and body of a GET of `path` with these `X-Forwarded-For`
+/// header lines.
+async fn get_forwarded(
+    http: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    forwarded: &[&str],
+) -> (StatusCode, String) {
+    let mut request = http.get(server.url(path));
+    for line in forwarded {
+        request = request.header("X-Forwarded-For", *line);
+    }
+    let r = request.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_establish_the_client() {
+    let server = TestServer::start(no_render(), |s| {
+        s.admin_networks = vec!["10.0.0.0/8".into()];
+        s.trusted_proxies = vec!["127.0.0.1".into(), "192.0.2.0/24".into()];
+        s.throttle.enabled = true;
+        s.throttle.tiles.size = 1;
+        s.throttle.tiles.rate = 0.001;
+        // Ignored with trusted proxies: the client they establish counts.
+        s.throttle.x_forwarded_for = tilepipe::serve::config::ForwardedFor::First;
+    })
+    .await;
+    planet_import_complete(&server.tiles, Duration::from_secs(3600));
+    let tile = Tile::new(8, 130, 90).unwrap();
+    write_tile(&server, tile, b"t");
+    let http = client();
+    let metrics = |lines: &'static [&'static str]| get_forwarded(&http, &server, "/metrics", lines);
+    // The proxy itself is no admin.
+    assert_eq!(metrics(&[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(metrics(&["10.1.2.3"]).await.0, StatusCode::OK);
+    // A client claiming an admin address left of its own: not believed.
+    assert_eq!(
+        metrics(&["10.1.2.3, 203.0.113.5"]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        metrics(&["10.1.2.3", "203.0.113.5"]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Trusted hops are skipped from the right.
+    assert_eq!(
+        metrics(&["203.0.113.5, 10.1.2.3, 192.0.2.7"]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        metrics(&["203.0.113.5", "10.1.2.3:4711"]).await.0,
+        StatusCode::OK
+    );
+    // Garbage ends the walk at the proxy.
+    assert_eq!(
+        metrics(&["10.1.2.3, nonsense"]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Throttling counts the established client, not `first`.
+    let path = tile_path(tile);
+    let tile_from = |lines: &'static [&'static str]| get_forwarded(&http, &server, &path, lines);
+    assert_eq!(tile_from(&["198.51.100.1"]).await.0, StatusCode::OK);
+    assert_eq!(
+        tile_from(&["198.51.100.1"]).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        tile_from(&["198.51.100.1, 198.51.100.2"]).await.0,
+        StatusCode::OK
+    );
+    server.stop().await;
+
+    // From a peer that is not a trusted proxy X-Forwarded-For is ignored.
+    let server = TestServer::start(no_render(), |s| {
+        s.admin_networks = vec!["10.0.0.0/8".into()];
+        s.trusted_proxies = vec!["192.0.2.0/24".into()];
+    })
+    .await;
+    let (status, _) = get_forwarded(&http, &server, "/metrics", &["10.1.2.3"]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     server.stop().await;
 }

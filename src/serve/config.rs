@@ -63,6 +63,11 @@ pub struct ServeSettings {
     /// Most connections open at once; beyond it new connections wait in
     /// the kernel's accept queue until one closes.
     pub max_connections: usize,
+    /// Proxy networks (CIDR or addresses) whose `X-Forwarded-For` is
+    /// believed: for a request from one of them the client is the
+    /// rightmost `X-Forwarded-For` entry that is not itself a trusted
+    /// proxy. Empty = the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     pub cache: CacheSettings,
     pub throttle: ThrottleSettings,
 }
@@ -85,6 +90,7 @@ impl Default for ServeSettings {
             header_read_timeout_secs: 10.0,
             keepalive_timeout_secs: 60.0,
             max_connections: 4096,
+            trusted_proxies: Vec::new(),
             cache: CacheSettings::default(),
             throttle: ThrottleSettings::default(),
         }
@@ -172,7 +178,10 @@ pub enum ForwardedFor {
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleSettings {
     pub enabled: bool,
-    /// `ModTileEnableTileThrottlingXForward` 0, 1, 2.
+    /// `ModTileEnableTileThrottlingXForward` 0, 1, 2: which
+    /// `X-Forwarded-For` entry throttling counts, whoever sent it. Only
+    /// used while `serve.trusted_proxies` is empty; with trusted proxies
+    /// the client address they establish is throttled instead.
     pub x_forwarded_for: ForwardedFor,
     /// Every tile request takes a token (`ModTileThrottlingTiles`).
     pub tiles: Bucket,

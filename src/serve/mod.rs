@@ -60,6 +60,8 @@ pub(crate) struct AppState {
     pub renderer: Option<Arc<Renderer>>,
     pub metrics: Arc<Metrics>,
     pub admin: Vec<ipnet::IpNet>,
+    /// `serve.trusted_proxies`, parsed.
+    pub trusted: Vec<ipnet::IpNet>,
     pub throttle: Option<throttle::Throttle>,
     pub waiting: Arc<tokio::sync::Semaphore>,
     pub load: routes::LoadSnapshot,
@@ -102,6 +104,17 @@ impl Server {
             .iter()
             .map(|net| parse_network("admin_networks", net))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let trusted = settings
+            .trusted_proxies
+            .iter()
+            .map(|net| parse_network("trusted_proxies", net))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !trusted.is_empty() && settings.throttle.x_forwarded_for != config::ForwardedFor::None {
+            tracing::warn!(
+                "serve.throttle.x_forwarded_for is ignored: with serve.trusted_proxies set, \
+                 throttling counts the client address the proxies establish"
+            );
+        }
         if settings.max_connections == 0 {
             anyhow::bail!("serve.max_connections must be at least 1");
         }
@@ -166,6 +179,7 @@ impl Server {
             renderer,
             metrics,
             admin,
+            trusted,
             throttle,
             load: routes::LoadSnapshot::default(),
             tile_cache: tiles::TileCache::new(tile_cache_bytes),

@@ -110,12 +110,72 @@ fn finish(state: &AppState, response: Response<Body>) -> Response<Body> {
     response
 }
 
-fn is_admin(state: &AppState, ip: IpAddr) -> bool {
-    let ip = match ip {
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's IPv4 peers) as
+/// IPv4, so that IPv4 networks match them.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    };
-    state.admin.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn in_networks(networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    networks.iter().any(|net| net.contains(&ip))
+}
+
+/// `client` is the address from [`client_addr`].
+fn is_admin(state: &AppState, client: IpAddr) -> bool {
+    in_networks(&state.admin, canonical(client))
+}
+
+/// Every `X-Forwarded-For` entry, over all its header lines in order
+/// (RFC 9110 5.3: repeated lines are one comma-separated list). A line
+/// that is not text reads as one unparsable entry.
+fn forwarded_entries(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &str> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|line| line.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+}
+
+/// An `X-Forwarded-For` entry: an address, or one with a port as some
+/// proxies write it (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
+}
+
+/// The client of a request: its TCP peer, unless the peer is one of
+/// `serve.trusted_proxies`; then the rightmost `X-Forwarded-For` entry
+/// that is not a trusted proxy (nginx's realip module with
+/// `real_ip_recursive on`). Entries left of the first untrusted one are
+/// the client's own claims and are not believed. An unparsable entry ends
+/// the walk at the last trusted hop.
+pub(crate) fn client_addr(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = canonical(peer);
+    if !in_networks(&state.trusted, peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for entry in forwarded_entries(headers).rev() {
+        let Some(ip) = parse_forwarded(entry) else {
+            break;
+        };
+        client = canonical(ip);
+        if !in_networks(&state.trusted, client) {
+            break;
+        }
+    }
+    client
 }
 
 fn forbidden() -> Response<Body> {
@@ -125,24 +185,22 @@ fn forbidden() -> Response<Body> {
     )
 }
 
-/// The client address throttling counts: the peer, or an
-/// `X-Forwarded-For` entry as configured.
-fn client_ip(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+/// The client address throttling counts: with trusted proxies the
+/// established `client`; without, the peer or the `X-Forwarded-For` entry
+/// `throttle.x_forwarded_for` picks (mod_tile's
+/// `ModTileEnableTileThrottlingXForward`, unverified).
+fn throttle_ip(state: &AppState, client: IpAddr, headers: &HeaderMap) -> IpAddr {
     use super::config::ForwardedFor;
-    let pick = state.settings.throttle.x_forwarded_for;
-    if pick == ForwardedFor::None {
-        return peer;
+    if !state.trusted.is_empty() {
+        return client;
     }
-    let Some(value) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) else {
-        return peer;
-    };
-    let mut entries = value.split(',').map(str::trim).filter(|s| !s.is_empty());
-    let entry = match pick {
+    let mut entries = forwarded_entries(headers).filter(|s| !s.is_empty());
+    let entry = match state.settings.throttle.x_forwarded_for {
+        ForwardedFor::None => None,
         ForwardedFor::First => entries.next(),
         ForwardedFor::Last => entries.next_back(),
-        ForwardedFor::None => None,
     };
-    entry.and_then(|e| e.parse().ok()).unwrap_or(peer)
+    entry.and_then(parse_forwarded).unwrap_or(client)
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -205,6 +263,19 @@ async fn tile_request(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request<Body>,
 ) -> Response<Body> {
+    use tracing::Instrument;
+    let client = client_addr(&state, peer.ip(), request.headers());
+    let span = tracing::info_span!("request", %client);
+    tile_request_from(state, client, request)
+        .instrument(span)
+        .await
+}
+
+async fn tile_request_from(
+    state: Shared,
+    client: IpAddr,
+    request: Request<Body>,
+) -> Response<Body> {
     let started = Instant::now();
     let (parts, _) = request.into_parts();
     let path = parts.uri.path();
@@ -230,7 +301,7 @@ async fn tile_request(
     };
     let response = match parts.method {
         Method::GET | Method::HEAD => {
-            let response = tile(&state, style, url, peer.ip(), &parts.headers).await;
+            let response = tile(&state, style, url, client, &parts.headers).await;
             if url.op == Op::Tile {
                 state.metrics.record_latency(started.elapsed());
             }
@@ -318,7 +389,7 @@ async fn tile(
     state: &AppState,
     style: &ServedStyle,
     url: tiles::TileUrl<'_>,
-    peer: IpAddr,
+    client: IpAddr,
     headers: &HeaderMap,
 ) -> Response<Body> {
     let zoom = url.z.min(u64::from(u32::MAX)) as u32;
@@ -328,7 +399,7 @@ async fn tile(
     };
     match url.op {
         Op::Tile => {}
-        Op::Status | Op::Dirty if !is_admin(state, peer) => return forbidden(),
+        Op::Status | Op::Dirty if !is_admin(state, client) => return forbidden(),
         Op::Status => return status(style, tile),
         Op::Dirty => return dirty(state, style, tile),
     }
@@ -343,7 +414,7 @@ async fn tile(
     if let Some(throttle) = &state.throttle {
         let render = matches!(found, Read::Missing);
         if let Verdict::Refused { retry_after } =
-            throttle.check(client_ip(state, peer, headers), render)
+            throttle.check(throttle_ip(state, client, headers), render)
         {
             style.counters.record(zoom, TileOutcome::Throttled);
             let mut r = text(
@@ -781,8 +852,9 @@ async fn leaflet(State(state): State<Shared>, UrlPath(path): UrlPath<String>) ->
 async fn metrics(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response<Body> {
-    if !is_admin(&state, peer.ip()) {
+    if !is_admin(&state, client_addr(&state, peer.ip(), &headers)) {
         return finish(&state, forbidden());
     }
     let stats = state.queue.as_ref().map(|q| q.stats());
