@@ -8,7 +8,9 @@ mod serve_support;
 
 use reqwest::header;
 use reqwest::StatusCode;
-use serve_support::{client, planet_import_complete, png_size, status, Options, TestServer, STYLE};
+use serve_support::{
+    client, get_within, planet_import_complete, png_size, status, Options, TestServer, STYLE,
+};
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::{self, TileState};
 use tilepipe::serve::metrics::TileOutcome;
@@ -828,5 +830,68 @@ async fn trusted_proxies_establish_the_client() {
     .await;
     let (status, _) = get_forwarded(&http, &server, "/metrics", &["10.1.2.3"]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    server.stop().await;
+}
+
+/// Opens `fifo` for writing and closes it again until no reader waits in
+/// `open()` on it: each such open lets every waiting reader through.
+fn release_fifo_readers(fifo: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            // ENXIO: nobody has it open for reading.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_storage_does_not_stall_other_requests() {
+    let server = TestServer::start(no_render(), |_| {}).await;
+    planet_import_complete(&server.tiles, Duration::from_secs(3600));
+    // A FIFO where the metatile should be: open() blocks until a writer
+    // comes, like a read from storage that hangs.
+    let tile = Tile::new(9, 260, 180).unwrap();
+    let fifo = server.store().path(STYLE, tile.metatile(), None).unwrap();
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // More hanging requests than the runtime has worker threads.
+    let addr = server.addr;
+    let hanging: Vec<_> = (0..4)
+        .map(|_| {
+            let path = tile_path(tile);
+            std::thread::spawn(move || get_within(addr, &path, Duration::from_secs(30)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let health = std::thread::spawn(move || get_within(addr, "/health", Duration::from_secs(2)))
+        .join()
+        .unwrap();
+    let took = started.elapsed();
+    // Let the hanging reads go before judging, so that a failure does
+    // not leave threads blocked in open().
+    release_fifo_readers(&fifo);
+    let answers: Vec<_> = hanging.into_iter().map(|t| t.join().unwrap()).collect();
+    let (status, _) = health.expect("/health answers while metatile reads hang");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    for answer in answers {
+        // A FIFO cannot be read at an offset: a read error, whose body
+        // does not tell the path.
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 500, "{body}");
+        assert!(!body.contains(server.tiles.to_str().unwrap()), "{body}");
+    }
     server.stop().await;
 }

@@ -65,7 +65,7 @@ pub(crate) struct AppState {
     pub throttle: Option<throttle::Throttle>,
     pub waiting: Arc<tokio::sync::Semaphore>,
     pub load: routes::LoadSnapshot,
-    pub tile_cache: tiles::TileCache,
+    pub tile_cache: Arc<tiles::TileCache>,
 }
 
 /// A bound, not yet serving, HTTP server.
@@ -182,7 +182,7 @@ impl Server {
             trusted,
             throttle,
             load: routes::LoadSnapshot::default(),
-            tile_cache: tiles::TileCache::new(tile_cache_bytes),
+            tile_cache: Arc::new(tiles::TileCache::new(tile_cache_bytes)),
         });
         Ok(Server {
             listener,

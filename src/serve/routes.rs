@@ -352,16 +352,20 @@ fn now_ms() -> u64 {
 /// than the planet time, the mtime of `<style>/planet-import-complete`,
 /// else of `planet-import-complete`, else now minus 3 days. Looked up at
 /// most once a second per style.
-fn planet_time(style: &ServedStyle) -> SystemTime {
+async fn planet_time(style: &ServedStyle) -> SystemTime {
     let now = now_ms();
     let checked = style.planet_checked_ms.load(Relaxed);
     let nanos = if checked != 0 && now.saturating_sub(checked) < PLANET_TTL_MS {
         style.planet_nanos.load(Relaxed)
     } else {
-        let found = style
-            .planet_files
-            .iter()
-            .find_map(|file| std::fs::metadata(file).ok().and_then(|m| m.modified().ok()));
+        // tokio::fs: a stat on slow storage must not hold a worker thread.
+        let mut found = None;
+        for file in &style.planet_files {
+            if let Ok(modified) = tokio::fs::metadata(file).await.and_then(|m| m.modified()) {
+                found = Some(modified);
+                break;
+            }
+        }
         let nanos = found.map_or(NO_PLANET_FILE, |t| match t.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_nanos() as i64,
             Err(e) => -(e.duration().as_nanos() as i64),
@@ -377,9 +381,18 @@ fn planet_time(style: &ServedStyle) -> SystemTime {
     }
 }
 
+/// The tile from its metatile, on the blocking pool: the `stat` and
+/// reads wait on storage, which may be slow (NFS, a busy disk) and must
+/// not stall the async workers that answer everything else.
 #[allow(clippy::result_large_err)]
-fn read(state: &AppState, path: &str, tile: Tile) -> Result<Read, Response<Body>> {
-    state.tile_cache.read(path, tile).map_err(|e| {
+async fn read(state: &AppState, path: &str, tile: Tile) -> Result<Read, Response<Body>> {
+    let cache = state.tile_cache.clone();
+    let owned = path.to_string();
+    let read = tokio::task::spawn_blocking(move || cache.read(&owned, tile))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    // The path and error go to the log only; the body tells no paths.
+    read.map_err(|e| {
         tracing::error!(path, "cannot read metatile: {e}");
         text(StatusCode::INTERNAL_SERVER_ERROR, "Cannot read the tile\n")
     })
@@ -400,11 +413,11 @@ async fn tile(
     match url.op {
         Op::Tile => {}
         Op::Status | Op::Dirty if !is_admin(state, client) => return forbidden(),
-        Op::Status => return status(style, tile),
-        Op::Dirty => return dirty(state, style, tile),
+        Op::Status => return status(style, tile).await,
+        Op::Dirty => return dirty(state, style, tile).await,
     }
     let path = tiles::metatile_path(&style.dir, tile);
-    let found = match read(state, &path, tile) {
+    let found = match read(state, &path, tile).await {
         Ok(found) => found,
         Err(response) => {
             style.counters.record(zoom, TileOutcome::Error);
@@ -429,7 +442,7 @@ async fn tile(
     }
     match found {
         Read::Found { mtime, bytes, gzip } => {
-            if mtime >= planet_time(style) {
+            if mtime >= planet_time(style).await {
                 let served = TileOutcome::Fresh;
                 return respond(state, style, headers, tile, mtime, bytes, gzip, served);
             }
@@ -475,6 +488,7 @@ async fn wait_render(
     let receiver = receiver.expect("asked to wait");
     match tokio::time::timeout(timeout, receiver).await {
         Ok(Ok(Outcome::Rendered)) => read(state, path, tile)
+            .await
             .map_err(|_| Outcome::Failed("the rendered metatile cannot be read".into())),
         Ok(Ok(other)) => Err(other),
         Ok(Err(_)) => Err(Outcome::Shutdown),
@@ -651,9 +665,10 @@ fn respond(
     response
 }
 
-fn status(style: &ServedStyle, tile: Tile) -> Response<Body> {
+/// Admin only: tells the metatile's path.
+async fn status(style: &ServedStyle, tile: Tile) -> Response<Body> {
     let path = tiles::metatile_path(&style.dir, tile);
-    let meta = match std::fs::metadata(&path) {
+    let meta = match tokio::fs::metadata(&path).await {
         Ok(meta) => meta,
         Err(_) => {
             return text(
@@ -669,7 +684,7 @@ fn status(style: &ServedStyle, tile: Tile) -> Response<Body> {
             .format("%a %b %e %H:%M:%S %Y UTC")
             .to_string()
     };
-    let planet = planet_time(style);
+    let planet = planet_time(style).await;
     let body = if mtime < crate::metatile::touched_before() {
         format!(
             "Tile is due to be rendered (marked dirty; its last render time was replaced by the marker {}). Last accessed at {}. Stored in file://{path}\n",
@@ -693,9 +708,14 @@ fn status(style: &ServedStyle, tile: Tile) -> Response<Body> {
     text(StatusCode::OK, body)
 }
 
-fn dirty(state: &AppState, style: &ServedStyle, tile: Tile) -> Response<Body> {
+async fn dirty(state: &AppState, style: &ServedStyle, tile: Tile) -> Response<Body> {
     let store = crate::metatile::TileStore::new(&style.config.tile_dir);
-    if let Err(e) = store.touch(&style.config.name, tile.metatile()) {
+    let name = style.config.name.clone();
+    let touched = tokio::task::spawn_blocking(move || store.touch(&name, tile.metatile()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Err(e) = touched {
         tracing::error!("cannot mark {tile} dirty: {e}");
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
