@@ -833,6 +833,25 @@ async fn trusted_proxies_establish_the_client() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_tell_paths_to_admins_only() {
+    let server = TestServer::start(no_render(), |s| {
+        s.admin_networks = vec!["10.0.0.0/8".into()];
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+        s.leaflet_dir = "/nonexistent/leaflet-dist".into();
+    })
+    .await;
+    let http = client();
+    let path = "/static/leaflet/leaflet.js";
+    let (status, body) = get_forwarded(&http, &server, path, &["203.0.113.5"]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!body.contains("/nonexistent"), "{body}");
+    let (status, body) = get_forwarded(&http, &server, path, &["10.1.2.3"]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("/nonexistent/leaflet-dist"), "{body}");
+    server.stop().await;
+}
+
 /// Opens `fifo` for writing and closes it again until no reader waits in
 /// `open()` on it: each such open lets every waiting reader through.
 fn release_fifo_readers(fifo: &std::path::Path) {

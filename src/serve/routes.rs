@@ -839,7 +839,12 @@ async fn map_css(State(state): State<Shared>) -> Response<Body> {
 
 /// Files of Leaflet's `dist` directory (the npm package), read from
 /// `serve.leaflet_dir`.
-async fn leaflet(State(state): State<Shared>, UrlPath(path): UrlPath<String>) -> Response<Body> {
+async fn leaflet(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(path): UrlPath<String>,
+) -> Response<Body> {
     let safe = !path.is_empty()
         && path
             .split('/')
@@ -858,13 +863,16 @@ async fn leaflet(State(state): State<Shared>, UrlPath(path): UrlPath<String>) ->
     };
     let response = match tokio::fs::read(&file).await {
         Ok(bytes) => asset(content_type, bytes),
-        Err(_) => text(
+        // Where Leaflet is looked for is the server's business: only
+        // admins are told the path.
+        Err(_) if is_admin(&state, client_addr(&state, peer.ip(), &headers)) => text(
             StatusCode::NOT_FOUND,
             format!(
                 "Not found: {} (install Leaflet with `npm install --prefix web`, or set serve.leaflet_dir)\n",
                 file.display()
             ),
         ),
+        Err(_) => text(StatusCode::NOT_FOUND, "Not found\n"),
     };
     finish(&state, response)
 }
