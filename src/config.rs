@@ -248,6 +248,7 @@ impl Config {
             }
         }
         crate::render::config::validate_styles(&self.styles)?;
+        self.render.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: {:?} is not a valid filter: {e}", self.log.level))?;
         Ok(())

@@ -234,6 +234,20 @@ struct FakeRenderd {
 }
 
 fn fake_renderd(path: &std::path::Path, pause: Duration) -> FakeRenderd {
+    fake_renderd_answering(path, pause, |request| match request.z {
+        // Pretend the style stops at z17.
+        18.. => Command::Ignore,
+        _ if request.command == Command::Dirty => Command::NotDone,
+        _ => Command::Done,
+    })
+}
+
+/// [`fake_renderd`] answering what `answer` says.
+fn fake_renderd_answering(
+    path: &std::path::Path,
+    pause: Duration,
+    answer: impl Fn(&Request) -> Command + Clone + Send + 'static,
+) -> FakeRenderd {
     let listener = UnixListener::bind(path).unwrap();
     let fake = FakeRenderd {
         in_flight: Arc::default(),
@@ -250,6 +264,7 @@ fn fake_renderd(path: &std::path::Path, pause: Duration) -> FakeRenderd {
             let (mut stream, _) = listener.accept().await.unwrap();
             let (in_flight, max_in_flight, requests) =
                 (in_flight.clone(), max_in_flight.clone(), requests.clone());
+            let answer = answer.clone();
             tokio::spawn(async move {
                 while let Ok(Some(request)) = read_message(&mut stream).await {
                     requests.lock().unwrap().push(request.clone());
@@ -257,12 +272,7 @@ fn fake_renderd(path: &std::path::Path, pause: Duration) -> FakeRenderd {
                     max_in_flight.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(pause).await;
                     in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let reply = match request.z {
-                        // Pretend the style stops at z17.
-                        18.. => Command::Ignore,
-                        _ if request.command == Command::Dirty => Command::NotDone,
-                        _ => Command::Done,
-                    };
+                    let reply = answer(&request);
                     write_message(&mut stream, &request.reply(reply))
                         .await
                         .unwrap();
@@ -289,6 +299,7 @@ async fn renderd_sink_limits_requests_in_flight() {
     policy.max_zoom = 18;
     let mut sink = RenderdSink::new(
         Endpoint::Unix(socket.clone()),
+        store.clone(),
         RenderdSinkOptions {
             concurrency: 3,
             ..Default::default()
@@ -311,6 +322,7 @@ async fn renderd_sink_limits_requests_in_flight() {
     // The sink is reusable, here with cmdDirty.
     let mut dirty = RenderdSink::new(
         Endpoint::Unix(socket),
+        store.clone(),
         RenderdSinkOptions {
             concurrency: 2,
             command: Command::Dirty,
@@ -325,6 +337,73 @@ async fn renderd_sink_limits_requests_in_flight() {
     }
 }
 
+/// renderd answers cmdNotDone when its queues are full (the request is
+/// deferred or dropped) or the render failed: such a metatile must not be
+/// left looking fresh.
+#[tokio::test]
+async fn metatiles_renderd_does_not_render_are_marked_dirty() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("renderd.sock");
+    let store = TileStore::new(dir.path().join("tiles"));
+    let metatiles: Vec<Metatile> = (0..6).map(|i| meta(12, 8 * i, 16)).collect();
+    for &m in &metatiles {
+        store.write("osm", m, &[b"x".to_vec()]).unwrap();
+    }
+    // Every other metatile refused; the one at x=40 is also made
+    // unmarkable (a symlink loop where its file was) before the refusal.
+    let unmarkable = store.path("osm", metatiles[5], None).unwrap();
+    let _fake = fake_renderd_answering(&socket, Duration::ZERO, move |request| {
+        if request.x == 40 {
+            let _ = fs::remove_file(&unmarkable);
+            std::os::unix::fs::symlink(&unmarkable, &unmarkable).unwrap();
+        }
+        match request.x % 16 {
+            0 => Command::Done,
+            _ => Command::NotDone,
+        }
+    });
+    let policy = ExpirePolicy::new("osm");
+    let mut sink = RenderdSink::new(
+        Endpoint::Unix(socket),
+        store.clone(),
+        RenderdSinkOptions::default(),
+    );
+    let summary = expire(&store, &policy, metatiles[..5].iter().copied(), &mut sink)
+        .await
+        .unwrap();
+    let replies = summary.zooms[&12].replies;
+    assert_eq!((replies.done, replies.not_done), (3, 2), "{summary}");
+    assert_eq!(
+        (replies.marked_dirty, replies.unmarked),
+        (2, 0),
+        "{summary}"
+    );
+    for &m in &metatiles[..5] {
+        let state = store.stat("osm", m).unwrap();
+        match m.x % 16 {
+            0 => assert!(matches!(state, TileState::Clean(_)), "{m}: {state:?}"),
+            _ => assert!(
+                matches!(state, TileState::Dirty { touched: true, .. }),
+                "{m}: {state:?}"
+            ),
+        }
+    }
+    // Nothing lost: each refusal is recorded on disk, as a touch would.
+    assert!(summary.is_success(), "{summary}");
+    assert!(summary.to_string().contains("dirtied"));
+
+    // A refused metatile that cannot be marked dirty fails the run, so
+    // the daemon keeps its expiry queued and tries again.
+    let summary = expire(&store, &policy, [metatiles[5]], &mut sink)
+        .await
+        .unwrap();
+    let replies = summary.zooms[&12].replies;
+    assert_eq!((replies.not_done, replies.unmarked), (1, 1), "{summary}");
+    assert!(!summary.is_success(), "{summary}");
+    let error = summary.render_error.clone().unwrap();
+    assert!(error.contains("dirty"), "{error}");
+}
+
 #[tokio::test]
 async fn unreachable_renderd_fails_fast_and_touches_still_happen() {
     let dir = tempfile::tempdir().unwrap();
@@ -333,6 +412,7 @@ async fn unreachable_renderd_fails_fast_and_touches_still_happen() {
     policy.touch_from = Some(10);
     let mut sink = RenderdSink::new(
         Endpoint::Unix(dir.path().join("nobody.sock")),
+        store.clone(),
         RenderdSinkOptions {
             concurrency: 2,
             attempts: 2,

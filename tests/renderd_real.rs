@@ -117,7 +117,7 @@ fn bulk_renders_over_unix_socket_and_tcp_are_read_back() {
                     reply_timeout: Some(Duration::from_secs(60)),
                     ..Default::default()
                 };
-                let mut sink = RenderdSink::new(renderd.endpoint(), options);
+                let mut sink = RenderdSink::new(renderd.endpoint(), store.clone(), options);
                 expire(&store, &policy, metatiles, &mut sink).await
             })
             .unwrap();

@@ -204,7 +204,7 @@ pub fn run(_config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 reply_timeout,
                 ..Default::default()
             };
-            let mut sink = RenderdSink::new(endpoint, options);
+            let mut sink = RenderdSink::new(endpoint, store.clone(), options);
             expire(&store, &policy, metatiles, &mut sink).await
         } else {
             // Only touches and deletes: no connection, as render_expired.
@@ -233,6 +233,7 @@ fn report(expansion: &Expansion, summary: &ExpireSummary) -> String {
         "Tiles read from input: {} ({} lines skipped, {} expansions capped)\n\
          Meta tiles expanded from input: {}\n\
          Meta tiles rendered: {} (done {}, not done {}, ignored {}, failed {})\n\
+         Meta tiles not rendered and marked dirty instead: {}\n\
          Meta tiles touched: {} ({} more already touched)\n\
          Meta tiles deleted: {}\n\
          Meta tiles ignored (not on disk): {}\n",
@@ -245,6 +246,7 @@ fn report(expansion: &Expansion, summary: &ExpireSummary) -> String {
         r.not_done,
         r.ignored,
         r.failed,
+        r.marked_dirty,
         total.touched,
         total.already_touched,
         total.deleted,

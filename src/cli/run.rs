@@ -40,10 +40,7 @@ pub fn run(config: &Config, _args: &Args) -> anyhow::Result<ExitCode> {
     let mut services = Vec::new();
     if let Some(renderer) = &renderer {
         let render = &config.render;
-        let listeners = runtime.block_on(ProtocolListeners::bind(
-            render.socket.as_deref(),
-            render.tcp.as_deref(),
-        ))?;
+        let listeners = runtime.block_on(ProtocolListeners::bind(render))?;
         if !listeners.is_empty() {
             let (queue, styles, shutdown) = (
                 renderer.queue().clone(),

@@ -55,11 +55,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let protocol = match &renderer {
             Some(renderer) => {
-                let listeners = ProtocolListeners::bind(
-                    config.render.socket.as_deref(),
-                    config.render.tcp.as_deref(),
-                )
-                .await?;
+                let listeners = ProtocolListeners::bind(&config.render).await?;
                 if listeners.is_empty() {
                     None
                 } else {

@@ -190,6 +190,12 @@ pub struct RenderCounts {
     pub ignored: u64,
     /// No reply: connection errors, timeouts.
     pub failed: u64,
+    /// Of the not done and failed ones, those marked dirty instead (or
+    /// found so), so a viewer's request re-renders them.
+    pub marked_dirty: u64,
+    /// Not rendered and not marked dirty either (a tile directory error):
+    /// the expiry is lost unless tried again.
+    pub unmarked: u64,
 }
 
 impl RenderCounts {
@@ -198,6 +204,8 @@ impl RenderCounts {
         self.not_done += other.not_done;
         self.ignored += other.ignored;
         self.failed += other.failed;
+        self.marked_dirty += other.marked_dirty;
+        self.unmarked += other.unmarked;
     }
 }
 
@@ -288,6 +296,12 @@ impl Default for RenderdSinkOptions {
 /// request count as failed and `submit` returns the error, so a missing
 /// renderd ends a run quickly instead of failing each request in turn;
 /// [`RenderSink::finish`] reports it and lets the next batch try again.
+///
+/// A metatile renderd does not render (`cmdNotDone`: its queues were full
+/// and it dropped or deferred the request, or the render failed; or no
+/// reply at all) is marked dirty in `store` at once, as `render_expired`'s
+/// touch does, so it is re-rendered when someone views it instead of
+/// being served stale as if fresh.
 /// Must be created inside a tokio runtime; dropping it aborts the workers.
 pub struct RenderdSink {
     queue: mpsc::Sender<Request>,
@@ -315,7 +329,9 @@ struct SinkState {
 pub struct RenderdSinkError(pub Arc<RenderdError>);
 
 impl RenderdSink {
-    pub fn new(endpoint: Endpoint, options: RenderdSinkOptions) -> RenderdSink {
+    /// A sink for metatiles of the tile directory `store` (where renderd
+    /// writes them).
+    pub fn new(endpoint: Endpoint, store: TileStore, options: RenderdSinkOptions) -> RenderdSink {
         let concurrency = options.concurrency.max(1);
         let (queue, receiver) = mpsc::channel(concurrency);
         // tokio's channel has one consumer; the workers share it.
@@ -329,6 +345,7 @@ impl RenderdSink {
             let client = Client::new(endpoint.clone()).with_reply_timeout(options.reply_timeout);
             workers.spawn(render_worker(
                 client,
+                store.clone(),
                 receiver.clone(),
                 shared.clone(),
                 options.clone(),
@@ -350,6 +367,7 @@ impl RenderdSink {
 
 async fn render_worker(
     mut client: Client,
+    store: TileStore,
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
     shared: Arc<SinkShared>,
     options: RenderdSinkOptions,
@@ -373,8 +391,23 @@ async fn render_worker(
                 Err(e) => break Err(Arc::new(e)),
             }
         };
+        let rendered = matches!(reply, Ok(Command::Done | Command::Ignore));
+        // Not rendered: mark it dirty before counting it answered (a short
+        // futimens between awaits, as in `expire`).
+        let marked = (!rendered).then(|| mark_dirty(&store, &request));
         let mut state = shared.state.lock().expect("sink state");
         let zoom = u8::try_from(request.z).unwrap_or(u8::MAX);
+        let counts = state.report.zooms.entry(zoom).or_default();
+        match marked {
+            Some(Ok(())) => counts.marked_dirty += 1,
+            Some(Err(e)) => {
+                counts.unmarked += 1;
+                tracing::warn!("{request}: not rendered, and cannot be marked dirty: {e}");
+                let message = format!("cannot mark a metatile renderd did not render dirty: {e}");
+                state.report.error.get_or_insert(message);
+            }
+            None => {}
+        }
         let counts = state.report.zooms.entry(zoom).or_default();
         match reply {
             Ok(Command::Done) => counts.done += 1,
@@ -397,6 +430,18 @@ async fn render_worker(
             shared.idle.notify_waiters();
         }
     }
+}
+
+/// Marks the metatile of `request` (sent by origin, see
+/// [`Request::for_metatile`]) dirty; a missing one needs nothing, it is
+/// rendered when viewed.
+fn mark_dirty(store: &TileStore, request: &Request) -> Result<(), MetatileError> {
+    let metatile = Metatile {
+        z: u8::try_from(request.z).unwrap_or(u8::MAX),
+        x: request.x as u32 & !(METATILE - 1),
+        y: request.y as u32 & !(METATILE - 1),
+    };
+    store.touch(&request.style, metatile).map(|_| ())
 }
 
 impl RenderSink for RenderdSink {
@@ -548,11 +593,14 @@ impl ExpireSummary {
         total
     }
 
-    /// Everything asked for was done (renders answered, whatever the
-    /// answer; no store errors).
+    /// Nothing expired is lost: renders were answered and no store error
+    /// happened. A render answered not done counts only once its metatile
+    /// is marked dirty (a viewer's request re-renders it then, as after a
+    /// touch); one that could not be marked is a failure, so the batch's
+    /// expiry is kept and tried again.
     pub fn is_success(&self) -> bool {
         let total = self.total();
-        total.errors == 0 && total.replies.failed == 0
+        total.errors == 0 && total.replies.failed == 0 && total.replies.unmarked == 0
     }
 }
 
@@ -561,17 +609,18 @@ impl fmt::Display for ExpireSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "zoom  rendered      done  not-done   ignored    failed   touched  was-touched   deleted   missing  was-dirty    errors"
+            "zoom  rendered      done  not-done   ignored    failed   dirtied   touched  was-touched   deleted   missing  was-dirty    errors"
         )?;
         let row = |f: &mut fmt::Formatter<'_>, label: &str, z: &ZoomSummary| {
             writeln!(
                 f,
-                "{label:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>8}  {:>8}  {:>9}  {:>8}",
+                "{label:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>11}  {:>8}  {:>8}  {:>9}  {:>8}",
                 z.rendered,
                 z.replies.done,
                 z.replies.not_done,
                 z.replies.ignored,
                 z.replies.failed,
+                z.replies.marked_dirty,
                 z.touched,
                 z.already_touched,
                 z.deleted,

@@ -234,7 +234,11 @@ impl RenderTarget {
     ) -> Result<ExpireSummary, actions::ExpireError> {
         match self {
             RenderTarget::Renderd(endpoint) => {
-                let mut sink = RenderdSink::new(endpoint.clone(), RenderdSinkOptions::default());
+                let mut sink = RenderdSink::new(
+                    endpoint.clone(),
+                    store.clone(),
+                    RenderdSinkOptions::default(),
+                );
                 actions::expire(store, policy, metatiles, &mut sink).await
             }
             RenderTarget::Builtin(queue) => {
@@ -410,6 +414,15 @@ pub async fn act(
         match summary {
             Ok(summary) if summary.is_success() => {
                 let t = summary.total();
+                if t.replies.marked_dirty > 0 {
+                    warn!(
+                        style = %style.name,
+                        not_done = t.replies.not_done,
+                        failed = t.replies.failed,
+                        marked_dirty = t.replies.marked_dirty,
+                        "the renderer did not render some expired metatiles; they are marked dirty and re-rendered when viewed"
+                    );
+                }
                 info!(
                     style = %style.name,
                     rendered = t.rendered,

@@ -110,6 +110,16 @@ pub struct RenderSettings {
     pub queue_capacity: usize,
     /// Serve the renderd protocol on this unix socket (absent = off).
     pub socket: Option<PathBuf>,
+    /// Permissions of the socket, octal in a string ("0660"). Connecting
+    /// needs write permission, so this decides who may queue renders.
+    pub socket_mode: String,
+    /// Group of the socket, by name (from /etc/group) or number; absent =
+    /// the process's group. mod_tile's Apache user must be able to write.
+    pub socket_group: Option<String>,
+    /// Most renderd protocol connections at once (unix and TCP together);
+    /// further ones are closed as soon as they are accepted, as renderd
+    /// does at its connection limit.
+    pub max_connections: usize,
     /// Serve the renderd protocol on this TCP address, e.g. 127.0.0.1:7654
     /// (absent = off).
     pub tcp: Option<String>,
@@ -126,10 +136,48 @@ impl Default for RenderSettings {
             threads: 0,
             queue_capacity: 1000,
             socket: None,
+            socket_mode: DEFAULT_SOCKET_MODE.into(),
+            socket_group: None,
+            max_connections: 512,
             tcp: None,
             plugins_dir: None,
             font_dirs: Vec::new(),
         }
+    }
+}
+
+/// Owner and group may connect, others not: renderd makes its socket
+/// world-writable (it binds with umask 0), which lets every local user
+/// queue renders. Apache's user joins the group instead.
+pub const DEFAULT_SOCKET_MODE: &str = "0660";
+
+/// Parses an octal permission string such as `"0660"` or `"660"`.
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "render.socket_mode: {text:?} is not an octal mode from 0000 to 0777 (write it quoted, e.g. \"0660\")"
+        )),
+    }
+}
+
+impl RenderSettings {
+    /// Checks what serde cannot: the socket mode and the connection cap.
+    pub fn validate(&self) -> Result<(), String> {
+        parse_socket_mode(&self.socket_mode)?;
+        if self
+            .socket_group
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            return Err("render.socket_group: empty (leave it out for the process's group)".into());
+        }
+        if self.max_connections == 0 {
+            return Err("render.max_connections: must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +326,24 @@ mod tests {
             ..style("a")
         };
         assert!(ok.covers(5) && !ok.covers(4) && !ok.covers(6));
+    }
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("666"), Ok(0o666));
+        assert_eq!(parse_socket_mode("0o600"), Ok(0o600));
+        for bad in ["", "0888", "1777", "rw-rw----", "-1"] {
+            assert!(parse_socket_mode(bad).is_err(), "{bad:?}");
+        }
+        let settings = RenderSettings::default();
+        assert_eq!(parse_socket_mode(&settings.socket_mode), Ok(0o660));
+        assert!(settings.validate().is_ok());
+        let none = RenderSettings {
+            max_connections: 0,
+            ..RenderSettings::default()
+        };
+        assert!(none.validate().unwrap_err().contains("max_connections"));
     }
 
     #[test]

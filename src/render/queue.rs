@@ -10,6 +10,10 @@
 //! - Bounded: each priority holds at most `capacity` entries. A full queue
 //!   rejects the new request, explicitly and counted, never silently;
 //!   waiters of a rejected request are told at once.
+//! - At most [`MAX_WAITERS`] waiters per metatile: a flood of identical
+//!   requests cannot grow one entry's waiter list without bound. Waiters
+//!   that gave up are pruned first; beyond the cap a new waiter is told
+//!   `Rejected` at once (the render itself stays queued).
 //! - Statistics per priority and zoom: queue lengths, renders, failures
 //!   and render time.
 //!
@@ -22,6 +26,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// Most clients waiting for one metatile. Apache's default
+/// MaxRequestWorkers (400) bounds what mod_tile can send for one metatile
+/// at once; past this cap a flood, not a crowd of viewers, is asking.
+pub const MAX_WAITERS: usize = 1024;
 
 /// Why a metatile is rendered; higher variants are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,6 +121,8 @@ pub struct QueueStats {
     pub rejected: BTreeMap<Priority, u64>,
     /// Renders done, per (priority, zoom).
     pub done: BTreeMap<(Priority, u8), Counters>,
+    /// Waiters turned away because their metatile had [`MAX_WAITERS`].
+    pub refused_waiters: u64,
 }
 
 struct Entry {
@@ -128,7 +139,29 @@ struct State {
     in_progress: HashMap<RenderKey, (Priority, Instant, Vec<oneshot::Sender<Outcome>>)>,
     rejected: BTreeMap<Priority, u64>,
     done: BTreeMap<(Priority, u8), Counters>,
+    refused_waiters: u64,
     shutdown: bool,
+}
+
+/// Adds `sender` to a metatile's waiters unless they are at
+/// [`MAX_WAITERS`] even after dropping those whose receiver is gone; a
+/// refused waiter is told `Rejected` at once. True when it was refused.
+fn add_waiter(
+    waiters: &mut Vec<oneshot::Sender<Outcome>>,
+    sender: Option<oneshot::Sender<Outcome>>,
+) -> bool {
+    let Some(sender) = sender else {
+        return false;
+    };
+    if waiters.len() >= MAX_WAITERS {
+        waiters.retain(|w| !w.is_closed());
+    }
+    if waiters.len() >= MAX_WAITERS {
+        let _ = sender.send(Outcome::Rejected);
+        return true;
+    }
+    waiters.push(sender);
+    false
 }
 
 impl State {
@@ -185,14 +218,16 @@ impl RenderQueue {
             return (Submitted::Rejected, receiver);
         }
         if let Some((_, _, waiters)) = state.in_progress.get_mut(&key) {
-            waiters.extend(sender);
+            let refused = add_waiter(waiters, sender);
+            state.refused_waiters += u64::from(refused);
             return (Submitted::JoinedRender, receiver);
         }
         if let Some(entry) = state.queued.get(&key) {
             let current = entry.priority;
             if priority <= current {
                 let entry = state.queued.get_mut(&key).expect("just found");
-                entry.waiters.extend(sender);
+                let refused = add_waiter(&mut entry.waiters, sender);
+                state.refused_waiters += u64::from(refused);
                 return (Submitted::Joined, receiver);
             }
             // Raising needs room in the higher queue, like any new entry.
@@ -200,12 +235,14 @@ impl RenderQueue {
                 *state.rejected.entry(priority).or_default() += 1;
                 // The request still rides along at its old priority.
                 let entry = state.queued.get_mut(&key).expect("just found");
-                entry.waiters.extend(sender);
+                let refused = add_waiter(&mut entry.waiters, sender);
+                state.refused_waiters += u64::from(refused);
                 return (Submitted::Joined, receiver);
             }
             let entry = state.queued.get_mut(&key).expect("just found");
             entry.priority = priority;
-            entry.waiters.extend(sender);
+            let refused = add_waiter(&mut entry.waiters, sender);
+            state.refused_waiters += u64::from(refused);
             state.queues.entry(priority).or_default().push_back(key);
             drop(state);
             self.work.notify_one();
@@ -331,6 +368,7 @@ impl RenderQueue {
             in_progress: state.in_progress.len(),
             rejected: state.rejected.clone(),
             done: state.done.clone(),
+            refused_waiters: state.refused_waiters,
         }
     }
 }
@@ -411,6 +449,42 @@ mod tests {
         assert_eq!(stats.rejected[&Priority::Expired], 1);
         assert_eq!(stats.queued[&Priority::Expired], 2);
         assert_eq!(stats.queued[&Priority::MissingWaited], 1);
+    }
+
+    #[test]
+    fn waiters_per_metatile_are_capped() {
+        let q = RenderQueue::new(10);
+        let mut receivers: Vec<_> = (0..MAX_WAITERS + 500)
+            .map(|_| q.submit(key("a", 12, 0), Priority::DirtyWaited, true))
+            .map(|(_, rx)| rx.unwrap())
+            .collect();
+        // Past the cap: told at once, the render stays queued.
+        let mut extra = receivers.split_off(MAX_WAITERS);
+        for rx in &mut extra {
+            assert_eq!(rx.try_recv().unwrap(), Outcome::Rejected);
+        }
+        assert_eq!(q.stats().refused_waiters, 500);
+        // Waiters that gave up make room again, also during the render.
+        receivers.truncate(MAX_WAITERS - 10);
+        let job = q.try_take().unwrap();
+        let more: Vec<_> = (0..20)
+            .map(|_| q.submit(key("a", 12, 0), Priority::DirtyWaited, true))
+            .map(|(s, rx)| (s, rx.unwrap()))
+            .collect();
+        assert!(more.iter().all(|(s, _)| *s == Submitted::JoinedRender));
+        q.complete(&job, Ok(()));
+        let outcomes: Vec<_> = more
+            .into_iter()
+            .map(|(_, rx)| rx.blocking_recv().unwrap())
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Outcome::Rendered).count(),
+            10
+        );
+        assert_eq!(q.stats().refused_waiters, 510);
+        for rx in receivers {
+            assert_eq!(rx.blocking_recv().unwrap(), Outcome::Rendered);
+        }
     }
 
     #[test]
