@@ -18,7 +18,7 @@ use crate::replication::follower::Follower;
 use crate::replication::position::{read_position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +31,11 @@ pub struct Args {
 /// Exit code when another `tilepipe run` or `catchup` holds the database.
 pub const LOCKED: u8 = 4;
 
+/// How long to wait for the lock: a killed earlier run's server process
+/// keeps it until PostgreSQL notices the client is gone (at its next read
+/// or write on the socket), which may be a moment after the kill.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A command-line run rides out short network trouble with the configured
 /// backoff, then gives up (the daemon retries forever instead).
 const CATCHUP_ATTEMPTS: u32 = 6;
@@ -41,9 +46,13 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     // The lock `run` holds: the two never apply the same batch at once.
     // Held by this connection until the process exits.
     let db_config = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
-    if let Err(locked) = take_instance_lock(&mut db, &db_config)? {
-        error!("{}", locked.message);
-        return Ok(ExitCode::from(LOCKED));
+    let deadline = Instant::now() + LOCK_WAIT;
+    while let Err(locked) = take_instance_lock(&mut db, &db_config)? {
+        if Instant::now() >= deadline {
+            error!("{}", locked.message);
+            return Ok(ExitCode::from(LOCKED));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     let Some(settings) = ImportSettings::load(&mut db, schema)? else {
         error!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first");
