@@ -21,9 +21,10 @@ use crate::replication::state::format_timestamp;
 use crate::replication::{Feed, Interval};
 use crate::serve::metrics::Metrics;
 use anyhow::{bail, Context};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tracing::{error, info, info_span, warn};
 
@@ -64,9 +65,51 @@ impl Shutdown {
     }
 }
 
-/// The advisory lock key that keeps two daemons off one database
-/// (the characters "tilepipe" as an integer).
+/// The advisory lock key that keeps two appliers (`run`, `catchup`) off
+/// one database (the characters "tilepipe" as an integer).
 const INSTANCE_LOCK: i64 = 0x7469_6c65_7069_7065;
+
+/// The instance lock is held by another connection.
+#[derive(Debug)]
+pub struct Locked {
+    /// The backend holding it, when PostgreSQL still lists it.
+    pub holder: Option<i32>,
+    pub message: String,
+}
+
+/// Takes the single-instance advisory lock on `client`'s session (it
+/// lasts until the connection closes, across transactions), so `run` and
+/// `catchup` never apply the same batch at once. `Ok(Err(_))` when another
+/// connection holds it.
+pub fn take_instance_lock(
+    client: &mut postgres::Client,
+    db: &postgres::Config,
+) -> Result<Result<(), Locked>, postgres::Error> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
+        .get(0);
+    if locked {
+        return Ok(Ok(()));
+    }
+    // A bigint advisory key is listed split in two: classid holds the high
+    // half, objid the low one, objsubid 1 (PostgreSQL docs, pg_locks).
+    let holder: Option<i32> = client
+        .query_opt(
+            "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted \
+             AND objsubid = 1 AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+             AND (classid::bigint << 32 | objid::bigint) = $1 LIMIT 1",
+            &[&INSTANCE_LOCK],
+        )?
+        .map(|row| row.get(0));
+    Ok(Err(Locked {
+        holder,
+        message: format!(
+            "another `tilepipe run` or `tilepipe catchup` holds this database ({}{}); only one may apply diffs",
+            crate::db::describe(db),
+            holder.map_or(String::new(), |pid| format!(", backend pid {pid}"))
+        ),
+    }))
+}
 
 /// Database state the loop needs, rebuilt after a reconnect. Its
 /// connection holds the single-instance advisory lock (session-scoped, so
@@ -74,12 +117,22 @@ const INSTANCE_LOCK: i64 = 0x7469_6c65_7069_7065;
 struct Session {
     client: postgres::Client,
     applier: Applier,
+    /// The server process of this connection: after a reconnect it tells
+    /// our own old connection (still holding the lock) from another daemon.
+    backend_pid: i32,
+}
+
+impl Session {
+    /// Still usable after a failed batch: open and answering.
+    fn is_healthy(&mut self) -> bool {
+        !self.client.is_closed() && self.client.simple_query("SELECT 1").is_ok()
+    }
 }
 
 /// Why a session could not be opened.
 enum SessionError {
-    /// Another daemon holds the lock: stop, do not retry.
-    Locked(String),
+    /// Another connection holds the lock.
+    Locked(Locked),
     /// Worth retrying (database down, restarting).
     Unavailable(anyhow::Error),
 }
@@ -89,7 +142,11 @@ pub struct Daemon {
     db: postgres::Config,
     settings: ImportSettings,
     shutdown: Shutdown,
-    session: Session,
+    /// `None` after a failed batch left the connection unusable: dropped
+    /// at once (which releases its lock), opened again before the retry.
+    session: Option<Session>,
+    /// Backend pids of this process's earlier connections.
+    old_backends: Vec<i32>,
     /// tilepipe's own renderer, when `run` starts one: expired metatiles
     /// of its styles are queued for it.
     renderer: Option<expiry::BuiltinRenderer>,
@@ -115,7 +172,7 @@ impl Daemon {
         }
         let session = match open_session(&db, &settings) {
             Ok(session) => session,
-            Err(SessionError::Locked(message)) => bail!(message),
+            Err(SessionError::Locked(locked)) => bail!(locked.message),
             Err(SessionError::Unavailable(e)) => return Err(e.context("start-up check: database")),
         };
         Ok(Daemon {
@@ -123,7 +180,8 @@ impl Daemon {
             db,
             settings,
             shutdown,
-            session,
+            session: Some(session),
+            old_backends: Vec::new(),
             renderer: None,
             metrics: None,
         })
@@ -149,7 +207,14 @@ impl Daemon {
 
     /// Connects again, retrying with capped backoff until the database
     /// answers (e.g. after a PostgreSQL restart). `Ok(None)` on shutdown.
-    fn reconnect(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Option<Session>> {
+    /// Our own old connection may still hold the lock for a moment (the
+    /// server ends its backend asynchronously, or only notices a dead
+    /// client later): that is waited out, never fatal. Another process
+    /// holding it is fatal, as at start.
+    fn reconnect(&mut self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Option<Session>> {
+        if let Some(old) = self.session.take() {
+            self.old_backends.push(old.backend_pid);
+        }
         let mut delay = Duration::from_millis(500);
         loop {
             match open_session(&self.db, &self.settings) {
@@ -157,7 +222,19 @@ impl Daemon {
                     info!("database connection restored");
                     return Ok(Some(session));
                 }
-                Err(SessionError::Locked(message)) => bail!(message),
+                Err(SessionError::Locked(Locked {
+                    holder: Some(pid), ..
+                })) if self.old_backends.contains(&pid) => {
+                    warn!("our previous connection (backend pid {pid}) still holds the instance lock; ending it and retrying");
+                    if let Ok(mut client) = crate::db::connect(&self.db) {
+                        if let Err(e) = client.execute("SELECT pg_terminate_backend($1)", &[&pid]) {
+                            warn!("ending backend {pid}: {e}");
+                        }
+                    }
+                }
+                // Released between the attempt and the look-up: try again.
+                Err(SessionError::Locked(Locked { holder: None, .. })) => {}
+                Err(SessionError::Locked(locked)) => bail!(locked.message),
                 Err(SessionError::Unavailable(e)) => {
                     warn!(
                         "database unavailable: {e:#}; retrying in {:.1} s",
@@ -172,11 +249,17 @@ impl Daemon {
         }
     }
 
+    /// The connection, as long as no failed batch dropped it.
+    fn client(&mut self) -> anyhow::Result<&mut postgres::Client> {
+        match &mut self.session {
+            Some(session) => Ok(&mut session.client),
+            None => bail!("no database connection"),
+        }
+    }
+
     fn position(&mut self) -> anyhow::Result<Position> {
-        match read_position(
-            &mut self.session.client,
-            &self.config.database.middle_schema,
-        )? {
+        let schema = self.config.database.middle_schema.clone();
+        match read_position(self.client()?, &schema)? {
             StoredPosition::Set(position) => Ok(position),
             _ => bail!("the replication position vanished from the database"),
         }
@@ -213,8 +296,12 @@ impl Daemon {
         self.report_position(&position);
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
         // Tiles of batches committed before a crash are acted on first.
+        let client = match &mut self.session {
+            Some(session) => &mut session.client,
+            None => bail!("no database connection"),
+        };
         act_on_expired(
-            &mut self.session.client,
+            client,
             &self.config,
             runtime,
             self.renderer.as_ref(),
@@ -288,25 +375,52 @@ impl Daemon {
         }
     }
 
-    /// Applies one batch; on a database fault, reconnects and applies it
-    /// again (the failed transaction rolled back). `Ok(None)` on shutdown.
+    /// Applies one batch until it commits: a failed attempt (an error, or
+    /// a panic inside the applier) is rolled back, logged, counted and
+    /// retried after a capped exponential backoff (the feed's
+    /// `retry_initial_secs` doubling to `retry_max_secs`), on the same
+    /// connection if it still answers, else on a new one. The position
+    /// never moves past the batch meanwhile. `Ok(None)` on shutdown, which
+    /// also interrupts the backoff.
     fn apply_with_retry(
         &mut self,
         runtime: &tokio::runtime::Runtime,
         position: &Position,
         batch: &Batch,
     ) -> anyhow::Result<Option<Position>> {
+        let replication = &self.config.replication;
+        let max_delay = Duration::from_secs(replication.retry_max_secs.max(1));
+        let mut delay = Duration::from_secs(replication.retry_initial_secs.max(1)).min(max_delay);
+        let mut failing_since: Option<SystemTime> = None;
+        let mut failures = 0u32;
+        // The failure not yet recorded in the database (its connection was
+        // unusable): written once a new one is open.
+        let mut unrecorded: Option<String> = None;
         loop {
+            if self.session.is_none() {
+                match self.reconnect(runtime)? {
+                    Some(session) => self.session = Some(session),
+                    None => return Ok(None),
+                }
+            }
+            let Some(session) = self.session.as_mut() else {
+                continue;
+            };
+            if let Some(record) = unrecorded.take() {
+                record_failure(&mut session.client, &self.config, &record);
+            }
             let started = Instant::now();
-            let session = &mut self.session;
-            match apply_batch(
-                &mut session.client,
-                &mut session.applier,
-                &self.config,
-                position,
-                batch,
-            ) {
-                Ok((next, result)) => {
+            let attempt = catch_unwind(AssertUnwindSafe(|| {
+                apply_batch(
+                    &mut session.client,
+                    &mut session.applier,
+                    &self.config,
+                    position,
+                    batch,
+                )
+            }));
+            let (error, panicked) = match attempt {
+                Ok(Ok((next, result))) => {
                     info!(
                         objects = batch.changes.len(),
                         rows_changed = result.changed_rows().count(),
@@ -314,10 +428,14 @@ impl Daemon {
                         "applied up to {}",
                         format_timestamp(next.timestamp)
                     );
+                    if failures > 0 {
+                        info!("the batch applied after {failures} failed attempt(s)");
+                    }
                     if let Some(metrics) = &self.metrics {
                         metrics
                             .record_batch(std::time::SystemTime::now(), batch.changes.len() as u64);
                         metrics.set_replication_position(next.sequence, next.timestamp.into());
+                        metrics.clear_apply_failing();
                     }
                     if let Err(e) = act_on_expired(
                         &mut session.client,
@@ -330,18 +448,137 @@ impl Daemon {
                     }
                     return Ok(Some(next));
                 }
-                Err(e) => {
-                    error!("applying the batch failed (rolled back): {e:#}");
-                    if let Some(metrics) = &self.metrics {
-                        metrics.record_apply_failure();
-                    }
-                    match self.reconnect(runtime)? {
-                        Some(session) => self.session = session,
-                        None => return Ok(None),
-                    }
-                }
+                Ok(Err(e)) => (describe_apply_error(&e), false),
+                Err(payload) => (
+                    format!(
+                        "panic while applying ({}): {}",
+                        describe_objects(batch),
+                        panic_message(payload.as_ref())
+                    ),
+                    true,
+                ),
+            };
+            failures += 1;
+            let since = *failing_since.get_or_insert_with(SystemTime::now);
+            error!(
+                attempt = failures,
+                "applying sequences {}..={} failed, rolled back (position stays at {}); retrying in {} s: {error}",
+                batch.sequences.start(),
+                batch.sequences.end(),
+                position.sequence,
+                delay.as_secs()
+            );
+            if let Some(metrics) = &self.metrics {
+                metrics.record_apply_failure();
+                metrics.set_apply_failing(since, &error);
             }
+            let record = serde_json::json!({
+                "since": chrono::DateTime::<chrono::Utc>::from(since).to_rfc3339(),
+                "first_sequence": batch.sequences.start(),
+                "last_sequence": batch.sequences.end(),
+                "attempts": failures,
+                "error": error,
+            })
+            .to_string();
+            // After a panic the applier's state is unknown: start afresh.
+            // A connection that no longer answers is dropped now, which
+            // releases its lock before the reconnect takes it again.
+            if !panicked && session.is_healthy() {
+                record_failure(&mut session.client, &self.config, &record);
+            } else {
+                if let Some(old) = self.session.take() {
+                    self.old_backends.push(old.backend_pid);
+                }
+                unrecorded = Some(record);
+            }
+            if !runtime.block_on(self.shutdown.sleep(delay)) {
+                return Ok(None);
+            }
+            delay = (delay * 2).min(max_delay);
         }
+    }
+}
+
+/// Where `tilepipe status` finds the failure of the batch the daemon keeps
+/// retrying (JSON; removed by the commit of the next applied batch).
+pub const APPLY_FAILURE_PROPERTY: &str = "tilepipe_apply_failure";
+
+/// Stores the failure for `tilepipe status`, in its own autocommit
+/// statement (the batch's transaction is gone). Best effort: the failure
+/// may be the database itself.
+fn record_failure(client: &mut postgres::Client, config: &Config, record: &str) {
+    let schema = config.database.middle_schema.as_str();
+    if let Err(e) =
+        crate::db::properties::write(client, schema, &[(APPLY_FAILURE_PROPERTY, record)])
+    {
+        warn!("recording the failure for `tilepipe status`: {e}");
+    }
+}
+
+/// An apply error with what PostgreSQL says about where it happened (the
+/// table, constraint and statement context its error report carries), which
+/// its `Display` leaves out.
+fn describe_apply_error(error: &anyhow::Error) -> String {
+    let mut text = format!("{error:#}");
+    let db = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<postgres::error::DbError>());
+    if let Some(db) = db {
+        if let Some(table) = db.table() {
+            text.push_str(&format!(" (table {table}"));
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            text.push(')');
+        }
+        if let Some(context) = db.where_() {
+            text.push_str(&format!("\nCONTEXT: {context}"));
+        }
+    }
+    text
+}
+
+/// The objects of a batch, for a failure no error names one of: all of
+/// them when few, else the first ones and a count.
+fn describe_objects(batch: &Batch) -> String {
+    const SHOWN: usize = 10;
+    let ids: Vec<String> = batch
+        .changes
+        .iter()
+        .take(SHOWN)
+        .map(|change| change.object_id().to_string())
+        .collect();
+    let more = batch.changes.len().saturating_sub(SHOWN);
+    if more > 0 {
+        format!("objects {} and {more} more", ids.join(", "))
+    } else {
+        format!("objects {}", ids.join(", "))
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Fault injection for the daemon tests (tests/daemon.rs): with
+/// `TILEPIPE_FAULT_PANIC_APPLIES=N` set, the first N apply attempts of the
+/// process panic inside the open transaction, as a bug in the applier
+/// would. No input makes the applier panic on purpose.
+fn injected_panic() {
+    static LEFT: OnceLock<AtomicU32> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let n = std::env::var("TILEPIPE_FAULT_PANIC_APPLIES").ok();
+        AtomicU32::new(n.and_then(|n| n.parse().ok()).unwrap_or(0))
+    });
+    if left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        panic!("injected fault (TILEPIPE_FAULT_PANIC_APPLIES)");
     }
 }
 
@@ -349,18 +586,19 @@ impl Daemon {
 fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Session, SessionError> {
     let unavailable = |e: anyhow::Error| SessionError::Unavailable(e);
     let mut client = crate::db::connect(db).map_err(|e| unavailable(e.into()))?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])
+    if let Err(locked) = take_instance_lock(&mut client, db).map_err(|e| unavailable(e.into()))? {
+        return Err(SessionError::Locked(locked));
+    }
+    let backend_pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
         .map_err(|e| unavailable(e.into()))?
         .get(0);
-    if !locked {
-        return Err(SessionError::Locked(format!(
-            "another `tilepipe run` holds this database ({}); only one may apply diffs",
-            crate::db::describe(db)
-        )));
-    }
     let applier = Applier::for_settings(settings).map_err(|e| unavailable(e.into()))?;
-    Ok(Session { client, applier })
+    Ok(Session {
+        client,
+        applier,
+        backend_pid,
+    })
 }
 
 /// One batch, its position and its expired tiles, in one transaction.
@@ -375,6 +613,7 @@ pub fn apply_batch(
     let schema = config.database.middle_schema.as_str();
     let mut tx = client.transaction()?;
     let result = applier.apply(&mut tx, &batch.changes)?;
+    injected_panic();
     raise_current_timestamp(&mut tx, schema, &batch.changes)?;
     if config.expire.is_active() {
         let tiles = expiry::tiles_for_changes(
@@ -390,6 +629,8 @@ pub fn apply_batch(
         timestamp: batch.end.timestamp,
     };
     write_position(&mut tx, schema, &next)?;
+    // A failure `run` recorded is over once a batch commits.
+    crate::db::properties::remove(&mut tx, schema, APPLY_FAILURE_PROPERTY)?;
     tx.commit()?;
     Ok((next, result))
 }

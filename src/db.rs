@@ -286,6 +286,21 @@ pub mod properties {
         }
         Ok(())
     }
+
+    /// Deletes a property if present.
+    pub fn remove(
+        client: &mut impl GenericClient,
+        schema: &str,
+        property: &str,
+    ) -> Result<(), PropertiesError> {
+        client
+            .execute(
+                &format!("DELETE FROM {} WHERE property = $1", table_name(schema)),
+                &[&property],
+            )
+            .map_err(db_error(schema))?;
+        Ok(())
+    }
 }
 
 /// Quotes an SQL identifier (schema or table name).

@@ -67,6 +67,7 @@ struct Setup {
     config: PathBuf,
     osm: PathBuf,
     feed_dir: PathBuf,
+    final_data: tilepipe_testkit::OsmData,
 }
 
 fn setup(diffs: usize) -> Setup {
@@ -84,6 +85,7 @@ fn setup(diffs: usize) -> Setup {
         config,
         osm: feed.osm,
         feed_dir: feed.feed_dir,
+        final_data: feed.final_data,
     }
 }
 
@@ -185,5 +187,216 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     }
 
     assert!(terminate(&mut daemon).success());
+    server.shutdown();
+}
+
+/// A config with the server on `port`, and the apply backoff
+/// (`retry_initial_secs` doubling to `retry_max_secs`) given.
+fn with_serve_port(s: &Setup, port: u16, retry_initial: u64, retry_max: u64) {
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "retry_initial_secs: 1\n  retry_max_secs: 1\n",
+            &format!("retry_initial_secs: {retry_initial}\n  retry_max_secs: {retry_max}\n"),
+        );
+    std::fs::write(&s.config, config).unwrap();
+}
+
+/// A metric's value on `/metrics`, when the server answers.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = common::http::get(port, "/metrics")?;
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.parse().unwrap())
+    })
+}
+
+fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if metric(port, name).is_some_and(|v| v >= at_least) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "{name} did not reach {at_least} within {within:?} (at {:?})",
+        metric(port, name)
+    );
+}
+
+fn health(port: u16) -> (u16, serde_json::Value) {
+    let (status, body) = common::http::get(port, "/health").expect("the server answers");
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// The database a fresh import of the feed's final data gives.
+fn fresh_checksums(
+    dir: &Path,
+    data: &tilepipe_testkit::OsmData,
+    name: &str,
+) -> Vec<(String, i64, String)> {
+    let path = dir.join(format!("{name}.osm"));
+    data.write_osm_file(&path).unwrap();
+    let url = PgCluster::shared().create_database(name).unwrap();
+    let config = common::db_config(&url);
+    tilepipe::apply::import::import(&config, &path, &Default::default(), 2).unwrap();
+    common::checksums(&mut common::connect(&url))
+}
+
+#[test]
+fn a_batch_failing_in_the_database_is_retried_until_it_applies() {
+    let s = setup(4);
+    let port = common::http::free_port();
+    with_serve_port(&s, port, 1, 1);
+    let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
+    server.set_published(START + 1);
+    let url = PgCluster::shared()
+        .create_database("daemon_failing")
+        .unwrap();
+    import_and_init(&s, &url, &server);
+    // A real SQL failure inside every batch's transaction: the position
+    // it writes violates a constraint (NOT VALID: existing rows pass).
+    let mut db = common::connect(&url);
+    db.batch_execute(&format!(
+        "ALTER TABLE osm2pgsql_properties ADD CONSTRAINT test_block \
+         CHECK (property <> 'replication_sequence_number' OR value::bigint <= {START}) NOT VALID"
+    ))
+    .unwrap();
+
+    let mut daemon = spawn_run(&s.config, &url);
+    wait_for_metric(
+        port,
+        "tilepipe_apply_failures_total",
+        3.0,
+        Duration::from_secs(60),
+    );
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    assert_eq!(metric(port, "tilepipe_apply_failing"), Some(1.0));
+    assert!(metric(port, "tilepipe_apply_failing_since_timestamp_seconds").is_some());
+    let (status, body) = health(port);
+    assert_eq!(status, 503, "{body}");
+    let error = body["apply_error"].as_str().unwrap();
+    assert!(error.contains("test_block"), "{error}");
+    assert!(body["apply_failing_since"].is_string(), "{body}");
+    // `status` reads the failure from the database.
+    let out = tilepipe(&s.config, &url, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["local"]["sequence"], START);
+    assert_eq!(v["apply_failure"]["first_sequence"], START + 1);
+    assert!(v["apply_failure"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("test_block"));
+    // `catchup` cannot apply the batch meanwhile: the daemon holds the lock.
+    let out = tilepipe(&s.config, &url, &["catchup"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("another `tilepipe run` or `tilepipe catchup` holds this database"));
+
+    // The obstacle gone, the same batch applies and the rest follows.
+    db.batch_execute("ALTER TABLE osm2pgsql_properties DROP CONSTRAINT test_block")
+        .unwrap();
+    server.publish_all();
+    wait_for_sequence(&s.config, &url, START + 4, Duration::from_secs(60));
+    assert_eq!(metric(port, "tilepipe_apply_failing"), Some(0.0));
+    let (status, body) = health(port);
+    assert_eq!(status, 200, "{body}");
+    let out = tilepipe(&s.config, &url, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    assert!(terminate(&mut daemon).success());
+    let stderr = stderr_of(&mut daemon);
+    assert!(
+        stderr.contains(&format!(
+            "applying sequences {}..={} failed",
+            START + 1,
+            START + 1
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the batch applied after"), "{stderr}");
+    // No diff skipped: the data equals a fresh import of the final state.
+    assert_eq!(
+        common::checksums(&mut db),
+        fresh_checksums(s._dir.path(), &s.final_data, "daemon_failing_fresh")
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_panic_while_applying_is_a_failed_batch_not_a_dead_process() {
+    let s = setup(2);
+    let port = common::http::free_port();
+    with_serve_port(&s, port, 1, 1);
+    let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
+    server.set_published(START + 2);
+    let url = PgCluster::shared().create_database("daemon_panic").unwrap();
+    import_and_init(&s, &url, &server);
+
+    // The first two attempts panic inside the open transaction; each
+    // drops the session (and its lock) and retries on a new one.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", s.config.to_str().unwrap(), "-d", &url, "run"])
+        .env("TILEPIPE_FAULT_PANIC_APPLIES", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_sequence(&s.config, &url, START + 2, Duration::from_secs(60));
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    assert_eq!(metric(port, "tilepipe_apply_failures_total"), Some(2.0));
+    assert_eq!(metric(port, "tilepipe_apply_failing"), Some(0.0));
+    assert!(terminate(&mut daemon).success());
+    let stderr = stderr_of(&mut daemon);
+    assert!(
+        stderr.contains("panic while applying (objects ")
+            && stderr.contains("injected fault (TILEPIPE_FAULT_PANIC_APPLIES)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("database connection restored"), "{stderr}");
+    server.shutdown();
+}
+
+#[test]
+fn sigterm_interrupts_the_apply_backoff() {
+    let s = setup(1);
+    let port = common::http::free_port();
+    with_serve_port(&s, port, 600, 600);
+    let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
+    server.set_published(START + 1);
+    let url = PgCluster::shared()
+        .create_database("daemon_backoff")
+        .unwrap();
+    import_and_init(&s, &url, &server);
+
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", s.config.to_str().unwrap(), "-d", &url, "run"])
+        .env("TILEPIPE_FAULT_PANIC_APPLIES", "1000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_metric(
+        port,
+        "tilepipe_apply_failures_total",
+        1.0,
+        Duration::from_secs(60),
+    );
+    // The daemon now waits 600 s before the next attempt; SIGTERM ends the
+    // wait (terminate allows 15 s).
+    let stopped = Instant::now();
+    assert!(terminate(&mut daemon).success());
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    assert_eq!(local_sequence(&s.config, &url), Some(START));
     server.shutdown();
 }

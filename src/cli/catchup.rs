@@ -5,18 +5,20 @@
 //! position: a crash at any moment leaves the database at a batch
 //! boundary, and the next run continues from there. Exit codes follow
 //! `osm2pgsql-replication update`: 0 done (or already up to date), 1 not
-//! set up or the server unreachable, 3 a batch failed to apply.
+//! set up or the server unreachable, 3 a batch failed to apply; and 4
+//! another `tilepipe run` or `catchup` is applying to the database (they
+//! share one advisory lock, see [`crate::daemon::take_instance_lock`]).
 
 use crate::apply::append::Applier;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
-use crate::daemon::{act_on_expired, apply_batch};
+use crate::daemon::{act_on_expired, apply_batch, take_instance_lock};
 use crate::replication::client::RetryPolicy;
 use crate::replication::follower::Follower;
 use crate::replication::position::{read_position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 #[derive(Debug, clap::Args)]
@@ -26,6 +28,14 @@ pub struct Args {
     once: bool,
 }
 
+/// Exit code when another `tilepipe run` or `catchup` holds the database.
+pub const LOCKED: u8 = 4;
+
+/// How long to wait for the lock: a killed earlier run's server process
+/// keeps it until PostgreSQL notices the client is gone (at its next read
+/// or write on the socket), which may be a moment after the kill.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A command-line run rides out short network trouble with the configured
 /// backoff, then gives up (the daemon retries forever instead).
 const CATCHUP_ATTEMPTS: u32 = 6;
@@ -33,6 +43,17 @@ const CATCHUP_ATTEMPTS: u32 = 6;
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let schema = config.database.middle_schema.as_str();
     let mut db = super::connect_db(config)?;
+    // The lock `run` holds: the two never apply the same batch at once.
+    // Held by this connection until the process exits.
+    let db_config = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    while let Err(locked) = take_instance_lock(&mut db, &db_config)? {
+        if Instant::now() >= deadline {
+            error!("{}", locked.message);
+            return Ok(ExitCode::from(LOCKED));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let Some(settings) = ImportSettings::load(&mut db, schema)? else {
         error!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first");
         return Ok(ExitCode::from(1));

@@ -2,11 +2,15 @@
 //!
 //! Output and exit codes follow `osm2pgsql-replication status` so that
 //! monitoring written for it keeps working: 0 ok, 1 no replication state,
-//! 2 not set up, 3 the server's state could not be downloaded.
+//! 2 not set up, 3 the server's state could not be downloaded; and 4 (not
+//! in osm2pgsql) `tilepipe run` keeps failing to apply the next batch.
+//! That failure is read from the database, where the daemon records it
+//! (see [`crate::daemon::APPLY_FAILURE_PROPERTY`]): status needs no access
+//! to the daemon's HTTP port, and sees it even while the daemon restarts.
 
 use crate::config::Config;
 use crate::replication::client::RetryPolicy;
-use crate::replication::position::{read_position, Position, StoredPosition};
+use crate::replication::position::{read_position, read_property, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use crate::replication::ReplicationState;
 use chrono::{DateTime, Utc};
@@ -32,16 +36,48 @@ pub enum Status {
     ServerUnreachable {
         local: Position,
         error: String,
+        apply_failure: Option<ApplyFailure>,
     },
     Ok {
         local: Position,
         server: ReplicationState,
+        apply_failure: Option<ApplyFailure>,
     },
+}
+
+/// The batch `tilepipe run` keeps failing to apply, as it recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyFailure {
+    /// The recorded JSON object (since, first_sequence, last_sequence,
+    /// attempts, error).
+    pub record: serde_json::Value,
+}
+
+impl ApplyFailure {
+    fn text(&self) -> String {
+        let r = &self.record;
+        format!(
+            "Applying sequences {}..={} is failing since {} ({} attempt(s)): {}\n",
+            r["first_sequence"],
+            r["last_sequence"],
+            r["since"].as_str().unwrap_or("?"),
+            r["attempts"],
+            r["error"].as_str().unwrap_or("?")
+        )
+    }
 }
 
 impl Status {
     pub fn code(&self) -> u8 {
         match self {
+            Status::Ok {
+                apply_failure: Some(_),
+                ..
+            }
+            | Status::ServerUnreachable {
+                apply_failure: Some(_),
+                ..
+            } => 4,
             Status::Ok { .. } => 0,
             Status::NoState { .. } => 1,
             Status::NotSetUp { .. } => 2,
@@ -59,7 +95,7 @@ impl Status {
             Status::NoState { error } | Status::NotSetUp { error } => {
                 let _ = write!(out, ", \"error\": {}", q(error));
             }
-            Status::ServerUnreachable { local, error } => {
+            Status::ServerUnreachable { local, error, .. } => {
                 let _ = write!(
                     out,
                     ", \"error\": {}, \"server\": {{\"base_url\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}}}",
@@ -69,7 +105,7 @@ impl Status {
                     q(&format_timestamp(local.timestamp))
                 );
             }
-            Status::Ok { local, server } => {
+            Status::Ok { local, server, .. } => {
                 let _ = write!(
                     out,
                     ", \"server\": {{\"base_url\": {}, \"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}",
@@ -83,6 +119,17 @@ impl Status {
                 );
             }
         }
+        if let Status::Ok {
+            apply_failure: Some(failure),
+            ..
+        }
+        | Status::ServerUnreachable {
+            apply_failure: Some(failure),
+            ..
+        } = self
+        {
+            let _ = write!(out, ", \"apply_failure\": {}", failure.record);
+        }
         out.push('}');
         out
     }
@@ -91,8 +138,28 @@ impl Status {
     pub fn to_text(&self, now: DateTime<Utc>) -> String {
         let (local, server) = match self {
             Status::NoState { error } | Status::NotSetUp { error } => return format!("{error}\n"),
-            Status::ServerUnreachable { error, .. } => return format!("{error}\n"),
-            Status::Ok { local, server } => (local, server),
+            Status::ServerUnreachable {
+                error,
+                apply_failure,
+                ..
+            } => {
+                let failure = apply_failure.as_ref().map(ApplyFailure::text);
+                return format!("{error}\n{}", failure.unwrap_or_default());
+            }
+            Status::Ok {
+                local,
+                server,
+                apply_failure,
+            } => {
+                if let Some(failure) = apply_failure {
+                    return format!(
+                        "{}{}",
+                        failure.text(),
+                        self.clone().without_failure().to_text(now)
+                    );
+                }
+                (local, server)
+            }
         };
         let server_age = (now - server.timestamp).num_seconds();
         let local_age = (now - local.timestamp).num_seconds();
@@ -120,6 +187,19 @@ impl Status {
             format_span(local_age)
         );
         out
+    }
+}
+
+impl Status {
+    fn without_failure(self) -> Status {
+        match self {
+            Status::Ok { local, server, .. } => Status::Ok {
+                local,
+                server,
+                apply_failure: None,
+            },
+            other => other,
+        }
     }
 }
 
@@ -164,17 +244,30 @@ pub fn gather(config: &Config) -> anyhow::Result<Status> {
         }
         StoredPosition::Set(position) => position,
     };
+    let apply_failure = read_property(
+        &mut db,
+        &config.database.middle_schema,
+        crate::daemon::APPLY_FAILURE_PROPERTY,
+    )?
+    .map(|text| ApplyFailure {
+        record: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    });
     drop(db);
     let client = super::feed_client(config, &local.base_url)?.with_retry(RetryPolicy::ONCE);
     let server = super::runtime()?.block_on(client.latest_state_once());
     Ok(match server {
-        Ok(server) => Status::Ok { local, server },
+        Ok(server) => Status::Ok {
+            local,
+            server,
+            apply_failure,
+        },
         Err(e) => Status::ServerUnreachable {
             error: format!(
                 "Unable to download the state information from {}: {e}",
                 local.base_url
             ),
             local,
+            apply_failure,
         },
     })
 }
@@ -227,6 +320,7 @@ mod tests {
         let ok = Status::Ok {
             local: local.clone(),
             server,
+            apply_failure: None,
         };
         assert_eq!(
             ok.to_json(now),
@@ -244,11 +338,27 @@ mod tests {
             "{\"status\": 1, \"error\": \"no \\\"table\\\"\"}"
         );
         let down = Status::ServerUnreachable {
-            local,
+            local: local.clone(),
             error: "down".into(),
+            apply_failure: None,
         };
         assert!(down
             .to_json(now)
             .starts_with("{\"status\": 3, \"error\": \"down\", \"server\": {\"base_url\": "));
+
+        let failing = Status::Ok {
+            local,
+            server,
+            apply_failure: Some(ApplyFailure {
+                record: serde_json::json!({"since": "2021-08-17T13:00:05+00:00", "first_sequence": 4666828, "last_sequence": 4666830, "attempts": 3, "error": "db error: deadlock"}),
+            }),
+        };
+        assert_eq!(failing.code(), 4);
+        let json = failing.to_json(now);
+        assert!(json.starts_with("{\"status\": 4, \"server\": "), "{json}");
+        assert!(json.ends_with(", \"apply_failure\": {\"attempts\":3,\"error\":\"db error: deadlock\",\"first_sequence\":4666828,\"last_sequence\":4666830,\"since\":\"2021-08-17T13:00:05+00:00\"}}"), "{json}");
+        let text = failing.to_text(now);
+        assert!(text.starts_with("Applying sequences 4666828..=4666830 is failing since 2021-08-17T13:00:05+00:00 (3 attempt(s)): db error: deadlock\n"), "{text}");
+        assert_eq!(text.lines().count(), 5);
     }
 }

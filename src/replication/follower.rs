@@ -158,9 +158,10 @@ impl Follower {
 }
 
 /// How long to wait before polling again, given the newest state seen:
-/// until one interval after its timestamp plus a margin (imposm's pacing,
-/// spec §11), but at least `min_wait` so a feed whose clock runs ahead or
-/// that publishes late is not hammered.
+/// until one interval after its timestamp plus a margin (imposm's pacing),
+/// but at least `min_wait` so a feed that publishes late is not hammered,
+/// and at most one interval plus the margin: a state stamped in the future
+/// (a feed's clock ahead of ours) must not stop polling until then.
 pub fn poll_delay(
     latest: &ReplicationState,
     interval: Duration,
@@ -171,7 +172,7 @@ pub fn poll_delay(
     let due = latest.timestamp
         + chrono::Duration::from_std(interval + margin).unwrap_or(chrono::Duration::zero());
     let until_due = (due - now).to_std().unwrap_or(Duration::ZERO);
-    until_due.max(min_wait)
+    until_due.min(interval + margin).max(min_wait)
 }
 
 #[cfg(test)]
@@ -198,5 +199,24 @@ mod tests {
         // Overdue: poll after the minimum wait.
         let now = ts + chrono::Duration::seconds(300);
         assert_eq!(poll_delay(&latest, minute, margin, min, now), min);
+    }
+
+    #[test]
+    fn a_state_from_the_future_waits_one_interval_at_most() {
+        let now = Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap();
+        let latest = ReplicationState {
+            sequence: 5,
+            timestamp: now + chrono::Duration::days(3),
+        };
+        let minute = Duration::from_secs(60);
+        let margin = Duration::from_secs(2);
+        let min = Duration::from_secs(1);
+        assert_eq!(
+            poll_delay(&latest, minute, margin, min, now),
+            Duration::from_secs(62)
+        );
+        // A day-long interval still waits a day, not three.
+        let day = Duration::from_secs(86400);
+        assert_eq!(poll_delay(&latest, day, margin, min, now), day + margin);
     }
 }

@@ -141,6 +141,10 @@ pub struct Metrics {
     last_apply: AtomicU64,
     batches_applied: AtomicU64,
     apply_failures: AtomicU64,
+    /// Since when the current batch keeps failing (f64 seconds; 0 when
+    /// apply is not failing), and the last error.
+    apply_failing_since: AtomicU64,
+    apply_error: std::sync::Mutex<String>,
     changes_applied: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
@@ -175,6 +179,8 @@ impl Metrics {
             last_apply: f64_cell(0.0),
             batches_applied: AtomicU64::new(0),
             apply_failures: AtomicU64::new(0),
+            apply_failing_since: f64_cell(0.0),
+            apply_error: std::sync::Mutex::new(String::new()),
             changes_applied: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
@@ -263,6 +269,28 @@ impl Metrics {
     /// An apply attempt failed (it will be retried).
     pub fn record_apply_failure(&self) {
         self.apply_failures.fetch_add(1, Relaxed);
+    }
+
+    /// The batch being applied keeps failing since `since`; `error` is the
+    /// latest attempt's error (served on `/health`).
+    pub fn set_apply_failing(&self, since: SystemTime, error: &str) {
+        *self.apply_error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_owned();
+        self.apply_failing_since
+            .store(unix_secs(since).max(f64::MIN_POSITIVE).to_bits(), Relaxed);
+    }
+
+    /// A batch applied again after failures.
+    pub fn clear_apply_failing(&self) {
+        self.apply_failing_since.store(0f64.to_bits(), Relaxed);
+    }
+
+    /// Since when apply is failing and the latest error, if it is.
+    pub fn apply_failing(&self) -> Option<(SystemTime, String)> {
+        let secs = f64::from_bits(self.apply_failing_since.load(Relaxed));
+        (secs > 0.0).then(|| {
+            let error = self.apply_error.lock().unwrap_or_else(|p| p.into_inner());
+            (UNIX_EPOCH + Duration::from_secs_f64(secs), error.clone())
+        })
     }
 
     /// Tiles (at the expiry zoom) and metatiles a batch expired.
@@ -430,6 +458,27 @@ impl Metrics {
                 w,
                 "tilepipe_last_apply_timestamp_seconds {:.3}",
                 unix_secs(time)
+            );
+        }
+        let failing = self.apply_failing();
+        header(
+            w,
+            "tilepipe_apply_failing",
+            "gauge",
+            "1 while the pending batch keeps failing to apply (retried with backoff).",
+        );
+        let _ = writeln!(w, "tilepipe_apply_failing {}", u8::from(failing.is_some()));
+        header(
+            w,
+            "tilepipe_apply_failing_since_timestamp_seconds",
+            "gauge",
+            "Unix time of the first failed attempt at the pending batch, while it fails.",
+        );
+        if let Some((since, _)) = failing {
+            let _ = writeln!(
+                w,
+                "tilepipe_apply_failing_since_timestamp_seconds {:.3}",
+                unix_secs(since)
             );
         }
         for (name, help, value) in [
@@ -615,5 +664,25 @@ mod tests {
         assert!(text.contains("tilepipe_batches_applied_total 1"));
         m.set_replication_lag(Duration::from_secs(5));
         assert_eq!(m.replication_lag(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn apply_failing_gauge_and_since() {
+        let m = Metrics::new();
+        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
+        let since = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        m.record_apply_failure();
+        m.set_apply_failing(since, "db error: deadlock");
+        let text = m.render(None);
+        assert!(text.contains("tilepipe_apply_failing 1\n"), "{text}");
+        assert!(text.contains("tilepipe_apply_failing_since_timestamp_seconds 1700000000.000"));
+        assert!(text.contains("tilepipe_apply_failures_total 1"));
+        assert_eq!(
+            m.apply_failing(),
+            Some((since, "db error: deadlock".to_owned()))
+        );
+        m.clear_apply_failing();
+        assert_eq!(m.apply_failing(), None);
+        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
     }
 }

@@ -9,7 +9,7 @@
 //! | `/styles.json` | every style's TileJSON |
 //! | `/` | the map page (Leaflet) |
 //! | `/metrics` | admin: Prometheus text |
-//! | `/health` | 200 or 503 by replication lag |
+//! | `/health` | 200, or 503 by replication lag or a failing apply |
 //!
 //! Tile decisions (mod_tile's table, with the render queue's depth in
 //! place of the load average):
@@ -902,16 +902,23 @@ async fn health(State(state): State<Shared>) -> Response<Body> {
     let lag = state.metrics.replication_lag();
     let bound = state.settings.max_replication_lag_secs;
     let lagging = bound > 0 && lag.is_some_and(|l| l.as_secs_f64() > bound as f64);
+    // A batch that keeps failing (the daemon retries it with backoff) is
+    // unhealthy at once, whatever the lag bound.
+    let failing = state.metrics.apply_failing();
+    let unhealthy = lagging || failing.is_some();
+    let rfc3339 = |t: std::time::SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
     let body = serde_json::json!({
-        "status": if lagging { "unhealthy" } else { "ok" },
+        "status": if unhealthy { "unhealthy" } else { "ok" },
+        "apply_error": failing.as_ref().map(|(_, error)| error),
+        "apply_failing_since": failing.as_ref().map(|(since, _)| rfc3339(*since)),
         "replication_lag_seconds": lag.map(|l| l.as_secs_f64()),
         "max_replication_lag_seconds": bound,
         "replication_sequence": state.metrics.replication_sequence(),
-        "last_apply": state.metrics.last_apply().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+        "last_apply": state.metrics.last_apply().map(rfc3339),
         "renderer": state.queue.is_some(),
     });
     let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = if lagging {
+    *r.status_mut() = if unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
