@@ -9,6 +9,8 @@
 //!   order ([`FeedWriter`]), plus hand-made feeds from given changes.
 //! - [`feedserver`]: an HTTP server for such feeds ([`FeedServer`]) with
 //!   publication control, scripted and random faults, and a request log.
+//! - [`hostile`]: random diffs full of what breaks geometry building and
+//!   value parsing, kept in step with the data they lead to.
 //! - [`renderd`]: Debian's renderd as a child process ([`Renderd`]): its
 //!   renderd.conf written, started, waited for, killed on drop.
 //! - [`scale`]: benchmark regions N times an extract's size, written as
@@ -19,6 +21,7 @@
 
 pub mod feedgen;
 pub mod feedserver;
+pub mod hostile;
 pub mod pg;
 pub mod renderd;
 pub mod scale;
