@@ -201,3 +201,64 @@ async fn bad_state_file_and_bad_diff_name_the_file_and_line() {
     assert!(err.contains(&path) && err.contains(":4:"), "{err}");
     server.shutdown();
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A diff with a character XML forbids is a feed fault like a corrupt gzip:
+/// retried, never skipped, and once the server serves a good file again the
+/// follower carries on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_with_forbidden_characters_is_retried_until_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator = FeedGenerator::new(synthetic_town(), 3, START, start_state().timestamp, 60);
+    let diffs: Vec<GeneratedDiff> = (0..3).map(|_| generator.next_diff()).collect();
+    write_feed(dir.path(), start_state(), &diffs).unwrap();
+    let path = format!(
+        "{}.osc.gz",
+        tilepipe::replication::feed::sequence_path(START + 2)
+    );
+    let good = std::fs::read(dir.path().join(&path)).unwrap();
+    for bad in [
+        "<?xml version='1.0'?>\n<osmChange version=\"0.6\">\n<create>\n<node id=\"1\" version=\"1\" lat=\"1\" lon=\"2\" user=\"a\u{1}\"/>\n</create>\n</osmChange>\n",
+        "<?xml version='1.0'?>\n<osmChange version=\"0.6\">\n<create>\n<node id=\"1\" version=\"1\" lat=\"1\" lon=\"2\">\n<tag k=\"name\" v=\"&#x0;\"/>\n</node>\n</create>\n</osmChange>\n",
+    ] {
+        let line = bad.lines().position(|l| l.contains("\u{1}") || l.contains("&#x0;")).unwrap() + 1;
+        std::fs::write(dir.path().join(&path), gzip(bad.as_bytes())).unwrap();
+        let server = FeedServer::start(dir.path()).await.unwrap();
+
+        // One attempt: the error names the diff and the line.
+        let once = Follower::new(client(&server.url(), RetryPolicy::ONCE), u64::MAX);
+        let err = once.next_batch(START).await.unwrap_err();
+        assert!(matches!(err, FetchError::BadDiff(_)), "{err}");
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("{path}:{line}:")), "{text}");
+        assert!(text.contains("not allowed in XML"), "{text}");
+
+        // Retrying forever: the follower keeps asking for the same diff and
+        // never moves past it.
+        let follower = Follower::new(client(&server.url(), FAST_FOREVER), u64::MAX);
+        let fix_the_mirror = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while server.requests(&path) < 5 {
+                assert!(std::time::Instant::now() < deadline, "not retried");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The mirror gets the good file; nothing else is done.
+            std::fs::write(dir.path().join(&path), &good).unwrap();
+        };
+        let both = async { tokio::join!(follower.next_batch(START), fix_the_mirror) };
+        let (result, ()) = tokio::time::timeout(Duration::from_secs(40), both)
+            .await
+            .expect("the follower carried on");
+        // Neither an error (given up) nor a batch without the diff (skipped).
+        let batch = result.unwrap().unwrap();
+        assert_eq!(batch.sequences, START + 1..=START + 3);
+        assert_eq!(outline(&batch.changes), expected_outline(&diffs));
+        server.shutdown();
+    }
+}
