@@ -98,6 +98,11 @@ pub struct ReplicationConfig {
     /// Upper bound of one merged batch, in MB of uncompressed XML
     /// (fractions allowed).
     pub max_diff_size_mb: f64,
+    /// Most MB one download (a diff or state file) may have, counted as it
+    /// arrives; a guard against broken or hostile servers.
+    pub max_download_mb: u64,
+    /// Most MB one diff may inflate to, counted while decompressing.
+    pub max_uncompressed_mb: u64,
     /// Sent with every request; the default names tilepipe and its version.
     pub user_agent: Option<String>,
     pub connect_timeout_secs: u64,
@@ -120,6 +125,8 @@ impl Default for ReplicationConfig {
             url: "https://planet.openstreetmap.org/replication/minute/".into(),
             interval: None,
             max_diff_size_mb: 500.0,
+            max_download_mb: 512,
+            max_uncompressed_mb: 4096,
             user_agent: None,
             connect_timeout_secs: 30,
             timeout_secs: 300,
@@ -136,6 +143,14 @@ impl ReplicationConfig {
     /// The batch bound in bytes.
     pub fn max_batch_bytes(&self) -> u64 {
         (self.max_diff_size_mb * 1e6) as u64
+    }
+
+    pub fn max_download_bytes(&self) -> u64 {
+        self.max_download_mb.saturating_mul(1_000_000)
+    }
+
+    pub fn max_uncompressed_bytes(&self) -> u64 {
+        self.max_uncompressed_mb.saturating_mul(1_000_000)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -222,6 +237,12 @@ impl Config {
             .map_err(|e| format!("replication.url: {e}"))?;
         if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
             return Err("replication.max_diff_size_mb: must be a positive number".into());
+        }
+        if r.max_download_mb == 0 {
+            return Err("replication.max_download_mb: must be at least 1".into());
+        }
+        if r.max_uncompressed_mb == 0 {
+            return Err("replication.max_uncompressed_mb: must be at least 1".into());
         }
         if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
             return Err(

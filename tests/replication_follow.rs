@@ -262,3 +262,114 @@ async fn diff_with_forbidden_characters_is_retried_until_replaced() {
         server.shutdown();
     }
 }
+
+/// This process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+fn limited_client(url: &str, max_download_bytes: u64, max_uncompressed_bytes: u64) -> FeedClient {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_millis(800),
+        retry: RetryPolicy::ONCE,
+        max_download_bytes,
+        max_uncompressed_bytes,
+        ..ClientOptions::default()
+    };
+    FeedClient::new(Feed::new(url, Interval::Minute).unwrap(), &options).unwrap()
+}
+
+/// A gzip bomb: a few MB that inflate to 2 GB of well-formed but useless
+/// OSC (one gzip member compressed once and repeated; readers take
+/// concatenated members as one stream). The client stops at its limit
+/// while inflating, and the process never holds the 2 GB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_stops_at_the_uncompressed_limit_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_feed_from_changes(dir.path(), start_state(), 60, &[vec![]]).unwrap();
+    let line = format!("<x a=\"{}\"/>\n", "0".repeat(1000));
+    let chunk_xml = line.repeat(1_000_000 / line.len() + 1);
+    let chunk = gzip(chunk_xml.as_bytes());
+    let chunks = 2_000_000_000 / chunk_xml.len() + 1;
+    let mut bomb = gzip(b"<?xml version='1.0'?>\n<osmChange version=\"0.6\">\n");
+    bomb.reserve(chunk.len() * chunks);
+    for _ in 0..chunks {
+        bomb.extend_from_slice(&chunk);
+    }
+    let inflated = (chunk_xml.len() * chunks) as u64;
+    assert!(inflated >= 2_000_000_000);
+    let path = format!(
+        "{}.osc.gz",
+        tilepipe::replication::feed::sequence_path(START + 1)
+    );
+    std::fs::write(dir.path().join(&path), &bomb).unwrap();
+    let compressed_mb = bomb.len() as u64 / 1_000_000;
+    drop((bomb, chunk, chunk_xml));
+    let server = FeedServer::start(dir.path()).await.unwrap();
+    let before = peak_rss_mb();
+
+    let follower = Follower::new(
+        limited_client(&server.url(), 64_000_000, 100_000_000),
+        u64::MAX,
+    );
+    let err = follower.next_batch(START).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::TooLarge { .. }),
+        "{err} ({compressed_mb} MB inflating to {inflated} bytes)"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("replication.max_uncompressed_mb (100 MB)"),
+        "{text}"
+    );
+    assert!(text.contains(&path), "{text}");
+    let peak = peak_rss_mb();
+    eprintln!("{compressed_mb} MB of gzip inflating to {inflated} bytes: peak RSS {peak} MB, {before} MB before");
+    assert!(
+        peak < before.max(100) + 300,
+        "peak RSS {peak} MB (was {before} MB before the download)"
+    );
+
+    // The compressed size is capped too, and checked before inflating.
+    let follower = Follower::new(limited_client(&server.url(), 1_000_000, u64::MAX), u64::MAX);
+    let text = follower.next_batch(START).await.unwrap_err().to_string();
+    assert!(
+        text.contains("replication.max_download_mb (1 MB)"),
+        "{text}"
+    );
+    server.shutdown();
+}
+
+/// A body without Content-Length that never ends: the download cap is
+/// enforced on the bytes as they arrive, not on a length the server claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_response_stops_at_the_download_limit() {
+    use axum::body::Body;
+    let app = axum::Router::new().fallback(|| async {
+        let zeros = bytes::Bytes::from(vec![0u8; 64 * 1024]);
+        let stream = futures_util::stream::repeat_with(move || {
+            Ok::<_, std::convert::Infallible>(zeros.clone())
+        });
+        Body::from_stream(stream)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let before = peak_rss_mb();
+    let client = limited_client(&format!("http://{addr}/"), 8_000_000, u64::MAX);
+    let err = tokio::time::timeout(Duration::from_secs(20), client.latest_state_once())
+        .await
+        .expect("the download stopped")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("replication.max_download_mb (8 MB)"),
+        "{text}"
+    );
+    assert!(text.contains("state.txt"), "{text}");
+    assert!(peak_rss_mb() < before.max(100) + 200);
+}

@@ -6,6 +6,10 @@
 //! the [`RetryPolicy`] gives up. A download counts only when it is complete
 //! and valid: a truncated gzip stream, malformed XML or a state file missing
 //! keys is an error like a 500, retried and logged, never half-used.
+//!
+//! Sizes are capped while streaming (bytes received, and bytes the gzip
+//! stream inflates to), so a broken or hostile server cannot make the
+//! process hold more than the caps, whatever it sends.
 
 use super::changeset::ChangeSet;
 use super::feed::Feed;
@@ -60,6 +64,10 @@ pub struct ClientOptions {
     pub headers: Vec<(String, String)>,
     pub cookie: Option<String>,
     pub retry: RetryPolicy,
+    /// Most bytes one response body may have (`replication.max_download_mb`).
+    pub max_download_bytes: u64,
+    /// Most bytes one diff may inflate to (`replication.max_uncompressed_mb`).
+    pub max_uncompressed_bytes: u64,
 }
 
 /// The User-Agent sent unless configured otherwise.
@@ -87,6 +95,8 @@ impl ClientOptions {
                 max: Duration::from_secs(config.retry_max_secs),
                 max_attempts: None,
             },
+            max_download_bytes: config.max_download_bytes(),
+            max_uncompressed_bytes: config.max_uncompressed_bytes(),
         }
     }
 }
@@ -129,6 +139,15 @@ pub enum FetchError {
     Backwards { server: u64, local: u64 },
     #[error("sequence {sequence} is not published, although the server's newest state is {latest}: a gap in the feed")]
     Gap { sequence: u64, latest: u64 },
+    #[error("{url}: {what} exceeds {key} ({limit_mb} MB); raise it if the feed really publishes such diffs")]
+    TooLarge {
+        url: String,
+        /// "the response" or "the uncompressed diff".
+        what: &'static str,
+        /// The configuration key of the limit.
+        key: &'static str,
+        limit_mb: u64,
+    },
     #[error("replication client setup: {0}")]
     Setup(String),
 }
@@ -154,6 +173,8 @@ pub struct FeedClient {
     feed: Feed,
     http: reqwest::Client,
     retry: RetryPolicy,
+    max_download_bytes: u64,
+    max_uncompressed_bytes: u64,
 }
 
 impl FeedClient {
@@ -183,6 +204,8 @@ impl FeedClient {
             feed,
             http,
             retry: options.retry,
+            max_download_bytes: options.max_download_bytes,
+            max_uncompressed_bytes: options.max_uncompressed_bytes,
         })
     }
 
@@ -201,12 +224,26 @@ impl FeedClient {
         self
     }
 
-    /// One GET of `url` (or read of a `file://` path), the whole body.
+    fn too_large_download(&self, url: &Url) -> FetchError {
+        FetchError::TooLarge {
+            url: url.to_string(),
+            what: "the response",
+            key: "replication.max_download_mb",
+            limit_mb: self.max_download_bytes / MB,
+        }
+    }
+
+    /// One GET of `url` (or read of a `file://` path), the whole body, at
+    /// most `max_download_bytes` of it.
     async fn get(&self, url: &Url) -> Result<Bytes, FetchError> {
         if url.scheme() == "file" {
             let path = url
                 .to_file_path()
                 .map_err(|_| FetchError::Setup(format!("{url} is not a local path")))?;
+            let size = tokio::fs::metadata(&path).await.map(|m| m.len());
+            if size.is_ok_and(|size| size > self.max_download_bytes) {
+                return Err(self.too_large_download(url));
+            }
             return match tokio::fs::read(&path).await {
                 Ok(data) => Ok(Bytes::from(data)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound {
@@ -222,7 +259,7 @@ impl FeedClient {
             url: url.to_string(),
             message: describe_reqwest_error(&e),
         };
-        let response = self.http.get(url.clone()).send().await.map_err(network)?;
+        let mut response = self.http.get(url.clone()).send().await.map_err(network)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(FetchError::NotFound {
@@ -235,7 +272,22 @@ impl FeedClient {
                 status: status.as_u16(),
             });
         }
-        response.bytes().await.map_err(network)
+        // Content-Length can be absent or lie, so it only allows an early
+        // refusal; the count of what arrives is what enforces the cap.
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_download_bytes)
+        {
+            return Err(self.too_large_download(url));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(network)? {
+            if (body.len() + chunk.len()) as u64 > self.max_download_bytes {
+                return Err(self.too_large_download(url));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     /// The newest state (`<base>state.txt`), one attempt.
@@ -269,9 +321,10 @@ impl FeedClient {
     pub async fn diff_once(&self, n: u64) -> Result<Diff, FetchError> {
         let url = self.feed.diff_url(n);
         let body = self.get(&url).await?;
+        let limit = self.max_uncompressed_bytes;
         // Decompressing and parsing a large diff is CPU work: keep it off the
         // async threads.
-        tokio::task::spawn_blocking(move || decode_diff(n, &url, &body))
+        tokio::task::spawn_blocking(move || decode_diff(n, &url, &body, limit))
             .await
             .map_err(|e| FetchError::Setup(format!("diff decoder task failed: {e}")))?
     }
@@ -341,22 +394,77 @@ fn parse_state(url: &Url, body: &[u8]) -> Result<ReplicationState, FetchError> {
     })
 }
 
-/// Gunzips the whole diff first, so a truncated stream fails before any of
-/// it is parsed, then parses the XML.
-fn decode_diff(sequence: u64, url: &Url, body: &[u8]) -> Result<Diff, FetchError> {
-    let mut xml = Vec::with_capacity(body.len() * 8);
-    flate2::read::MultiGzDecoder::new(body)
-        .read_to_end(&mut xml)
-        .map_err(|source| FetchError::Gzip {
+const MB: u64 = 1_000_000;
+
+/// Gunzips and parses in one stream, so memory holds the compressed body
+/// and the parsed objects but never the whole XML. Nothing of a diff is
+/// used unless all of it reads: the parser reads to the end of the gzip
+/// stream (its CRC included) before it reports success.
+fn decode_diff(sequence: u64, url: &Url, body: &[u8], limit: u64) -> Result<Diff, FetchError> {
+    let mut xml = InflateLimit {
+        inner: flate2::read::MultiGzDecoder::new(body),
+        count: 0,
+        limit,
+        exceeded: false,
+        gzip_error: None,
+    };
+    let parsed = parse_osc(
+        std::io::BufReader::with_capacity(64 * 1024, &mut xml),
+        url.as_str(),
+    );
+    if xml.exceeded {
+        return Err(FetchError::TooLarge {
+            url: url.to_string(),
+            what: "the uncompressed diff",
+            key: "replication.max_uncompressed_mb",
+            limit_mb: limit / MB,
+        });
+    }
+    if let Some(source) = xml.gzip_error.take() {
+        return Err(FetchError::Gzip {
             url: url.to_string(),
             source,
-        })?;
-    let changes = parse_osc(&xml[..], url.as_str()).map_err(FetchError::BadDiff)?;
+        });
+    }
+    let changes = parsed.map_err(FetchError::BadDiff)?;
     Ok(Diff {
         sequence,
         changes,
-        xml_bytes: xml.len() as u64,
+        xml_bytes: xml.count,
     })
+}
+
+/// Counts inflated bytes and fails the read once they pass `limit`; keeps
+/// the decoder's own error, so a corrupt stream is reported as such rather
+/// than as the XML error it caused.
+struct InflateLimit<R> {
+    inner: R,
+    count: u64,
+    limit: u64,
+    exceeded: bool,
+    gzip_error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for InflateLimit<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.exceeded {
+            return Err(std::io::Error::other("size limit exceeded"));
+        }
+        let n = match self.inner.read(out) {
+            Ok(n) => n,
+            Err(e) => {
+                let message = e.to_string();
+                self.gzip_error = Some(e);
+                return Err(std::io::Error::other(message));
+            }
+        };
+        self.count += n as u64;
+        if self.count > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("size limit exceeded"));
+        }
+        Ok(n)
+    }
 }
 
 /// reqwest's Display hides the cause ("error sending request"); walk the
@@ -412,19 +520,24 @@ mod tests {
             enc.write_all(xml).unwrap();
             enc.finish().unwrap();
         }
-        let diff = decode_diff(1, &url, &gz).unwrap();
+        let diff = decode_diff(1, &url, &gz, u64::MAX).unwrap();
         assert_eq!(diff.changes.len(), 1);
         assert_eq!(diff.xml_bytes, xml.len() as u64);
 
         let truncated = &gz[..gz.len() / 2];
         assert!(matches!(
-            decode_diff(1, &url, truncated),
+            decode_diff(1, &url, truncated, u64::MAX),
             Err(FetchError::Gzip { .. })
         ));
         let mut corrupt = gz.clone();
         let mid = corrupt.len() / 2;
         corrupt[mid] ^= 0xff;
         corrupt[mid + 1] ^= 0xff;
-        assert!(decode_diff(1, &url, &corrupt).is_err());
+        assert!(decode_diff(1, &url, &corrupt, u64::MAX).is_err());
+
+        // One byte under the XML's size is over the limit.
+        let err = decode_diff(1, &url, &gz, xml.len() as u64 - 1).unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        assert!(decode_diff(1, &url, &gz, xml.len() as u64).is_ok());
     }
 }
