@@ -112,6 +112,10 @@ pub struct ReplicationConfig {
     pub headers: BTreeMap<String, String>,
     /// Value of a `Cookie` header, for feeds behind a login.
     pub cookie: Option<String>,
+    /// Hosts (`name` or `name:port`) besides the feed's own host and port
+    /// that redirects may lead to. `headers` and `cookie` are never sent
+    /// to them.
+    pub allow_redirect_hosts: Vec<String>,
     /// First retry delay after a failed download; doubles up to the cap.
     pub retry_initial_secs: u64,
     pub retry_max_secs: u64,
@@ -132,6 +136,7 @@ impl Default for ReplicationConfig {
             timeout_secs: 300,
             headers: BTreeMap::new(),
             cookie: None,
+            allow_redirect_hosts: Vec::new(),
             retry_initial_secs: 2,
             retry_max_secs: 300,
             poll_margin_secs: 2,
@@ -237,6 +242,21 @@ impl Config {
             .map_err(|e| format!("replication.url: {e}"))?;
         if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
             return Err("replication.max_diff_size_mb: must be a positive number".into());
+        }
+        for (i, host) in r.allow_redirect_hosts.iter().enumerate() {
+            let bare = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
+                if port.parse::<u16>().is_ok() {
+                    name
+                } else {
+                    host
+                }
+            });
+            let ipv6 = bare.starts_with('[') && bare.ends_with(']');
+            if bare.is_empty() || bare.contains(['/', '@', ' ']) || (bare.contains(':') && !ipv6) {
+                return Err(format!(
+                    "replication.allow_redirect_hosts[{i}]: {host:?} is not a host name or host:port"
+                ));
+            }
         }
         if r.max_download_mb == 0 {
             return Err("replication.max_download_mb: must be at least 1".into());

@@ -373,3 +373,148 @@ async fn endless_response_stops_at_the_download_limit() {
     assert!(text.contains("state.txt"), "{text}");
     assert!(peak_rss_mb() < before.max(100) + 200);
 }
+
+/// What a loopback test server saw: path and headers of each request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, axum::http::HeaderMap)>>>;
+
+/// A server on `ip` answering `state.txt` under `/feed/` and redirecting
+/// everything else as `redirects` says (path → Location).
+async fn redirecting_server(
+    ip: [u8; 4],
+    redirects: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+) -> (std::net::SocketAddr, Seen) {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let seen: Seen = Default::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let log = log.clone();
+        let redirects = redirects.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            log.lock()
+                .unwrap()
+                .push((path.clone(), request.headers().clone()));
+            if let Some(location) = redirects.lock().unwrap().get(&path) {
+                return (StatusCode::FOUND, [(header::LOCATION, location.clone())]).into_response();
+            }
+            if path == "/feed/state.txt" {
+                return start_state().to_state_file().into_response();
+            }
+            StatusCode::NOT_FOUND.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(std::net::SocketAddr::from((ip, 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn client_with_headers(url: &str, allow_redirect_hosts: &[&str]) -> FeedClient {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy::ONCE,
+        headers: vec![("X-Token".into(), "sesame".into())],
+        cookie: Some("session=crumbs".into()),
+        allow_redirect_hosts: allow_redirect_hosts.iter().map(|s| s.to_string()).collect(),
+        ..ClientOptions::default()
+    };
+    FeedClient::new(Feed::new(url, Interval::Minute).unwrap(), &options).unwrap()
+}
+
+/// Redirects stay on the feed's host and port unless another host is
+/// configured, and the configured headers and cookie never leave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_stay_on_the_feed_host_and_headers_never_leave_it() {
+    let routes_a = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let routes_b = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let routes_c = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let (a, seen_a) = redirecting_server([127, 0, 0, 1], routes_a.clone()).await;
+    let (b, seen_b) = redirecting_server([127, 0, 0, 2], routes_b).await;
+    // Same address as `a`, another port: another host by this definition.
+    let (c, seen_c) = redirecting_server([127, 0, 0, 1], routes_c).await;
+    let token_of = |headers: &axum::http::HeaderMap| {
+        (
+            headers
+                .get("x-token")
+                .map(|v| v.to_str().unwrap().to_string()),
+            headers
+                .get("cookie")
+                .map(|v| v.to_str().unwrap().to_string()),
+        )
+    };
+    let set_redirect = |to: String| {
+        routes_a
+            .lock()
+            .unwrap()
+            .insert("/old/state.txt".to_string(), to);
+    };
+
+    // Same host and port: followed, and the headers go with it.
+    set_redirect(format!("http://{a}/feed/state.txt"));
+    let state = client_with_headers(&format!("http://{a}/old/"), &[])
+        .latest_state_once()
+        .await
+        .unwrap();
+    assert_eq!(state, start_state());
+    let hops = seen_a.lock().unwrap().clone();
+    assert_eq!(hops.len(), 2);
+    for (_, headers) in &hops {
+        assert_eq!(
+            token_of(headers),
+            (Some("sesame".into()), Some("session=crumbs".into()))
+        );
+    }
+
+    // Another address, or the same address on another port: refused by
+    // default, and nothing at all reaches the other server.
+    for other in [b, c] {
+        set_redirect(format!("http://{other}/feed/state.txt"));
+        let err = client_with_headers(&format!("http://{a}/old/"), &[])
+            .latest_state_once()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Redirect { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&other.to_string()), "{text}");
+        assert!(text.contains("replication.allow_redirect_hosts"), "{text}");
+    }
+    assert!(seen_b.lock().unwrap().is_empty());
+    assert!(seen_c.lock().unwrap().is_empty());
+
+    // Allowed by name (any port) or name:port: followed, without the
+    // headers, which stay with the feed's own host.
+    for allowed in ["127.0.0.2".to_string(), b.to_string()] {
+        set_redirect(format!("http://{b}/feed/state.txt"));
+        seen_a.lock().unwrap().clear();
+        let state = client_with_headers(&format!("http://{a}/old/"), &[&allowed])
+            .latest_state_once()
+            .await
+            .unwrap();
+        assert_eq!(state, start_state());
+        let (_, to_a) = seen_a.lock().unwrap()[0].clone();
+        assert_eq!(token_of(&to_a).0.as_deref(), Some("sesame"));
+        let (path, to_b) = seen_b.lock().unwrap().pop().unwrap();
+        assert_eq!(path, "/feed/state.txt");
+        assert_eq!(token_of(&to_b), (None, None), "headers leaked to {b}");
+        assert!(to_b.get("user-agent").is_some());
+    }
+    // An allowed name with another port does not match.
+    set_redirect(format!("http://{b}/feed/state.txt"));
+    let err = client_with_headers(&format!("http://{a}/old/"), &["127.0.0.2:1"])
+        .latest_state_once()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Redirect { .. }), "{err}");
+
+    // A redirect loop ends.
+    set_redirect(format!("http://{a}/old/state.txt"));
+    let err = client_with_headers(&format!("http://{a}/old/"), &[])
+        .latest_state_once()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("too many redirects"), "{err}");
+}

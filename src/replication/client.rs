@@ -68,6 +68,9 @@ pub struct ClientOptions {
     pub max_download_bytes: u64,
     /// Most bytes one diff may inflate to (`replication.max_uncompressed_mb`).
     pub max_uncompressed_bytes: u64,
+    /// Hosts (`name` or `name:port`) besides the feed's own that redirects
+    /// may lead to (`replication.allow_redirect_hosts`).
+    pub allow_redirect_hosts: Vec<String>,
 }
 
 /// The User-Agent sent unless configured otherwise.
@@ -97,6 +100,7 @@ impl ClientOptions {
             },
             max_download_bytes: config.max_download_bytes(),
             max_uncompressed_bytes: config.max_uncompressed_bytes(),
+            allow_redirect_hosts: config.allow_redirect_hosts.clone(),
         }
     }
 }
@@ -148,6 +152,12 @@ pub enum FetchError {
         key: &'static str,
         limit_mb: u64,
     },
+    #[error("{url}: redirect to {location} refused: {reason}")]
+    Redirect {
+        url: String,
+        location: String,
+        reason: String,
+    },
     #[error("replication client setup: {0}")]
     Setup(String),
 }
@@ -175,7 +185,13 @@ pub struct FeedClient {
     retry: RetryPolicy,
     max_download_bytes: u64,
     max_uncompressed_bytes: u64,
+    /// The configured headers and cookie: sent to the feed's own host only.
+    private_headers: reqwest::header::HeaderMap,
+    allow_redirect_hosts: Vec<String>,
 }
+
+/// Redirects followed at most, as curl's and reqwest's default.
+const MAX_REDIRECTS: usize = 10;
 
 impl FeedClient {
     pub fn new(feed: Feed, options: &ClientOptions) -> Result<Self, FetchError> {
@@ -193,9 +209,12 @@ impl FeedClient {
                 .map_err(|e| setup(&format!("cookie: {e}")))?;
             headers.insert(reqwest::header::COOKIE, value);
         }
+        // Redirects are followed by hand (see `get`): reqwest would forward
+        // default headers to any host and only strips Authorization and
+        // Cookie on the way.
         let http = reqwest::Client::builder()
             .user_agent(&options.user_agent)
-            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)
             .build()
@@ -206,6 +225,8 @@ impl FeedClient {
             retry: options.retry,
             max_download_bytes: options.max_download_bytes,
             max_uncompressed_bytes: options.max_uncompressed_bytes,
+            private_headers: headers,
+            allow_redirect_hosts: options.allow_redirect_hosts.clone(),
         })
     }
 
@@ -259,7 +280,40 @@ impl FeedClient {
             url: url.to_string(),
             message: describe_reqwest_error(&e),
         };
-        let mut response = self.http.get(url.clone()).send().await.map_err(network)?;
+        let mut current = url.clone();
+        let mut hops = 0;
+        let mut response = loop {
+            let mut request = self.http.get(current.clone());
+            // Configured headers (tokens, cookies) go to the feed's own
+            // host only, never to a host a redirect leads to.
+            if same_host(&current, url) {
+                request = request.headers(self.private_headers.clone());
+            }
+            let response = request.send().await.map_err(network)?;
+            if !response.status().is_redirection() {
+                break response;
+            }
+            let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+                break response;
+            };
+            let refuse = |location: &str, reason: &str| FetchError::Redirect {
+                url: url.to_string(),
+                location: location.to_string(),
+                reason: reason.to_string(),
+            };
+            let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
+            let next = current
+                .join(&location)
+                .map_err(|e| refuse(&location, &format!("not a URL: {e}")))?;
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(refuse(next.as_str(), "too many redirects"));
+            }
+            if let Err(reason) = self.redirect_allowed(url, &current, &next) {
+                return Err(refuse(next.as_str(), &reason));
+            }
+            current = next;
+        };
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(FetchError::NotFound {
@@ -288,6 +342,40 @@ impl FeedClient {
             body.extend_from_slice(&chunk);
         }
         Ok(Bytes::from(body))
+    }
+
+    /// Whether a redirect from `from` to `to` may be followed, on the way
+    /// to `original`: to the same host and port, or to a configured one,
+    /// and never from https down to plain http.
+    fn redirect_allowed(&self, original: &Url, from: &Url, to: &Url) -> Result<(), String> {
+        if from.scheme() == "https" && to.scheme() != "https" {
+            return Err("it leaves https".into());
+        }
+        if !matches!(to.scheme(), "https" | "http") {
+            return Err(format!("scheme {} is not http(s)", to.scheme()));
+        }
+        if same_host(to, original) {
+            return Ok(());
+        }
+        let host = to.host_str().unwrap_or("");
+        let port = to.port_or_known_default();
+        let allowed = self.allow_redirect_hosts.iter().any(|entry| {
+            match entry
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                Some((name, p)) => name.eq_ignore_ascii_case(host) && p.parse().ok() == port,
+                None => entry.eq_ignore_ascii_case(host),
+            }
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is another host than the feed's; list it in replication.allow_redirect_hosts to allow it",
+                host_and_port(to)
+            ))
+        }
     }
 
     /// The newest state (`<base>state.txt`), one attempt.
@@ -395,6 +483,22 @@ fn parse_state(url: &Url, body: &[u8]) -> Result<ReplicationState, FetchError> {
 }
 
 const MB: u64 = 1_000_000;
+
+/// "Same host" for redirects and headers: the same host name (or address)
+/// and the same port, the scheme's default when none is written.
+fn same_host(a: &Url, b: &Url) -> bool {
+    a.host_str()
+        .zip(b.host_str())
+        .is_some_and(|(x, y)| x.eq_ignore_ascii_case(y))
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+fn host_and_port(url: &Url) -> String {
+    match url.port_or_known_default() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    }
+}
 
 /// Gunzips and parses in one stream, so memory holds the compressed body
 /// and the parsed objects but never the whole XML. Nothing of a diff is
