@@ -16,6 +16,7 @@ use super::feed::Feed;
 use super::osc::{parse_osc, OscError};
 use super::state::{ReplicationState, StateError};
 use crate::config::ReplicationConfig;
+use crate::redact::secrets;
 use bytes::Bytes;
 use rand::Rng;
 use std::fmt::Display;
@@ -247,7 +248,7 @@ impl FeedClient {
 
     fn too_large_download(&self, url: &Url) -> FetchError {
         FetchError::TooLarge {
-            url: url.to_string(),
+            url: shown(url),
             what: "the response",
             key: "replication.max_download_mb",
             limit_mb: self.max_download_bytes / MB,
@@ -260,24 +261,24 @@ impl FeedClient {
         if url.scheme() == "file" {
             let path = url
                 .to_file_path()
-                .map_err(|_| FetchError::Setup(format!("{url} is not a local path")))?;
+                .map_err(|_| FetchError::Setup(format!("{} is not a local path", shown(url))))?;
             let size = tokio::fs::metadata(&path).await.map(|m| m.len());
             if size.is_ok_and(|size| size > self.max_download_bytes) {
                 return Err(self.too_large_download(url));
             }
             return match tokio::fs::read(&path).await {
                 Ok(data) => Ok(Bytes::from(data)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound {
-                    url: url.to_string(),
-                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(FetchError::NotFound { url: shown(url) })
+                }
                 Err(source) => Err(FetchError::Io {
-                    url: url.to_string(),
+                    url: shown(url),
                     source,
                 }),
             };
         }
         let network = |e: reqwest::Error| FetchError::Network {
-            url: url.to_string(),
+            url: shown(url),
             message: describe_reqwest_error(&e),
         };
         let mut current = url.clone();
@@ -297,8 +298,8 @@ impl FeedClient {
                 break response;
             };
             let refuse = |location: &str, reason: &str| FetchError::Redirect {
-                url: url.to_string(),
-                location: location.to_string(),
+                url: shown(url),
+                location: secrets(location).into_owned(),
                 reason: reason.to_string(),
             };
             let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
@@ -316,13 +317,11 @@ impl FeedClient {
         };
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound {
-                url: url.to_string(),
-            });
+            return Err(FetchError::NotFound { url: shown(url) });
         }
         if !status.is_success() {
             return Err(FetchError::Status {
-                url: url.to_string(),
+                url: shown(url),
                 status: status.as_u16(),
             });
         }
@@ -397,7 +396,7 @@ impl FeedClient {
         let state = parse_state(&url, &body)?;
         if state.sequence != n {
             return Err(FetchError::WrongSequence {
-                url: url.to_string(),
+                url: shown(&url),
                 expected: n,
                 found: state.sequence,
             });
@@ -477,12 +476,17 @@ impl FeedClient {
 fn parse_state(url: &Url, body: &[u8]) -> Result<ReplicationState, FetchError> {
     let text = String::from_utf8_lossy(body);
     ReplicationState::parse(&text).map_err(|source| FetchError::BadState {
-        url: url.to_string(),
+        url: shown(url),
         source,
     })
 }
 
 const MB: u64 = 1_000_000;
+
+/// A URL as messages show it: without its password or tokens.
+fn shown(url: &Url) -> String {
+    secrets(url.as_str()).into_owned()
+}
 
 /// "Same host" for redirects and headers: the same host name (or address)
 /// and the same port, the scheme's default when none is written.
@@ -514,11 +518,11 @@ fn decode_diff(sequence: u64, url: &Url, body: &[u8], limit: u64) -> Result<Diff
     };
     let parsed = parse_osc(
         std::io::BufReader::with_capacity(64 * 1024, &mut xml),
-        url.as_str(),
+        &shown(url),
     );
     if xml.exceeded {
         return Err(FetchError::TooLarge {
-            url: url.to_string(),
+            url: shown(url),
             what: "the uncompressed diff",
             key: "replication.max_uncompressed_mb",
             limit_mb: limit / MB,
@@ -526,7 +530,7 @@ fn decode_diff(sequence: u64, url: &Url, body: &[u8], limit: u64) -> Result<Diff
     }
     if let Some(source) = xml.gzip_error.take() {
         return Err(FetchError::Gzip {
-            url: url.to_string(),
+            url: shown(url),
             source,
         });
     }
@@ -588,7 +592,8 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    message
+    // reqwest's messages quote the URL, credentials and all.
+    secrets(&message).into_owned()
 }
 
 #[cfg(test)]
