@@ -343,3 +343,25 @@ fn credentials_never_appear_in_output() {
     assert!(stderr(&out).contains("replication.url"), "{}", all(&out));
     assert!(!all(&out).contains(secret), "{}", all(&out));
 }
+
+/// A configuration value that would crash the server is refused by the
+/// command line before anything runs, naming the key.
+#[test]
+fn config_that_would_crash_is_refused_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "serve:\n  request_timeout_secs: .inf\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", config.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "serve.request_timeout_secs: must be a finite number of seconds between 0 and 86400"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
