@@ -98,6 +98,11 @@ pub struct ReplicationConfig {
     /// Upper bound of one merged batch, in MB of uncompressed XML
     /// (fractions allowed).
     pub max_diff_size_mb: f64,
+    /// Most MB one download (a diff or state file) may have, counted as it
+    /// arrives; a guard against broken or hostile servers.
+    pub max_download_mb: u64,
+    /// Most MB one diff may inflate to, counted while decompressing.
+    pub max_uncompressed_mb: u64,
     /// Sent with every request; the default names tilepipe and its version.
     pub user_agent: Option<String>,
     pub connect_timeout_secs: u64,
@@ -107,6 +112,10 @@ pub struct ReplicationConfig {
     pub headers: BTreeMap<String, String>,
     /// Value of a `Cookie` header, for feeds behind a login.
     pub cookie: Option<String>,
+    /// Hosts (`name` or `name:port`) besides the feed's own host and port
+    /// that redirects may lead to. `headers` and `cookie` are never sent
+    /// to them.
+    pub allow_redirect_hosts: Vec<String>,
     /// First retry delay after a failed download; doubles up to the cap.
     pub retry_initial_secs: u64,
     pub retry_max_secs: u64,
@@ -120,11 +129,14 @@ impl Default for ReplicationConfig {
             url: "https://planet.openstreetmap.org/replication/minute/".into(),
             interval: None,
             max_diff_size_mb: 500.0,
+            max_download_mb: 512,
+            max_uncompressed_mb: 4096,
             user_agent: None,
             connect_timeout_secs: 30,
             timeout_secs: 300,
             headers: BTreeMap::new(),
             cookie: None,
+            allow_redirect_hosts: Vec::new(),
             retry_initial_secs: 2,
             retry_max_secs: 300,
             poll_margin_secs: 2,
@@ -133,9 +145,72 @@ impl Default for ReplicationConfig {
 }
 
 impl ReplicationConfig {
+    /// The replication section's checks.
+    fn validate(&self) -> Result<(), String> {
+        let r = self;
+        crate::replication::Feed::new(&r.url, Interval::Minute)
+            .map_err(|e| format!("replication.url: {e}"))?;
+        if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
+            return Err("replication.max_diff_size_mb: must be a positive number".into());
+        }
+        for (i, host) in r.allow_redirect_hosts.iter().enumerate() {
+            let bare = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
+                if port.parse::<u16>().is_ok() {
+                    name
+                } else {
+                    host
+                }
+            });
+            let ipv6 = bare.starts_with('[') && bare.ends_with(']');
+            if bare.is_empty() || bare.contains(['/', '@', ' ']) || (bare.contains(':') && !ipv6) {
+                return Err(format!(
+                    "replication.allow_redirect_hosts[{i}]: {host:?} is not a host name or host:port"
+                ));
+            }
+        }
+        if r.max_download_mb == 0 {
+            return Err("replication.max_download_mb: must be at least 1".into());
+        }
+        if r.max_uncompressed_mb == 0 {
+            return Err("replication.max_uncompressed_mb: must be at least 1".into());
+        }
+        if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
+            return Err(
+                "replication.timeout_secs and connect_timeout_secs must be at least 1".into(),
+            );
+        }
+        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
+            return Err(
+                "replication.retry_initial_secs must be at least 1 and at most retry_max_secs"
+                    .into(),
+            );
+        }
+        // Durations added to instants and timestamps (poll pacing, request
+        // deadlines) must not overflow.
+        for (key, secs) in [
+            ("connect_timeout_secs", r.connect_timeout_secs),
+            ("timeout_secs", r.timeout_secs),
+            ("retry_initial_secs", r.retry_initial_secs),
+            ("retry_max_secs", r.retry_max_secs),
+            ("poll_margin_secs", r.poll_margin_secs),
+        ] {
+            if secs > 86_400 {
+                return Err(format!("replication.{key}: must be at most 86400 seconds"));
+            }
+        }
+        Ok(())
+    }
     /// The batch bound in bytes.
     pub fn max_batch_bytes(&self) -> u64 {
         (self.max_diff_size_mb * 1e6) as u64
+    }
+
+    pub fn max_download_bytes(&self) -> u64 {
+        self.max_download_mb.saturating_mul(1_000_000)
+    }
+
+    pub fn max_uncompressed_bytes(&self) -> u64 {
+        self.max_uncompressed_mb.saturating_mul(1_000_000)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -215,25 +290,13 @@ impl Config {
         }
     }
 
-    /// Checks values serde cannot check by type alone.
+    /// Checks values serde cannot check by type alone, section by section,
+    /// so that nothing configured can panic or overflow later.
     fn validate(&self) -> Result<(), String> {
-        let r = &self.replication;
-        crate::replication::Feed::new(&r.url, Interval::Minute)
-            .map_err(|e| format!("replication.url: {e}"))?;
-        if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
-            return Err("replication.max_diff_size_mb: must be a positive number".into());
-        }
-        if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
-            return Err(
-                "replication.timeout_secs and connect_timeout_secs must be at least 1".into(),
-            );
-        }
-        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
-            return Err(
-                "replication.retry_initial_secs must be at least 1 and at most retry_max_secs"
-                    .into(),
-            );
-        }
+        self.replication.validate()?;
+        crate::apply::settings::check_prefix(&self.import.prefix)
+            .map_err(|e| format!("import.prefix: {e}"))?;
+        self.serve.validate()?;
         self.expire.validate()?;
         for expiry in &self.expire.styles {
             let drawn = self.styles.iter().find(|s| s.name == expiry.name);
@@ -323,6 +386,52 @@ mod tests {
         let err = parse(text).unwrap_err();
         assert!(err.contains("expire.styles[osm].tile_dir /b"), "{err}");
         assert!(parse(&text.replace("/b", "/a")).is_ok());
+    }
+
+    /// Values that used to panic or overflow at run time (f64 → Duration,
+    /// instant + duration, truncated table names) are refused at load,
+    /// naming the key.
+    #[test]
+    fn values_that_would_crash_are_refused_naming_the_key() {
+        let prefix60 = "p".repeat(60);
+        let cases = [
+            ("serve:\n  request_timeout_secs: .inf\n", "serve.request_timeout_secs: must be a finite number of seconds between 0 and 86400"),
+            ("serve:\n  request_timeout_secs: .nan\n", "serve.request_timeout_secs:"),
+            ("serve:\n  request_timeout_secs: -1\n", "serve.request_timeout_secs:"),
+            ("serve:\n  request_timeout_secs: 1e300\n", "serve.request_timeout_secs:"),
+            ("serve:\n  missing_request_timeout_secs: .inf\n", "serve.missing_request_timeout_secs:"),
+            ("serve:\n  tile_cache_mb: .nan\n", "serve.tile_cache_mb:"),
+            ("serve:\n  throttle:\n    tiles: {size: 10, rate: 1e-20}\n", "serve.throttle.tiles.rate:"),
+            ("serve:\n  throttle:\n    renders: {size: 10, rate: .inf}\n", "serve.throttle.renders.rate:"),
+            ("serve:\n  throttle:\n    renders: {size: 10, rate: -1}\n", "serve.throttle.renders.rate:"),
+            ("serve:\n  cache:\n    extended_duration_secs: 18446744073709551615\n", "serve.cache.extended_duration_secs: must be at most"),
+            ("serve:\n  cache:\n    duration_dirty_secs: 18446744073709551615\n", "serve.cache.duration_dirty_secs:"),
+            ("serve:\n  cache:\n    last_modified_factor: .inf\n", "serve.cache.last_modified_factor:"),
+            ("replication:\n  poll_margin_secs: 18446744073709551615\n", "replication.poll_margin_secs:"),
+            ("replication:\n  timeout_secs: 18446744073709551615\n", "replication.timeout_secs:"),
+            ("replication:\n  max_download_mb: 0\n", "replication.max_download_mb:"),
+            ("replication:\n  allow_redirect_hosts: [\"http://x/\"]\n", "replication.allow_redirect_hosts[0]:"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.starts_with(&format!("test.yaml: {expected}")),
+                "{text}: {err}"
+            );
+        }
+        // A 60-byte prefix: <prefix>_point and <prefix>_polygon would both
+        // be truncated to 63 bytes, and so would the index names.
+        let err = parse(&format!("import:\n  prefix: {prefix60}\n")).unwrap_err();
+        assert!(
+            err.starts_with("test.yaml: import.prefix: must be 1 to 41 bytes"),
+            "{err}"
+        );
+        assert!(parse(&format!("import:\n  prefix: {}\n", "p".repeat(41))).is_ok());
+        assert!(parse(
+            "serve:\n  request_timeout_secs: 0\n  throttle:\n    tiles: {size: 1, rate: 0}\n"
+        )
+        .is_ok());
+        assert!(parse("replication:\n  allow_redirect_hosts: [mirror.example, \"mirror.example:8080\", \"[::1]:81\"]\n").is_ok());
     }
 
     #[test]

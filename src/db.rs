@@ -44,7 +44,7 @@ pub fn resolve(text: &str, env: &dyn Env) -> Result<Config, DbError> {
         Config::new()
     } else {
         Config::from_str(text).map_err(|source| DbError::BadUrl {
-            text: text.to_string(),
+            text: crate::redact::secrets(text).into_owned(),
             source,
         })?
     };

@@ -15,6 +15,7 @@ pub mod db;
 pub mod expire;
 pub mod metatile;
 pub mod osm;
+pub mod redact;
 pub mod render;
 pub mod renderd;
 pub mod replication;

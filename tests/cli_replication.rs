@@ -264,3 +264,104 @@ fn bad_configuration_names_the_key_and_line() {
     );
     assert!(err.contains(path.to_str().unwrap()), "{err}");
 }
+
+/// Passwords in database and feed URLs never reach the output, whichever
+/// way the command fails: unreachable database (URL and conninfo), a
+/// malformed database URL, an unreachable feed stored in the database, a
+/// bad feed URL in the configuration.
+#[test]
+fn credentials_never_appear_in_output() {
+    let all = |out: &Output| format!("{}{}", stdout(out), stderr(out));
+    let secret = "s3cretPW";
+    let unreachable_dbs = [
+        format!("postgresql://osm:{secret}@127.0.0.1:9/gis"),
+        format!("host=127.0.0.1 port=9 user=osm password={secret} dbname=gis"),
+        format!("host=127.0.0.1 port=9 password='{secret} x' dbname=gis"),
+        format!("postgresql://osm:{secret}@127.0.0.1:notaport/gis"),
+        format!("postgresql:///gis?host=127.0.0.1&port=9&password={secret}"),
+    ];
+    for db in &unreachable_dbs {
+        for args in [&["status"][..], &["status", "--json"], &["catchup"]] {
+            let out = tilepipe(db, args);
+            assert_ne!(out.status.code(), Some(0), "{args:?} {db}");
+            let text = all(&out);
+            assert!(!text.is_empty(), "{args:?} {db}: no output");
+            assert!(!text.contains(secret), "{args:?} {db}: {text}");
+        }
+    }
+
+    // A feed with credentials, stored as the position: status names it
+    // without the password.
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database("secrets").unwrap();
+    let mut db = cluster.connect(url.rsplit('/').next().unwrap()).unwrap();
+    let feed = format!("http://osm:{secret}@127.0.0.1:9/replication/minute/?token={secret}");
+    db.execute(
+        "CREATE TABLE osm2pgsql_properties (property TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+        &[],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO osm2pgsql_properties VALUES
+           ('replication_base_url', $1),
+           ('replication_sequence_number', '50'),
+           ('replication_timestamp', '2024-08-05T00:50:00Z')",
+        &[&feed],
+    )
+    .unwrap();
+    for args in [&["status"][..], &["status", "--json"], &["-v", "catchup"]] {
+        let out = tilepipe(&url, args);
+        let text = all(&out);
+        assert!(!text.contains(secret), "{args:?}: {text}");
+    }
+    let out = tilepipe(&url, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    let v = json(&out);
+    assert_eq!(
+        v["server"]["base_url"],
+        "http://osm:***@127.0.0.1:9/replication/minute/?token=***"
+    );
+    assert!(v["error"].as_str().unwrap().contains("osm:***@127.0.0.1:9"));
+
+    // init against the unreachable feed, and a configuration whose feed URL
+    // is refused.
+    let out = tilepipe(&url, &["-v", "init", "--server", &feed, "--sequence", "5"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!all(&out).contains(secret), "{}", all(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("replication:\n  url: ftp://osm:{secret}@example.org/minute/\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", config.to_str().unwrap(), "-d", &url, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("replication.url"), "{}", all(&out));
+    assert!(!all(&out).contains(secret), "{}", all(&out));
+}
+
+/// A configuration value that would crash the server is refused by the
+/// command line before anything runs, naming the key.
+#[test]
+fn config_that_would_crash_is_refused_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "serve:\n  request_timeout_secs: .inf\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", config.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "serve.request_timeout_secs: must be a finite number of seconds between 0 and 86400"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -87,3 +87,39 @@ fn missing_file() {
         .to_string()
         .starts_with(&format!("{}:0: I/O error", path.display())));
 }
+
+/// `tilepipe apply` on a diff with a control character XML forbids: a clear
+/// error naming the file and line, given before the database is even
+/// contacted, so nothing can have been applied.
+#[test]
+fn apply_refuses_a_file_with_forbidden_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = std::fs::read_to_string(fixture("small.osc")).unwrap();
+    for (name, replacement) in [("raw.osc", "Jør\u{0}n"), ("reference.osc", "J&#x1;rn")] {
+        let bad = small.replace("Jørn", replacement);
+        assert_ne!(bad, small);
+        let line = bad.lines().position(|l| l.contains(replacement)).unwrap() + 1;
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bad).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+            // Nothing listens there: reaching the database would be an error
+            // of its own kind.
+            .args([
+                "-c",
+                "/dev/null",
+                "-d",
+                "postgresql://nobody@127.0.0.1:9/none",
+                "apply",
+            ])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let expected = format!("{}:{line}:", path.display());
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(stderr.contains("is not allowed in XML 1.0"), "{stderr}");
+        assert!(!stderr.contains("connect"), "{stderr}");
+    }
+}

@@ -15,7 +15,7 @@ pub const SETTINGS_PROPERTY: &str = "tilepipe_import_settings";
 pub struct ImportSettings {
     /// Schema of the middle and output tables and of osm2pgsql_properties.
     pub schema: String,
-    /// Table name prefix (`planet_osm`).
+    /// Table name prefix (`planet_osm`); see [`check_prefix`].
     pub prefix: String,
     pub transform: TransformSettings,
 }
@@ -69,4 +69,24 @@ impl ImportSettings {
         }
         Ok(Some(settings))
     }
+}
+
+/// The longest name derived from the prefix: middle.rs's
+/// `<prefix>_rels_node_members_idx`.
+const LONGEST_SUFFIX: &str = "_rels_node_members_idx";
+
+/// PostgreSQL keeps the first NAMEDATALEN - 1 = 63 bytes of an identifier
+/// and drops the rest, so with a long prefix `<prefix>_point` and
+/// `<prefix>_polygon` (or two index names) could become one name. A prefix
+/// is accepted only if every name made from it fits.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    const MAX_IDENTIFIER_BYTES: usize = 63;
+    let max = MAX_IDENTIFIER_BYTES - LONGEST_SUFFIX.len();
+    if prefix.is_empty() || prefix.len() > max {
+        return Err(format!(
+            "must be 1 to {max} bytes long ({} given): PostgreSQL truncates names to 63 bytes and {prefix:?}{LONGEST_SUFFIX} must fit",
+            prefix.len()
+        ));
+    }
+    Ok(())
 }

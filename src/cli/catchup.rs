@@ -78,7 +78,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         Err(e) => {
             error!(
                 "cannot reach the replication server {}: {e}",
-                position.base_url
+                crate::redact::secrets(&position.base_url)
             );
             return Ok(ExitCode::from(1));
         }
@@ -94,7 +94,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         "applying sequences {}..={} from {} ({} behind)",
         position.sequence + 1,
         latest.sequence,
-        position.base_url,
+        crate::redact::secrets(&position.base_url),
         super::status::format_span((latest.timestamp - position.timestamp).num_seconds())
     );
 

@@ -69,9 +69,12 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     };
     // Keep the texts, so applies use this style even if the file changes.
     transform.load_files()?;
+    let prefix = args.prefix.clone().unwrap_or_else(|| c.prefix.clone());
+    crate::apply::settings::check_prefix(&prefix)
+        .map_err(|e| anyhow::anyhow!("--prefix / import.prefix: {e}"))?;
     let settings = ImportSettings {
         schema: config.database.middle_schema.clone(),
-        prefix: args.prefix.clone().unwrap_or_else(|| c.prefix.clone()),
+        prefix,
         transform,
     };
     let threads = match args.threads.unwrap_or(c.threads) {

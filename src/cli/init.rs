@@ -141,7 +141,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             // osm2pgsql-replication keeps the position an import stored.
             info!(
                 "keeping the stored start point: {} sequence {} ({})",
-                position.base_url,
+                crate::redact::secrets(&position.base_url),
                 position.sequence,
                 format_timestamp(position.timestamp)
             );
@@ -168,7 +168,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     tx.commit()?;
     info!(
         "initialised updates from {}: starting after sequence {} ({})",
-        position.base_url,
+        crate::redact::secrets(&position.base_url),
         position.sequence,
         format_timestamp(position.timestamp)
     );

@@ -84,7 +84,8 @@ pub fn main() -> ExitCode {
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tilepipe: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("tilepipe: {}", crate::redact::secrets(&message));
             return ExitCode::from(1);
         }
     };
@@ -139,7 +140,9 @@ fn init_logging(cli: &Cli, config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Every log line is scrubbed of passwords and tokens, whatever
+        // formatted it.
+        .with_writer(crate::redact::RedactingStderr);
     match config.log.format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -153,7 +156,7 @@ pub(crate) fn feed_client(config: &Config, url: &str) -> anyhow::Result<FeedClie
         Some(interval) => Feed::new(url, interval),
         None => Feed::with_guessed_interval(url, Interval::Minute),
     }
-    .with_context(|| format!("replication URL {url:?}"))?;
+    .with_context(|| format!("replication URL {:?}", crate::redact::secrets(url)))?;
     Ok(FeedClient::new(
         feed,
         &ClientOptions::from_config(&config.replication),

@@ -9,6 +9,7 @@
 //! to the daemon's HTTP port, and sees it even while the daemon restarts.
 
 use crate::config::Config;
+use crate::redact::secrets;
 use crate::replication::client::RetryPolicy;
 use crate::replication::position::{read_position, read_property, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
@@ -100,7 +101,7 @@ impl Status {
                     out,
                     ", \"error\": {}, \"server\": {{\"base_url\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}}}",
                     q(error),
-                    q(&local.base_url),
+                    q(&secrets(&local.base_url)),
                     local.sequence,
                     q(&format_timestamp(local.timestamp))
                 );
@@ -109,7 +110,7 @@ impl Status {
                 let _ = write!(
                     out,
                     ", \"server\": {{\"base_url\": {}, \"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}, \"local\": {{\"sequence\": {}, \"timestamp\": {}, \"age_sec\": {}}}",
-                    q(&local.base_url),
+                    q(&secrets(&local.base_url)),
                     server.sequence,
                     q(&format_timestamp(server.timestamp)),
                     age(server.timestamp),
@@ -166,7 +167,7 @@ impl Status {
         let mut out = format!(
             "Using replication service '{}', which is at sequence {} ( {} )\n\
              Replication server's most recent data is {} old\n",
-            local.base_url,
+            secrets(&local.base_url),
             server.sequence,
             format_timestamp(server.timestamp),
             format_span(server_age)
@@ -264,7 +265,7 @@ pub fn gather(config: &Config) -> anyhow::Result<Status> {
         Err(e) => Status::ServerUnreachable {
             error: format!(
                 "Unable to download the state information from {}: {e}",
-                local.base_url
+                secrets(&local.base_url)
             ),
             local,
             apply_failure,

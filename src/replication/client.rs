@@ -6,12 +6,17 @@
 //! the [`RetryPolicy`] gives up. A download counts only when it is complete
 //! and valid: a truncated gzip stream, malformed XML or a state file missing
 //! keys is an error like a 500, retried and logged, never half-used.
+//!
+//! Sizes are capped while streaming (bytes received, and bytes the gzip
+//! stream inflates to), so a broken or hostile server cannot make the
+//! process hold more than the caps, whatever it sends.
 
 use super::changeset::ChangeSet;
 use super::feed::Feed;
 use super::osc::{parse_osc, OscError};
 use super::state::{ReplicationState, StateError};
 use crate::config::ReplicationConfig;
+use crate::redact::secrets;
 use bytes::Bytes;
 use rand::Rng;
 use std::fmt::Display;
@@ -60,6 +65,13 @@ pub struct ClientOptions {
     pub headers: Vec<(String, String)>,
     pub cookie: Option<String>,
     pub retry: RetryPolicy,
+    /// Most bytes one response body may have (`replication.max_download_mb`).
+    pub max_download_bytes: u64,
+    /// Most bytes one diff may inflate to (`replication.max_uncompressed_mb`).
+    pub max_uncompressed_bytes: u64,
+    /// Hosts (`name` or `name:port`) besides the feed's own that redirects
+    /// may lead to (`replication.allow_redirect_hosts`).
+    pub allow_redirect_hosts: Vec<String>,
 }
 
 /// The User-Agent sent unless configured otherwise.
@@ -87,6 +99,9 @@ impl ClientOptions {
                 max: Duration::from_secs(config.retry_max_secs),
                 max_attempts: None,
             },
+            max_download_bytes: config.max_download_bytes(),
+            max_uncompressed_bytes: config.max_uncompressed_bytes(),
+            allow_redirect_hosts: config.allow_redirect_hosts.clone(),
         }
     }
 }
@@ -129,6 +144,21 @@ pub enum FetchError {
     Backwards { server: u64, local: u64 },
     #[error("sequence {sequence} is not published, although the server's newest state is {latest}: a gap in the feed")]
     Gap { sequence: u64, latest: u64 },
+    #[error("{url}: {what} exceeds {key} ({limit_mb} MB); raise it if the feed really publishes such diffs")]
+    TooLarge {
+        url: String,
+        /// "the response" or "the uncompressed diff".
+        what: &'static str,
+        /// The configuration key of the limit.
+        key: &'static str,
+        limit_mb: u64,
+    },
+    #[error("{url}: redirect to {location} refused: {reason}")]
+    Redirect {
+        url: String,
+        location: String,
+        reason: String,
+    },
     #[error("replication client setup: {0}")]
     Setup(String),
 }
@@ -154,7 +184,15 @@ pub struct FeedClient {
     feed: Feed,
     http: reqwest::Client,
     retry: RetryPolicy,
+    max_download_bytes: u64,
+    max_uncompressed_bytes: u64,
+    /// The configured headers and cookie: sent to the feed's own host only.
+    private_headers: reqwest::header::HeaderMap,
+    allow_redirect_hosts: Vec<String>,
 }
+
+/// Redirects followed at most, as curl's and reqwest's default.
+const MAX_REDIRECTS: usize = 10;
 
 impl FeedClient {
     pub fn new(feed: Feed, options: &ClientOptions) -> Result<Self, FetchError> {
@@ -172,9 +210,12 @@ impl FeedClient {
                 .map_err(|e| setup(&format!("cookie: {e}")))?;
             headers.insert(reqwest::header::COOKIE, value);
         }
+        // Redirects are followed by hand (see `get`): reqwest would forward
+        // default headers to any host and only strips Authorization and
+        // Cookie on the way.
         let http = reqwest::Client::builder()
             .user_agent(&options.user_agent)
-            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)
             .build()
@@ -183,6 +224,10 @@ impl FeedClient {
             feed,
             http,
             retry: options.retry,
+            max_download_bytes: options.max_download_bytes,
+            max_uncompressed_bytes: options.max_uncompressed_bytes,
+            private_headers: headers,
+            allow_redirect_hosts: options.allow_redirect_hosts.clone(),
         })
     }
 
@@ -201,41 +246,135 @@ impl FeedClient {
         self
     }
 
-    /// One GET of `url` (or read of a `file://` path), the whole body.
+    fn too_large_download(&self, url: &Url) -> FetchError {
+        FetchError::TooLarge {
+            url: shown(url),
+            what: "the response",
+            key: "replication.max_download_mb",
+            limit_mb: self.max_download_bytes / MB,
+        }
+    }
+
+    /// One GET of `url` (or read of a `file://` path), the whole body, at
+    /// most `max_download_bytes` of it.
     async fn get(&self, url: &Url) -> Result<Bytes, FetchError> {
         if url.scheme() == "file" {
             let path = url
                 .to_file_path()
-                .map_err(|_| FetchError::Setup(format!("{url} is not a local path")))?;
+                .map_err(|_| FetchError::Setup(format!("{} is not a local path", shown(url))))?;
+            let size = tokio::fs::metadata(&path).await.map(|m| m.len());
+            if size.is_ok_and(|size| size > self.max_download_bytes) {
+                return Err(self.too_large_download(url));
+            }
             return match tokio::fs::read(&path).await {
                 Ok(data) => Ok(Bytes::from(data)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound {
-                    url: url.to_string(),
-                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(FetchError::NotFound { url: shown(url) })
+                }
                 Err(source) => Err(FetchError::Io {
-                    url: url.to_string(),
+                    url: shown(url),
                     source,
                 }),
             };
         }
         let network = |e: reqwest::Error| FetchError::Network {
-            url: url.to_string(),
+            url: shown(url),
             message: describe_reqwest_error(&e),
         };
-        let response = self.http.get(url.clone()).send().await.map_err(network)?;
+        let mut current = url.clone();
+        let mut hops = 0;
+        let mut response = loop {
+            let mut request = self.http.get(current.clone());
+            // Configured headers (tokens, cookies) go to the feed's own
+            // host only, never to a host a redirect leads to.
+            if same_host(&current, url) {
+                request = request.headers(self.private_headers.clone());
+            }
+            let response = request.send().await.map_err(network)?;
+            if !response.status().is_redirection() {
+                break response;
+            }
+            let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+                break response;
+            };
+            let refuse = |location: &str, reason: &str| FetchError::Redirect {
+                url: shown(url),
+                location: secrets(location).into_owned(),
+                reason: reason.to_string(),
+            };
+            let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
+            let next = current
+                .join(&location)
+                .map_err(|e| refuse(&location, &format!("not a URL: {e}")))?;
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(refuse(next.as_str(), "too many redirects"));
+            }
+            if let Err(reason) = self.redirect_allowed(url, &current, &next) {
+                return Err(refuse(next.as_str(), &reason));
+            }
+            current = next;
+        };
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound {
-                url: url.to_string(),
-            });
+            return Err(FetchError::NotFound { url: shown(url) });
         }
         if !status.is_success() {
             return Err(FetchError::Status {
-                url: url.to_string(),
+                url: shown(url),
                 status: status.as_u16(),
             });
         }
-        response.bytes().await.map_err(network)
+        // Content-Length can be absent or lie, so it only allows an early
+        // refusal; the count of what arrives is what enforces the cap.
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_download_bytes)
+        {
+            return Err(self.too_large_download(url));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(network)? {
+            if (body.len() + chunk.len()) as u64 > self.max_download_bytes {
+                return Err(self.too_large_download(url));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// Whether a redirect from `from` to `to` may be followed, on the way
+    /// to `original`: to the same host and port, or to a configured one,
+    /// and never from https down to plain http.
+    fn redirect_allowed(&self, original: &Url, from: &Url, to: &Url) -> Result<(), String> {
+        if from.scheme() == "https" && to.scheme() != "https" {
+            return Err("it leaves https".into());
+        }
+        if !matches!(to.scheme(), "https" | "http") {
+            return Err(format!("scheme {} is not http(s)", to.scheme()));
+        }
+        if same_host(to, original) {
+            return Ok(());
+        }
+        let host = to.host_str().unwrap_or("");
+        let port = to.port_or_known_default();
+        let allowed = self.allow_redirect_hosts.iter().any(|entry| {
+            match entry
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+            {
+                Some((name, p)) => name.eq_ignore_ascii_case(host) && p.parse().ok() == port,
+                None => entry.eq_ignore_ascii_case(host),
+            }
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is another host than the feed's; list it in replication.allow_redirect_hosts to allow it",
+                host_and_port(to)
+            ))
+        }
     }
 
     /// The newest state (`<base>state.txt`), one attempt.
@@ -257,7 +396,7 @@ impl FeedClient {
         let state = parse_state(&url, &body)?;
         if state.sequence != n {
             return Err(FetchError::WrongSequence {
-                url: url.to_string(),
+                url: shown(&url),
                 expected: n,
                 found: state.sequence,
             });
@@ -269,9 +408,10 @@ impl FeedClient {
     pub async fn diff_once(&self, n: u64) -> Result<Diff, FetchError> {
         let url = self.feed.diff_url(n);
         let body = self.get(&url).await?;
+        let limit = self.max_uncompressed_bytes;
         // Decompressing and parsing a large diff is CPU work: keep it off the
         // async threads.
-        tokio::task::spawn_blocking(move || decode_diff(n, &url, &body))
+        tokio::task::spawn_blocking(move || decode_diff(n, &url, &body, limit))
             .await
             .map_err(|e| FetchError::Setup(format!("diff decoder task failed: {e}")))?
     }
@@ -336,27 +476,103 @@ impl FeedClient {
 fn parse_state(url: &Url, body: &[u8]) -> Result<ReplicationState, FetchError> {
     let text = String::from_utf8_lossy(body);
     ReplicationState::parse(&text).map_err(|source| FetchError::BadState {
-        url: url.to_string(),
+        url: shown(url),
         source,
     })
 }
 
-/// Gunzips the whole diff first, so a truncated stream fails before any of
-/// it is parsed, then parses the XML.
-fn decode_diff(sequence: u64, url: &Url, body: &[u8]) -> Result<Diff, FetchError> {
-    let mut xml = Vec::with_capacity(body.len() * 8);
-    flate2::read::MultiGzDecoder::new(body)
-        .read_to_end(&mut xml)
-        .map_err(|source| FetchError::Gzip {
-            url: url.to_string(),
+const MB: u64 = 1_000_000;
+
+/// A URL as messages show it: without its password or tokens.
+fn shown(url: &Url) -> String {
+    secrets(url.as_str()).into_owned()
+}
+
+/// "Same host" for redirects and headers: the same host name (or address)
+/// and the same port, the scheme's default when none is written.
+fn same_host(a: &Url, b: &Url) -> bool {
+    a.host_str()
+        .zip(b.host_str())
+        .is_some_and(|(x, y)| x.eq_ignore_ascii_case(y))
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+fn host_and_port(url: &Url) -> String {
+    match url.port_or_known_default() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    }
+}
+
+/// Gunzips and parses in one stream, so memory holds the compressed body
+/// and the parsed objects but never the whole XML. Nothing of a diff is
+/// used unless all of it reads: the parser reads to the end of the gzip
+/// stream (its CRC included) before it reports success.
+fn decode_diff(sequence: u64, url: &Url, body: &[u8], limit: u64) -> Result<Diff, FetchError> {
+    let mut xml = InflateLimit {
+        inner: flate2::read::MultiGzDecoder::new(body),
+        count: 0,
+        limit,
+        exceeded: false,
+        gzip_error: None,
+    };
+    let parsed = parse_osc(
+        std::io::BufReader::with_capacity(64 * 1024, &mut xml),
+        &shown(url),
+    );
+    if xml.exceeded {
+        return Err(FetchError::TooLarge {
+            url: shown(url),
+            what: "the uncompressed diff",
+            key: "replication.max_uncompressed_mb",
+            limit_mb: limit / MB,
+        });
+    }
+    if let Some(source) = xml.gzip_error.take() {
+        return Err(FetchError::Gzip {
+            url: shown(url),
             source,
-        })?;
-    let changes = parse_osc(&xml[..], url.as_str()).map_err(FetchError::BadDiff)?;
+        });
+    }
+    let changes = parsed.map_err(FetchError::BadDiff)?;
     Ok(Diff {
         sequence,
         changes,
-        xml_bytes: xml.len() as u64,
+        xml_bytes: xml.count,
     })
+}
+
+/// Counts inflated bytes and fails the read once they pass `limit`; keeps
+/// the decoder's own error, so a corrupt stream is reported as such rather
+/// than as the XML error it caused.
+struct InflateLimit<R> {
+    inner: R,
+    count: u64,
+    limit: u64,
+    exceeded: bool,
+    gzip_error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for InflateLimit<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.exceeded {
+            return Err(std::io::Error::other("size limit exceeded"));
+        }
+        let n = match self.inner.read(out) {
+            Ok(n) => n,
+            Err(e) => {
+                let message = e.to_string();
+                self.gzip_error = Some(e);
+                return Err(std::io::Error::other(message));
+            }
+        };
+        self.count += n as u64;
+        if self.count > self.limit {
+            self.exceeded = true;
+            return Err(std::io::Error::other("size limit exceeded"));
+        }
+        Ok(n)
+    }
 }
 
 /// reqwest's Display hides the cause ("error sending request"); walk the
@@ -376,7 +592,8 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
         }
         source = cause.source();
     }
-    message
+    // reqwest's messages quote the URL, credentials and all.
+    secrets(&message).into_owned()
 }
 
 #[cfg(test)]
@@ -412,19 +629,24 @@ mod tests {
             enc.write_all(xml).unwrap();
             enc.finish().unwrap();
         }
-        let diff = decode_diff(1, &url, &gz).unwrap();
+        let diff = decode_diff(1, &url, &gz, u64::MAX).unwrap();
         assert_eq!(diff.changes.len(), 1);
         assert_eq!(diff.xml_bytes, xml.len() as u64);
 
         let truncated = &gz[..gz.len() / 2];
         assert!(matches!(
-            decode_diff(1, &url, truncated),
+            decode_diff(1, &url, truncated, u64::MAX),
             Err(FetchError::Gzip { .. })
         ));
         let mut corrupt = gz.clone();
         let mid = corrupt.len() / 2;
         corrupt[mid] ^= 0xff;
         corrupt[mid + 1] ^= 0xff;
-        assert!(decode_diff(1, &url, &corrupt).is_err());
+        assert!(decode_diff(1, &url, &corrupt, u64::MAX).is_err());
+
+        // One byte under the XML's size is over the limit.
+        let err = decode_diff(1, &url, &gz, xml.len() as u64 - 1).unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        assert!(decode_diff(1, &url, &gz, xml.len() as u64).is_ok());
     }
 }

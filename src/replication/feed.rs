@@ -170,7 +170,8 @@ impl Feed {
 
 impl fmt::Display for Feed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.base.as_str())
+        // Shown in logs and errors: without a password in the URL.
+        f.write_str(&crate::redact::secrets(self.base.as_str()))
     }
 }
 
@@ -183,12 +184,14 @@ fn parse_base_url(base: &str) -> Result<Url, FeedUrlError> {
         text.push('/');
     }
     let url = Url::parse(&text).map_err(|source| FeedUrlError::Invalid {
-        url: base.to_string(),
+        url: crate::redact::secrets(base).into_owned(),
         source,
     })?;
     match url.scheme() {
         "https" | "http" | "file" => Ok(url),
-        _ => Err(FeedUrlError::Scheme(base.to_string())),
+        _ => Err(FeedUrlError::Scheme(
+            crate::redact::secrets(base).into_owned(),
+        )),
     }
 }
 

@@ -77,6 +77,10 @@ pub enum OscErrorKind {
     InvalidTimestamp(String),
     #[error("<{0}> outside a <create>, <modify> or <delete> block")]
     OutsideAction(&'static str),
+    /// A character XML 1.0 forbids (its `Char` production): a C0 control
+    /// other than tab, LF and CR, written raw or as a character reference.
+    #[error("character U+{0:04X} is not allowed in XML 1.0")]
+    ForbiddenCharacter(u32),
     #[error("<member> with unknown type \"{0}\"")]
     UnknownMemberType(String),
     #[error("unexpected <{element}> {context}")]
@@ -192,6 +196,7 @@ impl<R: BufRead> OscReader<R> {
         let mut xml = quick_xml::Reader::from_reader(LineCounter {
             inner: reader,
             newlines: 0,
+            forbidden: None,
         });
         xml.config_mut().trim_text(true);
         OscReader {
@@ -226,13 +231,35 @@ impl<R: BufRead> OscReader<R> {
     fn read_change(&mut self, buf: &mut Vec<u8>) -> Result<Option<Change>, OscError> {
         loop {
             buf.clear();
-            let event = match self.xml.read_event_into(buf) {
+            let event = self.xml.read_event_into(buf);
+            // quick-xml does not check characters, so a raw control byte
+            // seen while reading this event fails it, like libxml2 does.
+            if let Some((line, byte)) = self.xml.get_ref().forbidden {
+                let object = self.pending.as_ref().map(ObjectHeader::object_id);
+                let kind = OscErrorKind::ForbiddenCharacter(u32::from(byte));
+                return Err(self.error(line, object, kind));
+            }
+            let event = match event {
                 Ok(event) => event,
                 Err(error) => return Err(self.xml_error(error)),
             };
             let change = match event {
-                Event::Start(element) => self.start_element(&element, false)?,
-                Event::Empty(element) => self.start_element(&element, true)?,
+                Event::Start(element) => {
+                    self.check_char_refs(&element)?;
+                    self.start_element(&element, false)?
+                }
+                Event::Empty(element) => {
+                    self.check_char_refs(&element)?;
+                    self.start_element(&element, true)?
+                }
+                // quick-xml hands references in text content out as events
+                // of their own.
+                Event::GeneralRef(reference) => {
+                    if let Some(code) = forbidden_char_ref_code(&reference) {
+                        return Err(self.forbidden_here(code));
+                    }
+                    None
+                }
                 Event::End(_) => self.end_element(),
                 Event::Eof if self.position == Position::AfterRoot => return Ok(None),
                 Event::Eof => {
@@ -529,6 +556,36 @@ impl<R: BufRead> OscReader<R> {
         self.error(self.line(), object, xml_kind(error))
     }
 
+    /// Character references in a tag (its attribute values) must name
+    /// characters XML allows; quick-xml's unescape only refuses `&#0;`.
+    /// Most tags have no `&` at all, which one memchr finds out.
+    fn check_char_refs(&self, element: &BytesStart) -> Result<(), OscError> {
+        let bytes: &[u8] = element.as_ref();
+        if !bytes.contains(&b'&') {
+            return Ok(());
+        }
+        match forbidden_char_ref(bytes) {
+            None => Ok(()),
+            Some((offset, code)) => {
+                let line = self.line_of(element) + count_newlines(&bytes[..offset]);
+                let object = self
+                    .pending
+                    .as_ref()
+                    .map(ObjectHeader::object_id)
+                    .or_else(|| {
+                        let kind = object_type(element.name().as_ref())?;
+                        find_id(element).map(|id| ObjectId { kind, id })
+                    });
+                Err(self.error(line, object, OscErrorKind::ForbiddenCharacter(code)))
+            }
+        }
+    }
+
+    fn forbidden_here(&self, code: u32) -> OscError {
+        let object = self.pending.as_ref().map(ObjectHeader::object_id);
+        self.error(self.line(), object, OscErrorKind::ForbiddenCharacter(code))
+    }
+
     /// The line an element starts on: the reader has consumed up to the
     /// element's `>`, so step back over the newlines inside the tag.
     fn line_of(&self, element: &BytesStart) -> usize {
@@ -601,10 +658,13 @@ fn starts_with_gzip_magic<R: BufRead>(reader: &mut R) -> io::Result<bool> {
 }
 
 /// Passes a BufRead through, counting the newlines in every consumed byte so
-/// errors can name a line.
+/// errors can name a line, and noting the first control character XML 1.0
+/// forbids (C0 other than tab, LF, CR) in the same pass over the bytes.
 struct LineCounter<R> {
     inner: R,
     newlines: usize,
+    /// Line and value of the first forbidden byte consumed.
+    forbidden: Option<(usize, u8)>,
 }
 
 impl<R: BufRead> Read for LineCounter<R> {
@@ -627,7 +687,17 @@ impl<R: BufRead> BufRead for LineCounter<R> {
             // Consuming bytes means fill_buf handed them out and they are
             // still buffered, so asking again does no I/O and cannot fail.
             if let Ok(buffered) = self.inner.fill_buf() {
-                self.newlines += count_newlines(&buffered[..amount.min(buffered.len())]);
+                let consumed = &buffered[..amount.min(buffered.len())];
+                let (newlines, forbidden) = scan_bytes(consumed);
+                if forbidden && self.forbidden.is_none() {
+                    let at = consumed
+                        .iter()
+                        .position(|&b| is_forbidden_byte(b))
+                        .unwrap_or(0);
+                    let line = self.newlines + count_newlines(&consumed[..at]) + 1;
+                    self.forbidden = Some((line, consumed[at]));
+                }
+                self.newlines += newlines;
             }
         }
         self.inner.consume(amount);
@@ -636,6 +706,69 @@ impl<R: BufRead> BufRead for LineCounter<R> {
 
 fn count_newlines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Newlines in `bytes`, and whether any byte is a forbidden control. One
+/// branch-free loop the compiler vectorises, so the check costs next to
+/// nothing on top of the line count every consumed byte already gets.
+fn scan_bytes(bytes: &[u8]) -> (usize, bool) {
+    let mut newlines = 0usize;
+    let mut forbidden = false;
+    for &b in bytes {
+        newlines += usize::from(b == b'\n');
+        forbidden |= is_forbidden_byte(b);
+    }
+    (newlines, forbidden)
+}
+
+/// A C0 control byte XML 1.0's `Char` production leaves out. (In UTF-8 no
+/// byte of a multi-byte character is below 0x80, so bytes suffice.)
+#[inline(always)]
+fn is_forbidden_byte(b: u8) -> bool {
+    (b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')
+}
+
+/// XML 1.0's `Char` production.
+fn is_xml_char(code: u32) -> bool {
+    matches!(code, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+}
+
+/// The first character reference (`&#N;` or `&#xH;`) in `bytes` that names
+/// a character XML forbids, with its byte offset. References that do not
+/// parse as numbers are left to the unescaper, which reports them.
+fn forbidden_char_ref(bytes: &[u8]) -> Option<(usize, u32)> {
+    let mut from = 0;
+    while let Some(found) = bytes[from..].iter().position(|&b| b == b'&') {
+        let at = from + found;
+        let rest = &bytes[at + 1..];
+        let end = rest.iter().position(|&b| b == b';')?;
+        if let Some(code) = forbidden_char_ref_code(&rest[..end]) {
+            return Some((at, code));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// For the name of a reference (what is between `&` and `;`): the code it
+/// names if it is a character reference to a forbidden character.
+fn forbidden_char_ref_code(name: &[u8]) -> Option<u32> {
+    let number = name.strip_prefix(b"#")?;
+    let (digits, radix) = match number.strip_prefix(b"x") {
+        Some(hex) => (hex, 16),
+        None => (number, 10),
+    };
+    let digits = std::str::from_utf8(digits).ok()?;
+    if digits.starts_with(['+', '-']) {
+        return None;
+    }
+    // Overlong numbers are out of Unicode's range and forbidden too.
+    let code = match u64::from_str_radix(digits, radix) {
+        Ok(code) => u32::try_from(code).unwrap_or(u32::MAX),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => u32::MAX,
+        Err(_) => return None,
+    };
+    (!is_xml_char(code)).then_some(code)
 }
 
 fn object_type(name: &[u8]) -> Option<ObjectType> {
@@ -1426,6 +1559,60 @@ mod tests {
             after_root.to_string(),
             "test.osc:3: unexpected <create> after </osmChange>"
         );
+    }
+
+    /// XML 1.0 forbids C0 controls other than tab, LF and CR, raw or as
+    /// character references; libxml2 (and so osmium) refuses such a file,
+    /// and so must the reader, naming the line.
+    #[test]
+    fn forbidden_characters_are_errors_naming_the_line() {
+        let node = |attrs: &str| {
+            format!("<create>\n<node id=\"5\" lat=\"1\" lon=\"1\"{attrs}>\n<tag k=\"a\" v=\"b\"/>\n</node>\n</create>\n")
+        };
+        let cases: Vec<(String, &str)> = vec![
+            // Raw bytes: in a read attribute, an ignored one, text, a comment.
+            (node(" user=\"a\u{0}b\""), "test.osc:4: character U+0000"),
+            (node(" note=\"\u{1}\""), "test.osc:4: character U+0001"),
+            (
+                "<create>\n<node id=\"5\" lat=\"1\" lon=\"1\">\n<tag k=\"a\" v=\"\u{1f}\"/>\n</node>\n</create>\n".into(),
+                "test.osc:5: node 5: character U+001F",
+            ),
+            ("<create>\nx\u{8}y\n</create>\n".into(), "test.osc:4: character U+0008"),
+            ("<!-- \u{c} -->\n<create/>\n".into(), "test.osc:3: character U+000C"),
+            // Character references, decimal and hex, read and ignored.
+            (node(" user=\"&#0;\""), "test.osc:4: node 5: character U+0000"),
+            (node(" user=\"a&#x1;\""), "test.osc:4: node 5: character U+0001"),
+            (node("\n  note=\"&#31;\""), "test.osc:5: node 5: character U+001F"),
+            (node(" note=\"&#xFFFE;\""), "test.osc:4: node 5: character U+FFFE"),
+            (
+                "<create>\n<node id=\"5\" lat=\"1\" lon=\"1\">\n<tag k=\"a\" v=\"&amp;&#X;&#x1B;\"/>\n</node>\n</create>\n".into(),
+                "test.osc:5: node 5: character U+001B",
+            ),
+            ("<create>\nx&#2;\n</create>\n".into(), "test.osc:4: character U+0002"),
+        ];
+        for (body, expected) in cases {
+            let xml = document(&body);
+            let error = parse_error(&xml);
+            assert!(
+                matches!(error.kind, OscErrorKind::ForbiddenCharacter(_)),
+                "{body:?}: {error}"
+            );
+            assert!(error.to_string().starts_with(expected), "{body:?}: {error}");
+            assert!(
+                error.to_string().ends_with("is not allowed in XML 1.0"),
+                "{error}"
+            );
+            // The same through one-byte reads: the line stays exact when the
+            // byte is found in a later buffer.
+            let one_byte = BufReader::with_capacity(1, xml.as_bytes());
+            let error = OscReader::new(one_byte, SOURCE)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_err();
+            assert!(error.to_string().starts_with(expected), "{body:?}: {error}");
+        }
+        // Tab, LF and CR are allowed, raw and as references.
+        let fine = document(&node(" user=\"a\tb\r&#9;&#10;&#13;&#x20;&#xE000;\""));
+        assert_eq!(parse_all(&fine).unwrap().len(), 1);
     }
 
     #[test]

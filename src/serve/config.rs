@@ -97,7 +97,64 @@ impl Default for ServeSettings {
     }
 }
 
+/// Longest cache lifetime accepted (10 years), far beyond mod_tile's
+/// week-long defaults yet small enough that `now + max-age` cannot
+/// overflow a timestamp.
+const MAX_CACHE_SECS: u64 = 10 * 365 * 86_400;
+
+/// Slowest refill accepted: one token in about 3 hours. A slower one would
+/// make the Retry-After computed from it overflow a Duration.
+const MIN_THROTTLE_RATE: f64 = 1e-4;
+
+/// A finite number of seconds in `0..=max`, for values that become a
+/// `Duration` (`Duration::from_secs_f64` panics on anything else).
+fn check_secs(key: &str, value: f64, max: f64) -> Result<(), String> {
+    if value.is_finite() && (0.0..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key}: must be a finite number of seconds between 0 and {max}"
+        ))
+    }
+}
+
 impl ServeSettings {
+    /// Checks values that would make the server panic or overflow at run
+    /// time; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        check_secs(
+            "serve.request_timeout_secs",
+            self.request_timeout_secs,
+            86_400.0,
+        )?;
+        check_secs(
+            "serve.missing_request_timeout_secs",
+            self.missing_request_timeout_secs,
+            86_400.0,
+        )?;
+        if !(self.tile_cache_mb.is_finite() && self.tile_cache_mb >= 0.0) {
+            return Err("serve.tile_cache_mb: must be a finite number of MB, 0 or more".into());
+        }
+        if self.max_replication_lag_secs > MAX_CACHE_SECS {
+            return Err(format!(
+                "serve.max_replication_lag_secs: must be at most {MAX_CACHE_SECS}"
+            ));
+        }
+        self.cache.validate()?;
+        for (name, bucket) in [
+            ("tiles", &self.throttle.tiles),
+            ("renders", &self.throttle.renders),
+        ] {
+            let rate = bucket.rate;
+            if !(rate == 0.0 || (rate.is_finite() && (MIN_THROTTLE_RATE..=1e6).contains(&rate))) {
+                return Err(format!(
+                    "serve.throttle.{name}.rate: must be 0 or a number of tokens per second between {MIN_THROTTLE_RATE} and 1000000"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_secs.max(0.0))
     }
@@ -157,6 +214,32 @@ impl Default for CacheSettings {
             extended_hostname: String::new(),
             extended_duration_secs: 0,
         }
+    }
+}
+
+impl CacheSettings {
+    fn validate(&self) -> Result<(), String> {
+        for (key, secs) in [
+            ("duration_max_secs", self.duration_max_secs),
+            ("duration_dirty_secs", self.duration_dirty_secs),
+            ("duration_minimum_secs", self.duration_minimum_secs),
+            ("duration_low_zoom_secs", self.duration_low_zoom_secs),
+            ("duration_medium_zoom_secs", self.duration_medium_zoom_secs),
+            ("extended_duration_secs", self.extended_duration_secs),
+        ] {
+            if secs > MAX_CACHE_SECS {
+                return Err(format!(
+                    "serve.cache.{key}: must be at most {MAX_CACHE_SECS} seconds (10 years)"
+                ));
+            }
+        }
+        let factor = self.last_modified_factor;
+        if !(factor.is_finite() && factor >= 0.0) {
+            return Err(
+                "serve.cache.last_modified_factor: must be a finite number, 0 or more".into(),
+            );
+        }
+        Ok(())
     }
 }
 
