@@ -116,7 +116,8 @@ pub struct ReplicationConfig {
     /// that redirects may lead to. `headers` and `cookie` are never sent
     /// to them.
     pub allow_redirect_hosts: Vec<String>,
-    /// First retry delay after a failed download; doubles up to the cap.
+    /// First retry delay after a failed download or a batch that failed to
+    /// apply (`tilepipe run`); doubles up to the cap.
     pub retry_initial_secs: u64,
     pub retry_max_secs: u64,
     /// Extra wait after the expected publication time before polling.
