@@ -1,5 +1,7 @@
 //! `tilepipe run`: the long-running loop from published diff to applied
-//! batch (render and serve stages plug in as they land).
+//! batch and acted-on expiry. The CLI (`src/cli/run.rs`) starts the HTTP
+//! server, the renderer and the renderd protocol server beside it and hands
+//! the loop the renderer and the metrics registry.
 //!
 //! Shape: one thread owns the database work (the synchronous `postgres`
 //! client must not run on async threads) and drives a tokio runtime for
@@ -8,7 +10,8 @@
 //! position), then sleep until the next diff is due (the newest state's
 //! timestamp plus one interval plus a margin). Every wait is interruptible
 //! by SIGTERM/SIGINT; a batch in progress commits or rolls back before
-//! the process exits.
+//! the process exits. A batch that fails (an error or a panic) is rolled
+//! back and retried with capped backoff; the process never exits for it.
 
 use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
 use crate::apply::settings::ImportSettings;

@@ -3,7 +3,8 @@
 //!
 //! Steps, each one batched query or COPY per table, never per object:
 //! 1. the middle: delete every changed object, COPY the new versions;
-//! 2. propagation (spec §10): ways using changed nodes, relations using
+//! 2. propagation (osm2pgsql's `--append` rules, `osmdata_t` and
+//!    `dependency_manager_t`): ways using changed nodes, relations using
 //!    changed nodes or changed/affected ways, minus what the diff itself
 //!    changes;
 //! 3. the output: delete the rows of every changed or affected object

@@ -2,7 +2,8 @@
 //! "pgsql" output schema and applies change sets to it, each batch in one
 //! transaction together with its replication position.
 //!
-//! Pieces (see `specs/osm-pgsql-schema.md`):
+//! Pieces (the behaviour of osm2pgsql 1.8's pgsql output and slim middle,
+//! `output-pgsql.cpp` and `middle-pgsql.cpp`):
 //! - [`style`]: osm2pgsql `.style` files and the built-in default style;
 //! - [`transform`]: tag filtering (classic rules or a Lua tag transform),
 //!   z_order, polygon-or-line and roads decisions;

@@ -2,15 +2,15 @@
 //! tags mark an area, which tags are deleted on sight.
 //!
 //! A style file has one entry per line, `OsmType Tag DataType [Flags]`, with
-//! `#` starting a comment (spec §2). This module parses such files the way
+//! `#` starting a comment (osm2pgsql's `default.style` header). This module parses such files the way
 //! osm2pgsql 1.8 (`read_style_file`) does, with two deliberate differences
 //! that turn osm2pgsql's silent surprises into errors at load time:
 //! - an unknown flag is an error (osm2pgsql logs a warning and ignores it);
 //! - a key that would become the same column twice is an error (osm2pgsql
 //!   fails later, at `CREATE TABLE`).
 //!
-//! [`Style::default`] is osm2pgsql's `default.style`, written out here from
-//! the spec's listing. A [`Style`] also carries the hstore options (`-k`,
+//! [`Style::default`] is osm2pgsql 1.8's `default.style` (Debian's
+//! `/usr/share/osm2pgsql/default.style`), written out here. A [`Style`] also carries the hstore options (`-k`,
 //! `-j`, `--hstore-match-only`, `-z`), because they decide the tables'
 //! columns together with the style.
 
@@ -20,7 +20,8 @@ use std::fmt;
 use std::path::Path;
 use thiserror::Error;
 
-/// Where tags that have no column of their own go (spec §7).
+/// Where tags that have no column of their own go (osm2pgsql's `--hstore`,
+/// `--hstore-all`, `--hstore-column`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HstoreMode {
@@ -165,7 +166,8 @@ impl StyleEntry {
     }
 }
 
-/// The four output tables (spec §1).
+/// The four output tables (osm2pgsql's pgsql output: `_point`, `_line`,
+/// `_roads`, `_polygon`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableKind {
@@ -224,7 +226,7 @@ pub struct StyleColumn {
 }
 
 impl StyleColumn {
-    /// `way_area` is filled from the geometry, not from a tag (spec §6).
+    /// `way_area` is filled from the geometry, not from a tag (osm2pgsql's `pgsql_process_relation` and `output_pgsql_t::way_add`).
     pub fn is_way_area(&self) -> bool {
         self.name == WAY_AREA
     }
@@ -415,7 +417,7 @@ impl PartialEq for Style {
 }
 
 impl Default for Style {
-    /// osm2pgsql 1.8's `default.style` (spec §2), no hstore.
+    /// osm2pgsql 1.8's `default.style`, no hstore.
     fn default() -> Style {
         Style::from_entries(
             BUILTIN_NAME.to_string(),
@@ -527,7 +529,7 @@ impl Style {
     }
 
     /// False when the style has `way_area` with only the `delete` flag:
-    /// then no area is computed (spec §2).
+    /// then no area is computed (osm2pgsql's `default.style` comments).
     pub fn way_area_enabled(&self) -> bool {
         self.way_area_enabled
     }

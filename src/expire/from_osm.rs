@@ -1,6 +1,6 @@
 //! Geometries from an OSM data file, built the way osm2pgsql's
 //! `osm2pgsql-expire` (2.2+) builds them, for `tilepipe expire-tiles`: a
-//! debugging aid and the oracle of the expiry tests (spec §11).
+//! debugging aid and the oracle of the expiry tests (upstream's `osm2pgsql-expire`).
 //!
 //! - untagged objects are skipped (but their locations and node lists are
 //!   kept for the objects using them);

@@ -1,6 +1,7 @@
 //! Geometries (EPSG:3857) to expired tiles at the max zoom: osm2pgsql
-//! 2.3's rules (`expire-tiles.cpp`, spec §6–§8, §12) with the defects of
-//! spec §13 fixed.
+//! 2.3's rules (`expire-tiles.cpp`: points, lines, polygons and its limits
+//! in `expire-output.hpp`), with upstream defects fixed where they lose
+//! tiles (each noted where it is handled).
 //!
 //! - Points expire the tiles within `buffer` (a fraction of a tile) of them.
 //! - Lines are walked in chunks of 0.4 tile; each chunk expires its whole
@@ -468,7 +469,7 @@ impl<'a> Raster<'a> {
         Ok(())
     }
 
-    /// A point given in tile coordinates (§6).
+    /// A point given in tile coordinates (osm2pgsql's `expire_tiles::from_point_list`).
     fn point_at(&mut self, t: Coord<f64>) -> Step {
         let b = self.buffer;
         self.rect(
@@ -484,7 +485,7 @@ impl<'a> Raster<'a> {
         self.point_at(t)
     }
 
-    /// One segment (§7), walked from its western end in 0.4-tile chunks.
+    /// One segment (osm2pgsql's `expire_tiles::from_line_segment`), walked from its western end in 0.4-tile chunks.
     fn segment(&mut self, a: Coord<f64>, b: Coord<f64>) -> Step {
         let (mut ta, mut tb) = (self.to_tile(a), self.to_tile(b));
         if ta.x > tb.x {
@@ -540,7 +541,8 @@ impl<'a> Raster<'a> {
         }
     }
 
-    /// A polygon or the parts of a multipolygon (§8.1).
+    /// A polygon or the parts of a multipolygon (osm2pgsql 2.3's `expire_tiles::from_polygon_boundary`
+    /// and `from_polygon_area`).
     fn polygons(&mut self, parts: &[Polygon<f64>]) -> Step {
         let mode = match self.mode {
             PolygonMode::Hybrid => {
@@ -586,7 +588,7 @@ impl<'a> Raster<'a> {
         Ok(())
     }
 
-    /// Interior of one polygon (§8.2): for each tile row, the scan line at
+    /// Interior of one polygon (osm2pgsql 2.3's `from_polygon_area`): for each tile row, the scan line at
     /// the row's top edge is cut by the rings (outer and inner together,
     /// even-odd, so holes stay empty) and the tiles between pairs of
     /// crossings are expired. No buffer: the boundary pass covered the

@@ -2,11 +2,12 @@
 //! quadkeys in a compressed bitmap, with the lower zooms and the metatiles
 //! derived from it.
 //!
-//! Only Z is ever computed from geometry (spec §5): a tile at a lower zoom
-//! is expired iff any of its descendants at Z is (§10). Quadkeys keep every
+//! Only Z is ever computed from geometry (as osm2pgsql's `expire_tiles`
+//! does): a tile at a lower zoom is expired iff any of its descendants at Z
+//! is (osm2pgsql's `output_tiles_to_file` zoom derivation). Quadkeys keep every
 //! subtree contiguous, so one ascending pass yields each ancestor once,
 //! right after its first expired descendant; this is osm2pgsql's
-//! `for_each_tile` order and the order of its expire lists (§11).
+//! `for_each_tile` order and the order of its expire lists (`output_tiles_to_file`).
 //!
 //! A roaring bitmap keeps a vandalism-sized batch small: tens of millions of
 //! z18 tiles take bytes per tile, not the ~32 of a hash set (see
@@ -145,7 +146,8 @@ impl TileSet {
     }
 
     /// The tiles of every zoom in `zooms` (at most the set's zoom) in
-    /// osm2pgsql's expire-list order (spec §10, §11): tiles of the highest
+    /// osm2pgsql's expire-list order (`output_tiles_to_file`,
+    /// `expire-output.cpp`): tiles of the highest
     /// requested zoom in ascending quadkey order, each followed by its
     /// ancestors that were not written yet, highest zoom first. Every tile
     /// appears once. An empty range yields nothing.

@@ -1,8 +1,8 @@
 //! The change set: what one batch of diffs does to the OSM data.
 //!
 //! A [`ChangeSet`] is the hand-off from the replication stage to the apply
-//! stage. It holds each object at most once (the newest version wins, see
-//! replication spec §10), sorted by type then id, which is also the order
+//! stage. It holds each object at most once (the newest version wins, as
+//! osmium's `merge-changes --simplify` does), sorted by type then id, which is also the order
 //! osm2pgsql demands of its input.
 
 use crate::osm::{Object, ObjectId};

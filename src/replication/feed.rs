@@ -27,8 +27,8 @@ impl Interval {
         })
     }
 
-    /// How long to wait after a "not yet published" answer (spec §11/§12:
-    /// 10 s for minutely feeds, 60 s for hourly, 5 min for daily; a sixth
+    /// How long to wait after a "not yet published" answer (imposm3's
+    /// `imposm run` pacing: 10 s for minutely feeds, 60 s for hourly, 5 min for daily; a sixth
     /// of the interval for other cadences).
     pub fn not_yet_wait(self) -> Duration {
         match self {
@@ -195,7 +195,7 @@ fn parse_base_url(base: &str) -> Result<Url, FeedUrlError> {
     }
 }
 
-/// `AAA/BBB/CCC` for sequence `n` (spec §2): zero-padded to nine digits and
+/// `AAA/BBB/CCC` for sequence `n` (osmosis's replication layout): zero-padded to nine digits and
 /// split in groups of three. Sequences beyond nine digits keep their extra
 /// leading digits in the first group, as osmosis does.
 pub fn sequence_path(n: u64) -> String {

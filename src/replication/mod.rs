@@ -2,7 +2,8 @@
 //! sequence paths, gzip'd OsmChange diffs) and hands out merged change sets
 //! together with the feed position they reach.
 //!
-//! Rules this module keeps (see `specs/replication.md`):
+//! Rules this module keeps (after osmdbt's publish order and
+//! osm2pgsql-replication's and pyosmium's readers):
 //! - the top-level `state.txt` is read first and no sequence beyond it is
 //!   ever requested; a 404 above it means "not yet published";
 //! - a diff that fails to download, decompress or parse is retried, never

@@ -1,4 +1,5 @@
-//! Replication fields of an OSM PBF file's header block (spec §6): the
+//! Replication fields of an OSM PBF file's header block (`HeaderBlock` in
+//! osmformat.proto, written by osmium and Geofabrik): the
 //! feed, sequence and timestamp an extract was cut at, which is where
 //! updates for it start.
 //!

@@ -3,7 +3,7 @@
 //! The answer is the newest sequence whose state timestamp is strictly
 //! before `T` (a conservative start: the first diff applied is that
 //! sequence + 1, so nothing after `T` is missed). The search is pyosmium's
-//! (spec §5): find a lower bound (bisecting upwards when the server pruned
+//! (pyosmium's `ReplicationServer.timestamp_to_sequence`): find a lower bound (bisecting upwards when the server pruned
 //! its old states), then interpolate between the bounds by timestamp,
 //! probing around states that are missing.
 

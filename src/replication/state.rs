@@ -1,6 +1,7 @@
 //! `state.txt`: a feed position (sequence number and timestamp).
 //!
-//! Format (spec §3): `KEY=VALUE` lines split on the first `=`, `#` comments
+//! Format (as osmosis and osmdbt write it, pyosmium's `ReplicationServer`
+//! reads it): `KEY=VALUE` lines split on the first `=`, `#` comments
 //! and blank lines ignored, unknown keys ignored. Colons in values are
 //! usually escaped as `\:` (Java Properties heritage); we read both forms and
 //! always write the escaped one, because pyosmium and go-osm reject

@@ -7,7 +7,7 @@
 //! build on earlier ones, so no diff ever touches a deleted object. Every
 //! effect is listed in a [`DiffSummary`] so tests can assert on it.
 //!
-//! [`FeedWriter`] publishes diffs the way osmdbt does (replication spec §4):
+//! [`FeedWriter`] publishes diffs the way osmdbt does (`osmdbt-create-diff`):
 //! the `.osc.gz`, then its `.state.txt`, then the top-level `state.txt`,
 //! each written to a temporary name and renamed into place.
 

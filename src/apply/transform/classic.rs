@@ -1,4 +1,5 @@
-//! osm2pgsql's built-in tag transform (`c_tagtransform_t`, spec §3, §5, §6):
+//! osm2pgsql's built-in tag transform (`c_tagtransform_t` in
+//! `tagtransform-c.cpp`, `add_z_order`, `pgsql_process_relation`):
 //! the style decides which tags survive and whether a way is an area;
 //! z_order and the roads flag come from a fixed highway table.
 
@@ -71,7 +72,8 @@ fn c_strtol_int(value: &str) -> i32 {
     long as i32
 }
 
-/// Per-highway z_order offsets and roads flags (spec §5).
+/// Per-highway z_order offsets and roads flags (osm2pgsql's `add_z_order`,
+/// `tagtransform-c.cpp`).
 const HIGHWAY_LAYERS: &[(&str, i32, bool)] = &[
     ("proposed", 1, false),
     ("construction", 2, false),
