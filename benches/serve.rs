@@ -30,8 +30,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tilepipe::metatile::{self, TileStore};
+use tilepipe::metrics::Metrics;
 use tilepipe::serve::config::ServeSettings;
-use tilepipe::serve::metrics::Metrics;
 use tilepipe::serve::Server;
 use tilepipe::tile::{Metatile, Tile};
 

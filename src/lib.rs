@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod expire;
 pub mod metatile;
+pub mod metrics;
 pub mod osm;
 pub mod redact;
 pub mod render;

@@ -14,8 +14,8 @@ mod serve_support;
 use serve_support::{find_in_path, plain_style, Options, TestServer};
 use std::path::Path;
 use std::time::Duration;
+use tilepipe::metrics::TileOutcome;
 use tilepipe::render::config::StyleConfig;
-use tilepipe::serve::metrics::TileOutcome;
 
 fn leaflet_installed() -> bool {
     Path::new(env!("CARGO_MANIFEST_DIR"))

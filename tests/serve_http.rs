@@ -13,7 +13,7 @@ use serve_support::{
 };
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::{self, TileState};
-use tilepipe::serve::metrics::TileOutcome;
+use tilepipe::metrics::TileOutcome;
 use tilepipe::tile::Tile;
 
 /// Writes a metatile whose slot for `tile` holds `bytes` (other slots empty).

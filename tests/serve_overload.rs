@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tilepipe::serve::metrics::TileOutcome;
+use tilepipe::metrics::TileOutcome;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

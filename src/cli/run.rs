@@ -6,9 +6,9 @@
 use crate::config::Config;
 use crate::daemon::{notify_systemd_ready, Daemon, Shutdown};
 use crate::expire::batch::BuiltinRenderer;
+use crate::metrics::Metrics;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;
-use crate::serve::metrics::Metrics;
 use crate::serve::Server;
 use anyhow::Context;
 use std::process::ExitCode;

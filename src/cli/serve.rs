@@ -4,9 +4,9 @@
 //! `render.tcp` is set, so `render_list` and `render_expired` keep working.
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;
-use crate::serve::metrics::Metrics;
 use crate::serve::Server;
 use anyhow::{bail, Context};
 use std::process::ExitCode;

@@ -7,8 +7,9 @@
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.
-//! - [`metrics`]: the process's metrics registry, which the other stages
-//!   update too.
+//!
+//! The process-wide metrics registry is [`crate::metrics`]; this stage
+//! counts requests into it and renders it on `/metrics`.
 //!
 //! [`Server::bind`] binds first (tests bind port 0 and read
 //! [`Server::local_addr`]), [`Server::run`] serves until the shutdown
@@ -17,17 +18,16 @@
 pub mod cache;
 pub mod config;
 mod connections;
-pub mod metrics;
 pub mod routes;
 pub mod throttle;
 pub mod tiles;
 
+use crate::metrics::{Metrics, StyleCounters};
 use crate::render::config::StyleConfig;
 use crate::render::queue::RenderQueue;
 use crate::render::worker::Renderer;
 use anyhow::Context;
 use config::ServeSettings;
-use metrics::{Metrics, StyleCounters};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

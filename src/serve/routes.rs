@@ -26,10 +26,10 @@
 //! | client over its token bucket | 429 + Retry-After |
 
 use super::cache;
-use super::metrics::TileOutcome;
 use super::throttle::Verdict;
 use super::tiles::{self, Op, Read};
 use super::{AppState, ServedStyle};
+use crate::metrics::TileOutcome;
 use crate::render::queue::{Outcome, Priority, RenderKey, Submitted};
 use crate::tile::{Tile, MAX_ZOOM};
 use axum::body::Body;
@@ -888,7 +888,7 @@ async fn metrics(
     let stats = state.queue.as_ref().map(|q| q.stats());
     let mut body = state.metrics.render(stats.as_ref());
     if let Some(renderer) = &state.renderer {
-        super::metrics::render_timings(&mut body, &renderer.timings());
+        crate::metrics::render_timings(&mut body, &renderer.timings());
     }
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tilepipe::metrics::Metrics;
 use tilepipe::render::config::{RenderSettings, StyleConfig};
 use tilepipe::render::worker::Renderer;
 use tilepipe::serve::config::ServeSettings;
-use tilepipe::serve::metrics::Metrics;
 use tilepipe::serve::Server;
 
 pub const STYLE: &str = "plain";

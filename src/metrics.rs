@@ -1,10 +1,12 @@
-//! The process's metrics registry, rendered as Prometheus text at
-//! `/metrics`.
+//! The process-wide metrics registry, which every stage reports to; the
+//! serve stage renders it as Prometheus text at `/metrics`.
 //!
-//! Counters are plain atomics, so the request path only increments; the
-//! other stages report through the setters (`set_replication_position`,
-//! `record_batch`, `add_expired`, …). The render queue's depths and render
-//! times are read from [`RenderQueue::stats`] when `/metrics` is scraped.
+//! It sits below the stages so that replication, apply and expire report
+//! without depending on serve. Counters are plain atomics, so the request
+//! path only increments; the other stages report through the setters
+//! (`set_replication_position`, `record_batch`, `add_expired`, …). The
+//! render queue's depths and render times are read from
+//! [`RenderQueue::stats`] when `/metrics` is scraped.
 
 use crate::render::queue::{Priority, QueueStats};
 use std::fmt::Write as _;
