@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tilepipe::render::config::{RenderSettings, StyleConfig, TileFormat};
-use tilepipe::render::prerender::{metatiles_at, BBox};
 use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style::load_style_xml;
 use tilepipe::render::worker::{Renderer, Timings};
 use tilepipe::tile::Metatile;
+use tilepipe::tile::{metatiles_at, BBox};
 use tilepipe_testkit::renderd::{find_in_path, output_with_stdin};
 use tilepipe_testkit::{PgCluster, Renderd};
 

@@ -10,9 +10,9 @@
 
 use crate::config::Config;
 use crate::metatile::TileState;
-use crate::render::prerender::{count_at, metatiles_at, BBox};
 use crate::render::queue::{Outcome, Priority, RenderKey};
 use crate::render::worker::Renderer;
+use crate::tile::{count_at, metatiles_at, BBox};
 use anyhow::{bail, Context};
 use std::collections::VecDeque;
 use std::process::ExitCode;

@@ -17,12 +17,12 @@
 
 use crate::config::Config;
 use crate::expire::actions::{
-    covering_metatile_count, covering_metatiles, expire, write_tile_list, ExpirePolicy,
-    ExpireSummary, ListGranularity, ListMode, NoRender, RenderdSink, RenderdSinkOptions,
+    expire, write_tile_list, ExpirePolicy, ExpireSummary, ListGranularity, ListMode, NoRender,
+    RenderdSink, RenderdSinkOptions,
 };
 use crate::metatile::TileStore;
 use crate::renderd::{Command, Endpoint, DEFAULT_SOCKET, DEFAULT_TCP_PORT};
-use crate::tile::{Metatile, Tile};
+use crate::tile::{covering_metatile_count, covering_metatiles, Metatile, Tile};
 use anyhow::Context;
 use std::collections::BTreeSet;
 use std::io::BufRead;

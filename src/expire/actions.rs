@@ -9,8 +9,6 @@
 //!   [`RenderSink`] such as [`RenderdSink`] (renderd over its protocol,
 //!   N requests in flight like `render_expired -n N`).
 //! - [`write_tile_list`] writes `z/x/y` lists for other tools.
-//! - [`covering_metatiles`] maps a tile of any zoom to the metatiles that
-//!   cover its area at another zoom.
 //!
 //! Input is plain [`Metatile`] collections, so callers can feed them from
 //! any tile set.
@@ -142,41 +140,6 @@ impl ExpirePolicy {
     pub fn renders(&self) -> bool {
         self.zooms().any(|z| self.action(z) == Some(Action::Render))
     }
-}
-
-/// The metatiles at `zoom` that cover the area of `tile`: its ancestor's
-/// metatile when `zoom ≤ tile.z`, else every metatile inside the tile
-/// (`4^(zoom − tile.z) / 64` of them from 3 zooms down). See
-/// [`covering_metatile_count`] to check the size first.
-pub fn covering_metatiles(tile: Tile, zoom: u8) -> impl Iterator<Item = Metatile> {
-    let (xs, ys) = covering_ranges(tile, zoom);
-    let step = METATILE as usize;
-    xs.step_by(step).flat_map(move |x| {
-        ys.clone()
-            .step_by(step)
-            .map(move |y| Metatile { z: zoom, x, y })
-    })
-}
-
-/// How many metatiles [`covering_metatiles`] yields.
-pub fn covering_metatile_count(tile: Tile, zoom: u8) -> u64 {
-    let (xs, ys) = covering_ranges(tile, zoom);
-    let side = |r: RangeInclusive<u32>| u64::from((r.end() - r.start()) / METATILE + 1);
-    side(xs) * side(ys)
-}
-
-/// Metatile origins at `zoom` along x and y (inclusive ranges of multiples
-/// of 8).
-fn covering_ranges(tile: Tile, zoom: u8) -> (RangeInclusive<u32>, RangeInclusive<u32>) {
-    let align = |v: u32| v & !(METATILE - 1);
-    if zoom <= tile.z {
-        let ancestor = tile.ancestor(tile.z - zoom);
-        let (x, y) = (align(ancestor.x), align(ancestor.y));
-        return (x..=x, y..=y);
-    }
-    let levels = zoom - tile.z;
-    let span = |v: u32| align(v << levels)..=align(((v + 1) << levels) - 1);
-    (span(tile.x), span(tile.y))
 }
 
 /// Render replies per kind.
@@ -841,10 +804,6 @@ pub fn write_tile_list(
 mod tests {
     use super::*;
 
-    fn tile(z: u8, x: u32, y: u32) -> Tile {
-        Tile::new(z, x, y).unwrap()
-    }
-
     #[test]
     fn policy_actions_per_zoom() {
         let mut policy = ExpirePolicy::new("s");
@@ -882,77 +841,5 @@ mod tests {
         assert!(policy.zooms().is_empty());
         policy.style = "a/b".into();
         assert!(matches!(policy.validate(), Err(PolicyError::Style(_))));
-    }
-
-    #[test]
-    fn covering_metatiles_up_and_down() {
-        let t = tile(15, 16376, 10896);
-        // Same zoom and above: the ancestor's metatile.
-        assert_eq!(
-            covering_metatiles(t, 15).collect::<Vec<_>>(),
-            [Metatile {
-                z: 15,
-                x: 16376,
-                y: 10896
-            }]
-        );
-        assert_eq!(
-            covering_metatiles(t, 12).collect::<Vec<_>>(),
-            [Metatile {
-                z: 12,
-                x: 2040,
-                y: 1360
-            }]
-        );
-        // 1–3 zooms down: one metatile.
-        for zoom in 16..=18 {
-            assert_eq!(covering_metatile_count(t, zoom), 1);
-            let all: Vec<_> = covering_metatiles(t, zoom).collect();
-            assert_eq!(all.len(), 1);
-            let descendant = Tile {
-                z: zoom,
-                x: t.x << (zoom - 15),
-                y: t.y << (zoom - 15),
-            };
-            assert_eq!(all[0], descendant.metatile());
-        }
-        // 4 and 5 zooms down: 2×2 and 4×4.
-        assert_eq!(covering_metatile_count(t, 19), 4);
-        let all: Vec<_> = covering_metatiles(t, 20).collect();
-        assert_eq!(all.len(), 16);
-        assert_eq!(covering_metatile_count(t, 20), 16);
-        assert_eq!(
-            all[0],
-            Metatile {
-                z: 20,
-                x: 16376 * 32,
-                y: 10896 * 32
-            }
-        );
-        assert_eq!(
-            all[1],
-            Metatile {
-                z: 20,
-                x: 16376 * 32,
-                y: 10896 * 32 + 8
-            }
-        );
-        assert_eq!(
-            all[15],
-            Metatile {
-                z: 20,
-                x: 16376 * 32 + 24,
-                y: 10896 * 32 + 24
-            }
-        );
-        // A tile of an odd position one zoom down stays inside its metatile.
-        let odd = tile(4, 15, 15);
-        assert_eq!(
-            covering_metatiles(odd, 5).collect::<Vec<_>>(),
-            [Metatile { z: 5, x: 24, y: 24 }]
-        );
-        // The whole world.
-        assert_eq!(covering_metatile_count(tile(0, 0, 0), 6), 64);
-        assert_eq!(covering_metatile_count(tile(0, 0, 0), 20), 1 << 34);
     }
 }

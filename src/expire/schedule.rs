@@ -69,8 +69,8 @@ pub async fn refresh(
     policy.min_zoom = schedule.min_zoom;
     policy.max_zoom = schedule.max_zoom;
     let store = TileStore::new(&style.tile_dir);
-    let metatiles = (schedule.min_zoom..=schedule.max_zoom)
-        .flat_map(|z| crate::render::prerender::metatiles_at(z, None));
+    let metatiles =
+        (schedule.min_zoom..=schedule.max_zoom).flat_map(|z| crate::tile::metatiles_at(z, None));
     let target = match schedule.action {
         ScheduledAction::Render => settings.render_target(style, builtin),
         ScheduledAction::Touch => RenderTarget::Nobody,

@@ -3,16 +3,15 @@
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
 //! - [`worker`]: the render threads, one Mapnik map per style each.
-//! - [`prerender`]: the metatiles a `tilepipe render` run covers.
 //! - [`style`]: a style's XML pointed at the configured database.
 //! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
 //!   and the `render_*` tools.
 //!
 //! The Mapnik binding is `crates/mapnik-sys`; the metatile store is
-//! [`crate::metatile`] and the renderd wire protocol [`crate::renderd`].
+//! [`crate::metatile`], the renderd wire protocol [`crate::renderd`] and
+//! the metatiles a `tilepipe render` run covers [`crate::tile::metatiles_at`].
 
 pub mod config;
-pub mod prerender;
 pub mod queue;
 pub mod server;
 pub mod style;

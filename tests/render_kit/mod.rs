@@ -54,7 +54,7 @@ pub fn town_database(dir: &Path, hint: &str) -> String {
 
 /// The tile holding a lon/lat point.
 pub fn tile_at(point: (f64, f64), z: u8) -> Tile {
-    tilepipe::render::prerender::lonlat_to_tile(point.0, point.1, z)
+    tilepipe::tile::lonlat_to_tile(point.0, point.1, z)
 }
 
 pub fn metatile_at(point: (f64, f64), z: u8) -> Metatile {
