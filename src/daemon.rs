@@ -13,10 +13,12 @@
 //! the process exits. A batch that fails (an error or a panic) is rolled
 //! back and retried with capped backoff; the process never exits for it.
 
+pub mod expire_to_render;
+
 use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
-use crate::expire::batch as expiry;
+use crate::expire::batch::{self as expiry, LocalRenderer};
 use crate::metrics::Metrics;
 use crate::replication::client::{ClientOptions, FeedClient};
 use crate::replication::follower::{poll_delay, Batch, Follower};
@@ -24,6 +26,7 @@ use crate::replication::position::{read_position, write_position, Position, Stor
 use crate::replication::state::format_timestamp;
 use crate::replication::{Feed, Interval};
 use anyhow::{bail, Context};
+use expire_to_render::BuiltinRenderer;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -152,7 +155,7 @@ pub struct Daemon {
     old_backends: Vec<i32>,
     /// tilepipe's own renderer, when `run` starts one: expired metatiles
     /// of its styles are queued for it.
-    renderer: Option<expiry::BuiltinRenderer>,
+    renderer: Option<BuiltinRenderer>,
     /// The process's metrics (served on `/metrics` by `run`).
     metrics: Option<Arc<Metrics>>,
 }
@@ -203,7 +206,7 @@ impl Daemon {
     }
 
     /// Sends re-renders of expired metatiles to tilepipe's own renderer.
-    pub fn with_renderer(mut self, renderer: expiry::BuiltinRenderer) -> Daemon {
+    pub fn with_renderer(mut self, renderer: BuiltinRenderer) -> Daemon {
         self.renderer = Some(renderer);
         self
     }
@@ -312,7 +315,9 @@ impl Daemon {
         )?;
         let scheduler = runtime.block_on(crate::expire::schedule::start(
             &self.config.expire,
-            self.renderer.clone(),
+            self.renderer
+                .clone()
+                .map(|r| Arc::new(r) as Arc<dyn LocalRenderer>),
         ))?;
         info!(
             "following {} from sequence {} ({})",
@@ -645,7 +650,7 @@ pub fn act_on_expired(
     client: &mut postgres::Client,
     config: &Config,
     runtime: &tokio::runtime::Runtime,
-    renderer: Option<&expiry::BuiltinRenderer>,
+    renderer: Option<&BuiltinRenderer>,
     metrics: Option<&Metrics>,
 ) -> anyhow::Result<()> {
     if !config.expire.is_active() {
@@ -659,7 +664,12 @@ pub fn act_on_expired(
             zoom = tiles.zoom(),
             "expiring tiles"
         );
-        if runtime.block_on(expiry::act(&config.expire, batch_end, &tiles, renderer)) {
+        if runtime.block_on(expiry::act(
+            &config.expire,
+            batch_end,
+            &tiles,
+            renderer.map(|r| r as &dyn LocalRenderer),
+        )) {
             if let Some(metrics) = metrics {
                 let metatiles = tiles.metatiles(tiles.zoom()).count() as u64;
                 metrics.add_expired(tiles.len(), metatiles);

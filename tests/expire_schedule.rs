@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tilepipe::config::Config;
-use tilepipe::expire::batch::{BuiltinRenderer, ExpireSettings, StyleExpiry};
+use tilepipe::daemon::expire_to_render::BuiltinRenderer;
+use tilepipe::expire::batch::{ExpireSettings, StyleExpiry};
 use tilepipe::expire::schedule::{refresh, start, LowZoomSchedule, ScheduledAction};
 use tilepipe::metatile::{TileState, TileStore};
 use tilepipe::render::queue::{Priority, RenderQueue};

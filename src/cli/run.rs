@@ -4,8 +4,8 @@
 //! tokio runtime. One process, one config, one log stream.
 
 use crate::config::Config;
+use crate::daemon::expire_to_render::BuiltinRenderer;
 use crate::daemon::{notify_systemd_ready, Daemon, Shutdown};
-use crate::expire::batch::BuiltinRenderer;
 use crate::metrics::Metrics;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;

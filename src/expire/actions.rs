@@ -14,7 +14,6 @@
 //! any tile set.
 
 use crate::metatile::{MetatileError, TileState, TileStore, TouchOutcome};
-use crate::render::queue::{Priority, RenderKey, RenderQueue, Submitted};
 use crate::renderd::{Client, Command, Endpoint, RenderdError, Request};
 use crate::tile::{Metatile, Tile, MAX_ZOOM, METATILE};
 use std::collections::{BTreeMap, BTreeSet};
@@ -441,62 +440,6 @@ impl RenderSink for RenderdSink {
             }
             idle.await;
         }
-    }
-}
-
-/// Renders with tilepipe's own renderer, through its [`RenderQueue`].
-///
-/// Each metatile is first marked dirty on disk, then queued without
-/// waiting: the apply loop goes on while the workers render, the cache
-/// tells the truth meanwhile (`/status` says dirty, the server re-renders
-/// it for a viewer first), and a crash or a full queue leaves a dirty
-/// metatile that is re-rendered when someone views it, never a stale one
-/// that looks fresh. Queued renders count as done, rejections as not done.
-pub struct QueueSink {
-    queue: Arc<RenderQueue>,
-    store: TileStore,
-    priority: Priority,
-    report: RenderReport,
-}
-
-impl QueueSink {
-    pub fn new(queue: Arc<RenderQueue>, store: TileStore, priority: Priority) -> QueueSink {
-        QueueSink {
-            queue,
-            store,
-            priority,
-            report: RenderReport::default(),
-        }
-    }
-}
-
-impl RenderSink for QueueSink {
-    type Error = std::convert::Infallible;
-
-    async fn submit(&mut self, style: &str, metatile: Metatile) -> Result<(), Self::Error> {
-        // A metatile that cannot be marked dirty is still re-rendered, but
-        // the batch counts as failed so its expiry is tried again.
-        let touched = self.store.touch(style, metatile);
-        let key = RenderKey {
-            style: style.to_string(),
-            metatile,
-        };
-        let (submitted, _) = self.queue.submit(key, self.priority, false);
-        let counts = self.report.zooms.entry(metatile.z).or_default();
-        match (touched, submitted) {
-            (Err(e), _) => {
-                tracing::warn!("{metatile}: {e}");
-                self.report.error.get_or_insert_with(|| e.to_string());
-                counts.failed += 1;
-            }
-            (Ok(_), Submitted::Rejected) => counts.not_done += 1,
-            (Ok(_), _) => counts.done += 1,
-        }
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> RenderReport {
-        std::mem::take(&mut self.report)
     }
 }
 

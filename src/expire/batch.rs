@@ -9,7 +9,7 @@
 //! commit and actions replays them at the next start instead of losing them.
 
 use super::actions::{
-    self, ExpirePolicy, ExpireSummary, NoRender, QueueSink, RenderdSink, RenderdSinkOptions,
+    self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
 };
 use super::raster::{ExpireConfig, ExpireError, Expirer, PolygonMode};
 use super::tileset::TileSet;
@@ -17,13 +17,13 @@ use crate::apply::append::RowChange;
 use crate::apply::output::TableKind;
 use crate::db::quote_ident;
 use crate::metatile::TileStore;
-use crate::render::queue::{Priority, RenderQueue};
 use crate::renderd::Endpoint;
+use crate::tile::Metatile;
 use postgres::GenericClient;
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
 use tracing::{info, warn};
 
 /// The `expire:` section of the configuration.
@@ -170,18 +170,16 @@ impl ExpireSettings {
 
     /// Who re-renders `style`'s metatiles: its own `renderd` if set, else
     /// tilepipe's renderer when it draws that style, else nobody.
-    pub fn render_target(
+    pub fn render_target<'a>(
         &self,
         style: &StyleExpiry,
-        builtin: Option<&BuiltinRenderer>,
-    ) -> RenderTarget {
+        builtin: Option<&'a dyn LocalRenderer>,
+    ) -> RenderTarget<'a> {
         match (&style.renderd, builtin) {
             (Some(endpoint), _) => RenderTarget::Renderd(
                 Endpoint::parse(endpoint).expect("validated with the configuration"),
             ),
-            (None, Some(b)) if b.styles.contains(&style.name) => {
-                RenderTarget::Builtin(b.queue.clone())
-            }
+            (None, Some(b)) if b.draws(&style.name) => RenderTarget::Builtin(b),
             (None, _) => RenderTarget::Nobody,
         }
     }
@@ -204,34 +202,59 @@ impl ExpireSettings {
     }
 }
 
-/// tilepipe's own renderer, when the process runs one (`tilepipe run` with
-/// styles): its queue and the styles it draws.
-#[derive(Clone)]
-pub struct BuiltinRenderer {
-    pub queue: Arc<RenderQueue>,
-    pub styles: BTreeSet<String>,
+/// Why expire asks for a render; the wiring layer picks the render
+/// queue's priority from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderReason {
+    /// Metatiles an applied batch expired.
+    Expired,
+    /// A scheduled refresh of the low zooms.
+    Scheduled,
+}
+
+/// tilepipe's own renderer, when the process runs one, as expire sees it.
+/// The wiring layer implements it over the render queue
+/// ([`crate::daemon::expire_to_render`]), so expire does not depend on
+/// the render stage.
+pub trait LocalRenderer: Send + Sync {
+    /// Whether it draws `style`.
+    fn draws(&self, style: &str) -> bool;
+
+    /// Applies `policy` to `metatiles` with this renderer as the render
+    /// sink.
+    fn expire<'a>(
+        &'a self,
+        store: &'a TileStore,
+        policy: &'a ExpirePolicy,
+        metatiles: Box<dyn Iterator<Item = Metatile> + Send + 'a>,
+        reason: RenderReason,
+    ) -> Pin<Box<dyn Future<Output = Result<ExpireSummary, actions::ExpireError>> + Send + 'a>>;
 }
 
 /// Where a style's re-renders go.
-pub enum RenderTarget {
+pub enum RenderTarget<'a> {
     /// An external renderd (socket or host:port).
     Renderd(Endpoint),
-    /// tilepipe's render queue.
-    Builtin(Arc<RenderQueue>),
+    /// tilepipe's own renderer.
+    Builtin(&'a dyn LocalRenderer),
     /// No renderer: metatiles are marked dirty instead.
     Nobody,
 }
 
-impl RenderTarget {
+impl RenderTarget<'_> {
     /// Applies `policy` to `metatiles` with this target as the render sink;
-    /// builtin renders are queued at `priority`.
-    pub async fn expire(
+    /// `reason` tells the builtin renderer how urgent its renders are.
+    pub async fn expire<I>(
         &self,
         store: &TileStore,
         policy: &ExpirePolicy,
-        metatiles: impl IntoIterator<Item = crate::tile::Metatile>,
-        priority: Priority,
-    ) -> Result<ExpireSummary, actions::ExpireError> {
+        metatiles: I,
+        reason: RenderReason,
+    ) -> Result<ExpireSummary, actions::ExpireError>
+    where
+        I: IntoIterator<Item = Metatile>,
+        I::IntoIter: Send,
+    {
         match self {
             RenderTarget::Renderd(endpoint) => {
                 let mut sink = RenderdSink::new(
@@ -241,9 +264,10 @@ impl RenderTarget {
                 );
                 actions::expire(store, policy, metatiles, &mut sink).await
             }
-            RenderTarget::Builtin(queue) => {
-                let mut sink = QueueSink::new(queue.clone(), store.clone(), priority);
-                actions::expire(store, policy, metatiles, &mut sink).await
+            RenderTarget::Builtin(renderer) => {
+                renderer
+                    .expire(store, policy, Box::new(metatiles.into_iter()), reason)
+                    .await
             }
             RenderTarget::Nobody => actions::expire(store, policy, metatiles, &mut NoRender).await,
         }
@@ -377,7 +401,7 @@ pub async fn act(
     settings: &ExpireSettings,
     batch_end: i64,
     tiles: &TileSet,
-    builtin: Option<&BuiltinRenderer>,
+    builtin: Option<&dyn LocalRenderer>,
 ) -> bool {
     let mut ok = true;
     if let Some(dir) = &settings.list_dir {
@@ -409,7 +433,7 @@ pub async fn act(
             .flat_map(|z| tiles.metatiles(z).collect::<Vec<_>>())
             .collect();
         let summary = target
-            .expire(&store, &policy, metatiles, Priority::Expired)
+            .expire(&store, &policy, metatiles, RenderReason::Expired)
             .await;
         match summary {
             Ok(summary) if summary.is_success() => {

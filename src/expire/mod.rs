@@ -11,6 +11,11 @@
 //! - [`batch`]: the expiry of applied batches, queued in their transaction
 //!   and acted on after the commit;
 //! - [`schedule`]: cron-scheduled refreshes of the low zooms.
+//!
+//! Expire does not know who renders: renders go to an
+//! [`actions::RenderSink`] (renderd's protocol here, or a
+//! [`batch::LocalRenderer`] that the daemon implements over tilepipe's own
+//! render queue).
 
 pub mod actions;
 pub mod batch;

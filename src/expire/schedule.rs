@@ -7,10 +7,10 @@
 //! touches a zoom range in the background.
 
 use super::actions::{self, ExpirePolicy, ExpireSummary};
-use super::batch::{BuiltinRenderer, ExpireSettings, RenderTarget, StyleExpiry};
+use super::batch::{ExpireSettings, LocalRenderer, RenderReason, RenderTarget, StyleExpiry};
 use crate::metatile::TileStore;
-use crate::render::queue::Priority;
 use serde::Deserialize;
+use std::sync::Arc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{info, warn};
 
@@ -62,7 +62,7 @@ pub async fn refresh(
     settings: &ExpireSettings,
     style: &StyleExpiry,
     schedule: &LowZoomSchedule,
-    builtin: Option<&BuiltinRenderer>,
+    builtin: Option<&dyn LocalRenderer>,
 ) -> Result<ExpireSummary, actions::ExpireError> {
     let mut policy = ExpirePolicy::new(&style.name);
     policy.zoom_floor = 0;
@@ -82,7 +82,7 @@ pub async fn refresh(
         policy.touch_from = Some(schedule.min_zoom);
     }
     target
-        .expire(&store, &policy, metatiles, Priority::Background)
+        .expire(&store, &policy, metatiles, RenderReason::Scheduled)
         .await
 }
 
@@ -90,7 +90,7 @@ pub async fn refresh(
 /// Keep the scheduler alive as long as the jobs should run.
 pub async fn start(
     settings: &ExpireSettings,
-    builtin: Option<BuiltinRenderer>,
+    builtin: Option<Arc<dyn LocalRenderer>>,
 ) -> Result<Option<JobScheduler>, JobSchedulerError> {
     let scheduled: Vec<(StyleExpiry, LowZoomSchedule)> = settings
         .styles
@@ -113,7 +113,7 @@ pub async fn start(
             let (settings, style, schedule) = (settings.clone(), style.clone(), schedule.clone());
             let builtin = builtin.clone();
             Box::pin(async move {
-                match refresh(&settings, &style, &schedule, builtin.as_ref()).await {
+                match refresh(&settings, &style, &schedule, builtin.as_deref()).await {
                     Ok(summary) => {
                         let t = summary.total();
                         info!(style = %style.name, rendered = t.rendered, touched = t.touched, missing = t.missing, "low-zoom refresh done");
