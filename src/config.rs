@@ -1,15 +1,14 @@
 //! The one typed configuration tree, read from `config.yaml`.
 //!
-//! Every stage takes its own section. Unknown keys and bad values are errors
+//! Every stage owns its section's type (`replication.config`,
+//! `expire.batch`, `render.config`, `serve.config`); this module only
+//! assembles them, so no stage imports it for its own settings. Unknown keys and bad values are errors
 //! that name the key and the line (`deny_unknown_fields` plus the YAML
 //! parser's locations). A missing key takes the documented default, which
 //! is also what the repository's `config.yaml` spells out.
 
-use crate::replication::Interval;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where the configuration comes from when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
@@ -18,7 +17,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
-    pub replication: ReplicationConfig,
+    pub replication: crate::replication::config::ReplicationConfig,
     pub import: ImportConfig,
     pub expire: crate::expire::batch::ExpireSettings,
     /// Map styles the renderer draws and the server offers.
@@ -84,142 +83,6 @@ impl Default for DatabaseConfig {
             url: String::new(),
             middle_schema: "public".into(),
         }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplicationConfig {
-    /// Base URL of the feed (https, http or file).
-    pub url: String,
-    /// Feed cadence; guessed from the URL (`…/minute/`, `…/hour/`, `…/day/`)
-    /// when absent, else minute.
-    pub interval: Option<Interval>,
-    /// Upper bound of one merged batch, in MB of uncompressed XML
-    /// (fractions allowed).
-    pub max_diff_size_mb: f64,
-    /// Most MB one download (a diff or state file) may have, counted as it
-    /// arrives; a guard against broken or hostile servers.
-    pub max_download_mb: u64,
-    /// Most MB one diff may inflate to, counted while decompressing.
-    pub max_uncompressed_mb: u64,
-    /// Sent with every request; the default names tilepipe and its version.
-    pub user_agent: Option<String>,
-    pub connect_timeout_secs: u64,
-    /// Whole-request timeout (headers and body).
-    pub timeout_secs: u64,
-    /// Extra HTTP headers, e.g. an authorisation token.
-    pub headers: BTreeMap<String, String>,
-    /// Value of a `Cookie` header, for feeds behind a login.
-    pub cookie: Option<String>,
-    /// Hosts (`name` or `name:port`) besides the feed's own host and port
-    /// that redirects may lead to. `headers` and `cookie` are never sent
-    /// to them.
-    pub allow_redirect_hosts: Vec<String>,
-    /// First retry delay after a failed download or a batch that failed to
-    /// apply (`tilepipe run`); doubles up to the cap.
-    pub retry_initial_secs: u64,
-    pub retry_max_secs: u64,
-    /// Extra wait after the expected publication time before polling.
-    pub poll_margin_secs: u64,
-}
-
-impl Default for ReplicationConfig {
-    fn default() -> Self {
-        ReplicationConfig {
-            url: "https://planet.openstreetmap.org/replication/minute/".into(),
-            interval: None,
-            max_diff_size_mb: 500.0,
-            max_download_mb: 512,
-            max_uncompressed_mb: 4096,
-            user_agent: None,
-            connect_timeout_secs: 30,
-            timeout_secs: 300,
-            headers: BTreeMap::new(),
-            cookie: None,
-            allow_redirect_hosts: Vec::new(),
-            retry_initial_secs: 2,
-            retry_max_secs: 300,
-            poll_margin_secs: 2,
-        }
-    }
-}
-
-impl ReplicationConfig {
-    /// The replication section's checks.
-    fn validate(&self) -> Result<(), String> {
-        let r = self;
-        crate::replication::Feed::new(&r.url, Interval::Minute)
-            .map_err(|e| format!("replication.url: {e}"))?;
-        if r.max_diff_size_mb.is_nan() || r.max_diff_size_mb <= 0.0 {
-            return Err("replication.max_diff_size_mb: must be a positive number".into());
-        }
-        for (i, host) in r.allow_redirect_hosts.iter().enumerate() {
-            let bare = host.rsplit_once(':').map_or(host.as_str(), |(name, port)| {
-                if port.parse::<u16>().is_ok() {
-                    name
-                } else {
-                    host
-                }
-            });
-            let ipv6 = bare.starts_with('[') && bare.ends_with(']');
-            if bare.is_empty() || bare.contains(['/', '@', ' ']) || (bare.contains(':') && !ipv6) {
-                return Err(format!(
-                    "replication.allow_redirect_hosts[{i}]: {host:?} is not a host name or host:port"
-                ));
-            }
-        }
-        if r.max_download_mb == 0 {
-            return Err("replication.max_download_mb: must be at least 1".into());
-        }
-        if r.max_uncompressed_mb == 0 {
-            return Err("replication.max_uncompressed_mb: must be at least 1".into());
-        }
-        if r.timeout_secs == 0 || r.connect_timeout_secs == 0 {
-            return Err(
-                "replication.timeout_secs and connect_timeout_secs must be at least 1".into(),
-            );
-        }
-        if r.retry_initial_secs == 0 || r.retry_max_secs < r.retry_initial_secs {
-            return Err(
-                "replication.retry_initial_secs must be at least 1 and at most retry_max_secs"
-                    .into(),
-            );
-        }
-        // Durations added to instants and timestamps (poll pacing, request
-        // deadlines) must not overflow.
-        for (key, secs) in [
-            ("connect_timeout_secs", r.connect_timeout_secs),
-            ("timeout_secs", r.timeout_secs),
-            ("retry_initial_secs", r.retry_initial_secs),
-            ("retry_max_secs", r.retry_max_secs),
-            ("poll_margin_secs", r.poll_margin_secs),
-        ] {
-            if secs > 86_400 {
-                return Err(format!("replication.{key}: must be at most 86400 seconds"));
-            }
-        }
-        Ok(())
-    }
-    /// The batch bound in bytes.
-    pub fn max_batch_bytes(&self) -> u64 {
-        (self.max_diff_size_mb * 1e6) as u64
-    }
-
-    pub fn max_download_bytes(&self) -> u64 {
-        self.max_download_mb.saturating_mul(1_000_000)
-    }
-
-    pub fn max_uncompressed_bytes(&self) -> u64 {
-        self.max_uncompressed_mb.saturating_mul(1_000_000)
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_secs)
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs)
     }
 }
 
@@ -322,6 +185,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::Interval;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("test.yaml")).map_err(|e| e.to_string())

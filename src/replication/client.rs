@@ -12,10 +12,10 @@
 //! process hold more than the caps, whatever it sends.
 
 use super::changeset::ChangeSet;
+use super::config::ReplicationConfig;
 use super::feed::Feed;
 use super::osc::{parse_osc, OscError};
 use super::state::{ReplicationState, StateError};
-use crate::config::ReplicationConfig;
 use crate::redact::secrets;
 use bytes::Bytes;
 use rand::Rng;

@@ -12,6 +12,7 @@
 
 pub mod changeset;
 pub mod client;
+pub mod config;
 pub mod feed;
 pub mod follower;
 pub mod osc;
