@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::replication::ChangeSet;
+use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::scale::{scaled, write_scaled, PbfHeader};
 use tilepipe_testkit::PgCluster;
@@ -133,7 +133,7 @@ fn report(name: &str, ours: Measured, theirs: Measured) {
 
 fn write_osc(path: &Path, changes: &ChangeSet) {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    tilepipe::replication::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
+    tilepipe::osm::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
 }
 
 fn main() {
@@ -157,7 +157,7 @@ fn main() {
     println!("| input | step | tilepipe (spread) | osm2pgsql --slim (spread) | ratio | goal |");
     println!("|---|---|---:|---:|---:|---|");
 
-    let changes = tilepipe::replication::osc::read_osc_file(&diff).unwrap();
+    let changes = tilepipe::osm::osc::read_osc_file(&diff).unwrap();
     let ours = tilepipe_runs(&cluster, &pbf, &changes);
     let theirs = osm2pgsql(&cluster, &pbf, &diff);
     report("Liechtenstein PBF + diff 000466354", ours, theirs);

@@ -13,7 +13,7 @@ use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::expire::batch::{tiles_for_changes, ExpireSettings};
-use tilepipe::replication::ChangeSet;
+use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::OsmData;
 use tilepipe_testkit::scale::vandalism;
 use tilepipe_testkit::PgCluster;
@@ -72,7 +72,7 @@ fn main() {
     let changes: ChangeSet = vandalism(&data, None).into_iter().collect();
     let diff = dir.path().join("vandalism.osc");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&diff).unwrap());
-    tilepipe::replication::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
+    tilepipe::osm::osc_write::write_osc(&mut file, "bench", changes.iter()).unwrap();
     drop(file);
 
     // tilepipe: apply, then time the expiry of the row changes alone.

@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tilepipe::osm::osc::{parse_osc, OscReader};
+use tilepipe::osm::osc_write::write_osc;
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Tags, Way};
-use tilepipe::replication::osc::{parse_osc, OscReader};
-use tilepipe::replication::osc_write::write_osc;
-use tilepipe::replication::{Action, Change};
 
 const REAL_DIFF: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

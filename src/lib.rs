@@ -1,7 +1,7 @@
 //! tilepipe: one daemon from OpenStreetMap replication diff to fresh map tile.
 //!
 //! The crate follows the pipeline: [`replication`] follows a feed and hands
-//! the apply stage a [`replication::ChangeSet`]; [`apply`] writes it into
+//! the apply stage an [`osm::ChangeSet`]; [`apply`] writes it into
 //! PostGIS in osm2pgsql's classic schema; [`expire`] turns changed rows into
 //! tiles; [`render`] draws metatiles with Mapnik; [`serve`] answers HTTP.
 //! [`config`] holds the one typed configuration tree and [`cli`] wires the

@@ -12,7 +12,7 @@ use std::path::Path;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::replication::ChangeSet;
+use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::hostile::HostileDiffs;
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::{OsmData, PgCluster};

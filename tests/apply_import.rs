@@ -12,7 +12,7 @@ use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::output::TableKind;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::replication::ChangeSet;
+use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, GeneratedDiff};
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
@@ -102,7 +102,7 @@ fn liechtenstein_matches_osm2pgsql_expectations() {
     assert_eq!(sums.get::<_, String>(5), "311.289");
     assert_eq!(sums.get::<_, i64>(6), 1);
 
-    let changes = tilepipe::replication::osc::read_osc_file(&osc).unwrap();
+    let changes = tilepipe::osm::osc::read_osc_file(&osc).unwrap();
     let mut applier = applier(&mut client);
     let result = apply(&mut client, &mut applier, &changes);
     assert_eq!(counts(&mut client), [1457, 3274, 380, 4277]);
@@ -221,7 +221,7 @@ fn sigkill_during_apply_leaves_before_or_after() {
         .collect();
     let osc = dir.path().join("big.osc");
     let mut out = std::fs::File::create(&osc).unwrap();
-    tilepipe::replication::osc_write::write_osc(&mut out, "test", merged.iter()).unwrap();
+    tilepipe::osm::osc_write::write_osc(&mut out, "test", merged.iter()).unwrap();
     drop(out);
     let before = checksums(&mut client);
 

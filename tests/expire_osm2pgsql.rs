@@ -41,8 +41,8 @@ use tilepipe::expire::tiles::{
     tile_bounds, tile_coords, tiles_per_side, truncate, HALF_EARTH_CIRCUMFERENCE,
 };
 use tilepipe::expire::tileset::TileSet;
+use tilepipe::osm::{Action, Change, ChangeSet};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Way};
-use tilepipe::replication::{Action, Change, ChangeSet};
 use tilepipe::tile::Tile;
 use tilepipe_testkit::feedgen::FeedGenerator;
 use tilepipe_testkit::town::synthetic_town;
@@ -391,8 +391,7 @@ fn compare(zoom: u8, min_zoom: u8, seed: u64) {
         let changes: ChangeSet = diff.iter().cloned().collect();
         let osc = dir.path().join(format!("{n}.osc"));
         let mut file = std::fs::File::create(&osc).unwrap();
-        tilepipe::replication::osc_write::write_osc(&mut file, "expire test", changes.iter())
-            .unwrap();
+        tilepipe::osm::osc_write::write_osc(&mut file, "expire test", changes.iter()).unwrap();
         drop(file);
         let list = dir.path().join(format!("{n}.list"));
         let list_arg = list.to_str().unwrap();

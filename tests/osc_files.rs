@@ -1,9 +1,9 @@
 //! `read_osc_file` on the hand-written diffs in tests/fixtures/osc.
 
 use std::path::PathBuf;
+use tilepipe::osm::osc::{read_osc_file, OscErrorKind};
+use tilepipe::osm::Action;
 use tilepipe::osm::{Object, ObjectId, ObjectType};
-use tilepipe::replication::osc::{read_osc_file, OscErrorKind};
-use tilepipe::replication::Action;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

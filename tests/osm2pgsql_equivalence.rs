@@ -13,7 +13,7 @@ use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::apply::style::HstoreMode;
 use tilepipe::apply::transform::TransformSettings;
-use tilepipe::replication::ChangeSet;
+use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
@@ -204,7 +204,7 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
         let path = dir.path().join(format!("{n}.osc"));
         let changes: ChangeSet = diff.changes.iter().cloned().collect();
         let mut file = std::fs::File::create(&path).unwrap();
-        tilepipe::replication::osc_write::write_osc(&mut file, "test", changes.iter()).unwrap();
+        tilepipe::osm::osc_write::write_osc(&mut file, "test", changes.iter()).unwrap();
         drop(file);
         run_osm2pgsql(&url, "osm2pgsql", variant, true, &path);
         let mut tx = client.transaction().unwrap();

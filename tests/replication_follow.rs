@@ -5,9 +5,10 @@ use chrono::{TimeZone, Utc};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tilepipe::osm::ObjectId;
+use tilepipe::osm::{Action, ChangeSet};
 use tilepipe::replication::client::{ClientOptions, FeedClient, FetchError, RetryPolicy};
 use tilepipe::replication::follower::Follower;
-use tilepipe::replication::{Action, ChangeSet, Feed, Interval, ReplicationState};
+use tilepipe::replication::{Feed, Interval, ReplicationState};
 use tilepipe_testkit::feedgen::{
     write_feed, write_feed_from_changes, FeedGenerator, GeneratedDiff,
 };

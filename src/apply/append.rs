@@ -23,8 +23,8 @@ use super::output::{OutputTables, Row, StoredRow, TableKind};
 use super::process::{NodeLocations, Processor};
 use super::settings::ImportSettings;
 use super::ApplyError;
+use crate::osm::{Action, ChangeSet};
 use crate::osm::{Location, Object, ObjectType, Way};
-use crate::replication::{Action, ChangeSet};
 use postgres::GenericClient;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -15,14 +15,14 @@
 //! go into `osm2pgsql_properties` last: a database without them is not a
 //! finished import, and appends refuse to run on it.
 
-use super::input::read_objects;
 use super::middle::{Middle, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, WayLookup};
 use super::settings::ImportSettings;
 use super::ApplyError;
+use crate::osm::input::read_objects;
+use crate::osm::pbf_header::read_pbf_header;
 use crate::osm::{Location, Node, Object, Relation, Way};
-use crate::replication::pbf_header::read_pbf_header;
 use crate::replication::state::format_timestamp;
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;

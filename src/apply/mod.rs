@@ -13,7 +13,6 @@
 pub mod append;
 pub mod geom;
 pub mod import;
-pub mod input;
 pub mod lua;
 pub mod middle;
 pub mod output;
@@ -41,7 +40,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Output(#[from] output::OutputError),
     #[error(transparent)]
-    Input(#[from] input::InputError),
+    Input(#[from] crate::osm::input::InputError),
     #[error(transparent)]
     Transform(#[from] transform::TransformError),
     #[error(transparent)]

@@ -4,7 +4,7 @@
 use crate::apply::append::Applier;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
-use crate::replication::osc::read_osc_file;
+use crate::osm::osc::read_osc_file;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;

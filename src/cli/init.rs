@@ -6,8 +6,8 @@
 //! feeds or roll back.
 
 use crate::config::Config;
+use crate::osm::pbf_header::read_pbf_header;
 use crate::replication::client::{FeedClient, RetryPolicy};
-use crate::replication::pbf_header::read_pbf_header;
 use crate::replication::position::{
     read_position, read_property, write_position, Position, StoredPosition,
 };

@@ -24,7 +24,7 @@ use super::raster::{Commit, Expirer};
 use crate::apply::geom::{
     assemble_multipolygon, linestring, project, single_or_multi, way_polygon, MemberWay,
 };
-use crate::apply::input::{read_objects, InputError};
+use crate::osm::input::{read_objects, InputError};
 use crate::osm::{Node, Object, ObjectId, ObjectType, Relation, Tags, Way};
 use geo::{Coord, Geometry, GeometryCollection, MultiLineString, Point};
 use std::cell::Cell;

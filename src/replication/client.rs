@@ -11,11 +11,11 @@
 //! stream inflates to), so a broken or hostile server cannot make the
 //! process hold more than the caps, whatever it sends.
 
-use super::changeset::ChangeSet;
 use super::config::ReplicationConfig;
 use super::feed::Feed;
-use super::osc::{parse_osc, OscError};
 use super::state::{ReplicationState, StateError};
+use crate::osm::osc::{parse_osc, OscError};
+use crate::osm::ChangeSet;
 use crate::redact::secrets;
 use bytes::Bytes;
 use rand::Rng;

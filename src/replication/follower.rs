@@ -6,9 +6,9 @@
 //! the same transaction as the data, so a crash anywhere re-fetches the
 //! batch instead of skipping it.
 
-use super::changeset::ChangeSet;
 use super::client::{FeedClient, FetchError};
 use super::state::ReplicationState;
+use crate::osm::ChangeSet;
 use chrono::{DateTime, Utc};
 use std::ops::RangeInclusive;
 use std::time::Duration;

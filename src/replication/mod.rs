@@ -10,18 +10,13 @@
 //!   skipped, and the position never advances past it;
 //! - consecutive diffs are merged newest-version-wins up to a size bound.
 
-pub mod changeset;
 pub mod client;
 pub mod config;
 pub mod feed;
 pub mod follower;
-pub mod osc;
-pub mod osc_write;
-pub mod pbf_header;
 pub mod position;
 pub mod search;
 pub mod state;
 
-pub use changeset::{Action, Change, ChangeSet};
 pub use feed::{Feed, Interval};
 pub use state::ReplicationState;

@@ -21,12 +21,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use tilepipe::osm::osc_write::write_osc;
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{
     Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Tags, Way,
 };
 use tilepipe::replication::feed::{parse_sequence_path, sequence_path};
-use tilepipe::replication::osc_write::write_osc;
-use tilepipe::replication::{Action, Change, ReplicationState};
+use tilepipe::replication::ReplicationState;
 
 /// The `generator` attribute of the OsmChange files we write.
 pub const GENERATOR: &str = "tilepipe-testkit";
@@ -151,7 +152,7 @@ impl OsmData {
             fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = BufWriter::new(file);
         let objects: Vec<Object> = self.objects().collect();
-        tilepipe::replication::osc_write::write_osm(&mut out, GENERATOR, &objects)?;
+        tilepipe::osm::osc_write::write_osm(&mut out, GENERATOR, &objects)?;
         out.flush()?;
         Ok(())
     }

@@ -22,8 +22,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashSet};
+use tilepipe::osm::{Action, Change, ChangeSet};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
-use tilepipe::replication::{Action, Change, ChangeSet};
 
 /// Tag keys and values the classic style and Lua transforms act on, with
 /// values chosen to stress value parsing.

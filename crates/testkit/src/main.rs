@@ -23,9 +23,9 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tilepipe::osm::osc_write::write_osc;
+use tilepipe::osm::pbf_header::read_pbf_header;
 use tilepipe::replication::feed::sequence_path;
-use tilepipe::replication::osc_write::write_osc;
-use tilepipe::replication::pbf_header::read_pbf_header;
 use tilepipe::replication::state::parse_timestamp;
 use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{

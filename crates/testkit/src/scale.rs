@@ -29,8 +29,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Meta, Node, Object, ObjectType, Relation, Way};
-use tilepipe::replication::{Action, Change};
 
 /// Largest latitude of the Web Mercator square.
 const MAX_LAT: f64 = 85.051_128;
@@ -271,7 +271,7 @@ pub fn scaled(data: &OsmData, copies: u32) -> Result<OsmData> {
 /// Reads an extract (`.osm.pbf`, `.osm`, `.osm.gz`) into memory.
 pub fn read_extract(path: &Path) -> Result<OsmData> {
     let mut data = OsmData::new();
-    tilepipe::apply::input::read_objects::<anyhow::Error>(path, 2, |batch| {
+    tilepipe::osm::input::read_objects::<anyhow::Error>(path, 2, |batch| {
         batch.into_iter().for_each(|o| data.insert(o));
         Ok(())
     })
@@ -806,7 +806,7 @@ mod tests {
             ..PbfHeader::default()
         };
         write_scaled(&sample(), 1, &path, header).unwrap();
-        let read = tilepipe::replication::pbf_header::read_pbf_header(&path).unwrap();
+        let read = tilepipe::osm::pbf_header::read_pbf_header(&path).unwrap();
         assert_eq!(read.sequence, Some(1234));
         assert_eq!(read.base_url.as_deref(), Some("http://127.0.0.1:1/"));
         assert_eq!(read.timestamp, DateTime::from_timestamp(1_375_556_402, 0));

@@ -6,8 +6,9 @@ mod common;
 use chrono::{TimeZone, Utc};
 use common::{check_feed, gunzip, parse_osc, read_state, shared_data};
 use std::time::Instant;
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Way};
-use tilepipe::replication::{Action, Change, ReplicationState};
+use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{
     feed_range, write_feed, write_feed_from_changes, FeedGenerator, GeneratedDiff,
     MultipolygonEditKind, OsmData,

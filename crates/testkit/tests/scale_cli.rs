@@ -1,8 +1,8 @@
 //! `tilepipe-testkit scale` and the benchmark feeds made over its regions.
 
 use std::process::Command;
+use tilepipe::osm::osc::read_osc_file;
 use tilepipe::osm::Object;
-use tilepipe::replication::osc::read_osc_file;
 use tilepipe_testkit::feedgen::feed_range;
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::OsmData;

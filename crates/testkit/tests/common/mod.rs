@@ -9,9 +9,10 @@ use quick_xml::events::{BytesStart, Event};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
 use tilepipe::replication::feed::sequence_path;
-use tilepipe::replication::{Action, Change, ReplicationState};
+use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{GeneratedDiff, OsmData};
 
 /// Path of a file in the shared data directory, or `None` (with a message
@@ -197,13 +198,13 @@ pub fn check_feed(
         let compressed = std::fs::read(path.with_extension("osc.gz")).unwrap();
         // The project's own parser reads it too, to the same change set.
         let parsed_by_tilepipe =
-            tilepipe::replication::osc::parse_osc_gz(&compressed, "generated diff").unwrap();
+            tilepipe::osm::osc::parse_osc_gz(&compressed, "generated diff").unwrap();
         assert_eq!(
             parsed_by_tilepipe,
             diff.changes
                 .iter()
                 .cloned()
-                .collect::<tilepipe::replication::ChangeSet>()
+                .collect::<tilepipe::osm::ChangeSet>()
         );
         let xml = gunzip(&compressed);
         assert!(xml.contains("generator=\"tilepipe-testkit\""));

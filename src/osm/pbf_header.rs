@@ -277,7 +277,7 @@ mod tests {
         );
         assert_eq!(header.sequence, Some(9999999));
         assert_eq!(
-            super::super::state::format_timestamp(header.timestamp.unwrap()),
+            crate::replication::state::format_timestamp(header.timestamp.unwrap()),
             "2013-08-03T19:00:02Z"
         );
         assert_eq!(header.writing_program.as_deref(), Some("test-writer"));
@@ -320,7 +320,7 @@ mod tests {
             Some("http://example.com/europe/liechtenstein-updates")
         );
         assert_eq!(
-            super::super::state::format_timestamp(header.timestamp.unwrap()),
+            crate::replication::state::format_timestamp(header.timestamp.unwrap()),
             "2013-08-03T19:00:02Z"
         );
     }

@@ -3,8 +3,8 @@
 //! order osm2pgsql requires is checked: nodes, then ways, then relations,
 //! each by ascending id.
 
+use crate::osm::osc::OscReader;
 use crate::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
-use crate::replication::osc::OscReader;
 use chrono::DateTime;
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -1046,7 +1046,7 @@ mod osm_file_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::osc_write::write_osc;
+    use crate::osm::osc_write::write_osc;
     use chrono::TimeZone;
     use std::io::Write;
 

@@ -1,7 +1,21 @@
-//! OpenStreetMap primitives shared by every stage: objects, tags, members.
+//! OpenStreetMap data and its file formats, shared by every stage: the
+//! model (objects, tags, members) here, and beside it
+//! - [`changeset`]: merged changes, newest version wins;
+//! - [`osc`] and [`osc_write`]: OsmChange (and `.osm`) XML, read and written;
+//! - [`input`]: reading an OSM file (PBF or XML) in osm2pgsql's input order;
+//! - [`pbf_header`]: a PBF file's header block (replication position).
 //!
-//! These are plain data. Parsing (OSC, PBF) and storage live in the stages
-//! that own them; this module only defines what an object *is*.
+//! Replication, apply, `tilepipe expire-tiles` and the test kit all read and
+//! write OSM data through here, so none of them imports another stage for
+//! a file format.
+
+pub mod changeset;
+pub mod input;
+pub mod osc;
+pub mod osc_write;
+pub mod pbf_header;
+
+pub use changeset::{Action, Change, ChangeSet};
 
 use chrono::{DateTime, Utc};
 use std::fmt;
