@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{TimeZone, Utc};
-use common::{check_feed, gunzip, parse_osc, read_state, shared_data};
+use common::{check_feed, gunzip, parse_osc, read_state};
 use std::time::Instant;
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Way};
 use tilepipe::replication::{Action, Change, ReplicationState};
@@ -12,6 +12,7 @@ use tilepipe_testkit::feedgen::{
     feed_range, write_feed, write_feed_from_changes, FeedGenerator, GeneratedDiff,
     MultipolygonEditKind, OsmData,
 };
+use tilepipe_testkit::shared_data;
 
 fn meta(version: u32) -> Meta {
     Meta {
