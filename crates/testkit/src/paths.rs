@@ -15,13 +15,25 @@ pub fn repo_file(relative: &str) -> PathBuf {
     repo_root().join(relative)
 }
 
+/// True when running in CI (`CI=true`, as `.ci/run` is started there).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// `../shared/data/<name>` beside the clone, or `None` after saying the
-/// test is skipped when it is absent.
+/// test is skipped when it is absent. In CI, where the shared directory is
+/// always present, a missing file fails the test instead: a skip there
+/// would hide that the test never ran.
 pub fn shared_data(name: &str) -> Option<PathBuf> {
     let path = repo_root().join("../shared/data").join(name);
     if path.exists() {
         return Some(path);
     }
+    assert!(
+        !in_ci(),
+        "{} not found, but CI must have ../shared/data (CI is set)",
+        path.display()
+    );
     eprintln!("skipping: {} not found", path.display());
     None
 }
