@@ -1,6 +1,6 @@
 //! The `tilepipe-testkit` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,10 +1,8 @@
 //! The fixture feed generator, on a tiny hand-made data set and on the
 //! Liechtenstein extract.
 
-mod common;
-
+use crate::common::{check_feed, gunzip, parse_osc, read_state};
 use chrono::{TimeZone, Utc};
-use common::{check_feed, gunzip, parse_osc, read_state};
 use std::time::Instant;
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Way};
 use tilepipe::replication::{Action, Change, ReplicationState};
