@@ -137,17 +137,12 @@ fn write_osc(path: &Path, changes: &ChangeSet) {
 }
 
 fn main() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let pbf = shared.join("liechtenstein-2013-08-03.osm.pbf");
-    let diff = shared.join("000466354.osc.gz");
-    if !pbf.exists() || !diff.exists() {
-        println!(
-            "skipping: {} or {} not found",
-            pbf.display(),
-            diff.display()
-        );
+    let (Some(pbf), Some(diff)) = (
+        tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf"),
+        tilepipe_testkit::shared_data("000466354.osc.gz"),
+    ) else {
         return;
-    }
+    };
     if Command::new("osm2pgsql").arg("--version").output().is_err() {
         println!("skipping: osm2pgsql not installed");
         return;

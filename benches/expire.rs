@@ -60,12 +60,9 @@ fn osm2pgsql_append(
 }
 
 fn main() {
-    let pbf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/liechtenstein-2013-08-03.osm.pbf");
-    if !pbf.exists() {
-        println!("skipping: {} not found", pbf.display());
+    let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
         return;
-    }
+    };
     let cluster = PgCluster::start(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = OsmData::from_pbf(&pbf).unwrap();

@@ -34,12 +34,9 @@ use tilepipe::tile::lonlat_to_tile;
 use tilepipe::tile::Tile;
 use tilepipe_testkit::feedgen::{FeedWriter, GeneratedDiff, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
+use tilepipe_testkit::http::{free_port, get};
 use tilepipe_testkit::renderd::{find_in_path, output_with_stdin};
 use tilepipe_testkit::{FeedGenerator, PgCluster, Renderd};
-
-#[path = "../tests/common/http.rs"]
-mod http;
-use http::{free_port, get};
 
 const START: u64 = 5000;
 /// Zooms of the watched tiles.

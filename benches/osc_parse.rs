@@ -18,10 +18,6 @@ use tilepipe::osm::osc_write::write_osc;
 use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Tags, Way};
 
-const REAL_DIFF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/000466354.osc.gz"
-);
 const OSMIUM: &str = "/usr/bin/osmium";
 /// Objects in the generated diff; gives about 165 MB of XML.
 const GENERATED_OBJECTS: usize = 400_000;
@@ -38,15 +34,15 @@ fn main() {
     let startup = osmium_available.then(osmium_startup);
 
     let mut rows = Vec::new();
-    match std::fs::read(REAL_DIFF) {
-        Ok(compressed) => {
-            let mut xml = Vec::new();
-            flate2::bufread::MultiGzDecoder::new(compressed.as_slice())
-                .read_to_end(&mut xml)
-                .expect("decompressing the real diff");
-            rows.push(measure("000466354 (real minutely)", &xml, osmium_available));
-        }
-        Err(_) => println!("skipping real diff: ../shared/data/000466354.osc.gz not found"),
+    // shared_data says when the real diff is skipped.
+    if let Some(compressed) = tilepipe_testkit::shared_data("000466354.osc.gz")
+        .map(|path| std::fs::read(path).expect("reading the real diff"))
+    {
+        let mut xml = Vec::new();
+        flate2::bufread::MultiGzDecoder::new(compressed.as_slice())
+            .read_to_end(&mut xml)
+            .expect("decompressing the real diff");
+        rows.push(measure("000466354 (real minutely)", &xml, osmium_available));
     }
 
     let started = Instant::now();

@@ -21,10 +21,6 @@
 //! Without wrk, apache2 or mod_tile the missing side is skipped with a
 //! message.
 
-#[path = "../tests/serve_support/mod.rs"]
-mod serve_support;
-
-use serve_support::{find_in_path, plain_style, planet_import_complete, Apache};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -34,8 +30,11 @@ use tilepipe::metrics::Metrics;
 use tilepipe::serve::config::ServeSettings;
 use tilepipe::serve::Server;
 use tilepipe::tile::{Metatile, Tile};
+use tilepipe_testkit::apache::Apache;
+use tilepipe_testkit::find_in_path;
+use tilepipe_testkit::serve::{plain_style, planet_import_complete};
 
-const STYLE: &str = serve_support::STYLE;
+const STYLE: &str = tilepipe_testkit::serve::STYLE;
 const ZOOM: u8 = 15;
 /// Metatiles per side of the rotating set: 12 × 12 metatiles = 9216 tiles.
 const SIDE: u32 = 12;

@@ -4,15 +4,13 @@
 //! batches of one to five, one transaction each: no panic, no error, and
 //! the same rows as a fresh import of the data they lead to.
 
-mod common;
-
-use common::{checksums, connect, db_config};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::osm::ChangeSet;
+use tilepipe_testkit::db::{checksums, connect, db_config};
 use tilepipe_testkit::hostile::HostileDiffs;
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::{OsmData, PgCluster};

@@ -2,11 +2,9 @@
 //! Liechtenstein, diffs applied equal a fresh import of the result,
 //! re-applying is harmless, a failed batch leaves nothing behind.
 
-mod common;
+use tilepipe_testkit::db::{checksums, connect, db_config};
 
-use common::{checksums, connect, db_config};
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
@@ -15,19 +13,7 @@ use tilepipe::apply::settings::ImportSettings;
 use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, GeneratedDiff};
 use tilepipe_testkit::town::synthetic_town;
-use tilepipe_testkit::PgCluster;
-
-fn shared(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} not found", path.display());
-        None
-    }
-}
+use tilepipe_testkit::{shared_data, PgCluster};
 
 fn applier(client: &mut postgres::Client) -> Applier {
     let settings = ImportSettings::load(client, "public")
@@ -65,8 +51,8 @@ fn change_set(diff: &GeneratedDiff) -> ChangeSet {
 #[test]
 fn liechtenstein_matches_osm2pgsql_expectations() {
     let (Some(pbf), Some(osc)) = (
-        shared("liechtenstein-2013-08-03.osm.pbf"),
-        shared("000466354.osc.gz"),
+        shared_data("liechtenstein-2013-08-03.osm.pbf"),
+        shared_data("000466354.osc.gz"),
     ) else {
         return;
     };

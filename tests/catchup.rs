@@ -2,9 +2,9 @@
 //! batches applied with their position in one transaction, and SIGKILL at
 //! random moments never skipping or repeating a diff.
 
-mod common;
-
-use common::{assert_success, checksums, connect, init_at, tilepipe, town_feed};
+use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
+use tilepipe_testkit::db::{checksums, connect};
+use tilepipe_testkit::town::town_feed;
 
 use rand::{Rng, SeedableRng};
 use std::path::Path;

@@ -201,14 +201,9 @@ fn init_from_sequence_date_and_minutes() {
 
 #[test]
 fn init_from_pbf_header_searches_the_given_server() {
-    let pbf = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/data/liechtenstein-2013-08-03.osm.pbf"
-    ));
-    if !pbf.exists() {
-        eprintln!("skipping: {} not found", pbf.display());
+    let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
         return;
-    }
+    };
     let url = PgCluster::shared().create_database("init_pbf").unwrap();
     // A feed around the extract's header timestamp 2013-08-03T19:00:02Z.
     let feed = tempfile::tempdir().unwrap();

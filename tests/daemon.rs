@@ -2,9 +2,9 @@
 //! second instance, stops cleanly on SIGTERM, and survives a PostgreSQL
 //! restart without manual action while it keeps serving cached tiles.
 
-mod common;
-
-use common::{assert_success, init_at, tilepipe, town_feed};
+use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
+use tilepipe_testkit::town::town_feed;
+use tilepipe_testkit::{db, http};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,7 +129,7 @@ fn run_follows_the_feed_refuses_a_second_instance_and_stops_on_sigterm() {
 #[test]
 fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     let s = setup(4);
-    let port = common::http::free_port();
+    let port = http::free_port();
     let tiles = s._dir.path().join("tiles");
     let mut config = std::fs::read_to_string(&s.config).unwrap();
     config = config.replace("serve:\n  listen: 127.0.0.1:0\n", "");
@@ -153,7 +153,7 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     wait_for_sequence(&s.config, &url, START + 1, Duration::from_secs(30));
     // The town at z16 (10.004 E, 50.004 N), rendered on demand and cached.
     let cached = "/town/16/34588/22225.png";
-    let (status, bytes) = common::http::get(port, cached).expect("the server answers");
+    let (status, bytes) = http::get(port, cached).expect("the server answers");
     assert_eq!(status, 200);
 
     cluster.stop().unwrap();
@@ -161,11 +161,11 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     // While the database is down: cached tiles are served, a tile that
     // needs a render fails by policy (no crash).
     for _ in 0..3 {
-        let (status, body) = common::http::get(port, cached).expect("still serving");
+        let (status, body) = http::get(port, cached).expect("still serving");
         assert_eq!((status, &body), (200, &bytes));
         std::thread::sleep(Duration::from_secs(1));
     }
-    let (status, _) = common::http::get(port, "/town/17/69177/44451.png").expect("still serving");
+    let (status, _) = http::get(port, "/town/17/69177/44451.png").expect("still serving");
     assert!(
         [404, 500, 503].contains(&status),
         "a render without database: {status}"
@@ -179,7 +179,7 @@ fn run_survives_a_postgresql_restart_and_keeps_serving_cached_tiles() {
     // Rendering works again with the database back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((200, _)) = common::http::get(port, "/town/17/69177/44450.png") {
+        if let Some((200, _)) = http::get(port, "/town/17/69177/44450.png") {
             break;
         }
         assert!(Instant::now() < deadline, "no render after the restart");
@@ -205,7 +205,7 @@ fn with_serve_port(s: &Setup, port: u16, retry_initial: u64, retry_max: u64) {
 
 /// A metric's value on `/metrics`, when the server answers.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let (status, body) = common::http::get(port, "/metrics")?;
+    let (status, body) = http::get(port, "/metrics")?;
     assert_eq!(status, 200);
     String::from_utf8_lossy(&body).lines().find_map(|line| {
         let (key, value) = line.split_once(' ')?;
@@ -228,7 +228,7 @@ fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration) {
 }
 
 fn health(port: u16) -> (u16, serde_json::Value) {
-    let (status, body) = common::http::get(port, "/health").expect("the server answers");
+    let (status, body) = http::get(port, "/health").expect("the server answers");
     (status, serde_json::from_slice(&body).unwrap())
 }
 
@@ -247,15 +247,15 @@ fn fresh_checksums(
     let path = dir.join(format!("{name}.osm"));
     data.write_osm_file(&path).unwrap();
     let url = PgCluster::shared().create_database(name).unwrap();
-    let config = common::db_config(&url);
+    let config = db::db_config(&url);
     tilepipe::apply::import::import(&config, &path, &Default::default(), 2).unwrap();
-    common::checksums(&mut common::connect(&url))
+    db::checksums(&mut db::connect(&url))
 }
 
 #[test]
 fn a_batch_failing_in_the_database_is_retried_until_it_applies() {
     let s = setup(4);
-    let port = common::http::free_port();
+    let port = http::free_port();
     with_serve_port(&s, port, 1, 1);
     let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
     server.set_published(START + 1);
@@ -265,7 +265,7 @@ fn a_batch_failing_in_the_database_is_retried_until_it_applies() {
     import_and_init(&s, &url, &server);
     // A real SQL failure inside every batch's transaction: the position
     // it writes violates a constraint (NOT VALID: existing rows pass).
-    let mut db = common::connect(&url);
+    let mut db = db::connect(&url);
     db.batch_execute(&format!(
         "ALTER TABLE osm2pgsql_properties ADD CONSTRAINT test_block \
          CHECK (property <> 'replication_sequence_number' OR value::bigint <= {START}) NOT VALID"
@@ -327,7 +327,7 @@ fn a_batch_failing_in_the_database_is_retried_until_it_applies() {
     assert!(stderr.contains("the batch applied after"), "{stderr}");
     // No diff skipped: the data equals a fresh import of the final state.
     assert_eq!(
-        common::checksums(&mut db),
+        db::checksums(&mut db),
         fresh_checksums(s._dir.path(), &s.final_data, "daemon_failing_fresh")
     );
     server.shutdown();
@@ -336,7 +336,7 @@ fn a_batch_failing_in_the_database_is_retried_until_it_applies() {
 #[test]
 fn a_panic_while_applying_is_a_failed_batch_not_a_dead_process() {
     let s = setup(2);
-    let port = common::http::free_port();
+    let port = http::free_port();
     with_serve_port(&s, port, 1, 1);
     let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
     server.set_published(START + 2);
@@ -370,7 +370,7 @@ fn a_panic_while_applying_is_a_failed_batch_not_a_dead_process() {
 #[test]
 fn sigterm_interrupts_the_apply_backoff() {
     let s = setup(1);
-    let port = common::http::free_port();
+    let port = http::free_port();
     with_serve_port(&s, port, 600, 600);
     let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
     server.set_published(START + 1);

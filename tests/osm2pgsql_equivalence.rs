@@ -259,12 +259,7 @@ fn town_carto_lua_equals_osm2pgsql() {
 }
 
 fn liechtenstein() -> Option<(OsmData, PathBuf)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/liechtenstein-2013-08-03.osm.pbf");
-    if !path.exists() {
-        eprintln!("skipping: {} not found", path.display());
-        return None;
-    }
+    let path = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf")?;
     Some((OsmData::from_pbf(&path).unwrap(), path))
 }
 

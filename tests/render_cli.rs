@@ -4,15 +4,12 @@
 //! openstreetmap-carto prepared by `scripts/setup-carto` renders a tile
 //! from a carto import.
 
-mod common;
-mod render_kit;
-
-use common::{assert_success, tilepipe};
-use render_kit::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use tilepipe::metatile::TileStore;
 use tilepipe::osm::Object;
+use tilepipe_testkit::cli::{assert_success, tilepipe};
+use tilepipe_testkit::render::*;
 use tilepipe_testkit::PgCluster;
 
 /// West, south, east, north around the synthetic town.

@@ -5,10 +5,6 @@
 //! Without `render_list` on PATH those parts say they were skipped
 //! (`scripts/install-deps` installs Debian's `renderd`, which ships them).
 
-#[path = "render_kit/mod.rs"]
-mod render_kit;
-
-use render_kit::{metatile_at, project_style, settings, tile_at, town_database, TOWN};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +14,9 @@ use tilepipe::render::server::ProtocolListeners;
 use tilepipe::render::worker::Renderer;
 use tilepipe::renderd::{Client, Command, Endpoint, ProtocolVersion, Request};
 use tilepipe::tile::Tile;
+use tilepipe_testkit::render::{
+    metatile_at, project_style, settings, tile_at, town_database, TOWN,
+};
 use tilepipe_testkit::{find_in_path, output_with_stdin};
 
 const STYLE: &str = "town";

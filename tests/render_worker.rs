@@ -4,15 +4,13 @@
 //! zoom outside the range, a style that does not load, a PostgreSQL
 //! restart) handled cleanly.
 
-mod render_kit;
-
-use render_kit::*;
 use std::time::Duration;
 use tilepipe::metatile::{DATA_START, HEADER_LEN, SLOTS};
 use tilepipe::render::config::{StyleConfig, TileFormat};
 use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::worker::{RenderError, Renderer};
 use tilepipe::tile::Metatile;
+use tilepipe_testkit::render::*;
 use tilepipe_testkit::PgCluster;
 
 fn render(renderer: &Renderer, style: &str, metatiles: &[Metatile]) -> Vec<Outcome> {

@@ -4,9 +4,8 @@
 //! bytes, an untouched tile keeps its bytes, and `/metrics` shows the lag
 //! falling from over an interval to under one.
 
-mod common;
-
-use common::{assert_success, init_at, tilepipe};
+use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
+use tilepipe_testkit::http;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,7 +26,7 @@ fn repository() -> PathBuf {
 }
 
 fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    common::http::get(port, path).unwrap_or_else(|| panic!("no answer for {path}"))
+    http::get(port, path).unwrap_or_else(|| panic!("no answer for {path}"))
 }
 
 /// The slippy-map tile holding a point.
@@ -148,7 +147,7 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
 
     let url = PgCluster::shared().create_database("run_e2e").unwrap();
     let tiles = dir.path().join("tiles");
-    let port = common::http::free_port();
+    let port = http::free_port();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
@@ -168,7 +167,7 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
 
     let mut daemon = spawn_run(&config, &url);
     let up = Instant::now();
-    while common::http::get(port, "/health").is_none() {
+    while http::get(port, "/health").is_none() {
         assert!(
             up.elapsed() < Duration::from_secs(60),
             "tilepipe run did not start serving"

@@ -8,14 +8,13 @@
 //! Skipped with a message when chromium or Leaflet (`npm install --prefix
 //! web`) is missing.
 
-mod common;
-mod serve_support;
-
-use serve_support::{find_in_path, plain_style, Options, TestServer};
 use std::path::Path;
 use std::time::Duration;
-use tilepipe::metrics::TileOutcome;
 use tilepipe::render::config::StyleConfig;
+use tilepipe::metrics::TileOutcome;
+use tilepipe_testkit::cli::{assert_success, tilepipe};
+use tilepipe_testkit::find_in_path;
+use tilepipe_testkit::serve::{plain_style, Options, TestServer};
 
 fn leaflet_installed() -> bool {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,11 +67,7 @@ fn the_map_page_draws_tiles_in_chromium() {
         .unwrap();
     let config = work.path().join("config.yaml");
     std::fs::write(&config, "").unwrap();
-    common::assert_success(&common::tilepipe(
-        &config,
-        &url,
-        &["import", osm.to_str().unwrap()],
-    ));
+    assert_success(&tilepipe(&config, &url, &["import", osm.to_str().unwrap()]));
 
     let tiles = work.path().join("tiles");
     let town = StyleConfig {

@@ -4,17 +4,16 @@
 //! paths, throttling, admin networks, CORS, TileJSON, the page, metrics
 //! and health.
 
-mod serve_support;
-
 use reqwest::header;
 use reqwest::StatusCode;
-use serve_support::{
-    client, get_within, planet_import_complete, png_size, status, Options, TestServer, STYLE,
-};
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::{self, TileState};
 use tilepipe::metrics::TileOutcome;
 use tilepipe::tile::Tile;
+use tilepipe_testkit::http::get_within;
+use tilepipe_testkit::serve::{
+    client, planet_import_complete, png_size, status, Options, TestServer, STYLE,
+};
 
 /// Writes a metatile whose slot for `tile` holds `bytes` (other slots empty).
 fn write_tile(server: &TestServer, tile: Tile, bytes: &[u8]) {
@@ -42,14 +41,7 @@ fn tile_path(tile: Tile) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_tile_with_cache_headers_and_304s() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let server = TestServer::without_renderer().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(12, 2140, 1393).unwrap();
     write_tile(&server, tile, b"not really a png");
@@ -150,7 +142,7 @@ async fn clean_tile_with_cache_headers_and_304s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dirty_tile_is_rerendered_and_status_tells_the_truth() {
-    let server = TestServer::start(Options::default(), |_| {}).await;
+    let server = TestServer::new().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(10, 535, 348).unwrap();
     write_tile(&server, tile, b"old image");
@@ -233,14 +225,7 @@ async fn dirty_tile_is_served_stale_when_the_render_is_late() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dirty_tile_without_renderer_is_stale() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let server = TestServer::without_renderer().await;
     planet_import_complete(&server.tiles, Duration::from_secs(60));
     let tile = Tile::new(9, 267, 174).unwrap();
     write_tile(&server, tile, b"old");
@@ -266,7 +251,7 @@ async fn dirty_tile_without_renderer_is_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_tile_is_rendered_within_the_timeout() {
-    let server = TestServer::start(Options::default(), |_| {}).await;
+    let server = TestServer::new().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(14, 8700, 5600).unwrap();
     assert_eq!(
@@ -342,14 +327,7 @@ async fn missing_tile_is_404_after_the_timeout_and_rendered_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_malformed_and_unknown() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let server = TestServer::without_renderer().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let http = client();
     let get = |path: &str| {
@@ -407,18 +385,12 @@ async fn out_of_range_malformed_and_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_clients_get_429() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |s| {
-            s.throttle.enabled = true;
-            s.throttle.tiles.size = 3;
-            s.throttle.tiles.rate = 0.01;
-            s.throttle.x_forwarded_for = tilepipe::serve::config::ForwardedFor::Last;
-        },
-    )
+    let server = TestServer::start(Options::no_render(), |s| {
+        s.throttle.enabled = true;
+        s.throttle.tiles.size = 3;
+        s.throttle.tiles.rate = 0.01;
+        s.throttle.x_forwarded_for = tilepipe::serve::config::ForwardedFor::Last;
+    })
     .await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(8, 130, 90).unwrap();
@@ -475,15 +447,9 @@ async fn throttled_clients_get_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_are_denied_outside_the_admin_networks() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |s| {
-            s.admin_networks = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
-        },
-    )
+    let server = TestServer::start(Options::no_render(), |s| {
+        s.admin_networks = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+    })
     .await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(8, 130, 90).unwrap();
@@ -512,15 +478,9 @@ async fn admin_endpoints_are_denied_outside_the_admin_networks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_policy() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |s| {
-            s.cors_origins = vec!["https://map.example".into()];
-        },
-    )
+    let server = TestServer::start(Options::no_render(), |s| {
+        s.cors_origins = vec!["https://map.example".into()];
+    })
     .await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let tile = Tile::new(8, 130, 90).unwrap();
@@ -570,14 +530,7 @@ async fn cors_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tilejson_catalogue_and_page() {
-    let server = TestServer::start(
-        Options {
-            render: false,
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let server = TestServer::without_renderer().await;
     let http = client();
     let r = http
         .get(server.url("/plain/tile.json"))
@@ -742,13 +695,6 @@ async fn metrics_and_health() {
     server.stop().await;
 }
 
-fn no_render() -> Options {
-    Options {
-        render: false,
-        ..Options::default()
-    }
-}
-
 /// The status and body of a GET of `path` with these `X-Forwarded-For`
 /// header lines.
 async fn get_forwarded(
@@ -767,7 +713,7 @@ async fn get_forwarded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_establish_the_client() {
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.admin_networks = vec!["10.0.0.0/8".into()];
         s.trusted_proxies = vec!["127.0.0.1".into(), "192.0.2.0/24".into()];
         s.throttle.enabled = true;
@@ -823,7 +769,7 @@ async fn trusted_proxies_establish_the_client() {
     server.stop().await;
 
     // From a peer that is not a trusted proxy X-Forwarded-For is ignored.
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.admin_networks = vec!["10.0.0.0/8".into()];
         s.trusted_proxies = vec!["192.0.2.0/24".into()];
     })
@@ -835,7 +781,7 @@ async fn trusted_proxies_establish_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_bodies_tell_paths_to_admins_only() {
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.admin_networks = vec!["10.0.0.0/8".into()];
         s.trusted_proxies = vec!["127.0.0.1".into()];
         s.leaflet_dir = "/nonexistent/leaflet-dist".into();
@@ -872,7 +818,7 @@ fn release_fifo_readers(fifo: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_storage_does_not_stall_other_requests() {
-    let server = TestServer::start(no_render(), |_| {}).await;
+    let server = TestServer::without_renderer().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     // A FIFO where the metatile should be: open() blocks until a writer
     // comes, like a read from storage that hangs.

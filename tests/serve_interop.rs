@@ -11,18 +11,17 @@
 //! (`scripts/install-deps` installs renderd, apache2 and
 //! libapache2-mod-tile).
 
-mod serve_support;
-
 use reqwest::StatusCode;
-use serve_support::{
-    client, find_in_path, plain_style, planet_import_complete, png_size, Apache, Options,
-    TestServer, PLAIN_XML, STYLE,
-};
 use std::path::Path;
 use std::time::Duration;
 use tilepipe::metatile::TileStore;
 use tilepipe::renderd::{Client, Command, Request};
 use tilepipe::tile::Tile;
+use tilepipe_testkit::apache::{self, Apache};
+use tilepipe_testkit::find_in_path;
+use tilepipe_testkit::serve::{
+    client, plain_style, planet_import_complete, png_size, Options, TestServer, PLAIN_XML, STYLE,
+};
 use tilepipe_testkit::Renderd;
 
 /// Debian's renderd with the plain style on a unix socket in a temporary
@@ -89,13 +88,13 @@ async fn a_cache_written_by_renderd_is_served_by_tilepipe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_written_by_tilepipe_is_served_by_mod_tile() {
-    if find_in_path("apache2").is_none() || !Path::new(serve_support::MOD_TILE).is_file() {
+    if find_in_path("apache2").is_none() || !Path::new(apache::MOD_TILE).is_file() {
         eprintln!(
             "skipped: apache2 or mod_tile is not installed (apt-get install apache2 libapache2-mod-tile)"
         );
         return;
     }
-    let server = TestServer::start(Options::default(), |_| {}).await;
+    let server = TestServer::new().await;
     planet_import_complete(&server.tiles, Duration::from_secs(3600));
     let http = client();
     let tiles = [
@@ -142,7 +141,7 @@ async fn a_cache_written_by_tilepipe_is_served_by_mod_tile() {
 
 #[test]
 fn mod_tile_renders_missing_tiles_through_tilepipe() {
-    if find_in_path("apache2").is_none() || !Path::new(serve_support::MOD_TILE).is_file() {
+    if find_in_path("apache2").is_none() || !Path::new(apache::MOD_TILE).is_file() {
         eprintln!(
             "skipped: apache2 or mod_tile is not installed (apt-get install apache2 libapache2-mod-tile)"
         );
@@ -173,7 +172,7 @@ fn mod_tile_renders_missing_tiles_through_tilepipe() {
     let socket = run.join("renderd.sock");
     let settings = tilepipe::render::config::RenderSettings {
         socket: Some(socket.clone()),
-        socket_group: (serve_support::unsafe_geteuid() == 0).then(|| "nogroup".to_string()),
+        socket_group: (apache::geteuid() == 0).then(|| "nogroup".to_string()),
         ..Default::default()
     };
     let listeners = runtime

@@ -7,17 +7,14 @@
 //! idle keep-alive connections at the keep-alive timeout, and the number
 //! of open connections is capped.
 
-mod serve_support;
-
 use reqwest::StatusCode;
-use serve_support::{
-    client, exchange, get_within, planet_import_complete, wait_closed, Options, TestServer,
-};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tilepipe::metrics::TileOutcome;
+use tilepipe_testkit::http::{exchange, get_within, wait_closed};
+use tilepipe_testkit::serve::{client, planet_import_complete, Options, TestServer};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -138,18 +135,11 @@ async fn many_missing_tiles_are_answered_by_policy() {
     server.stop().await;
 }
 
-fn no_render() -> Options {
-    Options {
-        render: false,
-        ..Options::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_finish_their_headers_are_dropped() {
     const SLOW: usize = 1500;
     const HEADER_TIMEOUT: f64 = 2.0;
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.header_read_timeout_secs = HEADER_TIMEOUT;
     })
     .await;
@@ -227,7 +217,7 @@ async fn status_of(server: &TestServer, path: &str) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connections_close_at_their_own_timeout() {
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.header_read_timeout_secs = 1.0;
         s.keepalive_timeout_secs = 3.0;
     })
@@ -260,7 +250,7 @@ async fn idle_keepalive_connections_close_at_their_own_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_connections_are_capped() {
-    let server = TestServer::start(no_render(), |s| {
+    let server = TestServer::start(Options::no_render(), |s| {
         s.max_connections = 3;
         s.keepalive_timeout_secs = 30.0;
     })

@@ -15,19 +15,42 @@
 //!   renderd.conf written, started, waited for, killed on drop.
 //! - [`scale`]: benchmark regions N times an extract's size, written as
 //!   OSM PBF, and a city-wide "vandalism" diff.
+//! - [`town`]: a small synthetic town, and a feed of diffs after it.
+//!
+//! Helpers of the root crate's integration tests and benches:
+//!
+//! - [`paths`]: the repository, the `tilepipe` binary, and the OSM
+//!   extracts in `../shared/data` (a missing one skips a test, but fails it
+//!   in CI).
+//! - [`cli`]: running `tilepipe` with a configuration and a database.
+//! - [`db`]: connecting to a test database, checksumming an import.
+//! - [`http`]: plain blocking HTTP/1.1 on loopback.
+//! - [`serve`]: [`TestServer`], tilepipe serving in-process with the real
+//!   renderer and a one-colour style.
+//! - [`apache`]: Debian's Apache with mod_tile on a private port.
+//! - [`render`]: the project style over a town database, PNG decoding.
 //!
 //! The `tilepipe-testkit` binary offers the same on the command line for
 //! the demo and benchmarks.
 
+pub mod apache;
+pub mod cli;
+pub mod db;
 pub mod feedgen;
 pub mod feedserver;
 pub mod hostile;
+pub mod http;
+pub mod paths;
 pub mod pg;
+pub mod render;
 pub mod renderd;
 pub mod scale;
+pub mod serve;
 pub mod town;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};
+pub use paths::shared_data;
 pub use pg::PgCluster;
 pub use renderd::{find_in_path, output_with_stdin, Renderd};
+pub use serve::TestServer;

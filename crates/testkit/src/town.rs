@@ -263,6 +263,36 @@ pub fn synthetic_town() -> OsmData {
     OsmData::from_objects(b.objects)
 }
 
+/// The synthetic town written as `.osm`, a feed of generated diffs after
+/// it, and the data those diffs lead to.
+pub struct TownFeed {
+    pub osm: std::path::PathBuf,
+    pub feed_dir: std::path::PathBuf,
+    pub final_data: OsmData,
+}
+
+/// Writes [`synthetic_town`] and `count` generated diffs after it into `dir`.
+pub fn town_feed(
+    dir: &std::path::Path,
+    seed: u64,
+    start: u64,
+    start_time: chrono::DateTime<Utc>,
+    count: usize,
+) -> TownFeed {
+    let town = synthetic_town();
+    let osm = dir.join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let mut generator = crate::FeedGenerator::new(town, seed, start, start_time, 60);
+    let diffs: Vec<_> = (0..count).map(|_| generator.next_diff()).collect();
+    let feed_dir = dir.join("feed");
+    crate::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+    TownFeed {
+        osm,
+        feed_dir,
+        final_data: generator.data().clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

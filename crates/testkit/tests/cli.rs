@@ -1,6 +1,6 @@
 //! The `tilepipe-testkit` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -72,7 +72,7 @@ fn pg_start_outlives_the_command_and_stops() {
 
 #[test]
 fn feed_generate_writes_a_feed() {
-    let Some(pbf) = common::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
+    let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
         return;
     };
     let out = tempfile::tempdir().unwrap();

@@ -1,10 +1,8 @@
 //! The fixture feed generator, on a tiny hand-made data set and on the
 //! Liechtenstein extract.
 
-mod common;
-
+use crate::common::{check_feed, gunzip, parse_osc, read_state};
 use chrono::{TimeZone, Utc};
-use common::{check_feed, gunzip, parse_osc, read_state, shared_data};
 use std::time::Instant;
 use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectType, Relation, Way};
@@ -13,6 +11,7 @@ use tilepipe_testkit::feedgen::{
     feed_range, write_feed, write_feed_from_changes, FeedGenerator, GeneratedDiff,
     MultipolygonEditKind, OsmData,
 };
+use tilepipe_testkit::shared_data;
 
 fn meta(version: u32) -> Meta {
     Meta {

@@ -1,9 +1,7 @@
 //! The fault-injecting feed server, seen by a plain HTTP client.
 
-mod common;
-
+use crate::common::{gunzip, parse_osc};
 use chrono::{TimeZone, Utc};
-use common::{gunzip, parse_osc};
 use std::io::Read;
 use std::time::{Duration, Instant};
 use tilepipe::osm::{Action, Change};

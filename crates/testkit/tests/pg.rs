@@ -153,7 +153,8 @@ fn killed_test_process_leaves_no_server() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "killed_test_process_leaves_no_server",
+            // Its path in the one test binary (tests/main.rs).
+            "pg::killed_test_process_leaves_no_server",
             "--nocapture",
         ])
         .env("TESTKIT_PG_CHILD", "1")

@@ -8,25 +8,12 @@ use flate2::read::GzDecoder;
 use quick_xml::events::{BytesStart, Event};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use tilepipe::osm::{Action, Change};
+use std::path::Path;
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
 use tilepipe::replication::feed::sequence_path;
+use tilepipe::osm::{Action, Change};
 use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{GeneratedDiff, OsmData};
-
-/// Path of a file in the shared data directory, or `None` (with a message
-/// saying the test is skipped) when it is absent.
-pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let path =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")).join(name);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} not found", path.display());
-        None
-    }
-}
 
 pub fn gunzip(bytes: &[u8]) -> String {
     let mut text = String::new();

@@ -1,11 +1,10 @@
 //! Helpers for the render tests: a town database, the project style, tile
 //! decoding and colour counting.
-#![allow(dead_code)]
 
+use crate::PgCluster;
 use std::path::{Path, PathBuf};
 use tilepipe::render::config::{RenderSettings, StyleConfig};
 use tilepipe::tile::{Metatile, Tile};
-use tilepipe_testkit::PgCluster;
 
 /// Middle of the synthetic town (its street grid spans 10.000-10.008 E,
 /// 50.000-50.008 N).
@@ -18,7 +17,7 @@ pub const CARTO_DIR: &str = "/usr/share/openstreetmap-carto-common";
 
 /// The project's own style.
 pub fn project_style_xml() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml")
+    crate::paths::repo_file("styles/tilepipe/tilepipe.xml")
 }
 
 /// A style entry for the project style reading `database`.
@@ -43,9 +42,7 @@ pub fn settings(threads: usize) -> RenderSettings {
 /// (classic) style.
 pub fn town_database(dir: &Path, hint: &str) -> String {
     let osm = dir.join("town.osm");
-    tilepipe_testkit::town::synthetic_town()
-        .write_osm_file(&osm)
-        .unwrap();
+    crate::town::synthetic_town().write_osm_file(&osm).unwrap();
     let url = PgCluster::shared().create_database(hint).unwrap();
     let config = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
     tilepipe::apply::import::import(&config, &osm, &Default::default(), 1).unwrap();
