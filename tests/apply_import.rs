@@ -65,7 +65,8 @@ fn liechtenstein_matches_osm2pgsql_expectations() {
         (65733, 7121, 113)
     );
     let mut client = connect(&url);
-    // osm2pgsql's own test expectations (spec §11).
+    // osm2pgsql's own test expectations (the Liechtenstein counts of its
+    // `tests/test-output-pgsql.cpp`).
     assert_eq!(counts(&mut client), [1342, 3231, 375, 4130]);
     let sums = client
         .query_one(

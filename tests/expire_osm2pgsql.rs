@@ -9,7 +9,7 @@
 //!
 //! 1. osm2pgsql 1.8's list is *exactly* explained: it equals tilepipe's
 //!    tiles for the point and line rows united with osm2pgsql 1.8's own rule
-//!    for polygon rows (the buffered bounding box, §8.3) emulated here, in
+//!    for polygon rows (the buffered bounding box, `expire_tiles::from_bbox`) emulated here, in
 //!    the same line order (z18 in quadkey order, each followed by its new
 //!    z17 and z16 ancestors). So points and lines agree tile for tile.
 //! 2. For polygons tilepipe's tiles are a subset of osm2pgsql 1.8's bbox

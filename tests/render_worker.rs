@@ -34,7 +34,8 @@ fn render(renderer: &Renderer, style: &str, metatiles: &[Metatile]) -> Vec<Outco
         .collect()
 }
 
-/// The file's bytes against the spec's layout (mod-tile-compat.md §1):
+/// The file's bytes against mod_tile's layout (`struct meta_layout` in
+/// mod_tile's `store_file.h`):
 /// little-endian header, 64 index entries in slot order, data from byte
 /// 532 on, contiguous; slots outside a small world empty.
 fn check_layout(bytes: &[u8], metatile: Metatile) -> usize {
