@@ -35,7 +35,7 @@ pub struct ExpireSettings {
     /// Lowest zoom written to tile lists.
     pub min_zoom: u8,
     /// Polygons: full-area, boundary-only or hybrid.
-    pub mode: ModeSetting,
+    pub mode: PolygonMode,
     /// Margin around geometries, in tiles at `max_zoom`.
     pub buffer: f64,
     /// Hybrid mode: polygons whose envelope is wider or taller than this
@@ -51,15 +51,6 @@ pub struct ExpireSettings {
     pub list_append: bool,
     /// Actions on mod_tile tile caches, per style.
     pub styles: Vec<StyleExpiry>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeSetting {
-    #[default]
-    FullArea,
-    BoundaryOnly,
-    Hybrid,
 }
 
 /// What to do with one style's expired metatiles.
@@ -105,7 +96,7 @@ impl Default for ExpireSettings {
         ExpireSettings {
             max_zoom: default_max_zoom(),
             min_zoom: default_style_min_zoom(),
-            mode: ModeSetting::FullArea,
+            mode: PolygonMode::FullArea,
             buffer: 0.1,
             full_area_limit: 20_000.0,
             all_changes: false,
@@ -126,11 +117,7 @@ impl ExpireSettings {
         let mut config = ExpireConfig::new(self.max_zoom);
         config.buffer = self.buffer;
         config.full_area_limit = self.full_area_limit;
-        config.mode = match self.mode {
-            ModeSetting::FullArea => PolygonMode::FullArea,
-            ModeSetting::BoundaryOnly => PolygonMode::BoundaryOnly,
-            ModeSetting::Hybrid => PolygonMode::Hybrid,
-        };
+        config.mode = self.mode;
         config
     }
 
