@@ -20,14 +20,14 @@ use crate::metatile::TileStore;
 use crate::renderd::Endpoint;
 use crate::tile::Metatile;
 use postgres::GenericClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tracing::{info, warn};
 
 /// The `expire:` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExpireSettings {
     /// Zoom tiles are computed at; lower zooms and metatiles derive from it.
@@ -54,7 +54,7 @@ pub struct ExpireSettings {
 }
 
 /// What to do with one style's expired metatiles.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StyleExpiry {
     /// Style name: the directory below `tile_dir` (renderd's map section).
