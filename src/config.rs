@@ -5,15 +5,16 @@
 //! assembles them, so no stage imports it for its own settings. Unknown keys and bad values are errors
 //! that name the key and the line (`deny_unknown_fields` plus the YAML
 //! parser's locations). A missing key takes the documented default, which
-//! is also what the repository's `config.yaml` spells out.
+//! is also what the repository's `config.yaml` spells out. Every section
+//! also serialises, so tests build a `Config` in Rust and write it as YAML.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Where the configuration comes from when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -30,7 +31,7 @@ pub struct Config {
 /// How OSM data becomes rows (the same settings `tilepipe import` takes as
 /// flags; they are stored with the database and every later apply uses
 /// the stored ones).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportConfig {
     /// Table name prefix (`--prefix`).
@@ -66,7 +67,7 @@ impl Default for ImportConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// libpq URL (`postgresql://user@host:port/db`) or conninfo
@@ -86,7 +87,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -94,7 +95,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -195,6 +196,26 @@ mod tests {
     fn repository_config_yaml_is_the_default() {
         let text = include_str!("../config.yaml");
         assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    /// Tests build a `Config` in Rust and write it as YAML for the binary:
+    /// what is written must read back as the same value.
+    #[test]
+    fn written_config_reads_back_unchanged() {
+        let mut config = Config::default();
+        let yaml = yaml_serde::to_string(&config).unwrap();
+        assert_eq!(parse(&yaml).unwrap(), config);
+
+        config.replication.interval = Some(Interval::Seconds(5));
+        config.expire.mode = crate::expire::raster::PolygonMode::Hybrid;
+        config.styles.push(crate::render::config::StyleConfig {
+            name: "osm".into(),
+            xml: "osm.xml".into(),
+            tile_dir: "/tmp/tiles".into(),
+            ..Default::default()
+        });
+        let yaml = yaml_serde::to_string(&config).unwrap();
+        assert_eq!(parse(&yaml).unwrap(), config);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `tilepipe run`: the long-running loop from published diff to applied
 //! batch and acted-on expiry. The CLI (`src/cli/run.rs`) starts the HTTP
-//! server, the renderer and the renderd protocol server beside it and hands
+//! server, the renderer and the renderd protocol server beside it (through
+//! [`crate::services`], whose [`Shutdown`] the loop waits on too) and hands
 //! the loop the renderer and the metrics registry.
 //!
 //! Shape: one thread owns the database work (the synchronous `postgres`
@@ -20,56 +21,18 @@ use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::expire::batch::{self as expiry, LocalRenderer};
 use crate::metrics::Metrics;
-use crate::replication::client::{ClientOptions, FeedClient};
+use crate::replication::client::FeedClient;
 use crate::replication::follower::{poll_delay, Batch, Follower};
 use crate::replication::position::{read_position, write_position, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
-use crate::replication::{Feed, Interval};
+use crate::services::Shutdown;
 use anyhow::{bail, Context};
 use expire_to_render::BuiltinRenderer;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::Notify;
 use tracing::{error, info, info_span, warn};
-
-/// A shutdown request, shared by signal handlers and the loop.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    requested: Arc<AtomicBool>,
-    notify: Arc<Notify>,
-}
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-
-    /// Completes when shutdown is requested.
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_requested() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Sleeps for `duration`; returns false if shutdown came first.
-    pub async fn sleep(&self, duration: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => !self.is_requested(),
-            _ = self.wait() => false,
-        }
-    }
-}
 
 /// The advisory lock key that keeps two appliers (`run`, `catchup`) off
 /// one database (the characters "tilepipe" as an integer).
@@ -169,9 +132,7 @@ impl Daemon {
         let mut client = crate::db::connect(&db).context("start-up check: database")?;
         crate::apply::check_extensions(&mut client).context("start-up check: extensions")?;
         let schema = config.database.middle_schema.clone();
-        let settings = ImportSettings::load(&mut client, &schema)?.with_context(|| {
-            format!("start-up check: no finished tilepipe import in schema {schema:?}; run `tilepipe import` first")
-        })?;
+        let settings = ImportSettings::require(&mut client, &schema).context("start-up check")?;
         match read_position(&mut client, &schema)? {
             StoredPosition::Set(_) => {}
             _ => bail!("start-up check: replication is not set up; run `tilepipe init` first"),
@@ -279,13 +240,9 @@ impl Daemon {
         on_ready: impl FnOnce(),
     ) -> anyhow::Result<()> {
         let mut position = self.position()?;
-        let feed = match self.config.replication.interval {
-            Some(interval) => Feed::new(&position.base_url, interval),
-            None => Feed::with_guessed_interval(&position.base_url, Interval::Minute),
-        }?;
-        let interval = feed.interval;
         // The daemon never gives up on the feed: it retries forever.
-        let client = FeedClient::new(feed, &ClientOptions::from_config(&self.config.replication))?;
+        let client = FeedClient::from_config(&position.base_url, &self.config.replication)?;
+        let interval = client.feed().interval;
         let follower = Follower::new(client, self.config.replication.max_batch_bytes());
         // A clear word at start-up if the feed cannot be reached; the loop
         // keeps retrying it with backoff.

@@ -5,7 +5,8 @@
 //! PostGIS in osm2pgsql's classic schema; [`expire`] turns changed rows into
 //! tiles; [`render`] draws metatiles with Mapnik; [`serve`] answers HTTP.
 //! [`config`] holds the one typed configuration tree and [`cli`] wires the
-//! stages into commands.
+//! stages into commands, with [`daemon`] (the `run` loop) and [`services`]
+//! (the servers `run` and `serve` start and stop).
 
 pub mod apply;
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod render;
 pub mod renderd;
 pub mod replication;
 pub mod serve;
+pub mod services;
 pub mod tile;

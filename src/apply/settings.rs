@@ -39,6 +39,19 @@ impl ImportSettings {
             .unwrap_or_else(|| "default.style (built in)".into())
     }
 
+    /// The settings an import stored; an error telling to run `tilepipe
+    /// import` when the database holds no finished import.
+    pub fn require(
+        client: &mut impl GenericClient,
+        schema: &str,
+    ) -> Result<ImportSettings, super::ApplyError> {
+        Self::load(client, schema)?.ok_or_else(|| {
+            super::ApplyError::NotImported(format!(
+                "the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first"
+            ))
+        })
+    }
+
     /// The settings an import stored, `None` when the database holds no
     /// finished tilepipe import.
     pub fn load(

@@ -20,9 +20,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let changes = read_osc_file(&args.file)?;
     let mut client = super::connect_db(config)?;
     let schema = &config.database.middle_schema;
-    let settings = ImportSettings::load(&mut client, schema)?.with_context(|| {
-        format!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first")
-    })?;
+    let settings = ImportSettings::require(&mut client, schema)?;
     let mut applier = Applier::for_settings(&settings)?;
     let started = std::time::Instant::now();
     let mut tx = client.transaction()?;

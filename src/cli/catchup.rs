@@ -13,7 +13,7 @@ use crate::apply::append::Applier;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::daemon::{act_on_expired, apply_batch, take_instance_lock};
-use crate::replication::client::RetryPolicy;
+use crate::replication::client::{FeedClient, RetryPolicy};
 use crate::replication::follower::Follower;
 use crate::replication::position::{read_position, StoredPosition};
 use crate::replication::state::format_timestamp;
@@ -54,10 +54,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let Some(settings) = ImportSettings::load(&mut db, schema)? else {
-        error!("the database has no finished tilepipe import in schema {schema:?}: run `tilepipe import` first");
-        return Ok(ExitCode::from(1));
-    };
+    // Not imported: the error ends the process with exit code 1.
+    let settings = ImportSettings::require(&mut db, schema)?;
     let mut position = match read_position(&mut db, schema)? {
         StoredPosition::Set(position) => position,
         StoredPosition::NoTable | StoredPosition::NotSetUp { .. } => {
@@ -65,7 +63,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let client = super::feed_client(config, &position.base_url)?;
+    let client = FeedClient::from_config(&position.base_url, &config.replication)?;
     let retry = RetryPolicy {
         max_attempts: Some(CATCHUP_ATTEMPTS),
         ..client.retry_policy()

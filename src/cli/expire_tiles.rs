@@ -12,18 +12,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Mode {
-    /// Polygon boundary and interior.
-    #[value(alias = "full_area")]
-    FullArea,
-    /// Polygon rings only.
-    #[value(alias = "boundary_only")]
-    BoundaryOnly,
-    /// Boundary only for polygons whose envelope exceeds --full-area-limit.
-    Hybrid,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// OSM file (.osm, .osm.gz, .osm.pbf) whose tagged objects are expired,
@@ -39,7 +27,7 @@ pub struct Args {
     min_zoom: Option<u8>,
     /// How polygons are expired.
     #[arg(short, long, value_enum, default_value = "full-area")]
-    mode: Mode,
+    mode: PolygonMode,
     /// Margin around geometries, as a fraction of a tile at --zoom.
     #[arg(short, long, default_value_t = 0.1, value_name = "TILES")]
     buffer: f64,
@@ -57,11 +45,7 @@ pub fn run(_config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let mut config = ExpireConfig::new(args.zoom);
     config.buffer = args.buffer;
     config.full_area_limit = args.full_area_limit;
-    config.mode = match args.mode {
-        Mode::FullArea => PolygonMode::FullArea,
-        Mode::BoundaryOnly => PolygonMode::BoundaryOnly,
-        Mode::Hybrid => PolygonMode::Hybrid,
-    };
+    config.mode = args.mode;
     let mut expirer = Expirer::new(config)?;
     let summary = expire_osm_file(&args.from_osm, &mut expirer)
         .with_context(|| format!("expiring {}", args.from_osm.display()))?;

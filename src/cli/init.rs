@@ -95,7 +95,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     let server_url = args.server.as_deref().unwrap_or(&config.replication.url);
     let client = |url: &str| -> anyhow::Result<FeedClient> {
-        Ok(super::feed_client(config, url)?.with_retry(INIT_RETRY))
+        Ok(FeedClient::from_config(url, &config.replication)?.with_retry(INIT_RETRY))
     };
 
     let position = if let Some(path) = &args.from_pbf {

@@ -14,9 +14,6 @@ mod serve;
 mod status;
 
 use crate::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
-use crate::replication::client::{ClientOptions, FeedClient};
-use crate::replication::{Feed, Interval};
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,20 +144,6 @@ fn init_logging(cli: &Cli, config: &Config) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-/// A feed client for `url` with the configured HTTP settings. The cadence
-/// is the configured one, else read from the URL, else minutely.
-pub(crate) fn feed_client(config: &Config, url: &str) -> anyhow::Result<FeedClient> {
-    let feed = match config.replication.interval {
-        Some(interval) => Feed::new(url, interval),
-        None => Feed::with_guessed_interval(url, Interval::Minute),
-    }
-    .with_context(|| format!("replication URL {:?}", crate::redact::secrets(url)))?;
-    Ok(FeedClient::new(
-        feed,
-        &ClientOptions::from_config(&config.replication),
-    )?)
 }
 
 /// A current-thread runtime for commands whose only async work is network

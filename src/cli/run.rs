@@ -1,15 +1,14 @@
 //! `tilepipe run`: the daemon. Replication, apply and expiry run on this
 //! thread (see [`crate::daemon`]); the render workers on their own threads;
 //! the HTTP server, the renderd protocol server and the schedules on the
-//! tokio runtime. One process, one config, one log stream.
+//! tokio runtime (see [`crate::services`]). One process, one config, one
+//! log stream.
 
 use crate::config::Config;
 use crate::daemon::expire_to_render::BuiltinRenderer;
-use crate::daemon::{notify_systemd_ready, Daemon, Shutdown};
+use crate::daemon::{notify_systemd_ready, Daemon};
 use crate::metrics::Metrics;
-use crate::render::server::ProtocolListeners;
-use crate::render::worker::Renderer;
-use crate::serve::Server;
+use crate::services::{stop_on_signal, Plan, Services, Shutdown};
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,71 +29,37 @@ pub fn run(config: &Config, _args: &Args) -> anyhow::Result<ExitCode> {
     // then styles and tile directories, then the sockets.
     let metrics = Arc::new(Metrics::new());
     let mut daemon = Daemon::start(config.clone(), shutdown.clone())?.with_metrics(metrics.clone());
-    let renderer = start_renderer(config)?;
-    if let Some(renderer) = &renderer {
+    check_tile_dirs(config)?;
+    let plan = Plan {
+        http: (!config.serve.listen.is_empty()).then(|| config.serve.clone()),
+        render: true,
+        metrics,
+    };
+    let services = Services::start(&runtime, config, plan, &shutdown)?;
+    if let Some(renderer) = services.renderer() {
         daemon = daemon.with_renderer(BuiltinRenderer {
             queue: renderer.queue().clone(),
             styles: config.styles.iter().map(|s| s.name.clone()).collect(),
         });
     }
-    let mut services = Vec::new();
-    if let Some(renderer) = &renderer {
-        let render = &config.render;
-        let listeners = runtime.block_on(ProtocolListeners::bind(render))?;
-        if !listeners.is_empty() {
-            let (queue, styles, shutdown) = (
-                renderer.queue().clone(),
-                config.styles.clone(),
-                shutdown.clone(),
-            );
-            services.push(runtime.spawn(async move {
-                listeners.serve(queue, &styles, shutdown.wait()).await;
-                Ok(())
-            }));
-        }
-    }
-    if !config.serve.listen.is_empty() {
-        let server = runtime.block_on(Server::bind(
-            config.serve.clone(),
-            config.styles.clone(),
-            renderer.clone(),
-            metrics.clone(),
-        ))?;
-        let shutdown = shutdown.clone();
-        services.push(
-            runtime.spawn(async move { server.run(async move { shutdown.wait().await }).await }),
-        );
-    }
 
     let result = daemon.run(&runtime, notify_systemd_ready);
-    // The loop ended (shutdown, or a fatal error): stop the servers (they
-    // drain requests in flight), then the renderer (renders in flight
-    // finish; queued ones are abandoned, their metatiles stay dirty).
-    shutdown.request();
-    for service in services {
-        match runtime.block_on(service) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!("{e:#}"),
-            Err(e) => warn!("a server task failed: {e}"),
-        }
-    }
-    if let Some(renderer) = renderer {
-        match Arc::try_unwrap(renderer) {
-            Ok(renderer) => renderer.shutdown(),
-            Err(shared) => shared.queue().shutdown(),
-        }
+    // The loop ended (shutdown, or a fatal error): stop the servers and
+    // the renderer too. Their failures are logged; the loop's is the
+    // command's.
+    if let Err(e) = services.stop(&runtime) {
+        warn!("{e:#}");
     }
     info!("stopped");
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads every style (a broken style XML stops the start with its name and
-/// file) and checks each tile directory is writable.
-fn start_renderer(config: &Config) -> anyhow::Result<Option<Arc<Renderer>>> {
+/// Checks each style's tile directory is writable, so a wrong owner stops
+/// the start instead of failing every render.
+fn check_tile_dirs(config: &Config) -> anyhow::Result<()> {
     if config.styles.is_empty() {
         info!("no styles configured: applying and expiring only, nothing rendered or served");
-        return Ok(None);
     }
     for style in &config.styles {
         let dir = style.tile_dir.join(&style.name);
@@ -110,27 +75,5 @@ fn start_renderer(config: &Config) -> anyhow::Result<Option<Arc<Renderer>>> {
                 )
             })?;
     }
-    let renderer =
-        Renderer::start(&config.styles, &config.render).context("start-up check: styles")?;
-    info!(
-        styles = config.styles.len(),
-        threads = renderer.threads(),
-        "renderer started"
-    );
-    Ok(Some(Arc::new(renderer)))
-}
-
-async fn stop_on_signal(shutdown: Shutdown) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: finishing the current batch, then stopping"),
-        _ = int.recv() => info!("SIGINT: finishing the current batch, then stopping"),
-    }
-    shutdown.request();
+    Ok(())
 }

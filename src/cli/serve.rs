@@ -2,16 +2,14 @@
 //! no replication, the role renderd + Apache mod_tile play together.
 //! The renderd wire protocol is served too when `render.socket` or
 //! `render.tcp` is set, so `render_list` and `render_expired` keep working.
+//! The servers are started and stopped by [`crate::services`], as in `run`.
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::render::server::ProtocolListeners;
-use crate::render::worker::Renderer;
-use crate::serve::Server;
-use anyhow::{bail, Context};
+use crate::services::{stop_on_signal, Plan, Services, Shutdown};
+use anyhow::bail;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tracing::info;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,74 +34,22 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     if config.styles.is_empty() {
         bail!("no styles are configured (the styles: section of the configuration)");
     }
-    let renderer = if args.no_render {
-        None
-    } else {
-        Some(Arc::new(
-            Renderer::start(&config.styles, &config.render).context("cannot start the renderer")?,
-        ))
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let metrics = Arc::new(Metrics::new());
-    runtime.block_on(async {
-        let server =
-            Server::bind(settings, config.styles.clone(), renderer.clone(), metrics).await?;
-        // Tests and scripts started with port 0 read the address here.
-        println!("listening on http://{}/", server.local_addr());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let protocol = match &renderer {
-            Some(renderer) => {
-                let listeners = ProtocolListeners::bind(&config.render).await?;
-                if listeners.is_empty() {
-                    None
-                } else {
-                    let queue = renderer.queue().clone();
-                    let styles = config.styles.clone();
-                    let mut stop = stop_rx.clone();
-                    Some(tokio::spawn(async move {
-                        listeners
-                            .serve(queue, &styles, async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            })
-                            .await
-                    }))
-                }
-            }
-            None => None,
-        };
-        let mut stop = stop_rx.clone();
-        let http = tokio::spawn(server.run(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-        wait_for_signal().await;
-        let _ = stop_tx.send(true);
-        if let Some(protocol) = protocol {
-            let _ = protocol.await;
-        }
-        http.await.context("HTTP server task")?
-    })?;
-    if let Some(renderer) = renderer {
-        match Arc::try_unwrap(renderer) {
-            Ok(renderer) => renderer.shutdown(),
-            Err(renderer) => renderer.queue().shutdown(),
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
+    let shutdown = Shutdown::default();
+    let plan = Plan {
+        http: Some(settings),
+        render: !args.no_render,
+        metrics: Arc::new(Metrics::new()),
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    let services = Services::start(&runtime, config, plan, &shutdown)?;
+    if let Some(addr) = services.http_addr() {
+        // Tests and scripts started with port 0 read the address here.
+        println!("listening on http://{addr}/");
     }
+    runtime.spawn(stop_on_signal(shutdown.clone()));
+    runtime.block_on(shutdown.wait());
+    services.stop(&runtime)?;
+    Ok(ExitCode::SUCCESS)
 }

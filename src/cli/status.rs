@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use crate::redact::secrets;
-use crate::replication::client::RetryPolicy;
+use crate::replication::client::{FeedClient, RetryPolicy};
 use crate::replication::position::{read_position, read_property, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
 use crate::replication::ReplicationState;
@@ -254,7 +254,8 @@ pub fn gather(config: &Config) -> anyhow::Result<Status> {
         record: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     });
     drop(db);
-    let client = super::feed_client(config, &local.base_url)?.with_retry(RetryPolicy::ONCE);
+    let client = FeedClient::from_config(&local.base_url, &config.replication)?
+        .with_retry(RetryPolicy::ONCE);
     let server = super::runtime()?.block_on(client.latest_state_once());
     Ok(match server {
         Ok(server) => Status::Ok {

@@ -20,14 +20,14 @@ use crate::metatile::TileStore;
 use crate::renderd::Endpoint;
 use crate::tile::Metatile;
 use postgres::GenericClient;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tracing::{info, warn};
 
 /// The `expire:` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExpireSettings {
     /// Zoom tiles are computed at; lower zooms and metatiles derive from it.
@@ -35,7 +35,7 @@ pub struct ExpireSettings {
     /// Lowest zoom written to tile lists.
     pub min_zoom: u8,
     /// Polygons: full-area, boundary-only or hybrid.
-    pub mode: ModeSetting,
+    pub mode: PolygonMode,
     /// Margin around geometries, in tiles at `max_zoom`.
     pub buffer: f64,
     /// Hybrid mode: polygons whose envelope is wider or taller than this
@@ -53,17 +53,8 @@ pub struct ExpireSettings {
     pub styles: Vec<StyleExpiry>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeSetting {
-    #[default]
-    FullArea,
-    BoundaryOnly,
-    Hybrid,
-}
-
 /// What to do with one style's expired metatiles.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StyleExpiry {
     /// Style name: the directory below `tile_dir` (renderd's map section).
@@ -105,7 +96,7 @@ impl Default for ExpireSettings {
         ExpireSettings {
             max_zoom: default_max_zoom(),
             min_zoom: default_style_min_zoom(),
-            mode: ModeSetting::FullArea,
+            mode: PolygonMode::FullArea,
             buffer: 0.1,
             full_area_limit: 20_000.0,
             all_changes: false,
@@ -126,11 +117,7 @@ impl ExpireSettings {
         let mut config = ExpireConfig::new(self.max_zoom);
         config.buffer = self.buffer;
         config.full_area_limit = self.full_area_limit;
-        config.mode = match self.mode {
-            ModeSetting::FullArea => PolygonMode::FullArea,
-            ModeSetting::BoundaryOnly => PolygonMode::BoundaryOnly,
-            ModeSetting::Hybrid => PolygonMode::Hybrid,
-        };
+        config.mode = self.mode;
         config
     }
 

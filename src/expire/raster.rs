@@ -61,16 +61,32 @@ pub const DEFAULT_MAX_TILES_OVERALL: u64 = 50_000_000;
 /// Length of one line chunk, in tiles.
 const CHUNK: f64 = 0.4;
 
-/// How polygons and multipolygons are expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How polygons and multipolygons are expired: `expire.mode` in the
+/// configuration and `--mode` of `tilepipe expire-tiles`, both spelled
+/// `full-area`, `boundary-only` or `hybrid` (the command line also takes
+/// `full_area` and `boundary_only`). The variant docs are `--help` text.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum PolygonMode {
-    /// Boundary and interior.
+    /// Polygon boundary and interior.
     #[default]
+    #[value(alias = "full_area")]
     FullArea,
-    /// The rings only.
+    /// Polygon rings only.
+    #[value(alias = "boundary_only")]
     BoundaryOnly,
-    /// Boundary-only if the envelope of the whole geometry is wider or
-    /// taller than [`ExpireConfig::full_area_limit`], else full area.
+    /// Boundary only for polygons whose envelope exceeds the full-area
+    /// limit.
     Hybrid,
 }
 

@@ -9,7 +9,7 @@
 use super::actions::{self, ExpirePolicy, ExpireSummary};
 use super::batch::{ExpireSettings, LocalRenderer, RenderReason, RenderTarget, StyleExpiry};
 use crate::metatile::TileStore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tracing::{info, warn};
@@ -19,7 +19,7 @@ use tracing::{info, warn};
 pub const MAX_SCHEDULED_ZOOM: u8 = 12;
 
 /// `expire.styles[].low_zooms`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LowZoomSchedule {
     /// Cron expression with seconds, in UTC: `sec min hour day month
@@ -33,7 +33,7 @@ pub struct LowZoomSchedule {
     pub action: ScheduledAction,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduledAction {
     #[default]

@@ -1,11 +1,11 @@
 //! Render configuration: the styles a tile server offers and the renderer's
 //! own settings (the `styles:` and `render:` sections of `config.yaml`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Tile image encodings Mapnik offers (mapnik-sys `FORMATS`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TileFormat {
     /// 32-bit PNG (mod_tile's `png`).
@@ -48,7 +48,7 @@ impl TileFormat {
 
 /// One map style: a Mapnik XML file rendered into a mod_tile cache
 /// (renderd.conf's per-map section).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StyleConfig {
     /// Name in URLs, in the cache path and in the renderd protocol
@@ -99,7 +99,7 @@ impl Default for StyleConfig {
 
 /// The renderer: worker threads, queue bounds and the renderd protocol
 /// endpoints other tools (mod_tile, render_list, render_expired) can use.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RenderSettings {
     /// Render worker threads, each with its own Mapnik map per style;

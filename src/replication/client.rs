@@ -112,8 +112,8 @@ impl Default for ClientOptions {
     }
 }
 
-/// Why a download failed. All kinds but [`FetchError::Setup`] are worth
-/// retrying: feeds have transient 404s while syncing, 5xx under load, and
+/// Why a download failed. All kinds but [`FetchError::Setup`] and
+/// [`FetchError::Url`] are worth retrying: feeds have transient 404s while syncing, 5xx under load, and
 /// truncated bodies when a connection drops.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -161,11 +161,14 @@ pub enum FetchError {
     },
     #[error("replication client setup: {0}")]
     Setup(String),
+    /// The feed URL itself is unusable (its message names the URL).
+    #[error("{0}")]
+    Url(#[from] super::feed::FeedUrlError),
 }
 
 impl FetchError {
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, FetchError::Setup(_))
+        !matches!(self, FetchError::Setup(_) | FetchError::Url(_))
     }
 }
 
@@ -195,6 +198,17 @@ pub struct FeedClient {
 const MAX_REDIRECTS: usize = 10;
 
 impl FeedClient {
+    /// The client every command uses: the feed at `url` with the configured
+    /// HTTP settings. The cadence is the configured one, else read from the
+    /// URL, else minutely.
+    pub fn from_config(url: &str, config: &ReplicationConfig) -> Result<Self, FetchError> {
+        let feed = match config.interval {
+            Some(interval) => Feed::new(url, interval)?,
+            None => Feed::with_guessed_interval(url, super::Interval::Minute)?,
+        };
+        FeedClient::new(feed, &ClientOptions::from_config(config))
+    }
+
     pub fn new(feed: Feed, options: &ClientOptions) -> Result<Self, FetchError> {
         let mut headers = reqwest::header::HeaderMap::new();
         let setup = |e: &dyn Display| FetchError::Setup(e.to_string());

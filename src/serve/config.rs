@@ -5,12 +5,12 @@
 //! `ModTileThrottling*`); the repository's `config.yaml` spells out every
 //! default, and a unit test keeps the two equal.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The HTTP tile server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeSettings {
     /// Listen address; empty = no HTTP server.
@@ -174,7 +174,7 @@ impl ServeSettings {
 
 /// `Cache-Control: max-age` and `Expires` as mod_tile's `add_expiry`
 /// computes them (`ModTileCacheDuration*` directives, same defaults).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// Upper bound of any clean tile's max-age (`…DurationMax`).
@@ -244,7 +244,7 @@ impl CacheSettings {
 }
 
 /// Which address a client is throttled by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardedFor {
     /// The connection's peer address.
@@ -257,7 +257,7 @@ pub enum ForwardedFor {
 }
 
 /// Per-client token buckets (`ModTileEnableTileThrottling`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleSettings {
     pub enabled: bool,
@@ -294,7 +294,7 @@ impl Default for ThrottleSettings {
 }
 
 /// A token bucket: `size` tokens at most, `rate` tokens per second back.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub size: u32,

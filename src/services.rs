@@ -1,0 +1,195 @@
+//! The long-running servers `tilepipe run` and `tilepipe serve` share: the
+//! renderer, the renderd protocol server and the HTTP server, started by
+//! [`Services::start`] and stopped in order by [`Services::stop`]; the one
+//! [`Shutdown`] request they (and the daemon loop) wait on; and the one
+//! signal handler, [`stop_on_signal`], that raises it.
+//!
+//! It sits at the wiring level beside [`crate::daemon`] rather than in
+//! `src/cli/`: the daemon loop waits on the same [`Shutdown`], and wiring
+//! below the commands must not import a command module.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::render::server::ProtocolListeners;
+use crate::render::worker::Renderer;
+use crate::serve::config::ServeSettings;
+use crate::serve::Server;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// A shutdown request, shared by the signal handler, the servers and the
+/// daemon loop.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    requested: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Completes when shutdown is requested.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_requested() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sleeps for `duration`; returns false if shutdown came first.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => !self.is_requested(),
+            _ = self.wait() => false,
+        }
+    }
+}
+
+/// Requests `shutdown` on the first SIGTERM or SIGINT. Work in progress
+/// (a batch, requests, renders) finishes; the waiters decide how.
+pub async fn stop_on_signal(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+    }
+    shutdown.request();
+}
+
+/// What to start besides the renderer's configuration.
+pub struct Plan {
+    /// The HTTP server's settings; `None` starts no HTTP server.
+    pub http: Option<ServeSettings>,
+    /// Start the renderer (when styles are configured) and, with it, the
+    /// renderd protocol server (when `render.socket` or `render.tcp` is set).
+    pub render: bool,
+    /// The registry the HTTP server counts into and shows on `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The started servers. Dropping it leaves them running until the runtime
+/// stops; [`Services::stop`] ends them in order.
+pub struct Services {
+    shutdown: Shutdown,
+    renderer: Option<Arc<Renderer>>,
+    http_addr: Option<SocketAddr>,
+    /// The protocol server then the HTTP server, in start order.
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Services {
+    /// Starts the renderer (loading every style: a broken style XML stops
+    /// the start with its name and file), then binds the renderd protocol
+    /// server and the HTTP server on `runtime`. They all stop when
+    /// `shutdown` is requested.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        config: &Config,
+        plan: Plan,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Services> {
+        let renderer = if plan.render && !config.styles.is_empty() {
+            let renderer = Renderer::start(&config.styles, &config.render)
+                .context("start-up check: styles")?;
+            Some(Arc::new(renderer))
+        } else {
+            None
+        };
+        let mut services = Services {
+            shutdown: shutdown.clone(),
+            renderer,
+            http_addr: None,
+            tasks: Vec::new(),
+        };
+        if let Some(renderer) = &services.renderer {
+            let listeners = runtime.block_on(ProtocolListeners::bind(&config.render))?;
+            if !listeners.is_empty() {
+                let (queue, styles, shutdown) = (
+                    renderer.queue().clone(),
+                    config.styles.clone(),
+                    shutdown.clone(),
+                );
+                services.tasks.push(runtime.spawn(async move {
+                    listeners.serve(queue, &styles, shutdown.wait()).await;
+                    Ok(())
+                }));
+            }
+        }
+        if let Some(settings) = plan.http {
+            let server = runtime.block_on(Server::bind(
+                settings,
+                config.styles.clone(),
+                services.renderer.clone(),
+                plan.metrics,
+            ))?;
+            services.http_addr = Some(server.local_addr());
+            let shutdown = shutdown.clone();
+            services.tasks.push(
+                runtime
+                    .spawn(async move { server.run(async move { shutdown.wait().await }).await }),
+            );
+        }
+        Ok(services)
+    }
+
+    /// The renderer, when one was started.
+    pub fn renderer(&self) -> Option<&Arc<Renderer>> {
+        self.renderer.as_ref()
+    }
+
+    /// The HTTP server's bound address, when one was started.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Requests shutdown, waits for the servers (they drain requests in
+    /// flight), then stops the renderer (renders in flight finish; queued
+    /// ones are abandoned, their metatiles stay dirty). Everything is
+    /// stopped even when a server failed; the first failure is returned.
+    pub fn stop(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        self.shutdown.request();
+        let mut result = Ok(());
+        for task in self.tasks {
+            let outcome = match runtime.block_on(task) {
+                Ok(outcome) => outcome,
+                Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(e) if result.is_ok() => result = Err(e),
+                Err(e) => warn!("{e:#}"),
+            }
+        }
+        if let Some(renderer) = self.renderer {
+            match Arc::try_unwrap(renderer) {
+                Ok(renderer) => renderer.shutdown(),
+                // Someone still holds it: stop its queue, which ends its
+                // threads once their renders in flight finish.
+                Err(shared) => shared.queue().shutdown(),
+            }
+        }
+        result
+    }
+}
