@@ -10,8 +10,8 @@
 
 use std::path::Path;
 use std::time::Duration;
-use tilepipe::render::config::StyleConfig;
 use tilepipe::metrics::TileOutcome;
+use tilepipe::render::config::StyleConfig;
 use tilepipe_testkit::cli::{assert_success, tilepipe};
 use tilepipe_testkit::find_in_path;
 use tilepipe_testkit::serve::{plain_style, Options, TestServer};

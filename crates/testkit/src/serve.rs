@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tilepipe::metrics::Metrics;
 use tilepipe::render::config::{RenderSettings, StyleConfig};
 use tilepipe::render::worker::Renderer;
 use tilepipe::serve::config::ServeSettings;
-use tilepipe::metrics::Metrics;
 use tilepipe::serve::Server;
 
 pub const STYLE: &str = "plain";

@@ -9,9 +9,9 @@ use quick_xml::events::{BytesStart, Event};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use tilepipe::osm::{Action, Change};
 use tilepipe::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
 use tilepipe::replication::feed::sequence_path;
-use tilepipe::osm::{Action, Change};
 use tilepipe::replication::ReplicationState;
 use tilepipe_testkit::feedgen::{GeneratedDiff, OsmData};
 
