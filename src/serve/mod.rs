@@ -3,7 +3,8 @@
 //! - [`config`]: the `serve:` section of `config.yaml`.
 //! - [`routes`]: the endpoints (tiles, `/status`, `/dirty`, TileJSON, the
 //!   map page, `/metrics`, `/health`).
-//! - [`tiles`]: tile URLs and reading one tile out of a metatile.
+//! - [`tiles`]: tile URLs, and reading a tile through
+//!   [`crate::metatile::read_tile_at`] with a cache validated by `stat`.
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.

@@ -416,7 +416,7 @@ async fn tile(
         Op::Status => return status(style, tile).await,
         Op::Dirty => return dirty(state, style, tile).await,
     }
-    let path = tiles::metatile_path(&style.dir, tile);
+    let path = crate::metatile::tile_path(&style.dir, tile);
     let found = match read(state, &path, tile).await {
         Ok(found) => found,
         Err(response) => {
@@ -667,7 +667,7 @@ fn respond(
 
 /// Admin only: tells the metatile's path.
 async fn status(style: &ServedStyle, tile: Tile) -> Response<Body> {
-    let path = tiles::metatile_path(&style.dir, tile);
+    let path = crate::metatile::tile_path(&style.dir, tile);
     let meta = match tokio::fs::metadata(&path).await {
         Ok(meta) => meta,
         Err(_) => {

@@ -1,18 +1,16 @@
 //! Tile URLs and reading one tile out of its metatile.
 //!
 //! The URL grammar is mod_tile's: `/<style>/<z>/<x>/<y>.<ext>`, optionally
-//! followed by `/status` or `/dirty`. Reading opens the metatile, takes
-//! its mtime from the open descriptor (so freshness and bytes come from
-//! the same file even when a render renames a new one over it), reads the
-//! 532-byte header and index, then only the one tile's bytes.
+//! followed by `/status` or `/dirty`. Reading goes through
+//! [`metatile::read_tile_at`]; what serve adds is its answer for broken
+//! files (render them again) and [`TileCache`], which validates a cached
+//! tile with one `stat`.
 
-use crate::metatile::{self, MetatileHeader, DATA_START, MAX_TILE_SIZE};
-use crate::tile::{Tile, METATILE};
+use crate::metatile::{self, MetatileError};
+use crate::tile::Tile;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -72,22 +70,6 @@ pub fn parse_tile_url(rest: &str) -> Option<TileUrl<'_>> {
     Some(TileUrl { z, x, y, ext, op })
 }
 
-/// The metatile path of `tile` below `style_dir` (`<tile_dir>/<style>`),
-/// as [`metatile::relative_path`] names it.
-pub fn metatile_path(style_dir: &str, tile: Tile) -> String {
-    let (mut x, mut y) = (tile.x & !(METATILE - 1), tile.y & !(METATILE - 1));
-    let mut h = [0u32; 5];
-    for hash in &mut h {
-        *hash = ((x & 0xF) << 4) | (y & 0xF);
-        x >>= 4;
-        y >>= 4;
-    }
-    format!(
-        "{style_dir}/{}/{}/{}/{}/{}/{}.meta",
-        tile.z, h[4], h[3], h[2], h[1], h[0]
-    )
-}
-
 /// One tile as read from the store.
 #[derive(Debug)]
 pub enum Read {
@@ -102,67 +84,22 @@ pub enum Read {
     },
 }
 
-fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
-}
-
 /// Reads `tile` from the metatile at `path`. A file too short or with a
 /// bad header or index reads as [`Read::Missing`] (logged).
 pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if is_missing(&e) => return Ok(Read::Missing),
-        Err(e) => return Err(e),
-    };
-    let mtime = file.metadata()?.modified()?;
-    let mut head = [0u8; DATA_START];
-    if let Err(e) = file.read_exact_at(&mut head, 0) {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            tracing::warn!(path, "metatile shorter than its header; rendering it again");
-            return Ok(Read::Missing);
-        }
-        return Err(e);
-    }
-    let header = match MetatileHeader::parse(&head, Path::new(path)) {
-        Ok(header) => header,
+    match metatile::read_tile_at(Path::new(path), tile) {
+        Ok(None) => Ok(Read::Missing),
+        Ok(Some(found)) => Ok(Read::Found {
+            mtime: found.mtime,
+            bytes: found.bytes.map(Bytes::from),
+            gzip: found.gzip,
+        }),
+        Err(MetatileError::Io { source, .. }) => Err(source),
         Err(e) => {
             tracing::warn!("{e}; rendering it again");
-            return Ok(Read::Missing);
+            Ok(Read::Missing)
         }
-    };
-    let (offset, size) = header.index[metatile::slot(tile)];
-    if size == 0 {
-        return Ok(Read::Found {
-            mtime,
-            bytes: None,
-            gzip: header.gzip,
-        });
     }
-    if size as usize > MAX_TILE_SIZE {
-        tracing::warn!(path, size, "tile larger than 1 MiB; rendering it again");
-        return Ok(Read::Missing);
-    }
-    let mut bytes = vec![0u8; size as usize];
-    if let Err(e) = file.read_exact_at(&mut bytes, u64::from(offset)) {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            tracing::warn!(
-                path,
-                offset,
-                size,
-                "tile runs past the end of its metatile; rendering it again"
-            );
-            return Ok(Read::Missing);
-        }
-        return Err(e);
-    }
-    Ok(Read::Found {
-        mtime,
-        bytes: Some(Bytes::from(bytes)),
-        gzip: header.gzip,
-    })
 }
 
 /// What one cached tile counts against the limit: its bytes, its key and
@@ -209,7 +146,7 @@ impl TileCache {
         }
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
-            Err(e) if is_missing(&e) => return Ok(Read::Missing),
+            Err(e) if metatile::is_missing(&e) => return Ok(Read::Missing),
             Err(e) => return Err(e),
         };
         let (ino, len, mtime) = (meta.ino(), meta.len(), meta.modified()?);
@@ -313,23 +250,6 @@ mod tests {
             "1/2/3.png/",
         ] {
             assert_eq!(parse_tile_url(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn paths_agree_with_the_store() {
-        for (z, x, y) in [
-            (0, 0, 0),
-            (9, 297, 191),
-            (18, 131010, 87170),
-            (20, 1048575, 3),
-        ] {
-            let tile = Tile::new(z, x, y).unwrap();
-            let ours = metatile_path("/t/s", tile);
-            let store = TileStore::new("/t")
-                .path("s", tile.metatile(), None)
-                .unwrap();
-            assert_eq!(Path::new(&ours), store);
         }
     }
 
