@@ -1,8 +1,8 @@
 //! The serve stage: HTTP tiles with mod_tile's semantics.
 //!
 //! - [`config`]: the `serve:` section of `config.yaml`.
-//! - [`routes`]: the endpoints (tiles, `/status`, `/dirty`, TileJSON, the
-//!   map page, `/metrics`, `/health`).
+//! - [`routes`]: the router and the endpoints, one module per concern
+//!   (tile decisions, admin, TileJSON, assets, health, CORS, clients).
 //! - [`tiles`]: tile URLs, and reading a tile through
 //!   [`crate::metatile::read_tile_at`] with a cache validated by `stat`.
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag

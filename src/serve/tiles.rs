@@ -76,12 +76,18 @@ pub enum Read {
     /// No metatile file (or one that is not a metatile: it is rendered
     /// again, where mod_tile would answer 404 forever).
     Missing,
-    Found {
-        mtime: SystemTime,
-        /// The tile's bytes; `None` when its slot is empty.
-        bytes: Option<Bytes>,
-        gzip: bool,
-    },
+    Found(Found),
+}
+
+/// A tile out of a metatile that exists.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The metatile's mtime (freshness, Last-Modified).
+    pub mtime: SystemTime,
+    /// The tile's bytes; `None` when its slot is empty.
+    pub bytes: Option<Bytes>,
+    /// Stored in a `METZ` file.
+    pub gzip: bool,
 }
 
 /// Reads `tile` from the metatile at `path`. A file too short or with a
@@ -89,11 +95,11 @@ pub enum Read {
 pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
     match metatile::read_tile_at(Path::new(path), tile) {
         Ok(None) => Ok(Read::Missing),
-        Ok(Some(found)) => Ok(Read::Found {
+        Ok(Some(found)) => Ok(Read::Found(Found {
             mtime: found.mtime,
             bytes: found.bytes.map(Bytes::from),
             gzip: found.gzip,
-        }),
+        })),
         Err(MetatileError::Io { source, .. }) => Err(source),
         Err(e) => {
             tracing::warn!("{e}; rendering it again");
@@ -120,13 +126,11 @@ pub struct TileCache {
     limit: usize,
 }
 
-#[derive(Clone)]
+/// A cached tile and the file identity that keeps it valid.
 struct Cached {
     ino: u64,
     len: u64,
-    mtime: SystemTime,
-    bytes: Option<Bytes>,
-    gzip: bool,
+    found: Found,
 }
 
 impl TileCache {
@@ -154,26 +158,17 @@ impl TileCache {
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = entries.get(&key) {
-                if (c.ino, c.len, c.mtime) == (ino, len, mtime) {
-                    return Ok(Read::Found {
-                        mtime,
-                        bytes: c.bytes.clone(),
-                        gzip: c.gzip,
-                    });
+                if (c.ino, c.len, c.found.mtime) == (ino, len, mtime) {
+                    return Ok(Read::Found(c.found.clone()));
                 }
             }
         }
         let read = read_tile(path, tile)?;
-        if let Read::Found {
-            mtime: read_mtime,
-            bytes,
-            gzip,
-        } = &read
-        {
+        if let Read::Found(found) = &read {
             // Only what was read from the file that was stat'ed: a render
             // that replaced it in between is picked up next time.
-            if *read_mtime == mtime {
-                let size = entry_size(&key.0, bytes);
+            if found.mtime == mtime {
+                let size = entry_size(&key.0, &found.bytes);
                 let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
                 if self.held.load(Relaxed) + size > self.limit {
                     // Full: drop every other entry (in hash order, so
@@ -183,7 +178,7 @@ impl TileCache {
                     entries.retain(|(path, _), c| {
                         keep = !keep;
                         if !keep {
-                            freed += entry_size(path, &c.bytes);
+                            freed += entry_size(path, &c.found.bytes);
                         }
                         keep
                     });
@@ -193,12 +188,12 @@ impl TileCache {
                 let cached = Cached {
                     ino,
                     len,
-                    mtime,
-                    bytes: bytes.clone(),
-                    gzip: *gzip,
+                    found: found.clone(),
                 };
                 // A replaced entry (same key, bytes re-read) stops counting.
-                let replaced = entries.get(&key).map(|old| entry_size(&key.0, &old.bytes));
+                let replaced = entries
+                    .get(&key)
+                    .map(|old| entry_size(&key.0, &old.found.bytes));
                 entries.insert(key, cached);
                 self.held.fetch_add(size, Relaxed);
                 if let Some(old_size) = replaced {
@@ -263,16 +258,16 @@ mod tests {
         let path = store.write("s", tile.metatile(), &tiles).unwrap();
         let path = path.to_str().unwrap();
         match read_tile(path, tile).unwrap() {
-            Read::Found { bytes, gzip, .. } => {
-                assert_eq!(bytes.as_deref(), Some(&b"five!"[..]));
-                assert!(!gzip);
+            Read::Found(found) => {
+                assert_eq!(found.bytes.as_deref(), Some(&b"five!"[..]));
+                assert!(!found.gzip);
             }
             other => panic!("{other:?}"),
         }
         let neighbour = Tile::new(10, 516, 340).unwrap();
         assert!(matches!(
             read_tile(path, neighbour).unwrap(),
-            Read::Found { bytes: None, .. }
+            Read::Found(Found { bytes: None, .. })
         ));
         std::fs::write(path, b"META").unwrap();
         assert!(matches!(read_tile(path, tile).unwrap(), Read::Missing));
@@ -297,7 +292,7 @@ mod tests {
         let path = path.to_str().unwrap();
         let cache = TileCache::new(1 << 20);
         let bytes = |read: Read| match read {
-            Read::Found { bytes, .. } => bytes.map(|b| b.to_vec()),
+            Read::Found(found) => found.bytes.map(|b| b.to_vec()),
             Read::Missing => None,
         };
         for _ in 0..3 {
@@ -315,7 +310,7 @@ mod tests {
         // A touch changes only the mtime, which the answer carries.
         store.touch("s", tile.metatile()).unwrap();
         match cache.read(path, tile).unwrap() {
-            Read::Found { mtime, .. } => assert!(mtime < metatile::touched_before()),
+            Read::Found(found) => assert!(found.mtime < metatile::touched_before()),
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(path).unwrap();
