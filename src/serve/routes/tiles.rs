@@ -12,8 +12,8 @@
 //! | not a tile URL below a known style | 400 |
 //! | client over its token bucket | 429 + Retry-After |
 //!
-//! How a wait for a render ends is a [`Waited`]; the answer for a tile
-//! that exists is built by [`respond`] from an [`Answer`].
+//! A request past the URL checks is a [`TileRequest`]; how a wait for a
+//! render ends is a [`Waited`].
 
 use super::admin;
 use super::client::{forbidden, is_admin, throttle_ip};
@@ -180,31 +180,24 @@ pub(super) async fn tile(
             return r;
         }
     }
+    let request = TileRequest {
+        state,
+        style,
+        headers,
+        path,
+        tile,
+    };
     let found = match read {
         Read::Found(found) => found,
-        Read::Missing => return render_missing(state, style, headers, &path, tile).await,
+        Read::Missing => return request.render_missing().await,
     };
-    let answer = if found.mtime >= planet_time(style).await {
-        Answer {
-            tile,
-            found,
-            served: TileOutcome::Fresh,
-        }
-    } else {
-        match rerender_dirty(state, style, &path, tile).await {
-            Some(rendered) => Answer {
-                tile,
-                found: rendered,
-                served: TileOutcome::Rendered,
-            },
-            None => Answer {
-                tile,
-                found,
-                served: TileOutcome::Stale,
-            },
-        }
-    };
-    respond(state, style, headers, answer)
+    if found.mtime >= planet_time(style).await {
+        return request.respond(found, TileOutcome::Fresh);
+    }
+    match request.rerender_dirty().await {
+        Some(rendered) => request.respond(rendered, TileOutcome::Rendered),
+        None => request.respond(found, TileOutcome::Stale),
+    }
 }
 
 /// The queue's key for `tile`'s metatile.
@@ -232,112 +225,6 @@ enum Waited {
     TimedOut,
 }
 
-/// Waits for a render of `tile`'s metatile at `priority`.
-async fn wait_render(
-    state: &AppState,
-    style: &ServedStyle,
-    path: &str,
-    tile: Tile,
-    priority: Priority,
-    timeout: Duration,
-) -> Waited {
-    let Some(queue) = state.queue.as_ref() else {
-        return Waited::Shutdown;
-    };
-    let Ok(_permit) = state.waiting.try_acquire() else {
-        queue.submit(render_key(style, tile), priority, false);
-        return Waited::Rejected;
-    };
-    let (submitted, receiver) = queue.submit(render_key(style, tile), priority, true);
-    if submitted == Submitted::Rejected {
-        return Waited::Rejected;
-    }
-    let receiver = receiver.expect("asked to wait");
-    match tokio::time::timeout(timeout, receiver).await {
-        Ok(Ok(Outcome::Rendered)) => match read(state, path, tile).await {
-            Ok(read) => Waited::Rendered(read),
-            Err(_) => Waited::Failed("the rendered metatile cannot be read".into()),
-        },
-        Ok(Ok(Outcome::Failed(message))) => Waited::Failed(message),
-        Ok(Ok(Outcome::Rejected)) => Waited::Rejected,
-        Ok(Ok(Outcome::Shutdown) | Err(_)) => Waited::Shutdown,
-        Err(_) => Waited::TimedOut,
-    }
-}
-
-/// A fresh copy of a dirty tile if it can be had within the timeout.
-async fn rerender_dirty(
-    state: &AppState,
-    style: &ServedStyle,
-    path: &str,
-    tile: Tile,
-) -> Option<Found> {
-    let queue = state.queue.as_ref()?;
-    if state.load.waited(state) >= state.settings.max_queued_dirty as u64 {
-        queue.submit(render_key(style, tile), Priority::Expired, false);
-        return None;
-    }
-    let timeout = state.settings.request_timeout();
-    match wait_render(state, style, path, tile, Priority::DirtyWaited, timeout).await {
-        Waited::Rendered(Read::Found(found)) => Some(found),
-        Waited::Rendered(Read::Missing) => None,
-        waited => {
-            tracing::debug!(style = style.config.name, %tile, ?waited, "serving a dirty tile stale");
-            None
-        }
-    }
-}
-
-async fn render_missing(
-    state: &AppState,
-    style: &ServedStyle,
-    headers: &HeaderMap,
-    path: &str,
-    tile: Tile,
-) -> Response<Body> {
-    let zoom = u32::from(tile.z);
-    let Some(queue) = &state.queue else {
-        style.counters.record(zoom, TileOutcome::NotRendered);
-        return not_rendered("No such tile, and no renderer\n");
-    };
-    if state.load.waited(state) >= state.settings.max_queued_missing as u64 {
-        queue.submit(render_key(style, tile), Priority::Expired, false);
-        style.counters.record(zoom, TileOutcome::Overloaded);
-        return overloaded();
-    }
-    let timeout = state.settings.missing_request_timeout();
-    match wait_render(state, style, path, tile, Priority::MissingWaited, timeout).await {
-        Waited::Rendered(Read::Found(found)) => {
-            let served = TileOutcome::Rendered;
-            respond(
-                state,
-                style,
-                headers,
-                Answer {
-                    tile,
-                    found,
-                    served,
-                },
-            )
-        }
-        Waited::Rendered(Read::Missing) => {
-            style.counters.record(zoom, TileOutcome::NotRendered);
-            not_rendered("Tile was rendered but cannot be read\n")
-        }
-        Waited::Rejected | Waited::Shutdown => {
-            style.counters.record(zoom, TileOutcome::Overloaded);
-            overloaded()
-        }
-        waited @ (Waited::Failed(_) | Waited::TimedOut) => {
-            if let Waited::Failed(message) = waited {
-                tracing::warn!(style = style.config.name, %tile, "render failed: {message}");
-            }
-            style.counters.record(zoom, TileOutcome::NotRendered);
-            not_rendered("Missing tile was not rendered in time\n")
-        }
-    }
-}
-
 fn not_rendered(message: &'static str) -> Response<Body> {
     let mut r = text(StatusCode::NOT_FOUND, message);
     r.headers_mut()
@@ -360,90 +247,181 @@ fn http_date(time: SystemTime) -> HeaderValue {
     HeaderValue::from_str(&httpdate::fmt_http_date(time)).expect("an HTTP date is a header value")
 }
 
-/// A tile that exists, on its way to the client.
-struct Answer {
+/// A tile request past the URL checks and the throttle: what the
+/// decisions below need, passed as one value.
+struct TileRequest<'a> {
+    state: &'a AppState,
+    style: &'a ServedStyle,
+    /// The request's headers (validators, Host, Origin).
+    headers: &'a HeaderMap,
+    /// The metatile file.
+    path: String,
     tile: Tile,
-    found: Found,
-    /// How a 200 is counted: fresh, stale (dirty cache headers) or
-    /// rendered.
-    served: TileOutcome,
 }
 
-/// The 200 or 304 for a tile that exists (or 404 for an empty slot).
-fn respond(
-    state: &AppState,
-    style: &ServedStyle,
-    request: &HeaderMap,
-    answer: Answer,
-) -> Response<Body> {
-    let Answer {
-        tile,
-        found: Found { mtime, bytes, gzip },
-        served,
-    } = answer;
-    let dirty = served == TileOutcome::Stale;
-    let zoom = u32::from(tile.z);
-    let Some(bytes) = bytes else {
-        style.counters.record(zoom, TileOutcome::Empty);
-        return text(StatusCode::NOT_FOUND, "No such tile in this metatile\n");
-    };
-    let touched = mtime < crate::metatile::touched_before();
-    let now = SystemTime::now();
-    let age = now.duration_since(mtime).unwrap_or_default();
-    let host = header_str(request, header::HOST);
-    let max_age = cache::max_age(
-        &state.settings.cache,
-        zoom,
-        dirty,
-        age,
-        host,
-        rand::random::<f64>(),
-    );
-    let etag = cache::etag(&bytes);
-    // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2). A
-    // touched metatile's mtime is a marker, not a modification time.
-    let not_modified = match header_str(request, header::IF_NONE_MATCH) {
-        Some(tags) => cache::none_match(tags, &etag),
-        None => {
-            !touched
-                && header_str(request, header::IF_MODIFIED_SINCE)
-                    .is_some_and(|since| cache::not_modified_since(since, mtime))
+impl TileRequest<'_> {
+    /// Waits for a render of `tile`'s metatile at `priority`.
+    async fn wait_render(&self, priority: Priority, timeout: Duration) -> Waited {
+        let TileRequest {
+            state, style, tile, ..
+        } = *self;
+        let Some(queue) = state.queue.as_ref() else {
+            return Waited::Shutdown;
+        };
+        let Ok(_permit) = state.waiting.try_acquire() else {
+            queue.submit(render_key(style, tile), priority, false);
+            return Waited::Rejected;
+        };
+        let (submitted, receiver) = queue.submit(render_key(style, tile), priority, true);
+        if submitted == Submitted::Rejected {
+            return Waited::Rejected;
         }
-    };
-    let mut response = if not_modified {
-        style.counters.record(zoom, TileOutcome::NotModified);
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        style.counters.record(zoom, served);
-        let mut r = Response::new(Body::from(bytes));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(style.config.format.mime_type()),
-        );
-        if gzip {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let receiver = receiver.expect("asked to wait");
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Outcome::Rendered)) => match read(state, &self.path, tile).await {
+                Ok(read) => Waited::Rendered(read),
+                Err(_) => Waited::Failed("the rendered metatile cannot be read".into()),
+            },
+            Ok(Ok(Outcome::Failed(message))) => Waited::Failed(message),
+            Ok(Ok(Outcome::Rejected)) => Waited::Rejected,
+            Ok(Ok(Outcome::Shutdown) | Err(_)) => Waited::Shutdown,
+            Err(_) => Waited::TimedOut,
         }
-        r
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a header value"),
-    );
-    if !touched {
-        headers.insert(header::LAST_MODIFIED, http_date(mtime));
     }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii"),
-    );
-    headers.insert(
-        header::EXPIRES,
-        http_date(now + Duration::from_secs(max_age)),
-    );
-    add_cors(state, request, &mut response);
-    response
+
+    /// A fresh copy of a dirty tile if it can be had within the timeout.
+    async fn rerender_dirty(&self) -> Option<Found> {
+        let TileRequest {
+            state, style, tile, ..
+        } = *self;
+        let queue = state.queue.as_ref()?;
+        if state.load.waited(state) >= state.settings.max_queued_dirty as u64 {
+            queue.submit(render_key(style, tile), Priority::Expired, false);
+            return None;
+        }
+        let timeout = state.settings.request_timeout();
+        match self.wait_render(Priority::DirtyWaited, timeout).await {
+            Waited::Rendered(Read::Found(found)) => Some(found),
+            Waited::Rendered(Read::Missing) => None,
+            waited => {
+                tracing::debug!(style = style.config.name, %tile, ?waited, "serving a dirty tile stale");
+                None
+            }
+        }
+    }
+
+    /// A missing tile: rendered while the client waits, if the queue allows.
+    async fn render_missing(&self) -> Response<Body> {
+        let TileRequest {
+            state, style, tile, ..
+        } = *self;
+        let zoom = u32::from(tile.z);
+        let Some(queue) = &state.queue else {
+            style.counters.record(zoom, TileOutcome::NotRendered);
+            return not_rendered("No such tile, and no renderer\n");
+        };
+        if state.load.waited(state) >= state.settings.max_queued_missing as u64 {
+            queue.submit(render_key(style, tile), Priority::Expired, false);
+            style.counters.record(zoom, TileOutcome::Overloaded);
+            return overloaded();
+        }
+        let timeout = state.settings.missing_request_timeout();
+        match self.wait_render(Priority::MissingWaited, timeout).await {
+            Waited::Rendered(Read::Found(found)) => self.respond(found, TileOutcome::Rendered),
+            Waited::Rendered(Read::Missing) => {
+                style.counters.record(zoom, TileOutcome::NotRendered);
+                not_rendered("Tile was rendered but cannot be read\n")
+            }
+            Waited::Rejected | Waited::Shutdown => {
+                style.counters.record(zoom, TileOutcome::Overloaded);
+                overloaded()
+            }
+            waited @ (Waited::Failed(_) | Waited::TimedOut) => {
+                if let Waited::Failed(message) = waited {
+                    tracing::warn!(style = style.config.name, %tile, "render failed: {message}");
+                }
+                style.counters.record(zoom, TileOutcome::NotRendered);
+                not_rendered("Missing tile was not rendered in time\n")
+            }
+        }
+    }
+
+    /// The 200 or 304 for a tile that exists (or 404 for an empty slot);
+    /// `served` is how a 200 is counted: fresh, stale (dirty cache headers)
+    /// or rendered.
+    fn respond(&self, found: Found, served: TileOutcome) -> Response<Body> {
+        let TileRequest {
+            state,
+            style,
+            headers: request,
+            tile,
+            ..
+        } = *self;
+        let Found { mtime, bytes, gzip } = found;
+        let dirty = served == TileOutcome::Stale;
+        let zoom = u32::from(tile.z);
+        let Some(bytes) = bytes else {
+            style.counters.record(zoom, TileOutcome::Empty);
+            return text(StatusCode::NOT_FOUND, "No such tile in this metatile\n");
+        };
+        let touched = mtime < crate::metatile::touched_before();
+        let now = SystemTime::now();
+        let age = now.duration_since(mtime).unwrap_or_default();
+        let host = header_str(request, header::HOST);
+        let max_age = cache::max_age(
+            &state.settings.cache,
+            zoom,
+            dirty,
+            age,
+            host,
+            rand::random::<f64>(),
+        );
+        let etag = cache::etag(&bytes);
+        // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2). A
+        // touched metatile's mtime is a marker, not a modification time.
+        let not_modified = match header_str(request, header::IF_NONE_MATCH) {
+            Some(tags) => cache::none_match(tags, &etag),
+            None => {
+                !touched
+                    && header_str(request, header::IF_MODIFIED_SINCE)
+                        .is_some_and(|since| cache::not_modified_since(since, mtime))
+            }
+        };
+        let mut response = if not_modified {
+            style.counters.record(zoom, TileOutcome::NotModified);
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            style.counters.record(zoom, served);
+            let mut r = Response::new(Body::from(bytes));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(style.config.format.mime_type()),
+            );
+            if gzip {
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ETAG,
+            HeaderValue::from_str(&etag).expect("hex is a header value"),
+        );
+        if !touched {
+            headers.insert(header::LAST_MODIFIED, http_date(mtime));
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii"),
+        );
+        headers.insert(
+            header::EXPIRES,
+            http_date(now + Duration::from_secs(max_age)),
+        );
+        add_cors(state, request, &mut response);
+        response
+    }
 }
