@@ -11,7 +11,11 @@
 //!   (`(x & 7) * 8 + (y & 7)`), then the tile data; offsets count from the
 //!   start of the file and unrendered slots have size 0;
 //! - paths: `<dir>/<style>/<z>/<h4>/<h3>/<h2>/<h1>/<h0>.meta`, each `h` one
-//!   byte built from a nibble of x and a nibble of y (see [`relative_path`]);
+//!   byte built from a nibble of x and a nibble of y (see [`relative_path`],
+//!   and [`tile_path`] for serve's per-request use);
+//! - reading: [`read_tile_at`] reads one tile with one open and two
+//!   positioned reads (header and index, then the tile); [`TileStore`] and
+//!   serve both read through it;
 //! - freshness: a metatile is dirty when its mtime is older than the
 //!   "planet time" (see [`TileStore::planet_import_complete`]);
 //! - touching marks a metatile dirty by moving its mtime into the past.
@@ -22,7 +26,8 @@
 
 use crate::tile::{Metatile, Tile, MAX_ZOOM, METATILE};
 use std::fs::{self, File, FileTimes};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,25 +145,34 @@ pub fn relative_path(
         return Err(MetatileError::Style(style.to_string()));
     }
     let metatile = check_metatile(metatile)?;
+    if let Some(options) = options.filter(|options| !check_name(options)) {
+        return Err(MetatileError::Options(options.to_string()));
+    }
+    Ok(PathBuf::from(hashed_path(style, metatile, options)))
+}
+
+/// The metatile file of `tile` below `style_dir` (`<tile_dir>/<style>`),
+/// as [`relative_path`] names it, built in one allocation: serve calls
+/// this on every request, with a tile already checked by [`Tile::new`].
+pub fn tile_path(style_dir: &str, tile: Tile) -> String {
+    hashed_path(style_dir, tile.metatile(), None)
+}
+
+/// `<prefix>/<z>/<h4>/<h3>/<h2>/<h1>/<h0>[.<options>].meta` for an aligned
+/// metatile inside the world; the one place the hashing lives.
+fn hashed_path(prefix: &str, metatile: Metatile, options: Option<&str>) -> String {
     let (mut x, mut y) = (metatile.x, metatile.y);
-    let mut hashes = [0u32; 5];
-    for hash in &mut hashes {
+    let mut h = [0u32; 5];
+    for hash in &mut h {
         *hash = ((x & 0xF) << 4) | (y & 0xF);
         x >>= 4;
         y >>= 4;
     }
-    let leaf = match options {
-        None => format!("{}.meta", hashes[0]),
-        Some(options) if check_name(options) => format!("{}.{options}.meta", hashes[0]),
-        Some(options) => return Err(MetatileError::Options(options.to_string())),
-    };
-    let mut path = PathBuf::from(style);
-    path.push(metatile.z.to_string());
-    for hash in hashes[1..].iter().rev() {
-        path.push(hash.to_string());
-    }
-    path.push(leaf);
-    Ok(path)
+    let (dot, options) = options.map_or(("", ""), |options| (".", options));
+    format!(
+        "{prefix}/{}/{}/{}/{}/{}/{}{dot}{options}.meta",
+        metatile.z, h[4], h[3], h[2], h[1], h[0]
+    )
 }
 
 /// Encodes a metatile file: header, index and the tiles in slot order.
@@ -268,6 +282,67 @@ pub struct StoredTile {
     pub bytes: Vec<u8>,
     /// Stored in a `METZ` file: serve with `Content-Encoding: gzip`.
     pub gzip: bool,
+}
+
+/// One tile as [`read_tile_at`] finds it in its metatile file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTile {
+    /// The file's mtime, taken from the descriptor the bytes come from, so
+    /// freshness and bytes agree even when a render renames a new file
+    /// over the path in between.
+    pub mtime: SystemTime,
+    /// The payload as stored; `None` when the tile's slot is empty.
+    pub bytes: Option<Vec<u8>>,
+    /// Stored in a `METZ` file: serve with `Content-Encoding: gzip`.
+    pub gzip: bool,
+}
+
+/// Reads `tile` out of the metatile file at `path`: one open, one read of
+/// the header and index, one read of the tile's bytes (positioned reads,
+/// so nothing is read that is not needed). `None` when there is no such
+/// file. A file too short, with a bad header or index, a tile over
+/// [`MAX_TILE_SIZE`] or one running past the end is a
+/// [`MetatileError::Format`].
+pub fn read_tile_at(path: &Path, tile: Tile) -> Result<Option<FileTile>, MetatileError> {
+    let Some(file) = open_existing(path)? else {
+        return Ok(None);
+    };
+    let mtime = file
+        .metadata()
+        .and_then(|metadata| metadata.modified())
+        .map_err(io_error(path))?;
+    let header = read_header(&file, path)?;
+    let (offset, size) = header.index[slot(tile)];
+    let gzip = header.gzip;
+    if size == 0 {
+        return Ok(Some(FileTile {
+            mtime,
+            bytes: None,
+            gzip,
+        }));
+    }
+    let format = |reason: String| MetatileError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if size as usize > MAX_TILE_SIZE {
+        return Err(format(format!(
+            "tile {tile} has {size} bytes, more than the {MAX_TILE_SIZE} allowed"
+        )));
+    }
+    let mut bytes = vec![0; size as usize];
+    file.read_exact_at(&mut bytes, u64::from(offset))
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::UnexpectedEof => format(format!(
+                "tile {tile} at offset {offset}, size {size} runs past the end"
+            )),
+            _ => io_error(path)(source),
+        })?;
+    Ok(Some(FileTile {
+        mtime,
+        bytes: Some(bytes),
+        gzip,
+    }))
 }
 
 /// Times and size of a metatile file.
@@ -419,13 +494,13 @@ impl TileStore {
         metatile: Metatile,
     ) -> Result<Option<MetatileHeader>, MetatileError> {
         let path = self.path(style, metatile, None)?;
-        let Some(mut file) = open_existing(&path)? else {
+        let Some(file) = open_existing(&path)? else {
             return Ok(None);
         };
-        Ok(Some(read_header(&mut file, &path)?))
+        Ok(Some(read_header(&file, &path)?))
     }
 
-    /// Reads one tile, following the index offset. `None` when the metatile
+    /// Reads one tile (see [`read_tile_at`]). `None` when the metatile
     /// does not exist or the tile's slot is empty (mod_tile answers 404 for
     /// both).
     pub fn read_tile(&self, style: &str, tile: Tile) -> Result<Option<StoredTile>, MetatileError> {
@@ -440,40 +515,11 @@ impl TileStore {
         options: Option<&str>,
     ) -> Result<Option<StoredTile>, MetatileError> {
         let path = self.path(style, tile.metatile(), options)?;
-        let Some(mut file) = open_existing(&path)? else {
-            return Ok(None);
-        };
-        let header = read_header(&mut file, &path)?;
-        let (offset, size) = header.index[slot(tile)];
-        if size == 0 {
-            return Ok(None);
-        }
-        if size as usize > MAX_TILE_SIZE {
-            return Err(MetatileError::Format {
-                path,
-                reason: format!(
-                    "tile {tile} has {size} bytes, more than the {MAX_TILE_SIZE} allowed"
-                ),
-            });
-        }
-        let mut bytes = vec![0; size as usize];
-        file.seek(SeekFrom::Start(u64::from(offset)))
-            .and_then(|_| file.read_exact(&mut bytes))
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::UnexpectedEof => MetatileError::Format {
-                    path: path.clone(),
-                    reason: format!(
-                        "tile {tile} at offset {offset}, size {size} runs past the end"
-                    ),
-                },
-                _ => MetatileError::Io {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
-        Ok(Some(StoredTile {
-            bytes,
-            gzip: header.gzip,
+        Ok(read_tile_at(&path, tile)?.and_then(|found| {
+            found.bytes.map(|bytes| StoredTile {
+                bytes,
+                gzip: found.gzip,
+            })
         }))
     }
 
@@ -604,20 +650,27 @@ fn stat_existing(path: &Path) -> Result<Option<FileStat>, MetatileError> {
 
 /// Not found, or a path component that is a file (`ENOTDIR`): either way
 /// there is no metatile.
-fn is_missing(e: &io::Error) -> bool {
+pub fn is_missing(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
     )
 }
 
-fn read_header(file: &mut File, path: &Path) -> Result<MetatileHeader, MetatileError> {
-    let mut bytes = Vec::with_capacity(DATA_START);
-    Read::by_ref(file)
-        .take(DATA_START as u64)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(path))?;
-    MetatileHeader::parse(&bytes, path)
+/// The header and index at the start of `file`. A short file is read as
+/// far as it goes, so the format error can tell its length.
+fn read_header(file: &File, path: &Path) -> Result<MetatileHeader, MetatileError> {
+    let mut bytes = [0u8; DATA_START];
+    let mut filled = 0;
+    while filled < DATA_START {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(io_error(path)(source)),
+        }
+    }
+    MetatileHeader::parse(&bytes[..filled], path)
 }
 
 #[cfg(test)]
@@ -657,6 +710,20 @@ mod tests {
             relative_path("s", unaligned, None).unwrap(),
             PathBuf::from("s/18/17/245/244/200/0.meta")
         );
+    }
+
+    #[test]
+    fn tile_paths_agree_with_the_store() {
+        for (z, x, y) in [
+            (0, 0, 0),
+            (9, 297, 191),
+            (18, 131010, 87170),
+            (20, 1048575, 3),
+        ] {
+            let tile = Tile::new(z, x, y).unwrap();
+            let store = TileStore::new("/t").path("s", tile.metatile(), None);
+            assert_eq!(Path::new(&tile_path("/t/s", tile)), store.unwrap());
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The serve stage: HTTP tiles with mod_tile's semantics.
 //!
 //! - [`config`]: the `serve:` section of `config.yaml`.
-//! - [`routes`]: the endpoints (tiles, `/status`, `/dirty`, TileJSON, the
-//!   map page, `/metrics`, `/health`).
-//! - [`tiles`]: tile URLs and reading one tile out of a metatile.
+//! - [`routes`]: the router and the endpoints, one module per concern
+//!   (tile decisions, admin, TileJSON, assets, health, CORS, clients).
+//! - [`tiles`]: tile URLs, and reading a tile through
+//!   [`crate::metatile::read_tile_at`] with a cache validated by `stat`.
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.
@@ -99,16 +100,8 @@ impl Server {
         renderer: Option<Arc<Renderer>>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Server> {
-        let admin = settings
-            .admin_networks
-            .iter()
-            .map(|net| parse_network("admin_networks", net))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let trusted = settings
-            .trusted_proxies
-            .iter()
-            .map(|net| parse_network("trusted_proxies", net))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let admin = parse_networks("admin_networks", &settings.admin_networks)?;
+        let trusted = parse_networks("trusted_proxies", &settings.trusted_proxies)?;
         if !trusted.is_empty() && settings.throttle.x_forwarded_for != config::ForwardedFor::None {
             tracing::warn!(
                 "serve.throttle.x_forwarded_for is ignored: with serve.trusted_proxies set, \
@@ -228,6 +221,11 @@ pub async fn serve(
         .await?
         .run(shutdown)
         .await
+}
+
+/// Every entry of the list setting `key` (see [`parse_network`]).
+fn parse_networks(key: &str, texts: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    texts.iter().map(|text| parse_network(key, text)).collect()
 }
 
 /// `10.0.0.0/8`, `::1/128`, or a bare address (one host); `key` names

@@ -1,18 +1,16 @@
 //! Tile URLs and reading one tile out of its metatile.
 //!
 //! The URL grammar is mod_tile's: `/<style>/<z>/<x>/<y>.<ext>`, optionally
-//! followed by `/status` or `/dirty`. Reading opens the metatile, takes
-//! its mtime from the open descriptor (so freshness and bytes come from
-//! the same file even when a render renames a new one over it), reads the
-//! 532-byte header and index, then only the one tile's bytes.
+//! followed by `/status` or `/dirty`. Reading goes through
+//! [`metatile::read_tile_at`]; what serve adds is its answer for broken
+//! files (render them again) and [`TileCache`], which validates a cached
+//! tile with one `stat`.
 
-use crate::metatile::{self, MetatileHeader, DATA_START, MAX_TILE_SIZE};
-use crate::tile::{Tile, METATILE};
+use crate::metatile::{self, MetatileError};
+use crate::tile::Tile;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -72,97 +70,42 @@ pub fn parse_tile_url(rest: &str) -> Option<TileUrl<'_>> {
     Some(TileUrl { z, x, y, ext, op })
 }
 
-/// The metatile path of `tile` below `style_dir` (`<tile_dir>/<style>`),
-/// as [`metatile::relative_path`] names it.
-pub fn metatile_path(style_dir: &str, tile: Tile) -> String {
-    let (mut x, mut y) = (tile.x & !(METATILE - 1), tile.y & !(METATILE - 1));
-    let mut h = [0u32; 5];
-    for hash in &mut h {
-        *hash = ((x & 0xF) << 4) | (y & 0xF);
-        x >>= 4;
-        y >>= 4;
-    }
-    format!(
-        "{style_dir}/{}/{}/{}/{}/{}/{}.meta",
-        tile.z, h[4], h[3], h[2], h[1], h[0]
-    )
-}
-
 /// One tile as read from the store.
 #[derive(Debug)]
 pub enum Read {
     /// No metatile file (or one that is not a metatile: it is rendered
     /// again, where mod_tile would answer 404 forever).
     Missing,
-    Found {
-        mtime: SystemTime,
-        /// The tile's bytes; `None` when its slot is empty.
-        bytes: Option<Bytes>,
-        gzip: bool,
-    },
+    Found(Found),
 }
 
-fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+/// A tile out of a metatile that exists.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The metatile's mtime (freshness, Last-Modified).
+    pub mtime: SystemTime,
+    /// The tile's bytes; `None` when its slot is empty.
+    pub bytes: Option<Bytes>,
+    /// Stored in a `METZ` file.
+    pub gzip: bool,
 }
 
 /// Reads `tile` from the metatile at `path`. A file too short or with a
 /// bad header or index reads as [`Read::Missing`] (logged).
 pub fn read_tile(path: &str, tile: Tile) -> io::Result<Read> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if is_missing(&e) => return Ok(Read::Missing),
-        Err(e) => return Err(e),
-    };
-    let mtime = file.metadata()?.modified()?;
-    let mut head = [0u8; DATA_START];
-    if let Err(e) = file.read_exact_at(&mut head, 0) {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            tracing::warn!(path, "metatile shorter than its header; rendering it again");
-            return Ok(Read::Missing);
-        }
-        return Err(e);
-    }
-    let header = match MetatileHeader::parse(&head, Path::new(path)) {
-        Ok(header) => header,
+    match metatile::read_tile_at(Path::new(path), tile) {
+        Ok(None) => Ok(Read::Missing),
+        Ok(Some(found)) => Ok(Read::Found(Found {
+            mtime: found.mtime,
+            bytes: found.bytes.map(Bytes::from),
+            gzip: found.gzip,
+        })),
+        Err(MetatileError::Io { source, .. }) => Err(source),
         Err(e) => {
             tracing::warn!("{e}; rendering it again");
-            return Ok(Read::Missing);
+            Ok(Read::Missing)
         }
-    };
-    let (offset, size) = header.index[metatile::slot(tile)];
-    if size == 0 {
-        return Ok(Read::Found {
-            mtime,
-            bytes: None,
-            gzip: header.gzip,
-        });
     }
-    if size as usize > MAX_TILE_SIZE {
-        tracing::warn!(path, size, "tile larger than 1 MiB; rendering it again");
-        return Ok(Read::Missing);
-    }
-    let mut bytes = vec![0u8; size as usize];
-    if let Err(e) = file.read_exact_at(&mut bytes, u64::from(offset)) {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            tracing::warn!(
-                path,
-                offset,
-                size,
-                "tile runs past the end of its metatile; rendering it again"
-            );
-            return Ok(Read::Missing);
-        }
-        return Err(e);
-    }
-    Ok(Read::Found {
-        mtime,
-        bytes: Some(Bytes::from(bytes)),
-        gzip: header.gzip,
-    })
 }
 
 /// What one cached tile counts against the limit: its bytes, its key and
@@ -183,13 +126,11 @@ pub struct TileCache {
     limit: usize,
 }
 
-#[derive(Clone)]
+/// A cached tile and the file identity that keeps it valid.
 struct Cached {
     ino: u64,
     len: u64,
-    mtime: SystemTime,
-    bytes: Option<Bytes>,
-    gzip: bool,
+    found: Found,
 }
 
 impl TileCache {
@@ -209,7 +150,7 @@ impl TileCache {
         }
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
-            Err(e) if is_missing(&e) => return Ok(Read::Missing),
+            Err(e) if metatile::is_missing(&e) => return Ok(Read::Missing),
             Err(e) => return Err(e),
         };
         let (ino, len, mtime) = (meta.ino(), meta.len(), meta.modified()?);
@@ -217,26 +158,17 @@ impl TileCache {
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = entries.get(&key) {
-                if (c.ino, c.len, c.mtime) == (ino, len, mtime) {
-                    return Ok(Read::Found {
-                        mtime,
-                        bytes: c.bytes.clone(),
-                        gzip: c.gzip,
-                    });
+                if (c.ino, c.len, c.found.mtime) == (ino, len, mtime) {
+                    return Ok(Read::Found(c.found.clone()));
                 }
             }
         }
         let read = read_tile(path, tile)?;
-        if let Read::Found {
-            mtime: read_mtime,
-            bytes,
-            gzip,
-        } = &read
-        {
+        if let Read::Found(found) = &read {
             // Only what was read from the file that was stat'ed: a render
             // that replaced it in between is picked up next time.
-            if *read_mtime == mtime {
-                let size = entry_size(&key.0, bytes);
+            if found.mtime == mtime {
+                let size = entry_size(&key.0, &found.bytes);
                 let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
                 if self.held.load(Relaxed) + size > self.limit {
                     // Full: drop every other entry (in hash order, so
@@ -246,7 +178,7 @@ impl TileCache {
                     entries.retain(|(path, _), c| {
                         keep = !keep;
                         if !keep {
-                            freed += entry_size(path, &c.bytes);
+                            freed += entry_size(path, &c.found.bytes);
                         }
                         keep
                     });
@@ -256,12 +188,12 @@ impl TileCache {
                 let cached = Cached {
                     ino,
                     len,
-                    mtime,
-                    bytes: bytes.clone(),
-                    gzip: *gzip,
+                    found: found.clone(),
                 };
                 // A replaced entry (same key, bytes re-read) stops counting.
-                let replaced = entries.get(&key).map(|old| entry_size(&key.0, &old.bytes));
+                let replaced = entries
+                    .get(&key)
+                    .map(|old| entry_size(&key.0, &old.found.bytes));
                 entries.insert(key, cached);
                 self.held.fetch_add(size, Relaxed);
                 if let Some(old_size) = replaced {
@@ -317,23 +249,6 @@ mod tests {
     }
 
     #[test]
-    fn paths_agree_with_the_store() {
-        for (z, x, y) in [
-            (0, 0, 0),
-            (9, 297, 191),
-            (18, 131010, 87170),
-            (20, 1048575, 3),
-        ] {
-            let tile = Tile::new(z, x, y).unwrap();
-            let ours = metatile_path("/t/s", tile);
-            let store = TileStore::new("/t")
-                .path("s", tile.metatile(), None)
-                .unwrap();
-            assert_eq!(Path::new(&ours), store);
-        }
-    }
-
-    #[test]
     fn reads_one_tile_and_tells_bad_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = TileStore::new(dir.path());
@@ -343,16 +258,16 @@ mod tests {
         let path = store.write("s", tile.metatile(), &tiles).unwrap();
         let path = path.to_str().unwrap();
         match read_tile(path, tile).unwrap() {
-            Read::Found { bytes, gzip, .. } => {
-                assert_eq!(bytes.as_deref(), Some(&b"five!"[..]));
-                assert!(!gzip);
+            Read::Found(found) => {
+                assert_eq!(found.bytes.as_deref(), Some(&b"five!"[..]));
+                assert!(!found.gzip);
             }
             other => panic!("{other:?}"),
         }
         let neighbour = Tile::new(10, 516, 340).unwrap();
         assert!(matches!(
             read_tile(path, neighbour).unwrap(),
-            Read::Found { bytes: None, .. }
+            Read::Found(Found { bytes: None, .. })
         ));
         std::fs::write(path, b"META").unwrap();
         assert!(matches!(read_tile(path, tile).unwrap(), Read::Missing));
@@ -377,7 +292,7 @@ mod tests {
         let path = path.to_str().unwrap();
         let cache = TileCache::new(1 << 20);
         let bytes = |read: Read| match read {
-            Read::Found { bytes, .. } => bytes.map(|b| b.to_vec()),
+            Read::Found(found) => found.bytes.map(|b| b.to_vec()),
             Read::Missing => None,
         };
         for _ in 0..3 {
@@ -395,7 +310,7 @@ mod tests {
         // A touch changes only the mtime, which the answer carries.
         store.touch("s", tile.metatile()).unwrap();
         match cache.read(path, tile).unwrap() {
-            Read::Found { mtime, .. } => assert!(mtime < metatile::touched_before()),
+            Read::Found(found) => assert!(found.mtime < metatile::touched_before()),
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(path).unwrap();
