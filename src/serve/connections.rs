@@ -358,7 +358,7 @@ pub(crate) fn raise_open_files_limit() -> Option<u64> {
             tracing::info!(
                 soft = after,
                 was = before,
-                "open-file limit (RLIMIT_NOFILE) raised to the hard limit"
+                "open-file limit (RLIMIT_NOFILE) set to the hard limit"
             );
             Some(after)
         }
@@ -371,23 +371,11 @@ pub(crate) fn raise_open_files_limit() -> Option<u64> {
 
 /// Soft limit before and after raising it to the hard one.
 pub(crate) fn raise_nofile() -> io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (before, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if before < hard {
+        rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
     }
-    let before = limit.rlim_cur;
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit only reads the struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((before, limit.rlim_cur))
+    Ok((before, hard))
 }
 
 #[cfg(test)]
@@ -396,20 +384,9 @@ mod tests {
 
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: as in raise_nofile.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        let hard = limit.rlim_max;
+        let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
         if hard > 256 {
-            limit.rlim_cur = 256;
-            // SAFETY: as in raise_nofile.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            rlimit::setrlimit(rlimit::Resource::NOFILE, 256, hard).unwrap();
         }
         let (_, after) = raise_nofile().unwrap();
         assert_eq!(after, hard);
