@@ -48,17 +48,19 @@ pub struct Locked {
 
 /// Takes the single-instance advisory lock on `client`'s session (it
 /// lasts until the connection closes, across transactions), so `run` and
-/// `catchup` never apply the same batch at once. `Ok(Err(_))` when another
-/// connection holds it.
+/// `catchup` never apply the same batch at once. `Ok(Ok(pid))` gives the
+/// backend pid of `client`'s session (which holds the lock now);
+/// `Ok(Err(_))` when another connection holds it.
 pub fn take_instance_lock(
     client: &mut postgres::Client,
     db: &postgres::Config,
-) -> Result<Result<(), Locked>, postgres::Error> {
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
-        .get(0);
-    if locked {
-        return Ok(Ok(()));
+) -> Result<Result<i32, Locked>, postgres::Error> {
+    let row = client.query_one(
+        "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+        &[&INSTANCE_LOCK],
+    )?;
+    if row.get::<_, bool>(0) {
+        return Ok(Ok(row.get(1)));
     }
     // A bigint advisory key is listed split in two: classid holds the high
     // half, objid the low one, objsubid 1 (PostgreSQL docs, pg_locks).
@@ -551,13 +553,9 @@ fn injected_panic() {
 fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Session, SessionError> {
     let unavailable = |e: anyhow::Error| SessionError::Unavailable(e);
     let mut client = crate::db::connect(db).map_err(|e| unavailable(e.into()))?;
-    if let Err(locked) = take_instance_lock(&mut client, db).map_err(|e| unavailable(e.into()))? {
-        return Err(SessionError::Locked(locked));
-    }
-    let backend_pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+    let backend_pid = take_instance_lock(&mut client, db)
         .map_err(|e| unavailable(e.into()))?
-        .get(0);
+        .map_err(SessionError::Locked)?;
     let applier = Applier::for_settings(settings).map_err(|e| unavailable(e.into()))?;
     Ok(Session {
         client,

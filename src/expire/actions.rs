@@ -358,19 +358,18 @@ async fn render_worker(
         // futimens between awaits, as in `expire`).
         let marked = (!rendered).then(|| mark_dirty(&store, &request));
         let mut state = shared.state.lock().expect("sink state");
+        if let Some(Err(e)) = &marked {
+            tracing::warn!("{request}: not rendered, and cannot be marked dirty: {e}");
+            let message = format!("cannot mark a metatile renderd did not render dirty: {e}");
+            state.report.error.get_or_insert(message);
+        }
         let zoom = u8::try_from(request.z).unwrap_or(u8::MAX);
         let counts = state.report.zooms.entry(zoom).or_default();
         match marked {
             Some(Ok(())) => counts.marked_dirty += 1,
-            Some(Err(e)) => {
-                counts.unmarked += 1;
-                tracing::warn!("{request}: not rendered, and cannot be marked dirty: {e}");
-                let message = format!("cannot mark a metatile renderd did not render dirty: {e}");
-                state.report.error.get_or_insert(message);
-            }
+            Some(Err(_)) => counts.unmarked += 1,
             None => {}
         }
-        let counts = state.report.zooms.entry(zoom).or_default();
         match reply {
             Ok(Command::Done) => counts.done += 1,
             Ok(Command::Ignore) => counts.ignored += 1,
@@ -394,16 +393,14 @@ async fn render_worker(
     }
 }
 
-/// Marks the metatile of `request` (sent by origin, see
-/// [`Request::for_metatile`]) dirty; a missing one needs nothing, it is
-/// rendered when viewed.
+/// Marks the metatile of `request` dirty; a missing one needs nothing, it
+/// is rendered when viewed. The sink only sends requests it built from
+/// metatiles ([`Request::for_metatile`]), so the tile is always valid.
 fn mark_dirty(store: &TileStore, request: &Request) -> Result<(), MetatileError> {
-    let metatile = Metatile {
-        z: u8::try_from(request.z).unwrap_or(u8::MAX),
-        x: request.x as u32 & !(METATILE - 1),
-        y: request.y as u32 & !(METATILE - 1),
-    };
-    store.touch(&request.style, metatile).map(|_| ())
+    match request.tile() {
+        Some(tile) => store.touch(&request.style, tile.metatile()).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 impl RenderSink for RenderdSink {
