@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::expire::batch::{tiles_for_changes, ExpireSettings};
+use tilepipe::expire::batch::{tiles_for_changes, ExpireConfig};
 use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::OsmData;
 use tilepipe_testkit::scale::vandalism;
@@ -84,7 +84,7 @@ fn main() {
     let mut tx = client.transaction().unwrap();
     let result = applier.apply(&mut tx, &changes).unwrap();
     tx.commit().unwrap();
-    let raster = ExpireSettings::default().raster();
+    let raster = ExpireConfig::default().raster();
     let mut runs = Vec::new();
     let mut tiles = None;
     for _ in 0..5 {

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tilepipe::render::config::{RenderSettings, StyleConfig, TileFormat};
+use tilepipe::render::config::{RenderConfig, StyleConfig, TileFormat};
 use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style::load_style_xml;
 use tilepipe::render::worker::{Renderer, Timings};
@@ -268,10 +268,10 @@ fn bench_style(
         format: TileFormat::Png256,
         ..StyleConfig::default()
     };
-    let settings = RenderSettings {
+    let settings = RenderConfig {
         threads,
         queue_capacity: metatiles.len() + 1,
-        ..RenderSettings::default()
+        ..RenderConfig::default()
     };
     let renderer = Renderer::start(std::slice::from_ref(&config), &settings).unwrap();
     // Warm-up: the database's and the file system's caches.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tilepipe::metatile::{self, TileStore};
 use tilepipe::metrics::Metrics;
-use tilepipe::serve::config::ServeSettings;
+use tilepipe::serve::config::ServeConfig;
 use tilepipe::serve::Server;
 use tilepipe::tile::{Metatile, Tile};
 use tilepipe_testkit::apache::Apache;
@@ -197,9 +197,9 @@ fn main() {
         .build()
         .unwrap();
     let style = plain_style(dir.path(), &tiles);
-    let settings = ServeSettings {
+    let settings = ServeConfig {
         listen: "127.0.0.1:0".into(),
-        ..ServeSettings::default()
+        ..ServeConfig::default()
     };
     let server = runtime
         .block_on(Server::bind(

@@ -1,8 +1,9 @@
 //! The one typed configuration tree, read from `config.yaml`.
 //!
-//! Every stage owns its section's type (`replication.config`,
-//! `expire.batch`, `render.config`, `serve.config`); this module only
-//! assembles them, so no stage imports it for its own settings. Unknown keys and bad values are errors
+//! Every stage owns its section's type (`replication::config`,
+//! `apply::config`, `expire::batch`, `render::config`, `serve::config`,
+//! and `db` for the shared connection); this module only assembles them
+//! and owns the process's own `log` section, so no stage imports it. Unknown keys and bad values are errors
 //! that name the key and the line (`deny_unknown_fields` plus the YAML
 //! parser's locations). A missing key takes the documented default, which
 //! is also what the repository's `config.yaml` spells out. Every section
@@ -17,74 +18,15 @@ pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub database: DatabaseConfig,
+    pub database: crate::db::DatabaseConfig,
     pub replication: crate::replication::config::ReplicationConfig,
-    pub import: ImportConfig,
-    pub expire: crate::expire::batch::ExpireSettings,
+    pub import: crate::apply::config::ImportConfig,
+    pub expire: crate::expire::batch::ExpireConfig,
     /// Map styles the renderer draws and the server offers.
     pub styles: Vec<crate::render::config::StyleConfig>,
-    pub render: crate::render::config::RenderSettings,
-    pub serve: crate::serve::config::ServeSettings,
+    pub render: crate::render::config::RenderConfig,
+    pub serve: crate::serve::config::ServeConfig,
     pub log: LogConfig,
-}
-
-/// How OSM data becomes rows (the same settings `tilepipe import` takes as
-/// flags; they are stored with the database and every later apply uses
-/// the stored ones).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ImportConfig {
-    /// Table name prefix (`--prefix`).
-    pub prefix: String,
-    /// osm2pgsql style file (`-S/--style`); absent = the built-in default.style.
-    pub style: Option<PathBuf>,
-    /// Lua tag transform script (`--tag-transform-script`).
-    pub tag_transform_script: Option<PathBuf>,
-    /// Tags without a column: none, match (`--hstore`) or all (`--hstore-all`).
-    pub hstore: crate::apply::style::HstoreMode,
-    /// Keep an object only if a real column matched (`--hstore-match-only`).
-    pub hstore_match_only: bool,
-    /// One MULTIPOLYGON row per relation instead of a row per part (`-G`).
-    pub multi_geometry: bool,
-    /// Keep `natural=coastline` ways (`--keep-coastlines`).
-    pub keep_coastlines: bool,
-    /// Threads decoding PBF blocks; 0 = one per CPU.
-    pub threads: usize,
-}
-
-impl Default for ImportConfig {
-    fn default() -> Self {
-        ImportConfig {
-            prefix: "planet_osm".into(),
-            style: None,
-            tag_transform_script: None,
-            hstore: crate::apply::style::HstoreMode::None,
-            hstore_match_only: false,
-            multi_geometry: false,
-            keep_coastlines: false,
-            threads: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
-    /// libpq URL (`postgresql://user@host:port/db`) or conninfo
-    /// (`host=... dbname=...`); the `PG*` environment variables fill what it
-    /// leaves out.
-    pub url: String,
-    /// Schema of the middle tables and of `osm2pgsql_properties`.
-    pub middle_schema: String,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: String::new(),
-            middle_schema: "public".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]

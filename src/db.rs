@@ -9,6 +9,27 @@ use postgres::{Client, Config, NoTls};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The `database:` section of the configuration, shared by every stage.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// libpq URL (`postgresql://user@host:port/db`) or conninfo
+    /// (`host=... dbname=...`); the `PG*` environment variables fill what it
+    /// leaves out.
+    pub url: String,
+    /// Schema of the middle tables and of `osm2pgsql_properties`.
+    pub middle_schema: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: String::new(),
+            middle_schema: "public".into(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid database connection string {text:?}: {source}")]

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;
-use crate::serve::config::ServeSettings;
+use crate::serve::config::ServeConfig;
 use crate::serve::Server;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -81,7 +81,7 @@ pub async fn stop_on_signal(shutdown: Shutdown) {
 /// What to start besides the renderer's configuration.
 pub struct Plan {
     /// The HTTP server's settings; `None` starts no HTTP server.
-    pub http: Option<ServeSettings>,
+    pub http: Option<ServeConfig>,
     /// Start the renderer (when styles are configured) and, with it, the
     /// renderd protocol server (when `render.socket` or `render.tcp` is set).
     pub render: bool,

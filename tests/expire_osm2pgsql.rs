@@ -36,7 +36,7 @@ use tilepipe::apply::geom::ewkb;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::apply::style::TableKind;
-use tilepipe::expire::raster::{ExpireConfig, Expirer, PolygonMode};
+use tilepipe::expire::raster::{Expirer, PolygonMode, RasterSettings};
 use tilepipe::expire::tiles::{
     tile_bounds, tile_coords, tiles_per_side, truncate, HALF_EARTH_CIRCUMFERENCE,
 };
@@ -89,8 +89,8 @@ fn run_osm2pgsql(url: &str, args: &[&str], file: &Path) {
     );
 }
 
-fn expire_config(zoom: u8, mode: PolygonMode) -> ExpireConfig {
-    let mut config = ExpireConfig::new(zoom);
+fn expire_config(zoom: u8, mode: PolygonMode) -> RasterSettings {
+    let mut config = RasterSettings::new(zoom);
     config.mode = mode;
     config.full_area_limit = BBOX_SIZE;
     config.buffer = BUFFER;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tilepipe::config::Config;
 use tilepipe::daemon::expire_to_render::BuiltinRenderer;
-use tilepipe::expire::batch::{ExpireSettings, StyleExpiry};
+use tilepipe::expire::batch::{ExpireConfig, StyleExpiry};
 use tilepipe::expire::schedule::{refresh, start, LowZoomSchedule, ScheduledAction};
 use tilepipe::metatile::{TileState, TileStore};
 use tilepipe::render::queue::{Priority, RenderQueue};
@@ -60,7 +60,7 @@ async fn refresh_touches_the_low_zooms_only() {
     let dir = tempfile::tempdir().unwrap();
     let (store, metatiles) = cache(dir.path());
     let style = style(dir.path(), "0 0 3 * * *");
-    let settings = ExpireSettings::default();
+    let settings = ExpireConfig::default();
     let summary = refresh(&settings, &style, style.low_zooms.as_ref().unwrap(), None)
         .await
         .unwrap();
@@ -82,7 +82,7 @@ async fn refresh_with_the_builtin_renderer_marks_dirty_and_queues_in_the_backgro
         queue: queue.clone(),
         styles: ["default".to_string()].into(),
     };
-    let settings = ExpireSettings::default();
+    let settings = ExpireConfig::default();
     let summary = refresh(
         &settings,
         &style,
@@ -115,9 +115,9 @@ async fn refresh_with_the_builtin_renderer_marks_dirty_and_queues_in_the_backgro
 async fn the_scheduler_runs_the_refresh() {
     let dir = tempfile::tempdir().unwrap();
     let (store, metatiles) = cache(dir.path());
-    let settings = ExpireSettings {
+    let settings = ExpireConfig {
         styles: vec![style(dir.path(), "* * * * * *")],
-        ..ExpireSettings::default()
+        ..ExpireConfig::default()
     };
     let mut scheduler = start(&settings, None).await.unwrap().expect("a job");
     let deadline = Instant::now() + Duration::from_secs(10);

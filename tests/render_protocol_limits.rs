@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tilepipe::render::config::{RenderSettings, StyleConfig};
+use tilepipe::render::config::{RenderConfig, StyleConfig};
 use tilepipe::render::queue::RenderQueue;
 use tilepipe::render::server::ProtocolListeners;
 use tilepipe::renderd::{read_message, Client, Command, Endpoint, Request};
@@ -35,7 +35,7 @@ impl Server {
     fn start(max_connections: usize) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/renderd.sock");
-        let settings = RenderSettings {
+        let settings = RenderConfig {
             socket: Some(socket.clone()),
             max_connections,
             ..Default::default()
@@ -245,7 +245,7 @@ fn connections_over_the_cap_are_closed_at_once() {
     }
 }
 
-fn bind(settings: &RenderSettings) -> std::io::Result<ProtocolListeners> {
+fn bind(settings: &RenderConfig) -> std::io::Result<ProtocolListeners> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -276,7 +276,7 @@ fn some_group() -> (String, u32) {
 fn socket_mode_and_group_are_configurable_with_a_safe_default() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("renderd.sock");
-    let settings = RenderSettings {
+    let settings = RenderConfig {
         socket: Some(socket.clone()),
         ..Default::default()
     };
@@ -291,7 +291,7 @@ fn socket_mode_and_group_are_configurable_with_a_safe_default() {
     drop(listeners);
 
     let (group, gid) = some_group();
-    let settings = RenderSettings {
+    let settings = RenderConfig {
         socket_mode: "0600".into(),
         socket_group: Some(group.clone()),
         ..settings
@@ -308,20 +308,20 @@ fn socket_mode_and_group_are_configurable_with_a_safe_default() {
     assert_eq!(names, ["renderd.sock"]);
     drop(listeners);
     // By number too.
-    let numeric = RenderSettings {
+    let numeric = RenderConfig {
         socket_group: Some(gid.to_string()),
         ..settings.clone()
     };
     drop(bind(&numeric).unwrap());
     assert_eq!(std::fs::symlink_metadata(&socket).unwrap().gid(), gid);
 
-    let unknown = RenderSettings {
+    let unknown = RenderConfig {
         socket_group: Some("no-such-group-tilepipe".into()),
         ..settings.clone()
     };
     let e = bind(&unknown).err().expect("an unknown group is an error");
     assert!(e.to_string().contains("no-such-group-tilepipe"), "{e}");
-    let bad_mode = RenderSettings {
+    let bad_mode = RenderConfig {
         socket_mode: "rw-rw----".into(),
         ..settings
     };
@@ -333,7 +333,7 @@ fn socket_mode_and_group_are_configurable_with_a_safe_default() {
 fn only_a_stale_socket_is_ever_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("renderd.sock");
-    let settings = RenderSettings {
+    let settings = RenderConfig {
         socket: Some(socket.clone()),
         ..Default::default()
     };

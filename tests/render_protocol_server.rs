@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tilepipe::metatile::TileStore;
-use tilepipe::render::config::RenderSettings;
+use tilepipe::render::config::RenderConfig;
 use tilepipe::render::server::ProtocolListeners;
 use tilepipe::render::worker::Renderer;
 use tilepipe::renderd::{Client, Command, Endpoint, ProtocolVersion, Request};
@@ -49,7 +49,7 @@ impl Backend {
             .unwrap();
         let socket = dir.path().join("run/renderd.sock");
         let listeners = runtime
-            .block_on(ProtocolListeners::bind(&RenderSettings {
+            .block_on(ProtocolListeners::bind(&RenderConfig {
                 socket: Some(socket.clone()),
                 tcp: Some("127.0.0.1:0".into()),
                 ..Default::default()

@@ -154,7 +154,7 @@ fn mod_tile_renders_missing_tiles_through_tilepipe() {
     let style = plain_style(dir.path(), &tiles);
     let renderer = tilepipe::render::worker::Renderer::start(
         std::slice::from_ref(&style),
-        &tilepipe::render::config::RenderSettings {
+        &tilepipe::render::config::RenderConfig {
             threads: 1,
             ..Default::default()
         },
@@ -170,7 +170,7 @@ fn mod_tile_renders_missing_tiles_through_tilepipe() {
     // README asks of operators: the default mode 0660 and Apache's group.
     let run = dir.path().join("run");
     let socket = run.join("renderd.sock");
-    let settings = tilepipe::render::config::RenderSettings {
+    let settings = tilepipe::render::config::RenderConfig {
         socket: Some(socket.clone()),
         socket_group: (apache::geteuid() == 0).then(|| "nogroup".to_string()),
         ..Default::default()

@@ -11,6 +11,7 @@
 //!   multipolygons, merged routes) and their EWKB encoding.
 
 pub mod append;
+pub mod config;
 pub mod geom;
 pub mod import;
 pub mod lua;

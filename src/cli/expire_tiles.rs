@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::expire::from_osm::expire_osm_file;
-use crate::expire::raster::{ExpireConfig, Expirer, PolygonMode, DEFAULT_FULL_AREA_LIMIT};
+use crate::expire::raster::{Expirer, PolygonMode, RasterSettings, DEFAULT_FULL_AREA_LIMIT};
 use crate::tile::MAX_ZOOM;
 use anyhow::Context;
 use std::io::Write;
@@ -42,7 +42,7 @@ pub fn run(_config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     if min_zoom > args.zoom {
         anyhow::bail!("--min-zoom {min_zoom} is above --zoom {}", args.zoom);
     }
-    let mut config = ExpireConfig::new(args.zoom);
+    let mut config = RasterSettings::new(args.zoom);
     config.buffer = args.buffer;
     config.full_area_limit = args.full_area_limit;
     config.mode = args.mode;

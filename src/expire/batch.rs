@@ -11,7 +11,7 @@
 use super::actions::{
     self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
 };
-use super::raster::{ExpireConfig, ExpireError, Expirer, PolygonMode};
+use super::raster::{ExpireError, Expirer, PolygonMode, RasterSettings};
 use super::tileset::TileSet;
 use crate::apply::append::RowChange;
 use crate::apply::output::TableKind;
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 /// The `expire:` section of the configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ExpireSettings {
+pub struct ExpireConfig {
     /// Zoom tiles are computed at; lower zooms and metatiles derive from it.
     pub max_zoom: u8,
     /// Lowest zoom written to tile lists.
@@ -91,9 +91,9 @@ fn default_max_zoom() -> u8 {
     18
 }
 
-impl Default for ExpireSettings {
+impl Default for ExpireConfig {
     fn default() -> Self {
-        ExpireSettings {
+        ExpireConfig {
             max_zoom: default_max_zoom(),
             min_zoom: default_style_min_zoom(),
             mode: PolygonMode::FullArea,
@@ -107,14 +107,14 @@ impl Default for ExpireSettings {
     }
 }
 
-impl ExpireSettings {
+impl ExpireConfig {
     /// Whether anything is configured to use expired tiles.
     pub fn is_active(&self) -> bool {
         self.list_dir.is_some() || !self.styles.is_empty()
     }
 
-    pub fn raster(&self) -> ExpireConfig {
-        let mut config = ExpireConfig::new(self.max_zoom);
+    pub fn raster(&self) -> RasterSettings {
+        let mut config = RasterSettings::new(self.max_zoom);
         config.buffer = self.buffer;
         config.full_area_limit = self.full_area_limit;
         config.mode = self.mode;
@@ -267,7 +267,7 @@ impl RenderTarget<'_> {
 /// only a tag the style drops changed) expire nothing.
 pub fn tiles_for_changes(
     changes: &[RowChange],
-    config: &ExpireConfig,
+    config: &RasterSettings,
     all_changes: bool,
 ) -> Result<TileSet, ExpireError> {
     let mut expirer = Expirer::new(config.clone())?;
@@ -385,7 +385,7 @@ pub fn done(
 /// each style's metatile actions. Problems are logged; a failure of one
 /// style does not stop the others.
 pub async fn act(
-    settings: &ExpireSettings,
+    settings: &ExpireConfig,
     batch_end: i64,
     tiles: &TileSet,
     builtin: Option<&dyn LocalRenderer>,
@@ -518,7 +518,7 @@ mod tests {
             changed: true,
             ..change.clone()
         };
-        let raster = ExpireSettings::default().raster();
+        let raster = ExpireConfig::default().raster();
         assert!(
             tiles_for_changes(&[change.clone(), roads.clone()], &raster, false)
                 .unwrap()

@@ -27,9 +27,9 @@
 //!
 //! ```
 //! use geo::{Geometry, Point};
-//! use tilepipe::expire::raster::{ExpireConfig, Expirer};
+//! use tilepipe::expire::raster::{RasterSettings, Expirer};
 //!
-//! let mut expirer = Expirer::new(ExpireConfig::new(15)).unwrap();
+//! let mut expirer = Expirer::new(RasterSettings::new(15)).unwrap();
 //! // A node moved: old and new position are one unit.
 //! let old = Geometry::Point(Point::new(1_059_891.0, 5_967_211.0));
 //! let new = Geometry::Point(Point::new(1_060_100.0, 5_967_300.0));
@@ -91,7 +91,7 @@ pub enum PolygonMode {
 }
 
 /// What to do with a unit that expires more than
-/// [`ExpireConfig::max_tiles_geometry`] tiles.
+/// [`RasterSettings::max_tiles_geometry`] tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GeometryLimitAction {
     /// Expire nothing for it (osm2pgsql's behaviour), with a warning.
@@ -104,7 +104,7 @@ pub enum GeometryLimitAction {
 
 /// Settings of the expiry rasteriser.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExpireConfig {
+pub struct RasterSettings {
     /// The zoom tiles are computed at (1..=[`MAX_ZOOM`]); lower zooms are
     /// derived from it.
     pub max_zoom: u8,
@@ -122,10 +122,10 @@ pub struct ExpireConfig {
     pub on_geometry_limit: GeometryLimitAction,
 }
 
-impl ExpireConfig {
+impl RasterSettings {
     /// The defaults (buffer 0.1, full area, limits 10 M / 50 M) at `max_zoom`.
-    pub fn new(max_zoom: u8) -> ExpireConfig {
-        ExpireConfig {
+    pub fn new(max_zoom: u8) -> RasterSettings {
+        RasterSettings {
             max_zoom,
             buffer: DEFAULT_BUFFER,
             mode: PolygonMode::FullArea,
@@ -207,7 +207,7 @@ pub struct ExpireStats {
 
 /// Collects the tiles of geometries at one max zoom.
 pub struct Expirer {
-    config: ExpireConfig,
+    config: RasterSettings,
     tiles: TileSet,
     scratch: TileSet,
     overall_limit_reached: bool,
@@ -215,7 +215,7 @@ pub struct Expirer {
 }
 
 impl Expirer {
-    pub fn new(config: ExpireConfig) -> Result<Expirer, ExpireError> {
+    pub fn new(config: RasterSettings) -> Result<Expirer, ExpireError> {
         config.validate()?;
         Ok(Expirer {
             tiles: TileSet::new(config.max_zoom),
@@ -226,7 +226,7 @@ impl Expirer {
         })
     }
 
-    pub fn config(&self) -> &ExpireConfig {
+    pub fn config(&self) -> &RasterSettings {
         &self.config
     }
 
@@ -421,7 +421,7 @@ struct Raster<'a> {
 }
 
 impl<'a> Raster<'a> {
-    fn new(config: &ExpireConfig, mode: PolygonMode, out: &'a mut TileSet) -> Raster<'a> {
+    fn new(config: &RasterSettings, mode: PolygonMode, out: &'a mut TileSet) -> Raster<'a> {
         let width = tiles_per_side(config.max_zoom);
         Raster {
             zoom: config.max_zoom,
@@ -769,11 +769,11 @@ mod tests {
         )
     }
 
-    fn config(zoom: u8) -> ExpireConfig {
-        ExpireConfig::new(zoom)
+    fn config(zoom: u8) -> RasterSettings {
+        RasterSettings::new(zoom)
     }
 
-    fn tiles_of(config: ExpireConfig, geometry: &Geometry<f64>) -> BTreeSet<(u32, u32)> {
+    fn tiles_of(config: RasterSettings, geometry: &Geometry<f64>) -> BTreeSet<(u32, u32)> {
         let mut e = Expirer::new(config).unwrap();
         e.expire("test", geometry);
         e.tiles().tiles().map(|t| (t.x, t.y)).collect()

@@ -7,7 +7,7 @@
 //! touches a zoom range in the background.
 
 use super::actions::{self, ExpirePolicy, ExpireSummary};
-use super::batch::{ExpireSettings, LocalRenderer, RenderReason, RenderTarget, StyleExpiry};
+use super::batch::{ExpireConfig, LocalRenderer, RenderReason, RenderTarget, StyleExpiry};
 use crate::metatile::TileStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ impl LowZoomSchedule {
 /// Runs one refresh of a style's low zooms now. Metatiles not in the cache
 /// are left alone, as for edits.
 pub async fn refresh(
-    settings: &ExpireSettings,
+    settings: &ExpireConfig,
     style: &StyleExpiry,
     schedule: &LowZoomSchedule,
     builtin: Option<&dyn LocalRenderer>,
@@ -89,7 +89,7 @@ pub async fn refresh(
 /// Starts one job per style with a schedule; `None` when none has one.
 /// Keep the scheduler alive as long as the jobs should run.
 pub async fn start(
-    settings: &ExpireSettings,
+    settings: &ExpireConfig,
     builtin: Option<Arc<dyn LocalRenderer>>,
 ) -> Result<Option<JobScheduler>, JobSchedulerError> {
     let scheduled: Vec<(StyleExpiry, LowZoomSchedule)> = settings

@@ -101,7 +101,7 @@ impl Default for StyleConfig {
 /// endpoints other tools (mod_tile, render_list, render_expired) can use.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct RenderSettings {
+pub struct RenderConfig {
     /// Render worker threads, each with its own Mapnik map per style;
     /// 0 = one per CPU.
     pub threads: usize,
@@ -130,9 +130,9 @@ pub struct RenderSettings {
     pub font_dirs: Vec<PathBuf>,
 }
 
-impl Default for RenderSettings {
+impl Default for RenderConfig {
     fn default() -> Self {
-        RenderSettings {
+        RenderConfig {
             threads: 0,
             queue_capacity: 1000,
             socket: None,
@@ -163,7 +163,7 @@ pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
     }
 }
 
-impl RenderSettings {
+impl RenderConfig {
     /// Checks what serde cannot: the socket mode and the connection cap.
     pub fn validate(&self) -> Result<(), String> {
         parse_socket_mode(&self.socket_mode)?;
@@ -336,12 +336,12 @@ mod tests {
         for bad in ["", "0888", "1777", "rw-rw----", "-1"] {
             assert!(parse_socket_mode(bad).is_err(), "{bad:?}");
         }
-        let settings = RenderSettings::default();
+        let settings = RenderConfig::default();
         assert_eq!(parse_socket_mode(&settings.socket_mode), Ok(0o660));
         assert!(settings.validate().is_ok());
-        let none = RenderSettings {
+        let none = RenderConfig {
             max_connections: 0,
-            ..RenderSettings::default()
+            ..RenderConfig::default()
         };
         assert!(none.validate().unwrap_err().contains("max_connections"));
     }

@@ -19,7 +19,7 @@
 //! may be outstanding on one connection; replies come as renders finish,
 //! echoing each request as renderd does.
 
-use super::config::{parse_socket_mode, RenderSettings, StyleConfig};
+use super::config::{parse_socket_mode, RenderConfig, StyleConfig};
 use super::queue::{Outcome, Priority, RenderKey, RenderQueue, Submitted};
 use crate::renderd::{read_message, write_message, Command, Request};
 use crate::tile::Tile;
@@ -124,7 +124,7 @@ impl ProtocolListeners {
     /// the path is replaced; anything else there (a file, a directory, a
     /// symlink) is an error naming the path, as is a socket some other
     /// server still answers on.
-    pub async fn bind(settings: &RenderSettings) -> std::io::Result<Self> {
+    pub async fn bind(settings: &RenderConfig) -> std::io::Result<Self> {
         let unix = match &settings.socket {
             Some(path) => Some(bind_unix(path, settings)?),
             None => None,
@@ -255,7 +255,7 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Binds the unix socket: see [`ProtocolListeners::bind`].
-fn bind_unix(path: &Path, settings: &RenderSettings) -> std::io::Result<UnixSocket> {
+fn bind_unix(path: &Path, settings: &RenderConfig) -> std::io::Result<UnixSocket> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
     let mode = parse_socket_mode(&settings.socket_mode).map_err(invalid)?;

@@ -21,7 +21,7 @@
 //! encoding on one side, tilepipe's own work (taking the job, assembling
 //! the metatile, writing the file, completing the job) on the other.
 
-use super::config::{RenderSettings, StyleConfig};
+use super::config::{RenderConfig, StyleConfig};
 use super::queue::{Job, RenderKey, RenderQueue};
 use super::style::{load_style_xml, StyleError};
 use crate::metatile::{TileStore, SLOTS};
@@ -185,7 +185,7 @@ impl std::fmt::Debug for Renderer {
 }
 
 /// Registers plugins and fonts; process-wide, repeated calls are cheap.
-fn register(settings: &RenderSettings) -> Result<(), RenderError> {
+fn register(settings: &RenderConfig) -> Result<(), RenderError> {
     let plugins = settings
         .plugins_dir
         .clone()
@@ -234,10 +234,7 @@ impl Renderer {
     /// Registers plugins/fonts once, loads every style once up front (fails
     /// with a clear message naming the style and XML path), then starts
     /// `threads` workers (0 = CPUs), each with its own Map per style.
-    pub fn start(
-        styles: &[StyleConfig],
-        settings: &RenderSettings,
-    ) -> Result<Renderer, RenderError> {
+    pub fn start(styles: &[StyleConfig], settings: &RenderConfig) -> Result<Renderer, RenderError> {
         super::config::validate_styles(styles).map_err(RenderError::Config)?;
         register(settings)?;
         let threads = match settings.threads {

@@ -12,7 +12,7 @@
 //! The random part spreads the expiry of tiles fetched together, so a
 //! client's whole view does not go stale in the same second.
 
-use super::config::CacheSettings;
+use super::config::CacheConfig;
 use std::time::{Duration, SystemTime};
 
 /// Random spread added to clean tiles' max-age (mod_tile's constant).
@@ -21,7 +21,7 @@ pub const CLEAN_SPREAD_SECS: f64 = 10_800.0;
 /// The `max-age` in seconds for a tile at `zoom` whose metatile is
 /// `age` old; `random` is a number in [0, 1).
 pub fn max_age(
-    settings: &CacheSettings,
+    settings: &CacheConfig,
     zoom: u32,
     dirty: bool,
     age: Duration,
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn mod_tile_defaults() {
-        let s = CacheSettings::default();
+        let s = CacheConfig::default();
         let day = Duration::from_secs(86_400);
         // z0 is "low zoom" with default level 0: 6 days (+ up to 3 h).
         assert_eq!(max_age(&s, 0, false, day, None, 0.0), 518_400);
@@ -104,13 +104,13 @@ mod tests {
 
     #[test]
     fn osmf_settings() {
-        let s = CacheSettings {
+        let s = CacheConfig {
             low_zoom_level: 9,
             medium_zoom_level: 13,
             last_modified_factor: 0.2,
             extended_hostname: "cdn".into(),
             extended_duration_secs: 42,
-            ..CacheSettings::default()
+            ..CacheConfig::default()
         };
         let hour = Duration::from_secs(3600);
         assert_eq!(max_age(&s, 9, false, hour, None, 0.0), 518_400);

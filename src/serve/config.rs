@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The HTTP tile server.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServeSettings {
+pub struct ServeConfig {
     /// Listen address; empty = no HTTP server.
     pub listen: String,
     /// Seconds a request for a dirty tile waits for its re-render before
@@ -68,13 +68,13 @@ pub struct ServeSettings {
     /// rightmost `X-Forwarded-For` entry that is not itself a trusted
     /// proxy. Empty = the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
-    pub cache: CacheSettings,
-    pub throttle: ThrottleSettings,
+    pub cache: CacheConfig,
+    pub throttle: ThrottleConfig,
 }
 
-impl Default for ServeSettings {
+impl Default for ServeConfig {
     fn default() -> Self {
-        ServeSettings {
+        ServeConfig {
             listen: "127.0.0.1:8080".into(),
             request_timeout_secs: 3.0,
             missing_request_timeout_secs: 10.0,
@@ -91,8 +91,8 @@ impl Default for ServeSettings {
             keepalive_timeout_secs: 60.0,
             max_connections: 4096,
             trusted_proxies: Vec::new(),
-            cache: CacheSettings::default(),
-            throttle: ThrottleSettings::default(),
+            cache: CacheConfig::default(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -118,7 +118,7 @@ fn check_secs(key: &str, value: f64, max: f64) -> Result<(), String> {
     }
 }
 
-impl ServeSettings {
+impl ServeConfig {
     /// Checks values that would make the server panic or overflow at run
     /// time; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
@@ -176,7 +176,7 @@ impl ServeSettings {
 /// computes them (`ModTileCacheDuration*` directives, same defaults).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct CacheSettings {
+pub struct CacheConfig {
     /// Upper bound of any clean tile's max-age (`…DurationMax`).
     pub duration_max_secs: u64,
     /// Dirty tiles: this plus up to half of it at random (`…DurationDirty`).
@@ -200,9 +200,9 @@ pub struct CacheSettings {
     pub extended_duration_secs: u64,
 }
 
-impl Default for CacheSettings {
+impl Default for CacheConfig {
     fn default() -> Self {
-        CacheSettings {
+        CacheConfig {
             duration_max_secs: 604_800,
             duration_dirty_secs: 900,
             duration_minimum_secs: 10_800,
@@ -217,7 +217,7 @@ impl Default for CacheSettings {
     }
 }
 
-impl CacheSettings {
+impl CacheConfig {
     fn validate(&self) -> Result<(), String> {
         for (key, secs) in [
             ("duration_max_secs", self.duration_max_secs),
@@ -259,7 +259,7 @@ pub enum ForwardedFor {
 /// Per-client token buckets (`ModTileEnableTileThrottling`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ThrottleSettings {
+pub struct ThrottleConfig {
     pub enabled: bool,
     /// `ModTileEnableTileThrottlingXForward` 0, 1, 2: which
     /// `X-Forwarded-For` entry throttling counts, whoever sent it. Only
@@ -275,9 +275,9 @@ pub struct ThrottleSettings {
     pub max_clients: usize,
 }
 
-impl Default for ThrottleSettings {
+impl Default for ThrottleConfig {
     fn default() -> Self {
-        ThrottleSettings {
+        ThrottleConfig {
             enabled: false,
             x_forwarded_for: ForwardedFor::None,
             tiles: Bucket {

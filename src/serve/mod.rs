@@ -28,7 +28,7 @@ use crate::render::config::StyleConfig;
 use crate::render::queue::RenderQueue;
 use crate::render::worker::Renderer;
 use anyhow::Context;
-use config::ServeSettings;
+use config::ServeConfig;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ pub(crate) struct ServedStyle {
 
 /// Everything a request handler needs.
 pub(crate) struct AppState {
-    pub settings: ServeSettings,
+    pub settings: ServeConfig,
     pub styles: Vec<ServedStyle>,
     pub by_name: HashMap<String, usize>,
     pub queue: Option<Arc<RenderQueue>>,
@@ -82,7 +82,7 @@ impl Server {
     /// without one, missing tiles are 404 at once and dirty ones served
     /// stale. `metrics` is the process's registry (the daemon shares it).
     pub async fn bind(
-        settings: ServeSettings,
+        settings: ServeConfig,
         styles: Vec<StyleConfig>,
         renderer: Option<Arc<Renderer>>,
         metrics: Arc<Metrics>,
@@ -94,7 +94,7 @@ impl Server {
     /// [`Server::bind`] with a render queue that some other renderer
     /// serves (or none).
     pub async fn bind_with_queue(
-        settings: ServeSettings,
+        settings: ServeConfig,
         styles: Vec<StyleConfig>,
         queue: Option<Arc<RenderQueue>>,
         renderer: Option<Arc<Renderer>>,
@@ -211,7 +211,7 @@ impl Server {
 /// Binds and serves until `shutdown` completes: the entry point of
 /// `tilepipe serve` and `tilepipe run`.
 pub async fn serve(
-    settings: ServeSettings,
+    settings: ServeConfig,
     styles: Vec<StyleConfig>,
     renderer: Option<Arc<Renderer>>,
     metrics: Arc<Metrics>,

@@ -25,7 +25,7 @@
 //! Memory is bounded by `max_clients`: buckets that are full again are
 //! equivalent to unknown clients and are dropped first.
 
-use super::config::{Bucket, ThrottleSettings};
+use super::config::{Bucket, ThrottleConfig};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -89,7 +89,7 @@ fn wait_for_one(tokens: f64, bucket: Bucket) -> Duration {
 }
 
 impl Throttle {
-    pub fn new(settings: &ThrottleSettings) -> Throttle {
+    pub fn new(settings: &ThrottleConfig) -> Throttle {
         Throttle {
             tiles: settings.tiles,
             renders: settings.renders,
@@ -174,8 +174,8 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    fn settings(tiles: (u32, f64), renders: (u32, f64)) -> ThrottleSettings {
-        ThrottleSettings {
+    fn settings(tiles: (u32, f64), renders: (u32, f64)) -> ThrottleConfig {
+        ThrottleConfig {
             enabled: true,
             tiles: Bucket {
                 size: tiles.0,
@@ -185,7 +185,7 @@ mod tests {
                 size: renders.0,
                 rate: renders.1,
             },
-            ..ThrottleSettings::default()
+            ..ThrottleConfig::default()
         }
     }
 

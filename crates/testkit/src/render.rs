@@ -3,7 +3,7 @@
 
 use crate::PgCluster;
 use std::path::{Path, PathBuf};
-use tilepipe::render::config::{RenderSettings, StyleConfig};
+use tilepipe::render::config::{RenderConfig, StyleConfig};
 use tilepipe::tile::{Metatile, Tile};
 
 /// Middle of the synthetic town (its street grid spans 10.000-10.008 E,
@@ -31,10 +31,10 @@ pub fn project_style(name: &str, tile_dir: &Path, database: &str) -> StyleConfig
     }
 }
 
-pub fn settings(threads: usize) -> RenderSettings {
-    RenderSettings {
+pub fn settings(threads: usize) -> RenderConfig {
+    RenderConfig {
         threads,
-        ..RenderSettings::default()
+        ..RenderConfig::default()
     }
 }
 

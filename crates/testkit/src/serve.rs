@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tilepipe::metrics::Metrics;
-use tilepipe::render::config::{RenderSettings, StyleConfig};
+use tilepipe::render::config::{RenderConfig, StyleConfig};
 use tilepipe::render::worker::Renderer;
-use tilepipe::serve::config::ServeSettings;
+use tilepipe::serve::config::ServeConfig;
 use tilepipe::serve::Server;
 
 pub const STYLE: &str = "plain";
@@ -106,7 +106,7 @@ impl TestServer {
 
     /// Starts a server with the plain style (and its renderer unless
     /// `options.render` is false) on the current tokio runtime.
-    pub async fn start(options: Options, configure: impl FnOnce(&mut ServeSettings)) -> TestServer {
+    pub async fn start(options: Options, configure: impl FnOnce(&mut ServeConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let tiles = dir.path().join("tiles");
         std::fs::create_dir_all(&tiles).unwrap();
@@ -115,17 +115,17 @@ impl TestServer {
             .clone()
             .unwrap_or_else(|| vec![plain_style(dir.path(), &tiles)]);
         let renderer = options.render.then(|| {
-            let settings = RenderSettings {
+            let settings = RenderConfig {
                 threads: options.render_threads,
                 queue_capacity: options.queue_capacity,
-                ..RenderSettings::default()
+                ..RenderConfig::default()
             };
             Arc::new(Renderer::start(&styles, &settings).expect("renderer starts"))
         });
-        let mut settings = ServeSettings {
+        let mut settings = ServeConfig {
             listen: "127.0.0.1:0".into(),
             leaflet_dir: crate::paths::repo_file("web/node_modules/leaflet/dist"),
-            ..ServeSettings::default()
+            ..ServeConfig::default()
         };
         configure(&mut settings);
         let metrics = Arc::new(Metrics::new());

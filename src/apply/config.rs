@@ -1,0 +1,43 @@
+//! The `import:` section of the configuration: how OSM data becomes rows.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How OSM data becomes rows (the same settings `tilepipe import` takes as
+/// flags; they are stored with the database and every later apply uses
+/// the stored ones).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// Table name prefix (`--prefix`).
+    pub prefix: String,
+    /// osm2pgsql style file (`-S/--style`); absent = the built-in default.style.
+    pub style: Option<PathBuf>,
+    /// Lua tag transform script (`--tag-transform-script`).
+    pub tag_transform_script: Option<PathBuf>,
+    /// Tags without a column: none, match (`--hstore`) or all (`--hstore-all`).
+    pub hstore: crate::apply::style::HstoreMode,
+    /// Keep an object only if a real column matched (`--hstore-match-only`).
+    pub hstore_match_only: bool,
+    /// One MULTIPOLYGON row per relation instead of a row per part (`-G`).
+    pub multi_geometry: bool,
+    /// Keep `natural=coastline` ways (`--keep-coastlines`).
+    pub keep_coastlines: bool,
+    /// Threads decoding PBF blocks; 0 = one per CPU.
+    pub threads: usize,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            prefix: "planet_osm".into(),
+            style: None,
+            tag_transform_script: None,
+            hstore: crate::apply::style::HstoreMode::None,
+            hstore_match_only: false,
+            multi_geometry: false,
+            keep_coastlines: false,
+            threads: 0,
+        }
+    }
+}
