@@ -1,0 +1,538 @@
+//! Lua values to column values, as osm2pgsql 1.8's `flex_write_column`
+//! (`flex-write.cpp`) converts them: the text a `COPY … FROM STDIN`
+//! field carries, or NULL. Geometry columns are converted by the caller,
+//! which holds the geometry objects.
+//!
+//! `nil` is NULL for every type; functions and threads are errors; other
+//! mismatches are errors naming the Lua type and the column type, in
+//! upstream's words (`Invalid type 'boolean' for text column.`).
+
+use super::table::{ColumnDef, ColumnType};
+use mlua::{Lua, Table, Value};
+
+/// Converts `value` for `column`: `Ok(None)` is NULL.
+pub fn convert(lua: &Lua, column: &ColumnDef, value: &Value) -> Result<Option<String>, String> {
+    if matches!(value, Value::Function(_) | Value::Thread(_)) {
+        return Err("Can not add Lua objects of type function or thread.".into());
+    }
+    if value.is_nil() {
+        return Ok(None);
+    }
+    let kind = value.type_name();
+    let invalid = |column_type: &str| format!("Invalid type '{kind}' for {column_type} column.");
+    match column.column_type {
+        ColumnType::Text => match value {
+            Value::String(_) | Value::Integer(_) | Value::Number(_) => Ok(lua_tostring(lua, value)),
+            _ => Err(invalid("text")),
+        },
+        ColumnType::Boolean => match value {
+            Value::Boolean(b) => Ok(Some(bool_text(*b))),
+            Value::Integer(i) => Ok(Some(bool_text(*i != 0))),
+            Value::Number(n) => Ok(Some(bool_text(*n != 0.0))),
+            Value::String(s) => Ok(match s.as_bytes().as_ref() {
+                b"yes" | b"true" | b"1" => Some(bool_text(true)),
+                b"no" | b"false" | b"0" => Some(bool_text(false)),
+                _ => None,
+            }),
+            _ => Err(invalid("boolean")),
+        },
+        ColumnType::Int2 => {
+            integer(value, i16::MIN.into(), i16::MAX.into()).ok_or_else(|| invalid("int2"))
+        }
+        ColumnType::Int4 => {
+            integer(value, i32::MIN.into(), i32::MAX.into()).ok_or_else(|| invalid("int4"))
+        }
+        ColumnType::Int8 => integer(value, i64::MIN, i64::MAX).ok_or_else(|| invalid("int8")),
+        ColumnType::Real => match value {
+            Value::Integer(i) => Ok(Some(i.to_string())),
+            Value::Number(n) => Ok(Some(fmt_double(*n))),
+            Value::String(s) => Ok(strtod_whole(&s.to_string_lossy()).map(fmt_double)),
+            _ => Err(invalid("real")),
+        },
+        ColumnType::Direction => match value {
+            Value::Boolean(b) => Ok(Some(i32::from(*b).to_string())),
+            Value::Integer(i) => Ok(Some(i.signum().to_string())),
+            Value::Number(n) => Ok(Some(sign(*n).to_string())),
+            Value::String(s) => Ok(match s.as_bytes().as_ref() {
+                b"yes" | b"1" => Some("1".into()),
+                b"no" | b"0" => Some("0".into()),
+                b"-1" => Some("-1".into()),
+                _ => None,
+            }),
+            _ => Err(invalid("direction")),
+        },
+        ColumnType::Hstore => match value {
+            Value::Table(table) => hstore(lua, table).map(Some),
+            _ => Err(invalid("hstore")),
+        },
+        ColumnType::Json | ColumnType::Jsonb => {
+            let mut out = String::new();
+            write_json(lua, value, &mut out, &mut Vec::new())?;
+            Ok(Some(out))
+        }
+        ColumnType::Area => {
+            Err("Column type 'area' not allowed with 'insert()'. Maybe use 'real'?".into())
+        }
+        ColumnType::Geometry(_) | ColumnType::IdType | ColumnType::IdNum => Err(format!(
+            "Column '{}' is not written from Lua values.",
+            column.name
+        )),
+    }
+}
+
+fn bool_text(value: bool) -> String {
+    (if value { "t" } else { "f" }).to_string()
+}
+
+/// `sgn` in `flex-write.cpp`: NaN is 0.
+fn sign(value: f64) -> i32 {
+    if value > 0.0 {
+        1
+    } else if value < 0.0 {
+        -1
+    } else {
+        0
+    }
+}
+
+/// The text Lua's `lua_tolstring` gives a string or number (`%.14g`
+/// floats, `4.0` for integral floats, `-nan`).
+fn lua_tostring(lua: &Lua, value: &Value) -> Option<String> {
+    lua.coerce_string(value.clone())
+        .ok()
+        .flatten()
+        .map(|s| s.to_string_lossy())
+}
+
+/// An integer column: numbers through `lua_tointeger` (a float without an
+/// exact integer value is 0), strings through `strtoll` on the whole
+/// string, booleans 1/0; out of range is NULL. `None` = the Lua type is
+/// not accepted.
+fn integer(value: &Value, min: i64, max: i64) -> Option<Option<String>> {
+    let number = match value {
+        Value::Boolean(b) => Some(i64::from(*b)),
+        Value::Integer(i) => Some(*i),
+        Value::Number(n) => Some(lua_tointeger(*n)),
+        Value::String(s) => strtoll_whole(&s.to_string_lossy()),
+        _ => return None,
+    };
+    Some(
+        number
+            .filter(|n| (min..=max).contains(n))
+            .map(|n| n.to_string()),
+    )
+}
+
+/// Lua 5.3's `lua_tointeger` on a float: its value if integral and in
+/// range, else 0.
+fn lua_tointeger(value: f64) -> i64 {
+    if value.fract() == 0.0
+        && value >= -9.223_372_036_854_776e18
+        && value < 9.223_372_036_854_776e18
+    {
+        value as i64
+    } else {
+        0
+    }
+}
+
+/// C's `strtoll(text, &end, 10)` accepting only when the whole string is
+/// used: leading whitespace and a sign are fine, trailing anything is not,
+/// overflow is `None` (errno).
+fn strtoll_whole(text: &str) -> Option<i64> {
+    let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    if digits.is_empty() || digits.starts_with(['+']) {
+        return None;
+    }
+    let body = digits.strip_prefix('-').unwrap_or(digits);
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()
+}
+
+/// C's `strtod` accepting only when the whole string is used: decimal and
+/// hexadecimal numbers, `inf`/`infinity`/`nan` in any case, leading
+/// whitespace; empty is `None`.
+fn strtod_whole(text: &str) -> Option<f64> {
+    let trimmed = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    if trimmed.is_empty() {
+        return None;
+    }
+    let (negative, body) = match trimmed.as_bytes()[0] {
+        b'-' => (true, &trimmed[1..]),
+        b'+' => (false, &trimmed[1..]),
+        _ => (false, trimmed),
+    };
+    let magnitude = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        parse_hex_float(hex)?
+    } else {
+        let lower = body.to_ascii_lowercase();
+        match lower.as_str() {
+            "inf" | "infinity" => f64::INFINITY,
+            "nan" => f64::NAN,
+            _ if lower.starts_with("nan(") && lower.ends_with(')') => f64::NAN,
+            _ if body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) =>
+            {
+                body.parse::<f64>().ok()?
+            }
+            _ => return None,
+        }
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// The digits of a C hexadecimal float after `0x` (`10`, `1.8p3`).
+fn parse_hex_float(text: &str) -> Option<f64> {
+    let (mantissa, exponent) = match text.find(['p', 'P']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let mut value = 0.0f64;
+    for c in whole.chars() {
+        value = value * 16.0 + f64::from(c.to_digit(16)?);
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in fraction.chars() {
+        value += f64::from(c.to_digit(16)?) * scale;
+        scale /= 16.0;
+    }
+    Some(value * 2f64.powi(exponent))
+}
+
+/// A double as fmt's `{}` writes it (osm2pgsql's COPY and JSON writers):
+/// shortest round-trip digits, exponent form below 1e-4 or from 1e16
+/// (`1e+300`), `nan`, `inf`.
+pub fn fmt_double(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("integer exponent");
+    if !(-4..16).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let magnitude = exponent.abs();
+        let digits = if magnitude < 10 {
+            format!("0{magnitude}")
+        } else {
+            magnitude.to_string()
+        };
+        return format!("{mantissa}e{sign}{digits}");
+    }
+    format!("{value}")
+}
+
+/// hstore's text form: `"k"=>"v"` pairs, `"` and `\` escaped. Keys and
+/// values must be strings or numbers (`lua_tostring`).
+fn hstore(lua: &Lua, table: &Table) -> Result<String, String> {
+    let mut out = String::new();
+    for pair in table.pairs::<Value, Value>() {
+        let (key, value) = pair.map_err(|e| e.to_string())?;
+        let Some(key_text) = tostring_for_hstore(lua, &key) else {
+            return Err(format!(
+                "NULL key for hstore. Possibly this is due to an incorrect data type '{}' as key.",
+                key.type_name()
+            ));
+        };
+        let Some(value_text) = tostring_for_hstore(lua, &value) else {
+            return Err(format!(
+                "NULL value for hstore. Possibly this is due to an incorrect data type '{}' for key '{key_text}'.",
+                value.type_name()
+            ));
+        };
+        if !out.is_empty() {
+            out.push(',');
+        }
+        push_hstore_quoted(&mut out, &key_text);
+        out.push_str("=>");
+        push_hstore_quoted(&mut out, &value_text);
+    }
+    Ok(out)
+}
+
+fn tostring_for_hstore(lua: &Lua, value: &Value) -> Option<String> {
+    match value {
+        Value::String(_) | Value::Integer(_) | Value::Number(_) => lua_tostring(lua, value),
+        _ => None,
+    }
+}
+
+fn push_hstore_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// JSON as osm2pgsql's `write_json` writes it: an empty table is `{}`, a
+/// sequence 1..n an array, string keys an object; other keys and loops
+/// are errors.
+fn write_json(
+    lua: &Lua,
+    value: &Value,
+    out: &mut String,
+    seen: &mut Vec<usize>,
+) -> Result<(), String> {
+    match value {
+        Value::Nil => out.push_str("null"),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Integer(i) => out.push_str(&i.to_string()),
+        Value::Number(n) => {
+            let integral = lua_tointeger(*n);
+            if n.fract() == 0.0 && integral as f64 == *n {
+                out.push_str(&integral.to_string());
+            } else if n.is_finite() {
+                out.push_str(&fmt_double(*n));
+            } else {
+                out.push_str("null");
+            }
+        }
+        Value::String(s) => push_json_string(out, &s.to_string_lossy()),
+        Value::Table(table) => write_json_table(lua, table, out, seen)?,
+        other => {
+            return Err(format!(
+                "Invalid type '{}' for json/jsonb column.",
+                other.type_name()
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn write_json_table(
+    lua: &Lua,
+    table: &Table,
+    out: &mut String,
+    seen: &mut Vec<usize>,
+) -> Result<(), String> {
+    let address = table.to_pointer() as usize;
+    if seen.contains(&address) {
+        return Err("Loop detected in table".into());
+    }
+    seen.push(address);
+    let pairs: Vec<(Value, Value)> = table
+        .pairs::<Value, Value>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let length = table.raw_len();
+    if pairs.is_empty() {
+        out.push_str("{}");
+    } else if length == pairs.len() {
+        out.push('[');
+        for i in 1..=length {
+            if i > 1 {
+                out.push(',');
+            }
+            let item: Value = table.raw_get(i).map_err(|e| e.to_string())?;
+            write_json(lua, &item, out, seen)?;
+        }
+        out.push(']');
+    } else {
+        out.push('{');
+        for (i, (key, item)) in pairs.iter().enumerate() {
+            let Value::String(key) = key else {
+                return Err(format!("Incorrect data type '{}' as key.", key.type_name()));
+            };
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_string(out, &key.to_string_lossy());
+            out.push(':');
+            write_json(lua, item, out, seen)?;
+        }
+        out.push('}');
+    }
+    seen.pop();
+    Ok(())
+}
+
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) <= 0x1f => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::flex::table::ColumnType;
+
+    fn column(type_name: &str) -> ColumnDef {
+        ColumnDef {
+            name: "c".into(),
+            column_type: ColumnType::parse(type_name).unwrap(),
+            sql_type: None,
+            not_null: false,
+            create_only: false,
+            srid: 3857,
+        }
+    }
+
+    /// Converts the Lua expression `source` for a column of `type_name`.
+    fn run(type_name: &str, source: &str) -> Result<Option<String>, String> {
+        let lua = Lua::new();
+        let value: Value = lua.load(source).eval().unwrap();
+        convert(&lua, &column(type_name), &value)
+    }
+
+    fn ok(type_name: &str, source: &str) -> Option<String> {
+        run(type_name, source).unwrap()
+    }
+
+    #[test]
+    fn text() {
+        assert_eq!(ok("text", "'abc'").as_deref(), Some("abc"));
+        assert_eq!(ok("text", "12").as_deref(), Some("12"));
+        assert_eq!(ok("text", "3.5").as_deref(), Some("3.5"));
+        assert_eq!(ok("text", "4.0").as_deref(), Some("4.0"));
+        assert_eq!(ok("text", "1e300").as_deref(), Some("1e+300"));
+        assert_eq!(ok("text", "1/0").as_deref(), Some("inf"));
+        assert_eq!(ok("text", "nil"), None);
+        assert_eq!(
+            run("text", "true").unwrap_err(),
+            "Invalid type 'boolean' for text column."
+        );
+        assert_eq!(
+            run("text", "{}").unwrap_err(),
+            "Invalid type 'table' for text column."
+        );
+        assert_eq!(
+            run("text", "print").unwrap_err(),
+            "Can not add Lua objects of type function or thread."
+        );
+    }
+
+    #[test]
+    fn booleans_and_directions() {
+        for (source, expected) in [
+            ("true", Some("t")),
+            ("0", Some("f")),
+            ("2", Some("t")),
+            ("0/0", Some("t")),
+            ("'yes'", Some("t")),
+            ("'false'", Some("f")),
+            ("'Yes'", None),
+        ] {
+            assert_eq!(ok("boolean", source).as_deref(), expected, "{source}");
+        }
+        for (source, expected) in [
+            ("true", Some("1")),
+            ("-7", Some("-1")),
+            ("0.5", Some("1")),
+            ("0/0", Some("0")),
+            ("'yes'", Some("1")),
+            ("'-1'", Some("-1")),
+            ("'reverse'", None),
+        ] {
+            assert_eq!(ok("direction", source).as_deref(), expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(ok("int4", "12").as_deref(), Some("12"));
+        assert_eq!(ok("int4", "4.0").as_deref(), Some("4"));
+        assert_eq!(ok("int4", "3.5").as_deref(), Some("0"));
+        assert_eq!(ok("int4", "1e300").as_deref(), Some("0"));
+        assert_eq!(ok("int4", "true").as_deref(), Some("1"));
+        assert_eq!(ok("int4", "' +12'").as_deref(), Some("12"));
+        assert_eq!(ok("int4", "'-3'").as_deref(), Some("-3"));
+        assert_eq!(ok("int4", "'12 m'"), None);
+        assert_eq!(ok("int4", "''"), None);
+        assert_eq!(ok("int4", "'2147483648'"), None);
+        assert_eq!(ok("int2", "40000"), None);
+        assert_eq!(
+            ok("int8", "'9223372036854775807'").as_deref(),
+            Some("9223372036854775807")
+        );
+        assert_eq!(ok("int8", "'9223372036854775808'"), None);
+        assert_eq!(
+            run("int2", "{}").unwrap_err(),
+            "Invalid type 'table' for int2 column."
+        );
+    }
+
+    #[test]
+    fn reals() {
+        assert_eq!(ok("real", "3.5").as_deref(), Some("3.5"));
+        assert_eq!(ok("real", "7").as_deref(), Some("7"));
+        assert_eq!(ok("real", "'0x10'").as_deref(), Some("16"));
+        assert_eq!(ok("real", "' 2.5e3'").as_deref(), Some("2500"));
+        assert_eq!(ok("real", "'inf'").as_deref(), Some("inf"));
+        assert_eq!(ok("real", "'nan'").as_deref(), Some("nan"));
+        assert_eq!(ok("real", "'12 m'"), None);
+        assert_eq!(
+            run("real", "true").unwrap_err(),
+            "Invalid type 'boolean' for real column."
+        );
+        assert_eq!(fmt_double(1e300), "1e+300");
+        assert_eq!(fmt_double(1.5e-7), "1.5e-07");
+        assert_eq!(fmt_double(0.0001), "0.0001");
+        assert_eq!(fmt_double(1e16), "1e+16");
+        assert_eq!(fmt_double(123456789012345.0), "123456789012345");
+    }
+
+    #[test]
+    fn hstore_and_json() {
+        assert_eq!(
+            ok("hstore", "{ a = 'x\"y', b = 3 }").map(|s| s.len()),
+            Some(20)
+        );
+        let single = ok("hstore", "{ ['k\\\\'] = 1.5 }").unwrap();
+        assert_eq!(single, r#""k\\"=>"1.5""#);
+        assert!(run("hstore", "{ a = true }")
+            .unwrap_err()
+            .starts_with("NULL value for hstore."));
+        assert!(run("hstore", "'a=>b'")
+            .unwrap_err()
+            .starts_with("Invalid type 'string' for hstore"));
+        assert_eq!(ok("json", "{}").as_deref(), Some("{}"));
+        assert_eq!(
+            ok("jsonb", "{ 1, 'a', true, 2.5, 4.0, 0/0 }").as_deref(),
+            Some(r#"[1,"a",true,2.5,4,null]"#)
+        );
+        assert_eq!(
+            ok("json", "{ k = { 'x\\n' } }").as_deref(),
+            Some(r#"{"k":["x\n"]}"#)
+        );
+        assert_eq!(ok("json", "'s'").as_deref(), Some(r#""s""#));
+        assert_eq!(
+            run("json", "{ [true] = 1 }").unwrap_err(),
+            "Incorrect data type 'boolean' as key."
+        );
+        assert_eq!(
+            run("json", "(function() local t = {} t.t = t return t end)()").unwrap_err(),
+            "Loop detected in table"
+        );
+    }
+}
