@@ -18,6 +18,9 @@ pub struct ImportSettings {
     /// Table name prefix (`planet_osm`); see [`check_prefix`].
     pub prefix: String,
     pub transform: TransformSettings,
+    /// The flex output's config; `None` = the classic output, shaped by
+    /// `transform`.
+    pub flex: Option<super::flex::FlexSettings>,
 }
 
 impl Default for ImportSettings {
@@ -26,6 +29,7 @@ impl Default for ImportSettings {
             schema: "public".into(),
             prefix: "planet_osm".into(),
             transform: TransformSettings::default(),
+            flex: None,
         }
     }
 }

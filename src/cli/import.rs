@@ -76,6 +76,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         schema: config.database.middle_schema.clone(),
         prefix,
         transform,
+        flex: None,
     };
     let threads = match args.threads.unwrap_or(c.threads) {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

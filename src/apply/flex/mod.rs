@@ -3,7 +3,55 @@
 //!
 //! - [`table`]: the table definitions (`osm2pgsql.define_table`) and
 //!   their SQL;
-//! - [`value`]: Lua values to column values.
+//! - [`value`]: Lua values to column values;
+//! - [`runtime`]: the Lua state running the config and its callbacks;
+//! - [`output`]: the tables in the database.
 
+pub mod geometry;
+pub mod output;
+pub mod runtime;
 pub mod table;
 pub mod value;
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The flex config an import used, stored with the data so that every
+/// later apply runs exactly that config, even if the file changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlexSettings {
+    /// The config's path as given (`-S`); names it in messages and gives
+    /// `osm2pgsql.config_dir`.
+    pub config_path: String,
+    /// The config's text when imported.
+    pub config_text: String,
+}
+
+impl FlexSettings {
+    /// Reads the config at `path`.
+    pub fn from_file(path: &Path) -> Result<FlexSettings, runtime::FlexError> {
+        let config_path = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| runtime::FlexError::Read {
+            path: config_path.clone(),
+            source,
+        })?;
+        Ok(FlexSettings {
+            config_path,
+            config_text: String::from_utf8_lossy(&text).into_owned(),
+        })
+    }
+
+    /// Loads the config into a new Lua state.
+    pub fn runtime(
+        &self,
+        mode: runtime::Mode,
+        default_schema: &str,
+    ) -> Result<runtime::FlexRuntime, runtime::FlexError> {
+        runtime::FlexRuntime::from_source(
+            &self.config_text,
+            &self.config_path,
+            mode,
+            default_schema,
+        )
+    }
+}

@@ -1,0 +1,1164 @@
+//! The Lua side of a flex config: one Lua 5.3 state that runs the config,
+//! holds its table definitions and calls its `process_*` callbacks with
+//! OSM objects, collecting the rows `insert` produces.
+//!
+//! One state serves a whole import or apply, as in osm2pgsql 1.8, which
+//! shares one state between its threads behind a mutex
+//! (`get_mutex_and_call_lua_function` in `output-flex.cpp`): global Lua
+//! data a config builds in one callback (two-stage route lists) is seen
+//! by every later one.
+//!
+//! What a callback sees, and what it may call where, follows
+//! `output-flex.cpp` (`push_osm_object_to_lua_stack`, `app_as_*`,
+//! `app_get_bbox`, `table_insert`) and osm2pgsql's manual ("Flex output").
+
+use super::geometry::FlexGeometry;
+use super::table::{parse_table, ColumnType, TableDef};
+use super::value;
+use crate::apply::geom::hilbert_key;
+use crate::apply::geom::validity::surely_valid_geometry;
+use crate::apply::process::{NodeLocations, WayLookup};
+use crate::osm::{Location, Node, ObjectId, ObjectType, Relation, Tags, Way};
+use mlua::{
+    AnyUserData, Function, Lua, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value,
+};
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Why a flex config could not be loaded or run. Messages name the config
+/// file and, where there is one, the object.
+#[derive(Debug, thiserror::Error)]
+pub enum FlexError {
+    /// The config file could not be read.
+    #[error("cannot read flex config {path}: {source}")]
+    Read {
+        /// The config's path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config failed while loading (syntax, runtime or definition
+    /// error), or defines nothing to write.
+    #[error("Error loading lua config {config}: {message}")]
+    Load {
+        /// The config's path.
+        config: String,
+        /// Lua's or the definition check's message.
+        message: String,
+    },
+    /// A callback failed for an object.
+    #[error("Failed to execute Lua function 'osm2pgsql.{function}' for {object}: {message}")]
+    Callback {
+        /// The callback's name (`process_way`).
+        function: &'static str,
+        /// The object it was called for.
+        object: ObjectId,
+        /// The Lua error, with the config line where known.
+        message: String,
+    },
+}
+
+/// One row `insert` produced, ready for `COPY … FROM STDIN` (text format).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlexRow {
+    /// Index of the table in [`FlexRuntime::tables`].
+    pub table: usize,
+    /// The object the row belongs to.
+    pub object: ObjectId,
+    /// One value per written column (`TableDef::written_columns`), in
+    /// text form (geometries as hex EWKB); `None` is NULL.
+    pub fields: Vec<Option<String>>,
+    /// Every geometry the validity trigger would check (non-point, not in
+    /// 4326) is proven valid, so the row needs no `ST_IsValid`.
+    pub surely_valid: bool,
+    /// Spatial sort key of the first geometry column, for clustering.
+    pub order_key: Option<i64>,
+}
+
+/// Which callback is running (osm2pgsql's `calling_context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Main,
+    ProcessNode,
+    ProcessWay,
+    ProcessRelation,
+    SelectRelationMembers,
+}
+
+/// What the geometry constructors of the running callback build from.
+#[derive(Debug, Clone, Default)]
+enum Current {
+    #[default]
+    None,
+    Node {
+        location: Option<Location>,
+    },
+    Way {
+        /// Locations of the way's nodes that have one, in order.
+        locations: Vec<Location>,
+    },
+    Relation {
+        /// Locations of the node members found.
+        nodes: Vec<Location>,
+        /// Each way member found, in member order, with its locations.
+        ways: Vec<Vec<Location>>,
+    },
+}
+
+/// State shared between the runtime and the functions it gives Lua.
+#[derive(Default)]
+struct Shared {
+    tables: Vec<TableDef>,
+    default_schema: String,
+    context: Option<Context>,
+    object: Option<ObjectId>,
+    object_table: Option<Table>,
+    current: Current,
+    rows: Vec<FlexRow>,
+    inserts_disabled: bool,
+}
+
+type SharedRef = Rc<RefCell<Shared>>;
+
+/// A loaded flex config.
+pub struct FlexRuntime {
+    lua: Lua,
+    shared: SharedRef,
+    config: String,
+    object_metatable: Table,
+    process_node: Option<Function>,
+    process_way: Option<Function>,
+    process_relation: Option<Function>,
+    select_relation_members: Option<Function>,
+}
+
+impl std::fmt::Debug for FlexRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlexRuntime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the config runs for an import or for updates
+/// (`osm2pgsql.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `create`: an import.
+    Create,
+    /// `append`: applying changes.
+    Append,
+}
+
+impl FlexRuntime {
+    /// Loads the config file at `path`.
+    pub fn from_file(
+        path: &Path,
+        mode: Mode,
+        default_schema: &str,
+    ) -> Result<FlexRuntime, FlexError> {
+        let config = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| FlexError::Read {
+            path: config.clone(),
+            source,
+        })?;
+        FlexRuntime::from_source(
+            &String::from_utf8_lossy(&text),
+            &config,
+            mode,
+            default_schema,
+        )
+    }
+
+    /// Loads a config from its text; `config` is its path, which names it
+    /// in messages (`config.lua:12: …`) and gives `osm2pgsql.config_dir`.
+    pub fn from_source(
+        source: &str,
+        config: &str,
+        mode: Mode,
+        default_schema: &str,
+    ) -> Result<FlexRuntime, FlexError> {
+        let load_error = |message: String| FlexError::Load {
+            config: config.to_string(),
+            message,
+        };
+        let lua = Lua::new();
+        let shared: SharedRef = Rc::new(RefCell::new(Shared {
+            default_schema: default_schema.to_string(),
+            context: Some(Context::Main),
+            ..Shared::default()
+        }));
+        let object_metatable = install_api(&lua, &shared, config, mode)
+            .map_err(|e| load_error(format!("internal error in Lua setup: {e}")))?;
+        lua.load(source)
+            .set_name(format!("@{config}"))
+            .exec()
+            .map_err(|e| load_error(error_text(&e)))?;
+        let osm2pgsql: Table = lua
+            .globals()
+            .get("osm2pgsql")
+            .map_err(|e| load_error(e.to_string()))?;
+        let callback = |name: &str| -> Result<Option<Function>, FlexError> {
+            match osm2pgsql.raw_get::<Value>(name) {
+                Ok(Value::Function(f)) => Ok(Some(f)),
+                Ok(Value::Nil) => Ok(None),
+                _ => Err(load_error(format!("osm2pgsql.{name} must be a function."))),
+            }
+        };
+        let runtime = FlexRuntime {
+            process_node: callback("process_node")?,
+            process_way: callback("process_way")?,
+            process_relation: callback("process_relation")?,
+            select_relation_members: callback("select_relation_members")?,
+            lua,
+            shared,
+            config: config.to_string(),
+            object_metatable,
+        };
+        if runtime.shared.borrow().tables.is_empty() {
+            return Err(load_error(
+                "No tables defined in Lua config. Nothing to do!".into(),
+            ));
+        }
+        runtime.shared.borrow_mut().context = None;
+        Ok(runtime)
+    }
+
+    /// The tables the config defined, in definition order.
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.shared.borrow().tables.clone()
+    }
+
+    /// The config's path as given.
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// Whether the config does two-stage processing.
+    pub fn has_select_relation_members(&self) -> bool {
+        self.select_relation_members.is_some()
+    }
+
+    /// Sets `osm2pgsql.stage` (2 while marked ways are processed again).
+    pub fn set_stage(&self, stage: i64) -> Result<(), FlexError> {
+        let osm2pgsql: Table =
+            self.lua
+                .globals()
+                .get("osm2pgsql")
+                .map_err(|e| FlexError::Load {
+                    config: self.config.clone(),
+                    message: e.to_string(),
+                })?;
+        osm2pgsql
+            .raw_set("stage", stage)
+            .map_err(|e| FlexError::Load {
+                config: self.config.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Runs `process_node`; the rows it inserted.
+    pub fn process_node(&self, node: &Node) -> Result<Vec<FlexRow>, FlexError> {
+        let Some(function) = &self.process_node else {
+            return Ok(Vec::new());
+        };
+        let object = ObjectId {
+            kind: ObjectType::Node,
+            id: node.id,
+        };
+        let current = Current::Node {
+            location: node.location,
+        };
+        self.call(
+            function,
+            "process_node",
+            Context::ProcessNode,
+            object,
+            current,
+            |lua| self.object_table(lua, object, &node.tags, |_| Ok(())),
+        )
+    }
+
+    /// Runs `process_way` with the way's node locations from `locations`
+    /// (nodes without one are left out of its geometries).
+    pub fn process_way(
+        &self,
+        way: &Way,
+        locations: &dyn NodeLocations,
+    ) -> Result<Vec<FlexRow>, FlexError> {
+        let Some(function) = &self.process_way else {
+            return Ok(Vec::new());
+        };
+        let object = ObjectId {
+            kind: ObjectType::Way,
+            id: way.id,
+        };
+        let current = Current::Way {
+            locations: way
+                .nodes
+                .iter()
+                .filter_map(|&id| locations.location(id))
+                .collect(),
+        };
+        self.call(
+            function,
+            "process_way",
+            Context::ProcessWay,
+            object,
+            current,
+            |lua| {
+                self.object_table(lua, object, &way.tags, |table| {
+                    let closed = !way.nodes.is_empty() && way.nodes.first() == way.nodes.last();
+                    table.raw_set("is_closed", closed)?;
+                    table.raw_set(
+                        "nodes",
+                        lua.create_sequence_from(way.nodes.iter().copied())?,
+                    )
+                })
+            },
+        )
+    }
+
+    /// Runs `process_relation` with its members found through `ways` and
+    /// `locations`. While inserts are disabled (see
+    /// [`FlexRuntime::replay_relation`]) it only rebuilds Lua state.
+    pub fn process_relation(
+        &self,
+        relation: &Relation,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+    ) -> Result<Vec<FlexRow>, FlexError> {
+        let Some(function) = &self.process_relation else {
+            return Ok(Vec::new());
+        };
+        let object = ObjectId {
+            kind: ObjectType::Relation,
+            id: relation.id,
+        };
+        let current = relation_members(relation, ways, locations);
+        self.call(
+            function,
+            "process_relation",
+            Context::ProcessRelation,
+            object,
+            current,
+            |lua| self.relation_table(lua, object, relation),
+        )
+    }
+
+    /// Runs `process_relation` with `insert` disabled, as osm2pgsql's
+    /// stage 1c does for the relations of marked ways before stage 2, so
+    /// that data the config collects for stage 2 is complete.
+    pub fn replay_relation(
+        &self,
+        relation: &Relation,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+    ) -> Result<(), FlexError> {
+        self.shared.borrow_mut().inserts_disabled = true;
+        let result = self.process_relation(relation, ways, locations);
+        self.shared.borrow_mut().inserts_disabled = false;
+        result.map(|_| ())
+    }
+
+    /// Runs `select_relation_members`: the way ids to process again in
+    /// stage 2.
+    pub fn select_relation_members(&self, relation: &Relation) -> Result<Vec<i64>, FlexError> {
+        let Some(function) = &self.select_relation_members else {
+            return Ok(Vec::new());
+        };
+        let object = ObjectId {
+            kind: ObjectType::Relation,
+            id: relation.id,
+        };
+        let fail = |message: String| FlexError::Callback {
+            function: "select_relation_members",
+            object,
+            message,
+        };
+        {
+            let mut shared = self.shared.borrow_mut();
+            shared.context = Some(Context::SelectRelationMembers);
+            shared.object = Some(object);
+            shared.current = Current::None;
+        }
+        let result = self
+            .relation_table(&self.lua, object, relation)
+            .and_then(|table| function.call::<Value>(table));
+        self.shared.borrow_mut().context = None;
+        let returned = result.map_err(|e| fail(error_text(&e)))?;
+        marked_way_ids(&returned).map_err(fail)
+    }
+
+    /// Calls one process callback and returns the rows it inserted.
+    fn call(
+        &self,
+        function: &Function,
+        name: &'static str,
+        context: Context,
+        object: ObjectId,
+        current: Current,
+        make_object: impl FnOnce(&Lua) -> mlua::Result<Table>,
+    ) -> Result<Vec<FlexRow>, FlexError> {
+        let fail = |e: mlua::Error| FlexError::Callback {
+            function: name,
+            object,
+            message: error_text(&e),
+        };
+        let table = make_object(&self.lua).map_err(fail)?;
+        {
+            let mut shared = self.shared.borrow_mut();
+            shared.context = Some(context);
+            shared.object = Some(object);
+            shared.object_table = Some(table.clone());
+            shared.current = current;
+            shared.rows.clear();
+        }
+        let result = function.call::<()>(table);
+        let mut shared = self.shared.borrow_mut();
+        shared.context = None;
+        shared.object_table = None;
+        shared.current = Current::None;
+        let rows = std::mem::take(&mut shared.rows);
+        drop(shared);
+        result.map_err(fail)?;
+        Ok(rows)
+    }
+
+    /// The Lua table of an object: `id`, `type`, `tags` and what `extra`
+    /// adds, with the object metatable.
+    fn object_table(
+        &self,
+        lua: &Lua,
+        object: ObjectId,
+        tags: &Tags,
+        extra: impl FnOnce(&Table) -> mlua::Result<()>,
+    ) -> mlua::Result<Table> {
+        let table = lua.create_table_with_capacity(0, 6)?;
+        table.raw_set("id", object.id)?;
+        table.raw_set("type", object.kind.as_str())?;
+        let tag_table = lua.create_table_with_capacity(0, tags.len())?;
+        for (key, value) in tags {
+            tag_table.raw_set(key.as_str(), value.as_str())?;
+        }
+        table.raw_set("tags", tag_table)?;
+        extra(&table)?;
+        table.set_metatable(Some(self.object_metatable.clone()))?;
+        Ok(table)
+    }
+
+    fn relation_table(
+        &self,
+        lua: &Lua,
+        object: ObjectId,
+        relation: &Relation,
+    ) -> mlua::Result<Table> {
+        self.object_table(lua, object, &relation.tags, |table| {
+            let members = lua.create_table_with_capacity(relation.members.len(), 0)?;
+            for (i, member) in relation.members.iter().enumerate() {
+                let entry = lua.create_table_with_capacity(0, 3)?;
+                entry.raw_set("type", member.kind.letter().to_string())?;
+                entry.raw_set("ref", member.id)?;
+                entry.raw_set("role", member.role.as_str())?;
+                members.raw_set(i + 1, entry)?;
+            }
+            table.raw_set("members", members)
+        })
+    }
+}
+
+/// The members of a relation its geometry constructors use: node member
+/// locations and way members' node locations, missing ones left out
+/// (osm2pgsql's `relation_cache_t::add_members`).
+fn relation_members(
+    relation: &Relation,
+    ways: &dyn WayLookup,
+    locations: &dyn NodeLocations,
+) -> Current {
+    let mut nodes = Vec::new();
+    let mut member_ways = Vec::new();
+    for member in &relation.members {
+        match member.kind {
+            ObjectType::Node => nodes.extend(locations.location(member.id)),
+            ObjectType::Way => {
+                if let Some(way) = ways.way(member.id) {
+                    member_ways.push(
+                        way.nodes
+                            .iter()
+                            .filter_map(|&id| locations.location(id))
+                            .collect(),
+                    );
+                }
+            }
+            ObjectType::Relation => {}
+        }
+    }
+    Current::Relation {
+        nodes,
+        ways: member_ways,
+    }
+}
+
+/// The way ids in what `select_relation_members` returned: nil, or a
+/// table whose `ways` field (if any) is an array of non-zero integers.
+fn marked_way_ids(returned: &Value) -> Result<Vec<i64>, String> {
+    let table = match returned {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Table(table) => table,
+        _ => {
+            return Err(
+                "select_relation_members() returned something other than nil or a table.".into(),
+            )
+        }
+    };
+    let not_array = "Table returned from select_relation_members() contains 'ways' field, but it isn't an array table.";
+    let ways = match table.raw_get::<Value>("ways").map_err(|e| e.to_string())? {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Table(ways) => ways,
+        _ => return Err(not_array.into()),
+    };
+    let length = ways.raw_len();
+    if ways.pairs::<Value, Value>().count() != length {
+        return Err(not_array.into());
+    }
+    (1..=length)
+        .map(|i| match ways.raw_get::<Value>(i) {
+            Ok(Value::Integer(id)) if id != 0 => Ok(id),
+            Ok(Value::Number(n)) if n.fract() == 0.0 && n != 0.0 => Ok(n as i64),
+            _ => Err("Table returned from select_relation_members() contains 'ways' field, which must contain an array of non-zero integer way ids.".into()),
+        })
+        .collect()
+}
+
+/// A Lua error as one line: the message of the innermost cause, and the
+/// config line a Rust function was called from when the message lacks one.
+fn error_text(error: &mlua::Error) -> String {
+    match error {
+        mlua::Error::CallbackError { traceback, cause } => {
+            let message = error_text(cause);
+            match traceback
+                .lines()
+                .map(str::trim)
+                .find(|l| is_config_location(l))
+            {
+                Some(line) if !message.contains(':') || !is_config_location(&message) => {
+                    let location = line.split(": in").next().unwrap_or(line);
+                    format!("{message} (called at {location})")
+                }
+                _ => message,
+            }
+        }
+        mlua::Error::RuntimeError(message) | mlua::Error::SyntaxError { message, .. } => {
+            message.clone()
+        }
+        mlua::Error::WithContext { cause, .. } => error_text(cause),
+        other => other.to_string(),
+    }
+}
+
+/// `file.lua:12:` at the start of a traceback line or message.
+fn is_config_location(text: &str) -> bool {
+    let Some((file, rest)) = text.split_once(".lua:") else {
+        return false;
+    };
+    !file.starts_with('[') && rest.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+/// A table handle as `define_table` returns it (`osm2pgsql.Table`).
+#[derive(Clone)]
+struct TableHandle {
+    index: usize,
+    shared: SharedRef,
+}
+
+impl TableHandle {
+    fn with<T>(&self, f: impl FnOnce(&TableDef) -> T) -> T {
+        f(&self.shared.borrow().tables[self.index])
+    }
+}
+
+impl UserData for TableHandle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            Ok(this.with(|t| format!("osm2pgsql.Table[{}]", t.name)))
+        });
+        methods.add_method("name", |_, this, ()| Ok(this.with(|t| t.name.clone())));
+        methods.add_method("schema", |_, this, ()| Ok(this.with(|t| t.schema.clone())));
+        methods.add_method("cluster", |_, this, ()| Ok(this.with(|t| t.cluster)));
+        methods.add_method("columns", |lua, this, ()| {
+            let columns = lua.create_table()?;
+            let definitions = this.with(|t| t.columns.clone());
+            for (i, column) in definitions.iter().enumerate() {
+                let entry = lua.create_table()?;
+                entry.raw_set("name", column.name.as_str())?;
+                entry.raw_set("sql_type", column.sql_type())?;
+                entry.raw_set("not_null", column.not_null)?;
+                entry.raw_set("create_only", column.create_only)?;
+                columns.raw_set(i + 1, entry)?;
+            }
+            Ok(columns)
+        });
+        methods.add_method("insert", |lua, this, row: Value| insert(lua, this, row));
+        methods.add_method("add_row", |_, _, _: MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::RuntimeError(
+                "add_row() is not supported (osm2pgsql deprecated it in 1.9 and removed it in 2.0): use insert()".into(),
+            ))
+        });
+    }
+}
+
+/// A geometry handed to Lua (`osm2pgsql.Geometry`).
+#[derive(Clone)]
+struct LuaGeometry(FlexGeometry);
+
+impl UserData for LuaGeometry {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            Ok(this.0.geometry_type())
+        });
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| Ok(this.0.num_geometries()));
+        methods.add_method("area", |_, this, ()| Ok(this.0.area()));
+        methods.add_method("spherical_area", |_, this, ()| Ok(this.0.spherical_area()));
+        methods.add_method("length", |_, this, ()| Ok(this.0.length()));
+        methods.add_method("centroid", |_, this, ()| Ok(LuaGeometry(this.0.centroid())));
+        methods.add_method("geometry_n", |_, this, n: i64| {
+            Ok(LuaGeometry(this.0.geometry_n(n)))
+        });
+        methods.add_method("geometry_type", |_, this, ()| Ok(this.0.geometry_type()));
+        methods.add_method("is_null", |_, this, ()| Ok(this.0.is_null()));
+        methods.add_method("line_merge", |_, this, ()| {
+            Ok(LuaGeometry(this.0.line_merge()))
+        });
+        methods.add_method("num_geometries", |_, this, ()| Ok(this.0.num_geometries()));
+        methods.add_method("reverse", |_, this, ()| Ok(LuaGeometry(this.0.reverse())));
+        methods.add_method("segmentize", |_, this, max_length: f64| {
+            Ok(LuaGeometry(this.0.segmentize(max_length)))
+        });
+        methods.add_method("simplify", |_, this, tolerance: f64| {
+            Ok(LuaGeometry(this.0.simplify(tolerance)))
+        });
+        methods.add_method("srid", |_, this, ()| Ok(this.0.srid()));
+        methods.add_method("transform", |_, this, srid: i32| {
+            this.0
+                .transform(srid)
+                .map(LuaGeometry)
+                .map_err(|e| mlua::Error::RuntimeError(format!("Error in 'transform': {e}")))
+        });
+        methods.add_method(
+            "pole_of_inaccessibility",
+            |_, this, options: Option<Table>| {
+                let stretch = match &options {
+                    Some(options) => options.get::<Option<f64>>("stretch")?.unwrap_or(1.0),
+                    None => 1.0,
+                };
+                Ok(LuaGeometry(this.0.pole_of_inaccessibility(stretch)))
+            },
+        );
+        methods.add_method("geometries", |lua, this, ()| {
+            let parts: Vec<FlexGeometry> = this.0.geometries();
+            let next = std::cell::Cell::new(0usize);
+            lua.create_function(move |_, ()| {
+                let i = next.get();
+                next.set(i + 1);
+                Ok(parts.get(i).cloned().map(LuaGeometry))
+            })
+        });
+    }
+}
+
+/// Creates the `osm2pgsql` table with `define_table`, the table and
+/// geometry classes and the prelude's helpers; returns the metatable of
+/// OSM objects.
+fn install_api(lua: &Lua, shared: &SharedRef, config: &str, mode: Mode) -> mlua::Result<Table> {
+    let osm2pgsql = lua.create_table()?;
+    osm2pgsql.raw_set("version", "1.8.0")?;
+    osm2pgsql.raw_set(
+        "mode",
+        match mode {
+            Mode::Create => "create",
+            Mode::Append => "append",
+        },
+    )?;
+    osm2pgsql.raw_set("stage", 1)?;
+    let config_dir = match Path::new(config).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => format!("{}/", dir.display()),
+        _ => String::new(),
+    };
+    osm2pgsql.raw_set("config_dir", config_dir)?;
+    let define_shared = shared.clone();
+    osm2pgsql.raw_set(
+        "define_table",
+        lua.create_function(move |_, definition: Value| define_table(&define_shared, definition))?,
+    )?;
+    lua.globals().set("osm2pgsql", osm2pgsql)?;
+    let object_metatable: Table = lua
+        .load(include_str!("prelude.lua"))
+        .set_name("=tilepipe flex prelude")
+        .eval()?;
+    let methods: Table = object_metatable.raw_get("__index")?;
+    add_object_methods(lua, &methods, shared)?;
+    Ok(object_metatable)
+}
+
+fn define_table(shared_ref: &SharedRef, definition: Value) -> mlua::Result<TableHandle> {
+    let mut shared = shared_ref.borrow_mut();
+    if shared.context != Some(Context::Main) {
+        return Err(mlua::Error::RuntimeError(
+            "Database tables have to be defined in the main Lua code, not in any of the callbacks."
+                .into(),
+        ));
+    }
+    let Value::Table(definition) = definition else {
+        return Err(mlua::Error::RuntimeError(
+            "Argument #1 to 'define_table' must be a table.".into(),
+        ));
+    };
+    let table = parse_table(&definition, &shared.default_schema, &shared.tables)
+        .map_err(mlua::Error::RuntimeError)?;
+    shared.tables.push(table);
+    Ok(TableHandle {
+        index: shared.tables.len() - 1,
+        shared: shared_ref.clone(),
+    })
+}
+
+/// `table:insert(row)` (osm2pgsql's `table_insert`).
+fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValue> {
+    let mut shared = handle.shared.borrow_mut();
+    if shared.inserts_disabled {
+        return Ok(MultiValue::new());
+    }
+    let fail = |message: String| mlua::Error::RuntimeError(format!("Error in 'insert': {message}"));
+    if !matches!(
+        shared.context,
+        Some(Context::ProcessNode | Context::ProcessWay | Context::ProcessRelation)
+    ) {
+        return Err(fail(
+            "The function insert() can only be called from the process_node/way/relation() functions.".into(),
+        ));
+    }
+    let Value::Table(row) = row else {
+        return Err(fail(
+            "Need two parameters: The osm2pgsql.Table and the row data.".into(),
+        ));
+    };
+    let object = shared.object.expect("a process callback is running");
+    let Shared {
+        tables,
+        rows,
+        object_table,
+        ..
+    } = &mut *shared;
+    let table = &tables[handle.index];
+    if let Some(ids) = &table.ids {
+        if !ids.kind.accepts(object.kind) {
+            return Err(fail(format!(
+                "Trying to add {} to table '{}'.",
+                object.kind, table.name
+            )));
+        }
+    }
+    let mut fields = Vec::new();
+    let mut surely_valid = true;
+    let mut order_key = None;
+    for column in table.written_columns() {
+        let field = match column.column_type {
+            ColumnType::IdType => Some(object.kind.letter().to_ascii_uppercase().to_string()),
+            ColumnType::IdNum => Some(
+                table
+                    .ids
+                    .as_ref()
+                    .map_or(object.id, |ids| ids.id_value(object))
+                    .to_string(),
+            ),
+            ColumnType::Geometry(kind) => {
+                let value: Value = row.raw_get(column.name.as_str())?;
+                let geometry = match &value {
+                    Value::Nil => None,
+                    Value::UserData(data) => match data.borrow::<LuaGeometry>() {
+                        Ok(geometry) => Some(geometry.0.clone()),
+                        Err(_) => {
+                            return Err(fail(format!(
+                                "Need geometry data for geometry column '{}'.",
+                                column.name
+                            )))
+                        }
+                    },
+                    _ => {
+                        return Err(fail(format!(
+                            "Need geometry data for geometry column '{}'.",
+                            column.name
+                        )))
+                    }
+                };
+                match geometry.filter(|g| !g.is_null()) {
+                    None => None,
+                    Some(geometry) => {
+                        let stored = geometry.for_column(kind, column.srid).map_err(|e| {
+                            fail(format!(
+                                "Geometry data for geometry column '{}' {e}",
+                                column.name
+                            ))
+                        })?;
+                        if let Some(projected) = stored.geometry() {
+                            if order_key.is_none() {
+                                order_key = Some(hilbert_key(projected));
+                            }
+                            let checked = column.srid != 4326
+                                && !matches!(projected, geo::Geometry::Point(_));
+                            if checked && !surely_valid_geometry(projected) {
+                                surely_valid = false;
+                            }
+                        }
+                        stored.to_hex_ewkb()
+                    }
+                }
+            }
+            _ => {
+                let value: Value = row.raw_get(column.name.as_str())?;
+                value::convert(lua, column, &value).map_err(fail)?
+            }
+        };
+        if field.is_none() && column.not_null {
+            let column_name = column.name.clone();
+            let object_table = object_table.clone();
+            return Ok(MultiValue::from_vec(vec![
+                Value::Boolean(false),
+                Value::String(lua.create_string("null value in not null column.")?),
+                Value::String(lua.create_string(&column_name)?),
+                object_table.map_or(Value::Nil, Value::Table),
+            ]));
+        }
+        fields.push(field);
+    }
+    rows.push(FlexRow {
+        table: handle.index,
+        object,
+        fields,
+        surely_valid,
+        order_key,
+    });
+    Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
+}
+
+/// `get_bbox` and the `as_*` constructors on OSM objects; each works on
+/// the object of the running callback, as in osm2pgsql.
+fn add_object_methods(lua: &Lua, methods: &Table, shared: &SharedRef) -> mlua::Result<()> {
+    type Build = fn(&Current) -> Option<FlexGeometry>;
+    let constructors: [(&str, &str, Build); 7] = [
+        ("as_point", "process_node() function", |c| match c {
+            Current::Node { location } => {
+                Some(location.map_or_else(FlexGeometry::null, FlexGeometry::from_node))
+            }
+            _ => None,
+        }),
+        ("as_linestring", "process_way() function", |c| match c {
+            Current::Way { locations } => Some(FlexGeometry::linestring(locations)),
+            _ => None,
+        }),
+        ("as_polygon", "process_way() function", |c| match c {
+            Current::Way { locations } => Some(FlexGeometry::way_polygon(locations)),
+            _ => None,
+        }),
+        (
+            "as_multipoint",
+            "process_node/relation() functions",
+            |c| match c {
+                Current::Node { location } => {
+                    Some(location.map_or_else(FlexGeometry::null, FlexGeometry::from_node))
+                }
+                Current::Relation { nodes, .. } => Some(FlexGeometry::multipoint(nodes)),
+                _ => None,
+            },
+        ),
+        (
+            "as_multilinestring",
+            "process_way/relation() functions",
+            |c| match c {
+                Current::Way { locations } => Some(FlexGeometry::linestring(locations)),
+                Current::Relation { ways, .. } => {
+                    Some(FlexGeometry::relation_multilinestring(ways))
+                }
+                _ => None,
+            },
+        ),
+        (
+            "as_multipolygon",
+            "process_way/relation() functions",
+            |c| match c {
+                Current::Way { locations } => Some(FlexGeometry::way_polygon(locations)),
+                Current::Relation { ways, .. } => Some(FlexGeometry::relation_multipolygon(ways)),
+                _ => None,
+            },
+        ),
+        (
+            "as_geometrycollection",
+            "process_relation() function",
+            |c| match c {
+                Current::Relation { nodes, ways } => Some(FlexGeometry::collection(nodes, ways)),
+                _ => None,
+            },
+        ),
+    ];
+    for (name, where_allowed, build) in constructors {
+        let shared = shared.clone();
+        let function = lua.create_function(move |_, arguments: MultiValue| {
+            if arguments.len() > 1 {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "No parameter(s) needed for {name}()."
+                )));
+            }
+            let shared = shared.borrow();
+            let in_callback = matches!(
+                shared.context,
+                Some(Context::ProcessNode | Context::ProcessWay | Context::ProcessRelation)
+            );
+            match build(&shared.current).filter(|_| in_callback) {
+                Some(geometry) => Ok(LuaGeometry(geometry)),
+                None => Err(mlua::Error::RuntimeError(format!(
+                    "The function {name}() can only be called from the {where_allowed}."
+                ))),
+            }
+        })?;
+        methods.raw_set(name, function)?;
+    }
+    let shared = shared.clone();
+    let get_bbox = lua.create_function(move |_, arguments: MultiValue| {
+        if arguments.len() > 1 {
+            return Err(mlua::Error::RuntimeError("No parameter(s) needed for get_bbox().".into()));
+        }
+        let shared = shared.borrow();
+        let points: Vec<Location> = match &shared.current {
+            Current::Node { location } => location.iter().copied().collect(),
+            Current::Way { locations } => locations.clone(),
+            // osm2pgsql 1.8 takes only the way members into account.
+            Current::Relation { ways, .. } => ways.iter().flatten().copied().collect(),
+            Current::None => {
+                return Err(mlua::Error::RuntimeError(
+                    "The function get_bbox() can only be called from the process_node/way/relation() functions.".into(),
+                ))
+            }
+        };
+        let Some(first) = points.first() else {
+            return Ok(MultiValue::new());
+        };
+        let (mut min_lon, mut min_lat, mut max_lon, mut max_lat) = (first.lon, first.lat, first.lon, first.lat);
+        for p in &points {
+            min_lon = min_lon.min(p.lon);
+            min_lat = min_lat.min(p.lat);
+            max_lon = max_lon.max(p.lon);
+            max_lat = max_lat.max(p.lat);
+        }
+        Ok(MultiValue::from_vec(
+            [min_lon, min_lat, max_lon, max_lat].into_iter().map(Value::Number).collect(),
+        ))
+    })?;
+    methods.raw_set("get_bbox", get_bbox)?;
+    Ok(())
+}
+
+/// A userdata as a geometry, for tests and callers holding Lua values.
+pub fn geometry_of(value: &AnyUserData) -> Option<FlexGeometry> {
+    value.borrow::<LuaGeometry>().ok().map(|g| g.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const CONFIG: &str = r#"
+local points = osm2pgsql.define_node_table('points', {
+    { column = 'name' }, { column = 'tags', type = 'jsonb' }, { column = 'geom', type = 'point', not_null = true } })
+local routes = osm2pgsql.define_table{ name = 'routes', ids = { type = 'any', id_column = 'osm_id', type_column = 'osm_type' },
+    columns = { { column = 'refs' }, { column = 'n', type = 'int4' } } }
+local refs = {}
+function osm2pgsql.process_node(object)
+    if object.tags.fail then object.tags.no_such_method() end
+    if object.tags.nogeom then
+        local ok, message, column = points:insert{ name = object.tags.name }
+        assert(not ok and message == 'null value in not null column.' and column == 'geom')
+        return
+    end
+    points:insert{ name = object:grab_tag('name'), tags = object.tags, geom = object:as_point() }
+end
+function osm2pgsql.process_way(object)
+    if osm2pgsql.stage == 2 then
+        routes:insert{ refs = table.concat(refs[object.id] or {}, ';'), n = #object.nodes }
+    end
+end
+function osm2pgsql.process_relation(object)
+    for _, id in ipairs(osm2pgsql.way_member_ids(object)) do
+        refs[id] = refs[id] or {}
+        table.insert(refs[id], object.tags.ref)
+    end
+end
+function osm2pgsql.select_relation_members(relation)
+    return { ways = osm2pgsql.way_member_ids(relation) }
+end
+"#;
+
+    fn runtime(source: &str) -> Result<FlexRuntime, FlexError> {
+        FlexRuntime::from_source(source, "/etc/test/config.lua", Mode::Create, "public")
+    }
+
+    fn node(id: i64, tags: &[(&str, &str)]) -> Node {
+        Node {
+            id,
+            meta: Default::default(),
+            location: Some(Location {
+                lon: 9.5,
+                lat: 47.1,
+            }),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tables_and_node_rows() {
+        let runtime = runtime(CONFIG).unwrap();
+        let tables = runtime.tables();
+        assert_eq!(tables.len(), 2);
+        assert_eq!(tables[0].columns[0].name, "node_id");
+        let rows = runtime
+            .process_node(&node(7, &[("name", "A"), ("shop", "x")]))
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].fields[0].as_deref(), Some("7"));
+        assert_eq!(rows[0].fields[1].as_deref(), Some("A"));
+        assert_eq!(rows[0].fields[2].as_deref(), Some(r#"{"shop":"x"}"#));
+        assert!(runtime
+            .process_node(&node(8, &[("nogeom", "1")]))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn two_stages() {
+        let runtime = runtime(CONFIG).unwrap();
+        assert!(runtime.has_select_relation_members());
+        let relation = Relation {
+            id: 3,
+            meta: Default::default(),
+            members: vec![crate::osm::Member {
+                kind: ObjectType::Way,
+                id: 10,
+                role: String::new(),
+            }],
+            tags: vec![("ref".into(), "R1".into())],
+        };
+        let ways: HashMap<i64, Way> = HashMap::new();
+        let locations: HashMap<i64, Location> = HashMap::new();
+        assert_eq!(
+            runtime.select_relation_members(&relation).unwrap(),
+            vec![10]
+        );
+        assert!(runtime
+            .process_relation(&relation, &ways, &locations)
+            .unwrap()
+            .is_empty());
+        runtime.set_stage(2).unwrap();
+        let way = Way {
+            id: 10,
+            meta: Default::default(),
+            nodes: vec![1, 2, 3],
+            tags: Vec::new(),
+        };
+        let rows = runtime.process_way(&way, &locations).unwrap();
+        assert_eq!(
+            rows[0].fields,
+            vec![
+                Some("W".into()),
+                Some("10".into()),
+                Some("R1".into()),
+                Some("3".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_config_line_and_object() {
+        let loaded = runtime(CONFIG).unwrap();
+        let err = loaded
+            .process_node(&node(9, &[("fail", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("Failed to execute Lua function 'osm2pgsql.process_node' for node 9: /etc/test/config.lua:"), "{err}");
+        let err = runtime(
+            "osm2pgsql.define_table{ name = 't', columns = { { column = 'x', type = 'txt' } } }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("Unknown column type 'txt'") && err.contains("config.lua:1"),
+            "{err}"
+        );
+        let err = runtime("local x = ").unwrap_err().to_string();
+        assert!(
+            err.starts_with("Error loading lua config /etc/test/config.lua: "),
+            "{err}"
+        );
+        let err = runtime("x = 1").unwrap_err().to_string();
+        assert!(
+            err.ends_with("No tables defined in Lua config. Nothing to do!"),
+            "{err}"
+        );
+        let wrong = "local t = osm2pgsql.define_way_table('w', { { column = 'a' } })
+            function osm2pgsql.process_node(o) t:insert{ a = 'x' } end";
+        let err = runtime(wrong)
+            .unwrap()
+            .process_node(&node(1, &[("a", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Error in 'insert': Trying to add node to table 'w'."),
+            "{err}"
+        );
+        let context = "local t = osm2pgsql.define_node_table('n', { { column = 'a' } })
+            function osm2pgsql.process_node(o) o:as_linestring() end";
+        let err = runtime(context)
+            .unwrap()
+            .process_node(&node(1, &[("a", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "The function as_linestring() can only be called from the process_way() function."
+            ),
+            "{err}"
+        );
+        let unknown = "local t = osm2pgsql.define_node_table('n', { { column = 'a' } })
+            function osm2pgsql.process_node(o) t:insert{ a = o.colour } end";
+        let err = runtime(unknown)
+            .unwrap()
+            .process_node(&node(1, &[("a", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field 'colour'"), "{err}");
+    }
+
+    #[test]
+    fn helpers() {
+        let source = r#"
+            osm2pgsql.define_node_table('n', { { column = 'a' } })
+            assert(osm2pgsql.has_prefix('addr:street', 'addr:') and not osm2pgsql.has_suffix('name', ':en'))
+            assert(osm2pgsql.trim('  a b  ') == 'a b' and osm2pgsql.trim('   ') == '')
+            local parts = osm2pgsql.split_string('a; b;;c')
+            assert(#parts == 3 and parts[2] == 'b')
+            local v, u = osm2pgsql.split_unit('3.5 m', 'km')
+            assert(v == 3.5 and u == 'm')
+            assert(osm2pgsql.clamp(12, 0, 10) == 10)
+            local check = osm2pgsql.make_check_values_func({ 'a', 'b' }, 'z')
+            assert(check('a') == 'a' and check('q') == 'z' and check(nil) == 'z')
+            local clean = osm2pgsql.make_clean_tags_func({ 'note', 'source:*', '*:wikipedia' })
+            local tags = { note = 'x', ['source:geometry'] = 'y', ['de:wikipedia'] = 'z', name = 'n' }
+            assert(clean(tags) == false and tags.name == 'n' and next(tags, next(tags)) == nil)
+            assert(osm2pgsql.mode == 'create' and osm2pgsql.stage == 1 and osm2pgsql.config_dir == '/etc/test/')
+        "#;
+        runtime(source).unwrap();
+    }
+}
