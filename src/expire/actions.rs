@@ -50,6 +50,8 @@ pub enum Action {
 /// Per-style, per-zoom expiry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpirePolicy {
+    /// The style (mod_tile's "xml name"), i.e. the tile directory's
+    /// subdirectory and renderd's style name.
     pub style: String,
     /// Lowest zoom acted on; raised to `zoom_floor`.
     pub min_zoom: u8,
@@ -68,12 +70,27 @@ pub struct ExpirePolicy {
     pub render_missing: bool,
 }
 
+/// Why an [`ExpirePolicy`] is refused ([`ExpirePolicy::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// `min_zoom` is above `max_zoom`.
     #[error("minimum zoom {min} is above maximum zoom {max}")]
-    ZoomOrder { min: u8, max: u8 },
+    ZoomOrder {
+        /// The policy's `min_zoom`.
+        min: u8,
+        /// The policy's `max_zoom`.
+        max: u8,
+    },
+    /// A zoom setting is above [`MAX_ZOOM`].
     #[error("{name} {zoom} is above {max}", max = MAX_ZOOM)]
-    Zoom { name: &'static str, zoom: u8 },
+    Zoom {
+        /// Which setting, as messages name it ("touch-from zoom").
+        name: &'static str,
+        /// Its value.
+        zoom: u8,
+    },
+    /// The style name cannot be a tile directory name (empty, too long,
+    /// containing `/`, or `.`/`..`).
     #[error("invalid style name {0:?}")]
     Style(String),
 }
@@ -93,6 +110,8 @@ impl ExpirePolicy {
         }
     }
 
+    /// Checks zooms against each other and [`MAX_ZOOM`], and the style
+    /// name against the tile directory's rules.
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (name, zoom) in [
             ("maximum zoom", Some(self.max_zoom)),
@@ -182,6 +201,7 @@ pub struct RenderReport {
 
 /// Where render requests go.
 pub trait RenderSink {
+    /// Why the sink cannot take more work.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Queues a render; may wait until the sink has room. An error means
@@ -201,6 +221,7 @@ pub trait RenderSink {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoRender;
 
+/// [`NoRender`]'s refusal, naming the metatile that needed a renderer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("no renderer configured for re-rendering {0}")]
 pub struct NoRenderError(pub Metatile);
@@ -445,11 +466,13 @@ impl RenderSink for RenderdSink {
 pub struct ZoomSummary {
     /// Renders asked for; `replies` breaks them down.
     pub rendered: u64,
+    /// How the sink answered those renders.
     pub replies: RenderCounts,
     /// Touched now.
     pub touched: u64,
     /// Found already touched (mtime before 2000) and left.
     pub already_touched: u64,
+    /// Deleted (`.meta` file unlinked).
     pub deleted: u64,
     /// Not on disk, so nothing done (as `render_expired`).
     pub missing: u64,
@@ -477,6 +500,7 @@ impl ZoomSummary {
 /// What [`expire`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpireSummary {
+    /// Counts per zoom acted on.
     pub zooms: BTreeMap<u8, ZoomSummary>,
     /// Metatiles given outside the policy's zooms, left alone.
     pub outside_zooms: u64,
@@ -539,10 +563,15 @@ impl fmt::Display for ExpireSummary {
     }
 }
 
+/// Why [`expire`] did nothing at all (errors on single metatiles are
+/// counted in the summary instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ExpireError {
+    /// The policy is invalid.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The tile directory is unusable for the style (reading its
+    /// `planet-import-complete` failed).
     #[error(transparent)]
     Store(#[from] MetatileError),
 }

@@ -30,16 +30,17 @@ use tracing::{info, warn};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExpireConfig {
-    /// Zoom tiles are computed at; lower zooms and metatiles derive from it.
+    /// Zoom tiles are computed at; lower zooms and metatiles derive from it
+    /// (default 18).
     pub max_zoom: u8,
-    /// Lowest zoom written to tile lists.
+    /// Lowest zoom written to tile lists (default 10).
     pub min_zoom: u8,
-    /// Polygons: full-area, boundary-only or hybrid.
+    /// Polygons: full-area (default), boundary-only or hybrid.
     pub mode: PolygonMode,
-    /// Margin around geometries, in tiles at `max_zoom`.
+    /// Margin around geometries, in tiles at `max_zoom` (default 0.1).
     pub buffer: f64,
     /// Hybrid mode: polygons whose envelope is wider or taller than this
-    /// (EPSG:3857 metres) expire their boundary only.
+    /// (EPSG:3857 metres) expire their boundary only (default 20000).
     pub full_area_limit: f64,
     /// Expire every rewritten row, as osm2pgsql does, instead of only rows
     /// whose geometry or columns changed.
@@ -48,6 +49,8 @@ pub struct ExpireConfig {
     /// (`expired-<sequence>.list`), or with `list_append` one growing
     /// `expired.list`, as osm2pgsql's `-o` writes.
     pub list_dir: Option<PathBuf>,
+    /// Append to one `expired.list` instead of one file per batch
+    /// (default false).
     pub list_append: bool,
     /// Actions on mod_tile tile caches, per style.
     pub styles: Vec<StyleExpiry>,
@@ -61,8 +64,11 @@ pub struct StyleExpiry {
     pub name: String,
     /// mod_tile tile directory.
     pub tile_dir: PathBuf,
+    /// Lowest zoom acted on (default 10; never below z3, see
+    /// [`FIRST_EXPIRED_ZOOM`](super::actions::FIRST_EXPIRED_ZOOM)).
     #[serde(default = "default_style_min_zoom")]
     pub min_zoom: u8,
+    /// Highest zoom acted on (default 18; at most `expire.max_zoom`).
     #[serde(default = "default_max_zoom")]
     pub max_zoom: u8,
     /// From this zoom on, mark metatiles dirty instead of re-rendering.
@@ -113,6 +119,7 @@ impl ExpireConfig {
         self.list_dir.is_some() || !self.styles.is_empty()
     }
 
+    /// The rasteriser settings these keys describe.
     pub fn raster(&self) -> RasterSettings {
         let mut config = RasterSettings::new(self.max_zoom);
         config.buffer = self.buffer;
@@ -291,12 +298,20 @@ impl std::fmt::Display for RowLabel {
     }
 }
 
+/// Why the expire queue (`tilepipe_expire_queue`) could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// A database error.
     #[error("expire queue: {0}")]
     Db(#[from] postgres::Error),
+    /// A stored tile set that does not decode.
     #[error("expire queue entry {batch}: {message}")]
-    Corrupt { batch: i64, message: String },
+    Corrupt {
+        /// The entry's `batch_end` sequence.
+        batch: i64,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 fn queue_table(schema: &str) -> String {

@@ -1,6 +1,6 @@
 //! Geometries from an OSM data file, built the way osm2pgsql's
 //! `osm2pgsql-expire` (2.2+) builds them, for `tilepipe expire-tiles`: a
-//! debugging aid and the oracle of the expiry tests (upstream's `osm2pgsql-expire`).
+//! debugging aid and the oracle of the expiry tests.
 //!
 //! - untagged objects are skipped (but their locations and node lists are
 //!   kept for the objects using them);
@@ -31,8 +31,10 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Why [`expire_osm_file`] stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum FromOsmError {
+    /// The file could not be read or decoded.
     #[error(transparent)]
     Input(#[from] InputError),
 }
@@ -40,9 +42,11 @@ pub enum FromOsmError {
 /// What [`expire_osm_file`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FromOsmSummary {
-    /// Tagged objects read.
+    /// Tagged nodes read.
     pub nodes: u64,
+    /// Tagged ways read.
     pub ways: u64,
+    /// Tagged relations read.
     pub relations: u64,
     /// Tagged objects without a geometry (assembly failed, members
     /// missing); each is logged at debug level.
@@ -67,6 +71,7 @@ pub struct GeometryBuilder {
 }
 
 impl GeometryBuilder {
+    /// An empty builder (no locations or way node lists known yet).
     pub fn new() -> GeometryBuilder {
         GeometryBuilder::default()
     }

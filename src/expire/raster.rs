@@ -110,6 +110,7 @@ pub struct RasterSettings {
     pub max_zoom: u8,
     /// Margin around geometries, as a fraction of one tile at `max_zoom`.
     pub buffer: f64,
+    /// How polygons are expired (default full area).
     pub mode: PolygonMode,
     /// Hybrid mode's envelope limit, in 3857 metres. (osm2pgsql's
     /// `expire_config_t` defaults to 0, i.e. every polygon with an extent
@@ -119,6 +120,7 @@ pub struct RasterSettings {
     pub max_tiles_geometry: u64,
     /// Tiles the set may hold before later units are ignored.
     pub max_tiles_overall: u64,
+    /// What a unit over `max_tiles_geometry` expires (default: nothing).
     pub on_geometry_limit: GeometryLimitAction,
 }
 
@@ -136,6 +138,8 @@ impl RasterSettings {
         }
     }
 
+    /// Checks the ranges: zoom 1..=[`MAX_ZOOM`], finite buffer and limit
+    /// ≥ 0, tile limits ≥ 1.
     pub fn validate(&self) -> Result<(), ExpireError> {
         if !(1..=MAX_ZOOM).contains(&self.max_zoom) {
             return Err(ExpireError::Zoom(self.max_zoom));
@@ -153,26 +157,39 @@ impl RasterSettings {
     }
 }
 
+/// Invalid [`RasterSettings`], or a geometry the expirer cannot read.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ExpireError {
+    /// `max_zoom` outside 1..=[`MAX_ZOOM`].
     #[error("expire zoom {0} is outside 1..={MAX_ZOOM}")]
     Zoom(u8),
+    /// `buffer` negative, NaN or infinite.
     #[error("expire buffer {0} is not a number of tiles ≥ 0")]
     Buffer(f64),
+    /// `full_area_limit` negative or NaN.
     #[error("full area limit {0} is not a number of metres ≥ 0")]
     FullAreaLimit(f64),
+    /// A tile limit is 0.
     #[error("tile limits must be at least 1")]
     Limits,
+    /// EWKB that does not decode ([`Expirer::expire_ewkb`]).
     #[error("{object}: geometry {index}: {source}")]
     Ewkb {
+        /// The object, as log lines name it.
         object: String,
+        /// 0-based position of the geometry among the object's.
         index: usize,
+        /// The decoder's error.
         source: EwkbError,
     },
+    /// EWKB in another SRID than 3857.
     #[error("{object}: geometry {index} has SRID {srid}; only EPSG:3857 can be expired")]
     Srid {
+        /// The object, as log lines name it.
         object: String,
+        /// 0-based position of the geometry among the object's.
         index: usize,
+        /// The SRID found.
         srid: u32,
     },
 }
@@ -181,9 +198,20 @@ pub enum ExpireError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
     /// The unit's `tiles` were added; `new` of them were not in the set.
-    Added { tiles: u64, new: u64 },
-    /// Over the per-geometry limit; added with polygons boundary-only.
-    Degraded { tiles: u64, new: u64 },
+    Added {
+        /// Tiles the unit expires.
+        tiles: u64,
+        /// Of those, tiles not in the set before.
+        new: u64,
+    },
+    /// Over the per-geometry limit; added with polygons boundary-only
+    /// ([`GeometryLimitAction::BoundaryOnly`]).
+    Degraded {
+        /// Tiles the unit expires, boundaries only.
+        tiles: u64,
+        /// Of those, tiles not in the set before.
+        new: u64,
+    },
     /// Over the per-geometry limit; nothing expired.
     Dropped,
     /// Would have taken the set over the overall limit: nothing expired,
@@ -196,8 +224,11 @@ pub enum Commit {
 /// Counters since the set was last taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpireStats {
+    /// Units offered (whatever became of them).
     pub units: u64,
+    /// Units over the per-geometry limit that expired nothing.
     pub dropped: u64,
+    /// Units over the per-geometry limit expired boundary-only.
     pub degraded: u64,
     /// Units lost to the overall limit (the one that reached it included).
     pub ignored: u64,
@@ -215,6 +246,7 @@ pub struct Expirer {
 }
 
 impl Expirer {
+    /// An empty expirer; fails on invalid settings.
     pub fn new(config: RasterSettings) -> Result<Expirer, ExpireError> {
         config.validate()?;
         Ok(Expirer {
@@ -226,6 +258,7 @@ impl Expirer {
         })
     }
 
+    /// Its settings.
     pub fn config(&self) -> &RasterSettings {
         &self.config
     }
@@ -243,6 +276,7 @@ impl Expirer {
         std::mem::replace(&mut self.tiles, TileSet::new(self.config.max_zoom))
     }
 
+    /// The collected tiles, consuming the expirer.
     pub fn into_tiles(self) -> TileSet {
         self.tiles
     }
@@ -254,6 +288,7 @@ impl Expirer {
         self.overall_limit_reached
     }
 
+    /// Counters since the set was last taken.
     pub fn stats(&self) -> ExpireStats {
         self.stats
     }

@@ -25,23 +25,31 @@ pub struct LowZoomSchedule {
     /// Cron expression with seconds, in UTC: `sec min hour day month
     /// weekday`, e.g. `"0 0 3 * * *"` for 03:00 every day.
     pub cron: String,
+    /// Lowest zoom refreshed (default 0).
     #[serde(default)]
     pub min_zoom: u8,
+    /// Highest zoom refreshed (at most [`MAX_SCHEDULED_ZOOM`]).
     pub max_zoom: u8,
-    /// `render` (through the style's renderd) or `touch`.
+    /// `render` (default) or `touch`.
     #[serde(default)]
     pub action: ScheduledAction,
 }
 
+/// What a scheduled refresh does with each metatile in the cache.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduledAction {
+    /// Re-render it through the style's renderer (its `renderd`, else
+    /// tilepipe's own); touched instead when the style has none.
     #[default]
     Render,
+    /// Mark it dirty, so mod_tile re-renders it when next viewed.
     Touch,
 }
 
 impl LowZoomSchedule {
+    /// Checks the zoom range and parses the cron expression; messages name
+    /// the key under `expire.styles[style]`.
     pub fn validate(&self, style: &str) -> Result<(), String> {
         if self.min_zoom > self.max_zoom || self.max_zoom > MAX_SCHEDULED_ZOOM {
             return Err(format!(

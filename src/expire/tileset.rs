@@ -4,10 +4,10 @@
 //!
 //! Only Z is ever computed from geometry (as osm2pgsql's `expire_tiles`
 //! does): a tile at a lower zoom is expired iff any of its descendants at Z
-//! is (osm2pgsql's `output_tiles_to_file` zoom derivation). Quadkeys keep every
-//! subtree contiguous, so one ascending pass yields each ancestor once,
-//! right after its first expired descendant; this is osm2pgsql's
-//! `for_each_tile` order and the order of its expire lists (`output_tiles_to_file`).
+//! is (osm2pgsql's `output_tiles_to_file` zoom derivation). Quadkeys keep
+//! every subtree contiguous, so one ascending pass yields each ancestor
+//! once, right after its first expired descendant; this is osm2pgsql's
+//! `for_each_tile` order and the order of its expire lists.
 //!
 //! A roaring bitmap keeps a vandalism-sized batch small: tens of millions of
 //! z18 tiles take bytes per tile, not the ~32 of a hash set (see
@@ -77,10 +77,13 @@ impl TileSet {
         self.insert(tile.x, tile.y)
     }
 
+    /// Whether tile x/y at the set's zoom is in the set.
     pub fn contains(&self, x: u32, y: u32) -> bool {
         self.quadkeys.contains(quadkey(x, y))
     }
 
+    /// Whether the tile with this [`quadkey`] (at the set's zoom) is in
+    /// the set.
     pub fn contains_quadkey(&self, quadkey: u64) -> bool {
         self.quadkeys.contains(quadkey)
     }
@@ -90,10 +93,12 @@ impl TileSet {
         self.len
     }
 
+    /// Whether the set holds no tile.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Removes every tile; the zoom stays.
     pub fn clear(&mut self) {
         self.quadkeys.clear();
         self.len = 0;

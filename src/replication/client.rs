@@ -59,11 +59,17 @@ impl RetryPolicy {
 /// Settings of a [`FeedClient`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// `User-Agent` of every request (default: [`default_user_agent`]).
     pub user_agent: String,
+    /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
+    /// Time allowed for a whole request, headers and body.
     pub timeout: Duration,
+    /// Extra headers (name, value), sent to the feed's own host only.
     pub headers: Vec<(String, String)>,
+    /// Value of a `Cookie` header, sent to the feed's own host only.
     pub cookie: Option<String>,
+    /// How failed downloads are retried by the non-`_once` methods.
     pub retry: RetryPolicy,
     /// Most bytes one response body may have (`replication.max_download_mb`).
     pub max_download_bytes: u64,
@@ -83,6 +89,8 @@ pub fn default_user_agent() -> String {
 }
 
 impl ClientOptions {
+    /// The options the `replication:` section sets; retries never give up
+    /// (callers that must, such as `status`, use [`FeedClient::with_retry`]).
     pub fn from_config(config: &ReplicationConfig) -> Self {
         ClientOptions {
             user_agent: config.user_agent.clone().unwrap_or_else(default_user_agent),
@@ -113,52 +121,117 @@ impl Default for ClientOptions {
 }
 
 /// Why a download failed. All kinds but [`FetchError::Setup`] and
-/// [`FetchError::Url`] are worth retrying: feeds have transient 404s while syncing, 5xx under load, and
-/// truncated bodies when a connection drops.
+/// [`FetchError::Url`] are worth retrying: feeds have transient 404s while
+/// syncing, 5xx under load, and truncated bodies when a connection drops.
+///
+/// Every `url` field is the requested URL with its password and tokens
+/// redacted, fit for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// HTTP 404, or a missing `file://` path.
     #[error("{url}: not found (404)")]
-    NotFound { url: String },
+    NotFound {
+        /// The URL requested.
+        url: String,
+    },
+    /// Any other non-2xx HTTP status (after redirects).
     #[error("{url}: HTTP status {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// Connecting, sending or receiving failed, or timed out.
     #[error("{url}: {message}")]
-    Network { url: String, message: String },
+    Network {
+        /// The URL requested.
+        url: String,
+        /// The error with its whole cause chain, redacted.
+        message: String,
+    },
+    /// Reading a `file://` feed failed for another reason than absence.
     #[error("{url}: {source}")]
-    Io { url: String, source: std::io::Error },
+    Io {
+        /// The URL read.
+        url: String,
+        /// The file system error.
+        source: std::io::Error,
+    },
+    /// A state file that does not parse.
     #[error("{url}: bad state file: {source}")]
-    BadState { url: String, source: StateError },
+    BadState {
+        /// The state file's URL.
+        url: String,
+        /// What is wrong with it.
+        source: StateError,
+    },
+    /// `<n>.state.txt` names another sequence than `n`.
     #[error("{url}: state file says sequence {found}, expected {expected}")]
     WrongSequence {
+        /// The state file's URL.
         url: String,
+        /// The sequence its path stands for.
         expected: u64,
+        /// Its `sequenceNumber`.
         found: u64,
     },
+    /// The diff's gzip stream is corrupt or ends early.
     #[error("{url}: corrupt or truncated gzip data: {source}")]
-    Gzip { url: String, source: std::io::Error },
+    Gzip {
+        /// The diff's URL.
+        url: String,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+    /// The diff decompressed but is not a valid OsmChange document.
     #[error("bad diff: {0}")]
     BadDiff(#[source] OscError),
+    /// The server's `state.txt` is behind the local position (see
+    /// [`Follower::latest_state`](super::follower::Follower::latest_state)).
     #[error(
         "the server's newest state (sequence {server}) is older than our position {local}: \
          the server went backwards or serves a different feed"
     )]
-    Backwards { server: u64, local: u64 },
+    Backwards {
+        /// The server's newest sequence.
+        server: u64,
+        /// The local position's sequence.
+        local: u64,
+    },
+    /// A sequence at or below the server's newest state is missing (404).
     #[error("sequence {sequence} is not published, although the server's newest state is {latest}: a gap in the feed")]
-    Gap { sequence: u64, latest: u64 },
+    Gap {
+        /// The missing sequence.
+        sequence: u64,
+        /// The server's newest sequence.
+        latest: u64,
+    },
+    /// A download or its inflated diff passed its configured size cap.
     #[error("{url}: {what} exceeds {key} ({limit_mb} MB); raise it if the feed really publishes such diffs")]
     TooLarge {
+        /// The URL requested.
         url: String,
         /// "the response" or "the uncompressed diff".
         what: &'static str,
         /// The configuration key of the limit.
         key: &'static str,
+        /// The limit, in MB (10^6 bytes).
         limit_mb: u64,
     },
+    /// A redirect that may not be followed (another host not listed in
+    /// `replication.allow_redirect_hosts`, https to http, too many hops).
     #[error("{url}: redirect to {location} refused: {reason}")]
     Redirect {
+        /// The URL first requested.
         url: String,
+        /// Where the redirect pointed, redacted.
         location: String,
+        /// Why it was refused.
         reason: String,
     },
+    /// The client cannot be built or used as configured (bad header, bad
+    /// `file://` path, a task failure); not retried.
     #[error("replication client setup: {0}")]
     Setup(String),
     /// The feed URL itself is unusable (its message names the URL).
@@ -167,6 +240,8 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Whether retrying may help: false only for [`FetchError::Setup`] and
+    /// [`FetchError::Url`].
     pub fn is_retryable(&self) -> bool {
         !matches!(self, FetchError::Setup(_) | FetchError::Url(_))
     }
@@ -175,7 +250,9 @@ impl FetchError {
 /// One diff, decompressed and parsed.
 #[derive(Debug, Clone)]
 pub struct Diff {
+    /// The diff's sequence number.
     pub sequence: u64,
+    /// Its changes, each object once at its newest version.
     pub changes: ChangeSet,
     /// Size of the uncompressed XML, what batch bounds count.
     pub xml_bytes: u64,
@@ -209,6 +286,8 @@ impl FeedClient {
         FeedClient::new(feed, &ClientOptions::from_config(config))
     }
 
+    /// A client for `feed`; fails with [`FetchError::Setup`] on a header or
+    /// cookie that is not valid HTTP.
     pub fn new(feed: Feed, options: &ClientOptions) -> Result<Self, FetchError> {
         let mut headers = reqwest::header::HeaderMap::new();
         let setup = |e: &dyn Display| FetchError::Setup(e.to_string());
@@ -245,10 +324,12 @@ impl FeedClient {
         })
     }
 
+    /// The feed this client downloads from.
     pub fn feed(&self) -> &Feed {
         &self.feed
     }
 
+    /// The policy the retrying methods follow.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }

@@ -7,26 +7,31 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The `replication:` section; every key is optional and defaults as
+/// noted on each field.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
-    /// Base URL of the feed (https, http or file).
+    /// Base URL of the feed (https, http or file; default the planet's
+    /// minutely feed).
     pub url: String,
     /// Feed cadence; guessed from the URL (`…/minute/`, `…/hour/`, `…/day/`)
     /// when absent, else minute.
     pub interval: Option<Interval>,
     /// Upper bound of one merged batch, in MB of uncompressed XML
-    /// (fractions allowed).
+    /// (fractions allowed; default 500).
     pub max_diff_size_mb: f64,
     /// Most MB one download (a diff or state file) may have, counted as it
-    /// arrives; a guard against broken or hostile servers.
+    /// arrives; a guard against broken or hostile servers (default 512).
     pub max_download_mb: u64,
-    /// Most MB one diff may inflate to, counted while decompressing.
+    /// Most MB one diff may inflate to, counted while decompressing
+    /// (default 4096).
     pub max_uncompressed_mb: u64,
     /// Sent with every request; the default names tilepipe and its version.
     pub user_agent: Option<String>,
+    /// Time allowed to establish a connection (default 30 s).
     pub connect_timeout_secs: u64,
-    /// Whole-request timeout (headers and body).
+    /// Whole-request timeout (headers and body; default 300 s).
     pub timeout_secs: u64,
     /// Extra HTTP headers, e.g. an authorisation token.
     pub headers: BTreeMap<String, String>,
@@ -37,10 +42,12 @@ pub struct ReplicationConfig {
     /// to them.
     pub allow_redirect_hosts: Vec<String>,
     /// First retry delay after a failed download or a batch that failed to
-    /// apply (`tilepipe run`); doubles up to the cap.
+    /// apply (`tilepipe run`); doubles up to the cap (default 2 s).
     pub retry_initial_secs: u64,
+    /// Cap of the retry delay (default 300 s).
     pub retry_max_secs: u64,
-    /// Extra wait after the expected publication time before polling.
+    /// Extra wait after the expected publication time before polling
+    /// (default 2 s).
     pub poll_margin_secs: u64,
 }
 
@@ -120,23 +127,27 @@ impl ReplicationConfig {
         }
         Ok(())
     }
-    /// The batch bound in bytes.
+    /// The batch bound in bytes (`max_diff_size_mb` · 10^6).
     pub fn max_batch_bytes(&self) -> u64 {
         (self.max_diff_size_mb * 1e6) as u64
     }
 
+    /// `max_download_mb` in bytes (MB are 10^6 bytes throughout).
     pub fn max_download_bytes(&self) -> u64 {
         self.max_download_mb.saturating_mul(1_000_000)
     }
 
+    /// `max_uncompressed_mb` in bytes.
     pub fn max_uncompressed_bytes(&self) -> u64 {
         self.max_uncompressed_mb.saturating_mul(1_000_000)
     }
 
+    /// `connect_timeout_secs` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
     }
 
+    /// `timeout_secs` as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }

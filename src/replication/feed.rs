@@ -11,13 +11,18 @@ use url::Url;
 /// feeds with another cadence (local feeds, tests, demos).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
+    /// The planet's `minute/` feed (60 s).
     Minute,
+    /// The planet's `hour/` feed (3600 s).
     Hour,
+    /// The planet's `day/` feed and Geofabrik's `-updates/` (86400 s).
     Day,
+    /// Any other cadence, in seconds (at least 1).
     Seconds(u32),
 }
 
 impl Interval {
+    /// The time between two diffs.
     pub fn duration(self) -> Duration {
         Duration::from_secs(match self {
             Interval::Minute => 60,
@@ -106,16 +111,22 @@ impl fmt::Display for Interval {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feed {
     base: Url,
+    /// How often the feed publishes; paces polling.
     pub interval: Interval,
 }
 
+/// Why a feed's base URL was refused. URLs in it are redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedUrlError {
+    /// The text does not parse as a URL.
     #[error("replication URL {url:?} is not a valid URL: {source}")]
     Invalid {
+        /// The URL as configured, redacted.
         url: String,
+        /// The parser's error.
         source: url::ParseError,
     },
+    /// A scheme other than https, http or file (the redacted URL).
     #[error("replication URL {0:?} must use https, http or file")]
     Scheme(String),
 }
@@ -141,6 +152,7 @@ impl Feed {
         })
     }
 
+    /// The base URL, ending in `/` (unredacted: `Display` redacts).
     pub fn base_url(&self) -> &Url {
         &self.base
     }
@@ -195,9 +207,10 @@ fn parse_base_url(base: &str) -> Result<Url, FeedUrlError> {
     }
 }
 
-/// `AAA/BBB/CCC` for sequence `n` (osmosis's replication layout): zero-padded to nine digits and
-/// split in groups of three. Sequences beyond nine digits keep their extra
-/// leading digits in the first group, as osmosis does.
+/// `AAA/BBB/CCC` for sequence `n` (osmosis's replication layout):
+/// zero-padded to nine digits and split in groups of three. Sequences
+/// beyond nine digits keep their extra leading digits in the first group,
+/// as osmosis does.
 pub fn sequence_path(n: u64) -> String {
     format!(
         "{:03}/{:03}/{:03}",

@@ -1,10 +1,11 @@
 //! Following a feed: from a position, collect the next batch of diffs.
 //!
 //! A batch is a run of consecutive diffs merged into one [`ChangeSet`], never
-//! beyond the server's newest state and never larger than the configured
-//! bound. It carries the state it reaches; the caller stores that state in
-//! the same transaction as the data, so a crash anywhere re-fetches the
-//! batch instead of skipping it.
+//! beyond the server's newest state; it stops growing once it reaches the
+//! configured size bound (so a single diff larger than the bound is still
+//! one batch). It carries the state it reaches; the caller stores that
+//! state in the same transaction as the data, so a crash anywhere
+//! re-fetches the batch instead of skipping it.
 
 use super::client::{FeedClient, FetchError};
 use super::state::ReplicationState;
@@ -19,6 +20,7 @@ use tracing::{debug, info};
 pub struct Batch {
     /// The diffs merged, in order (`position + 1 ..= end.sequence`).
     pub sequences: RangeInclusive<u64>,
+    /// The diffs' changes merged, newest version of each object winning.
     pub changes: ChangeSet,
     /// The state of the last diff: the new position once applied.
     pub end: ReplicationState,
@@ -34,6 +36,9 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// A follower whose batches stop growing once they reach
+    /// `max_batch_bytes` of uncompressed XML (so one diff, however large,
+    /// is always a batch).
     pub fn new(client: FeedClient, max_batch_bytes: u64) -> Self {
         Follower {
             client,
@@ -41,6 +46,7 @@ impl Follower {
         }
     }
 
+    /// The client it downloads with.
     pub fn client(&self) -> &FeedClient {
         &self.client
     }

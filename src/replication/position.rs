@@ -19,8 +19,11 @@ const KEY_TIMESTAMP: &str = "replication_timestamp";
 /// Where a database stands in its feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
+    /// The feed's base URL (`replication_base_url`).
     pub base_url: String,
+    /// The last sequence applied (`replication_sequence_number`).
     pub sequence: u64,
+    /// That sequence's state timestamp (`replication_timestamp`).
     pub timestamp: DateTime<Utc>,
 }
 
@@ -31,11 +34,14 @@ pub enum StoredPosition {
     NoTable,
     /// The table exists but lacks (valid) replication keys: `init` never ran.
     NotSetUp {
+        /// Which key is missing or invalid, for messages.
         reason: String,
     },
+    /// All three keys are present and valid.
     Set(Position),
 }
 
+/// Errors reading or writing the position: those of the properties table.
 pub type PositionError = PropertiesError;
 
 /// Reads the stored position.

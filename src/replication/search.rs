@@ -3,9 +3,9 @@
 //! The answer is the newest sequence whose state timestamp is strictly
 //! before `T` (a conservative start: the first diff applied is that
 //! sequence + 1, so nothing after `T` is missed). The search is pyosmium's
-//! (pyosmium's `ReplicationServer.timestamp_to_sequence`): find a lower bound (bisecting upwards when the server pruned
-//! its old states), then interpolate between the bounds by timestamp,
-//! probing around states that are missing.
+//! `ReplicationServer.timestamp_to_sequence`: find a lower bound (bisecting
+//! upwards when the server pruned its old states), then interpolate
+//! between the bounds by timestamp, probing around states that are missing.
 
 use super::client::{FeedClient, FetchError};
 use super::state::ReplicationState;
@@ -14,6 +14,7 @@ use std::future::Future;
 
 /// Where states come from: the feed client, or a table in tests.
 pub trait StateSource {
+    /// The newest state (`state.txt`).
     fn latest(&self) -> impl Future<Output = Result<ReplicationState, FetchError>>;
     /// `None` when the server has no state for `sequence`.
     fn state(

@@ -10,22 +10,45 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use std::fmt;
 
-/// A position in a replication feed.
+/// A position in a replication feed: the contents of one `state.txt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicationState {
+    /// `sequenceNumber`: the last diff included (its files are at
+    /// [`sequence_path`](super::feed::sequence_path)).
     pub sequence: u64,
+    /// `timestamp`: the point in time the data reaches at this sequence
+    /// (UTC, whole seconds).
     pub timestamp: DateTime<Utc>,
 }
 
 /// Why a state file could not be read. `line` is 1-based.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
+    /// A line that is neither blank, a comment nor `KEY=VALUE`.
     #[error("line {line}: expected KEY=VALUE, found {text:?}")]
-    Syntax { line: usize, text: String },
+    Syntax {
+        /// 1-based line number.
+        line: usize,
+        /// The offending line, trimmed.
+        text: String,
+    },
+    /// `sequenceNumber` is not a `u64`.
     #[error("line {line}: sequenceNumber {value:?} is not a non-negative integer")]
-    BadSequence { line: usize, value: String },
+    BadSequence {
+        /// 1-based line number.
+        line: usize,
+        /// The value, unescaped.
+        value: String,
+    },
+    /// `timestamp` is neither `YYYY-MM-DDTHH:MM:SSZ` nor RFC 3339.
     #[error("line {line}: timestamp {value:?} is not of the form YYYY-MM-DDTHH:MM:SSZ")]
-    BadTimestamp { line: usize, value: String },
+    BadTimestamp {
+        /// 1-based line number.
+        line: usize,
+        /// The value, unescaped.
+        value: String,
+    },
+    /// A required key (`sequenceNumber` or `timestamp`, named here) is absent.
     #[error("missing {0} (truncated state file?)")]
     Missing(&'static str),
 }

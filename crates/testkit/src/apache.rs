@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 /// temporary directory; killed on drop.
 pub struct Apache {
     child: Child,
+    /// ServerRoot: `httpd.conf`, the pid file and the logs; removed on drop.
     pub dir: tempfile::TempDir,
+    /// The port it listens on, on 127.0.0.1.
     pub port: u16,
 }
 
+/// Where Debian's `libapache2-mod-tile` installs the module.
 pub const MOD_TILE: &str = "/usr/lib/apache2/modules/mod_tile.so";
 
 impl Apache {
@@ -106,12 +109,15 @@ impl Apache {
         Some(apache)
     }
 
+    /// Apache's stdout/stderr followed by its `error.log`, for failure
+    /// messages.
     pub fn log(&self) -> String {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout.log"), read("error.log"))
     }
 
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

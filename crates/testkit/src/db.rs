@@ -5,6 +5,8 @@ pub fn db_config(url: &str) -> postgres::Config {
     tilepipe::db::resolve(url, &tilepipe::db::ProcessEnv).unwrap()
 }
 
+/// A connection to the database at `url`, made as tilepipe makes it;
+/// panics on failure.
 pub fn connect(url: &str) -> postgres::Client {
     tilepipe::db::connect(&db_config(url)).unwrap()
 }

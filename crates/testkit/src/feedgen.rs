@@ -35,12 +35,16 @@ pub const GENERATOR: &str = "tilepipe-testkit";
 /// An OSM data set in memory, keyed by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OsmData {
+    /// Nodes by id.
     pub nodes: BTreeMap<i64, Node>,
+    /// Ways by id.
     pub ways: BTreeMap<i64, Way>,
+    /// Relations by id.
     pub relations: BTreeMap<i64, Relation>,
 }
 
 impl OsmData {
+    /// An empty data set.
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,6 +61,8 @@ impl OsmData {
         Ok(data)
     }
 
+    /// The data set of `objects`; a later object replaces an earlier one
+    /// with the same type and id.
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
         let mut data = OsmData::new();
         for object in objects {
@@ -80,6 +86,7 @@ impl OsmData {
         }
     }
 
+    /// Removes an object, returning it if it was there.
     pub fn remove(&mut self, id: ObjectId) -> Option<Object> {
         match id.kind {
             ObjectType::Node => self.nodes.remove(&id.id).map(Object::Node),
@@ -88,6 +95,7 @@ impl OsmData {
         }
     }
 
+    /// A copy of the object with this id.
     pub fn get(&self, id: ObjectId) -> Option<Object> {
         match id.kind {
             ObjectType::Node => self.nodes.get(&id.id).cloned().map(Object::Node),
@@ -96,6 +104,7 @@ impl OsmData {
         }
     }
 
+    /// Whether the object with this id is present.
     pub fn contains(&self, id: ObjectId) -> bool {
         match id.kind {
             ObjectType::Node => self.nodes.contains_key(&id.id),
@@ -115,10 +124,12 @@ impl OsmData {
         }
     }
 
+    /// Number of objects of all three types.
     pub fn len(&self) -> usize {
         self.nodes.len() + self.ways.len() + self.relations.len()
     }
 
+    /// Whether there is no object at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -231,15 +242,22 @@ pub struct DiffSummary {
     pub tag_changes: Vec<TagChange>,
     /// `(way id, old name, new name)` of `highway=*` ways.
     pub renamed_streets: Vec<(i64, String, String)>,
+    /// Every object the diff creates (nodes of new ways included).
     pub created: Vec<ObjectId>,
+    /// Every object the diff deletes.
     pub deleted: Vec<ObjectId>,
+    /// Edits of multipolygon relations and their member ways.
     pub multipolygon_edits: Vec<MultipolygonEdit>,
 }
 
+/// A node moved by a generated diff.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MovedNode {
+    /// The node's id.
     pub id: i64,
+    /// Its location before the diff.
     pub from: Location,
+    /// Its location after the diff.
     pub to: Location,
     /// Ways using the node, whose shapes therefore changed.
     pub ways: Vec<i64>,
@@ -248,44 +266,77 @@ pub struct MovedNode {
 /// A tag set, changed or removed; `None` means absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagChange {
+    /// The object whose tag changed.
     pub object: ObjectId,
+    /// The tag's key.
     pub key: String,
+    /// Its value before the diff.
     pub old: Option<String>,
+    /// Its value after the diff.
     pub new: Option<String>,
 }
 
+/// One edit of a multipolygon relation, as [`DiffSummary`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipolygonEdit {
+    /// The relation's id.
     pub relation: i64,
+    /// What changed.
     pub kind: MultipolygonEditKind,
 }
 
+/// The kinds of [`MultipolygonEdit`]; `way` is always the member way
+/// concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MultipolygonEditKind {
     /// A node of an outer way moved (listed in `moved_nodes` too).
-    OuterNodeMoved { way: i64, node: i64 },
+    OuterNodeMoved {
+        /// The outer way.
+        way: i64,
+        /// The node moved.
+        node: i64,
+    },
     /// A member's role toggled between `outer` and the empty role.
-    RoleChanged { way: i64, old: String, new: String },
+    RoleChanged {
+        /// The member way.
+        way: i64,
+        /// Its role before.
+        old: String,
+        /// Its role after.
+        new: String,
+    },
     /// A new small closed way added as an `inner` member (hole).
-    InnerAdded { way: i64 },
+    InnerAdded {
+        /// The new way.
+        way: i64,
+    },
     /// An `inner` member removed; the way itself was deleted too when
     /// nothing else used it.
-    InnerRemoved { way: i64, way_deleted: bool },
+    InnerRemoved {
+        /// The former member way.
+        way: i64,
+        /// Whether the way was deleted as well.
+        way_deleted: bool,
+    },
 }
 
 /// One generated minutely diff.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedDiff {
+    /// The diff's sequence number.
     pub sequence: u64,
     /// The state timestamp: end of the diff's interval. Every object
     /// timestamp in the diff is after the previous state's and not after
     /// this one.
     pub timestamp: DateTime<Utc>,
+    /// The changes, in the order the `.osc.gz` lists them.
     pub changes: Vec<Change>,
+    /// What the changes do, for assertions.
     pub summary: DiffSummary,
 }
 
 impl GeneratedDiff {
+    /// The state file this diff publishes (its sequence and timestamp).
     pub fn state(&self) -> ReplicationState {
         ReplicationState {
             sequence: self.sequence,
@@ -1448,6 +1499,7 @@ impl FeedWriter {
         Ok(writer)
     }
 
+    /// The feed's base directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -1472,6 +1524,7 @@ impl FeedWriter {
         self.publish(&self.dir.join("state.txt"), state_text.as_bytes())
     }
 
+    /// [`FeedWriter::write_diff`] of a generated diff.
     pub fn write_generated(&self, diff: &GeneratedDiff) -> Result<()> {
         self.write_diff(diff.state(), &diff.changes)
     }
@@ -1553,6 +1606,7 @@ pub fn generate_feed_from_pbf(
     Ok(diffs)
 }
 
+/// Reads and parses a state file (`state.txt` or `<n>.state.txt`).
 pub fn read_state_file(path: &Path) -> Result<ReplicationState> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

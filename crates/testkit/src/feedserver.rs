@@ -58,6 +58,7 @@ pub enum Fault {
 /// Which requests a scripted fault applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultTarget {
+    /// Every request.
     Any,
     /// The top-level `state.txt`.
     TopLevelState,
@@ -229,10 +230,12 @@ impl FeedServer {
         format!("http://{}/", self.addr)
     }
 
+    /// The address it listens on, with the port actually bound.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The feed directory it serves.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
@@ -356,6 +359,7 @@ impl FeedServer {
         self.shared.lock().log.clone()
     }
 
+    /// Forgets the requests logged so far.
     pub fn clear_request_log(&self) {
         self.shared.lock().log.clear();
     }

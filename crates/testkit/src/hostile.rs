@@ -61,6 +61,8 @@ pub struct HostileDiffs {
 }
 
 impl HostileDiffs {
+    /// Diffs over `data` (which they change in step); the same seed gives
+    /// the same diffs. New objects get ids above `data`'s largest.
     pub fn new(data: OsmData, seed: u64) -> Self {
         let [n, w, r] = data.max_ids();
         let home = data

@@ -179,6 +179,7 @@ impl PgCluster {
         format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{dbname}", self.port)
     }
 
+    /// The TCP port on 127.0.0.1 (also the unix socket's suffix).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -193,10 +194,12 @@ impl PgCluster {
         &self.root
     }
 
+    /// PGDATA: `<dir>/data`.
     pub fn data_dir(&self) -> PathBuf {
         self.root.join(DATA_DIR)
     }
 
+    /// The server's output: `<dir>/postgres.log`.
     pub fn log_file(&self) -> PathBuf {
         self.root.join(LOG_FILE)
     }

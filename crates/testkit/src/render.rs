@@ -13,6 +13,8 @@ pub const TOWN: (f64, f64) = (10.004, 50.004);
 /// N), clear of its buildings and streets.
 pub const RESIDENTIAL: (f64, f64) = (10.0009, 50.0003);
 
+/// Where Debian's `openstreetmap-carto-common` installs OpenStreetMap
+/// Carto: `style.xml` and the osm2pgsql `openstreetmap-carto.style`/`.lua`.
 pub const CARTO_DIR: &str = "/usr/share/openstreetmap-carto-common";
 
 /// The project's own style.
@@ -31,6 +33,7 @@ pub fn project_style(name: &str, tile_dir: &Path, database: &str) -> StyleConfig
     }
 }
 
+/// The default render settings with `threads` render threads.
 pub fn settings(threads: usize) -> RenderConfig {
     RenderConfig {
         threads,
@@ -54,14 +57,18 @@ pub fn tile_at(point: (f64, f64), z: u8) -> Tile {
     tilepipe::tile::lonlat_to_tile(point.0, point.1, z)
 }
 
+/// The metatile holding a lon/lat point.
 pub fn metatile_at(point: (f64, f64), z: u8) -> Metatile {
     tile_at(point, z).metatile()
 }
 
 /// A decoded tile: width, height and RGB pixels.
 pub struct Image {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// Pixels row by row from the top left, `width × height` of them.
     pub pixels: Vec<[u8; 3]>,
 }
 
@@ -88,6 +95,7 @@ pub fn decode_png(bytes: &[u8]) -> Image {
 }
 
 impl Image {
+    /// How many different RGB colours the tile uses.
     pub fn distinct_colours(&self) -> usize {
         let mut seen: Vec<[u8; 3]> = self.pixels.clone();
         seen.sort_unstable();
@@ -118,6 +126,7 @@ impl Image {
     }
 }
 
+/// `#rrggbb` (the `#` optional) as RGB; panics on bad hex.
 pub fn rgb(hex: &str) -> [u8; 3] {
     let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
     [(v >> 16) as u8, (v >> 8) as u8, v as u8]

@@ -38,9 +38,13 @@ const MAX_LAT: f64 = 85.051_128;
 /// A bounding box in degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bbox {
+    /// Smallest longitude.
     pub west: f64,
+    /// Smallest latitude.
     pub south: f64,
+    /// Largest longitude.
     pub east: f64,
+    /// Largest latitude.
     pub north: f64,
 }
 
@@ -63,6 +67,7 @@ impl Bbox {
         bbox
     }
 
+    /// Whether `l` lies in the box, edges included.
     pub fn contains(&self, l: Location) -> bool {
         (self.west..=self.east).contains(&l.lon) && (self.south..=self.north).contains(&l.lat)
     }
@@ -102,12 +107,18 @@ impl std::fmt::Display for Bbox {
 /// Where each copy of an extract goes and which ids it gets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
+    /// Number of copies, the extract itself included.
     pub copies: u32,
+    /// Copies per row of the grid: `ceil(sqrt(copies))`.
     pub columns: u32,
     /// Shift between neighbouring copies in 1e-7 degrees, signed by the
     /// direction the grid grows in.
     pub step_lon: i64,
+    /// Shift between neighbouring rows in 1e-7 degrees; negative when rows
+    /// grow southwards.
     pub step_lat: i64,
+    /// Id shift between neighbouring copies: the smallest power of ten
+    /// above every id of the extract.
     pub id_offset: i64,
     /// The extract's own box: copy 0.
     pub source: Bbox,
@@ -282,19 +293,29 @@ pub fn read_extract(path: &Path) -> Result<OsmData> {
 /// Replication fields of a PBF header (osmosis's names).
 #[derive(Debug, Clone, Default)]
 pub struct PbfHeader {
+    /// The file's bounding box (`HeaderBBox`); [`write_scaled`] sets it to
+    /// the whole grid.
     pub bbox: Option<Bbox>,
+    /// `writingprogram`.
     pub writing_program: String,
+    /// `osmosis_replication_timestamp` (whole seconds).
     pub replication_timestamp: Option<DateTime<Utc>>,
+    /// `osmosis_replication_sequence_number`.
     pub replication_sequence: Option<u64>,
+    /// `osmosis_replication_base_url`.
     pub replication_base_url: Option<String>,
 }
 
 /// What [`write_scaled`] wrote.
 #[derive(Debug, Clone)]
 pub struct ScaleSummary {
+    /// Where the copies went.
     pub layout: Layout,
+    /// Nodes written, all copies together.
     pub nodes: u64,
+    /// Ways written.
     pub ways: u64,
+    /// Relations written.
     pub relations: u64,
 }
 
@@ -615,6 +636,7 @@ pub struct PbfWriter {
 }
 
 impl PbfWriter {
+    /// Creates `path` and writes the `OSMHeader` block.
     pub fn create(path: &Path, header: &PbfHeader) -> Result<PbfWriter> {
         let file =
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?;

@@ -12,6 +12,7 @@ use tilepipe::render::worker::Renderer;
 use tilepipe::serve::config::ServeConfig;
 use tilepipe::serve::Server;
 
+/// Name (and URL layer) of the plain style.
 pub const STYLE: &str = "plain";
 
 /// A Web Mercator map with a background colour and no layers: the real
@@ -35,7 +36,8 @@ pub fn plain_style(dir: &Path, tiles: &Path) -> StyleConfig {
     }
 }
 
-/// Makes every metatile older than now clean: the planet time an hour ago.
+/// Writes `<tiles>/planet-import-complete` dated `ago` before now: as in
+/// mod_tile, metatiles older than that count as dirty, newer ones as fresh.
 pub fn planet_import_complete(tiles: &Path, ago: Duration) {
     let file = tiles.join("planet-import-complete");
     std::fs::create_dir_all(tiles).unwrap();
@@ -53,22 +55,34 @@ pub fn planet_import_complete(tiles: &Path, ago: Duration) {
         .unwrap();
 }
 
-/// A tilepipe server on 127.0.0.1:<free port>, stopped on drop.
+/// A tilepipe server on `127.0.0.1:<free port>`, stopped on drop.
 pub struct TestServer {
+    /// The address it listens on.
     pub addr: SocketAddr,
+    /// `http://<addr>`, without a trailing slash.
     pub base: String,
+    /// Scratch directory holding the style XML and `tiles/`; removed on
+    /// drop.
     pub dir: tempfile::TempDir,
+    /// The tile directory of the default plain style (`<dir>/tiles`).
     pub tiles: PathBuf,
+    /// The server's metrics, to check counters.
     pub metrics: Arc<Metrics>,
+    /// The renderer behind it, if [`Options::render`] was set.
     pub renderer: Option<Arc<Renderer>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// How [`TestServer::start`] sets the server up.
 pub struct Options {
+    /// Run a renderer behind the server (default true).
     pub render: bool,
+    /// Render threads (default 1).
     pub render_threads: usize,
+    /// Most metatiles queued per priority (default 1000).
     pub queue_capacity: usize,
+    /// Styles to serve instead of the plain one (default `None`: plain).
     pub styles: Option<Vec<StyleConfig>>,
 }
 
@@ -149,10 +163,12 @@ impl TestServer {
         }
     }
 
+    /// The URL of `path` (which starts with `/`) on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
+    /// The plain style's tile directory as a [`TileStore`](tilepipe::metatile::TileStore).
     pub fn store(&self) -> tilepipe::metatile::TileStore {
         tilepipe::metatile::TileStore::new(&self.tiles)
     }
@@ -187,6 +203,7 @@ pub async fn status(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwe
     http.get(url).send().await.unwrap().status()
 }
 
+/// An HTTP client with a 60 s timeout, generous enough for renders.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

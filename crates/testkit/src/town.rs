@@ -266,8 +266,11 @@ pub fn synthetic_town() -> OsmData {
 /// The synthetic town written as `.osm`, a feed of generated diffs after
 /// it, and the data those diffs lead to.
 pub struct TownFeed {
+    /// The town as an `.osm` file: `<dir>/town.osm`.
     pub osm: std::path::PathBuf,
+    /// The feed's base directory: `<dir>/feed`.
     pub feed_dir: std::path::PathBuf,
+    /// The town after every diff, to compare an applied database with.
     pub final_data: OsmData,
 }
 
