@@ -81,6 +81,14 @@ impl fmt::Display for ObjectId {
 /// Tags in file order. A small vector beats a map for the typical 0–10 tags.
 pub type Tags = Vec<(String, String)>;
 
+/// Owned tags from borrowed key/value pairs, in their order.
+pub(crate) fn owned_tags<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Tags {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Metadata every OSM object version carries. Fields are optional because
 /// extracts and some diffs omit them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
