@@ -19,7 +19,7 @@
 //! skipped when building its geometry, as osm2pgsql does.
 
 use super::middle::Middle;
-use super::output::{OutputTables, Row, StoredRow, TableKind};
+use super::output::{OutputTables, Row, RowsQuery, StoredRow, TableKind};
 use super::process::{NodeLocations, Processor};
 use super::settings::ImportSettings;
 use super::ApplyError;
@@ -198,10 +198,15 @@ impl Applier {
         let mut removed: HashMap<TableKind, Vec<StoredRow>> = HashMap::new();
         removed.insert(
             TableKind::Point,
-            self.tables.delete(client, TableKind::Point, &point_ids)?,
+            self.tables
+                .rows(client, TableKind::Point, &point_ids, RowsQuery::Delete)?,
         );
         for kind in [TableKind::Line, TableKind::Polygon, TableKind::Roads] {
-            removed.insert(kind, self.tables.delete(client, kind, &area_ids)?);
+            removed.insert(
+                kind,
+                self.tables
+                    .rows(client, kind, &area_ids, RowsQuery::Delete)?,
+            );
         }
 
         timer.step("output delete");
@@ -271,7 +276,7 @@ impl Applier {
             } else {
                 area_ids.clone()
             };
-            let written = self.tables.read_rows(client, kind, &ids)?;
+            let written = self.tables.rows(client, kind, &ids, RowsQuery::Read)?;
             row_changes.extend(pair_rows(
                 kind,
                 removed.remove(&kind).unwrap_or_default(),

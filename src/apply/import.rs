@@ -477,7 +477,7 @@ fn write_middle_table<T: MiddleObject>(
     Ok(())
 }
 
-/// Streams rows of one table into one COPY.
+/// Streams rows of one table into one COPY, then finishes the table.
 fn write_rows(
     db: &postgres::Config,
     tables: &OutputTables,
@@ -485,14 +485,7 @@ fn write_rows(
     batches: Receiver<Vec<Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    let mut writer = tables.staging_writer(&mut client, kind)?;
-    for rows in batches {
-        for row in &rows {
-            writer.write(row)?;
-        }
-    }
-    writer.finish()?;
-    tables.finish_import(&mut client, kind)?;
+    tables.import_rows(&mut client, kind, batches.into_iter().flatten())?;
     Ok(())
 }
 

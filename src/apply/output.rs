@@ -185,14 +185,21 @@ impl OutputTables {
         self.start_copy(client, kind, false)
     }
 
-    /// Starts a binary COPY into one of [`create`](Self::create)'s staging
-    /// tables, each row with its import facts.
-    pub fn staging_writer<'c>(
+    /// Loads one table of an import: streams `rows` into its staging
+    /// table ([`create`](Self::create)), each row with its import facts,
+    /// then [`finish_import`](Self::finish_import)es it.
+    pub fn import_rows(
         &self,
-        client: &'c mut impl GenericClient,
+        client: &mut impl GenericClient,
         kind: TableKind,
-    ) -> Result<RowWriter<'c>, OutputError> {
-        self.start_copy(client, kind, true)
+        rows: impl IntoIterator<Item = Row>,
+    ) -> Result<(), OutputError> {
+        let mut writer = self.start_copy(&mut *client, kind, true)?;
+        for row in rows {
+            writer.write(&row)?;
+        }
+        writer.finish()?;
+        self.finish_import(client, kind)
     }
 
     fn start_copy<'c>(
@@ -216,46 +223,14 @@ impl OutputTables {
         })
     }
 
-    /// Deletes the rows of the given objects (relations as negative ids)
-    /// and returns what they held, in one statement per table.
-    pub fn delete(
+    /// The rows of the given objects (relations as negative ids), in one
+    /// statement per table; [`RowsQuery::Delete`] deletes them too.
+    pub fn rows(
         &self,
         client: &mut impl GenericClient,
         kind: TableKind,
         osm_ids: &[i64],
-    ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(
-            client,
-            kind,
-            osm_ids,
-            "DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}",
-        )
-    }
-
-    /// The rows of the given objects as they are now, in the same shape as
-    /// [`OutputTables::delete`] returns them.
-    pub fn read_rows(
-        &self,
-        client: &mut impl GenericClient,
-        kind: TableKind,
-        osm_ids: &[i64],
-    ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(
-            client,
-            kind,
-            osm_ids,
-            "SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)",
-        )
-    }
-
-    /// Runs `template` with `{table}` and `{fields}` (osm_id, EWKB of the
-    /// geometry, digest of every other column) filled in.
-    fn rows_of(
-        &self,
-        client: &mut impl GenericClient,
-        kind: TableKind,
-        osm_ids: &[i64],
-        template: &str,
+        query: RowsQuery,
     ) -> Result<Vec<StoredRow>, OutputError> {
         if osm_ids.is_empty() {
             return Ok(Vec::new());
@@ -274,10 +249,15 @@ impl OutputTables {
                 digest_columns.join(", ")
             )
         };
+        // osm_id, EWKB of the geometry, digest of every other column.
         let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
-        let sql = template
-            .replace("{table}", &self.table(kind))
-            .replace("{fields}", &fields);
+        let table = self.table(kind);
+        let sql = match query {
+            RowsQuery::Read => format!("SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)"),
+            RowsQuery::Delete => {
+                format!("DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}")
+            }
+        };
         let rows = client.query(&sql, &[&osm_ids]).map_err(self.err(kind))?;
         Ok(rows
             .iter()
@@ -305,6 +285,15 @@ impl OutputTables {
             })
             .collect()
     }
+}
+
+/// What [`OutputTables::rows`] does with the rows it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsQuery {
+    /// Leaves them: the rows as they are now.
+    Read,
+    /// Deletes them (`DELETE … RETURNING`): what they held.
+    Delete,
 }
 
 /// A binary COPY into one output table.
