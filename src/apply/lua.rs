@@ -28,7 +28,6 @@
 
 use crate::apply::transform::{
     Filtered, FilteredRelation, MemberTags, RelationKind, TagTransform, TransformError,
-    PROCESSED_RELATION_TYPES,
 };
 use crate::osm::Tags;
 use mlua::{Function, Lua, MultiValue, Table, Value};
@@ -253,26 +252,15 @@ impl TagTransform for LuaTransform {
         }))
     }
 
-    fn relation(
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError> {
+        self.filter_basic(&self.relation_function, RELATION_FUNCTION, tags)
+    }
+
+    fn relation_members(
         &mut self,
-        tags: &Tags,
+        relation_tags: &Tags,
         members: &[MemberTags<'_>],
     ) -> Result<Option<FilteredRelation>, TransformError> {
-        let relation_type = tags
-            .iter()
-            .find(|(k, _)| k == "type")
-            .map(|(_, v)| v.as_str());
-        if !relation_type.is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
-            return Ok(None);
-        }
-        let Some(prefiltered) =
-            self.filter_basic(&self.relation_function, RELATION_FUNCTION, tags)?
-        else {
-            return Ok(None);
-        };
-        if members.is_empty() {
-            return Ok(None);
-        }
         const NAME: &str = RELATION_MEMBER_FUNCTION;
         let arguments = (|| -> mlua::Result<MultiValue> {
             let member_tags = self.lua.create_table_with_capacity(members.len(), 0)?;
@@ -282,7 +270,7 @@ impl TagTransform for LuaTransform {
                 roles.raw_set(index as i64 + 1, member.role)?;
             }
             Ok(MultiValue::from_iter([
-                Value::Table(self.tag_table(&prefiltered)?),
+                Value::Table(self.tag_table(relation_tags)?),
                 Value::Table(member_tags),
                 Value::Table(roles),
                 Value::Number(members.len() as f64),

@@ -16,9 +16,6 @@ pub struct ClassicTransform {
     keep_coastlines: bool,
 }
 
-/// The relation types osm2pgsql's pgsql output processes at all.
-pub const PROCESSED_RELATION_TYPES: [&str; 3] = ["route", "multipolygon", "boundary"];
-
 /// Result of the first filtering pass over an object's tags.
 struct Prefiltered {
     tags: Tags,
@@ -232,19 +229,17 @@ impl TagTransform for ClassicTransform {
         }))
     }
 
-    fn relation(
-        &mut self,
-        tags: &Tags,
-        members: &[MemberTags<'_>],
-    ) -> Result<Option<FilteredRelation>, TransformError> {
-        if !tag_value(tags, "type").is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
-            return Ok(None);
-        }
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError> {
         let prefiltered = self.prefilter(tags, false, true);
-        if !prefiltered.keep || members.is_empty() {
-            return Ok(None);
-        }
-        Ok(relation_member_tags(&prefiltered.tags))
+        Ok(prefiltered.keep.then_some(prefiltered.tags))
+    }
+
+    fn relation_members(
+        &mut self,
+        relation_tags: &Tags,
+        _members: &[MemberTags<'_>],
+    ) -> Result<Option<FilteredRelation>, TransformError> {
+        Ok(relation_member_tags(relation_tags))
     }
 }
 

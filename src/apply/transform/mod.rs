@@ -20,7 +20,7 @@ mod classic;
 mod row;
 pub mod value;
 
-pub use classic::{add_z_order, ClassicTransform, PROCESSED_RELATION_TYPES};
+pub use classic::{add_z_order, ClassicTransform};
 pub use row::{row_values, RowValues};
 pub use value::ColumnValue;
 
@@ -48,12 +48,44 @@ pub trait TagTransform {
     /// out. `None` = nothing is written: also for relation types other
     /// than route/multipolygon/boundary and when `members` is empty (as
     /// osm2pgsql, which then does not call the member filter).
+    ///
+    /// The steps of osm2pgsql's `pgsql_process_relation`: the type check,
+    /// [`relation_tags`](Self::relation_tags), then
+    /// [`relation_members`](Self::relation_members).
     fn relation(
         &mut self,
         tags: &Tags,
         members: &[MemberTags<'_>],
+    ) -> Result<Option<FilteredRelation>, TransformError> {
+        let relation_type = classic::tag_value(tags, "type");
+        if !relation_type.is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
+            return Ok(None);
+        }
+        let Some(relation_tags) = self.relation_tags(tags)? else {
+            return Ok(None);
+        };
+        if members.is_empty() {
+            return Ok(None);
+        }
+        self.relation_members(&relation_tags, members)
+    }
+
+    /// The first pass over a processed relation's own tags (osm2pgsql's
+    /// `filter_tags` for relations): the surviving tags, `None` = dropped.
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError>;
+
+    /// The output of a relation whose tags [`relation_tags`](Self::relation_tags)
+    /// kept, given at least one member way (osm2pgsql's
+    /// `filter_rel_member_tags`). `None` = nothing is written.
+    fn relation_members(
+        &mut self,
+        relation_tags: &Tags,
+        members: &[MemberTags<'_>],
     ) -> Result<Option<FilteredRelation>, TransformError>;
 }
+
+/// The relation types osm2pgsql's pgsql output processes at all.
+pub const PROCESSED_RELATION_TYPES: [&str; 3] = ["route", "multipolygon", "boundary"];
 
 /// A kept node or way.
 #[derive(Debug, Clone, PartialEq, Eq)]
