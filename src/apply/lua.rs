@@ -294,15 +294,9 @@ impl TagTransform for LuaTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::osm::tags;
 
     const CARTO_LUA: &str = "/usr/share/openstreetmap-carto-common/openstreetmap-carto.lua";
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn sorted(mut tags: Tags) -> Tags {
         tags.sort();

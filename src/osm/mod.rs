@@ -89,6 +89,12 @@ pub(crate) fn owned_tags<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
         .collect()
 }
 
+/// Tags from literal pairs, for unit tests.
+#[cfg(test)]
+pub(crate) fn tags(pairs: &[(&str, &str)]) -> Tags {
+    owned_tags(pairs.iter().copied())
+}
+
 /// Metadata every OSM object version carries. Fields are optional because
 /// extracts and some diffs omit them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1047,6 +1047,7 @@ mod osm_file_tests {
 mod tests {
     use super::*;
     use crate::osm::osc_write::write_osc;
+    use crate::osm::tags;
     use chrono::TimeZone;
     use std::io::Write;
 
@@ -1077,13 +1078,6 @@ mod tests {
             uid: Some(476789),
             user: Some(user.to_owned()),
         }
-    }
-
-    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

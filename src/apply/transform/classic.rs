@@ -305,13 +305,7 @@ fn add_route_tags(relation_tags: &Tags, tags: &mut Tags) {
 mod tests {
     use super::*;
     use crate::apply::style::HstoreOptions;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::osm::tags;
 
     fn classic(mode: HstoreMode, match_only: bool) -> ClassicTransform {
         let style = Style::default()
