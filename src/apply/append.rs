@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What happened to the rows of one object in one output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
+    /// The output table.
     pub table: TableKind,
     /// Negative for relations, as in the tables.
     pub osm_id: i64,
@@ -47,9 +48,12 @@ pub struct RowChange {
 /// The outcome of one applied change set.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyResult {
+    /// Per output table and object, its rows before and after.
     pub row_changes: Vec<RowChange>,
-    /// Objects rebuilt because something they use changed.
+    /// Ways rebuilt, unchanged themselves, because nodes they use changed.
     pub propagated_ways: usize,
+    /// Relations rebuilt, unchanged themselves, because members they have
+    /// (nodes, or ways changed or rebuilt) changed.
     pub propagated_relations: usize,
 }
 
@@ -87,6 +91,7 @@ impl NodeLocations for HashMap<i64, Location> {
 }
 
 impl Applier {
+    /// An applier over these tables, building rows with `processor`.
     pub fn new(middle: Middle, tables: OutputTables, processor: Processor) -> Self {
         Applier {
             middle,

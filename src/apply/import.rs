@@ -36,12 +36,19 @@ use tracing::info;
 /// What an import did.
 #[derive(Debug, Clone, Default)]
 pub struct ImportSummary {
+    /// Nodes read.
     pub nodes: u64,
+    /// Ways read.
     pub ways: u64,
+    /// Relations read.
     pub relations: u64,
+    /// Rows per output table once finished (invalid geometries dropped).
     pub rows: Vec<(TableKind, u64)>,
+    /// The newest object timestamp in the file, if any object has one.
     pub newest_timestamp: Option<DateTime<Utc>>,
+    /// Reading and processing the file, with the COPYs running alongside.
     pub read_time: Duration,
+    /// From the end of reading until every table is indexed and finished.
     pub index_time: Duration,
 }
 

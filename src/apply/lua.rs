@@ -33,9 +33,13 @@ use crate::osm::Tags;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use std::path::Path;
 
+/// The script's function for node tags.
 pub const NODE_FUNCTION: &str = "filter_tags_node";
+/// The script's function for way tags.
 pub const WAY_FUNCTION: &str = "filter_tags_way";
+/// The script's first pass over a relation's own tags.
 pub const RELATION_FUNCTION: &str = "filter_basic_tags_rel";
+/// The script's second pass over a relation, with its member ways.
 pub const RELATION_MEMBER_FUNCTION: &str = "filter_tags_relation_member";
 
 /// A loaded tag transform script with its own Lua state.
@@ -99,6 +103,8 @@ impl LuaTransform {
         })
     }
 
+    /// The name the script was loaded under (usually its path), as errors
+    /// show it.
     pub fn script(&self) -> &str {
         &self.script
     }

@@ -20,6 +20,7 @@ pub const SRID: i32 = 3857;
 /// A row for an output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The object's id; relations negated, as osm2pgsql writes them.
     pub osm_id: i64,
     /// Everything between `osm_id` and `way`.
     pub values: RowValues,
@@ -30,18 +31,22 @@ pub struct Row {
 /// A row as stored in an output table: what expiry needs of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
+    /// The object's id; relations negated.
     pub osm_id: i64,
-    /// EWKB of the old geometry.
+    /// EWKB of the geometry, SRID 3857.
     pub way: Vec<u8>,
     /// Hash of every non-geometry column, to tell whether a rewrite changed
     /// anything a style could render.
     pub columns_digest: i64,
 }
 
+/// A failed statement or COPY on one output table.
 #[derive(Debug, thiserror::Error)]
 #[error("output table {table}: {source}")]
 pub struct OutputError {
+    /// The table, without schema (`planet_osm_line`).
     pub table: String,
+    /// The database or COPY error.
     #[source]
     pub source: CopyError,
 }
@@ -55,6 +60,8 @@ pub struct OutputTables {
 }
 
 impl OutputTables {
+    /// The tables `PREFIX_point` … `PREFIX_roads` in `schema`, with the
+    /// columns `style` gives them.
     pub fn new(schema: &str, prefix: &str, style: Arc<Style>) -> Self {
         OutputTables {
             schema: schema.to_string(),
@@ -68,6 +75,7 @@ impl OutputTables {
         self.style.table_columns(kind, SRID)
     }
 
+    /// The table's name without schema, unquoted: `PREFIX_line`.
     pub fn name(&self, kind: TableKind) -> String {
         format!("{}_{}", self.prefix, kind.suffix())
     }
@@ -306,6 +314,7 @@ pub struct RowWriter<'c> {
 }
 
 impl RowWriter<'_> {
+    /// Adds one row to the COPY.
     pub fn write(&mut self, row: &Row) -> Result<(), OutputError> {
         let values = &row.values;
         let copy = &mut self.copy;
@@ -335,6 +344,7 @@ impl RowWriter<'_> {
         Ok(())
     }
 
+    /// Ends the COPY; returns how many rows PostgreSQL took.
     pub fn finish(self) -> Result<u64, OutputError> {
         let table = self.table;
         self.copy

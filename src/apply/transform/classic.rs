@@ -131,6 +131,8 @@ pub fn add_z_order(tags: &mut Tags) -> bool {
 }
 
 impl ClassicTransform {
+    /// The rules of `style`; `keep_coastlines` is osm2pgsql's
+    /// `--keep-coastlines` (otherwise `natural=coastline` is dropped).
     pub fn new(style: Arc<Style>, keep_coastlines: bool) -> ClassicTransform {
         ClassicTransform {
             style,
@@ -138,6 +140,7 @@ impl ClassicTransform {
         }
     }
 
+    /// The style whose rules apply.
     pub fn style(&self) -> &Arc<Style> {
         &self.style
     }

@@ -121,10 +121,12 @@ impl RelationKind {
         }
     }
 
+    /// Whether the relation's member lines go to `_line` (and `_roads`).
     pub fn writes_lines(self) -> bool {
         self != RelationKind::Multipolygon
     }
 
+    /// Whether the relation is assembled into `_polygon` rows.
     pub fn writes_polygons(self) -> bool {
         self != RelationKind::Route
     }
@@ -137,6 +139,7 @@ pub struct FilteredRelation {
     /// `route_name`, `lcn`…`nwn_ref`, `route_pref_color` on routes (classic)
     /// and the `z_order` pseudo-tag.
     pub tags: Tags,
+    /// What the relation is built as.
     pub kind: RelationKind,
     /// Line rows are copied to `_roads`.
     pub roads: bool,
@@ -145,28 +148,43 @@ pub struct FilteredRelation {
 /// One way member of a relation as the transforms see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberTags<'a> {
+    /// The way's raw tags.
     pub tags: &'a Tags,
+    /// Its role in the relation (`outer`, `inner`, … or empty).
     pub role: &'a str,
 }
 
+/// Why a tag transform could not be built or failed on an object.
 #[derive(Debug, Error)]
 pub enum TransformError {
+    /// The style file is missing or wrong.
     #[error(transparent)]
     Style(#[from] StyleError),
+    /// The Lua script file could not be read.
     #[error("cannot read Lua tag transform script {path}: {source}")]
     ReadScript {
+        /// The script's path, as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The script does not load or lacks one of the four functions.
     #[error("Lua tag transform {script}: {message}")]
-    LuaLoad { script: String, message: String },
+    LuaLoad {
+        /// The script's name ([`LuaTransform::script`]).
+        script: String,
+        /// Lua's error, or the missing function.
+        message: String,
+    },
     /// A call failed or returned something osm2pgsql would reject.
     #[error("Lua tag transform {script}, function {function}: {message}")]
     LuaCall {
+        /// The script's name ([`LuaTransform::script`]).
         script: String,
+        /// The Lua function called (`filter_tags_way`, …).
         function: &'static str,
+        /// Lua's error, or what was wrong with the results.
         message: String,
     },
 }
@@ -183,7 +201,10 @@ pub struct TransformSettings {
     /// The style file's contents when imported; `None` = read `style_path`
     /// (or use the built-in default).
     pub style_text: Option<String>,
+    /// `-k/--hstore` or `-j/--hstore-all`: which tags go to the `tags`
+    /// column.
     pub hstore: HstoreMode,
+    /// `--hstore-match-only`.
     pub hstore_match_only: bool,
     /// `-z` prefixes.
     pub hstore_columns: Vec<String>,
