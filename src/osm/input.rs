@@ -15,14 +15,26 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
+/// Why an OSM file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// Opening, reading or decoding failed.
     #[error("{path}: {message}")]
-    Read { path: PathBuf, message: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, and where in the file when known.
+        message: String,
+    },
+    /// The file breaks osm2pgsql's order rule (nodes, ways, relations,
+    /// each by ascending id, each id once).
     #[error("{path}: input is not ordered: {current} after {previous} (osm2pgsql's input rule: nodes, ways, relations, each by ascending id, each id once)")]
     Order {
+        /// The file.
         path: PathBuf,
+        /// The object read before.
         previous: ObjectId,
+        /// The object out of order.
         current: ObjectId,
     },
 }
@@ -30,11 +42,15 @@ pub enum InputError {
 /// What kind of file a path holds, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// OSM PBF.
     Pbf,
+    /// OSM XML (`.osm`).
     Xml,
+    /// Gzip-compressed OSM XML (`.osm.gz`).
     XmlGz,
 }
 
+/// The format of the file at `path`, from its first bytes (not its name).
 pub fn detect_format(path: &Path) -> Result<Format, InputError> {
     let mut head = [0u8; 16];
     let mut file = File::open(path).map_err(|e| read_error(path, e))?;
