@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 use tilepipe::apply::append::Applier;
 use tilepipe::apply::import::import;
-use tilepipe::apply::output::TableKind;
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, GeneratedDiff};
@@ -138,7 +137,7 @@ fn applying_diffs_equals_importing_the_result() {
             let change = result
                 .row_changes
                 .iter()
-                .find(|c| c.table == TableKind::Line && c.osm_id == *way)
+                .find(|c| c.table == "planet_osm_line" && c.osm_id == *way)
                 .expect("a renamed street's line row is reported");
             assert!(change.changed);
             renamed.push((*way, new_name.clone()));

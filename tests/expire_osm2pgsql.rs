@@ -35,7 +35,6 @@ use tilepipe::apply::append::{Applier, RowChange};
 use tilepipe::apply::geom::ewkb;
 use tilepipe::apply::import::import;
 use tilepipe::apply::settings::ImportSettings;
-use tilepipe::apply::style::TableKind;
 use tilepipe::expire::raster::{Expirer, PolygonMode, RasterSettings};
 use tilepipe::expire::tiles::{
     tile_bounds, tile_coords, tiles_per_side, truncate, HALF_EARTH_CIRCUMFERENCE,
@@ -409,18 +408,18 @@ fn compare(zoom: u8, min_zoom: u8, seed: u64) {
         for change in &result.row_changes {
             figures.row_changes += 1;
             figures.unchanged_rows += usize::from(!change.changed);
-            let label = format!("{} {}", change.table.suffix(), change.osm_id);
+            let label = format!("{} {}", change.table, change.osm_id);
             let rows = geometries(change);
-            match change.table {
+            match change.table.trim_start_matches("planet_osm_") {
                 // osm2pgsql 1.8 deletes _roads rows without expiring them;
                 // they duplicate _line rows anyway.
-                TableKind::Roads => continue,
-                TableKind::Point | TableKind::Line => {
+                "roads" => continue,
+                "point" | "line" => {
                     points_lines.expire_together(&label, &rows);
                     rows.iter()
                         .for_each(|g| must_cover_pl.extend(cover(zoom, g)));
                 }
-                TableKind::Polygon => {
+                "polygon" => {
                     figures.polygon_rows += rows.len();
                     polygons.expire_together(&label, &rows);
                     for g in &rows {
@@ -428,6 +427,7 @@ fn compare(zoom: u8, min_zoom: u8, seed: u64) {
                         must_cover_poly.extend(cover(zoom, &hybrid_must_cover(g)));
                     }
                 }
+                other => panic!("unexpected table {other}"),
             }
         }
         let pl = xy(points_lines.tiles());

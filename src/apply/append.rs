@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What happened to the rows of one object in one output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
-    /// The output table.
-    pub table: TableKind,
+    /// The output table's name (`planet_osm_line`, or a flex table's).
+    pub table: String,
     /// Negative for relations, as in the tables.
     pub osm_id: i64,
     /// EWKB of the rows before the batch.
@@ -43,6 +43,9 @@ pub struct RowChange {
     /// Whether any geometry or any column differs: a rewrite that changes
     /// nothing a style reads does not need new tiles.
     pub changed: bool,
+    /// Whether expiry looks at this row: not for `_roads` rows, which
+    /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
+    pub expire: bool,
 }
 
 /// The outcome of one applied change set.
@@ -64,8 +67,41 @@ impl ApplyResult {
     }
 }
 
-/// Applies change sets to one database layout.
-pub struct Applier {
+/// Applies change sets to a database with either output.
+pub enum Applier {
+    /// osm2pgsql's classic ("pgsql") output.
+    Classic(ClassicApplier),
+    /// osm2pgsql's flex output.
+    Flex(super::flex::append::FlexApplier),
+}
+
+impl Applier {
+    /// The applier for a database imported with `settings` (the ones
+    /// [`ImportSettings::load`] reads back).
+    pub fn for_settings(settings: &ImportSettings) -> Result<Self, ApplyError> {
+        Ok(match &settings.flex {
+            None => Applier::Classic(ClassicApplier::for_settings(settings)?),
+            Some(flex) => Applier::Flex(super::flex::append::FlexApplier::for_settings(
+                settings, flex,
+            )?),
+        })
+    }
+
+    /// Applies `changes` within `client`'s current transaction.
+    pub fn apply(
+        &mut self,
+        client: &mut impl GenericClient,
+        changes: &ChangeSet,
+    ) -> Result<ApplyResult, ApplyError> {
+        match self {
+            Applier::Classic(applier) => applier.apply(client, changes),
+            Applier::Flex(applier) => applier.apply(client, changes),
+        }
+    }
+}
+
+/// Applies change sets to a database with the classic output.
+pub struct ClassicApplier {
     middle: Middle,
     tables: OutputTables,
     processor: Processor,
@@ -73,13 +109,13 @@ pub struct Applier {
 
 /// The ids of one object type that a change set upserts and deletes.
 #[derive(Default)]
-struct Ids {
-    upserted: BTreeSet<i64>,
-    deleted: BTreeSet<i64>,
+pub(crate) struct Ids {
+    pub(crate) upserted: BTreeSet<i64>,
+    pub(crate) deleted: BTreeSet<i64>,
 }
 
 impl Ids {
-    fn all(&self) -> Vec<i64> {
+    pub(crate) fn all(&self) -> Vec<i64> {
         self.upserted.union(&self.deleted).copied().collect()
     }
 }
@@ -90,10 +126,10 @@ impl NodeLocations for HashMap<i64, Location> {
     }
 }
 
-impl Applier {
+impl ClassicApplier {
     /// An applier over these tables, building rows with `processor`.
     pub fn new(middle: Middle, tables: OutputTables, processor: Processor) -> Self {
-        Applier {
+        ClassicApplier {
             middle,
             tables,
             processor,
@@ -111,7 +147,7 @@ impl Applier {
             processor.style().clone(),
         );
         let middle = Middle::new(&settings.schema, &settings.prefix);
-        Ok(Applier::new(middle, tables, processor))
+        Ok(ClassicApplier::new(middle, tables, processor))
     }
 
     /// Applies `changes` within `client`'s current transaction, in the
@@ -124,10 +160,10 @@ impl Applier {
         let changed = Changed::sort(changes);
         let mut timer = StepTimer::new();
         // 1. Middle.
-        self.update_middle(client, &changed)?;
+        update_middle(&self.middle, client, &changed)?;
         timer.step("middle");
         // 2. Propagation.
-        let parents = self.propagate(client, &changed)?;
+        let parents = propagate(&self.middle, client, &changed)?;
         timer.step("propagation");
         // 3. Output: delete old rows, rebuild.
         let ids = OutputIds::new(&changed, &parents);
@@ -146,63 +182,6 @@ impl Applier {
             propagated_ways: parents.ways.len(),
             propagated_relations: parents.relations.len(),
         })
-    }
-
-    /// Step 1: deletes every changed object from the middle and COPYs the
-    /// new versions in.
-    fn update_middle(
-        &self,
-        client: &mut impl GenericClient,
-        changed: &Changed<'_>,
-    ) -> Result<(), ApplyError> {
-        self.middle
-            .delete(client, ObjectType::Node, &changed.node_ids.all())?;
-        self.middle
-            .delete(client, ObjectType::Way, &changed.way_ids.all())?;
-        self.middle
-            .delete(client, ObjectType::Relation, &changed.relation_ids.all())?;
-        self.middle
-            .copy_nodes(client, changed.nodes.iter().copied())?;
-        self.middle
-            .copy_ways(client, changed.ways.iter().copied())?;
-        self.middle
-            .copy_relations(client, changed.relations.iter().copied())?;
-        Ok(())
-    }
-
-    /// Step 2: the unchanged ways and relations that use changed objects.
-    /// Deletes are not propagated: their parents are expected in the same
-    /// diff (osm2pgsql's rule).
-    fn propagate(
-        &self,
-        client: &mut impl GenericClient,
-        changed: &Changed<'_>,
-    ) -> Result<Parents, ApplyError> {
-        let moved_nodes: Vec<i64> = changed.node_ids.upserted.iter().copied().collect();
-        let mut ways: BTreeSet<i64> = self
-            .middle
-            .ways_using_nodes(client, &moved_nodes)?
-            .into_iter()
-            .collect();
-        for id in changed
-            .way_ids
-            .upserted
-            .iter()
-            .chain(&changed.way_ids.deleted)
-        {
-            ways.remove(id);
-        }
-        let changed_ways = changed_or_parents(&changed.way_ids, &ways);
-        let mut relations: BTreeSet<i64> = self
-            .middle
-            .relations_using(client, &moved_nodes, &changed_ways)?
-            .into_iter()
-            .collect();
-        let relation_ids = &changed.relation_ids;
-        for id in relation_ids.upserted.iter().chain(&relation_ids.deleted) {
-            relations.remove(id);
-        }
-        Ok(Parents { ways, relations })
     }
 
     /// Step 3a: deletes the output rows of every changed or affected
@@ -242,32 +221,12 @@ impl Applier {
         }
         let rebuild_ways = changed_or_parents(&changed.way_ids, &parents.ways);
         let rebuild_relations = changed_or_parents(&changed.relation_ids, &parents.relations);
-        let way_objects = self.middle.ways(client, &rebuild_ways)?;
-        let relation_objects = self.middle.relations(client, &rebuild_relations)?;
-        let member_way_ids: Vec<i64> = relation_objects
-            .iter()
-            .flat_map(|r| r.members.iter())
-            .filter(|m| m.kind == ObjectType::Way)
-            .map(|m| m.id)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut member_ways: HashMap<i64, Way> = self
-            .middle
-            .ways(client, &member_way_ids)?
-            .into_iter()
-            .map(|w| (w.id, w))
-            .collect();
-        for way in &way_objects {
-            member_ways.entry(way.id).or_insert_with(|| way.clone());
-        }
-        let needed_nodes: Vec<i64> = member_ways
-            .values()
-            .flat_map(|w| w.nodes.iter().copied())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let locations = self.middle.node_locations(client, &needed_nodes)?;
+        let Rebuild {
+            ways: way_objects,
+            relations: relation_objects,
+            member_ways,
+            locations,
+        } = load_for_rebuild(&self.middle, client, &rebuild_ways, &rebuild_relations)?;
         for way in &way_objects {
             add(self.processor.way(way, &locations)?);
         }
@@ -312,29 +271,132 @@ impl Applier {
                 .tables
                 .rows(client, kind, ids.of(kind), RowsQuery::Read)?;
             row_changes.extend(pair_rows(
-                kind,
-                removed.remove(&kind).unwrap_or_default(),
-                written,
+                &self.tables.name(kind),
+                kind != TableKind::Roads,
+                removed
+                    .remove(&kind)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(RowState::from),
+                written.into_iter().map(RowState::from),
             ));
         }
         Ok(row_changes)
     }
 }
 
+/// Step 1: deletes every changed object from the middle and COPYs the
+/// new versions in.
+pub(crate) fn update_middle(
+    middle: &Middle,
+    client: &mut impl GenericClient,
+    changed: &Changed<'_>,
+) -> Result<(), ApplyError> {
+    middle.delete(client, ObjectType::Node, &changed.node_ids.all())?;
+    middle.delete(client, ObjectType::Way, &changed.way_ids.all())?;
+    middle.delete(client, ObjectType::Relation, &changed.relation_ids.all())?;
+    middle.copy_nodes(client, changed.nodes.iter().copied())?;
+    middle.copy_ways(client, changed.ways.iter().copied())?;
+    middle.copy_relations(client, changed.relations.iter().copied())?;
+    Ok(())
+}
+
+/// Step 2: the unchanged ways and relations that use changed objects.
+/// Deletes are not propagated: their parents are expected in the same
+/// diff (osm2pgsql's rule).
+pub(crate) fn propagate(
+    middle: &Middle,
+    client: &mut impl GenericClient,
+    changed: &Changed<'_>,
+) -> Result<Parents, ApplyError> {
+    let moved_nodes: Vec<i64> = changed.node_ids.upserted.iter().copied().collect();
+    let mut ways: BTreeSet<i64> = middle
+        .ways_using_nodes(client, &moved_nodes)?
+        .into_iter()
+        .collect();
+    for id in changed
+        .way_ids
+        .upserted
+        .iter()
+        .chain(&changed.way_ids.deleted)
+    {
+        ways.remove(id);
+    }
+    let changed_ways = changed_or_parents(&changed.way_ids, &ways);
+    let mut relations: BTreeSet<i64> = middle
+        .relations_using(client, &moved_nodes, &changed_ways)?
+        .into_iter()
+        .collect();
+    let relation_ids = &changed.relation_ids;
+    for id in relation_ids.upserted.iter().chain(&relation_ids.deleted) {
+        relations.remove(id);
+    }
+    Ok(Parents { ways, relations })
+}
+
+/// What rebuilding rows needs from the middle: the ways and relations
+/// themselves, the member ways of the relations (and the ways, for
+/// relations that use them) and every node location any of them uses.
+pub(crate) struct Rebuild {
+    pub(crate) ways: Vec<Way>,
+    pub(crate) relations: Vec<Relation>,
+    pub(crate) member_ways: HashMap<i64, Way>,
+    pub(crate) locations: HashMap<i64, Location>,
+}
+
+/// Reads what rebuilding `way_ids` and `relation_ids` needs, with one
+/// query per table.
+pub(crate) fn load_for_rebuild(
+    middle: &Middle,
+    client: &mut impl GenericClient,
+    way_ids: &[i64],
+    relation_ids: &[i64],
+) -> Result<Rebuild, ApplyError> {
+    let ways = middle.ways(client, way_ids)?;
+    let relations = middle.relations(client, relation_ids)?;
+    let members_of = |kind: ObjectType| -> BTreeSet<i64> {
+        relations
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .filter(|m| m.kind == kind)
+            .map(|m| m.id)
+            .collect()
+    };
+    let member_way_ids: Vec<i64> = members_of(ObjectType::Way).into_iter().collect();
+    let mut member_ways: HashMap<i64, Way> = middle
+        .ways(client, &member_way_ids)?
+        .into_iter()
+        .map(|w| (w.id, w))
+        .collect();
+    for way in &ways {
+        member_ways.entry(way.id).or_insert_with(|| way.clone());
+    }
+    let mut needed_nodes = members_of(ObjectType::Node);
+    needed_nodes.extend(member_ways.values().flat_map(|w| w.nodes.iter().copied()));
+    let needed_nodes: Vec<i64> = needed_nodes.into_iter().collect();
+    let locations = middle.node_locations(client, &needed_nodes)?;
+    Ok(Rebuild {
+        ways,
+        relations,
+        member_ways,
+        locations,
+    })
+}
+
 /// A change set sorted by object type: the ids it upserts and deletes,
 /// and the new versions.
 #[derive(Default)]
-struct Changed<'c> {
-    node_ids: Ids,
-    way_ids: Ids,
-    relation_ids: Ids,
-    nodes: Vec<&'c Node>,
-    ways: Vec<&'c Way>,
-    relations: Vec<&'c Relation>,
+pub(crate) struct Changed<'c> {
+    pub(crate) node_ids: Ids,
+    pub(crate) way_ids: Ids,
+    pub(crate) relation_ids: Ids,
+    pub(crate) nodes: Vec<&'c Node>,
+    pub(crate) ways: Vec<&'c Way>,
+    pub(crate) relations: Vec<&'c Relation>,
 }
 
 impl<'c> Changed<'c> {
-    fn sort(changes: &'c ChangeSet) -> Self {
+    pub(crate) fn sort(changes: &'c ChangeSet) -> Self {
         let mut changed = Changed::default();
         for change in changes.iter() {
             let id = change.object_id();
@@ -360,14 +422,14 @@ impl<'c> Changed<'c> {
 
 /// The unchanged ways and relations that use changed objects: their rows
 /// are rebuilt too.
-struct Parents {
-    ways: BTreeSet<i64>,
-    relations: BTreeSet<i64>,
+pub(crate) struct Parents {
+    pub(crate) ways: BTreeSet<i64>,
+    pub(crate) relations: BTreeSet<i64>,
 }
 
 /// The upserted objects of one type plus their unchanged parents, in id
 /// order: what is rebuilt.
-fn changed_or_parents(ids: &Ids, parents: &BTreeSet<i64>) -> Vec<i64> {
+pub(crate) fn changed_or_parents(ids: &Ids, parents: &BTreeSet<i64>) -> Vec<i64> {
     ids.upserted.union(parents).copied().collect()
 }
 
@@ -413,35 +475,59 @@ impl OutputIds {
     }
 }
 
-/// Groups old and new rows by object and compares them.
-/// The rows of one object, order-independent: geometry and column digest.
-fn fingerprint(rows: &[StoredRow]) -> Vec<(&[u8], i64)> {
-    let mut f: Vec<(&[u8], i64)> = rows
+/// One stored row as pairing sees it: its id, geometries and the digest
+/// of its other columns.
+pub(crate) struct RowState {
+    pub(crate) id: i64,
+    pub(crate) geometries: Vec<Vec<u8>>,
+    pub(crate) digest: i64,
+}
+
+impl From<StoredRow> for RowState {
+    fn from(row: StoredRow) -> Self {
+        RowState {
+            id: row.osm_id,
+            geometries: vec![row.way],
+            digest: row.columns_digest,
+        }
+    }
+}
+
+/// The rows of one object, order-independent: geometries and digest.
+fn fingerprint(rows: &[RowState]) -> Vec<(&[Vec<u8>], i64)> {
+    let mut f: Vec<(&[Vec<u8>], i64)> = rows
         .iter()
-        .map(|r| (r.way.as_slice(), r.columns_digest))
+        .map(|r| (r.geometries.as_slice(), r.digest))
         .collect();
     f.sort();
     f
 }
 
-fn pair_rows(kind: TableKind, old: Vec<StoredRow>, new: Vec<StoredRow>) -> Vec<RowChange> {
-    let mut by_id: BTreeMap<i64, (Vec<StoredRow>, Vec<StoredRow>)> = BTreeMap::new();
+/// Groups old and new rows of one table by object and compares them.
+pub(crate) fn pair_rows(
+    table: &str,
+    expire: bool,
+    old: impl IntoIterator<Item = RowState>,
+    new: impl IntoIterator<Item = RowState>,
+) -> Vec<RowChange> {
+    let mut by_id: BTreeMap<i64, (Vec<RowState>, Vec<RowState>)> = BTreeMap::new();
     for row in old {
-        by_id.entry(row.osm_id).or_default().0.push(row);
+        by_id.entry(row.id).or_default().0.push(row);
     }
     for row in new {
-        by_id.entry(row.osm_id).or_default().1.push(row);
+        by_id.entry(row.id).or_default().1.push(row);
     }
     by_id
         .into_iter()
         .map(|(osm_id, (old, new))| {
             let changed = fingerprint(&old) != fingerprint(&new);
             RowChange {
-                table: kind,
+                table: table.to_string(),
                 osm_id,
-                old: old.into_iter().map(|r| r.way).collect(),
-                new: new.into_iter().map(|r| r.way).collect(),
+                old: old.into_iter().flat_map(|r| r.geometries).collect(),
+                new: new.into_iter().flat_map(|r| r.geometries).collect(),
                 changed,
+                expire,
             }
         })
         .collect()

@@ -42,8 +42,9 @@ pub struct ImportSummary {
     pub ways: u64,
     /// Relations read.
     pub relations: u64,
-    /// Rows per output table once finished (invalid geometries dropped).
-    pub rows: Vec<(TableKind, u64)>,
+    /// Rows per output table, by name, once finished (invalid geometries
+    /// dropped).
+    pub rows: Vec<(String, u64)>,
     /// The newest object timestamp in the file, if any object has one.
     pub newest_timestamp: Option<DateTime<Utc>>,
     /// Reading and processing the file, with the COPYs running alongside.
@@ -166,11 +167,14 @@ impl WayLookup for WayStore {
 /// Where the reader sends objects and rows. A queue is closed (set to
 /// `None`) when its table can receive nothing more, which lets its writer
 /// finish the table and build its indexes while reading goes on.
-struct Queues {
+struct Queues<R> {
     nodes: Option<SyncSender<Vec<Node>>>,
     ways: Option<SyncSender<Vec<Way>>>,
     relations: Option<SyncSender<Vec<Relation>>>,
-    rows: HashMap<TableKind, SyncSender<Vec<Row>>>,
+    /// Per output table (by index).
+    rows: HashMap<usize, SyncSender<Vec<R>>>,
+    /// Tables only nodes write to.
+    node_only: Vec<usize>,
 }
 
 /// The part of an ordered OSM file being read.
@@ -181,14 +185,15 @@ enum Section {
     Relations,
 }
 
-impl Queues {
+impl<R> Queues<R> {
     /// Moves on to `section`, closing the queues of tables that are now
     /// complete (the reader has already refused a file out of order).
     fn enter(&mut self, section: Section) {
         if section > Section::Nodes {
             self.nodes = None;
-            // Only nodes make point rows.
-            self.rows.remove(&TableKind::Point);
+            for table in &self.node_only {
+                self.rows.remove(table);
+            }
         }
         if section > Section::Ways {
             self.ways = None;
@@ -196,25 +201,203 @@ impl Queues {
     }
 }
 
+/// Rows for output tables, by table index.
+pub(crate) type TableRows<R> = HashMap<usize, Vec<R>>;
+
+/// Builds rows from objects as an import reads them, on the reading
+/// thread: the classic output's [`Processor`] or a flex config's Lua.
+pub(crate) trait RowSource {
+    /// A row on its way to a table writer.
+    type Row: Send;
+    /// Rows of one node.
+    fn node(&mut self, node: &Node, rows: &mut TableRows<Self::Row>) -> Result<(), ApplyError>;
+    /// Rows of one way.
+    fn way(
+        &mut self,
+        way: &Way,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<Self::Row>,
+    ) -> Result<(), ApplyError>;
+    /// Rows of one relation.
+    fn relation(
+        &mut self,
+        relation: &Relation,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<Self::Row>,
+    ) -> Result<(), ApplyError>;
+    /// Once everything is read: ways whose rows are to be replaced, with
+    /// their new rows (the flex output's stage 2).
+    fn second_stage(
+        &mut self,
+        _ways: &dyn WayLookup,
+        _locations: &dyn NodeLocations,
+    ) -> Result<Option<(Vec<i64>, TableRows<Self::Row>)>, ApplyError> {
+        Ok(None)
+    }
+}
+
+/// Loads rows into the output tables of an import, from one writer thread
+/// and connection per table.
+pub(crate) trait RowSink: Sync {
+    /// A row as the source builds it.
+    type Row: Send;
+    /// The number of output tables.
+    fn table_count(&self) -> usize;
+    /// Schema-qualified name of a table, for cleaning up after a failure.
+    fn qualified_name(&self, table: usize) -> String;
+    /// Whether only nodes write to the table.
+    fn node_only(&self, table: usize) -> bool;
+    /// Loads a table's rows with one COPY, and finishes the table when
+    /// [`RowSink::finishes_on_load`].
+    fn load(
+        &self,
+        client: &mut Client,
+        table: usize,
+        rows: Batches<Self::Row>,
+    ) -> Result<(), ApplyError>;
+    /// Whether [`RowSink::load`] finishes its table (else
+    /// [`RowSink::finish`] does, after the second stage).
+    fn finishes_on_load(&self) -> bool {
+        true
+    }
+    /// Replaces the rows of `ways` in the loaded tables with `rows`.
+    fn replace_ways(
+        &self,
+        _client: &mut Client,
+        _ways: &[i64],
+        _rows: TableRows<Self::Row>,
+    ) -> Result<(), ApplyError> {
+        Ok(())
+    }
+    /// Finishes one loaded table (indexes, clustering).
+    fn finish(&self, _client: &mut Client, _table: usize) -> Result<(), ApplyError> {
+        Ok(())
+    }
+    /// Row counts per table, by name.
+    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError>;
+}
+
+impl RowSource for Processor {
+    type Row = Row;
+
+    fn node(&mut self, node: &Node, rows: &mut TableRows<Row>) -> Result<(), ApplyError> {
+        add_classic_rows(rows, Processor::node(self, node)?);
+        Ok(())
+    }
+
+    fn way(
+        &mut self,
+        way: &Way,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<Row>,
+    ) -> Result<(), ApplyError> {
+        add_classic_rows(rows, Processor::way(self, way, locations)?);
+        Ok(())
+    }
+
+    fn relation(
+        &mut self,
+        relation: &Relation,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<Row>,
+    ) -> Result<(), ApplyError> {
+        add_classic_rows(rows, Processor::relation(self, relation, ways, locations)?);
+        Ok(())
+    }
+}
+
+fn add_classic_rows(rows: &mut TableRows<Row>, produced: Rows) {
+    for (kind, row) in produced {
+        rows.entry(kind.index()).or_default().push(row);
+    }
+}
+
+impl RowSink for OutputTables {
+    type Row = Row;
+
+    fn table_count(&self) -> usize {
+        TableKind::ALL.len()
+    }
+
+    fn qualified_name(&self, table: usize) -> String {
+        self.table(TableKind::ALL[table])
+    }
+
+    fn node_only(&self, table: usize) -> bool {
+        TableKind::ALL[table] == TableKind::Point
+    }
+
+    fn load(
+        &self,
+        client: &mut Client,
+        table: usize,
+        rows: Batches<Row>,
+    ) -> Result<(), ApplyError> {
+        Ok(self.import_rows(client, TableKind::ALL[table], rows)?)
+    }
+
+    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError> {
+        Ok(OutputTables::counts(self, client)?
+            .into_iter()
+            .map(|(kind, n)| (self.name(kind), n as u64))
+            .collect())
+    }
+}
+
 /// Bounded queues: a slow table applies back-pressure to the reader.
 const QUEUE_DEPTH: usize = 8;
 
-/// Imports `path` into the database `db` points at. `threads` decode PBF
-/// blocks.
+/// Imports `path` into the database `db` points at, with the classic
+/// output or, when `settings.flex` is set, the flex output. `threads`
+/// decode PBF blocks.
 pub fn import(
     db: &postgres::Config,
     path: &Path,
     settings: &ImportSettings,
     threads: usize,
 ) -> Result<ImportSummary, ApplyError> {
+    let schema = settings.schema.as_str();
+    match &settings.flex {
+        None => {
+            let processor = Processor::new(settings)?;
+            let tables = OutputTables::new(schema, &settings.prefix, processor.style().clone());
+            import_with(db, path, settings, threads, processor, &tables, |c| {
+                Ok(tables.create(c)?)
+            })
+        }
+        Some(flex) => {
+            let runtime = flex.runtime(super::flex::runtime::Mode::Create, schema)?;
+            let tables = super::flex::output::FlexTables::new(runtime.tables());
+            let source = super::flex::import::FlexSource::new(runtime);
+            import_with(db, path, settings, threads, source, &tables, |c| {
+                Ok(tables.create(c)?)
+            })
+        }
+    }
+}
+
+/// The import with one output: `create` makes its (staging) tables.
+fn import_with<S, K>(
+    db: &postgres::Config,
+    path: &Path,
+    settings: &ImportSettings,
+    threads: usize,
+    mut source: S,
+    sink: &K,
+    create: impl FnOnce(&mut Client) -> Result<(), ApplyError>,
+) -> Result<ImportSummary, ApplyError>
+where
+    S: RowSource,
+    K: RowSink<Row = S::Row>,
+{
     let mut control = crate::db::connect(db)?;
     super::check_extensions(&mut control)?;
     let schema = settings.schema.as_str();
     let middle = Middle::new(schema, &settings.prefix);
-    let mut processor = Processor::new(settings)?;
-    let tables = OutputTables::new(schema, &settings.prefix, processor.style().clone());
     middle.create(&mut control)?;
-    tables.create(&mut control)?;
+    create(&mut control)?;
     crate::db::properties::ensure_table(&mut control, schema)?;
     control.execute(
         &format!(
@@ -228,6 +411,7 @@ pub fn import(
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut read_done = started;
+    let mut stores = Stores::default();
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
         let middle = &middle;
         let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
@@ -243,16 +427,25 @@ pub fn import(
             ways: Some(ways_tx),
             relations: Some(rels_tx),
             rows: HashMap::new(),
+            node_only: (0..sink.table_count())
+                .filter(|&t| sink.node_only(t))
+                .collect(),
         };
         let mut row_writers = Vec::new();
-        for kind in TableKind::ALL {
-            let (tx, rx) = sync_channel::<Vec<Row>>(QUEUE_DEPTH);
-            queues.rows.insert(kind, tx);
-            let tables = &tables;
-            row_writers.push(scope.spawn(move || write_rows(db, tables, kind, rx)));
+        for table in 0..sink.table_count() {
+            let (tx, rx) = sync_channel::<Vec<S::Row>>(QUEUE_DEPTH);
+            queues.rows.insert(table, tx);
+            row_writers.push(scope.spawn(move || write_rows(db, sink, table, rx)));
         }
 
-        let read = read_and_process(path, threads, &mut processor, &mut queues, &mut summary);
+        let read = read_and_process(
+            path,
+            threads,
+            &mut source,
+            &mut queues,
+            &mut stores,
+            &mut summary,
+        );
         read_done = Instant::now();
         // Closing the queues ends the writers; their errors explain a
         // failed send better than the send error itself.
@@ -268,10 +461,27 @@ pub fn import(
             writers_result = writers_result.and(result);
         }
         writers_result?;
-        read
+        read?;
+        if let Some((ways, rows)) = source.second_stage(&stores.ways, &stores.locations)? {
+            sink.replace_ways(&mut control, &ways, rows)?;
+        }
+        if !sink.finishes_on_load() {
+            let finishers: Vec<_> = (0..sink.table_count())
+                .map(|table| {
+                    scope.spawn(move || -> Result<(), ApplyError> {
+                        let mut client = crate::db::connect(db)?;
+                        sink.finish(&mut client, table)
+                    })
+                })
+                .collect();
+            for finisher in finishers {
+                finisher.join().expect("table finisher panicked")?;
+            }
+        }
+        Ok(())
     });
     if let Err(e) = result {
-        drop_partial_import(&mut control, &middle, &tables);
+        drop_partial_import(&mut control, &middle, sink);
         return Err(e);
     }
     summary.read_time = read_done - started;
@@ -284,26 +494,29 @@ pub fn import(
         path.display(),
         summary.read_time.as_secs_f64()
     );
-    summary.rows = tables
-        .counts(&mut control)?
-        .into_iter()
-        .map(|(kind, n)| (kind, n as u64))
-        .collect();
+    summary.rows = sink.counts(&mut control)?;
 
     write_import_properties(&mut control, path, settings, &summary)?;
     Ok(summary)
 }
 
-fn read_and_process(
+/// What an import keeps in memory while reading: node locations for
+/// ways and relations, ways for relations.
+#[derive(Default)]
+struct Stores {
+    locations: ById<(i32, i32)>,
+    ways: WayStore,
+}
+
+fn read_and_process<S: RowSource>(
     path: &Path,
     threads: usize,
-    processor: &mut Processor,
-    queues: &mut Queues,
+    source: &mut S,
+    queues: &mut Queues<S::Row>,
+    stores: &mut Stores,
     summary: &mut ImportSummary,
 ) -> Result<(), ApplyError> {
     let mut section = Section::Nodes;
-    let mut locations: ById<(i32, i32)> = ById::default();
-    let mut ways = WayStore::default();
     let progress = ReadProgress::new(path);
     read_objects(
         path,
@@ -329,22 +542,27 @@ fn read_and_process(
                     Object::Node(node) => {
                         summary.nodes += 1;
                         if let Some(location) = node.location {
-                            locations.push(node.id, location.to_fixed());
+                            stores.locations.push(node.id, location.to_fixed());
                         }
-                        out.add_rows(processor.node(&node)?);
+                        source.node(&node, &mut out.rows)?;
                         out.nodes.push(node);
                     }
                     Object::Way(way) => {
                         summary.ways += 1;
-                        out.add_rows(processor.way(&way, &locations)?);
+                        source.way(&way, &stores.locations, &mut out.rows)?;
                         // Relations need their member ways (possibly in this
                         // very batch).
-                        ways.push(&way);
+                        stores.ways.push(&way);
                         out.ways.push(way);
                     }
                     Object::Relation(relation) => {
                         summary.relations += 1;
-                        out.add_rows(processor.relation(&relation, &ways, &locations)?);
+                        source.relation(
+                            &relation,
+                            &stores.ways,
+                            &stores.locations,
+                            &mut out.rows,
+                        )?;
                         out.relations.push(relation);
                     }
                 }
@@ -399,24 +617,28 @@ impl ReadProgress {
 }
 
 /// What a batch of objects produced, on its way to the writers.
-#[derive(Default)]
-struct Outgoing {
+struct Outgoing<R> {
     nodes: Vec<Node>,
     ways: Vec<Way>,
     relations: Vec<Relation>,
-    rows: HashMap<TableKind, Vec<Row>>,
+    rows: TableRows<R>,
 }
 
-impl Outgoing {
-    fn add_rows(&mut self, rows: Rows) {
-        for (kind, row) in rows {
-            self.rows.entry(kind).or_default().push(row);
+impl<R> Default for Outgoing<R> {
+    fn default() -> Self {
+        Outgoing {
+            nodes: Vec::new(),
+            ways: Vec::new(),
+            relations: Vec::new(),
+            rows: HashMap::new(),
         }
     }
+}
 
+impl<R> Outgoing<R> {
     /// Sends everything collected so far to the writers, leaving `self`
     /// empty.
-    fn send(&mut self, queues: &Queues) -> Result<(), ApplyError> {
+    fn send(&mut self, queues: &Queues<R>) -> Result<(), ApplyError> {
         let closed = || ApplyError::Aborted("a database writer stopped".into());
         fn send<T>(queue: &Option<SyncSender<Vec<T>>>, items: &mut Vec<T>) -> Result<(), ()> {
             if items.is_empty() {
@@ -428,9 +650,11 @@ impl Outgoing {
         send(&queues.nodes, &mut self.nodes).map_err(|()| closed())?;
         send(&queues.ways, &mut self.ways).map_err(|()| closed())?;
         send(&queues.relations, &mut self.relations).map_err(|()| closed())?;
-        for (kind, rows) in self.rows.drain() {
-            let queue = queues.rows.get(&kind).ok_or_else(|| {
-                ApplyError::Aborted(format!("a {kind:?} row after that table was finished"))
+        for (table, rows) in self.rows.drain() {
+            let queue = queues.rows.get(&table).ok_or_else(|| {
+                ApplyError::Aborted(format!(
+                    "a row for output table {table} after that table was finished"
+                ))
             })?;
             queue.send(rows).map_err(|_| closed())?;
         }
@@ -439,7 +663,7 @@ impl Outgoing {
 }
 
 /// A middle table's queue, read until the reader closes it.
-type Batches<T> = std::iter::Flatten<std::sync::mpsc::IntoIter<Vec<T>>>;
+pub(crate) type Batches<T> = std::iter::Flatten<std::sync::mpsc::IntoIter<Vec<T>>>;
 
 /// The objects of one middle table, as the import's writers load them.
 trait MiddleObject: Sized {
@@ -484,21 +708,23 @@ fn write_middle_table<T: MiddleObject>(
     Ok(())
 }
 
-/// Streams rows of one table into one COPY, then finishes the table.
-fn write_rows(
+/// Streams rows of one table into one COPY (finishing the table where
+/// the output does that on load).
+fn write_rows<K: RowSink>(
     db: &postgres::Config,
-    tables: &OutputTables,
-    kind: TableKind,
-    batches: Receiver<Vec<Row>>,
+    sink: &K,
+    table: usize,
+    batches: Receiver<Vec<K::Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    tables.import_rows(&mut client, kind, batches.into_iter().flatten())?;
-    Ok(())
+    sink.load(&mut client, table, batches.into_iter().flatten())
 }
 
 /// Leaves no half-imported tables behind after a failure.
-fn drop_partial_import(client: &mut postgres::Client, middle: &Middle, tables: &OutputTables) {
-    let mut names: Vec<String> = TableKind::ALL.iter().map(|&k| tables.table(k)).collect();
+fn drop_partial_import<K: RowSink>(client: &mut postgres::Client, middle: &Middle, sink: &K) {
+    let mut names: Vec<String> = (0..sink.table_count())
+        .map(|t| sink.qualified_name(t))
+        .collect();
     names.extend([
         middle.nodes_table(),
         middle.ways_table(),
@@ -526,7 +752,15 @@ fn write_import_properties(
     let settings_json = serde_json::to_string(settings).expect("settings serialise");
     let mut properties: Vec<(&str, String)> = vec![
         ("version", env!("CARGO_PKG_VERSION").to_string()),
-        ("output", "pgsql".into()),
+        (
+            "output",
+            if settings.flex.is_some() {
+                "flex"
+            } else {
+                "pgsql"
+            }
+            .into(),
+        ),
         ("updatable", "true".into()),
         ("db_format", "2".into()),
         ("prefix", settings.prefix.clone()),

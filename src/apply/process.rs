@@ -127,7 +127,11 @@ impl Processor {
 
     /// A way becomes a polygon (area tags and closed) or line pieces (and
     /// roads rows).
-    pub fn way(&mut self, way: &Way, locations: &impl NodeLocations) -> Result<Rows, ProcessError> {
+    pub fn way(
+        &mut self,
+        way: &Way,
+        locations: &(impl NodeLocations + ?Sized),
+    ) -> Result<Rows, ProcessError> {
         if way.tags.is_empty() && self.skip_untagged {
             return Ok(Rows::new());
         }
@@ -176,8 +180,8 @@ impl Processor {
     pub fn relation(
         &mut self,
         relation: &Relation,
-        ways: &impl WayLookup,
-        locations: &impl NodeLocations,
+        ways: &(impl WayLookup + ?Sized),
+        locations: &(impl NodeLocations + ?Sized),
     ) -> Result<Rows, ProcessError> {
         let members: Vec<(Cow<'_, Way>, &str)> = relation
             .members
@@ -281,7 +285,7 @@ fn project(location: Location) -> Coord<f64> {
 
 /// The projected locations of a way's nodes; nodes nobody has (missing
 /// from an extract or the middle) are skipped, as osm2pgsql does.
-fn way_points(way: &Way, locations: &impl NodeLocations) -> Vec<Coord<f64>> {
+fn way_points(way: &Way, locations: &(impl NodeLocations + ?Sized)) -> Vec<Coord<f64>> {
     way.nodes
         .iter()
         .filter_map(|id| locations.location(*id))

@@ -40,6 +40,9 @@ impl Default for ImportSettings {
 impl ImportSettings {
     /// What osm2pgsql records as `style`: the path, or its default style.
     pub fn style_name(&self) -> String {
+        if let Some(flex) = &self.flex {
+            return flex.config_path.clone();
+        }
         self.transform
             .style_path
             .clone()

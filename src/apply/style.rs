@@ -201,6 +201,11 @@ impl TableKind {
         TableKind::Roads,
     ];
 
+    /// The position in [`TableKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The table name after the prefix: `point`, `line`, `polygon`, `roads`.
     pub fn suffix(self) -> &'static str {
         match self {

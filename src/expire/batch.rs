@@ -14,7 +14,6 @@ use super::actions::{
 use super::raster::{ExpireError, Expirer, PolygonMode, RasterSettings};
 use super::tileset::TileSet;
 use crate::apply::append::RowChange;
-use crate::apply::output::TableKind;
 use crate::db::quote_ident;
 use crate::metatile::TileStore;
 use crate::renderd::Endpoint;
@@ -288,10 +287,10 @@ pub fn tiles_for_changes(
 ) -> Result<TileSet, ExpireError> {
     let mut expirer = Expirer::new(config.clone())?;
     for change in changes {
-        if change.table == TableKind::Roads || !(all_changes || change.changed) {
+        if !change.expire || !(all_changes || change.changed) {
             continue;
         }
-        let object = RowLabel(change.table, change.osm_id);
+        let object = RowLabel(&change.table, change.osm_id);
         let geometries = change.old.iter().chain(&change.new).map(Vec::as_slice);
         expirer.expire_ewkb(object, geometries)?;
     }
@@ -299,9 +298,9 @@ pub fn tiles_for_changes(
 }
 
 /// `planet_osm_line row -42` in log lines.
-struct RowLabel(TableKind, i64);
+struct RowLabel<'a>(&'a str, i64);
 
-impl std::fmt::Display for RowLabel {
+impl std::fmt::Display for RowLabel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} row {}", self.0, self.1)
     }
@@ -531,15 +530,17 @@ mod tests {
     fn unchanged_rows_expire_nothing_unless_all_changes() {
         let point = crate::apply::geom::ewkb::point(&geo::Point::new(1_000_000.0, 6_000_000.0));
         let change = RowChange {
-            table: TableKind::Point,
+            table: "planet_osm_point".into(),
             osm_id: 7,
             old: vec![point.clone()],
             new: vec![point],
             changed: false,
+            expire: true,
         };
         let roads = RowChange {
-            table: TableKind::Roads,
+            table: "planet_osm_roads".into(),
             changed: true,
+            expire: false,
             ..change.clone()
         };
         let raster = ExpireConfig::default().raster();

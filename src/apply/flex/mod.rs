@@ -7,7 +7,9 @@
 //! - [`runtime`]: the Lua state running the config and its callbacks;
 //! - [`output`]: the tables in the database.
 
+pub mod append;
 pub mod geometry;
+pub mod import;
 pub mod output;
 pub mod runtime;
 pub mod table;

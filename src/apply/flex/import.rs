@@ -1,0 +1,170 @@
+//! The flex output in an import: objects go through the config's
+//! callbacks on the reading thread, rows to one staging table per flex
+//! table; after reading, stage 2 processes the ways marked by
+//! `select_relation_members` again (replacing their rows), then every
+//! table is finished (osm2pgsql's `output_flex_t::reprocess_marked` and
+//! `table_connection_t::stop`).
+//!
+//! As in osm2pgsql 1.8, an import hands only tagged objects to the
+//! callbacks (`osmdata_t::node_add` and siblings).
+
+use super::output::FlexTables;
+use super::runtime::{FlexRow, FlexRuntime};
+use crate::apply::import::{Batches, RowSink, RowSource, TableRows};
+use crate::apply::process::{NodeLocations, WayLookup};
+use crate::apply::ApplyError;
+use crate::osm::{Node, ObjectType, Relation, Way};
+use postgres::Client;
+use tracing::info;
+
+/// The flex config as an import's row source.
+pub struct FlexSource {
+    runtime: FlexRuntime,
+    /// Ways `select_relation_members` returned.
+    marked: Vec<i64>,
+}
+
+impl FlexSource {
+    /// Wraps a config loaded in create mode.
+    pub fn new(runtime: FlexRuntime) -> FlexSource {
+        FlexSource {
+            runtime,
+            marked: Vec::new(),
+        }
+    }
+}
+
+fn add_rows(rows: &mut TableRows<FlexRow>, produced: Vec<FlexRow>) {
+    for row in produced {
+        rows.entry(row.table).or_default().push(row);
+    }
+}
+
+impl RowSource for FlexSource {
+    type Row = FlexRow;
+
+    fn node(&mut self, node: &Node, rows: &mut TableRows<FlexRow>) -> Result<(), ApplyError> {
+        if !node.tags.is_empty() {
+            add_rows(rows, self.runtime.process_node(node)?);
+        }
+        Ok(())
+    }
+
+    fn way(
+        &mut self,
+        way: &Way,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<FlexRow>,
+    ) -> Result<(), ApplyError> {
+        if !way.tags.is_empty() {
+            add_rows(rows, self.runtime.process_way(way, locations)?);
+        }
+        Ok(())
+    }
+
+    fn relation(
+        &mut self,
+        relation: &Relation,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+        rows: &mut TableRows<FlexRow>,
+    ) -> Result<(), ApplyError> {
+        if relation.tags.is_empty() {
+            return Ok(());
+        }
+        self.marked
+            .extend(self.runtime.select_relation_members(relation)?);
+        add_rows(
+            rows,
+            self.runtime.process_relation(relation, ways, locations)?,
+        );
+        Ok(())
+    }
+
+    fn second_stage(
+        &mut self,
+        ways: &dyn WayLookup,
+        locations: &dyn NodeLocations,
+    ) -> Result<Option<(Vec<i64>, TableRows<FlexRow>)>, ApplyError> {
+        if self.marked.is_empty() {
+            return Ok(None);
+        }
+        let mut marked = std::mem::take(&mut self.marked);
+        marked.sort_unstable();
+        marked.dedup();
+        info!("stage 2: processing {} marked ways again", marked.len());
+        self.runtime.set_stage(2)?;
+        let mut rows = TableRows::new();
+        for id in &marked {
+            if let Some(way) = ways.way(*id) {
+                add_rows(&mut rows, self.runtime.process_way(&way, locations)?);
+            }
+        }
+        Ok(Some((marked, rows)))
+    }
+}
+
+impl RowSink for FlexTables {
+    type Row = FlexRow;
+
+    fn table_count(&self) -> usize {
+        self.tables().len()
+    }
+
+    fn qualified_name(&self, table: usize) -> String {
+        self.tables()[table].qualified_name()
+    }
+
+    fn node_only(&self, table: usize) -> bool {
+        self.tables()[table]
+            .ids
+            .as_ref()
+            .is_some_and(|ids| ids.kind == super::table::IdType::Node)
+    }
+
+    fn load(
+        &self,
+        client: &mut Client,
+        table: usize,
+        rows: Batches<FlexRow>,
+    ) -> Result<(), ApplyError> {
+        let mut writer = self.copy_writer(client, table, true)?;
+        for row in rows {
+            writer.write(&row)?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+
+    fn finishes_on_load(&self) -> bool {
+        false
+    }
+
+    fn replace_ways(
+        &self,
+        client: &mut Client,
+        ways: &[i64],
+        mut rows: TableRows<FlexRow>,
+    ) -> Result<(), ApplyError> {
+        self.delete(client, ObjectType::Way, ways)?;
+        for (table, rows) in rows.drain() {
+            let mut writer = self.copy_writer(client, table, true)?;
+            for row in &rows {
+                writer.write(row)?;
+            }
+            writer.finish()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, client: &mut Client, table: usize) -> Result<(), ApplyError> {
+        Ok(self.finish_import(client, table)?)
+    }
+
+    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError> {
+        Ok(FlexTables::counts(self, client)?
+            .into_iter()
+            .map(|(name, n)| (name, n as u64))
+            .collect())
+    }
+}
