@@ -9,9 +9,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportConfig {
+    /// Which output writes the rows (`-O/--output`).
+    pub output: Output,
     /// Table name prefix (`--prefix`).
     pub prefix: String,
-    /// osm2pgsql style file (`-S/--style`); absent = the built-in default.style.
+    /// `-S/--style`: the osm2pgsql style file of the classic output (absent
+    /// = the built-in default.style), or the flex output's Lua config.
     pub style: Option<PathBuf>,
     /// Lua tag transform script (`--tag-transform-script`).
     pub tag_transform_script: Option<PathBuf>,
@@ -30,6 +33,7 @@ pub struct ImportConfig {
 impl Default for ImportConfig {
     fn default() -> Self {
         ImportConfig {
+            output: Output::Pgsql,
             prefix: "planet_osm".into(),
             style: None,
             tag_transform_script: None,
@@ -40,4 +44,17 @@ impl Default for ImportConfig {
             threads: 0,
         }
     }
+}
+
+/// osm2pgsql's outputs (`-O/--output`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// The classic output ("pgsql"): four tables shaped by a style file.
+    #[default]
+    Pgsql,
+    /// The flex output: tables and rows defined by a Lua config.
+    Flex,
 }

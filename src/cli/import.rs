@@ -1,6 +1,9 @@
-//! `tilepipe import FILE`: load an OSM file into empty tables of the
-//! osm2pgsql classic schema (replacing what was there).
+//! `tilepipe import FILE`: load an OSM file into empty tables (replacing
+//! what was there): osm2pgsql's classic schema, or the tables of a flex
+//! config (`-O flex -S config.lua`).
 
+use crate::apply::config::Output;
+use crate::apply::flex::FlexSettings;
 use crate::apply::import::import;
 use crate::apply::settings::ImportSettings;
 use crate::apply::style::HstoreMode;
@@ -14,7 +17,11 @@ use tracing::info;
 pub struct Args {
     /// OSM file: .osm.pbf, .osm or .osm.gz.
     file: PathBuf,
-    /// osm2pgsql style file (default: osm2pgsql's default.style, built in).
+    /// Output: pgsql (classic schema) or flex (a Lua config as --style).
+    #[arg(short = 'O', long, value_name = "OUTPUT")]
+    output: Option<Output>,
+    /// pgsql: osm2pgsql style file (default: osm2pgsql's default.style, built
+    /// in); flex: the Lua config.
     #[arg(short = 'S', long, value_name = "FILE")]
     style: Option<PathBuf>,
     /// Lua tag transform script with osm2pgsql's classic API.
@@ -45,40 +52,21 @@ pub struct Args {
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let c = &config.import;
-    let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let style = args.style.clone().or(c.style.clone());
-    let script = args
-        .tag_transform_script
-        .clone()
-        .or(c.tag_transform_script.clone());
-    let hstore = if args.hstore_all {
-        HstoreMode::All
-    } else if args.hstore {
-        HstoreMode::Match
-    } else {
-        c.hstore
-    };
-    let mut transform = TransformSettings {
-        style_path: path_text(&style),
-        hstore,
-        hstore_match_only: args.hstore_match_only || c.hstore_match_only,
-        keep_coastlines: args.keep_coastlines || c.keep_coastlines,
-        multi_geometry: args.multi_geometry || c.multi_geometry,
-        lua_script_path: path_text(&script),
-        ..TransformSettings::default()
-    };
-    // Keep the texts, so applies use this style even if the file changes.
-    transform.load_files()?;
     let prefix = args.prefix.clone().unwrap_or_else(|| c.prefix.clone());
     crate::apply::settings::check_prefix(&prefix)
         .map_err(|e| anyhow::anyhow!("--prefix / import.prefix: {e}"))?;
+    let style = args.style.clone().or(c.style.clone());
+    let (transform, flex) = match args.output.unwrap_or(c.output) {
+        Output::Pgsql => (classic_transform(config, args, style)?, None),
+        Output::Flex => (TransformSettings::default(), Some(flex_settings(config, args, style)?)),
+    };
     let settings = ImportSettings {
         schema: config.database.middle_schema.clone(),
         prefix,
         transform,
-        flex: None,
+        flex,
     };
-    let threads = match args.threads.unwrap_or(c.threads) {
+    let threads = match args.threads.unwrap_or(config.import.threads) {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
@@ -104,4 +92,57 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         rows.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The classic output's settings from the flags and `import:`.
+fn classic_transform(
+    config: &Config,
+    args: &Args,
+    style: Option<PathBuf>,
+) -> anyhow::Result<TransformSettings> {
+    let c = &config.import;
+    let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let script = args
+        .tag_transform_script
+        .clone()
+        .or(c.tag_transform_script.clone());
+    let hstore = if args.hstore_all {
+        HstoreMode::All
+    } else if args.hstore {
+        HstoreMode::Match
+    } else {
+        c.hstore
+    };
+    let mut transform = TransformSettings {
+        style_path: path_text(&style),
+        hstore,
+        hstore_match_only: args.hstore_match_only || c.hstore_match_only,
+        keep_coastlines: args.keep_coastlines || c.keep_coastlines,
+        multi_geometry: args.multi_geometry || c.multi_geometry,
+        lua_script_path: path_text(&script),
+        ..TransformSettings::default()
+    };
+    // Keep the texts, so applies use this style even if the file changes.
+    transform.load_files()?;
+    Ok(transform)
+}
+
+/// The flex output's settings: the config is required, and the classic
+/// output's options mean nothing to it.
+fn flex_settings(config: &Config, args: &Args, style: Option<PathBuf>) -> anyhow::Result<FlexSettings> {
+    let c = &config.import;
+    let classic_only = [
+        ("--tag-transform-script / import.tag_transform_script", args.tag_transform_script.is_some() || c.tag_transform_script.is_some()),
+        ("--hstore / --hstore-all / import.hstore", args.hstore || args.hstore_all || c.hstore != HstoreMode::None),
+        ("--hstore-match-only / import.hstore_match_only", args.hstore_match_only || c.hstore_match_only),
+        ("-G / import.multi_geometry", args.multi_geometry || c.multi_geometry),
+        ("--keep-coastlines / import.keep_coastlines", args.keep_coastlines || c.keep_coastlines),
+    ];
+    if let Some((option, _)) = classic_only.iter().find(|(_, set)| *set) {
+        anyhow::bail!("{option} belongs to the pgsql output; a flex config decides that itself");
+    }
+    let Some(path) = style else {
+        anyhow::bail!("the flex output needs its Lua config: -S/--style CONFIG.lua (or import.style)");
+    };
+    Ok(FlexSettings::from_file(&path)?)
 }
