@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use tilepipe::apply::middle::Middle;
-use tilepipe::apply::output::{OutputTables, Row, TableKind};
+use tilepipe::apply::output::{OutputTables, Row, RowsQuery, TableKind};
 use tilepipe::apply::style::{HstoreMode, HstoreOptions, Style};
 use tilepipe::apply::transform::{ColumnValue, RowValues};
 use tilepipe::osm::{Location, Member, Meta, Node, ObjectType, Relation, Way};
@@ -140,7 +140,7 @@ fn output_tables_load_validate_and_delete() {
     writer.finish().unwrap();
     // Deleting hands back old geometries and a digest of the columns.
     let removed = tables
-        .delete(&mut tx, TableKind::Point, &[2, 3, 99])
+        .rows(&mut tx, TableKind::Point, &[2, 3, 99], RowsQuery::Delete)
         .unwrap();
     tx.commit().unwrap();
     assert_eq!(removed.len(), 2);

@@ -19,18 +19,19 @@
 //! skipped when building its geometry, as osm2pgsql does.
 
 use super::middle::Middle;
-use super::output::{OutputTables, Row, StoredRow, TableKind};
-use super::process::{NodeLocations, Processor};
+use super::output::{OutputTables, Row, RowsQuery, StoredRow, TableKind};
+use super::process::{NodeLocations, Processor, Rows};
 use super::settings::ImportSettings;
 use super::ApplyError;
 use crate::osm::{Action, ChangeSet};
-use crate::osm::{Location, Object, ObjectType, Way};
+use crate::osm::{Location, Node, Object, ObjectType, Relation, Way};
 use postgres::GenericClient;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What happened to the rows of one object in one output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
+    /// The output table.
     pub table: TableKind,
     /// Negative for relations, as in the tables.
     pub osm_id: i64,
@@ -47,9 +48,12 @@ pub struct RowChange {
 /// The outcome of one applied change set.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyResult {
+    /// Per output table and object, its rows before and after.
     pub row_changes: Vec<RowChange>,
-    /// Objects rebuilt because something they use changed.
+    /// Ways rebuilt, unchanged themselves, because nodes they use changed.
     pub propagated_ways: usize,
+    /// Relations rebuilt, unchanged themselves, because members they have
+    /// (nodes, or ways changed or rebuilt) changed.
     pub propagated_relations: usize,
 }
 
@@ -67,6 +71,7 @@ pub struct Applier {
     processor: Processor,
 }
 
+/// The ids of one object type that a change set upserts and deletes.
 #[derive(Default)]
 struct Ids {
     upserted: BTreeSet<i64>,
@@ -86,6 +91,7 @@ impl NodeLocations for HashMap<i64, Location> {
 }
 
 impl Applier {
+    /// An applier over these tables, building rows with `processor`.
     pub fn new(middle: Middle, tables: OutputTables, processor: Processor) -> Self {
         Applier {
             middle,
@@ -108,109 +114,134 @@ impl Applier {
         Ok(Applier::new(middle, tables, processor))
     }
 
-    /// Applies `changes` within `client`'s current transaction.
+    /// Applies `changes` within `client`'s current transaction, in the
+    /// steps the module documentation lists.
     pub fn apply(
         &mut self,
         client: &mut impl GenericClient,
         changes: &ChangeSet,
     ) -> Result<ApplyResult, ApplyError> {
-        let mut ids: BTreeMap<ObjectType, Ids> = BTreeMap::new();
-        let mut nodes = Vec::new();
-        let mut ways = Vec::new();
-        let mut relations = Vec::new();
-        for change in changes.iter() {
-            let id = change.object_id();
-            let entry = ids.entry(id.kind).or_default();
-            if change.action == Action::Delete {
-                entry.deleted.insert(id.id);
-                continue;
-            }
-            entry.upserted.insert(id.id);
-            match &change.object {
-                Object::Node(n) => nodes.push(n),
-                Object::Way(w) => ways.push(w),
-                Object::Relation(r) => relations.push(r),
-            }
-        }
-        let node_ids = ids.remove(&ObjectType::Node).unwrap_or_default();
-        let way_ids = ids.remove(&ObjectType::Way).unwrap_or_default();
-        let relation_ids = ids.remove(&ObjectType::Relation).unwrap_or_default();
-
+        let changed = Changed::sort(changes);
         let mut timer = StepTimer::new();
         // 1. Middle.
-        self.middle
-            .delete(client, ObjectType::Node, &node_ids.all())?;
-        self.middle
-            .delete(client, ObjectType::Way, &way_ids.all())?;
-        self.middle
-            .delete(client, ObjectType::Relation, &relation_ids.all())?;
-        self.middle.copy_nodes(client, nodes.iter().copied())?;
-        self.middle.copy_ways(client, ways.iter().copied())?;
-        self.middle
-            .copy_relations(client, relations.iter().copied())?;
-
+        self.update_middle(client, &changed)?;
         timer.step("middle");
-        // 2. Propagation. Deletes are not propagated: their parents are
-        // expected in the same diff (osm2pgsql's rule).
-        let moved_nodes: Vec<i64> = node_ids.upserted.iter().copied().collect();
-        let mut parent_ways: BTreeSet<i64> = self
+        // 2. Propagation.
+        let parents = self.propagate(client, &changed)?;
+        timer.step("propagation");
+        // 3. Output: delete old rows, rebuild.
+        let ids = OutputIds::new(&changed, &parents);
+        let removed = self.delete_rows(client, &ids)?;
+        timer.step("output delete");
+        let new_rows = self.rebuild_rows(client, &changed, &parents)?;
+        timer.step("rebuild");
+        self.write_rows(client, &new_rows)?;
+        timer.step("output copy");
+        // 4. Pair old and new rows.
+        let row_changes = self.pair_with_new_rows(client, &ids, removed)?;
+        timer.step("read back");
+        tracing::debug!(steps = %timer, "applied change set");
+        Ok(ApplyResult {
+            row_changes,
+            propagated_ways: parents.ways.len(),
+            propagated_relations: parents.relations.len(),
+        })
+    }
+
+    /// Step 1: deletes every changed object from the middle and COPYs the
+    /// new versions in.
+    fn update_middle(
+        &self,
+        client: &mut impl GenericClient,
+        changed: &Changed<'_>,
+    ) -> Result<(), ApplyError> {
+        self.middle
+            .delete(client, ObjectType::Node, &changed.node_ids.all())?;
+        self.middle
+            .delete(client, ObjectType::Way, &changed.way_ids.all())?;
+        self.middle
+            .delete(client, ObjectType::Relation, &changed.relation_ids.all())?;
+        self.middle
+            .copy_nodes(client, changed.nodes.iter().copied())?;
+        self.middle
+            .copy_ways(client, changed.ways.iter().copied())?;
+        self.middle
+            .copy_relations(client, changed.relations.iter().copied())?;
+        Ok(())
+    }
+
+    /// Step 2: the unchanged ways and relations that use changed objects.
+    /// Deletes are not propagated: their parents are expected in the same
+    /// diff (osm2pgsql's rule).
+    fn propagate(
+        &self,
+        client: &mut impl GenericClient,
+        changed: &Changed<'_>,
+    ) -> Result<Parents, ApplyError> {
+        let moved_nodes: Vec<i64> = changed.node_ids.upserted.iter().copied().collect();
+        let mut ways: BTreeSet<i64> = self
             .middle
             .ways_using_nodes(client, &moved_nodes)?
             .into_iter()
             .collect();
-        for id in way_ids.upserted.iter().chain(&way_ids.deleted) {
-            parent_ways.remove(id);
+        for id in changed
+            .way_ids
+            .upserted
+            .iter()
+            .chain(&changed.way_ids.deleted)
+        {
+            ways.remove(id);
         }
-        let changed_ways: Vec<i64> = way_ids.upserted.union(&parent_ways).copied().collect();
-        let mut parent_relations: BTreeSet<i64> = self
+        let changed_ways = changed_or_parents(&changed.way_ids, &ways);
+        let mut relations: BTreeSet<i64> = self
             .middle
             .relations_using(client, &moved_nodes, &changed_ways)?
             .into_iter()
             .collect();
+        let relation_ids = &changed.relation_ids;
         for id in relation_ids.upserted.iter().chain(&relation_ids.deleted) {
-            parent_relations.remove(id);
+            relations.remove(id);
         }
+        Ok(Parents { ways, relations })
+    }
 
-        timer.step("propagation");
-        // 3. Output: delete old rows, rebuild.
-        let rebuild_ways: Vec<i64> = changed_ways.clone();
-        let rebuild_relations: Vec<i64> = relation_ids
-            .upserted
-            .union(&parent_relations)
-            .copied()
-            .collect();
-        let point_ids = node_ids.all();
-        let mut area_ids: Vec<i64> = way_ids
-            .all()
-            .into_iter()
-            .chain(parent_ways.iter().copied())
-            .collect();
-        area_ids.extend(
-            relation_ids
-                .all()
-                .iter()
-                .chain(&parent_relations)
-                .map(|id| -id),
-        );
-        area_ids.sort_unstable();
-        area_ids.dedup();
-
-        let mut removed: HashMap<TableKind, Vec<StoredRow>> = HashMap::new();
-        removed.insert(
-            TableKind::Point,
-            self.tables.delete(client, TableKind::Point, &point_ids)?,
-        );
-        for kind in [TableKind::Line, TableKind::Polygon, TableKind::Roads] {
-            removed.insert(kind, self.tables.delete(client, kind, &area_ids)?);
+    /// Step 3a: deletes the output rows of every changed or affected
+    /// object, returning what they held.
+    fn delete_rows(
+        &self,
+        client: &mut impl GenericClient,
+        ids: &OutputIds,
+    ) -> Result<HashMap<TableKind, Vec<StoredRow>>, ApplyError> {
+        let mut removed = HashMap::new();
+        for kind in TableKind::ALL {
+            let rows = self
+                .tables
+                .rows(client, kind, ids.of(kind), RowsQuery::Delete)?;
+            removed.insert(kind, rows);
         }
+        Ok(removed)
+    }
 
-        timer.step("output delete");
+    /// Step 3b: the new output rows of the changed nodes and of the
+    /// changed or affected ways and relations, these rebuilt from the
+    /// middle.
+    fn rebuild_rows(
+        &mut self,
+        client: &mut impl GenericClient,
+        changed: &Changed<'_>,
+        parents: &Parents,
+    ) -> Result<HashMap<TableKind, Vec<Row>>, ApplyError> {
         let mut new_rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
-        for node in &nodes {
-            for (kind, row) in self.processor.node(node)? {
+        let mut add = |rows: Rows| {
+            for (kind, row) in rows {
                 new_rows.entry(kind).or_default().push(row);
             }
+        };
+        for node in &changed.nodes {
+            add(self.processor.node(node)?);
         }
+        let rebuild_ways = changed_or_parents(&changed.way_ids, &parents.ways);
+        let rebuild_relations = changed_or_parents(&changed.relation_ids, &parents.relations);
         let way_objects = self.middle.ways(client, &rebuild_ways)?;
         let relation_objects = self.middle.relations(client, &rebuild_relations)?;
         let member_way_ids: Vec<i64> = relation_objects
@@ -238,19 +269,22 @@ impl Applier {
             .collect();
         let locations = self.middle.node_locations(client, &needed_nodes)?;
         for way in &way_objects {
-            for (kind, row) in self.processor.way(way, &locations)? {
-                new_rows.entry(kind).or_default().push(row);
-            }
+            add(self.processor.way(way, &locations)?);
         }
         for relation in &relation_objects {
-            for (kind, row) in self
+            add(self
                 .processor
-                .relation(relation, &member_ways, &locations)?
-            {
-                new_rows.entry(kind).or_default().push(row);
-            }
+                .relation(relation, &member_ways, &locations)?);
         }
-        timer.step("rebuild");
+        Ok(new_rows)
+    }
+
+    /// Step 3c: COPYs the new rows into the output tables.
+    fn write_rows(
+        &self,
+        client: &mut impl GenericClient,
+        new_rows: &HashMap<TableKind, Vec<Row>>,
+    ) -> Result<(), ApplyError> {
         for kind in TableKind::ALL {
             let Some(rows) = new_rows.get(&kind).filter(|rows| !rows.is_empty()) else {
                 continue;
@@ -261,30 +295,121 @@ impl Applier {
             }
             writer.finish()?;
         }
+        Ok(())
+    }
 
-        timer.step("output copy");
-        // 4. Pair old and new rows.
+    /// Step 4: reads back the new rows (the validity trigger may have
+    /// refused some) and pairs them with the `removed` ones.
+    fn pair_with_new_rows(
+        &self,
+        client: &mut impl GenericClient,
+        ids: &OutputIds,
+        mut removed: HashMap<TableKind, Vec<StoredRow>>,
+    ) -> Result<Vec<RowChange>, ApplyError> {
         let mut row_changes = Vec::new();
         for kind in TableKind::ALL {
-            let ids: Vec<i64> = if kind == TableKind::Point {
-                point_ids.clone()
-            } else {
-                area_ids.clone()
-            };
-            let written = self.tables.read_rows(client, kind, &ids)?;
+            let written = self
+                .tables
+                .rows(client, kind, ids.of(kind), RowsQuery::Read)?;
             row_changes.extend(pair_rows(
                 kind,
                 removed.remove(&kind).unwrap_or_default(),
                 written,
             ));
         }
-        timer.step("read back");
-        tracing::debug!(steps = %timer, "applied change set");
-        Ok(ApplyResult {
-            row_changes,
-            propagated_ways: parent_ways.len(),
-            propagated_relations: parent_relations.len(),
-        })
+        Ok(row_changes)
+    }
+}
+
+/// A change set sorted by object type: the ids it upserts and deletes,
+/// and the new versions.
+#[derive(Default)]
+struct Changed<'c> {
+    node_ids: Ids,
+    way_ids: Ids,
+    relation_ids: Ids,
+    nodes: Vec<&'c Node>,
+    ways: Vec<&'c Way>,
+    relations: Vec<&'c Relation>,
+}
+
+impl<'c> Changed<'c> {
+    fn sort(changes: &'c ChangeSet) -> Self {
+        let mut changed = Changed::default();
+        for change in changes.iter() {
+            let id = change.object_id();
+            let ids = match id.kind {
+                ObjectType::Node => &mut changed.node_ids,
+                ObjectType::Way => &mut changed.way_ids,
+                ObjectType::Relation => &mut changed.relation_ids,
+            };
+            if change.action == Action::Delete {
+                ids.deleted.insert(id.id);
+                continue;
+            }
+            ids.upserted.insert(id.id);
+            match &change.object {
+                Object::Node(n) => changed.nodes.push(n),
+                Object::Way(w) => changed.ways.push(w),
+                Object::Relation(r) => changed.relations.push(r),
+            }
+        }
+        changed
+    }
+}
+
+/// The unchanged ways and relations that use changed objects: their rows
+/// are rebuilt too.
+struct Parents {
+    ways: BTreeSet<i64>,
+    relations: BTreeSet<i64>,
+}
+
+/// The upserted objects of one type plus their unchanged parents, in id
+/// order: what is rebuilt.
+fn changed_or_parents(ids: &Ids, parents: &BTreeSet<i64>) -> Vec<i64> {
+    ids.upserted.union(parents).copied().collect()
+}
+
+/// The `osm_id`s whose output rows an apply replaces.
+struct OutputIds {
+    /// Every changed node (`_point`).
+    points: Vec<i64>,
+    /// Every changed or affected way, and relation as −id (`_line`,
+    /// `_polygon`, `_roads`), sorted.
+    areas: Vec<i64>,
+}
+
+impl OutputIds {
+    fn new(changed: &Changed<'_>, parents: &Parents) -> Self {
+        let mut areas: Vec<i64> = changed
+            .way_ids
+            .all()
+            .into_iter()
+            .chain(parents.ways.iter().copied())
+            .collect();
+        areas.extend(
+            changed
+                .relation_ids
+                .all()
+                .iter()
+                .chain(&parents.relations)
+                .map(|id| -id),
+        );
+        areas.sort_unstable();
+        areas.dedup();
+        OutputIds {
+            points: changed.node_ids.all(),
+            areas,
+        }
+    }
+
+    fn of(&self, kind: TableKind) -> &[i64] {
+        if kind == TableKind::Point {
+            &self.points
+        } else {
+            &self.areas
+        }
     }
 }
 

@@ -15,9 +15,9 @@
 //! go into `osm2pgsql_properties` last: a database without them is not a
 //! finished import, and appends refuse to run on it.
 
-use super::middle::{Middle, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
+use super::middle::{Middle, MiddleError, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
-use super::process::{NodeLocations, Processor, WayLookup};
+use super::process::{NodeLocations, Processor, Rows, WayLookup};
 use super::settings::ImportSettings;
 use super::ApplyError;
 use crate::osm::input::read_objects;
@@ -25,6 +25,7 @@ use crate::osm::pbf_header::read_pbf_header;
 use crate::osm::{Location, Node, Object, Relation, Way};
 use crate::replication::state::format_timestamp;
 use chrono::{DateTime, Utc};
+use postgres::Client;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,12 +36,19 @@ use tracing::info;
 /// What an import did.
 #[derive(Debug, Clone, Default)]
 pub struct ImportSummary {
+    /// Nodes read.
     pub nodes: u64,
+    /// Ways read.
     pub ways: u64,
+    /// Relations read.
     pub relations: u64,
+    /// Rows per output table once finished (invalid geometries dropped).
     pub rows: Vec<(TableKind, u64)>,
+    /// The newest object timestamp in the file, if any object has one.
     pub newest_timestamp: Option<DateTime<Utc>>,
+    /// Reading and processing the file, with the COPYs running alongside.
     pub read_time: Duration,
+    /// From the end of reading until every table is indexed and finished.
     pub index_time: Duration,
 }
 
@@ -226,30 +234,9 @@ pub fn import(
         let (ways_tx, ways_rx) = sync_channel::<Vec<Way>>(QUEUE_DEPTH);
         let (rels_tx, rels_rx) = sync_channel::<Vec<Relation>>(QUEUE_DEPTH);
         let middle_writers = [
-            scope.spawn(move || {
-                write_middle_table(
-                    db,
-                    nodes_rx,
-                    |c, nodes| middle.copy_nodes(c, nodes),
-                    |c| middle.index_nodes(c),
-                )
-            }),
-            scope.spawn(move || {
-                write_middle_table(
-                    db,
-                    ways_rx,
-                    |c, ways| middle.copy_ways(c, ways),
-                    |c| middle.index_ways(c),
-                )
-            }),
-            scope.spawn(move || {
-                write_middle_table(
-                    db,
-                    rels_rx,
-                    |c, rels| middle.copy_relations(c, rels),
-                    |c| middle.index_relations(c),
-                )
-            }),
+            scope.spawn(move || write_middle_table(db, middle, nodes_rx)),
+            scope.spawn(move || write_middle_table(db, middle, ways_rx)),
+            scope.spawn(move || write_middle_table(db, middle, rels_rx)),
         ];
         let mut queues = Queues {
             nodes: Some(nodes_tx),
@@ -322,10 +309,7 @@ fn read_and_process(
         path,
         threads,
         |batch: Vec<Object>| -> Result<(), ApplyError> {
-            let mut rows: HashMap<TableKind, Vec<Row>> = HashMap::new();
-            let mut nodes = Vec::new();
-            let mut batch_ways = Vec::new();
-            let mut relations = Vec::new();
+            let mut out = Outgoing::default();
             for object in batch {
                 if let Some(ts) = object.meta().timestamp {
                     summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
@@ -337,13 +321,7 @@ fn read_and_process(
                 };
                 if object_section != section {
                     // Flush what belongs to the section being left first.
-                    send_batch(
-                        queues,
-                        &mut nodes,
-                        &mut batch_ways,
-                        &mut relations,
-                        &mut rows,
-                    )?;
+                    out.send(queues)?;
                     queues.enter(object_section);
                     section = object_section;
                 }
@@ -353,37 +331,25 @@ fn read_and_process(
                         if let Some(location) = node.location {
                             locations.push(node.id, location.to_fixed());
                         }
-                        for (kind, row) in processor.node(&node)? {
-                            rows.entry(kind).or_default().push(row);
-                        }
-                        nodes.push(node);
+                        out.add_rows(processor.node(&node)?);
+                        out.nodes.push(node);
                     }
                     Object::Way(way) => {
                         summary.ways += 1;
-                        for (kind, row) in processor.way(&way, &locations)? {
-                            rows.entry(kind).or_default().push(row);
-                        }
+                        out.add_rows(processor.way(&way, &locations)?);
                         // Relations need their member ways (possibly in this
                         // very batch).
                         ways.push(&way);
-                        batch_ways.push(way);
+                        out.ways.push(way);
                     }
                     Object::Relation(relation) => {
                         summary.relations += 1;
-                        for (kind, row) in processor.relation(&relation, &ways, &locations)? {
-                            rows.entry(kind).or_default().push(row);
-                        }
-                        relations.push(relation);
+                        out.add_rows(processor.relation(&relation, &ways, &locations)?);
+                        out.relations.push(relation);
                     }
                 }
             }
-            send_batch(
-                queues,
-                &mut nodes,
-                &mut batch_ways,
-                &mut relations,
-                &mut rows,
-            )?;
+            out.send(queues)?;
             progress.update(summary);
             Ok(())
         },
@@ -432,52 +398,93 @@ impl ReadProgress {
     }
 }
 
-/// Sends what a batch of objects produced to the writers.
-fn send_batch(
-    queues: &Queues,
-    nodes: &mut Vec<Node>,
-    ways: &mut Vec<Way>,
-    relations: &mut Vec<Relation>,
-    rows: &mut HashMap<TableKind, Vec<Row>>,
-) -> Result<(), ApplyError> {
-    let closed = || ApplyError::Aborted("a database writer stopped".into());
-    fn send<T>(queue: &Option<SyncSender<Vec<T>>>, items: &mut Vec<T>) -> Result<(), ()> {
-        if items.is_empty() {
-            return Ok(());
+/// What a batch of objects produced, on its way to the writers.
+#[derive(Default)]
+struct Outgoing {
+    nodes: Vec<Node>,
+    ways: Vec<Way>,
+    relations: Vec<Relation>,
+    rows: HashMap<TableKind, Vec<Row>>,
+}
+
+impl Outgoing {
+    fn add_rows(&mut self, rows: Rows) {
+        for (kind, row) in rows {
+            self.rows.entry(kind).or_default().push(row);
         }
-        let queue = queue.as_ref().ok_or(())?;
-        queue.send(std::mem::take(items)).map_err(|_| ())
     }
-    send(&queues.nodes, nodes).map_err(|()| closed())?;
-    send(&queues.ways, ways).map_err(|()| closed())?;
-    send(&queues.relations, relations).map_err(|()| closed())?;
-    for (kind, rows) in rows.drain() {
-        let queue = queues.rows.get(&kind).ok_or_else(|| {
-            ApplyError::Aborted(format!("a {kind:?} row after that table was finished"))
-        })?;
-        queue.send(rows).map_err(|_| closed())?;
+
+    /// Sends everything collected so far to the writers, leaving `self`
+    /// empty.
+    fn send(&mut self, queues: &Queues) -> Result<(), ApplyError> {
+        let closed = || ApplyError::Aborted("a database writer stopped".into());
+        fn send<T>(queue: &Option<SyncSender<Vec<T>>>, items: &mut Vec<T>) -> Result<(), ()> {
+            if items.is_empty() {
+                return Ok(());
+            }
+            let queue = queue.as_ref().ok_or(())?;
+            queue.send(std::mem::take(items)).map_err(|_| ())
+        }
+        send(&queues.nodes, &mut self.nodes).map_err(|()| closed())?;
+        send(&queues.ways, &mut self.ways).map_err(|()| closed())?;
+        send(&queues.relations, &mut self.relations).map_err(|()| closed())?;
+        for (kind, rows) in self.rows.drain() {
+            let queue = queues.rows.get(&kind).ok_or_else(|| {
+                ApplyError::Aborted(format!("a {kind:?} row after that table was finished"))
+            })?;
+            queue.send(rows).map_err(|_| closed())?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// A middle table's queue, read until the reader closes it.
+type Batches<T> = std::iter::Flatten<std::sync::mpsc::IntoIter<Vec<T>>>;
+
+/// The objects of one middle table, as the import's writers load them.
+trait MiddleObject: Sized {
+    /// Loads `objects` into the table with one COPY, then builds its indexes.
+    fn load(
+        middle: &Middle,
+        client: &mut Client,
+        objects: Batches<Self>,
+    ) -> Result<(), MiddleError>;
+}
+
+impl MiddleObject for Node {
+    fn load(middle: &Middle, client: &mut Client, nodes: Batches<Self>) -> Result<(), MiddleError> {
+        middle.copy_nodes(&mut *client, nodes)?;
+        middle.index_nodes(client)
+    }
+}
+
+impl MiddleObject for Way {
+    fn load(middle: &Middle, client: &mut Client, ways: Batches<Self>) -> Result<(), MiddleError> {
+        middle.copy_ways(&mut *client, ways)?;
+        middle.index_ways(client)
+    }
+}
+
+impl MiddleObject for Relation {
+    fn load(middle: &Middle, client: &mut Client, rels: Batches<Self>) -> Result<(), MiddleError> {
+        middle.copy_relations(&mut *client, rels)?;
+        middle.index_relations(client)
+    }
 }
 
 /// Streams one middle table from its queue into one COPY, then builds its
 /// indexes once the queue is closed.
-fn write_middle_table<T>(
+fn write_middle_table<T: MiddleObject>(
     db: &postgres::Config,
+    middle: &Middle,
     batches: Receiver<Vec<T>>,
-    copy: impl FnOnce(
-        &mut postgres::Client,
-        &mut dyn Iterator<Item = T>,
-    ) -> Result<u64, super::middle::MiddleError>,
-    index: impl FnOnce(&mut postgres::Client) -> Result<(), super::middle::MiddleError>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    copy(&mut client, &mut batches.into_iter().flatten())?;
-    index(&mut client)?;
+    T::load(middle, &mut client, batches.into_iter().flatten())?;
     Ok(())
 }
 
-/// Streams rows of one table into one COPY.
+/// Streams rows of one table into one COPY, then finishes the table.
 fn write_rows(
     db: &postgres::Config,
     tables: &OutputTables,
@@ -485,14 +492,7 @@ fn write_rows(
     batches: Receiver<Vec<Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    let mut writer = tables.staging_writer(&mut client, kind)?;
-    for rows in batches {
-        for row in &rows {
-            writer.write(row)?;
-        }
-    }
-    writer.finish()?;
-    tables.finish_import(&mut client, kind)?;
+    tables.import_rows(&mut client, kind, batches.into_iter().flatten())?;
     Ok(())
 }
 

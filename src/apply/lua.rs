@@ -28,15 +28,18 @@
 
 use crate::apply::transform::{
     Filtered, FilteredRelation, MemberTags, RelationKind, TagTransform, TransformError,
-    PROCESSED_RELATION_TYPES,
 };
 use crate::osm::Tags;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use std::path::Path;
 
+/// The script's function for node tags.
 pub const NODE_FUNCTION: &str = "filter_tags_node";
+/// The script's function for way tags.
 pub const WAY_FUNCTION: &str = "filter_tags_way";
+/// The script's first pass over a relation's own tags.
 pub const RELATION_FUNCTION: &str = "filter_basic_tags_rel";
+/// The script's second pass over a relation, with its member ways.
 pub const RELATION_MEMBER_FUNCTION: &str = "filter_tags_relation_member";
 
 /// A loaded tag transform script with its own Lua state.
@@ -100,6 +103,8 @@ impl LuaTransform {
         })
     }
 
+    /// The name the script was loaded under (usually its path), as errors
+    /// show it.
     pub fn script(&self) -> &str {
         &self.script
     }
@@ -253,26 +258,15 @@ impl TagTransform for LuaTransform {
         }))
     }
 
-    fn relation(
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError> {
+        self.filter_basic(&self.relation_function, RELATION_FUNCTION, tags)
+    }
+
+    fn relation_members(
         &mut self,
-        tags: &Tags,
+        relation_tags: &Tags,
         members: &[MemberTags<'_>],
     ) -> Result<Option<FilteredRelation>, TransformError> {
-        let relation_type = tags
-            .iter()
-            .find(|(k, _)| k == "type")
-            .map(|(_, v)| v.as_str());
-        if !relation_type.is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
-            return Ok(None);
-        }
-        let Some(prefiltered) =
-            self.filter_basic(&self.relation_function, RELATION_FUNCTION, tags)?
-        else {
-            return Ok(None);
-        };
-        if members.is_empty() {
-            return Ok(None);
-        }
         const NAME: &str = RELATION_MEMBER_FUNCTION;
         let arguments = (|| -> mlua::Result<MultiValue> {
             let member_tags = self.lua.create_table_with_capacity(members.len(), 0)?;
@@ -282,7 +276,7 @@ impl TagTransform for LuaTransform {
                 roles.raw_set(index as i64 + 1, member.role)?;
             }
             Ok(MultiValue::from_iter([
-                Value::Table(self.tag_table(&prefiltered)?),
+                Value::Table(self.tag_table(relation_tags)?),
                 Value::Table(member_tags),
                 Value::Table(roles),
                 Value::Number(members.len() as f64),
@@ -306,15 +300,9 @@ impl TagTransform for LuaTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::osm::tags;
 
     const CARTO_LUA: &str = "/usr/share/openstreetmap-carto-common/openstreetmap-carto.lua";
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn sorted(mut tags: Tags) -> Tags {
         tags.sort();

@@ -20,10 +20,14 @@ use postgres::GenericClient;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
+/// A failed statement or COPY on one middle table.
 #[derive(Debug, thiserror::Error)]
 #[error("middle table {table}: {source}")]
 pub struct MiddleError {
+    /// The table, without schema (`planet_osm_ways`; `planet_osm_*` for
+    /// statements on all three).
     pub table: String,
+    /// The database or COPY error.
     #[source]
     pub source: CopyError,
 }
@@ -33,6 +37,8 @@ pub struct MiddleError {
 /// whose middle an older tilepipe laid out differently must be imported
 /// again, and says so, rather than failing mid-batch.
 pub const MIDDLE_FORMAT: &str = "2";
+
+/// The `osm2pgsql_properties` key [`MIDDLE_FORMAT`] is stored under.
 pub const MIDDLE_FORMAT_PROPERTY: &str = "tilepipe_middle_format";
 
 /// Way → node lookups go through node-id buckets (id >> 5) rather than
@@ -71,6 +77,8 @@ pub struct Middle {
 }
 
 impl Middle {
+    /// The middle tables `PREFIX_nodes`, `PREFIX_ways` and `PREFIX_rels` in
+    /// `schema`.
     pub fn new(schema: &str, prefix: &str) -> Self {
         Middle {
             schema: schema.to_string(),
@@ -86,14 +94,17 @@ impl Middle {
         )
     }
 
+    /// `schema.PREFIX_nodes`, quoted for SQL.
     pub fn nodes_table(&self) -> String {
         self.table("nodes")
     }
 
+    /// `schema.PREFIX_ways`, quoted for SQL.
     pub fn ways_table(&self) -> String {
         self.table("ways")
     }
 
+    /// `schema.PREFIX_rels`, quoted for SQL.
     pub fn rels_table(&self) -> String {
         self.table("rels")
     }
@@ -190,6 +201,8 @@ impl Middle {
         copy.finish().map_err(err)
     }
 
+    /// Loads ways with binary COPY, with their node buckets (see
+    /// [`NODE_BUCKET_SHIFT`]).
     pub fn copy_ways(
         &self,
         client: &mut impl GenericClient,
@@ -215,6 +228,8 @@ impl Middle {
         copy.finish().map_err(err)
     }
 
+    /// Loads relations with binary COPY, with the ids of their node and way
+    /// members for the reverse lookups.
     pub fn copy_relations(
         &self,
         client: &mut impl GenericClient,
@@ -290,7 +305,8 @@ impl Middle {
             .collect())
     }
 
-    /// The given ways with their node lists and tags (metadata is not kept).
+    /// The given ways with their node lists and tags, in id order
+    /// (metadata is not kept); unknown ids are absent.
     pub fn ways(
         &self,
         client: &mut impl GenericClient,
@@ -319,6 +335,8 @@ impl Middle {
             .collect())
     }
 
+    /// The given relations with their members and tags, in id order
+    /// (metadata is not kept); unknown ids are absent.
     pub fn relations(
         &self,
         client: &mut impl GenericClient,

@@ -30,26 +30,37 @@ use crate::db::DbError;
 /// on (file, table, object); nothing of a failed apply is committed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Connecting to the database.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Any other statement: the extension check, the import's bookkeeping.
     #[error("database: {0}")]
     Postgres(#[from] postgres::Error),
+    /// Reading or writing `osm2pgsql_properties`.
     #[error(transparent)]
     Properties(#[from] PropertiesError),
+    /// A middle table.
     #[error(transparent)]
     Middle(#[from] middle::MiddleError),
+    /// An output table.
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    /// Reading the OSM file being imported.
     #[error(transparent)]
     Input(#[from] crate::osm::input::InputError),
+    /// Loading the style or the Lua tag transform.
     #[error(transparent)]
     Transform(#[from] transform::TransformError),
+    /// Transforming one object's tags.
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    /// PostGIS or hstore is not installed in the database.
     #[error("{0}")]
     MissingExtension(String),
+    /// The database holds no finished import this tilepipe can apply to.
     #[error("{0}")]
     NotImported(String),
+    /// The import stopped: a table writer quit or got rows out of order.
     #[error("import aborted: {0}")]
     Aborted(String),
 }

@@ -20,6 +20,7 @@ pub const SRID: i32 = 3857;
 /// A row for an output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The object's id; relations negated, as osm2pgsql writes them.
     pub osm_id: i64,
     /// Everything between `osm_id` and `way`.
     pub values: RowValues,
@@ -30,18 +31,22 @@ pub struct Row {
 /// A row as stored in an output table: what expiry needs of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
+    /// The object's id; relations negated.
     pub osm_id: i64,
-    /// EWKB of the old geometry.
+    /// EWKB of the geometry, SRID 3857.
     pub way: Vec<u8>,
     /// Hash of every non-geometry column, to tell whether a rewrite changed
     /// anything a style could render.
     pub columns_digest: i64,
 }
 
+/// A failed statement or COPY on one output table.
 #[derive(Debug, thiserror::Error)]
 #[error("output table {table}: {source}")]
 pub struct OutputError {
+    /// The table, without schema (`planet_osm_line`).
     pub table: String,
+    /// The database or COPY error.
     #[source]
     pub source: CopyError,
 }
@@ -55,6 +60,8 @@ pub struct OutputTables {
 }
 
 impl OutputTables {
+    /// The tables `PREFIX_point` … `PREFIX_roads` in `schema`, with the
+    /// columns `style` gives them.
     pub fn new(schema: &str, prefix: &str, style: Arc<Style>) -> Self {
         OutputTables {
             schema: schema.to_string(),
@@ -68,6 +75,7 @@ impl OutputTables {
         self.style.table_columns(kind, SRID)
     }
 
+    /// The table's name without schema, unquoted: `PREFIX_line`.
     pub fn name(&self, kind: TableKind) -> String {
         format!("{}_{}", self.prefix, kind.suffix())
     }
@@ -185,14 +193,21 @@ impl OutputTables {
         self.start_copy(client, kind, false)
     }
 
-    /// Starts a binary COPY into one of [`create`](Self::create)'s staging
-    /// tables, each row with its import facts.
-    pub fn staging_writer<'c>(
+    /// Loads one table of an import: streams `rows` into its staging
+    /// table ([`create`](Self::create)), each row with its import facts,
+    /// then [`finish_import`](Self::finish_import)es it.
+    pub fn import_rows(
         &self,
-        client: &'c mut impl GenericClient,
+        client: &mut impl GenericClient,
         kind: TableKind,
-    ) -> Result<RowWriter<'c>, OutputError> {
-        self.start_copy(client, kind, true)
+        rows: impl IntoIterator<Item = Row>,
+    ) -> Result<(), OutputError> {
+        let mut writer = self.start_copy(&mut *client, kind, true)?;
+        for row in rows {
+            writer.write(&row)?;
+        }
+        writer.finish()?;
+        self.finish_import(client, kind)
     }
 
     fn start_copy<'c>(
@@ -216,46 +231,14 @@ impl OutputTables {
         })
     }
 
-    /// Deletes the rows of the given objects (relations as negative ids)
-    /// and returns what they held, in one statement per table.
-    pub fn delete(
+    /// The rows of the given objects (relations as negative ids), in one
+    /// statement per table; [`RowsQuery::Delete`] deletes them too.
+    pub fn rows(
         &self,
         client: &mut impl GenericClient,
         kind: TableKind,
         osm_ids: &[i64],
-    ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(
-            client,
-            kind,
-            osm_ids,
-            "DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}",
-        )
-    }
-
-    /// The rows of the given objects as they are now, in the same shape as
-    /// [`OutputTables::delete`] returns them.
-    pub fn read_rows(
-        &self,
-        client: &mut impl GenericClient,
-        kind: TableKind,
-        osm_ids: &[i64],
-    ) -> Result<Vec<StoredRow>, OutputError> {
-        self.rows_of(
-            client,
-            kind,
-            osm_ids,
-            "SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)",
-        )
-    }
-
-    /// Runs `template` with `{table}` and `{fields}` (osm_id, EWKB of the
-    /// geometry, digest of every other column) filled in.
-    fn rows_of(
-        &self,
-        client: &mut impl GenericClient,
-        kind: TableKind,
-        osm_ids: &[i64],
-        template: &str,
+        query: RowsQuery,
     ) -> Result<Vec<StoredRow>, OutputError> {
         if osm_ids.is_empty() {
             return Ok(Vec::new());
@@ -274,10 +257,15 @@ impl OutputTables {
                 digest_columns.join(", ")
             )
         };
+        // osm_id, EWKB of the geometry, digest of every other column.
         let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
-        let sql = template
-            .replace("{table}", &self.table(kind))
-            .replace("{fields}", &fields);
+        let table = self.table(kind);
+        let sql = match query {
+            RowsQuery::Read => format!("SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)"),
+            RowsQuery::Delete => {
+                format!("DELETE FROM {table} t WHERE t.osm_id = ANY($1) RETURNING {fields}")
+            }
+        };
         let rows = client.query(&sql, &[&osm_ids]).map_err(self.err(kind))?;
         Ok(rows
             .iter()
@@ -307,6 +295,15 @@ impl OutputTables {
     }
 }
 
+/// What [`OutputTables::rows`] does with the rows it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsQuery {
+    /// Leaves them: the rows as they are now.
+    Read,
+    /// Deletes them (`DELETE … RETURNING`): what they held.
+    Delete,
+}
+
 /// A binary COPY into one output table.
 pub struct RowWriter<'c> {
     copy: CopyStream<'c>,
@@ -317,6 +314,7 @@ pub struct RowWriter<'c> {
 }
 
 impl RowWriter<'_> {
+    /// Adds one row to the COPY.
     pub fn write(&mut self, row: &Row) -> Result<(), OutputError> {
         let values = &row.values;
         let copy = &mut self.copy;
@@ -346,6 +344,7 @@ impl RowWriter<'_> {
         Ok(())
     }
 
+    /// Ends the COPY; returns how many rows PostgreSQL took.
     pub fn finish(self) -> Result<u64, OutputError> {
         let table = self.table;
         self.copy

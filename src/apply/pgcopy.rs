@@ -10,6 +10,7 @@ use std::io::Write;
 /// Why a statement or a COPY failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// PostgreSQL refused the statement or the data.
     #[error(transparent)]
     Db(#[from] postgres::Error),
     /// Sending COPY data failed (the connection broke mid-stream).
@@ -66,25 +67,30 @@ impl<'c> CopyStream<'c> {
         Ok(())
     }
 
+    /// A NULL field.
     pub fn null(&mut self) {
         self.buf.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
+    /// An `int8` (`bigint`) field.
     pub fn int8(&mut self, value: i64) {
         self.buf.extend_from_slice(&8i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    /// An `int4` (`integer`) field.
     pub fn int4(&mut self, value: i32) {
         self.buf.extend_from_slice(&4i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    /// A `float4` (`real`) field.
     pub fn float4(&mut self, value: f32) {
         self.buf.extend_from_slice(&4i32.to_be_bytes());
         self.buf.extend_from_slice(&value.to_bits().to_be_bytes());
     }
 
+    /// A `bool` field.
     pub fn bool(&mut self, value: bool) {
         self.buf.extend_from_slice(&1i32.to_be_bytes());
         self.buf.push(value as u8);

@@ -17,12 +17,15 @@ use std::sync::Arc;
 /// Where node locations come from: memory during an import, the middle
 /// during an append.
 pub trait NodeLocations {
+    /// The node's location; `None` when it is unknown or has none (the
+    /// node is then left out of geometries, as osm2pgsql does).
     fn location(&self, id: i64) -> Option<Location>;
 }
 
 /// Where member ways come from: borrowed from a map, or rebuilt from the
 /// import's packed store.
 pub trait WayLookup {
+    /// The way; `None` when it is unknown (the member is then left out).
     fn way(&self, id: i64) -> Option<Cow<'_, Way>>;
 }
 
@@ -32,10 +35,13 @@ impl WayLookup for HashMap<i64, Way> {
     }
 }
 
+/// The tag transform failed on one object (a Lua error).
 #[derive(Debug, thiserror::Error)]
 #[error("{object}: {source}")]
 pub struct ProcessError {
+    /// The object being transformed.
     pub object: ObjectId,
+    /// The transform's error.
     #[source]
     pub source: TransformError,
 }
@@ -54,6 +60,7 @@ pub struct Processor {
 pub type Rows = Vec<(TableKind, Row)>;
 
 impl Processor {
+    /// A processor with the style and tag transform of `settings`.
     pub fn new(settings: &ImportSettings) -> Result<Self, TransformError> {
         let style = Arc::new(settings.transform.style()?);
         let transform = settings.transform.build(style.clone())?;
@@ -65,6 +72,7 @@ impl Processor {
         })
     }
 
+    /// The style, with its hstore options, that decides the columns.
     pub fn style(&self) -> &Arc<Style> {
         &self.style
     }

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// The property holding the serialised [`ImportSettings`].
 pub const SETTINGS_PROPERTY: &str = "tilepipe_import_settings";
 
+/// The options of `tilepipe import` that later applies must repeat,
+/// stored as JSON in `osm2pgsql_properties` ([`SETTINGS_PROPERTY`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ImportSettings {
@@ -17,6 +19,7 @@ pub struct ImportSettings {
     pub schema: String,
     /// Table name prefix (`planet_osm`); see [`check_prefix`].
     pub prefix: String,
+    /// Style, hstore and Lua options: what decides the output rows.
     pub transform: TransformSettings,
 }
 

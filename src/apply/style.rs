@@ -40,6 +40,7 @@ pub enum HstoreMode {
 /// the tables' columns and which objects are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HstoreOptions {
+    /// Whether there is a `tags` column and which tags it takes.
     pub mode: HstoreMode,
     /// `--hstore-match-only`: tags that only land in an hstore column do not
     /// keep an object on their own.
@@ -122,16 +123,21 @@ impl ValueType {
 /// Which object kinds an entry applies to; relations use the way entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryTarget {
+    /// `node`: the point table.
     Node,
+    /// `way`: the line, polygon and roads tables.
     Way,
+    /// `node,way`: all four tables.
     NodeAndWay,
 }
 
 impl EntryTarget {
+    /// Whether the entry applies to nodes.
     pub fn nodes(self) -> bool {
         matches!(self, EntryTarget::Node | EntryTarget::NodeAndWay)
     }
 
+    /// Whether the entry applies to ways (and relations).
     pub fn ways(self) -> bool {
         matches!(self, EntryTarget::Way | EntryTarget::NodeAndWay)
     }
@@ -152,8 +158,11 @@ pub struct StyleEntry {
     pub key: String,
     /// The data type as written; it is the column's SQL type.
     pub sql_type: String,
+    /// How values are converted, from the data type.
     pub value_type: ValueType,
+    /// The entry's flags (`polygon`, `linear`, …).
     pub flags: StyleFlags,
+    /// The object kinds the entry applies to.
     pub target: EntryTarget,
     /// Line in the style file (1-based); 0 for the built-in default.
     pub line: usize,
@@ -171,13 +180,20 @@ impl StyleEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TableKind {
+    /// `PREFIX_point`: tagged nodes.
     Point,
+    /// `PREFIX_line`: ways and relations that are not areas.
     Line,
+    /// `PREFIX_polygon`: closed area ways, multipolygon and boundary
+    /// relations.
     Polygon,
+    /// `PREFIX_roads`: the lines of major roads, railways and
+    /// administrative boundaries again, for low zooms.
     Roads,
 }
 
 impl TableKind {
+    /// All four tables.
     pub const ALL: [TableKind; 4] = [
         TableKind::Point,
         TableKind::Line,
@@ -220,8 +236,11 @@ impl fmt::Display for TableKind {
 /// A column created by a style entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StyleColumn {
+    /// The column name: the tag key.
     pub name: String,
+    /// The SQL type, as the style gives it.
     pub sql_type: String,
+    /// How tag values are converted for it.
     pub value_type: ValueType,
 }
 
@@ -256,30 +275,46 @@ pub enum ColumnRole {
 /// One column of an output table, in table order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableColumn {
+    /// The column name, unquoted.
     pub name: String,
+    /// The SQL type, as in `CREATE TABLE`.
     pub sql_type: String,
+    /// What the column holds.
     pub role: ColumnRole,
 }
 
 /// Problems on one line of a style file.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LineProblem {
+    /// Fewer than three fields on a line that is not blank or a comment.
     #[error("expected `OsmType Tag DataType [Flags]`, found {found} field(s)")]
-    MissingFields { found: usize },
+    MissingFields {
+        /// How many fields the line has.
+        found: usize,
+    },
+    /// The first field mentions neither `node` nor `way`.
     #[error("unknown object type \"{0}\" (expected node, way or node,way)")]
     ObjectType(String),
+    /// A flag osm2pgsql does not know (it would only warn).
     #[error("unknown flag \"{0}\"")]
     UnknownFlag(String),
+    /// A `*`/`?` key on an entry that is not a text `delete` entry.
     #[error("wildcard in \"{0}\" is only allowed in a text entry whose only flag is delete")]
     Wildcard(String),
+    /// A data type that could not go into `CREATE TABLE` as it is.
     #[error("data type \"{0}\" is not a plain SQL type name")]
     DataType(String),
+    /// A key that an earlier entry already made a column of the same table
+    /// (osm2pgsql would fail at `CREATE TABLE`).
     #[error(
         "\"{key}\" would be a second {target} column of that name (first on line {first_line})"
     )]
     DuplicateColumn {
+        /// The repeated key.
         key: String,
+        /// `node` or `way`: which tables the column is in.
         target: &'static str,
+        /// The line of the first entry with that key.
         first_line: usize,
     },
 }
@@ -287,24 +322,43 @@ pub enum LineProblem {
 /// Why a style could not be loaded.
 #[derive(Debug, Error)]
 pub enum StyleError {
+    /// One line is wrong.
     #[error("{file}:{line}: {problem}")]
     Line {
+        /// The style file, as named.
         file: String,
+        /// The line, 1-based.
         line: usize,
+        /// What is wrong with it.
         problem: LineProblem,
     },
+    /// The file has no entries at all.
     #[error("{file}: no style entries found (only blank or comment lines)")]
-    Empty { file: String },
+    Empty {
+        /// The style file, as named.
+        file: String,
+    },
+    /// The file could not be read.
     #[error("cannot read style file {file}: {source}")]
     Read {
+        /// The style file, as named.
         file: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The point or line table would have no style column, which osm2pgsql
+    /// refuses unless every tag goes to hstore (`-j`).
     #[error(
         "{file}: the {table} table would have no columns; osm2pgsql requires one unless --hstore-all"
     )]
-    NoColumns { file: String, table: TableKind },
+    NoColumns {
+        /// The style file, as named.
+        file: String,
+        /// The table without columns.
+        table: TableKind,
+    },
+    /// A `-z` prefix that is empty or contains `"`.
     #[error("hstore column prefix {0:?} is empty or contains a double quote")]
     HstoreColumn(String),
 }
@@ -524,6 +578,7 @@ impl Style {
         &self.entries
     }
 
+    /// The hstore options given to [`with_hstore`](Self::with_hstore).
     pub fn hstore(&self) -> &HstoreOptions {
         &self.hstore
     }

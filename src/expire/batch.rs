@@ -220,10 +220,19 @@ pub trait LocalRenderer: Send + Sync {
         &'a self,
         store: &'a TileStore,
         policy: &'a ExpirePolicy,
-        metatiles: Box<dyn Iterator<Item = Metatile> + Send + 'a>,
+        metatiles: Metatiles<'a>,
         reason: RenderReason,
-    ) -> Pin<Box<dyn Future<Output = Result<ExpireSummary, actions::ExpireError>> + Send + 'a>>;
+    ) -> ExpireFuture<'a>;
 }
+
+/// The metatiles a [`LocalRenderer`] expires, boxed so the trait stays
+/// object safe.
+pub type Metatiles<'a> = Box<dyn Iterator<Item = Metatile> + Send + 'a>;
+
+/// What [`LocalRenderer::expire`] returns: the expiry run, boxed so the
+/// trait stays object safe.
+pub type ExpireFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ExpireSummary, actions::ExpireError>> + Send + 'a>>;
 
 /// Where a style's re-renders go.
 pub enum RenderTarget<'a> {

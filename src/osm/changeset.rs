@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 /// What a diff does with an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// A new object.
     Create,
+    /// A new version of an existing object.
     Modify,
+    /// The object is gone (its last version, often without tags).
     Delete,
 }
 
@@ -30,11 +33,14 @@ impl Action {
 /// One object version and what happens to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// What happens to the object.
     pub action: Action,
+    /// The object version, as the diff gives it.
     pub object: Object,
 }
 
 impl Change {
+    /// The changed object's type and id.
     pub fn object_id(&self) -> ObjectId {
         self.object.object_id()
     }
@@ -48,6 +54,7 @@ pub struct ChangeCounts {
 }
 
 impl ChangeCounts {
+    /// Counts one change.
     pub fn add(&mut self, change: &Change) {
         let t = change.object_id().kind as usize;
         let a = match change.action {
@@ -58,6 +65,7 @@ impl ChangeCounts {
         self.counts[t][a] += 1;
     }
 
+    /// All changes, of every type and action.
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
     }
@@ -81,6 +89,7 @@ pub struct ChangeSet {
 }
 
 impl ChangeSet {
+    /// An empty change set.
     pub fn new() -> Self {
         Self::default()
     }
@@ -106,10 +115,12 @@ impl ChangeSet {
         }
     }
 
+    /// The number of objects changed.
     pub fn len(&self) -> usize {
         self.changes.len()
     }
 
+    /// Whether no object is changed.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
@@ -119,10 +130,12 @@ impl ChangeSet {
         self.changes.values()
     }
 
+    /// The change of one object, if the set has one.
     pub fn get(&self, id: ObjectId) -> Option<&Change> {
         self.changes.get(&id)
     }
 
+    /// Changes counted by object type and action.
     pub fn counts(&self) -> ChangeCounts {
         let mut counts = ChangeCounts::default();
         for change in self.iter() {

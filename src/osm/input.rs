@@ -4,7 +4,9 @@
 //! each by ascending id.
 
 use crate::osm::osc::OscReader;
-use crate::osm::{Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way};
+use crate::osm::{
+    owned_tags, Location, Member, Meta, Node, Object, ObjectId, ObjectType, Relation, Way,
+};
 use chrono::DateTime;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,14 +15,26 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
+/// Why an OSM file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// Opening, reading or decoding failed.
     #[error("{path}: {message}")]
-    Read { path: PathBuf, message: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, and where in the file when known.
+        message: String,
+    },
+    /// The file breaks osm2pgsql's order rule (nodes, ways, relations,
+    /// each by ascending id, each id once).
     #[error("{path}: input is not ordered: {current} after {previous} (osm2pgsql's input rule: nodes, ways, relations, each by ascending id, each id once)")]
     Order {
+        /// The file.
         path: PathBuf,
+        /// The object read before.
         previous: ObjectId,
+        /// The object out of order.
         current: ObjectId,
     },
 }
@@ -28,11 +42,15 @@ pub enum InputError {
 /// What kind of file a path holds, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// OSM PBF.
     Pbf,
+    /// OSM XML (`.osm`).
     Xml,
+    /// Gzip-compressed OSM XML (`.osm.gz`).
     XmlGz,
 }
 
+/// The format of the file at `path`, from its first bytes (not its name).
 pub fn detect_format(path: &Path) -> Result<Format, InputError> {
     let mut head = [0u8; 16];
     let mut file = File::open(path).map_err(|e| read_error(path, e))?;
@@ -238,24 +256,12 @@ fn decode_blob(path: &Path, index: usize, blob: &osmpbf::Blob) -> Result<Vec<Obj
     };
     for element in block.elements() {
         let object = match element {
-            osmpbf::Element::Node(n) => {
-                let info = n.info();
-                Object::Node(Node {
-                    id: n.id(),
-                    meta: meta(
-                        info.version(),
-                        info.milli_timestamp(),
-                        info.changeset(),
-                        info.uid().map(i64::from),
-                        info.user().and_then(|u| u.ok()),
-                    ),
-                    location: Some(Location::from_fixed(n.decimicro_lon(), n.decimicro_lat())),
-                    tags: n
-                        .tags()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                })
-            }
+            osmpbf::Element::Node(n) => Object::Node(Node {
+                id: n.id(),
+                meta: info_meta(&n.info()),
+                location: Some(Location::from_fixed(n.decimicro_lon(), n.decimicro_lat())),
+                tags: owned_tags(n.tags()),
+            }),
             osmpbf::Element::DenseNode(n) => {
                 let info = n.info();
                 Object::Node(Node {
@@ -271,32 +277,16 @@ fn decode_blob(path: &Path, index: usize, blob: &osmpbf::Blob) -> Result<Vec<Obj
                         None => Meta::default(),
                     },
                     location: Some(Location::from_fixed(n.decimicro_lon(), n.decimicro_lat())),
-                    tags: n
-                        .tags()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    tags: owned_tags(n.tags()),
                 })
             }
-            osmpbf::Element::Way(w) => {
-                let info = w.info();
-                Object::Way(Way {
-                    id: w.id(),
-                    meta: meta(
-                        info.version(),
-                        info.milli_timestamp(),
-                        info.changeset(),
-                        info.uid().map(i64::from),
-                        info.user().and_then(|u| u.ok()),
-                    ),
-                    nodes: w.refs().collect(),
-                    tags: w
-                        .tags()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                })
-            }
+            osmpbf::Element::Way(w) => Object::Way(Way {
+                id: w.id(),
+                meta: info_meta(&w.info()),
+                nodes: w.refs().collect(),
+                tags: owned_tags(w.tags()),
+            }),
             osmpbf::Element::Relation(r) => {
-                let info = r.info();
                 let mut members = Vec::new();
                 for m in r.members() {
                     let role = m.role().map_err(|e| bad("relation", r.id(), &e))?;
@@ -312,24 +302,26 @@ fn decode_blob(path: &Path, index: usize, blob: &osmpbf::Blob) -> Result<Vec<Obj
                 }
                 Object::Relation(Relation {
                     id: r.id(),
-                    meta: meta(
-                        info.version(),
-                        info.milli_timestamp(),
-                        info.changeset(),
-                        info.uid().map(i64::from),
-                        info.user().and_then(|u| u.ok()),
-                    ),
+                    meta: info_meta(&r.info()),
                     members,
-                    tags: r
-                        .tags()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    tags: owned_tags(r.tags()),
                 })
             }
         };
         objects.push(object);
     }
     Ok(objects)
+}
+
+/// The metadata of a PBF node, way or relation.
+fn info_meta(info: &osmpbf::Info<'_>) -> Meta {
+    meta(
+        info.version(),
+        info.milli_timestamp(),
+        info.changeset(),
+        info.uid().map(i64::from),
+        info.user().and_then(|u| u.ok()),
+    )
 }
 
 fn meta(

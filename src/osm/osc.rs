@@ -31,6 +31,7 @@ pub struct OscError {
     pub line: usize,
     /// The object being read when the problem was found, if its id is known.
     pub object: Option<ObjectId>,
+    /// What went wrong.
     pub kind: OscErrorKind,
 }
 
@@ -56,36 +57,52 @@ impl std::error::Error for OscError {
 /// What went wrong; the Display text is the message after `file:line: object: `.
 #[derive(Debug, thiserror::Error)]
 pub enum OscErrorKind {
+    /// The XML parser's message.
     #[error("XML syntax error: {0}")]
     Xml(String),
+    /// Reading or decompressing failed.
     #[error("I/O error: {0}")]
     Io(io::Error),
+    /// The document ends before its root element closes.
     #[error("unexpected end of file before </osmChange> (truncated diff?)")]
     UnexpectedEof,
+    /// A required attribute is absent.
     #[error("<{element}> without {attribute}")]
     MissingAttribute {
+        /// The element.
         element: &'static str,
+        /// The attribute it lacks (`id`, `lat`, `ref`, …).
         attribute: &'static str,
     },
+    /// A numeric attribute that does not parse.
     #[error("invalid number {attribute}=\"{value}\" in <{element}>")]
     InvalidNumber {
+        /// The element.
         element: &'static str,
+        /// The attribute.
         attribute: &'static str,
+        /// Its text.
         value: String,
     },
+    /// A `timestamp` attribute that is not ISO 8601 UTC.
     #[error("invalid timestamp \"{0}\" (expected YYYY-MM-DDTHH:MM:SSZ)")]
     InvalidTimestamp(String),
+    /// An object element (named) directly under `<osmChange>`.
     #[error("<{0}> outside a <create>, <modify> or <delete> block")]
     OutsideAction(&'static str),
     /// A character XML 1.0 forbids (its `Char` production): a C0 control
     /// other than tab, LF and CR, written raw or as a character reference.
     #[error("character U+{0:04X} is not allowed in XML 1.0")]
     ForbiddenCharacter(u32),
+    /// A `<member type>` other than node, way or relation.
     #[error("<member> with unknown type \"{0}\"")]
     UnknownMemberType(String),
+    /// An element where the format has no place for it.
     #[error("unexpected <{element}> {context}")]
     UnexpectedElement {
+        /// The element's name.
         element: String,
+        /// Where it was (`inside another action block`, …).
         context: &'static str,
     },
 }
@@ -1047,6 +1064,7 @@ mod osm_file_tests {
 mod tests {
     use super::*;
     use crate::osm::osc_write::write_osc;
+    use crate::osm::tags;
     use chrono::TimeZone;
     use std::io::Write;
 
@@ -1077,13 +1095,6 @@ mod tests {
             uid: Some(476789),
             user: Some(user.to_owned()),
         }
-    }
-
-    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -14,16 +14,25 @@ use std::path::{Path, PathBuf};
 /// combination is usable is the caller's decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PbfReplicationHeader {
+    /// `osmosis_replication_base_url`: the replication feed the extract
+    /// follows.
     pub base_url: Option<String>,
+    /// `osmosis_replication_sequence_number`: the feed's sequence number
+    /// the extract is up to date with.
     pub sequence: Option<u64>,
+    /// `osmosis_replication_timestamp`: the data's time.
     pub timestamp: Option<DateTime<Utc>>,
+    /// `writingprogram`: the program that wrote the file.
     pub writing_program: Option<String>,
 }
 
+/// Why the header of a PBF file could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct PbfHeaderError {
+    /// The file.
     pub path: PathBuf,
+    /// What is wrong with it.
     pub message: String,
 }
 

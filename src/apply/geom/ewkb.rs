@@ -32,16 +32,28 @@ const WKB_MULTIPOLYGON: u32 = 6;
 /// Why an (E)WKB value could not be decoded or encoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EwkbError {
+    /// The input ends early, after this many bytes.
     #[error("EWKB ends after {0} bytes, in the middle of a geometry")]
     Truncated(usize),
+    /// This many bytes follow the geometry.
     #[error("EWKB has {0} bytes left over after the geometry")]
     TrailingBytes(usize),
+    /// The byte order byte is neither 0 (big endian) nor 1 (little endian).
     #[error("invalid byte order marker {0}")]
     ByteOrder(u8),
+    /// A geometry type the decoder does not handle (Z or M coordinates, or
+    /// not a 2D simple feature type), as read.
     #[error("unsupported geometry type {0:#x}")]
     UnsupportedType(u32),
+    /// A multi geometry with a part of another type.
     #[error("a multi geometry contains a part of type {found}, expected {expected}")]
-    WrongPartType { expected: u32, found: u32 },
+    WrongPartType {
+        /// The WKB type the parts must have.
+        expected: u32,
+        /// The WKB type the part has.
+        found: u32,
+    },
+    /// A `geo` geometry type the encoder does not write (named).
     #[error("{0} cannot be written as EWKB by this module")]
     UnsupportedGeometry(&'static str),
 }

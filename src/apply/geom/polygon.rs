@@ -9,10 +9,12 @@ use geo::{Coord, Geometry, LineString, MultiPolygon, Polygon};
 /// consecutive duplicates may remain).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberWay {
+    /// The way's id.
     pub way_id: i64,
     /// The member role. Like osmium's `GeomAssembler`, assembly ignores it:
     /// inner and outer rings are told apart by geometry alone.
     pub role: String,
+    /// The way's node locations in order, EPSG:3857 metres.
     pub points: Vec<Coord<f64>>,
 }
 

@@ -16,9 +16,6 @@ pub struct ClassicTransform {
     keep_coastlines: bool,
 }
 
-/// The relation types osm2pgsql's pgsql output processes at all.
-pub const PROCESSED_RELATION_TYPES: [&str; 3] = ["route", "multipolygon", "boundary"];
-
 /// Result of the first filtering pass over an object's tags.
 struct Prefiltered {
     tags: Tags,
@@ -134,6 +131,8 @@ pub fn add_z_order(tags: &mut Tags) -> bool {
 }
 
 impl ClassicTransform {
+    /// The rules of `style`; `keep_coastlines` is osm2pgsql's
+    /// `--keep-coastlines` (otherwise `natural=coastline` is dropped).
     pub fn new(style: Arc<Style>, keep_coastlines: bool) -> ClassicTransform {
         ClassicTransform {
             style,
@@ -141,6 +140,7 @@ impl ClassicTransform {
         }
     }
 
+    /// The style whose rules apply.
     pub fn style(&self) -> &Arc<Style> {
         &self.style
     }
@@ -232,19 +232,17 @@ impl TagTransform for ClassicTransform {
         }))
     }
 
-    fn relation(
-        &mut self,
-        tags: &Tags,
-        members: &[MemberTags<'_>],
-    ) -> Result<Option<FilteredRelation>, TransformError> {
-        if !tag_value(tags, "type").is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
-            return Ok(None);
-        }
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError> {
         let prefiltered = self.prefilter(tags, false, true);
-        if !prefiltered.keep || members.is_empty() {
-            return Ok(None);
-        }
-        Ok(relation_member_tags(&prefiltered.tags))
+        Ok(prefiltered.keep.then_some(prefiltered.tags))
+    }
+
+    fn relation_members(
+        &mut self,
+        relation_tags: &Tags,
+        _members: &[MemberTags<'_>],
+    ) -> Result<Option<FilteredRelation>, TransformError> {
+        Ok(relation_member_tags(relation_tags))
     }
 }
 
@@ -310,13 +308,7 @@ fn add_route_tags(relation_tags: &Tags, tags: &mut Tags) {
 mod tests {
     use super::*;
     use crate::apply::style::HstoreOptions;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::osm::tags;
 
     fn classic(mode: HstoreMode, match_only: bool) -> ClassicTransform {
         let style = Style::default()

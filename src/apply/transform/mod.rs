@@ -20,7 +20,7 @@ mod classic;
 mod row;
 pub mod value;
 
-pub use classic::{add_z_order, ClassicTransform, PROCESSED_RELATION_TYPES};
+pub use classic::{add_z_order, ClassicTransform};
 pub use row::{row_values, RowValues};
 pub use value::ColumnValue;
 
@@ -48,12 +48,44 @@ pub trait TagTransform {
     /// out. `None` = nothing is written: also for relation types other
     /// than route/multipolygon/boundary and when `members` is empty (as
     /// osm2pgsql, which then does not call the member filter).
+    ///
+    /// The steps of osm2pgsql's `pgsql_process_relation`: the type check,
+    /// [`relation_tags`](Self::relation_tags), then
+    /// [`relation_members`](Self::relation_members).
     fn relation(
         &mut self,
         tags: &Tags,
         members: &[MemberTags<'_>],
+    ) -> Result<Option<FilteredRelation>, TransformError> {
+        let relation_type = classic::tag_value(tags, "type");
+        if !relation_type.is_some_and(|t| PROCESSED_RELATION_TYPES.contains(&t)) {
+            return Ok(None);
+        }
+        let Some(relation_tags) = self.relation_tags(tags)? else {
+            return Ok(None);
+        };
+        if members.is_empty() {
+            return Ok(None);
+        }
+        self.relation_members(&relation_tags, members)
+    }
+
+    /// The first pass over a processed relation's own tags (osm2pgsql's
+    /// `filter_tags` for relations): the surviving tags, `None` = dropped.
+    fn relation_tags(&mut self, tags: &Tags) -> Result<Option<Tags>, TransformError>;
+
+    /// The output of a relation whose tags [`relation_tags`](Self::relation_tags)
+    /// kept, given at least one member way (osm2pgsql's
+    /// `filter_rel_member_tags`). `None` = nothing is written.
+    fn relation_members(
+        &mut self,
+        relation_tags: &Tags,
+        members: &[MemberTags<'_>],
     ) -> Result<Option<FilteredRelation>, TransformError>;
 }
+
+/// The relation types osm2pgsql's pgsql output processes at all.
+pub const PROCESSED_RELATION_TYPES: [&str; 3] = ["route", "multipolygon", "boundary"];
 
 /// A kept node or way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +121,12 @@ impl RelationKind {
         }
     }
 
+    /// Whether the relation's member lines go to `_line` (and `_roads`).
     pub fn writes_lines(self) -> bool {
         self != RelationKind::Multipolygon
     }
 
+    /// Whether the relation is assembled into `_polygon` rows.
     pub fn writes_polygons(self) -> bool {
         self != RelationKind::Route
     }
@@ -105,6 +139,7 @@ pub struct FilteredRelation {
     /// `route_name`, `lcn`…`nwn_ref`, `route_pref_color` on routes (classic)
     /// and the `z_order` pseudo-tag.
     pub tags: Tags,
+    /// What the relation is built as.
     pub kind: RelationKind,
     /// Line rows are copied to `_roads`.
     pub roads: bool,
@@ -113,28 +148,43 @@ pub struct FilteredRelation {
 /// One way member of a relation as the transforms see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberTags<'a> {
+    /// The way's raw tags.
     pub tags: &'a Tags,
+    /// Its role in the relation (`outer`, `inner`, … or empty).
     pub role: &'a str,
 }
 
+/// Why a tag transform could not be built or failed on an object.
 #[derive(Debug, Error)]
 pub enum TransformError {
+    /// The style file is missing or wrong.
     #[error(transparent)]
     Style(#[from] StyleError),
+    /// The Lua script file could not be read.
     #[error("cannot read Lua tag transform script {path}: {source}")]
     ReadScript {
+        /// The script's path, as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The script does not load or lacks one of the four functions.
     #[error("Lua tag transform {script}: {message}")]
-    LuaLoad { script: String, message: String },
+    LuaLoad {
+        /// The script's name ([`LuaTransform::script`]).
+        script: String,
+        /// Lua's error, or the missing function.
+        message: String,
+    },
     /// A call failed or returned something osm2pgsql would reject.
     #[error("Lua tag transform {script}, function {function}: {message}")]
     LuaCall {
+        /// The script's name ([`LuaTransform::script`]).
         script: String,
+        /// The Lua function called (`filter_tags_way`, …).
         function: &'static str,
+        /// Lua's error, or what was wrong with the results.
         message: String,
     },
 }
@@ -151,7 +201,10 @@ pub struct TransformSettings {
     /// The style file's contents when imported; `None` = read `style_path`
     /// (or use the built-in default).
     pub style_text: Option<String>,
+    /// `-k/--hstore` or `-j/--hstore-all`: which tags go to the `tags`
+    /// column.
     pub hstore: HstoreMode,
+    /// `--hstore-match-only`.
     pub hstore_match_only: bool,
     /// `-z` prefixes.
     pub hstore_columns: Vec<String>,

@@ -115,13 +115,7 @@ fn column_value(column: &StyleColumn, value: &str) -> ColumnValue {
 mod tests {
     use super::*;
     use crate::apply::style::HstoreOptions;
-
-    fn tags(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::osm::tags;
 
     fn style(mode: HstoreMode, columns: &[&str]) -> Style {
         Style::default()

@@ -11,11 +11,15 @@ use crate::apply::style::ValueType;
 /// A value for one column of an output row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnValue {
+    /// A `text` column's value, or any type osm2pgsql passes through as
+    /// text.
     Text(String),
+    /// An integer column's value, in the int4 range.
     Int4(i32),
     /// float4; may be NaN or ±infinity (PostgreSQL's `NaN`, `Infinity`),
     /// as osm2pgsql writes them for `nan`/`inf` tag values.
     Real(f32),
+    /// No value: the tag is absent or does not convert.
     Null,
 }
 
