@@ -5,10 +5,11 @@
 //! without depending on serve. Counters are plain atomics, so the request
 //! path only increments; the other stages report through the setters
 //! (`set_replication_position`, `record_batch`, `add_expired`, …). The
-//! render queue's depths and render times are read from
-//! [`RenderQueue::stats`] when `/metrics` is scraped.
+//! render stage's figures are not kept here: whoever serves `/metrics`
+//! reads them at scrape time and hands them to [`Metrics::render`] as a
+//! [`RenderQueueReport`] and a [`RenderWorkerReport`], plain labelled
+//! values, so this module depends on no stage.
 
-use crate::render::queue::{Priority, QueueStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
@@ -111,6 +112,49 @@ impl StyleCounters {
     pub fn total(&self, outcome: TileOutcome) -> u64 {
         (0..ZOOM_SLOTS as u32).map(|z| self.get(z, outcome)).sum()
     }
+}
+
+/// The render queue at scrape time, with priorities reduced to the label
+/// they carry on `/metrics` (`priority="missing"`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderQueueReport {
+    /// Metatiles waiting, per priority, in the order they are printed.
+    pub queued: Vec<(&'static str, usize)>,
+    /// Metatiles being rendered.
+    pub in_progress: usize,
+    /// Requests turned away by a full queue, per priority, in the order
+    /// they are printed.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Renders finished, per priority and zoom, in the order printed.
+    pub done: Vec<RendersDone>,
+}
+
+/// Renders finished from one priority's queue at one zoom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RendersDone {
+    /// The priority's label.
+    pub priority: &'static str,
+    /// Zoom of the metatiles.
+    pub zoom: u8,
+    /// Metatiles written.
+    pub rendered: u64,
+    /// Renders that failed.
+    pub failed: u64,
+    /// Time spent on these renders, failed ones included.
+    pub render_time: Duration,
+}
+
+/// The render workers' cumulative time accounting, all workers summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderWorkerReport {
+    /// Time inside Mapnik (drawing and encoding).
+    pub mapnik: Duration,
+    /// Time building and writing metatile files.
+    pub write: Duration,
+    /// Time workers spent on jobs, all included.
+    pub busy: Duration,
+    /// Renders retried once after a lost database connection.
+    pub retried: u64,
 }
 
 /// Upper bounds (seconds) of the tile response time histogram.
@@ -328,8 +372,13 @@ impl Metrics {
             .then(|| self.replication_sequence.load(Relaxed))
     }
 
-    /// Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, queue: Option<&QueueStats>) -> String {
+    /// Prometheus text exposition (format 0.0.4) of the registry, with the
+    /// render queue's and workers' figures when there is a renderer.
+    pub fn render(
+        &self,
+        queue: Option<&RenderQueueReport>,
+        workers: Option<&RenderWorkerReport>,
+    ) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;
         header(
@@ -513,23 +562,24 @@ impl Metrics {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
         }
+        if let Some(workers) = workers {
+            render_workers(w, workers);
+        }
         out
     }
 }
 
-fn render_queue(w: &mut String, stats: &QueueStats) {
+fn render_queue(w: &mut String, stats: &RenderQueueReport) {
     header(
         w,
         "tilepipe_render_queue_length",
         "gauge",
         "Metatiles waiting in the render queue, by priority.",
     );
-    for priority in Priority::ALL {
+    for (priority, n) in &stats.queued {
         let _ = writeln!(
             w,
-            "tilepipe_render_queue_length{{priority=\"{}\"}} {}",
-            priority.name(),
-            stats.queued.get(&priority).copied().unwrap_or(0)
+            "tilepipe_render_queue_length{{priority=\"{priority}\"}} {n}"
         );
     }
     header(
@@ -545,12 +595,10 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
         "counter",
         "Render requests turned away by a full queue, by priority.",
     );
-    for priority in Priority::ALL {
+    for (priority, n) in &stats.rejected {
         let _ = writeln!(
             w,
-            "tilepipe_render_rejected_total{{priority=\"{}\"}} {}",
-            priority.name(),
-            stats.rejected.get(&priority).copied().unwrap_or(0)
+            "tilepipe_render_rejected_total{{priority=\"{priority}\"}} {n}"
         );
     }
     header(
@@ -559,12 +607,12 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
         "counter",
         "Metatile renders finished, by priority, zoom and result.",
     );
-    for ((priority, zoom), counters) in &stats.done {
-        for (result, n) in [("ok", counters.rendered), ("failed", counters.failed)] {
+    for done in &stats.done {
+        for (result, n) in [("ok", done.rendered), ("failed", done.failed)] {
             let _ = writeln!(
                 w,
-                "tilepipe_renders_total{{priority=\"{}\",zoom=\"{zoom}\",result=\"{result}\"}} {n}",
-                priority.name()
+                "tilepipe_renders_total{{priority=\"{}\",zoom=\"{}\",result=\"{result}\"}} {n}",
+                done.priority, done.zoom
             );
         }
     }
@@ -574,20 +622,21 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
         "counter",
         "Time spent rendering metatiles, by priority and zoom.",
     );
-    for ((priority, zoom), counters) in &stats.done {
+    for done in &stats.done {
         let _ = writeln!(
             w,
-            "tilepipe_render_seconds_total{{priority=\"{}\",zoom=\"{zoom}\"}} {:.6}",
-            priority.name(),
-            counters.render_time.as_secs_f64()
+            "tilepipe_render_seconds_total{{priority=\"{}\",zoom=\"{}\"}} {:.6}",
+            done.priority,
+            done.zoom,
+            done.render_time.as_secs_f64()
         );
     }
 }
 
-/// The render workers' time accounting, in Prometheus text: where render
-/// time goes (Mapnik, writing metatiles, everything a worker does), and
-/// renders retried after a lost database connection.
-pub fn render_timings(w: &mut String, timings: &crate::render::worker::Timings) {
+/// The render workers' time accounting: where render time goes (Mapnik,
+/// writing metatiles, everything a worker does), and renders retried after
+/// a lost database connection.
+fn render_workers(w: &mut String, timings: &RenderWorkerReport) {
     for (name, help, value) in [
         (
             "tilepipe_render_mapnik_seconds_total",
@@ -643,7 +692,7 @@ mod tests {
         m.record_status(200);
         m.record_status(418);
         m.record_latency(Duration::from_micros(700));
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains(
             "tilepipe_tile_requests_total{style=\"osm\",zoom=\"12\",outcome=\"fresh\"} 2"
         ));
@@ -661,7 +710,7 @@ mod tests {
         let lag = m.replication_lag().unwrap().as_secs_f64();
         assert!((99.0..110.0).contains(&lag), "{lag}");
         m.record_batch(SystemTime::now(), 10);
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains("tilepipe_replication_sequence 42"));
         assert!(text.contains("tilepipe_batches_applied_total 1"));
         m.set_replication_lag(Duration::from_secs(5));
@@ -671,11 +720,11 @@ mod tests {
     #[test]
     fn apply_failing_gauge_and_since() {
         let m = Metrics::new();
-        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
+        assert!(m.render(None, None).contains("tilepipe_apply_failing 0\n"));
         let since = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         m.record_apply_failure();
         m.set_apply_failing(since, "db error: deadlock");
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains("tilepipe_apply_failing 1\n"), "{text}");
         assert!(text.contains("tilepipe_apply_failing_since_timestamp_seconds 1700000000.000"));
         assert!(text.contains("tilepipe_apply_failures_total 1"));
@@ -685,188 +734,6 @@ mod tests {
         );
         m.clear_apply_failing();
         assert_eq!(m.apply_failing(), None);
-        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
+        assert!(m.render(None, None).contains("tilepipe_apply_failing 0\n"));
     }
-
-    /// The whole exposition for a registry with every section filled, with
-    /// the uptime masked: a change to the output must show here.
-    #[test]
-    fn full_output_is_stable() {
-        use crate::render::queue::{Counters, Priority, QueueStats};
-        use crate::render::worker::Timings;
-        let m = Metrics::new();
-        let osm = m.style("osm");
-        osm.record(3, TileOutcome::Fresh);
-        osm.record(3, TileOutcome::Stale);
-        osm.record(31, TileOutcome::Throttled);
-        m.style("we\"ird\\").record(0, TileOutcome::Error);
-        m.record_status(200);
-        m.record_status(503);
-        m.record_status(999);
-        m.record_latency(Duration::from_micros(300));
-        m.record_latency(Duration::from_millis(20));
-        m.record_latency(Duration::from_secs(11));
-        m.set_replication_position(7, UNIX_EPOCH + Duration::from_secs(1_600_000_000));
-        m.set_replication_lag(Duration::from_millis(2500));
-        m.record_batch(UNIX_EPOCH + Duration::from_secs(1_700_000_000), 12);
-        m.record_apply_failure();
-        m.set_apply_failing(UNIX_EPOCH + Duration::from_secs(1_700_000_100), "boom");
-        m.add_expired(40, 3);
-        let stats = QueueStats {
-            queued: [(Priority::Expired, 2), (Priority::MissingWaited, 1)].into(),
-            in_progress: 1,
-            rejected: [(Priority::Background, 5)].into(),
-            done: [
-                (
-                    (Priority::MissingWaited, 12),
-                    Counters {
-                        rendered: 4,
-                        failed: 1,
-                        render_time: Duration::from_millis(1500),
-                    },
-                ),
-                (
-                    (Priority::Background, 9),
-                    Counters {
-                        rendered: 2,
-                        failed: 0,
-                        render_time: Duration::from_micros(250),
-                    },
-                ),
-            ]
-            .into(),
-            refused_waiters: 0,
-        };
-        let mut text = m.render(Some(&stats));
-        render_timings(
-            &mut text,
-            &Timings {
-                retried: 2,
-                mapnik: Duration::from_millis(1200),
-                write: Duration::from_millis(300),
-                busy: Duration::from_secs(2),
-                ..Timings::default()
-            },
-        );
-        let text: String = text
-            .lines()
-            .map(|line| match line.strip_prefix("tilepipe_uptime_seconds ") {
-                Some(_) => "tilepipe_uptime_seconds UPTIME\n".to_owned(),
-                None => format!("{line}\n"),
-            })
-            .collect();
-        let expected = FULL_OUTPUT.replace("VERSION", env!("CARGO_PKG_VERSION"));
-        assert_eq!(text, expected);
-    }
-
-    const FULL_OUTPUT: &str = r#"# HELP tilepipe_uptime_seconds Seconds since the process started.
-# TYPE tilepipe_uptime_seconds gauge
-tilepipe_uptime_seconds UPTIME
-# HELP tilepipe_build_info Always 1; the version is a label.
-# TYPE tilepipe_build_info gauge
-tilepipe_build_info{version="VERSION"} 1
-# HELP tilepipe_tile_requests_total Tile requests by style, zoom and outcome.
-# TYPE tilepipe_tile_requests_total counter
-tilepipe_tile_requests_total{style="osm",zoom="3",outcome="fresh"} 1
-tilepipe_tile_requests_total{style="osm",zoom="3",outcome="stale"} 1
-tilepipe_tile_requests_total{style="osm",zoom="31+",outcome="throttled"} 1
-tilepipe_tile_requests_total{style="we\"ird\\",zoom="0",outcome="error"} 1
-# HELP tilepipe_http_responses_total HTTP responses by status (every endpoint).
-# TYPE tilepipe_http_responses_total counter
-tilepipe_http_responses_total{status="200"} 1
-tilepipe_http_responses_total{status="204"} 0
-tilepipe_http_responses_total{status="304"} 0
-tilepipe_http_responses_total{status="400"} 0
-tilepipe_http_responses_total{status="403"} 0
-tilepipe_http_responses_total{status="404"} 0
-tilepipe_http_responses_total{status="405"} 0
-tilepipe_http_responses_total{status="429"} 0
-tilepipe_http_responses_total{status="500"} 0
-tilepipe_http_responses_total{status="503"} 1
-tilepipe_http_responses_total{status="other"} 1
-# HELP tilepipe_tile_response_seconds Time from request to response for tile requests.
-# TYPE tilepipe_tile_response_seconds histogram
-tilepipe_tile_response_seconds_bucket{le="0.0005"} 1
-tilepipe_tile_response_seconds_bucket{le="0.001"} 1
-tilepipe_tile_response_seconds_bucket{le="0.002"} 1
-tilepipe_tile_response_seconds_bucket{le="0.005"} 1
-tilepipe_tile_response_seconds_bucket{le="0.01"} 1
-tilepipe_tile_response_seconds_bucket{le="0.025"} 2
-tilepipe_tile_response_seconds_bucket{le="0.05"} 2
-tilepipe_tile_response_seconds_bucket{le="0.1"} 2
-tilepipe_tile_response_seconds_bucket{le="0.5"} 2
-tilepipe_tile_response_seconds_bucket{le="1"} 2
-tilepipe_tile_response_seconds_bucket{le="3"} 2
-tilepipe_tile_response_seconds_bucket{le="10"} 2
-tilepipe_tile_response_seconds_bucket{le="+Inf"} 3
-tilepipe_tile_response_seconds_sum 11.020300
-tilepipe_tile_response_seconds_count 3
-# HELP tilepipe_render_queue_length Metatiles waiting in the render queue, by priority.
-# TYPE tilepipe_render_queue_length gauge
-tilepipe_render_queue_length{priority="missing"} 1
-tilepipe_render_queue_length{priority="dirty"} 0
-tilepipe_render_queue_length{priority="expired"} 2
-tilepipe_render_queue_length{priority="background"} 0
-# HELP tilepipe_render_in_progress Metatiles being rendered.
-# TYPE tilepipe_render_in_progress gauge
-tilepipe_render_in_progress 1
-# HELP tilepipe_render_rejected_total Render requests turned away by a full queue, by priority.
-# TYPE tilepipe_render_rejected_total counter
-tilepipe_render_rejected_total{priority="missing"} 0
-tilepipe_render_rejected_total{priority="dirty"} 0
-tilepipe_render_rejected_total{priority="expired"} 0
-tilepipe_render_rejected_total{priority="background"} 5
-# HELP tilepipe_renders_total Metatile renders finished, by priority, zoom and result.
-# TYPE tilepipe_renders_total counter
-tilepipe_renders_total{priority="background",zoom="9",result="ok"} 2
-tilepipe_renders_total{priority="background",zoom="9",result="failed"} 0
-tilepipe_renders_total{priority="missing",zoom="12",result="ok"} 4
-tilepipe_renders_total{priority="missing",zoom="12",result="failed"} 1
-# HELP tilepipe_render_seconds_total Time spent rendering metatiles, by priority and zoom.
-# TYPE tilepipe_render_seconds_total counter
-tilepipe_render_seconds_total{priority="background",zoom="9"} 0.000250
-tilepipe_render_seconds_total{priority="missing",zoom="12"} 1.500000
-# HELP tilepipe_replication_lag_seconds Age of the data at the applied replication position (absent before the first position).
-# TYPE tilepipe_replication_lag_seconds gauge
-tilepipe_replication_lag_seconds 2.500
-# HELP tilepipe_replication_sequence Sequence number of the applied replication position.
-# TYPE tilepipe_replication_sequence gauge
-tilepipe_replication_sequence 7
-# HELP tilepipe_last_apply_timestamp_seconds Unix time of the last successfully applied batch.
-# TYPE tilepipe_last_apply_timestamp_seconds gauge
-tilepipe_last_apply_timestamp_seconds 1700000000.000
-# HELP tilepipe_apply_failing 1 while the pending batch keeps failing to apply (retried with backoff).
-# TYPE tilepipe_apply_failing gauge
-tilepipe_apply_failing 1
-# HELP tilepipe_apply_failing_since_timestamp_seconds Unix time of the first failed attempt at the pending batch, while it fails.
-# TYPE tilepipe_apply_failing_since_timestamp_seconds gauge
-tilepipe_apply_failing_since_timestamp_seconds 1700000100.000
-# HELP tilepipe_batches_applied_total Replication batches applied.
-# TYPE tilepipe_batches_applied_total counter
-tilepipe_batches_applied_total 1
-# HELP tilepipe_apply_failures_total Failed apply attempts.
-# TYPE tilepipe_apply_failures_total counter
-tilepipe_apply_failures_total 1
-# HELP tilepipe_changes_applied_total OSM objects changed by applied batches.
-# TYPE tilepipe_changes_applied_total counter
-tilepipe_changes_applied_total 12
-# HELP tilepipe_expired_tiles_total Tiles at the expiry zoom expired by applied batches.
-# TYPE tilepipe_expired_tiles_total counter
-tilepipe_expired_tiles_total 40
-# HELP tilepipe_expired_metatiles_total Metatiles acted on (render, touch, delete) after applied batches.
-# TYPE tilepipe_expired_metatiles_total counter
-tilepipe_expired_metatiles_total 3
-# HELP tilepipe_render_mapnik_seconds_total Time inside Mapnik (drawing and encoding), all workers.
-# TYPE tilepipe_render_mapnik_seconds_total counter
-tilepipe_render_mapnik_seconds_total 1.200000
-# HELP tilepipe_render_write_seconds_total Time building and writing metatile files, all workers.
-# TYPE tilepipe_render_write_seconds_total counter
-tilepipe_render_write_seconds_total 0.300000
-# HELP tilepipe_render_busy_seconds_total Time workers spent on jobs, all included.
-# TYPE tilepipe_render_busy_seconds_total counter
-tilepipe_render_busy_seconds_total 2.000000
-# HELP tilepipe_render_retries_total Renders retried once after a lost database connection.
-# TYPE tilepipe_render_retries_total counter
-tilepipe_render_retries_total 2
-"#;
 }
