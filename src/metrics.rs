@@ -381,6 +381,25 @@ impl Metrics {
     ) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;
+        self.render_process(w);
+        self.render_tile_requests(w);
+        self.render_statuses(w);
+        self.render_latency(w);
+        if let Some(queue) = queue {
+            render_queue(w, queue);
+            render_done(w, queue);
+        }
+        self.render_replication(w);
+        self.render_apply_failing(w);
+        self.render_totals(w);
+        if let Some(workers) = workers {
+            render_workers(w, workers);
+        }
+        out
+    }
+
+    /// Uptime and build information.
+    fn render_process(&self, w: &mut String) {
         header(
             w,
             "tilepipe_uptime_seconds",
@@ -403,7 +422,10 @@ impl Metrics {
             "tilepipe_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+    }
 
+    /// Tile requests per style, zoom and outcome; only the non-zero ones.
+    fn render_tile_requests(&self, w: &mut String) {
         header(
             w,
             "tilepipe_tile_requests_total",
@@ -415,22 +437,21 @@ impl Metrics {
                 for outcome in TileOutcome::ALL {
                     let n = style.get(zoom, outcome);
                     if n > 0 {
-                        let zoom_label = if zoom as usize == ZOOM_SLOTS - 1 {
-                            format!("{}+", ZOOM_SLOTS - 1)
-                        } else {
-                            zoom.to_string()
-                        };
                         let _ = writeln!(
                             w,
-                            "tilepipe_tile_requests_total{{style=\"{}\",zoom=\"{zoom_label}\",outcome=\"{}\"}} {n}",
+                            "tilepipe_tile_requests_total{{style=\"{}\",zoom=\"{}\",outcome=\"{}\"}} {n}",
                             escape(&style.name),
+                            zoom_label(zoom),
                             outcome.name()
                         );
                     }
                 }
             }
         }
+    }
 
+    /// HTTP responses per status, every counted status and "other".
+    fn render_statuses(&self, w: &mut String) {
         header(
             w,
             "tilepipe_http_responses_total",
@@ -447,7 +468,10 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
+    }
 
+    /// The tile response time histogram: cumulative buckets, sum, count.
+    fn render_latency(&self, w: &mut String) {
         header(
             w,
             "tilepipe_tile_response_seconds",
@@ -471,11 +495,11 @@ impl Metrics {
             self.latency_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(w, "tilepipe_tile_response_seconds_count {cumulative}");
+    }
 
-        if let Some(stats) = queue {
-            render_queue(w, stats);
-        }
-
+    /// The applied replication position: lag, sequence and the last apply;
+    /// each value is absent until first reported.
+    fn render_replication(&self, w: &mut String) {
         header(
             w,
             "tilepipe_replication_lag_seconds",
@@ -511,6 +535,10 @@ impl Metrics {
                 unix_secs(time)
             );
         }
+    }
+
+    /// Whether the pending batch keeps failing, and since when.
+    fn render_apply_failing(&self, w: &mut String) {
         let failing = self.apply_failing();
         header(
             w,
@@ -532,6 +560,10 @@ impl Metrics {
                 unix_secs(since)
             );
         }
+    }
+
+    /// The apply and expire counters: batches, failures, changes, expiry.
+    fn render_totals(&self, w: &mut String) {
         for (name, help, value) in [
             (
                 "tilepipe_batches_applied_total",
@@ -562,13 +594,19 @@ impl Metrics {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
         }
-        if let Some(workers) = workers {
-            render_workers(w, workers);
-        }
-        out
     }
 }
 
+/// A zoom's label; the last slot holds every zoom from 31 up ("31+").
+fn zoom_label(zoom: u32) -> String {
+    if zoom as usize == ZOOM_SLOTS - 1 {
+        format!("{}+", ZOOM_SLOTS - 1)
+    } else {
+        zoom.to_string()
+    }
+}
+
+/// The render queue now: waiting per priority, in progress, rejected.
 fn render_queue(w: &mut String, stats: &RenderQueueReport) {
     header(
         w,
@@ -601,6 +639,10 @@ fn render_queue(w: &mut String, stats: &RenderQueueReport) {
             "tilepipe_render_rejected_total{{priority=\"{priority}\"}} {n}"
         );
     }
+}
+
+/// Renders finished, and the time they took, per priority and zoom.
+fn render_done(w: &mut String, stats: &RenderQueueReport) {
     header(
         w,
         "tilepipe_renders_total",
