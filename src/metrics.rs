@@ -44,6 +44,7 @@ pub enum TileOutcome {
 }
 
 impl TileOutcome {
+    /// Every outcome, in the order of the counters.
     pub const ALL: [TileOutcome; 10] = [
         TileOutcome::Fresh,
         TileOutcome::Stale,
@@ -57,6 +58,7 @@ impl TileOutcome {
         TileOutcome::Error,
     ];
 
+    /// The `outcome` label on `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
             TileOutcome::Fresh => "fresh",
@@ -93,6 +95,7 @@ impl StyleCounters {
         }
     }
 
+    /// The style's name, the `style` label on `/metrics`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -103,6 +106,7 @@ impl StyleCounters {
         self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].fetch_add(1, Relaxed);
     }
 
+    /// Requests counted at `zoom` (above 30: all of them) with `outcome`.
     pub fn get(&self, zoom: u32, outcome: TileOutcome) -> u64 {
         let zoom = (zoom as usize).min(ZOOM_SLOTS - 1);
         self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].load(Relaxed)
@@ -169,7 +173,9 @@ fn f64_cell(value: f64) -> AtomicU64 {
     AtomicU64::new(value.to_bits())
 }
 
-/// See the module documentation.
+/// The registry: one per process, shared as `Arc<Metrics>` by the stages
+/// that report and the server that renders it (see the module
+/// documentation).
 pub struct Metrics {
     started: Instant,
     styles: RwLock<Vec<Arc<StyleCounters>>>,
@@ -210,6 +216,7 @@ fn unix_secs(time: SystemTime) -> f64 {
 }
 
 impl Metrics {
+    /// An empty registry; the uptime counts from now.
     pub fn new() -> Metrics {
         Metrics {
             started: Instant::now(),
@@ -366,6 +373,8 @@ impl Metrics {
         (secs > 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(secs))
     }
 
+    /// Sequence number of the applied replication position, if any was
+    /// reported.
     pub fn replication_sequence(&self) -> Option<u64> {
         self.replication_known
             .load(Relaxed)
