@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
-//! - [`worker`]: the render threads, one Mapnik map per style each.
+//! - [`worker`]: the render threads, one Mapnik map per style each (the
+//!   `render` feature; without it the renderer fails to start).
 //! - [`style`]: a style's XML pointed at the configured database.
 //! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
 //!   and the `render_*` tools.
