@@ -42,31 +42,60 @@ mod disabled;
 #[cfg(not(feature = "render"))]
 pub use disabled::Renderer;
 
+/// Why the renderer did not start, or a render was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// Mapnik could not load its input plugins (renderd.conf's
+    /// `plugins_dir`).
     #[error("cannot register Mapnik input plugins from {dir}: {message}")]
-    Plugins { dir: PathBuf, message: String },
-    #[error("cannot register fonts from {dir}: {message}")]
-    Fonts { dir: PathBuf, message: String },
-    #[error("style {style:?} ({xml}): {message}")]
-    Style {
-        style: String,
-        xml: PathBuf,
+    Plugins {
+        /// The plugin directory tried.
+        dir: PathBuf,
+        /// Mapnik's message.
         message: String,
     },
+    /// Mapnik could not register a font directory (renderd.conf's
+    /// `font_dir`).
+    #[error("cannot register fonts from {dir}: {message}")]
+    Fonts {
+        /// The font directory tried.
+        dir: PathBuf,
+        /// Mapnik's message.
+        message: String,
+    },
+    /// A style's XML did not load.
+    #[error("style {style:?} ({xml}): {message}")]
+    Style {
+        /// The style's name.
+        style: String,
+        /// Its XML file.
+        xml: PathBuf,
+        /// What failed: reading, rewriting or Mapnik's parse.
+        message: String,
+    },
+    /// The styles do not pass [`validate_styles`](super::config::validate_styles);
+    /// its message.
     #[error("invalid style configuration: {0}")]
     Config(String),
+    /// The style name asked for, which no configured style has.
     #[error("unknown style {0:?}")]
     UnknownStyle(String),
+    /// The zoom asked for is outside the style's `min_zoom`-`max_zoom`.
     #[error("style {style:?} renders zoom {min}-{max}, not {z}")]
     Zoom {
+        /// The style's name.
         style: String,
+        /// The zoom asked for.
         z: u8,
+        /// The style's `min_zoom`.
         min: u8,
+        /// The style's `max_zoom`.
         max: u8,
     },
+    /// The metatile asked for, whose x or y is outside the world.
     #[error("{0} is outside the world")]
     Address(Metatile),
+    /// The system refused a thread.
     #[error("cannot start a render thread: {0}")]
     Thread(std::io::Error),
     /// Only from builds without the `render` feature: there is no Mapnik.
@@ -84,7 +113,9 @@ pub struct Timings {
     /// times, which a waiter woken by the queue may not see yet: wait for
     /// this count to be sure they are in.
     pub jobs: u64,
+    /// Jobs whose metatile was written.
     pub rendered: u64,
+    /// Jobs that failed (and were reported to their waiters).
     pub failed: u64,
     /// Renders retried after a lost database connection.
     pub retried: u64,

@@ -27,12 +27,12 @@ impl Renderer {
         Err(RenderError::NotBuilt)
     }
 
-    /// The queue the workers take jobs from.
+    /// The queue the workers take jobs from: submit to it to render.
     pub fn queue(&self) -> &Arc<RenderQueue> {
         match self.never {}
     }
 
-    /// The styles the workers draw.
+    /// The styles the workers draw, as configured.
     pub fn styles(&self) -> &[StyleConfig] {
         match self.never {}
     }

@@ -236,10 +236,12 @@ impl Renderer {
         Ok(renderer)
     }
 
+    /// The queue the workers take jobs from: submit to it to render.
     pub fn queue(&self) -> &Arc<RenderQueue> {
         &self.queue
     }
 
+    /// The styles the workers draw, as configured.
     pub fn styles(&self) -> &[StyleConfig] {
         &self.configs
     }
