@@ -1,13 +1,14 @@
 //! The one typed configuration tree, read from `config.yaml`.
 //!
 //! Every stage owns its section's type (`replication::config`,
-//! `apply::config`, `expire::batch`, `render::config`, `serve::config`,
-//! and `db` for the shared connection); this module only assembles them
-//! and owns the process's own `log` section, so no stage imports it. Unknown keys and bad values are errors
-//! that name the key and the line (`deny_unknown_fields` plus the YAML
-//! parser's locations). A missing key takes the documented default, which
-//! is also what the repository's `config.yaml` spells out. Every section
-//! also serialises, so tests build a `Config` in Rust and write it as YAML.
+//! `apply::config`, `expire::batch`, `render::config`, `serve::config`, and
+//! `db` for the shared connection); this module only assembles them and owns
+//! the process's own `log` section, so no stage imports it. Unknown keys and
+//! bad values are errors that name the key and the line
+//! (`deny_unknown_fields` plus the YAML parser's locations). A missing key
+//! takes the documented default, which is also what the repository's
+//! `config.yaml` spells out. Every section also serialises, so tests build a
+//! `Config` in Rust and write it as YAML.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -15,33 +16,51 @@ use std::path::{Path, PathBuf};
 /// Where the configuration comes from when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
 
+/// The whole of `config.yaml`, one field per top-level key; an empty or
+/// absent file is `Config::default()`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `database:` the PostgreSQL connection (`-d` overrides its URL).
     pub database: crate::db::DatabaseConfig,
+    /// `replication:` the diff feed followed by `run` and `catchup`.
     pub replication: crate::replication::config::ReplicationConfig,
+    /// `import:` the osm2pgsql-style import settings (style file, table
+    /// prefix, …), stored in the database at import time.
     pub import: crate::apply::config::ImportConfig,
+    /// `expire:` which tiles applied changes expire and what is done to
+    /// their metatiles.
     pub expire: crate::expire::batch::ExpireConfig,
     /// Map styles the renderer draws and the server offers.
     pub styles: Vec<crate::render::config::StyleConfig>,
+    /// `render:` the render workers and queue, and the renderd protocol
+    /// sockets.
     pub render: crate::render::config::RenderConfig,
+    /// `serve:` the HTTP tile server.
     pub serve: crate::serve::config::ServeConfig,
+    /// `log:` the process's log format and filter.
     pub log: LogConfig,
 }
 
+/// How log lines are written to stderr (`log.format`, `--log-format`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Plain text for people (the default).
     #[default]
     Human,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
+/// The `log:` section.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// Human or JSON lines; `--log-format` overrides it.
     pub format: LogFormat,
-    /// A `tracing` filter: `info`, `debug`, `tilepipe::replication=debug,info`.
+    /// A `tracing` filter: `info`, `debug`, `tilepipe::replication=debug,info`
+    /// (default `info`); `-v`, `-q` and `RUST_LOG` override it.
     pub level: String,
 }
 
@@ -54,15 +73,26 @@ impl Default for LogConfig {
     }
 }
 
+/// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read (an absent one only when `-c` or
+    /// `TILEPIPE_CONFIG` named it).
     #[error("cannot read configuration file {path}: {source}")]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The text is not valid YAML, has an unknown key, or a bad value.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, naming the key (and the line, for YAML errors).
+        message: String,
+    },
 }
 
 impl Config {

@@ -43,6 +43,7 @@ const INSTANCE_LOCK: i64 = 0x7469_6c65_7069_7065;
 pub struct Locked {
     /// The backend holding it, when PostgreSQL still lists it.
     pub holder: Option<i32>,
+    /// What to tell the operator: the database and, if known, the pid.
     pub message: String,
 }
 
@@ -108,6 +109,8 @@ enum SessionError {
     Unavailable(anyhow::Error),
 }
 
+/// The `tilepipe run` loop: [`Daemon::start`] checks and connects,
+/// [`Daemon::run`] follows the feed until shutdown.
 pub struct Daemon {
     config: Config,
     db: postgres::Config,

@@ -3,6 +3,10 @@
 //! `database.url` (or `-d`) may be a URL or a conninfo string; whatever it
 //! leaves out is filled from the standard `PG*` environment variables and
 //! then libpq's own defaults, so `tilepipe` connects where `psql` would.
+//!
+//! Also what every stage shares about the database: [`connect`] (and
+//! [`describe`], the target named in errors with no password), the
+//! [`properties`] table, and [`quote_ident`].
 
 use postgres::config::Host;
 use postgres::{Client, Config, NoTls};
@@ -30,16 +34,23 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Why no connection could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// `database.url` (or `-d`) is neither a URL nor a conninfo string.
     #[error("invalid database connection string {text:?}: {source}")]
     BadUrl {
+        /// The text given, its password hidden.
         text: String,
+        /// The parser's error.
         source: postgres::Error,
     },
+    /// The server could not be reached or refused the connection.
     #[error("cannot connect to PostgreSQL ({target}): {source}")]
     Connect {
+        /// Where it tried: [`describe`]'s text.
         target: String,
+        /// The connection error.
         source: postgres::Error,
     },
 }
@@ -47,6 +58,7 @@ pub enum DbError {
 /// Environment lookup, injectable so tests need not touch the real
 /// process environment.
 pub trait Env {
+    /// The variable's value; `None` when unset or empty.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -224,12 +236,17 @@ pub mod properties {
     use super::quote_ident;
     use postgres::GenericClient;
 
+    /// The table's name (in `database.middle_schema`), as osm2pgsql
+    /// names it.
     pub const PROPERTIES_TABLE: &str = "osm2pgsql_properties";
 
+    /// A query on the properties table failed.
     #[derive(Debug, thiserror::Error)]
     #[error("database error on {table}: {source}")]
     pub struct PropertiesError {
+        /// `schema.osm2pgsql_properties`.
         pub table: String,
+        /// The database's error.
         #[source]
         pub source: postgres::Error,
     }
@@ -245,6 +262,8 @@ pub mod properties {
         }
     }
 
+    /// Whether the table exists in `schema` (it does once osm2pgsql 2.x or
+    /// `tilepipe import` ran).
     pub fn table_exists(
         client: &mut impl GenericClient,
         schema: &str,

@@ -7,6 +7,13 @@
 //! [`config`] holds the one typed configuration tree and [`cli`] wires the
 //! stages into commands, with [`daemon`] (the `run` loop) and [`services`]
 //! (the servers `run` and `serve` start and stop).
+//!
+//! Below the stages, shared by them: [`osm`] (the OSM data model and file
+//! formats), [`tile`] and [`metatile`] (tile addresses and mod_tile's
+//! `.meta` store), [`renderd`] (renderd's protocol and a client),
+//! [`metrics`] (the registry every stage reports to), [`db`] (PostgreSQL
+//! connections) and [`redact`] (credentials hidden from logs and
+//! messages).
 
 pub mod apply;
 pub mod cli;

@@ -68,20 +68,38 @@ pub fn touched_before() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(TOUCHED_BEFORE_SECS)
 }
 
+/// Why a metatile could not be found, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MetatileError {
+    /// A file system call on `path` failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory acted on.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The file is not a valid metatile (bad magic, count or index).
     #[error("{path}: not a metatile: {reason}")]
-    Format { path: PathBuf, reason: String },
+    Format {
+        /// The file read.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The style name given, unusable as a directory name.
     #[error("invalid style name {0:?} (1 to 40 characters, no '/', not '.' or '..')")]
     Style(String),
+    /// The options given (a parameterised variant's file name part).
     #[error("invalid style options {0:?} (1 to 40 characters, no '/', not '.' or '..')")]
     Options(String),
+    /// The metatile given, outside the world or above [`MAX_ZOOM`].
     #[error("{0} is not a valid metatile (zoom at most {max}, x and y inside the world)", max = MAX_ZOOM)]
     Address(Metatile),
+    /// The number of tiles given, above [`SLOTS`].
     #[error("{0} tiles given for one metatile; at most {max}", max = SLOTS)]
     TooManyTiles(usize),
+    /// The file size the tiles would make, past 4 GiB.
     #[error("metatile data of {0} bytes does not fit the 32-bit offsets of the format")]
     TooLarge(usize),
 }
@@ -217,9 +235,12 @@ pub fn encode(metatile: Metatile, tiles: &[Vec<u8>], gzip: bool) -> Result<Vec<u
 pub struct MetatileHeader {
     /// `METZ`: payloads are gzip streams.
     pub gzip: bool,
-    /// Origin as written in the header (readers do not rely on it).
+    /// Origin as written in the header (readers do not rely on it): the
+    /// column of the top-left tile.
     pub x: i32,
+    /// The row of the top-left tile.
     pub y: i32,
+    /// The zoom.
     pub z: i32,
     /// `(offset from file start, size)` per slot.
     pub index: [(u32, u32); SLOTS],
@@ -348,8 +369,11 @@ pub fn read_tile_at(path: &Path, tile: Tile) -> Result<Option<FileTile>, Metatil
 /// Times and size of a metatile file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStat {
+    /// Size in bytes.
     pub size: u64,
+    /// Last modification: when it was rendered, or touched to mark it dirty.
     pub mtime: SystemTime,
+    /// Last access, which cache purgers go by.
     pub atime: SystemTime,
 }
 
@@ -361,20 +385,31 @@ pub struct FileStat {
 /// comes from a touch rather than from age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TileState {
+    /// No file.
     Missing,
+    /// Rendered at or after the planet time.
     Clean(FileStat),
-    Dirty { stat: FileStat, touched: bool },
+    /// Older than the planet time: served, but due for a re-render.
+    Dirty {
+        /// The file's times and size.
+        stat: FileStat,
+        /// Dirty because it was touched, not because of its age.
+        touched: bool,
+    },
 }
 
 impl TileState {
+    /// Whether there is a file, clean or dirty.
     pub fn exists(&self) -> bool {
         !matches!(self, TileState::Missing)
     }
 
+    /// Whether the file is older than the planet time.
     pub fn is_dirty(&self) -> bool {
         matches!(self, TileState::Dirty { .. })
     }
 
+    /// The file's times and size, when there is one.
     pub fn file(&self) -> Option<&FileStat> {
         match self {
             TileState::Missing => None,
@@ -397,7 +432,9 @@ pub enum PlanetTimeSource {
 /// The time before which metatiles are dirty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanetTime {
+    /// Metatiles modified before this are dirty.
     pub time: SystemTime,
+    /// The file it was read from, or the default.
     pub source: PlanetTimeSource,
 }
 
@@ -423,10 +460,13 @@ pub struct TileStore {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl TileStore {
+    /// The store rooted at `dir`; each style is a directory below it.
+    /// Nothing is read or created yet.
     pub fn new(dir: impl Into<PathBuf>) -> TileStore {
         TileStore { dir: dir.into() }
     }
 
+    /// The root directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -5,10 +5,11 @@
 //! without depending on serve. Counters are plain atomics, so the request
 //! path only increments; the other stages report through the setters
 //! (`set_replication_position`, `record_batch`, `add_expired`, …). The
-//! render queue's depths and render times are read from
-//! [`RenderQueue::stats`] when `/metrics` is scraped.
+//! render stage's figures are not kept here: whoever serves `/metrics`
+//! reads them at scrape time and hands them to [`Metrics::render`] as a
+//! [`RenderQueueReport`] and a [`RenderWorkerReport`], plain labelled
+//! values, so this module depends on no stage.
 
-use crate::render::queue::{Priority, QueueStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
@@ -43,6 +44,7 @@ pub enum TileOutcome {
 }
 
 impl TileOutcome {
+    /// Every outcome, in the order of the counters.
     pub const ALL: [TileOutcome; 10] = [
         TileOutcome::Fresh,
         TileOutcome::Stale,
@@ -56,6 +58,7 @@ impl TileOutcome {
         TileOutcome::Error,
     ];
 
+    /// The `outcome` label on `/metrics`.
     pub fn name(self) -> &'static str {
         match self {
             TileOutcome::Fresh => "fresh",
@@ -92,6 +95,7 @@ impl StyleCounters {
         }
     }
 
+    /// The style's name, the `style` label on `/metrics`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -102,6 +106,7 @@ impl StyleCounters {
         self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].fetch_add(1, Relaxed);
     }
 
+    /// Requests counted at `zoom` (above 30: all of them) with `outcome`.
     pub fn get(&self, zoom: u32, outcome: TileOutcome) -> u64 {
         let zoom = (zoom as usize).min(ZOOM_SLOTS - 1);
         self.counts[zoom * TileOutcome::ALL.len() + outcome.index()].load(Relaxed)
@@ -111,6 +116,49 @@ impl StyleCounters {
     pub fn total(&self, outcome: TileOutcome) -> u64 {
         (0..ZOOM_SLOTS as u32).map(|z| self.get(z, outcome)).sum()
     }
+}
+
+/// The render queue at scrape time, with priorities reduced to the label
+/// they carry on `/metrics` (`priority="missing"`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderQueueReport {
+    /// Metatiles waiting, per priority, in the order they are printed.
+    pub queued: Vec<(&'static str, usize)>,
+    /// Metatiles being rendered.
+    pub in_progress: usize,
+    /// Requests turned away by a full queue, per priority, in the order
+    /// they are printed.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Renders finished, per priority and zoom, in the order printed.
+    pub done: Vec<RendersDone>,
+}
+
+/// Renders finished from one priority's queue at one zoom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RendersDone {
+    /// The priority's label.
+    pub priority: &'static str,
+    /// Zoom of the metatiles.
+    pub zoom: u8,
+    /// Metatiles written.
+    pub rendered: u64,
+    /// Renders that failed.
+    pub failed: u64,
+    /// Time spent on these renders, failed ones included.
+    pub render_time: Duration,
+}
+
+/// The render workers' cumulative time accounting, all workers summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderWorkerReport {
+    /// Time inside Mapnik (drawing and encoding).
+    pub mapnik: Duration,
+    /// Time building and writing metatile files.
+    pub write: Duration,
+    /// Time workers spent on jobs, all included.
+    pub busy: Duration,
+    /// Renders retried once after a lost database connection.
+    pub retried: u64,
 }
 
 /// Upper bounds (seconds) of the tile response time histogram.
@@ -125,7 +173,9 @@ fn f64_cell(value: f64) -> AtomicU64 {
     AtomicU64::new(value.to_bits())
 }
 
-/// See the module documentation.
+/// The registry: one per process, shared as `Arc<Metrics>` by the stages
+/// that report and the server that renders it (see the module
+/// documentation).
 pub struct Metrics {
     started: Instant,
     styles: RwLock<Vec<Arc<StyleCounters>>>,
@@ -166,6 +216,7 @@ fn unix_secs(time: SystemTime) -> f64 {
 }
 
 impl Metrics {
+    /// An empty registry; the uptime counts from now.
     pub fn new() -> Metrics {
         Metrics {
             started: Instant::now(),
@@ -322,16 +373,42 @@ impl Metrics {
         (secs > 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(secs))
     }
 
+    /// Sequence number of the applied replication position, if any was
+    /// reported.
     pub fn replication_sequence(&self) -> Option<u64> {
         self.replication_known
             .load(Relaxed)
             .then(|| self.replication_sequence.load(Relaxed))
     }
 
-    /// Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, queue: Option<&QueueStats>) -> String {
+    /// Prometheus text exposition (format 0.0.4) of the registry, with the
+    /// render queue's and workers' figures when there is a renderer.
+    pub fn render(
+        &self,
+        queue: Option<&RenderQueueReport>,
+        workers: Option<&RenderWorkerReport>,
+    ) -> String {
         let mut out = String::with_capacity(8192);
         let w = &mut out;
+        self.render_process(w);
+        self.render_tile_requests(w);
+        self.render_statuses(w);
+        self.render_latency(w);
+        if let Some(queue) = queue {
+            render_queue(w, queue);
+            render_done(w, queue);
+        }
+        self.render_replication(w);
+        self.render_apply_failing(w);
+        self.render_totals(w);
+        if let Some(workers) = workers {
+            render_workers(w, workers);
+        }
+        out
+    }
+
+    /// Uptime and build information.
+    fn render_process(&self, w: &mut String) {
         header(
             w,
             "tilepipe_uptime_seconds",
@@ -354,7 +431,10 @@ impl Metrics {
             "tilepipe_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+    }
 
+    /// Tile requests per style, zoom and outcome; only the non-zero ones.
+    fn render_tile_requests(&self, w: &mut String) {
         header(
             w,
             "tilepipe_tile_requests_total",
@@ -366,22 +446,21 @@ impl Metrics {
                 for outcome in TileOutcome::ALL {
                     let n = style.get(zoom, outcome);
                     if n > 0 {
-                        let zoom_label = if zoom as usize == ZOOM_SLOTS - 1 {
-                            format!("{}+", ZOOM_SLOTS - 1)
-                        } else {
-                            zoom.to_string()
-                        };
                         let _ = writeln!(
                             w,
-                            "tilepipe_tile_requests_total{{style=\"{}\",zoom=\"{zoom_label}\",outcome=\"{}\"}} {n}",
+                            "tilepipe_tile_requests_total{{style=\"{}\",zoom=\"{}\",outcome=\"{}\"}} {n}",
                             escape(&style.name),
+                            zoom_label(zoom),
                             outcome.name()
                         );
                     }
                 }
             }
         }
+    }
 
+    /// HTTP responses per status, every counted status and "other".
+    fn render_statuses(&self, w: &mut String) {
         header(
             w,
             "tilepipe_http_responses_total",
@@ -398,7 +477,10 @@ impl Metrics {
                 count.load(Relaxed)
             );
         }
+    }
 
+    /// The tile response time histogram: cumulative buckets, sum, count.
+    fn render_latency(&self, w: &mut String) {
         header(
             w,
             "tilepipe_tile_response_seconds",
@@ -422,11 +504,11 @@ impl Metrics {
             self.latency_sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(w, "tilepipe_tile_response_seconds_count {cumulative}");
+    }
 
-        if let Some(stats) = queue {
-            render_queue(w, stats);
-        }
-
+    /// The applied replication position: lag, sequence and the last apply;
+    /// each value is absent until first reported.
+    fn render_replication(&self, w: &mut String) {
         header(
             w,
             "tilepipe_replication_lag_seconds",
@@ -462,6 +544,10 @@ impl Metrics {
                 unix_secs(time)
             );
         }
+    }
+
+    /// Whether the pending batch keeps failing, and since when.
+    fn render_apply_failing(&self, w: &mut String) {
         let failing = self.apply_failing();
         header(
             w,
@@ -483,6 +569,10 @@ impl Metrics {
                 unix_secs(since)
             );
         }
+    }
+
+    /// The apply and expire counters: batches, failures, changes, expiry.
+    fn render_totals(&self, w: &mut String) {
         for (name, help, value) in [
             (
                 "tilepipe_batches_applied_total",
@@ -513,23 +603,30 @@ impl Metrics {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
         }
-        out
     }
 }
 
-fn render_queue(w: &mut String, stats: &QueueStats) {
+/// A zoom's label; the last slot holds every zoom from 31 up ("31+").
+fn zoom_label(zoom: u32) -> String {
+    if zoom as usize == ZOOM_SLOTS - 1 {
+        format!("{}+", ZOOM_SLOTS - 1)
+    } else {
+        zoom.to_string()
+    }
+}
+
+/// The render queue now: waiting per priority, in progress, rejected.
+fn render_queue(w: &mut String, stats: &RenderQueueReport) {
     header(
         w,
         "tilepipe_render_queue_length",
         "gauge",
         "Metatiles waiting in the render queue, by priority.",
     );
-    for priority in Priority::ALL {
+    for (priority, n) in &stats.queued {
         let _ = writeln!(
             w,
-            "tilepipe_render_queue_length{{priority=\"{}\"}} {}",
-            priority.name(),
-            stats.queued.get(&priority).copied().unwrap_or(0)
+            "tilepipe_render_queue_length{{priority=\"{priority}\"}} {n}"
         );
     }
     header(
@@ -545,26 +642,28 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
         "counter",
         "Render requests turned away by a full queue, by priority.",
     );
-    for priority in Priority::ALL {
+    for (priority, n) in &stats.rejected {
         let _ = writeln!(
             w,
-            "tilepipe_render_rejected_total{{priority=\"{}\"}} {}",
-            priority.name(),
-            stats.rejected.get(&priority).copied().unwrap_or(0)
+            "tilepipe_render_rejected_total{{priority=\"{priority}\"}} {n}"
         );
     }
+}
+
+/// Renders finished, and the time they took, per priority and zoom.
+fn render_done(w: &mut String, stats: &RenderQueueReport) {
     header(
         w,
         "tilepipe_renders_total",
         "counter",
         "Metatile renders finished, by priority, zoom and result.",
     );
-    for ((priority, zoom), counters) in &stats.done {
-        for (result, n) in [("ok", counters.rendered), ("failed", counters.failed)] {
+    for done in &stats.done {
+        for (result, n) in [("ok", done.rendered), ("failed", done.failed)] {
             let _ = writeln!(
                 w,
-                "tilepipe_renders_total{{priority=\"{}\",zoom=\"{zoom}\",result=\"{result}\"}} {n}",
-                priority.name()
+                "tilepipe_renders_total{{priority=\"{}\",zoom=\"{}\",result=\"{result}\"}} {n}",
+                done.priority, done.zoom
             );
         }
     }
@@ -574,20 +673,21 @@ fn render_queue(w: &mut String, stats: &QueueStats) {
         "counter",
         "Time spent rendering metatiles, by priority and zoom.",
     );
-    for ((priority, zoom), counters) in &stats.done {
+    for done in &stats.done {
         let _ = writeln!(
             w,
-            "tilepipe_render_seconds_total{{priority=\"{}\",zoom=\"{zoom}\"}} {:.6}",
-            priority.name(),
-            counters.render_time.as_secs_f64()
+            "tilepipe_render_seconds_total{{priority=\"{}\",zoom=\"{}\"}} {:.6}",
+            done.priority,
+            done.zoom,
+            done.render_time.as_secs_f64()
         );
     }
 }
 
-/// The render workers' time accounting, in Prometheus text: where render
-/// time goes (Mapnik, writing metatiles, everything a worker does), and
-/// renders retried after a lost database connection.
-pub fn render_timings(w: &mut String, timings: &crate::render::worker::Timings) {
+/// The render workers' time accounting: where render time goes (Mapnik,
+/// writing metatiles, everything a worker does), and renders retried after
+/// a lost database connection.
+fn render_workers(w: &mut String, timings: &RenderWorkerReport) {
     for (name, help, value) in [
         (
             "tilepipe_render_mapnik_seconds_total",
@@ -643,7 +743,7 @@ mod tests {
         m.record_status(200);
         m.record_status(418);
         m.record_latency(Duration::from_micros(700));
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains(
             "tilepipe_tile_requests_total{style=\"osm\",zoom=\"12\",outcome=\"fresh\"} 2"
         ));
@@ -661,7 +761,7 @@ mod tests {
         let lag = m.replication_lag().unwrap().as_secs_f64();
         assert!((99.0..110.0).contains(&lag), "{lag}");
         m.record_batch(SystemTime::now(), 10);
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains("tilepipe_replication_sequence 42"));
         assert!(text.contains("tilepipe_batches_applied_total 1"));
         m.set_replication_lag(Duration::from_secs(5));
@@ -671,11 +771,11 @@ mod tests {
     #[test]
     fn apply_failing_gauge_and_since() {
         let m = Metrics::new();
-        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
+        assert!(m.render(None, None).contains("tilepipe_apply_failing 0\n"));
         let since = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         m.record_apply_failure();
         m.set_apply_failing(since, "db error: deadlock");
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert!(text.contains("tilepipe_apply_failing 1\n"), "{text}");
         assert!(text.contains("tilepipe_apply_failing_since_timestamp_seconds 1700000000.000"));
         assert!(text.contains("tilepipe_apply_failures_total 1"));
@@ -685,6 +785,6 @@ mod tests {
         );
         m.clear_apply_failing();
         assert_eq!(m.apply_failing(), None);
-        assert!(m.render(None).contains("tilepipe_apply_failing 0\n"));
+        assert!(m.render(None, None).contains("tilepipe_apply_failing 0\n"));
     }
 }

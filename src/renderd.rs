@@ -71,6 +71,7 @@ pub enum Command {
 }
 
 impl Command {
+    /// The `enum protoCmd` value on the wire.
     pub fn code(self) -> i32 {
         match self {
             Command::Ignore => 0,
@@ -85,6 +86,8 @@ impl Command {
         }
     }
 
+    /// The command for a wire value; unknown ones are kept as
+    /// [`Command::Unknown`].
     pub fn from_code(code: i32) -> Command {
         match code {
             0 => Command::Ignore,
@@ -142,6 +145,7 @@ pub enum ProtocolVersion {
 }
 
 impl ProtocolVersion {
+    /// The `ver` field on the wire: 1, 2 or 3.
     pub fn code(self) -> i32 {
         match self {
             ProtocolVersion::V1 => 1,
@@ -150,6 +154,7 @@ impl ProtocolVersion {
         }
     }
 
+    /// The version for a `ver` field; `None` for any other value.
     pub fn from_code(code: i32) -> Option<ProtocolVersion> {
         match code {
             1 => Some(ProtocolVersion::V1),
@@ -184,29 +189,50 @@ impl ProtocolVersion {
 /// Invalid bytes, or a request that cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
+    /// Fewer bytes than the version field or the prefix needs.
     #[error("message too short: {got} bytes, expected {expected}")]
-    Short { expected: usize, got: usize },
-    #[error("message of {got} bytes, but a version {version} message has {expected}")]
-    Length {
-        version: i32,
+    Short {
+        /// Bytes needed.
         expected: usize,
+        /// Bytes given.
         got: usize,
     },
+    /// The bytes given do not match the size of their version's message.
+    #[error("message of {got} bytes, but a version {version} message has {expected}")]
+    Length {
+        /// The message's `ver` field.
+        version: i32,
+        /// Bytes of a message of that version.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The `ver` field given, not 1, 2 or 3.
     #[error("unsupported protocol version {0} (renderd speaks 1, 2 and 3)")]
     Version(i32),
+    /// A string field that cannot be decoded or encoded.
     #[error("{field} field: {reason}")]
-    Field { field: &'static str, reason: String },
+    Field {
+        /// `style`, `mimetype` or `options`.
+        field: &'static str,
+        /// What is wrong with it (too long, NUL, not UTF-8, unterminated).
+        reason: String,
+    },
 }
 
 /// One message: a request, or the reply echoing it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Request {
+    /// Which of the three message layouts, and so its size.
     pub version: ProtocolVersion,
+    /// What is asked, or the answer.
     pub command: Command,
     /// As on the wire (`int32`): any tile of the metatile, not necessarily
     /// its origin; replies echo it unchanged.
     pub x: i32,
+    /// The tile's row, as on the wire like `x`.
     pub y: i32,
+    /// The zoom, as on the wire; not checked against the world.
     pub z: i32,
     /// At most 40 bytes, no NUL. Not sent in v1 (which means `default`).
     pub style: String,
@@ -390,10 +416,18 @@ fn get_field(field: &[u8], name: &'static str) -> Result<String, ProtocolError> 
 /// Why reading a message from a stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The stream failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The stream ended inside a message.
     #[error("connection closed after {got} of {expected} bytes of a message")]
-    Truncated { expected: usize, got: usize },
+    Truncated {
+        /// Bytes of the message (or of the prefix, while reading that).
+        expected: usize,
+        /// Bytes read before the end.
+        got: usize,
+    },
+    /// The bytes read are not a valid message.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
 }
@@ -454,8 +488,15 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 /// Where renderd listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// A Unix socket (renderd.conf's `socketname`).
     Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    /// A TCP address (renderd.conf's `iphostname` and `ipport`).
+    Tcp {
+        /// Host name or IP address, without brackets.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
 }
 
 impl Endpoint {
@@ -518,37 +559,68 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Why a [`Client`] request did not get its reply. `request` fields are
+/// the request as [`Request`]'s `Display` shows it.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderdError {
+    /// The connection was refused or failed.
     #[error("cannot connect to renderd at {endpoint}: {source}")]
     Connect {
+        /// Where the client connects.
         endpoint: Endpoint,
+        /// What the system said.
         source: io::Error,
     },
+    /// The connection was not made within the connect timeout.
     #[error("connecting to renderd at {endpoint} timed out after {after:?}")]
-    ConnectTimeout { endpoint: Endpoint, after: Duration },
-    #[error("renderd at {endpoint}: {source} (request {request})")]
-    Io {
+    ConnectTimeout {
+        /// Where the client connects.
         endpoint: Endpoint,
-        request: String,
-        source: io::Error,
-    },
-    #[error("renderd at {endpoint} closed the connection before answering {request}")]
-    Closed { endpoint: Endpoint, request: String },
-    #[error("renderd at {endpoint} did not answer {request} within {after:?}")]
-    Timeout {
-        endpoint: Endpoint,
-        request: String,
+        /// The connect timeout.
         after: Duration,
     },
+    /// Sending or receiving failed.
+    #[error("renderd at {endpoint}: {source} (request {request})")]
+    Io {
+        /// Where the client connects.
+        endpoint: Endpoint,
+        /// The request in flight.
+        request: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// renderd closed the connection with the request unanswered.
+    #[error("renderd at {endpoint} closed the connection before answering {request}")]
+    Closed {
+        /// Where the client connects.
+        endpoint: Endpoint,
+        /// The request unanswered.
+        request: String,
+    },
+    /// No reply within the reply timeout.
+    #[error("renderd at {endpoint} did not answer {request} within {after:?}")]
+    Timeout {
+        /// Where the client connects.
+        endpoint: Endpoint,
+        /// The request unanswered.
+        request: String,
+        /// The reply timeout.
+        after: Duration,
+    },
+    /// renderd's reply is not a valid message.
     #[error("renderd at {endpoint} sent an invalid message: {source}")]
     Protocol {
+        /// Where the client connects.
         endpoint: Endpoint,
+        /// What is wrong with the reply.
         source: ReadError,
     },
+    /// The request cannot be encoded (a field too long or with a NUL).
     #[error("cannot send {request}: {source}")]
     Encode {
+        /// The request refused.
         request: String,
+        /// What is wrong with it.
         source: ProtocolError,
     },
 }
@@ -614,15 +686,19 @@ impl Client {
         self
     }
 
+    /// Limits each connection attempt (default
+    /// [`Client::DEFAULT_CONNECT_TIMEOUT`]).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Client {
         self.connect_timeout = timeout;
         self
     }
 
+    /// Where the client connects.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
+    /// Whether a connection is open for the next request.
     pub fn is_connected(&self) -> bool {
         self.connection.is_some()
     }

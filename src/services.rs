@@ -32,11 +32,14 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// Asks everything holding this or a clone to stop; wakes
+    /// [`Shutdown::wait`] and [`Shutdown::sleep`] at once.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
+    /// Whether shutdown was requested (it cannot be withdrawn).
     pub fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }

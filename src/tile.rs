@@ -21,8 +21,11 @@ pub const MAX_ZOOM: u8 = 20;
 /// One map tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tile {
+    /// Zoom level, 0 to [`MAX_ZOOM`].
     pub z: u8,
+    /// Column from the west edge, below 2^z.
     pub x: u32,
+    /// Row from the north edge, below 2^z.
     pub y: u32,
 }
 
@@ -30,6 +33,7 @@ pub struct Tile {
 /// stored as one `.meta` file, named by its top-left tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Metatile {
+    /// Zoom level, 0 to [`MAX_ZOOM`].
     pub z: u8,
     /// Multiple of 8.
     pub x: u32,
@@ -37,12 +41,25 @@ pub struct Metatile {
     pub y: u32,
 }
 
+/// Why a tile address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TileError {
+    /// The text given, which is not `z/x/y`.
     #[error("{0:?} is not of the form z/x/y")]
     Syntax(String),
+    /// x or y is not below `limit` (2^z), the tiles per side at zoom `z`.
     #[error("tile {z}/{x}/{y} is outside the world (x and y must be below {limit} at zoom {z})")]
-    OutOfRange { z: u8, x: u32, y: u32, limit: u64 },
+    OutOfRange {
+        /// The zoom given.
+        z: u8,
+        /// The column given.
+        x: u32,
+        /// The row given.
+        y: u32,
+        /// Tiles per side at zoom `z`.
+        limit: u64,
+    },
+    /// The zoom given, above [`MAX_ZOOM`].
     #[error("zoom {0} is above the maximum {max}", max = MAX_ZOOM)]
     Zoom(u8),
 }
@@ -137,9 +154,13 @@ pub const MAX_LATITUDE: f64 = 85.051_128_779_806_59;
 /// A lon/lat box: west, south, east, north in degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BBox {
+    /// Western edge, longitude.
     pub west: f64,
+    /// Southern edge, latitude.
     pub south: f64,
+    /// Eastern edge, longitude.
     pub east: f64,
+    /// Northern edge, latitude.
     pub north: f64,
 }
 

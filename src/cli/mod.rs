@@ -25,7 +25,7 @@ use std::process::ExitCode;
     about = "One daemon from OpenStreetMap replication diff to fresh map tile",
     max_term_width = 100
 )]
-pub struct Cli {
+struct Cli {
     /// Configuration file.
     #[arg(
         short,

@@ -7,17 +7,18 @@
 //! `--force` every one. Zooms are done lowest first. A progress bar shows
 //! metatiles done, the rate and the time left; the summary line gives
 //! rendered, skipped and failed metatiles and metatiles per second.
+//!
+//! This module parses the arguments and wires the renderer, the progress
+//! bar and the summary; the loop itself is [`crate::render::prerender`].
 
 use crate::config::Config;
-use crate::metatile::TileState;
-use crate::render::queue::{Outcome, Priority, RenderKey};
+use crate::render::prerender::{self, Prerender, Progress, Selection};
+use crate::render::queue::RenderKey;
 use crate::render::worker::Renderer;
-use crate::tile::{count_at, metatiles_at, BBox};
+use crate::tile::BBox;
 use anyhow::{bail, Context};
-use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("area").required(true).args(["bbox", "all"])))]
@@ -64,13 +65,6 @@ fn parse_zooms(s: &str) -> Result<(u8, u8), String> {
     Ok((min, max))
 }
 
-#[derive(Debug, Default)]
-struct Summary {
-    rendered: u64,
-    skipped: u64,
-    failed: u64,
-}
-
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let Some(style) = config.styles.iter().find(|s| s.name == args.style) else {
         let names: Vec<&str> = config.styles.iter().map(|s| s.name.as_str()).collect();
@@ -100,10 +94,20 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let renderer = Renderer::start(std::slice::from_ref(style), &settings)
         .context("cannot start the renderer")?;
     let store = renderer.store(&style.name).expect("the style just loaded");
-    let bbox = args.bbox.as_ref();
-    let total: u64 = (min_zoom..=max_zoom).map(|z| count_at(z, bbox)).sum();
+    let plan = Prerender {
+        style: style.name.clone(),
+        zooms: args.zoom,
+        bbox: args.bbox,
+        selection: if args.force {
+            Selection::All
+        } else if args.missing_only {
+            Selection::Missing
+        } else {
+            Selection::Stale
+        },
+    };
     let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
+        Some(plan.metatiles()),
         indicatif::ProgressDrawTarget::stderr(),
     );
     bar.set_style(
@@ -115,64 +119,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     );
     bar.set_prefix(style.name.clone());
 
-    // Enough queued to keep every worker busy, within the queue's bound.
-    let window = (renderer.threads() * 4).clamp(1, settings.queue_capacity.max(1));
-    let mut pending: VecDeque<(RenderKey, oneshot::Receiver<Outcome>)> = VecDeque::new();
-    let mut summary = Summary::default();
+    let window = prerender::window(renderer.threads(), settings.queue_capacity);
     let started = Instant::now();
-    let settle = |pending: &mut VecDeque<(RenderKey, oneshot::Receiver<Outcome>)>,
-                  summary: &mut Summary| {
-        let Some((key, receiver)) = pending.pop_front() else {
-            return;
-        };
-        match receiver.blocking_recv() {
-            Ok(Outcome::Rendered) => summary.rendered += 1,
-            Ok(Outcome::Failed(message)) => {
-                summary.failed += 1;
-                bar.suspend(|| tracing::error!(style = %key.style, "{}: {message}", key.metatile));
-            }
-            other => {
-                summary.failed += 1;
-                bar.suspend(|| {
-                    tracing::error!(style = %key.style, "{}: not rendered ({other:?})", key.metatile)
-                });
-            }
-        }
-        bar.inc(1);
-    };
-    for z in min_zoom..=max_zoom {
-        bar.set_message(format!("z{z}"));
-        let planet = store
-            .planet_import_complete(&style.name)
-            .context("reading the planet time")?;
-        for metatile in metatiles_at(z, bbox) {
-            let render = args.force
-                || match store.stat_against(&style.name, metatile, planet.time)? {
-                    TileState::Missing => true,
-                    TileState::Dirty { .. } => !args.missing_only,
-                    TileState::Clean(_) => false,
-                };
-            if !render {
-                summary.skipped += 1;
-                bar.inc(1);
-                continue;
-            }
-            while pending.len() >= window {
-                settle(&mut pending, &mut summary);
-            }
-            let key = RenderKey {
-                style: style.name.clone(),
-                metatile,
-            };
-            let (_, receiver) = renderer
-                .queue()
-                .submit(key.clone(), Priority::Background, true);
-            pending.push_back((key, receiver.expect("asked to wait")));
-        }
-    }
-    while !pending.is_empty() {
-        settle(&mut pending, &mut summary);
-    }
+    let summary = prerender::prerender(renderer.queue(), store, &plan, window, &mut Bar(&bar))?;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let timings = renderer.timings();
@@ -196,6 +145,25 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The progress bar as a pre-render's [`Progress`]: failures are logged
+/// above it.
+struct Bar<'a>(&'a indicatif::ProgressBar);
+
+impl Progress for Bar<'_> {
+    fn zoom(&mut self, z: u8) {
+        self.0.set_message(format!("z{z}"));
+    }
+
+    fn failed(&mut self, key: &RenderKey, message: &str) {
+        self.0
+            .suspend(|| tracing::error!(style = %key.style, "{}: {message}", key.metatile));
+    }
+
+    fn settled(&mut self) {
+        self.0.inc(1);
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,10 @@ use std::sync::Arc;
 /// styles): its queue and the styles it draws.
 #[derive(Clone)]
 pub struct BuiltinRenderer {
+    /// The queue its workers take metatiles from.
     pub queue: Arc<RenderQueue>,
+    /// Names of the styles it draws; other styles' expired metatiles go
+    /// to their `renderd` endpoint, or are only marked dirty.
     pub styles: BTreeSet<String>,
 }
 
@@ -68,6 +71,7 @@ pub struct QueueSink {
 }
 
 impl QueueSink {
+    /// Marks metatiles dirty in `store` and queues them at `priority`.
     pub fn new(queue: Arc<RenderQueue>, store: TileStore, priority: Priority) -> QueueSink {
         QueueSink {
             queue,

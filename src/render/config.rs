@@ -13,7 +13,9 @@ pub enum TileFormat {
     Png,
     /// Palette PNG, smaller, as openstreetmap.org serves.
     Png256,
+    /// JPEG, for imagery-like styles.
     Jpeg,
+    /// WebP.
     Webp,
 }
 
@@ -37,6 +39,7 @@ impl TileFormat {
         }
     }
 
+    /// The `Content-Type` tiles are served with.
     pub fn mime_type(self) -> &'static str {
         match self {
             TileFormat::Png | TileFormat::Png256 => "image/png",
@@ -58,12 +61,16 @@ pub struct StyleConfig {
     pub xml: PathBuf,
     /// Tile cache root; metatiles go below `<tile_dir>/<name>/`.
     pub tile_dir: PathBuf,
+    /// Lowest zoom rendered and served (renderd.conf `MINZOOM`).
     pub min_zoom: u8,
+    /// Highest zoom rendered and served (renderd.conf `MAXZOOM`), at most
+    /// [`crate::tile::MAX_ZOOM`].
     pub max_zoom: u8,
     /// Pixels per tile side (256, or 512 for high-DPI tiles).
     pub tile_size: u32,
     /// Mapnik scale factor (2.0 for high-DPI symbols and text).
     pub scale: f64,
+    /// Image encoding of the tiles.
     pub format: TileFormat,
     /// Mapnik buffer around each metatile in pixels; absent = the style's
     /// own, else (as renderd) half a tile times `scale` (128 px).
@@ -75,6 +82,7 @@ pub struct StyleConfig {
     pub database: Option<String>,
     /// Shown in TileJSON and on the map page.
     pub description: String,
+    /// Attribution HTML, in TileJSON and on the map page.
     pub attribution: String,
 }
 

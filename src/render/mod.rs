@@ -2,8 +2,11 @@
 //!
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
-//! - [`worker`]: the render threads, one Mapnik map per style each.
+//! - [`worker`]: the render threads, one Mapnik map per style each (the
+//!   `render` feature; without it the renderer fails to start).
 //! - [`style`]: a style's XML pointed at the configured database.
+//! - [`prerender`]: a zoom range over an area, queued and awaited
+//!   (`tilepipe render`, like `render_list -a`).
 //! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
 //!   and the `render_*` tools.
 //!
@@ -12,6 +15,7 @@
 //! the metatiles a `tilepipe render` run covers [`crate::tile::metatiles_at`].
 
 pub mod config;
+pub mod prerender;
 pub mod queue;
 pub mod server;
 pub mod style;

@@ -46,6 +46,7 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, highest first.
     pub const ALL: [Priority; 4] = [
         Priority::MissingWaited,
         Priority::DirtyWaited,
@@ -53,6 +54,8 @@ impl Priority {
         Priority::Background,
     ];
 
+    /// The label in metrics and logs: `missing`, `dirty`, `expired` or
+    /// `background`.
     pub fn name(self) -> &'static str {
         match self {
             Priority::MissingWaited => "missing",
@@ -66,7 +69,10 @@ impl Priority {
 /// A metatile of a style: the unit of rendering and de-duplication.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RenderKey {
+    /// The style's name.
     pub style: String,
+    /// The metatile, by any of its tiles (workers render the one holding
+    /// it).
     pub metatile: Metatile,
 }
 
@@ -86,6 +92,7 @@ pub enum Outcome {
 /// What [`RenderQueue::submit`] did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
+    /// A new entry.
     Queued,
     /// Joined an entry already queued at the same or a higher priority.
     Joined,
@@ -100,22 +107,29 @@ pub enum Submitted {
 /// A render handed to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
+    /// What to render.
     pub key: RenderKey,
+    /// The queue it was taken from.
     pub priority: Priority,
 }
 
 /// Counters per priority (the queue it was taken from) and zoom.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Renders completed with success.
     pub rendered: u64,
+    /// Renders completed with an error.
     pub failed: u64,
+    /// Time from `take` to `complete`, summed over both.
     pub render_time: Duration,
 }
 
+/// A snapshot of the queue, for `/metrics` and the server's load checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Entries waiting, per priority.
     pub queued: BTreeMap<Priority, usize>,
+    /// Metatiles taken by a worker and not completed yet.
     pub in_progress: usize,
     /// Requests turned away because their queue was full.
     pub rejected: BTreeMap<Priority, u64>,
@@ -357,6 +371,7 @@ impl RenderQueue {
         }
     }
 
+    /// Lengths and counters since the start.
     pub fn stats(&self) -> QueueStats {
         let state = self.lock();
         let mut queued = BTreeMap::new();

@@ -142,6 +142,8 @@ impl ProtocolListeners {
         })
     }
 
+    /// Whether neither `render.socket` nor `render.tcp` is set: nothing to
+    /// serve.
     pub fn is_empty(&self) -> bool {
         self.unix.is_none() && self.tcp.is_none()
     }

@@ -21,31 +21,46 @@ use quick_xml::{Reader, Writer};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+/// Why a style's XML could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum StyleError {
+    /// The file could not be read.
     #[error("cannot read style {path}: {source}")]
     Read {
+        /// The style's XML file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The XML is malformed where the rewrite reads it.
     #[error("style {path}: XML error at byte {position}: {message}")]
     Xml {
+        /// The style's XML file.
         path: PathBuf,
+        /// Byte offset of the error in the file.
         position: u64,
+        /// The XML parser's message.
         message: String,
     },
+    /// The style's connection string does not parse.
     #[error("style database connection: {0}")]
     Database(#[from] crate::db::DbError),
 }
 
 /// The connection parameters written into PostGIS datasources, as Mapnik's
-/// PostGIS plugin names them.
+/// PostGIS plugin names them. A `None` is left out of the datasource, so
+/// libpq's default applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PostgisParams {
+    /// Host name, or the directory of a Unix socket.
     pub host: Option<String>,
+    /// TCP port (or Unix socket suffix), as text.
     pub port: Option<String>,
+    /// Database name.
     pub dbname: Option<String>,
+    /// Role to connect as.
     pub user: Option<String>,
+    /// Password, written into the XML text Mapnik parses (never to disk).
     pub password: Option<String>,
 }
 

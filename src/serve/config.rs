@@ -68,7 +68,9 @@ pub struct ServeConfig {
     /// rightmost `X-Forwarded-For` entry that is not itself a trusted
     /// proxy. Empty = the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Browser cache lifetimes of tiles (`serve.cache`).
     pub cache: CacheConfig,
+    /// Per-client throttling (`serve.throttle`); off by default.
     pub throttle: ThrottleConfig,
 }
 
@@ -155,18 +157,22 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// `request_timeout_secs` as a duration (a negative value is 0).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout_secs.max(0.0))
     }
 
+    /// `missing_request_timeout_secs` as a duration (a negative value is 0).
     pub fn missing_request_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.missing_request_timeout_secs.max(0.0))
     }
 
+    /// `header_read_timeout_secs` as a duration, at least 1 ms.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.header_read_timeout_secs.max(0.001))
     }
 
+    /// `keepalive_timeout_secs` as a duration, at least 1 ms.
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.keepalive_timeout_secs.max(0.001))
     }
@@ -186,10 +192,14 @@ pub struct CacheConfig {
     /// Zooms up to this level get `duration_low_zoom_secs`
     /// (`…DurationLowZoom <level> <secs>`).
     pub low_zoom_level: u8,
+    /// Max-age of clean tiles up to `low_zoom_level` (the `<secs>` of
+    /// `…DurationLowZoom`).
     pub duration_low_zoom_secs: u64,
     /// Zooms up to this level (above the low one) get
     /// `duration_medium_zoom_secs` (`…DurationMediumZoom`).
     pub medium_zoom_level: u8,
+    /// Max-age of clean tiles up to `medium_zoom_level` (the `<secs>` of
+    /// `…DurationMediumZoom`).
     pub duration_medium_zoom_secs: u64,
     /// A clean tile's max-age is at least its age times this
     /// (`…LastModifiedFactor`).
@@ -197,6 +207,8 @@ pub struct CacheConfig {
     /// Requests whose Host contains this get `extended_duration_secs`
     /// (`ModTileCacheExtendedHostName`); empty = off.
     pub extended_hostname: String,
+    /// Max-age for requests to `extended_hostname`, clean or dirty
+    /// (`ModTileCacheExtendedDuration`).
     pub extended_duration_secs: u64,
 }
 
@@ -260,6 +272,7 @@ pub enum ForwardedFor {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
+    /// Throttle clients at all; off by default, as in mod_tile.
     pub enabled: bool,
     /// `ModTileEnableTileThrottlingXForward` 0, 1, 2: which
     /// `X-Forwarded-For` entry throttling counts, whoever sent it. Only
@@ -297,6 +310,11 @@ impl Default for ThrottleConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
+    /// Most tokens a client holds: the burst it may make from a full
+    /// bucket (the first number of `ModTileThrottlingTiles` and
+    /// `ModTileThrottlingRenders`).
     pub size: u32,
+    /// Tokens per second given back, up to `size`; 0 = none (an empty
+    /// bucket stays empty).
     pub rate: f64,
 }

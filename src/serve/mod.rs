@@ -8,9 +8,12 @@
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.
+//! - `connections` (private): the accept loop, with its connection cap and
+//!   header and keep-alive timeouts.
 //!
 //! The process-wide metrics registry is [`crate::metrics`]; this stage
-//! counts requests into it and renders it on `/metrics`.
+//! counts requests into it and renders it on `/metrics`, adding the render
+//! queue's and workers' figures.
 //!
 //! [`Server::bind`] binds first (tests bind port 0 and read
 //! [`Server::local_addr`]), [`Server::run`] serves until the shutdown

@@ -43,14 +43,16 @@ struct Client {
 /// What [`Throttle::check`] decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
+    /// Go ahead; the tokens were taken.
     Allowed,
-    /// Refused; the token is back after this long.
+    /// Refused (429); nothing was taken.
     Refused {
+        /// Until the missing token is back: the `Retry-After`.
         retry_after: Duration,
     },
 }
 
-/// See the module documentation.
+/// Every client's token buckets, in shards (see the module documentation).
 pub struct Throttle {
     tiles: Bucket,
     renders: Bucket,
@@ -89,6 +91,8 @@ fn wait_for_one(tokens: f64, bucket: Bucket) -> Duration {
 }
 
 impl Throttle {
+    /// Buckets sized by `settings`; no client is tracked yet, and each
+    /// starts with full buckets.
     pub fn new(settings: &ThrottleConfig) -> Throttle {
         Throttle {
             tiles: settings.tiles,
@@ -143,6 +147,7 @@ impl Throttle {
         Verdict::Allowed
     }
 
+    /// [`Throttle::check_at`] now.
     pub fn check(&self, ip: IpAddr, render: bool) -> Verdict {
         self.check_at(ip, render, Instant::now())
     }

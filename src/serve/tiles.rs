@@ -20,8 +20,12 @@ use std::time::SystemTime;
 /// What a tile URL asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// The tile itself: `<z>/<x>/<y>.<ext>`.
     Tile,
+    /// `…/status`: the metatile's freshness (mod_tile's, admin only).
     Status,
+    /// `…/dirty`: mark the metatile dirty and queue its render (mod_tile's,
+    /// admin only).
     Dirty,
 }
 
@@ -29,10 +33,15 @@ pub enum Op {
 /// not yet checked against the style's range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileUrl<'a> {
+    /// Zoom level; 0 is the whole world in one tile.
     pub z: u64,
+    /// Column, from the west.
     pub x: u64,
+    /// Row, from the north (XYZ, not TMS).
     pub y: u64,
+    /// File extension, ASCII letters and digits, e.g. `png`.
     pub ext: &'a str,
+    /// What is asked of the tile.
     pub op: Op,
 }
 
@@ -76,6 +85,7 @@ pub enum Read {
     /// No metatile file (or one that is not a metatile: it is rendered
     /// again, where mod_tile would answer 404 forever).
     Missing,
+    /// The metatile exists.
     Found(Found),
 }
 

@@ -278,9 +278,13 @@ fn names(
 /// face-name ... in FontSet").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
+    /// Everything, debug messages included (`mapnik::logger::debug`).
     Debug,
+    /// Warnings and errors (`mapnik::logger::warn`).
     Warn,
+    /// Errors only (`mapnik::logger::error`).
     Error,
+    /// Nothing (`mapnik::logger::none`).
     None,
 }
 

@@ -12,15 +12,15 @@
 //! | `/health` | 200, or 503 by replication lag or a failing apply |
 //!
 //! This module assembles the router and dispatches what is below a style;
-//! the handlers live by concern:
+//! the handlers live by concern, in private modules:
 //!
-//! - [`tiles`]: tile decisions (fresh, dirty, missing; waiting for renders);
-//! - [`admin`]: `/status`, `/dirty`, `/metrics`;
-//! - [`tilejson`]: `tile.json` and `/styles.json`;
-//! - [`assets`]: the map page and Leaflet's files;
-//! - [`health`]: the `/health` endpoint;
-//! - [`cors`]: `Access-Control-*` headers and preflights;
-//! - [`client`]: who the client is (trusted proxies) and whether it is an
+//! - `tiles`: tile decisions (fresh, dirty, missing; waiting for renders);
+//! - `admin`: `/status`, `/dirty`, `/metrics`;
+//! - `tilejson`: `tile.json` and `/styles.json`;
+//! - `assets`: the map page and Leaflet's files;
+//! - `health`: the `/health` endpoint;
+//! - `cors`: `Access-Control-*` headers and preflights;
+//! - `client`: who the client is (trusted proxies) and whether it is an
 //!   admin.
 
 mod admin;
