@@ -47,9 +47,7 @@ impl Default for ImportConfig {
 }
 
 /// osm2pgsql's outputs (`-O/--output`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Output {
     /// The classic output ("pgsql"): four tables shaped by a style file.

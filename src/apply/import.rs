@@ -204,6 +204,9 @@ impl<R> Queues<R> {
 /// Rows for output tables, by table index.
 pub(crate) type TableRows<R> = HashMap<usize, Vec<R>>;
 
+/// Ways whose rows a second stage replaces, with their new rows.
+pub(crate) type SecondStage<R> = Option<(Vec<i64>, TableRows<R>)>;
+
 /// Builds rows from objects as an import reads them, on the reading
 /// thread: the classic output's [`Processor`] or a flex config's Lua.
 pub(crate) trait RowSource {
@@ -232,7 +235,7 @@ pub(crate) trait RowSource {
         &mut self,
         _ways: &dyn WayLookup,
         _locations: &dyn NodeLocations,
-    ) -> Result<Option<(Vec<i64>, TableRows<Self::Row>)>, ApplyError> {
+    ) -> Result<SecondStage<Self::Row>, ApplyError> {
         Ok(None)
     }
 }

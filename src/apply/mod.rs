@@ -55,13 +55,13 @@ pub enum ApplyError {
     /// Transforming one object's tags.
     #[error(transparent)]
     Process(#[from] process::ProcessError),
-    /// PostGIS or hstore is not installed in the database.
     /// The flex config failed to load or run.
     #[error(transparent)]
     Flex(#[from] flex::runtime::FlexError),
     /// A flex table statement or COPY failed.
     #[error(transparent)]
     FlexOutput(#[from] flex::output::FlexOutputError),
+    /// PostGIS or hstore is not installed in the database.
     #[error("{0}")]
     MissingExtension(String),
     /// The database holds no finished import this tilepipe can apply to.

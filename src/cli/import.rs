@@ -58,7 +58,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let style = args.style.clone().or(c.style.clone());
     let (transform, flex) = match args.output.unwrap_or(c.output) {
         Output::Pgsql => (classic_transform(config, args, style)?, None),
-        Output::Flex => (TransformSettings::default(), Some(flex_settings(config, args, style)?)),
+        Output::Flex => (
+            TransformSettings::default(),
+            Some(flex_settings(config, args, style)?),
+        ),
     };
     let settings = ImportSettings {
         schema: config.database.middle_schema.clone(),
@@ -129,20 +132,41 @@ fn classic_transform(
 
 /// The flex output's settings: the config is required, and the classic
 /// output's options mean nothing to it.
-fn flex_settings(config: &Config, args: &Args, style: Option<PathBuf>) -> anyhow::Result<FlexSettings> {
+fn flex_settings(
+    config: &Config,
+    args: &Args,
+    style: Option<PathBuf>,
+) -> anyhow::Result<FlexSettings> {
     let c = &config.import;
     let classic_only = [
-        ("--tag-transform-script / import.tag_transform_script", args.tag_transform_script.is_some() || c.tag_transform_script.is_some()),
-        ("--hstore / --hstore-all / import.hstore", args.hstore || args.hstore_all || c.hstore != HstoreMode::None),
-        ("--hstore-match-only / import.hstore_match_only", args.hstore_match_only || c.hstore_match_only),
-        ("-G / import.multi_geometry", args.multi_geometry || c.multi_geometry),
-        ("--keep-coastlines / import.keep_coastlines", args.keep_coastlines || c.keep_coastlines),
+        (
+            "--tag-transform-script / import.tag_transform_script",
+            args.tag_transform_script.is_some() || c.tag_transform_script.is_some(),
+        ),
+        (
+            "--hstore / --hstore-all / import.hstore",
+            args.hstore || args.hstore_all || c.hstore != HstoreMode::None,
+        ),
+        (
+            "--hstore-match-only / import.hstore_match_only",
+            args.hstore_match_only || c.hstore_match_only,
+        ),
+        (
+            "-G / import.multi_geometry",
+            args.multi_geometry || c.multi_geometry,
+        ),
+        (
+            "--keep-coastlines / import.keep_coastlines",
+            args.keep_coastlines || c.keep_coastlines,
+        ),
     ];
     if let Some((option, _)) = classic_only.iter().find(|(_, set)| *set) {
         anyhow::bail!("{option} belongs to the pgsql output; a flex config decides that itself");
     }
     let Some(path) = style else {
-        anyhow::bail!("the flex output needs its Lua config: -S/--style CONFIG.lua (or import.style)");
+        anyhow::bail!(
+            "the flex output needs its Lua config: -S/--style CONFIG.lua (or import.style)"
+        );
     };
     Ok(FlexSettings::from_file(&path)?)
 }

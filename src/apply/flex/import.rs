@@ -10,7 +10,7 @@
 
 use super::output::FlexTables;
 use super::runtime::{FlexRow, FlexRuntime};
-use crate::apply::import::{Batches, RowSink, RowSource, TableRows};
+use crate::apply::import::{Batches, RowSink, RowSource, SecondStage, TableRows};
 use crate::apply::process::{NodeLocations, WayLookup};
 use crate::apply::ApplyError;
 use crate::osm::{Node, ObjectType, Relation, Way};
@@ -85,7 +85,7 @@ impl RowSource for FlexSource {
         &mut self,
         ways: &dyn WayLookup,
         locations: &dyn NodeLocations,
-    ) -> Result<Option<(Vec<i64>, TableRows<FlexRow>)>, ApplyError> {
+    ) -> Result<SecondStage<FlexRow>, ApplyError> {
         if self.marked.is_empty() {
             return Ok(None);
         }

@@ -126,10 +126,9 @@ fn integer(value: &Value, min: i64, max: i64) -> Option<Option<String>> {
 /// Lua 5.3's `lua_tointeger` on a float: its value if integral and in
 /// range, else 0.
 fn lua_tointeger(value: f64) -> i64 {
-    if value.fract() == 0.0
-        && value >= -9.223_372_036_854_776e18
-        && value < 9.223_372_036_854_776e18
-    {
+    // i64's range as floats: -2^63 is exact, 2^63 is the first float past it.
+    const RANGE: std::ops::Range<f64> = -9.223_372_036_854_776e18..9.223_372_036_854_776e18;
+    if value.fract() == 0.0 && RANGE.contains(&value) {
         value as i64
     } else {
         0
