@@ -1,0 +1,1057 @@
+//! Equivalence of the flex output with osm2pgsql 1.8 (Debian's
+//! `osm2pgsql -O flex -S config.lua`): the configs of
+//! `tests/fixtures/flex/`, which together use every part of osm2pgsql
+//! 1.8's flex API, imported and then updated with diffs by both programs
+//! into two schemas of one database, must give the same tables: the same
+//! columns and indexes, and the same rows (every non-geometry column
+//! equal, geometries of the same type within 1 cm in 3857 or 1e-7° in
+//! 4326), compared by the tables' id columns.
+//!
+//! osm2pgsql runs with `FLEX_TEST_SCHEMA=osm2pgsql`, which the configs
+//! turn into each table's `schema`; tilepipe runs in-process with the
+//! variable unset and imports into schema `tilepipe`, so the configs'
+//! tables land in its import schema.
+//!
+//! Also: every config imports and appends cleanly with osm2pgsql itself,
+//! and broken configs give errors that say what is wrong and where.
+//!
+//! Skips with a message when `osm2pgsql` is not installed (`scripts/test`
+//! installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tilepipe::apply::append::Applier;
+use tilepipe::apply::flex::FlexSettings;
+use tilepipe::apply::import::import;
+use tilepipe::apply::settings::ImportSettings;
+use tilepipe::osm::ChangeSet;
+use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
+use tilepipe_testkit::town::synthetic_town;
+use tilepipe_testkit::{shared_data, PgCluster};
+
+/// The schema osm2pgsql writes to (tables and middle).
+const REFERENCE: &str = "osm2pgsql";
+/// The schema tilepipe imports into.
+const OURS: &str = "tilepipe";
+/// osm2pgsql's middle tables, which are not the config's.
+const MIDDLE_TABLES: [&str; 3] = ["planet_osm_nodes", "planet_osm_ways", "planet_osm_rels"];
+/// The variable the configs take their tables' schema from.
+const SCHEMA_VARIABLE: &str = "FLEX_TEST_SCHEMA";
+
+fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/flex")
+        .join(format!("{name}.lua"))
+}
+
+fn osm2pgsql_available() -> bool {
+    let found = Command::new("osm2pgsql").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("skipping: osm2pgsql is not installed (apt-get install osm2pgsql)");
+    }
+    found
+}
+
+/// Runs osm2pgsql's flex output with `config` on `input` into `schema`
+/// (tables and middle); its stderr when it fails.
+fn run_osm2pgsql_into(
+    schema: &str,
+    url: &str,
+    config: &Path,
+    append: bool,
+    input: &Path,
+) -> Result<(), String> {
+    let out = Command::new("osm2pgsql")
+        .env(SCHEMA_VARIABLE, schema)
+        .args(["--slim", "-d", url, "--number-processes", "1"])
+        .arg(format!("--middle-schema={schema}"))
+        .args(["-O", "flex", "-S"])
+        .arg(config)
+        .arg(if append { "--append" } else { "--create" })
+        .arg(input)
+        .output()
+        .expect("osm2pgsql runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Runs osm2pgsql into schema `osm2pgsql`; its stderr when it fails.
+fn run_osm2pgsql(url: &str, config: &Path, append: bool, input: &Path) -> Result<(), String> {
+    run_osm2pgsql_into(REFERENCE, url, config, append, input)
+}
+
+fn osm2pgsql_into(schema: &str, url: &str, config: &Path, append: bool, input: &Path) {
+    if let Err(stderr) = run_osm2pgsql_into(schema, url, config, append, input) {
+        panic!(
+            "osm2pgsql -S {} failed on {}: {stderr}",
+            config.display(),
+            input.display()
+        );
+    }
+}
+
+fn osm2pgsql(url: &str, config: &Path, append: bool, input: &Path) {
+    osm2pgsql_into(REFERENCE, url, config, append, input);
+}
+
+fn settings_for(config: &Path) -> ImportSettings {
+    ImportSettings {
+        schema: OURS.into(),
+        flex: Some(FlexSettings::from_file(config).unwrap()),
+        ..Default::default()
+    }
+}
+
+/// An error and its causes, one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn write_changes(path: &Path, changes: &ChangeSet) {
+    let mut file = std::fs::File::create(path).unwrap();
+    tilepipe::osm::osc_write::write_osc(&mut file, "test", changes.iter()).unwrap();
+}
+
+// ---------------------------------------------------------------------
+// Comparing the two schemas
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One column as information_schema and geometry_columns describe it.
+#[derive(Debug, Clone, PartialEq)]
+struct ColumnInfo {
+    name: String,
+    /// `int8`, `bpchar(1)`, `geometry(POINT,4326)`, …
+    sql_type: String,
+    nullable: bool,
+    /// Defaults to `nextval(…)` (a `serial` column): its values depend on
+    /// the order rows were written in, so they are not compared.
+    serial: bool,
+    /// SRID of a geometry column.
+    srid: Option<i32>,
+}
+
+fn table_columns(client: &mut postgres::Client, schema: &str, table: &str) -> Vec<ColumnInfo> {
+    client
+        .query(
+            "SELECT c.column_name::text, c.udt_name::text, c.character_maximum_length,
+                    c.is_nullable = 'YES', coalesce(c.column_default LIKE 'nextval(%', false),
+                    g.type::text, g.srid
+             FROM information_schema.columns c
+             LEFT JOIN geometry_columns g ON g.f_table_schema = c.table_schema
+                  AND g.f_table_name = c.table_name AND g.f_geometry_column = c.column_name
+             WHERE c.table_schema = $1 AND c.table_name = $2
+             ORDER BY c.ordinal_position",
+            &[&schema, &table],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let udt: String = row.get(1);
+            let length: Option<i32> = row.get(2);
+            let geometry_type: Option<String> = row.get(5);
+            let srid: Option<i32> = row.get(6);
+            let sql_type = match (&geometry_type, length) {
+                (Some(kind), _) => format!("{udt}({kind},{})", srid.unwrap_or(0)),
+                (None, Some(length)) => format!("{udt}({length})"),
+                (None, None) => udt,
+            };
+            ColumnInfo {
+                name: row.get(0),
+                sql_type,
+                nullable: row.get(3),
+                serial: row.get(4),
+                srid: geometry_type.and(srid),
+            }
+        })
+        .collect()
+}
+
+impl std::fmt::Display for ColumnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.sql_type)?;
+        if !self.nullable {
+            write!(f, " NOT NULL")?;
+        }
+        if self.serial {
+            write!(f, " (serial)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The differences between two tables' columns, briefly.
+fn column_differences(theirs: &[ColumnInfo], ours: &[ColumnInfo]) -> String {
+    fn list(columns: &[&ColumnInfo]) -> String {
+        let shown: Vec<String> = columns.iter().take(8).map(|c| c.to_string()).collect();
+        let more = columns.len().saturating_sub(shown.len());
+        if more > 0 {
+            format!("[{}, … {more} more]", shown.join(", "))
+        } else {
+            format!("[{}]", shown.join(", "))
+        }
+    }
+    let named = |columns: &[ColumnInfo], name: &str| columns.iter().any(|c| c.name == name);
+    let mut parts = Vec::new();
+    let only_theirs: Vec<&ColumnInfo> = theirs.iter().filter(|c| !named(ours, &c.name)).collect();
+    if !only_theirs.is_empty() {
+        parts.push(format!("only osm2pgsql has {}", list(&only_theirs)));
+    }
+    let only_ours: Vec<&ColumnInfo> = ours.iter().filter(|c| !named(theirs, &c.name)).collect();
+    if !only_ours.is_empty() {
+        parts.push(format!("only tilepipe has {}", list(&only_ours)));
+    }
+    for column in theirs {
+        if let Some(other) = ours.iter().find(|c| c.name == column.name) {
+            if other != column {
+                parts.push(format!("osm2pgsql has {column}, tilepipe {other}"));
+            }
+        }
+    }
+    if parts.is_empty() {
+        let order = |columns: &[ColumnInfo]| {
+            columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        parts.push(format!(
+            "order: osm2pgsql ({}), tilepipe ({})",
+            order(theirs),
+            order(ours)
+        ));
+    }
+    parts.join("; ")
+}
+
+/// The tables osm2pgsql made for the config.
+fn config_tables(client: &mut postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 AND table_type = 'BASE TABLE'
+               AND NOT (table_name = ANY($2))
+             ORDER BY 1",
+            &[&REFERENCE, &MIDDLE_TABLES.to_vec()],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+fn table_exists(client: &mut postgres::Client, schema: &str, table: &str) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables
+             WHERE table_schema = $1 AND table_name = $2",
+            &[&schema, &table],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+}
+
+/// Index definitions with the schema taken out, sorted.
+fn index_definitions(client: &mut postgres::Client, schema: &str, table: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes
+             WHERE schemaname = $1 AND tablename = $2 ORDER BY 1",
+            &[&schema, &table],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// The id columns osm2pgsql puts first: `(type char(1), id bigint)` for
+/// ids of type 'any' with a type column, else `(id bigint)`; none for a
+/// table without ids. (No config's table without ids starts with a NOT
+/// NULL bigint column.)
+fn key_columns(columns: &[ColumnInfo]) -> Vec<String> {
+    match columns {
+        [kind, id, ..]
+            if kind.sql_type == "bpchar(1)"
+                && !kind.nullable
+                && id.sql_type == "int8"
+                && !id.nullable =>
+        {
+            vec![kind.name.clone(), id.name.clone()]
+        }
+        [id, ..] if id.sql_type == "int8" && !id.nullable => vec![id.name.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// How one table is compared.
+struct TablePlan {
+    table: String,
+    keys: Vec<String>,
+    /// Non-key, non-serial, non-geometry columns as comparable
+    /// expressions over alias `{a}`.
+    values: Vec<String>,
+    /// Geometry columns with their tolerance.
+    geometries: Vec<(String, f64)>,
+}
+
+impl TablePlan {
+    fn new(table: &str, columns: &[ColumnInfo]) -> TablePlan {
+        let keys = key_columns(columns);
+        let mut values = Vec::new();
+        let mut geometries = Vec::new();
+        for column in columns {
+            if keys.contains(&column.name) || column.serial {
+                continue;
+            }
+            let name = ident(&column.name);
+            if let Some(srid) = column.srid {
+                let tolerance = if srid == 4326 { 1e-7 } else { 0.01 };
+                geometries.push((name, tolerance));
+            } else if column.sql_type == "json" || column.sql_type == "jsonb" {
+                // jsonb's text: key order and spacing do not count (Lua
+                // iterates tables in hash order), number spelling does.
+                values.push(format!("{{a}}.{name}::jsonb::text"));
+            } else {
+                values.push(format!("{{a}}.{name}"));
+            }
+        }
+        TablePlan {
+            table: table.to_string(),
+            keys,
+            values,
+            geometries,
+        }
+    }
+
+    fn row(&self, alias: &str) -> String {
+        if self.values.is_empty() {
+            "ROW(1)".into()
+        } else {
+            format!(
+                "ROW({})",
+                self.values
+                    .iter()
+                    .map(|v| v.replace("{a}", alias))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+
+    /// What names a row in messages.
+    fn label(&self, alias: &str) -> String {
+        if self.keys.is_empty() {
+            format!("left({}::text, 100)", self.row(alias))
+        } else {
+            format!(
+                "concat_ws('/', {})",
+                self.keys
+                    .iter()
+                    .map(|k| format!("{alias}.{}", ident(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+
+    /// Rows of `from` without an equal row in `to`: how many, and a few
+    /// labels.
+    fn unmatched(
+        &self,
+        client: &mut postgres::Client,
+        from: &str,
+        to: &str,
+    ) -> (usize, Vec<String>) {
+        let mut conditions: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| format!("y.{k} = x.{k}", k = ident(k)))
+            .collect();
+        conditions.push(format!(
+            "{} IS NOT DISTINCT FROM {}",
+            self.row("y"),
+            self.row("x")
+        ));
+        for (g, tolerance) in &self.geometries {
+            conditions.push(format!(
+                "((x.{g} IS NULL AND y.{g} IS NULL) OR (GeometryType(x.{g}) = GeometryType(y.{g})
+                   AND ST_IsEmpty(x.{g}) = ST_IsEmpty(y.{g})
+                   AND (ST_IsEmpty(x.{g}) OR ST_HausdorffDistance(x.{g}, y.{g}) < {tolerance:e})))"
+            ));
+        }
+        let sql = format!(
+            "SELECT {label} FROM {from}.{t} x WHERE NOT EXISTS (
+               SELECT 1 FROM {to}.{t} y WHERE {conditions}) ORDER BY 1",
+            label = self.label("x"),
+            t = ident(&self.table),
+            conditions = conditions.join(" AND "),
+        );
+        let labels: Vec<String> = client
+            .query(&sql, &[])
+            .unwrap_or_else(|e| panic!("comparing {}: {e}\n{sql}", self.table))
+            .iter()
+            .map(|row| row.get::<_, Option<String>>(0).unwrap_or_default())
+            .collect();
+        (labels.len(), labels.into_iter().take(6).collect())
+    }
+
+    /// Ids with a different number of rows on the two sides.
+    fn count_mismatches(&self, client: &mut postgres::Client) -> Vec<String> {
+        if self.keys.is_empty() {
+            return Vec::new();
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| ident(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT concat_ws('/', {keys}), coalesce(a.n, 0), coalesce(b.n, 0)
+             FROM (SELECT {keys}, count(*) AS n FROM {REFERENCE}.{t} GROUP BY {keys}) a
+             FULL JOIN (SELECT {keys}, count(*) AS n FROM {OURS}.{t} GROUP BY {keys}) b
+             USING ({keys})
+             WHERE a.n IS DISTINCT FROM b.n ORDER BY 1",
+            t = ident(&self.table),
+        );
+        client
+            .query(&sql, &[])
+            .unwrap_or_else(|e| panic!("counting {}: {e}\n{sql}", self.table))
+            .iter()
+            .map(|row| {
+                format!(
+                    "{}: {} vs {}",
+                    row.get::<_, String>(0),
+                    row.get::<_, i64>(1),
+                    row.get::<_, i64>(2)
+                )
+            })
+            .collect()
+    }
+}
+
+fn row_count(client: &mut postgres::Client, schema: &str, table: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.{}", ident(table)),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Row counts of the config's tables on osm2pgsql's side.
+fn reference_counts(client: &mut postgres::Client) -> Vec<(String, i64)> {
+    config_tables(client)
+        .into_iter()
+        .map(|t| {
+            let n = row_count(client, REFERENCE, &t);
+            (t, n)
+        })
+        .collect()
+}
+
+/// What differs between the two schemas' tables, one line per problem.
+fn differences(client: &mut postgres::Client) -> Vec<String> {
+    let tables = config_tables(client);
+    assert!(
+        !tables.is_empty(),
+        "osm2pgsql made no tables in schema {REFERENCE}"
+    );
+    let mut problems = Vec::new();
+    for table in tables {
+        if !table_exists(client, OURS, &table) {
+            problems.push(format!("{table}: missing in schema {OURS}"));
+            continue;
+        }
+        let theirs = table_columns(client, REFERENCE, &table);
+        let ours = table_columns(client, OURS, &table);
+        let (a, b) = (
+            row_count(client, REFERENCE, &table),
+            row_count(client, OURS, &table),
+        );
+        if a != b {
+            problems.push(format!("{table}: osm2pgsql {a} rows, tilepipe {b}"));
+        }
+        if theirs != ours {
+            problems.push(format!(
+                "{table}: columns differ: {}",
+                column_differences(&theirs, &ours)
+            ));
+            continue;
+        }
+        let (theirs_idx, ours_idx) = (
+            index_definitions(client, REFERENCE, &table),
+            index_definitions(client, OURS, &table),
+        );
+        if theirs_idx != ours_idx {
+            problems.push(format!(
+                "{table}: indexes differ: osm2pgsql {theirs_idx:?}, tilepipe {ours_idx:?}"
+            ));
+        }
+        let plan = TablePlan::new(&table, &theirs);
+        let counts = plan.count_mismatches(client);
+        if !counts.is_empty() {
+            problems.push(format!(
+                "{table}: {} ids with a different number of rows (id: osm2pgsql vs tilepipe), e.g. {:?}",
+                counts.len(),
+                &counts[..counts.len().min(6)]
+            ));
+        }
+        let (missing, missing_ids) = plan.unmatched(client, REFERENCE, OURS);
+        if missing > 0 {
+            problems.push(format!(
+                "{table}: {missing} osm2pgsql rows without an equal tilepipe row, e.g. {missing_ids:?}"
+            ));
+        }
+        let (extra, extra_ids) = plan.unmatched(client, OURS, REFERENCE);
+        if extra > 0 {
+            problems.push(format!(
+                "{table}: {extra} tilepipe rows without an equal osm2pgsql row, e.g. {extra_ids:?}"
+            ));
+        }
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------
+// Running both programs
+
+/// One database, osm2pgsql's tables in schema `osm2pgsql`, tilepipe's in
+/// schema `tilepipe`, both fed the same input.
+struct Pair {
+    name: String,
+    url: String,
+    client: postgres::Client,
+    config: PathBuf,
+    settings: ImportSettings,
+    applier: Option<Applier>,
+    dir: tempfile::TempDir,
+    diffs: usize,
+}
+
+impl Pair {
+    /// Imports `input` with both programs and checks the result.
+    fn import(name: &str, input: &Path) -> Pair {
+        assert!(
+            std::env::var_os(SCHEMA_VARIABLE).is_none(),
+            "{SCHEMA_VARIABLE} must not be set for the tests: tilepipe would put its tables there"
+        );
+        let config = config(name);
+        let url = PgCluster::shared()
+            .create_database(&format!("flexeq_{name}"))
+            .unwrap();
+        let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+        let mut client = tilepipe::db::connect(&db).unwrap();
+        client
+            .batch_execute(&format!("CREATE SCHEMA {REFERENCE}; CREATE SCHEMA {OURS};"))
+            .unwrap();
+        osm2pgsql(&url, &config, false, input);
+        eprintln!(
+            "{name}: osm2pgsql imported {}: {:?}",
+            input.display(),
+            reference_counts(&mut client)
+        );
+        let settings = settings_for(&config);
+        if let Err(e) = import(&db, input, &settings, 2) {
+            panic!(
+                "{name}: tilepipe import of {} failed: {}",
+                input.display(),
+                error_chain(&e)
+            );
+        }
+        let mut pair = Pair {
+            name: name.to_string(),
+            url,
+            client,
+            config,
+            settings,
+            applier: None,
+            dir: tempfile::tempdir().unwrap(),
+            diffs: 0,
+        };
+        pair.assert_equivalent(&format!("import of {}", input.display()));
+        pair
+    }
+
+    fn assert_equivalent(&mut self, stage: &str) {
+        let problems = differences(&mut self.client);
+        assert!(
+            problems.is_empty(),
+            "{} after {stage}: tilepipe differs from osm2pgsql:\n  {}",
+            self.name,
+            problems.join("\n  ")
+        );
+    }
+
+    /// Applies one diff with both programs; `file` is the diff as an
+    /// OsmChange file for osm2pgsql, `changes` the same for tilepipe.
+    fn apply(&mut self, file: &Path, changes: &ChangeSet) {
+        osm2pgsql(&self.url, &self.config, true, file);
+        if self.applier.is_none() {
+            match Applier::for_settings(&self.settings) {
+                Ok(applier) => self.applier = Some(applier),
+                Err(e) => panic!(
+                    "{}: Applier::for_settings failed: {}",
+                    self.name,
+                    error_chain(&e)
+                ),
+            }
+        }
+        let applier = self.applier.as_mut().unwrap();
+        let mut tx = self.client.transaction().unwrap();
+        if let Err(e) = applier.apply(&mut tx, changes) {
+            panic!(
+                "{}: tilepipe failed to apply {}: {}",
+                self.name,
+                file.display(),
+                error_chain(&e)
+            );
+        }
+        tx.commit().unwrap();
+        self.diffs += 1;
+    }
+
+    /// Generates `count` diffs over `data` and applies them, comparing
+    /// after each when `each` is set, else after the last.
+    fn apply_generated(&mut self, data: &OsmData, count: usize, each: bool) {
+        let generated = generated_diffs(data, count, self.dir.path(), "generated");
+        assert!(
+            generated.reshaping_edits > 0,
+            "the diffs moved nodes or edited multipolygons"
+        );
+        for (n, (file, changes)) in generated.diffs.iter().enumerate() {
+            self.apply(file, changes);
+            if each || n + 1 == count {
+                self.assert_equivalent(&format!("generated diff {} of {count}", n + 1));
+            }
+        }
+    }
+}
+
+fn town_file(dir: &Path) -> (OsmData, PathBuf) {
+    let town = synthetic_town();
+    let path = dir.join("town.osm");
+    town.write_osm_file(&path).unwrap();
+    (town, path)
+}
+
+fn town_equivalence(name: &str) {
+    if !osm2pgsql_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let mut pair = Pair::import(name, &path);
+    pair.apply_generated(&town, TOWN_DIFFS, true);
+    eprintln!("{name}: {} diffs applied, equal", pair.diffs);
+}
+
+/// Liechtenstein: import, the real minutely diff, then generated diffs
+/// over the data as the real diff left it.
+fn liechtenstein_equivalence(name: &str) {
+    let (Some(pbf), Some(osc)) = (
+        shared_data("liechtenstein-2013-08-03.osm.pbf"),
+        shared_data("000466354.osc.gz"),
+    ) else {
+        return;
+    };
+    if !osm2pgsql_available() {
+        return;
+    }
+    let mut pair = Pair::import(name, &pbf);
+    let changes = tilepipe::osm::osc::read_osc_file(&osc).unwrap();
+    pair.apply(&osc, &changes);
+    pair.assert_equivalent("the real diff 000466354");
+    pair.apply_generated(
+        &liechtenstein_after(&pbf, &changes),
+        LIECHTENSTEIN_DIFFS,
+        false,
+    );
+}
+
+#[test]
+fn town_carto_equals_osm2pgsql() {
+    town_equivalence("carto");
+}
+
+#[test]
+fn town_values_equals_osm2pgsql() {
+    town_equivalence("values");
+}
+
+#[test]
+fn town_routes_equals_osm2pgsql() {
+    town_equivalence("routes");
+}
+
+#[test]
+fn town_shapes_equals_osm2pgsql() {
+    town_equivalence("shapes");
+}
+
+#[test]
+fn liechtenstein_carto_equals_osm2pgsql() {
+    liechtenstein_equivalence("carto");
+}
+
+#[test]
+fn liechtenstein_values_equals_osm2pgsql() {
+    liechtenstein_equivalence("values");
+}
+
+#[test]
+fn liechtenstein_routes_equals_osm2pgsql() {
+    liechtenstein_equivalence("routes");
+}
+
+#[test]
+fn liechtenstein_shapes_equals_osm2pgsql() {
+    liechtenstein_equivalence("shapes");
+}
+
+/// Diffs generated over the town, and over Liechtenstein after the real
+/// diff, in the equivalence tests (and in `configs_run_in_osm2pgsql`,
+/// which runs exactly those through osm2pgsql alone).
+const TOWN_DIFFS: usize = 15;
+const LIECHTENSTEIN_DIFFS: usize = 5;
+
+/// Diffs generated over some data, written as OsmChange files.
+struct GeneratedDiffs {
+    /// Each file with its changes.
+    diffs: Vec<(PathBuf, ChangeSet)>,
+    /// Moved nodes and multipolygon edits in all of them.
+    reshaping_edits: usize,
+}
+
+/// Writes `count` diffs generated over `data` into `dir`.
+fn generated_diffs(data: &OsmData, count: usize, dir: &Path, prefix: &str) -> GeneratedDiffs {
+    let mut generator = FeedGenerator::new(data.clone(), 3, 100, chrono::Utc::now(), 60);
+    let mut reshaping_edits = 0;
+    let diffs = (1..=count)
+        .map(|n| {
+            let diff = generator.next_diff();
+            reshaping_edits +=
+                diff.summary.moved_nodes.len() + diff.summary.multipolygon_edits.len();
+            let changes: ChangeSet = diff.changes.into_iter().collect();
+            let file = dir.join(format!("{prefix}-{n}.osc"));
+            write_changes(&file, &changes);
+            (file, changes)
+        })
+        .collect();
+    GeneratedDiffs {
+        diffs,
+        reshaping_edits,
+    }
+}
+
+/// Liechtenstein's data after the real diff 000466354: what the
+/// generated diffs start from.
+fn liechtenstein_after(pbf: &Path, changes: &ChangeSet) -> OsmData {
+    let mut data = OsmData::from_pbf(pbf).unwrap();
+    for change in changes.iter() {
+        data.apply(change);
+    }
+    data
+}
+
+/// The fixtures themselves: osm2pgsql imports the town and Liechtenstein
+/// with each config and applies diffs (generated ones, and the real one
+/// for Liechtenstein), and every table the config defines gets rows.
+/// Independent of tilepipe, so a broken fixture shows here even while
+/// tilepipe's side fails.
+#[test]
+fn configs_run_in_osm2pgsql() {
+    if !osm2pgsql_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, town_path) = town_file(dir.path());
+    let mut inputs = vec![(
+        "town",
+        town_path,
+        generated_diffs(&town, TOWN_DIFFS, dir.path(), "town")
+            .diffs
+            .into_iter()
+            .map(|(file, _)| file)
+            .collect::<Vec<_>>(),
+    )];
+    if let (Some(pbf), Some(osc)) = (
+        shared_data("liechtenstein-2013-08-03.osm.pbf"),
+        shared_data("000466354.osc.gz"),
+    ) {
+        let data = liechtenstein_after(&pbf, &tilepipe::osm::osc::read_osc_file(&osc).unwrap());
+        let mut diffs = vec![osc];
+        diffs.extend(
+            generated_diffs(&data, LIECHTENSTEIN_DIFFS, dir.path(), "liechtenstein")
+                .diffs
+                .into_iter()
+                .map(|(file, _)| file),
+        );
+        inputs.push(("liechtenstein", pbf, diffs));
+    }
+    for (place, input, diffs) in &inputs {
+        for name in ["carto", "values", "routes", "shapes"] {
+            let url = PgCluster::shared()
+                .create_database(&format!("flexcfg_{place}_{name}"))
+                .unwrap();
+            let mut client = tilepipe_testkit::db::connect(&url);
+            client
+                .batch_execute(&format!("CREATE SCHEMA {REFERENCE}"))
+                .unwrap();
+            osm2pgsql(&url, &config(name), false, input);
+            let imported = reference_counts(&mut client);
+            for diff in diffs {
+                osm2pgsql(&url, &config(name), true, diff);
+            }
+            let updated = reference_counts(&mut client);
+            eprintln!(
+                "{place} {name}: imported {imported:?}, after {} diffs {updated:?}",
+                diffs.len()
+            );
+            for (table, rows) in &imported {
+                assert!(
+                    *rows > 0,
+                    "{place} {name}: osm2pgsql wrote no rows to {table}"
+                );
+            }
+        }
+    }
+}
+
+/// The comparison itself: two osm2pgsql runs, one into each schema, are
+/// equal with every config (so nothing osm2pgsql leaves to chance, like
+/// the order of json keys or serial numbers, counts), and differences
+/// planted in the second show up, named by id.
+#[test]
+fn comparison_accepts_osm2pgsql_against_itself() {
+    if !osm2pgsql_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let diffs = generated_diffs(&town, 5, dir.path(), "town").diffs;
+    for name in ["carto", "values", "routes", "shapes"] {
+        let url = PgCluster::shared()
+            .create_database(&format!("flexself_{name}"))
+            .unwrap();
+        let mut client = tilepipe_testkit::db::connect(&url);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {REFERENCE}; CREATE SCHEMA {OURS};"))
+            .unwrap();
+        for schema in [REFERENCE, OURS] {
+            osm2pgsql_into(schema, &url, &config(name), false, &path);
+            for (diff, _) in &diffs {
+                osm2pgsql_into(schema, &url, &config(name), true, diff);
+            }
+        }
+        let problems = differences(&mut client);
+        assert!(
+            problems.is_empty(),
+            "{name}: two osm2pgsql runs differ:\n  {}",
+            problems.join("\n  ")
+        );
+        if name != "values" {
+            continue;
+        }
+        // Planted differences: a text value, a geometry moved by 2 cm, a
+        // json array's number spelled differently, a row of the table
+        // without ids gone.
+        let node: i64 = client
+            .query_one(
+                &format!("SELECT min(osm_id) FROM {OURS}.flex_named WHERE osm_type = 'N'"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "UPDATE {OURS}.flex_values SET t_str = 'changed'
+                   WHERE node_id = (SELECT min(node_id) FROM {OURS}.flex_values);
+                 UPDATE {OURS}.flex_named SET geom = ST_Translate(geom, 0.02, 0)
+                   WHERE osm_type = 'N' AND osm_id = {node};
+                 UPDATE {OURS}.flex_values SET j_array = '[1.0]'
+                   WHERE node_id = (SELECT max(node_id) FROM {OURS}.flex_values);
+                 DELETE FROM {OURS}.flex_poi_log
+                   WHERE ctid = (SELECT min(ctid) FROM {OURS}.flex_poi_log);
+                 UPDATE {REFERENCE}.flex_values SET j_array = '[1]'
+                   WHERE node_id = (SELECT max(node_id) FROM {REFERENCE}.flex_values);"
+            ))
+            .unwrap();
+        let (first, last): (i64, i64) = {
+            let row = client
+                .query_one(
+                    &format!("SELECT min(node_id), max(node_id) FROM {OURS}.flex_values"),
+                    &[],
+                )
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        let problems = differences(&mut client).join("\n");
+        for expected in [
+            "flex_values: 2 osm2pgsql rows without an equal tilepipe row".to_string(),
+            format!("\"{first}\""),
+            format!("\"{last}\""),
+            format!(
+                "flex_named: 1 osm2pgsql rows without an equal tilepipe row, e.g. [\"N/{node}\"]"
+            ),
+            "flex_poi_log: 1 osm2pgsql rows without an equal tilepipe row".to_string(),
+        ] {
+            assert!(
+                problems.contains(&expected),
+                "{expected:?} missing in:\n{problems}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Errors
+
+/// A broken config: its text, what osm2pgsql 1.8 says about it, and what
+/// tilepipe's message must contain.
+struct Broken {
+    name: &'static str,
+    text: String,
+    osm2pgsql_says: &'static str,
+    tilepipe_says: Vec<String>,
+}
+
+#[test]
+fn config_errors_say_what_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (town, town_path) = town_file(dir.path());
+    let highway = town
+        .ways
+        .values()
+        .find(|w| w.tags.iter().any(|(k, _)| k == "highway"))
+        .expect("the town has streets")
+        .id;
+    let broken = [
+        Broken {
+            name: "syntax",
+            text: "local t = osm2pgsql.define_node_table('pois', {\n\
+                   \x20   { column = 'name', type = 'text' },\n\
+                   \x20   { column = 'geom', type = 'point' },\n\
+                   })\n\
+                   \n\
+                   function osm2pgsql.process_node(object)\n\
+                   \x20   if object.tags.name then\n\
+                   \x20       t:insert({ name = object.tags.name geom = object:as_point() })\n\
+                   \x20   end\n\
+                   end\n"
+                .into(),
+            osm2pgsql_says: "syntax.lua:8: '}' expected near 'geom'",
+            tilepipe_says: vec!["syntax.lua:8:".into(), "'}' expected near 'geom'".into()],
+        },
+        Broken {
+            name: "column_type",
+            text: "local t = osm2pgsql.define_node_table('pois', {\n\
+                   \x20   { column = 'name', type = 'text' },\n\
+                   \x20   { column = 'height', type = 'float' },\n\
+                   \x20   { column = 'geom', type = 'point' },\n\
+                   })\n\
+                   \n\
+                   function osm2pgsql.process_node(object)\n\
+                   end\n"
+                .into(),
+            osm2pgsql_says: "Unknown column type 'float'",
+            tilepipe_says: vec![
+                "column_type.lua".into(),
+                "Unknown column type 'float'".into(),
+                "'pois'".into(),
+                "'height'".into(),
+            ],
+        },
+        Broken {
+            name: "geometry_type",
+            text: format!(
+                "local t = osm2pgsql.define_way_table('roads', {{\n\
+                 \x20   {{ column = 'name', type = 'text' }},\n\
+                 \x20   {{ column = 'geom', type = 'point' }},\n\
+                 }})\n\
+                 \n\
+                 function osm2pgsql.process_way(object)\n\
+                 \x20   if object.id == {highway} then\n\
+                 \x20       t:insert({{ name = object.tags.name, geom = object:as_linestring() }})\n\
+                 \x20   end\n\
+                 end\n"
+            ),
+            osm2pgsql_says: "geometry_type.lua:8: Error in 'insert': Geometry data for geometry column 'geom' has the wrong type (LINESTRING).",
+            tilepipe_says: vec![
+                "geometry_type.lua:8:".into(),
+                "'roads'".into(),
+                "'geom'".into(),
+                "LINESTRING".into(),
+                format!("way {highway}"),
+            ],
+        },
+    ];
+    let have_osm2pgsql = osm2pgsql_available();
+    let mut failures = Vec::new();
+    for case in broken {
+        let path = dir.path().join(format!("{}.lua", case.name));
+        std::fs::write(&path, &case.text).unwrap();
+        let url = PgCluster::shared()
+            .create_database(&format!("flexerr_{}", case.name))
+            .unwrap();
+        tilepipe_testkit::db::connect(&url)
+            .batch_execute(&format!("CREATE SCHEMA {REFERENCE}; CREATE SCHEMA {OURS};"))
+            .unwrap();
+        if have_osm2pgsql {
+            let stderr = run_osm2pgsql(&url, &path, false, &town_path)
+                .expect_err("osm2pgsql rejects the config");
+            assert!(
+                stderr.contains(case.osm2pgsql_says),
+                "{}: osm2pgsql said {stderr}",
+                case.name
+            );
+        }
+        let settings = ImportSettings {
+            schema: OURS.into(),
+            flex: Some(FlexSettings::from_file(&path).unwrap()),
+            ..Default::default()
+        };
+        let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+        let message = match import(&db, &town_path, &settings, 2) {
+            Ok(_) => {
+                failures.push(format!(
+                    "{}: tilepipe imported the broken config",
+                    case.name
+                ));
+                continue;
+            }
+            Err(e) => error_chain(&e),
+        };
+        let absent: Vec<&String> = case
+            .tilepipe_says
+            .iter()
+            .filter(|part| !message.contains(part.as_str()))
+            .collect();
+        if !absent.is_empty() {
+            failures.push(format!(
+                "{}: tilepipe's error {message:?} does not contain {absent:?}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
