@@ -61,6 +61,7 @@ pub use polygon::{
     area, assemble_multipolygon, format_way_area, polygon_parts, single_or_multi, way_polygon,
     Areal, MemberWay,
 };
+pub(crate) use polygon::{assemble_multipolygon_located, way_polygon_located, Located};
 pub use projection::{project, project_degrees, EARTH_RADIUS, MAX_LATITUDE};
 pub use validity::surely_valid;
 
