@@ -32,10 +32,17 @@ use postgres::GenericClient;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Applies change sets to a database imported with a flex config.
+///
+/// Each batch gets a fresh Lua state, as each `osm2pgsql --append` run
+/// does: data a config collects in Lua globals (two-stage route lists)
+/// starts empty every batch and is rebuilt by stage 1c, so a long-running
+/// daemon writes what a cron job of osm2pgsql runs would.
 pub struct FlexApplier {
     middle: Middle,
     tables: FlexTables,
     runtime: FlexRuntime,
+    settings: FlexSettings,
+    schema: String,
 }
 
 impl FlexApplier {
@@ -50,6 +57,8 @@ impl FlexApplier {
             middle: Middle::new(&settings.schema, &settings.prefix),
             tables: FlexTables::new(runtime.tables()),
             runtime,
+            settings: flex.clone(),
+            schema: settings.schema.clone(),
         })
     }
 
@@ -59,6 +68,10 @@ impl FlexApplier {
         client: &mut impl GenericClient,
         changes: &ChangeSet,
     ) -> Result<ApplyResult, ApplyError> {
+        // The state the constructor loaded serves the first batch.
+        if self.runtime.has_run() {
+            self.runtime = self.settings.runtime(Mode::Append, &self.schema)?;
+        }
         let changed = Changed::sort(changes);
         let two_stage = self.runtime.has_select_relation_members();
         let mut marked = BTreeSet::new();

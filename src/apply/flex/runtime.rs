@@ -12,8 +12,8 @@
 //! `output-flex.cpp` (`push_osm_object_to_lua_stack`, `app_as_*`,
 //! `app_get_bbox`, `table_insert`) and osm2pgsql's manual ("Flex output").
 
-use super::geometry::FlexGeometry;
-use super::table::{parse_table, ColumnType, TableDef};
+use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
+use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
 use super::value;
 use crate::apply::geom::hilbert_key;
 use crate::apply::geom::validity::surely_valid_geometry;
@@ -103,7 +103,34 @@ enum Current {
         nodes: Vec<Location>,
         /// Each way member found, in member order, with its locations.
         ways: Vec<Vec<Location>>,
+        /// Node and way members found, in member order: for each, whether
+        /// it is a node (an index into `nodes`) or a way (into `ways`).
+        order: Vec<MemberRef>,
     },
+}
+
+/// A relation member found, as an index into the node or way list.
+#[derive(Debug, Clone, Copy)]
+enum MemberRef {
+    Node(usize),
+    Way(usize),
+}
+
+impl Current {
+    /// The members of a relation in member order, for
+    /// `as_geometrycollection`.
+    fn collection_members(&self) -> Vec<CollectionMember<'_>> {
+        let Current::Relation { nodes, ways, order } = self else {
+            return Vec::new();
+        };
+        order
+            .iter()
+            .map(|member| match *member {
+                MemberRef::Node(i) => CollectionMember::Node(nodes[i]),
+                MemberRef::Way(i) => CollectionMember::Way(&ways[i]),
+            })
+            .collect()
+    }
 }
 
 /// State shared between the runtime and the functions it gives Lua.
@@ -117,6 +144,8 @@ struct Shared {
     current: Current,
     rows: Vec<FlexRow>,
     inserts_disabled: bool,
+    /// Whether any callback has been called.
+    has_run: bool,
 }
 
 type SharedRef = Rc<RefCell<Shared>>;
@@ -230,6 +259,12 @@ impl FlexRuntime {
         self.shared.borrow().tables.clone()
     }
 
+    /// Whether any callback ran in this state (so Lua globals may hold
+    /// data from it).
+    pub fn has_run(&self) -> bool {
+        self.shared.borrow().has_run
+    }
+
     /// The config's path as given.
     pub fn config(&self) -> &str {
         &self.config
@@ -267,8 +302,13 @@ impl FlexRuntime {
             kind: ObjectType::Node,
             id: node.id,
         };
+        // On osmium's 1e-7° grid, as osm2pgsql stores every location: a
+        // diff may carry more decimals.
         let current = Current::Node {
-            location: node.location,
+            location: node.location.map(|l| {
+                let (lon, lat) = l.to_fixed();
+                Location::from_fixed(lon, lat)
+            }),
         };
         self.call(
             function,
@@ -380,6 +420,7 @@ impl FlexRuntime {
         {
             let mut shared = self.shared.borrow_mut();
             shared.context = Some(Context::SelectRelationMembers);
+            shared.has_run = true;
             shared.object = Some(object);
             shared.current = Current::None;
         }
@@ -414,6 +455,7 @@ impl FlexRuntime {
             shared.object_table = Some(table.clone());
             shared.current = current;
             shared.rows.clear();
+            shared.has_run = true;
         }
         let result = function.call::<()>(table);
         let mut shared = self.shared.borrow_mut();
@@ -478,11 +520,18 @@ fn relation_members(
 ) -> Current {
     let mut nodes = Vec::new();
     let mut member_ways = Vec::new();
+    let mut order = Vec::new();
     for member in &relation.members {
         match member.kind {
-            ObjectType::Node => nodes.extend(locations.location(member.id)),
+            ObjectType::Node => {
+                if let Some(location) = locations.location(member.id) {
+                    order.push(MemberRef::Node(nodes.len()));
+                    nodes.push(location);
+                }
+            }
             ObjectType::Way => {
                 if let Some(way) = ways.way(member.id) {
+                    order.push(MemberRef::Way(member_ways.len()));
                     member_ways.push(
                         way.nodes
                             .iter()
@@ -497,6 +546,7 @@ fn relation_members(
     Current::Relation {
         nodes,
         ways: member_ways,
+        order,
     }
 }
 
@@ -537,16 +587,21 @@ fn error_text(error: &mlua::Error) -> String {
     match error {
         mlua::Error::CallbackError { traceback, cause } => {
             let message = error_text(cause);
+            if is_config_location(&message) {
+                return message;
+            }
+            // A Rust function raised it: prefix the config line that called
+            // it, as Lua's own errors are (`config.lua:12: …`).
             match traceback
                 .lines()
                 .map(str::trim)
                 .find(|l| is_config_location(l))
             {
-                Some(line) if !message.contains(':') || !is_config_location(&message) => {
+                Some(line) => {
                     let location = line.split(": in").next().unwrap_or(line);
-                    format!("{message} (called at {location})")
+                    format!("{}: {message}", location.trim_end_matches(':'))
                 }
-                _ => message,
+                None => message,
             }
         }
         mlua::Error::RuntimeError(message) | mlua::Error::SyntaxError { message, .. } => {
@@ -619,7 +674,11 @@ impl UserData for LuaGeometry {
         });
         methods.add_meta_method(MetaMethod::Len, |_, this, ()| Ok(this.0.num_geometries()));
         methods.add_method("area", |_, this, ()| Ok(this.0.area()));
-        methods.add_method("spherical_area", |_, this, ()| Ok(this.0.spherical_area()));
+        methods.add_method("spherical_area", |_, this, ()| {
+            this.0
+                .spherical_area()
+                .map_err(|e| mlua::Error::RuntimeError(format!("Error in 'spherical_area': {e}")))
+        });
         methods.add_method("length", |_, this, ()| Ok(this.0.length()));
         methods.add_method("centroid", |_, this, ()| Ok(LuaGeometry(this.0.centroid())));
         methods.add_method("geometry_n", |_, this, n: i64| {
@@ -652,6 +711,12 @@ impl UserData for LuaGeometry {
                     Some(options) => options.get::<Option<f64>>("stretch")?.unwrap_or(1.0),
                     None => 1.0,
                 };
+                if stretch.is_nan() || stretch <= 0.0 {
+                    return Err(mlua::Error::RuntimeError(
+                        "Error in 'pole_of_inaccessibility': The 'stretch' factor must be > 0."
+                            .into(),
+                    ));
+                }
                 Ok(LuaGeometry(this.0.pole_of_inaccessibility(stretch)))
             },
         );
@@ -792,28 +857,35 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                         )))
                     }
                 };
-                match geometry.filter(|g| !g.is_null()) {
-                    None => None,
-                    Some(geometry) => {
-                        let stored = geometry.for_column(kind, column.srid).map_err(|e| {
-                            fail(format!(
-                                "Geometry data for geometry column '{}' {e}",
-                                column.name
-                            ))
-                        })?;
-                        if let Some(projected) = stored.geometry() {
-                            if order_key.is_none() {
-                                order_key = Some(hilbert_key(projected));
-                            }
-                            let checked = column.srid != 4326
-                                && !matches!(projected, geo::Geometry::Point(_));
-                            if checked && !surely_valid_geometry(projected) {
-                                surely_valid = false;
-                            }
+                let bytes = geometry
+                    .as_ref()
+                    .map(|g| g.to_ewkb(column.srid, column_type(kind), &column.name))
+                    .transpose()
+                    .map_err(|e| fail(format!("table '{}': {e}", table.name)))?
+                    .flatten();
+                if let (Some(_), Some(geometry)) = (&bytes, &geometry) {
+                    // What the import needs to know: where the row sorts
+                    // (in 3857 whatever the column's projection) and, for
+                    // the columns osm2pgsql's trigger checks, whether the
+                    // stored geometry is surely valid.
+                    let projected = if geometry.srid() == 4326 {
+                        geometry
+                            .transform(3857)
+                            .unwrap_or_else(|_| geometry.clone())
+                    } else {
+                        geometry.clone()
+                    };
+                    if let Some(projected) = projected.geometry() {
+                        if order_key.is_none() {
+                            order_key = Some(hilbert_key(projected));
                         }
-                        stored.to_hex_ewkb()
+                        let checked = column.srid != 4326 && kind != GeometryKind::Point;
+                        if checked && (column.srid != 3857 || !surely_valid_geometry(projected)) {
+                            surely_valid = false;
+                        }
                     }
                 }
+                bytes.map(|b| crate::apply::geom::ewkb::to_hex(&b))
             }
             _ => {
                 let value: Value = row.raw_get(column.name.as_str())?;
@@ -896,7 +968,9 @@ fn add_object_methods(lua: &Lua, methods: &Table, shared: &SharedRef) -> mlua::R
             "as_geometrycollection",
             "process_relation() function",
             |c| match c {
-                Current::Relation { nodes, ways } => Some(FlexGeometry::collection(nodes, ways)),
+                relation @ Current::Relation { .. } => {
+                    Some(FlexGeometry::collection(&relation.collection_members()))
+                }
                 _ => None,
             },
         ),
@@ -956,6 +1030,20 @@ fn add_object_methods(lua: &Lua, methods: &Table, shared: &SharedRef) -> mlua::R
     })?;
     methods.raw_set("get_bbox", get_bbox)?;
     Ok(())
+}
+
+/// The geometry module's name for a column's geometry kind.
+fn column_type(kind: GeometryKind) -> GeometryColumnType {
+    match kind {
+        GeometryKind::Any => GeometryColumnType::Geometry,
+        GeometryKind::Point => GeometryColumnType::Point,
+        GeometryKind::LineString => GeometryColumnType::LineString,
+        GeometryKind::Polygon => GeometryColumnType::Polygon,
+        GeometryKind::MultiPoint => GeometryColumnType::MultiPoint,
+        GeometryKind::MultiLineString => GeometryColumnType::MultiLineString,
+        GeometryKind::MultiPolygon => GeometryColumnType::MultiPolygon,
+        GeometryKind::GeometryCollection => GeometryColumnType::GeometryCollection,
+    }
 }
 
 /// A userdata as a geometry, for tests and callers holding Lua values.

@@ -258,9 +258,20 @@ impl Assembler {
 
     /// Adds the segments of one way given by its projected node locations.
     pub(crate) fn add_way(&mut self, points: &[Coord<f64>]) {
+        self.add_nodes(points.iter().map(|&coord| (unproject_fixed(coord), coord)));
+    }
+
+    /// Adds the segments of one way given by each node's location on the
+    /// 1e-7° grid (which all decisions are made on) and the coordinate to
+    /// output for it, in any projection. The flex output assembles in
+    /// EPSG:4326, where nothing needs to be recovered from the coordinates.
+    pub(crate) fn add_way_located(&mut self, points: &[((i32, i32), Coord<f64>)]) {
+        self.add_nodes(points.iter().copied());
+    }
+
+    fn add_nodes(&mut self, points: impl Iterator<Item = ((i32, i32), Coord<f64>)>) {
         let mut previous: Option<NodeRef> = None;
-        for &coord in points {
-            let (x, y) = unproject_fixed(coord);
+        for ((x, y), coord) in points {
             let node = NodeRef {
                 location: Location { x, y },
                 coord,

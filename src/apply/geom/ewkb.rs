@@ -26,8 +26,10 @@ const BIG_ENDIAN: u8 = 0;
 const WKB_POINT: u32 = 1;
 const WKB_LINESTRING: u32 = 2;
 const WKB_POLYGON: u32 = 3;
+const WKB_MULTIPOINT: u32 = 4;
 const WKB_MULTILINESTRING: u32 = 5;
 const WKB_MULTIPOLYGON: u32 = 6;
+const WKB_COLLECTION: u32 = 7;
 
 /// Why an (E)WKB value could not be decoded or encoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -123,6 +125,17 @@ pub fn write(geometry: &Geometry<f64>) -> Result<Vec<u8>, EwkbError> {
     }
 }
 
+/// EWKB of any point, linestring, polygon, multi geometry or geometry
+/// collection with the given SRID on the top level geometry (none if 0), as
+/// osm2pgsql's flex output writes them (`geom_to_ewkb` in `src/wkb.cpp`):
+/// parts of multi geometries and collection members carry no SRID, the
+/// points of a multipoint are complete WKB points.
+pub fn write_with_srid(geometry: &Geometry<f64>, srid: u32) -> Result<Vec<u8>, EwkbError> {
+    let mut out = Writer::with_capacity(64);
+    out.geometry(geometry, (srid != 0).then_some(srid))?;
+    Ok(out.bytes)
+}
+
 /// Lower-case hex, as `encode(ST_AsEWKB(way), 'hex')` prints and as the
 /// COPY text format accepts for geometry columns.
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -216,6 +229,50 @@ impl Writer {
     fn linestring(&mut self, line: &LineString<f64>, srid: Option<u32>) {
         self.header(WKB_LINESTRING, srid);
         self.points(line);
+    }
+
+    fn geometry(&mut self, geometry: &Geometry<f64>, srid: Option<u32>) -> Result<(), EwkbError> {
+        match geometry {
+            Geometry::Point(p) => {
+                self.header(WKB_POINT, srid);
+                self.coord(p.0);
+            }
+            Geometry::LineString(l) => self.linestring(l, srid),
+            Geometry::Polygon(p) => self.polygon(p, srid),
+            Geometry::MultiPoint(mp) => {
+                self.header(WKB_MULTIPOINT, srid);
+                self.count(mp.0.len());
+                for p in &mp.0 {
+                    self.header(WKB_POINT, None);
+                    self.coord(p.0);
+                }
+            }
+            Geometry::MultiLineString(ml) => {
+                self.header(WKB_MULTILINESTRING, srid);
+                self.count(ml.0.len());
+                for l in &ml.0 {
+                    self.linestring(l, None);
+                }
+            }
+            Geometry::MultiPolygon(mp) => {
+                self.header(WKB_MULTIPOLYGON, srid);
+                self.count(mp.0.len());
+                for p in &mp.0 {
+                    self.polygon(p, None);
+                }
+            }
+            Geometry::GeometryCollection(c) => {
+                self.header(WKB_COLLECTION, srid);
+                self.count(c.0.len());
+                for member in &c.0 {
+                    self.geometry(member, None)?;
+                }
+            }
+            Geometry::Line(_) => return Err(EwkbError::UnsupportedGeometry("Line")),
+            Geometry::Rect(_) => return Err(EwkbError::UnsupportedGeometry("Rect")),
+            Geometry::Triangle(_) => return Err(EwkbError::UnsupportedGeometry("Triangle")),
+        }
+        Ok(())
     }
 
     fn polygon(&mut self, polygon: &Polygon<f64>, srid: Option<u32>) {
@@ -458,6 +515,56 @@ mod tests {
             // deterministic
             assert_eq!(write(&g).unwrap(), bytes);
         }
+    }
+
+    #[test]
+    fn write_with_srid_matches_write_for_3857() {
+        let ring = line_string![
+            (x: 0.0, y: 0.0), (x: 10.0, y: 0.0), (x: 10.0, y: 10.0), (x: 0.0, y: 0.0)
+        ];
+        let geometries: Vec<Geometry<f64>> = vec![
+            Geometry::Point(point!(x: 1.5, y: -2.0)),
+            Geometry::LineString(ring.clone()),
+            Geometry::Polygon(Polygon::new(ring.clone(), vec![])),
+            Geometry::MultiPolygon(MultiPolygon::new(vec![Polygon::new(ring.clone(), vec![])])),
+            Geometry::MultiLineString(MultiLineString::new(vec![ring.clone(), ring])),
+        ];
+        for g in geometries {
+            assert_eq!(write_with_srid(&g, SRID).unwrap(), write(&g).unwrap());
+        }
+    }
+
+    #[test]
+    fn write_with_srid_4326_multipoint_and_collection_match_postgis() {
+        // encode(ST_AsEWKB('SRID=4326;POINT(1 2)'::geometry), 'hex')
+        let p = Geometry::Point(point!(x: 1.0, y: 2.0));
+        assert_eq!(
+            hex(&write_with_srid(&p, 4326).unwrap()),
+            "0101000020e6100000000000000000f03f0000000000000040"
+        );
+        // 'SRID=4326;MULTIPOINT((1 2))'
+        let mp = Geometry::MultiPoint(geo::MultiPoint::new(vec![point!(x: 1.0, y: 2.0)]));
+        assert_eq!(
+            hex(&write_with_srid(&mp, 4326).unwrap()),
+            "0104000020e6100000010000000101000000000000000000f03f0000000000000040"
+        );
+        // 'SRID=4326;GEOMETRYCOLLECTION(POINT(1 2),LINESTRING(0 0,1 1))'
+        let line = Geometry::LineString(line_string![(x: 0.0, y: 0.0), (x: 1.0, y: 1.0)]);
+        let c = Geometry::GeometryCollection(geo::GeometryCollection::new_from(vec![p, line]));
+        assert_eq!(
+            hex(&write_with_srid(&c, 4326).unwrap()),
+            concat!(
+                "0107000020e610000002000000",
+                "0101000000000000000000f03f0000000000000040",
+                "010200000002000000",
+                "00000000000000000000000000000000",
+                "000000000000f03f000000000000f03f"
+            )
+        );
+        // SRID 0: plain WKB header
+        assert_eq!(hex(&write_with_srid(&mp, 0).unwrap()[..5]), "0104000000");
+        let line = Geometry::Line(geo::Line::new((0.0, 0.0), (1.0, 1.0)));
+        assert!(write_with_srid(&line, 4326).is_err());
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`merge_lines`]: osm2pgsql's own line merging for route and boundary
 //!   relations;
 //! - [`area`], [`length`], [`format_way_area`]: `way_area` and lengths;
-//! - [`ewkb`]: PostGIS EWKB with SRID 3857, writer and reader;
+//! - [`ewkb`]: PostGIS EWKB with SRID 3857 (or any SRID, for the flex
+//!   output), writer and reader;
 //! - [`surely_valid`]: a conservative, exact proof that a polygon is valid
 //!   for PostGIS, so most polygons need no `ST_IsValid` in the database;
 //! - [`hilbert_key`]: a spatial sort key for clustering rows.
@@ -61,6 +62,7 @@ pub use polygon::{
     area, assemble_multipolygon, format_way_area, polygon_parts, single_or_multi, way_polygon,
     Areal, MemberWay,
 };
+pub(crate) use polygon::{assemble_multipolygon_located, way_polygon_located, Located};
 pub use projection::{project, project_degrees, EARTH_RADIUS, MAX_LATITUDE};
 pub use validity::surely_valid;
 

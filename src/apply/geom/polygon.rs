@@ -39,6 +39,28 @@ pub fn way_polygon(points: &[Coord<f64>]) -> Option<Polygon<f64>> {
     }
     let mut assembler = Assembler::new();
     assembler.add_way(points);
+    first_outer_ring(assembler)
+}
+
+/// A node for assembly in any projection: its location on the 1e-7° grid
+/// (`Location::to_fixed`) and the coordinate to output for it.
+pub(crate) type Located = ((i32, i32), Coord<f64>);
+
+/// [`way_polygon`] for nodes given with their grid location, so that the
+/// output can be in any projection (the flex output builds polygons in
+/// EPSG:4326). Same rules and result as `way_polygon`.
+pub(crate) fn way_polygon_located(points: &[Located]) -> Option<Polygon<f64>> {
+    if points.len() < 4 {
+        return None;
+    }
+    let mut assembler = Assembler::new();
+    assembler.add_way_located(points);
+    first_outer_ring(assembler)
+}
+
+/// osm2pgsql's `geom::create_polygon` after the node count check: the first
+/// outer ring, without consecutive duplicates (`fill_point_list`).
+fn first_outer_ring(assembler: Assembler) -> Option<Polygon<f64>> {
     let rings = assembler.assemble().ok()?;
     let (outer, _) = rings.into_iter().next()?;
     Some(Polygon::new(
@@ -80,6 +102,16 @@ pub fn assemble_multipolygon(ways: &[MemberWay]) -> Option<MultiPolygon<f64>> {
     let mut assembler = Assembler::new();
     for way in ways {
         assembler.add_way(&way.points);
+    }
+    assembler.assemble().ok().map(rings_to_multipolygon)
+}
+
+/// [`assemble_multipolygon`] for member ways given as nodes with their grid
+/// location (see [`Located`]), for output in any projection.
+pub(crate) fn assemble_multipolygon_located(ways: &[Vec<Located>]) -> Option<MultiPolygon<f64>> {
+    let mut assembler = Assembler::new();
+    for way in ways {
+        assembler.add_way_located(way);
     }
     assembler.assemble().ok().map(rings_to_multipolygon)
 }
@@ -506,6 +538,83 @@ mod tests {
         for inner in mp.0[0].interiors() {
             assert_eq!(inner.0.len(), 4);
             assert!(signed(inner) < 0.0);
+        }
+    }
+
+    #[test]
+    fn located_assembly_matches_projected_assembly() {
+        // The same grid locations give the same rings whether the assembler
+        // recovers them from 3857 coordinates or is told them; the located
+        // variant outputs the coordinates it was given (here degrees).
+        let degrees = |(x, y): (i32, i32)| {
+            let fixed = (95_000_000 + x * 10_000, 470_000_000 + y * 10_000);
+            let coord = Coord {
+                x: f64::from(fixed.0) / 1e7,
+                y: f64::from(fixed.1) / 1e7,
+            };
+            (fixed, coord)
+        };
+        let to_3857 = |ring: &LineString<f64>| -> LineString<f64> {
+            ring.0
+                .iter()
+                .map(|c| project((c.x * 1e7).round() as i32, (c.y * 1e7).round() as i32))
+                .collect()
+        };
+        let cases: Vec<Vec<Vec<(i32, i32)>>> = vec![
+            vec![SQUARE_CW.to_vec()],
+            vec![vec![
+                (0, 0),
+                (5, 5),
+                (10, 0),
+                (10, 10),
+                (5, 5),
+                (0, 10),
+                (0, 0),
+            ]],
+            vec![
+                vec![(0, 0), (30, 0), (30, 30), (0, 30), (0, 0)],
+                vec![(5, 5), (25, 5), (25, 25), (5, 25), (5, 5)],
+                vec![(10, 10), (20, 10), (20, 20), (10, 20), (10, 10)],
+            ],
+            vec![
+                vec![(0, 0), (10, 0), (10, 10)],
+                vec![(0, 0), (0, 10), (10, 10)],
+                vec![(20, 0), (30, 0), (30, 10), (20, 0)],
+            ],
+            vec![
+                SQUARE_CW.to_vec(),
+                vec![(5, 5), (15, 5), (15, 15), (5, 15), (5, 5)],
+            ],
+        ];
+        for case in cases {
+            let projected: Vec<MemberWay> = case
+                .iter()
+                .enumerate()
+                .map(|(i, points)| way(i as i64, "", points))
+                .collect();
+            let located: Vec<Vec<Located>> = case
+                .iter()
+                .map(|points| points.iter().map(|&p| degrees(p)).collect())
+                .collect();
+            let expected = assemble_multipolygon(&projected);
+            let got = assemble_multipolygon_located(&located).map(|mp| {
+                MultiPolygon::new(
+                    mp.0.iter()
+                        .map(|p| {
+                            Polygon::new(
+                                to_3857(p.exterior()),
+                                p.interiors().iter().map(to_3857).collect(),
+                            )
+                        })
+                        .collect(),
+                )
+            });
+            assert_eq!(got, expected, "{case:?}");
+            if let [single] = case.as_slice() {
+                let got = way_polygon_located(&located[0])
+                    .map(|p| Polygon::new(to_3857(p.exterior()), vec![]));
+                assert_eq!(got, way_polygon(&ring(single)), "{single:?}");
+            }
         }
     }
 
