@@ -12,6 +12,7 @@
 
 pub mod append;
 pub mod config;
+pub mod flatnodes;
 pub mod flex;
 pub mod geom;
 pub mod import;
