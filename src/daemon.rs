@@ -581,6 +581,15 @@ pub fn apply_batch(
     let result = applier.apply(&mut tx, &batch.changes)?;
     injected_panic();
     raise_current_timestamp(&mut tx, schema, &batch.changes)?;
+    // A flex config's own expire outputs (osm2pgsql ≥ 1.9), beside
+    // `expire:`; their files are written by `act_on_expired`.
+    crate::expire::outputs::record_batch(
+        &mut tx,
+        schema,
+        applier.expire_outputs(),
+        &result.row_changes,
+        config.expire.all_changes,
+    )?;
     if config.expire.is_active() {
         let tiles = expiry::tiles_for_changes(
             &result.row_changes,
@@ -602,8 +611,9 @@ pub fn apply_batch(
 }
 
 /// Acts on every committed batch's expired tiles not acted on yet (after a
-/// crash, those of earlier runs too). Entries whose actions failed stay
-/// queued and are tried again after the next batch.
+/// crash, those of earlier runs too): the tile lists of a flex config's
+/// expire outputs, then the `expire:` section's actions. Entries whose
+/// actions failed stay queued and are tried again after the next batch.
 pub fn act_on_expired(
     client: &mut postgres::Client,
     config: &Config,
@@ -611,10 +621,11 @@ pub fn act_on_expired(
     renderer: Option<&BuiltinRenderer>,
     metrics: Option<&Metrics>,
 ) -> anyhow::Result<()> {
+    let schema = config.database.middle_schema.as_str();
+    crate::expire::outputs::write_files(client, schema)?;
     if !config.expire.is_active() {
         return Ok(());
     }
-    let schema = config.database.middle_schema.as_str();
     for (batch_end, tiles) in expiry::pending(client, schema)? {
         info!(
             batch_end,

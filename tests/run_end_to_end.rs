@@ -2,7 +2,13 @@
 //! HTTP. A newly published diff renames a street and moves a building;
 //! within seconds the affected tiles at several zooms are served with new
 //! bytes, an untouched tile keeps its bytes, and `/metrics` shows the lag
-//! falling from over an interval to under one.
+//! falling from over an interval to under one. Then `tilepipe status`
+//! reports the database up to date and `tilepipe apply FILE.osc` applies
+//! one more edit.
+//!
+//! Once with the classic output, once with the flex output: the database
+//! imported with `-O flex -S styles/tilepipe/tilepipe-flex.lua`, the same
+//! style (`tilepipe.xml`) drawing its tables.
 
 use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
 use tilepipe_testkit::http;
@@ -76,8 +82,31 @@ fn wait_for_tile(port: u16, path: &str, within: Duration) -> Vec<u8> {
     }
 }
 
+/// The output the database is imported with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Output {
+    Classic,
+    Flex,
+}
+
+/// The two runs each start a renderer: one at a time, so neither
+/// misses its deadlines for the other's CPU.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_published_diff_reaches_the_served_tiles_within_seconds() {
+    end_to_end(Output::Classic);
+}
+
+#[test]
+fn a_published_diff_reaches_the_served_tiles_of_a_flex_database() {
+    end_to_end(Output::Flex);
+}
+
+fn end_to_end(output: Output) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let town = tilepipe_testkit::town::synthetic_town();
     let osm = dir.path().join("town.osm");
@@ -145,7 +174,12 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
     let writer = FeedWriter::create(&feed_dir, start).unwrap();
     let server = FeedServer::start_blocking(&feed_dir).unwrap();
 
-    let url = PgCluster::shared().create_database("run_e2e").unwrap();
+    let url = PgCluster::shared()
+        .create_database(match output {
+            Output::Classic => "run_e2e",
+            Output::Flex => "run_e2e_flex",
+        })
+        .unwrap();
     let tiles = dir.path().join("tiles");
     let port = http::free_port();
     let config = dir.path().join("config.yaml");
@@ -162,7 +196,37 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
         ),
     )
     .unwrap();
-    assert_success(&tilepipe(&config, &url, &["import", osm.to_str().unwrap()]));
+    let flex_config = repository().join("styles/tilepipe/tilepipe-flex.lua");
+    let mut import = vec!["import"];
+    if output == Output::Flex {
+        import.extend(["-O", "flex", "-S", flex_config.to_str().unwrap()]);
+    }
+    import.push(osm.to_str().unwrap());
+    assert_success(&tilepipe(&config, &url, &import));
+    let mut db = tilepipe_testkit::db::connect(&url);
+    let property = |db: &mut postgres::Client, name: &str| -> Option<String> {
+        db.query_opt(
+            "SELECT value FROM osm2pgsql_properties WHERE property = $1",
+            &[&name],
+        )
+        .unwrap()
+        .map(|row| row.get(0))
+    };
+    let expected_output = match output {
+        Output::Classic => "pgsql",
+        Output::Flex => "flex",
+    };
+    assert_eq!(
+        property(&mut db, "output").as_deref(),
+        Some(expected_output)
+    );
+    if output == Output::Flex {
+        assert_eq!(
+            property(&mut db, "style").as_deref(),
+            flex_config.to_str(),
+            "osm2pgsql records the flex config as the style"
+        );
+    }
     init_at(&config, &url, &server.url(), START);
 
     let mut daemon = spawn_run(&config, &url);
@@ -279,7 +343,47 @@ fn a_published_diff_reaches_the_served_tiles_within_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}\n{}", stderr_of(&mut daemon));
+
+    // `status` on the database `run` left: up to date with the feed.
+    let out = tilepipe(&config, &url, &["status"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("which is at sequence {}", START + 1))
+            && text.contains("Local database is up to date with server"),
+        "{text}"
+    );
     server.shutdown();
+
+    // `apply FILE.osc` on it: one more rename reaches the street's rows.
+    let mut again = street.clone();
+    for (k, v) in again.tags.iter_mut() {
+        if k == "name" {
+            *v = "Kolmas Katu".into();
+        }
+    }
+    again.meta.version = again.meta.version.map(|v| v + 2);
+    let osc = dir.path().join("again.osc");
+    tilepipe::osm::osc_write::write_osc(
+        &mut std::fs::File::create(&osc).unwrap(),
+        "test",
+        [&Change {
+            action: Action::Modify,
+            object: Object::Way(again),
+        }],
+    )
+    .unwrap();
+    assert_success(&tilepipe(&config, &url, &["apply", osc.to_str().unwrap()]));
+    let names: Vec<String> = db
+        .query(
+            "SELECT DISTINCT name FROM planet_osm_line WHERE osm_id = $1",
+            &[&street.id],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names, ["Kolmas Katu"]);
 }
 
 fn stderr_of(child: &mut Child) -> String {

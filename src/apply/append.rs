@@ -46,6 +46,24 @@ pub struct RowChange {
     /// Whether expiry looks at this row: not for `_roads` rows, which
     /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
     pub expire: bool,
+    /// Flex tables only: for each expire output one of the table's
+    /// geometry columns feeds (its `expire` field, osm2pgsql 1.9+), that
+    /// column's geometries. Empty for every other table.
+    pub expire_feeds: Vec<ExpireFeed>,
+}
+
+/// The geometries of one row change that feed one expire output of a flex
+/// config: one entry of a geometry column's `expire` field, with that
+/// column's old and new values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpireFeed {
+    /// The output ([`Applier::expire_outputs`] index) and how the column
+    /// feeds it.
+    pub config: super::flex::expire::ColumnExpire,
+    /// EWKB (EPSG:3857) of the column in the rows before the batch.
+    pub old: Vec<Vec<u8>>,
+    /// EWKB (EPSG:3857) of the column in the rows after the batch.
+    pub new: Vec<Vec<u8>>,
 }
 
 /// The outcome of one applied change set.
@@ -96,6 +114,17 @@ impl Applier {
         match self {
             Applier::Classic(applier) => applier.apply(client, changes),
             Applier::Flex(applier) => applier.apply(client, changes),
+        }
+    }
+
+    /// The expire outputs a flex config defines
+    /// (`osm2pgsql.define_expire_output`), which the
+    /// [`RowChange::expire_feeds`] refer to by index; none for the classic
+    /// output.
+    pub fn expire_outputs(&self) -> &[super::flex::expire::ExpireOutputDef] {
+        match self {
+            Applier::Classic(_) => &[],
+            Applier::Flex(applier) => applier.expire_outputs(),
         }
     }
 }
@@ -528,6 +557,7 @@ pub(crate) fn pair_rows(
                 new: new.into_iter().flat_map(|r| r.geometries).collect(),
                 changed,
                 expire,
+                expire_feeds: Vec::new(),
             }
         })
         .collect()

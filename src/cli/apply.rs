@@ -1,5 +1,8 @@
 //! `tilepipe apply FILE.osc[.gz]`: apply one change file in one
-//! transaction, with the settings the import stored.
+//! transaction, with the settings the import stored. The expire outputs
+//! of a flex config (osm2pgsql ≥ 1.9 `define_expire_output`) get the
+//! tiles the file expires, as `osm2pgsql --append` writes them; the
+//! `expire:` section is for `run` and `catchup`.
 
 use crate::apply::append::Applier;
 use crate::apply::settings::ImportSettings;
@@ -28,7 +31,15 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         .apply(&mut tx, &changes)
         .with_context(|| format!("applying {}", args.file.display()))?;
     crate::apply::append::raise_current_timestamp(&mut tx, schema, &changes)?;
+    crate::expire::outputs::record_batch(
+        &mut tx,
+        schema,
+        applier.expire_outputs(),
+        &result.row_changes,
+        config.expire.all_changes,
+    )?;
     tx.commit()?;
+    crate::expire::outputs::write_files(&mut client, schema)?;
     info!(
         "applied {} ({}) in {:.2} s: {} output rows rewritten, {} changed; {} ways and {} relations re-processed through propagation",
         args.file.display(),

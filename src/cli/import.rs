@@ -80,6 +80,17 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         crate::db::describe(&db)
     );
     let summary = import(&db, &args.file, &settings, threads)?;
+    if let Some(flex) = &settings.flex {
+        // As osm2pgsql, the tables of the config's expire outputs exist
+        // from the import on (the tiles come with updates).
+        let outputs = flex
+            .runtime(crate::apply::flex::runtime::Mode::Create, &settings.schema)?
+            .expire_outputs();
+        if outputs.iter().any(|o| o.table.is_some()) {
+            let mut client = crate::db::connect(&db)?;
+            crate::expire::outputs::create_tables(&mut client, &outputs)?;
+        }
+    }
     let rows: Vec<String> = summary
         .rows
         .iter()

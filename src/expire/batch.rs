@@ -298,7 +298,7 @@ pub fn tiles_for_changes(
 }
 
 /// `planet_osm_line row -42` in log lines.
-struct RowLabel<'a>(&'a str, i64);
+pub(crate) struct RowLabel<'a>(pub(crate) &'a str, pub(crate) i64);
 
 impl std::fmt::Display for RowLabel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -536,6 +536,7 @@ mod tests {
             new: vec![point],
             changed: false,
             expire: true,
+            expire_feeds: Vec::new(),
         };
         let roads = RowChange {
             table: "planet_osm_roads".into(),

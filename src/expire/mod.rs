@@ -10,7 +10,10 @@
 //!   (re-render, touch, delete, list) on a mod_tile cache or a renderd;
 //! - [`batch`]: the expiry of applied batches, queued in their transaction
 //!   and acted on after the commit;
-//! - [`schedule`]: cron-scheduled refreshes of the low zooms.
+//! - [`schedule`]: cron-scheduled refreshes of the low zooms;
+//! - [`outputs`]: the expire outputs of flex configs written for
+//!   osm2pgsql ≥ 1.9 (tile lists and tables), fed by the columns that name
+//!   them.
 //!
 //! Expire does not know who renders: renders go to an
 //! [`actions::RenderSink`] (renderd's protocol here, or a
@@ -20,6 +23,7 @@
 pub mod actions;
 pub mod batch;
 pub mod from_osm;
+pub mod outputs;
 pub mod raster;
 pub mod schedule;
 pub mod tiles;

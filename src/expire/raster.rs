@@ -263,6 +263,26 @@ impl Expirer {
         &self.config
     }
 
+    /// Changes how the following units are rasterised (buffer, polygon
+    /// mode, hybrid limit), keeping the zoom, the limits and the tiles
+    /// collected: one set fed by geometries with different settings, as
+    /// an osm2pgsql expire output fed by several columns. Fails, changing
+    /// nothing, on values [`RasterSettings::validate`] refuses.
+    pub fn set_unit_settings(
+        &mut self,
+        buffer: f64,
+        mode: PolygonMode,
+        full_area_limit: f64,
+    ) -> Result<(), ExpireError> {
+        let mut config = self.config.clone();
+        config.buffer = buffer;
+        config.mode = mode;
+        config.full_area_limit = full_area_limit;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The tiles collected so far.
     pub fn tiles(&self) -> &TileSet {
         &self.tiles

@@ -1,7 +1,7 @@
 -- tilepipe's own style over osm2pgsql's flex output: the tables and
 -- columns tilepipe.xml reads (planet_osm_point, planet_osm_line,
--- planet_osm_polygon), so the same Mapnik style draws a database imported
--- with either output:
+-- planet_osm_roads, planet_osm_polygon), so the same Mapnik style draws a
+-- database imported with either output:
 --
 --   tilepipe import -O flex -S styles/tilepipe/tilepipe-flex.lua FILE.osm.pbf
 --
@@ -40,6 +40,13 @@ local tables = {
         ids = { type = 'way', id_column = 'osm_id' },
         columns = table_columns('linestring'),
     },
+    -- The major network, which the low zooms draw (as the classic
+    -- output's roads table: a copy of those lines).
+    roads = osm2pgsql.define_table{
+        name = 'planet_osm_roads',
+        ids = { type = 'way', id_column = 'osm_id' },
+        columns = table_columns('linestring'),
+    },
     polygon = osm2pgsql.define_table{
         name = 'planet_osm_polygon',
         ids = { type = 'area', id_column = 'osm_id' },
@@ -65,6 +72,12 @@ local road_order = {
     motorway = 38, trunk = 37, primary = 36, secondary = 35, tertiary = 34,
     residential = 33, unclassified = 33, living_street = 33, road = 33,
     service = 32, pedestrian = 31, footway = 30, cycleway = 30, path = 30, track = 30,
+}
+
+-- Lines that also go to planet_osm_roads.
+local major_roads = {
+    motorway = true, motorway_link = true, trunk = true, trunk_link = true,
+    primary = true, primary_link = true, secondary = true, secondary_link = true,
 }
 
 local function z_order(tags)
@@ -116,9 +129,13 @@ function osm2pgsql.process_way(object)
         tables.polygon:insert(row)
     else
         -- Long lines are cut as osm2pgsql cuts them (100 km pieces).
+        local major = major_roads[row.highway] or row.railway ~= nil
         for line in object:as_linestring():transform(3857):segmentize(100000):geometries() do
             row.way = line
             tables.line:insert(row)
+            if major then
+                tables.roads:insert(row)
+            end
         end
     end
 end

@@ -17,12 +17,13 @@
 //! 5. the new rows are COPYed in (the validity trigger drops invalid
 //!    geometries), read back and paired with the old ones.
 
+use super::expire::ExpireOutputDef;
 use super::output::{FlexTables, StoredFlexRow};
 use super::runtime::{FlexRow, FlexRuntime, Mode};
 use super::FlexSettings;
 use crate::apply::append::{
     changed_or_parents, load_for_rebuild, pair_rows, propagate, update_middle, ApplyResult,
-    Changed, RowState,
+    Changed, ExpireFeed, RowChange, RowState,
 };
 use crate::apply::middle::Middle;
 use crate::apply::settings::ImportSettings;
@@ -43,6 +44,7 @@ pub struct FlexApplier {
     runtime: FlexRuntime,
     settings: FlexSettings,
     schema: String,
+    expire_outputs: Vec<ExpireOutputDef>,
 }
 
 impl FlexApplier {
@@ -56,10 +58,17 @@ impl FlexApplier {
         Ok(FlexApplier {
             middle: Middle::new(&settings.schema, &settings.prefix),
             tables: FlexTables::new(runtime.tables()),
+            expire_outputs: runtime.expire_outputs(),
             runtime,
             settings: flex.clone(),
             schema: settings.schema.clone(),
         })
+    }
+
+    /// The config's expire outputs, which [`RowChange::expire_feeds`]
+    /// refer to by index.
+    pub fn expire_outputs(&self) -> &[ExpireOutputDef] {
+        &self.expire_outputs
     }
 
     /// Applies `changes` within `client`'s current transaction.
@@ -213,46 +222,101 @@ impl FlexApplier {
     }
 
     /// Reads back the rows of every touched object and pairs them with
-    /// the removed ones, per table and object.
+    /// the removed ones, per table and object; rows of columns that feed
+    /// expire outputs also per column.
     fn pair(
         &self,
         client: &mut impl GenericClient,
         touched: &Touched,
         removed: Vec<StoredFlexRow>,
-    ) -> Result<Vec<crate::apply::append::RowChange>, ApplyError> {
+    ) -> Result<Vec<RowChange>, ApplyError> {
         let mut written = Vec::new();
         for (kind, ids) in touched.by_kind() {
             written.extend(self.tables.read_rows(client, kind, &ids)?);
         }
-        let mut by_table: BTreeMap<usize, (Vec<RowState>, Vec<RowState>)> = BTreeMap::new();
-        for (rows, new) in [(removed, false), (written, true)] {
-            for row in rows {
-                let state = self.row_state(row.table, &row);
-                let entry = by_table.entry(row.table).or_default();
-                if new {
-                    entry.1.push(state)
-                } else {
-                    entry.0.push(state)
-                }
-            }
+        type OldAndNew = (Vec<StoredFlexRow>, Vec<StoredFlexRow>);
+        let mut by_table: BTreeMap<usize, OldAndNew> = BTreeMap::new();
+        for row in removed {
+            by_table.entry(row.table).or_default().0.push(row);
+        }
+        for row in written {
+            by_table.entry(row.table).or_default().1.push(row);
         }
         let mut changes = Vec::new();
         for (table, (old, new)) in by_table {
             let definition = &self.tables.tables()[table];
             let expire = definition.geometry_column().is_some();
-            changes.extend(pair_rows(&definition.name, expire, old, new));
+            let mut feeds = self.expire_feeds(table, &old, &new);
+            let state = |row: StoredFlexRow| RowState {
+                id: self.row_id(table, &row),
+                geometries: row.geometries.into_iter().map(|(_, g)| g).collect(),
+                digest: row.digest,
+            };
+            let mut paired = pair_rows(
+                &definition.name,
+                expire,
+                old.into_iter().map(state),
+                new.into_iter().map(state),
+            );
+            for change in &mut paired {
+                change.expire_feeds = feeds.remove(&change.osm_id).unwrap_or_default();
+            }
+            changes.extend(paired);
         }
         Ok(changes)
     }
 
-    /// A stored row keyed by its id as the table stores it.
-    fn row_state(&self, table: usize, row: &StoredFlexRow) -> RowState {
-        let ids = self.tables.tables()[table].ids.as_ref();
-        RowState {
-            id: ids.map_or(row.object.id, |ids| ids.id_value(row.object)),
-            geometries: row.geometries.clone(),
-            digest: row.digest,
+    /// Per stored id, what each column with an `expire` field feeds its
+    /// outputs: the column's old and new geometries.
+    fn expire_feeds(
+        &self,
+        table: usize,
+        old: &[StoredFlexRow],
+        new: &[StoredFlexRow],
+    ) -> BTreeMap<i64, Vec<ExpireFeed>> {
+        let definition = &self.tables.tables()[table];
+        let expiring: Vec<usize> = (0..definition.columns.len())
+            .filter(|&c| !definition.columns[c].expire.is_empty())
+            .collect();
+        let mut feeds: BTreeMap<i64, Vec<ExpireFeed>> = BTreeMap::new();
+        if expiring.is_empty() {
+            return feeds;
         }
+        let mut by_id: BTreeMap<i64, [Vec<&StoredFlexRow>; 2]> = BTreeMap::new();
+        for (side, rows) in [old, new].into_iter().enumerate() {
+            for row in rows {
+                by_id.entry(self.row_id(table, row)).or_default()[side].push(row);
+            }
+        }
+        let values = |rows: &[&StoredFlexRow], column: usize| -> Vec<Vec<u8>> {
+            rows.iter()
+                .flat_map(|row| row.geometries.iter())
+                .filter(|(c, _)| *c == column)
+                .map(|(_, g)| g.clone())
+                .collect()
+        };
+        for (id, [before, after]) in by_id {
+            for &column in &expiring {
+                let (old, new) = (values(&before, column), values(&after, column));
+                if old.is_empty() && new.is_empty() {
+                    continue;
+                }
+                for config in &definition.columns[column].expire {
+                    feeds.entry(id).or_default().push(ExpireFeed {
+                        config: config.clone(),
+                        old: old.clone(),
+                        new: new.clone(),
+                    });
+                }
+            }
+        }
+        feeds
+    }
+
+    /// A stored row's id as the table stores it.
+    fn row_id(&self, table: usize, row: &StoredFlexRow) -> i64 {
+        let ids = self.tables.tables()[table].ids.as_ref();
+        ids.map_or(row.object.id, |ids| ids.id_value(row.object))
     }
 }
 

@@ -5,9 +5,12 @@
 //!   their SQL;
 //! - [`value`]: Lua values to column values;
 //! - [`runtime`]: the Lua state running the config and its callbacks;
-//! - [`output`]: the tables in the database.
+//! - [`output`]: the tables in the database;
+//! - [`expire`]: the expire outputs of osm2pgsql ≥ 1.9 configs
+//!   (`define_expire_output`, a column's `expire`).
 
 pub mod append;
+pub mod expire;
 pub mod geometry;
 pub mod import;
 pub mod output;

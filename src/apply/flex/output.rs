@@ -55,8 +55,9 @@ pub struct StoredFlexRow {
     pub table: usize,
     /// The object the row belongs to.
     pub object: ObjectId,
-    /// EWKB of each non-NULL geometry column, transformed to 3857.
-    pub geometries: Vec<Vec<u8>>,
+    /// EWKB of each non-NULL geometry column, transformed to 3857, with
+    /// the column's index in [`TableDef::columns`].
+    pub geometries: Vec<(usize, Vec<u8>)>,
     /// Hash of every non-geometry column.
     pub digest: i64,
 }
@@ -270,10 +271,16 @@ impl FlexTables {
                 ),
                 None => format!("{id_column} = ANY($1)"),
             };
-            let geometry_fields: Vec<String> = table
+            let geometry_columns: Vec<usize> = table
                 .columns
                 .iter()
-                .filter(|c| c.column_type.geometry().is_some())
+                .enumerate()
+                .filter(|(_, c)| c.column_type.geometry().is_some())
+                .map(|(i, _)| i)
+                .collect();
+            let geometry_fields: Vec<String> = geometry_columns
+                .iter()
+                .map(|&i| &table.columns[i])
                 .map(|c| {
                     let column = format!("t.{}", quote_ident(&c.name));
                     if c.srid == 3857 {
@@ -309,8 +316,13 @@ impl FlexTables {
             for row in rows {
                 let mapped_id: i64 = row.get(0);
                 let id = original.get(&mapped_id).copied().unwrap_or(mapped_id);
-                let geometries = (2..row.len())
-                    .filter_map(|i| row.get::<_, Option<Vec<u8>>>(i))
+                let geometries = geometry_columns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(field, &column)| {
+                        row.get::<_, Option<Vec<u8>>>(field + 2)
+                            .map(|ewkb| (column, ewkb))
+                    })
                     .collect();
                 stored.push(StoredFlexRow {
                     table: index,

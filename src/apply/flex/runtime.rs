@@ -12,6 +12,7 @@
 //! `output-flex.cpp` (`push_osm_object_to_lua_stack`, `app_as_*`,
 //! `app_get_bbox`, `table_insert`) and osm2pgsql's manual ("Flex output").
 
+use super::expire::{parse_expire_output, ExpireOutputDef, ExpireOutputHandle};
 use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
 use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
 use super::value;
@@ -137,6 +138,7 @@ impl Current {
 #[derive(Default)]
 struct Shared {
     tables: Vec<TableDef>,
+    expire_outputs: Vec<ExpireOutputDef>,
     default_schema: String,
     context: Option<Context>,
     object: Option<ObjectId>,
@@ -257,6 +259,14 @@ impl FlexRuntime {
     /// The tables the config defined, in definition order.
     pub fn tables(&self) -> Vec<TableDef> {
         self.shared.borrow().tables.clone()
+    }
+
+    /// The expire outputs the config defined
+    /// (`osm2pgsql.define_expire_output`), in definition order: the
+    /// indexes [`ColumnExpire::output`](super::expire::ColumnExpire::output)
+    /// refers to.
+    pub fn expire_outputs(&self) -> Vec<ExpireOutputDef> {
+        self.shared.borrow().expire_outputs.clone()
     }
 
     /// Whether any callback ran in this state (so Lua globals may hold
@@ -756,6 +766,13 @@ fn install_api(lua: &Lua, shared: &SharedRef, config: &str, mode: Mode) -> mlua:
         "define_table",
         lua.create_function(move |_, definition: Value| define_table(&define_shared, definition))?,
     )?;
+    let define_shared = shared.clone();
+    osm2pgsql.raw_set(
+        "define_expire_output",
+        lua.create_function(move |_, definition: Value| {
+            define_expire_output(&define_shared, definition)
+        })?,
+    )?;
     lua.globals().set("osm2pgsql", osm2pgsql)?;
     let object_metatable: Table = lua
         .load(include_str!("prelude.lua"))
@@ -779,12 +796,38 @@ fn define_table(shared_ref: &SharedRef, definition: Value) -> mlua::Result<Table
             "Argument #1 to 'define_table' must be a table.".into(),
         ));
     };
-    let table = parse_table(&definition, &shared.default_schema, &shared.tables)
-        .map_err(mlua::Error::RuntimeError)?;
+    let table = parse_table(
+        &definition,
+        &shared.default_schema,
+        &shared.tables,
+        shared.expire_outputs.len(),
+    )
+    .map_err(mlua::Error::RuntimeError)?;
     shared.tables.push(table);
     Ok(TableHandle {
         index: shared.tables.len() - 1,
         shared: shared_ref.clone(),
+    })
+}
+
+/// `osm2pgsql.define_expire_output{…}` (osm2pgsql 1.9+).
+fn define_expire_output(
+    shared_ref: &SharedRef,
+    definition: Value,
+) -> mlua::Result<ExpireOutputHandle> {
+    let mut shared = shared_ref.borrow_mut();
+    if shared.context != Some(Context::Main) {
+        return Err(mlua::Error::RuntimeError(
+            "Expire outputs have to be defined in the main Lua code, not in any of the callbacks."
+                .into(),
+        ));
+    }
+    let definition = parse_expire_output(&definition, &shared.default_schema)
+        .map_err(mlua::Error::RuntimeError)?;
+    shared.expire_outputs.push(definition.clone());
+    Ok(ExpireOutputHandle {
+        index: shared.expire_outputs.len() - 1,
+        definition,
     })
 }
 
@@ -1227,6 +1270,77 @@ end
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field 'colour'"), "{err}");
+    }
+
+    #[test]
+    fn expire_outputs() {
+        let source = r#"
+            local eo = osm2pgsql.define_expire_output{ maxzoom = 14, minzoom = 12, filename = 'pois.tiles' }
+            local t = osm2pgsql.define_expire_output{ maxzoom = 10, table = 'tiles', schema = 'exp' }
+            assert(eo:maxzoom() == 14 and eo:minzoom() == 12 and eo:filename() == 'pois.tiles')
+            assert(eo:schema() == 'public' and eo:table() == '' and eo:max_tiles_geometry() == 10000000)
+            assert(tostring(t) == 'osm2pgsql.ExpireOutput[minzoom=10,maxzoom=10,filename=,schema=exp,table=tiles]')
+            osm2pgsql.define_node_table('pois', {
+                { column = 'geom', type = 'point', expire = eo },
+                { column = 'geom2', type = 'point', projection = 4326 },
+            })
+            osm2pgsql.define_way_table('roads', {
+                { column = 'geom', type = 'linestring', expire = { { output = t, mode = 'boundary-only' }, { output = eo } } },
+            })
+            function osm2pgsql.process_node(object)
+                osm2pgsql.define_expire_output{ maxzoom = 1, filename = 'x' }
+            end
+        "#;
+        let loaded = runtime(source).unwrap();
+        let outputs = loaded.expire_outputs();
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(outputs[1].qualified_table().unwrap(), "\"exp\".\"tiles\"");
+        let tables = loaded.tables();
+        let expire = |t: usize, c: &str| {
+            let column = tables[t].columns.iter().find(|col| col.name == c).unwrap();
+            column
+                .expire
+                .iter()
+                .map(|e| (e.output, e.mode))
+                .collect::<Vec<_>>()
+        };
+        use super::super::expire::ExpireMode;
+        assert_eq!(expire(0, "geom"), [(0, ExpireMode::FullArea)]);
+        assert_eq!(expire(0, "geom2"), []);
+        assert_eq!(
+            expire(1, "geom"),
+            [(1, ExpireMode::BoundaryOnly), (0, ExpireMode::FullArea)]
+        );
+        let err = loaded
+            .process_node(&node(1, &[("a", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Expire outputs have to be defined in the main Lua code, not in any of the callbacks."),
+            "{err}"
+        );
+        // An output must be defined before a column names it, and only
+        // 3857 geometry columns may name one.
+        let err = runtime(
+            "osm2pgsql.define_node_table('n', { { column = 'g', type = 'point', projection = 4326,
+                expire = osm2pgsql.define_expire_output{ maxzoom = 3, filename = 'f' } } })",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("table 'n': column 'g': Expire only allowed for geometry columns in Web Mercator projection.")
+                && err.contains("config.lua:1"),
+            "{err}"
+        );
+        let err = runtime("osm2pgsql.define_expire_output{ maxzoom = 30, filename = 'f' }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "config.lua:1: The 'maxzoom' field in a expire output must be between 1 and 20."
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! `char(1)`) comes first, then the id column (`id_num`, `int8`), both
 //! `NOT NULL`, then the config's columns in order.
 
+use super::expire::{parse_column_expire, ColumnExpire};
 use crate::db::quote_ident;
 use crate::osm::{ObjectId, ObjectType};
 use mlua::{Table, Value};
@@ -211,10 +212,13 @@ pub struct ColumnDef {
     /// SRID of a geometry or area column: 3857 unless `projection` says
     /// otherwise.
     pub srid: i32,
+    /// The expire outputs the column's geometries feed (`expire`, osm2pgsql
+    /// 1.9+; 3857 geometry columns only).
+    pub expire: Vec<ColumnExpire>,
 }
 
 impl ColumnDef {
-    fn new(name: &str, column_type: ColumnType) -> ColumnDef {
+    pub(crate) fn new(name: &str, column_type: ColumnType) -> ColumnDef {
         ColumnDef {
             name: name.to_string(),
             column_type,
@@ -222,6 +226,7 @@ impl ColumnDef {
             not_null: false,
             create_only: false,
             srid: 3857,
+            expire: Vec::new(),
         }
     }
 
@@ -408,7 +413,7 @@ const SPECIAL_CHARACTERS: &[char] = &[
     '#',
 ];
 
-fn check_identifier(name: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_identifier(name: &str, what: &str) -> Result<(), String> {
     if name.contains(SPECIAL_CHARACTERS) {
         return Err(format!(
             "Special characters are not allowed in {what}: '{name}'."
@@ -461,11 +466,13 @@ fn array_entries(value: &Value, error: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Reads one `define_table` argument. `default_schema` applies when the
-/// table names none; `existing` are the tables defined so far.
+/// table names none; `existing` are the tables defined so far and
+/// `expire_outputs` the number of expire outputs.
 pub fn parse_table(
     definition: &Table,
     default_schema: &str,
     existing: &[TableDef],
+    expire_outputs: usize,
 ) -> Result<TableDef, String> {
     let name = required_string(definition, "name", "The table")?;
     check_identifier(&name, "table names")?;
@@ -508,7 +515,7 @@ pub fn parse_table(
         indexes: Vec::new(),
     };
     parse_ids(definition, &mut table)?;
-    parse_columns(definition, &mut table)?;
+    parse_columns(definition, &mut table, expire_outputs)?;
     parse_indexes(definition, &mut table)?;
     Ok(table)
 }
@@ -560,7 +567,11 @@ fn parse_ids(definition: &Table, table: &mut TableDef) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_columns(definition: &Table, table: &mut TableDef) -> Result<(), String> {
+fn parse_columns(
+    definition: &Table,
+    table: &mut TableDef,
+    expire_outputs: usize,
+) -> Result<(), String> {
     let columns = definition.raw_get::<Value>("columns").unwrap_or(Value::Nil);
     if !matches!(columns, Value::Table(_)) {
         return Err(format!(
@@ -573,7 +584,8 @@ fn parse_columns(definition: &Table, table: &mut TableDef) -> Result<(), String>
         let Value::Table(entry) = entry else {
             return Err("The entries in the 'columns' array must be tables.".into());
         };
-        let column = parse_column(entry).map_err(|e| format!("table '{}': {e}", table.name))?;
+        let column = parse_column(entry, expire_outputs)
+            .map_err(|e| format!("table '{}': {e}", table.name))?;
         if table.columns.iter().any(|c| c.name == column.name) {
             return Err(format!(
                 "table '{}': column '{}' is defined twice.",
@@ -588,7 +600,7 @@ fn parse_columns(definition: &Table, table: &mut TableDef) -> Result<(), String>
     Ok(())
 }
 
-fn parse_column(entry: &Table) -> Result<ColumnDef, String> {
+fn parse_column(entry: &Table, expire_outputs: usize) -> Result<ColumnDef, String> {
     let type_name =
         optional_string(entry, "type", "Column entry")?.unwrap_or_else(|| "text".into());
     let name = required_string(entry, "column", "Column entry")?;
@@ -610,6 +622,9 @@ fn parse_column(entry: &Table) -> Result<ColumnDef, String> {
         }
         Err(e) => return Err(e.to_string()),
     }
+    let expire = entry.raw_get::<Value>("expire").unwrap_or(Value::Nil);
+    column.expire = parse_column_expire(&expire, &column, expire_outputs)
+        .map_err(|e| format!("column '{name}': {e}"))?;
     Ok(column)
 }
 
@@ -751,7 +766,7 @@ mod tests {
     fn parse(lua_source: &str) -> Result<TableDef, String> {
         let lua = Lua::new();
         let table: Table = lua.load(lua_source).eval().unwrap();
-        parse_table(&table, "public", &[])
+        parse_table(&table, "public", &[], 0)
     }
 
     #[test]
@@ -862,9 +877,9 @@ mod tests {
             .load("{ name = 't', columns = { { column = 'x' } } }")
             .eval()
             .unwrap();
-        let t = parse_table(&first, "public", &[]).unwrap();
+        let t = parse_table(&first, "public", &[], 0).unwrap();
         assert_eq!(
-            parse_table(&first, "public", &[t]).unwrap_err(),
+            parse_table(&first, "public", &[t], 0).unwrap_err(),
             "Table with name 't' already exists."
         );
     }

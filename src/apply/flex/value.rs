@@ -394,6 +394,7 @@ mod tests {
             not_null: false,
             create_only: false,
             srid: 3857,
+            expire: Vec::new(),
         }
     }
 
