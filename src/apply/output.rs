@@ -138,11 +138,11 @@ impl OutputTables {
     ///
     /// osm2pgsql checks every row with `ST_IsValid` and sorts by the
     /// geometry itself. Here only rows the import could not prove valid
-    /// reach `ST_IsValid`, and the sort is on the precomputed Hilbert key
-    /// of each geometry's box centre, an integer: the same kind of order
-    /// PostGIS's geometry sort gives, for a fraction of the comparisons'
-    /// cost. Rows loaded without those facts (NULL) are checked and sort
-    /// last.
+    /// reach `ST_IsValid`, and the sort is on the precomputed
+    /// [`geom::postgis_sort_key`], an integer, with the geometry compared
+    /// only where keys tie: PostGIS's own order, for a fraction of the
+    /// comparisons' cost. Rows loaded without those facts (NULL) are
+    /// checked and sort last.
     pub fn finish_import(
         &self,
         client: &mut impl GenericClient,
@@ -160,7 +160,7 @@ impl OutputTables {
             .batch_execute(&format!(
                 "CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
                    SELECT {columns} FROM {table}
-                   WHERE {valid} OR ST_IsValid(way) ORDER BY {order};
+                   WHERE {valid} OR ST_IsValid(way) ORDER BY {order}, way;
                  DROP TABLE {table};
                  ALTER TABLE {schema}.{sorted} RENAME TO {plain};
                  CREATE INDEX {way_idx} ON {table} USING GIST (way) WITH (fillfactor = 100);
@@ -363,7 +363,7 @@ fn import_facts(way: &[u8]) -> (bool, i64) {
     match geom::ewkb::read(way) {
         Ok(geometry) => (
             geom::validity::surely_valid_geometry(&geometry),
-            geom::hilbert_key(&geometry),
+            geom::postgis_sort_key(&geometry, SRID),
         ),
         Err(_) => (false, 0),
     }

@@ -172,10 +172,11 @@ impl FlexTables {
         } else {
             format!(" WHERE {STAGING_VALID} OR ({checks})")
         };
-        let order = if definition.cluster && definition.geometry_column().is_some() {
-            format!(" ORDER BY {STAGING_ORDER}")
-        } else {
-            String::new()
+        // The key is PostGIS's order of the first geometry; the geometry
+        // itself only breaks ties, as in osm2pgsql's `ORDER BY geom`.
+        let order = match definition.geometry_column().filter(|_| definition.cluster) {
+            Some(geometry) => format!(" ORDER BY {STAGING_ORDER}, {}", quote_ident(&geometry.name)),
+            None => String::new(),
         };
         let mut sql = format!(
             "SET client_min_messages = WARNING;

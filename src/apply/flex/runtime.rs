@@ -16,7 +16,7 @@ use super::expire::{parse_expire_output, ExpireOutputDef, ExpireOutputHandle};
 use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
 use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
 use super::value;
-use crate::apply::geom::hilbert_key;
+use crate::apply::geom::postgis_sort_key;
 use crate::apply::geom::validity::surely_valid_geometry;
 use crate::apply::process::{NodeLocations, WayLookup};
 use crate::osm::{Location, Node, ObjectId, ObjectType, Relation, Tags, Way};
@@ -908,22 +908,27 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                     .flatten();
                 if let (Some(_), Some(geometry)) = (&bytes, &geometry) {
                     // What the import needs to know: where the row sorts
-                    // (in 3857 whatever the column's projection) and, for
-                    // the columns osm2pgsql's trigger checks, whether the
-                    // stored geometry is surely valid.
-                    let projected = if geometry.srid() == 4326 {
+                    // (PostGIS's order of the stored geometry) and, for the
+                    // columns osm2pgsql's trigger checks, whether it is
+                    // surely valid. Stored is what to_ewkb wrote: 4326
+                    // geometries projected into 3857 columns, anything
+                    // else as it is (osm2pgsql's quirk for 3857 into 4326).
+                    let stored = if geometry.srid() == 4326 && column.srid == 3857 {
                         geometry
                             .transform(3857)
                             .unwrap_or_else(|_| geometry.clone())
                     } else {
                         geometry.clone()
                     };
-                    if let Some(projected) = projected.geometry() {
-                        if order_key.is_none() {
-                            order_key = Some(hilbert_key(projected));
+                    if let Some(stored) = stored.geometry() {
+                        if table
+                            .geometry_column()
+                            .is_some_and(|first| first.name == column.name)
+                        {
+                            order_key = Some(postgis_sort_key(stored, column.srid));
                         }
                         let checked = column.srid != 4326 && kind != GeometryKind::Point;
-                        if checked && (column.srid != 3857 || !surely_valid_geometry(projected)) {
+                        if checked && (column.srid != 3857 || !surely_valid_geometry(stored)) {
                             surely_valid = false;
                         }
                     }

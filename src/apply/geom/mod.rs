@@ -15,7 +15,8 @@
 //!   output), writer and reader;
 //! - [`surely_valid`]: a conservative, exact proof that a polygon is valid
 //!   for PostGIS, so most polygons need no `ST_IsValid` in the database;
-//! - [`hilbert_key`]: a spatial sort key for clustering rows.
+//! - [`postgis_sort_key`]: PostGIS's order of geometries as an integer,
+//!   for clustering rows as osm2pgsql does.
 //!
 //! Everything is pure computation on `geo` types; the callers fetch node
 //! locations, decide what to build from the tags and write the rows.
@@ -57,7 +58,7 @@ mod projection;
 pub mod validity;
 
 pub use line::{length, linestring, merge_lines, split_line};
-pub use order::hilbert_key;
+pub use order::postgis_sort_key;
 pub use polygon::{
     area, assemble_multipolygon, format_way_area, polygon_parts, single_or_multi, way_polygon,
     Areal, MemberWay,

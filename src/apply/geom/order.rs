@@ -1,52 +1,82 @@
-//! A spatial sort key for clustering table rows: the position of a
-//! geometry's bounding-box centre along a Hilbert curve over the Web
-//! Mercator square. Rows sorted by it lie near their neighbours on disk,
-//! which is what osm2pgsql gets from sorting by the geometry itself
-//! (PostGIS orders geometries along a Hilbert curve of their box centres
-//! too), while the sort compares integers.
+//! The order in which an import stores rows: PostGIS's own order of
+//! geometries (`ORDER BY way`, which osm2pgsql's clustering uses), computed
+//! here as an integer key so the import sorts integers and asks PostgreSQL
+//! to compare geometries only where two keys tie.
+//!
+//! PostGIS 3 sorts geometries by the position of their bounding box's
+//! centre along a Hilbert curve (`gserialized_cmp` and
+//! `gbox_get_sortable_hash` in liblwgeom; ties by the serialized bytes).
+//! The box is PostGIS's float box (each bound rounded outwards to an
+//! `f32`), the centre an `f32`, moved into [1, 2) for EPSG:3857 and 4326 so
+//! the exponent bits stay constant, and the curve runs over the centre's
+//! raw `f32` bit patterns. Rows in that order are laid out on disk as
+//! osm2pgsql lays them out, which is not only about locality: where a
+//! Mapnik style leaves label priority ties to row order, the same order
+//! places the same labels.
 
 use geo::{BoundingRect, Geometry};
 
-/// Half the side of the EPSG:3857 square, in metres.
-const HALF_WORLD: f64 = 20_037_508.342_789_244;
-
-/// Bits per axis: cells of about 2.4 m at the equator, finer than any
-/// index page's extent.
-const ORDER: u32 = 24;
-
-/// The Hilbert key of `geometry`'s box centre; 0 for an empty geometry.
-/// Coordinates outside the square are clamped to its edge.
-pub fn hilbert_key(geometry: &Geometry<f64>) -> i64 {
+/// The sort key of `geometry` in a column of projection `srid`:
+/// `ORDER BY key, geometry` is PostGIS's `ORDER BY geometry`. Empty
+/// geometries sort first.
+pub fn postgis_sort_key(geometry: &Geometry<f64>, srid: i32) -> i64 {
     let Some(rect) = geometry.bounding_rect() else {
-        return 0;
+        return i64::MIN;
     };
-    let centre = rect.center();
-    hilbert_index(grid(centre.x), grid(centre.y)) as i64
+    let (min, max) = (rect.min(), rect.max());
+    let centre = |low: f64, high: f64| ((f32_up(high) + f32_down(low)) / 2.0) as f32;
+    let (mut x, mut y) = (centre(min.x, max.x), centre(min.y, max.y));
+    match srid {
+        3857 | 3395 => {
+            x = (1.5 + f64::from(x) / 67_108_864.0) as f32;
+            y = (1.5 + f64::from(y) / 67_108_864.0) as f32;
+        }
+        4326 => {
+            x = (1.5 + f64::from(x) / 512.0) as f32;
+            y = (1.5 + f64::from(y) / 256.0) as f32;
+        }
+        _ => {}
+    }
+    // liblwgeom calls its curve with (y, x); the key is unsigned there, so
+    // flipping the top bit keeps its order in an i64.
+    (hilbert_index(y.to_bits(), x.to_bits()) as i64) ^ i64::MIN
 }
 
-/// A coordinate's cell along one axis.
-fn grid(value: f64) -> u32 {
-    let cells = (1u32 << ORDER) as f64;
-    let scaled = (value + HALF_WORLD) / (2.0 * HALF_WORLD) * cells;
-    // NaN clamps to 0 too (`as` saturates and maps NaN to 0).
-    scaled.clamp(0.0, cells - 1.0) as u32
+/// The largest `f32` at or below `value` (liblwgeom's `next_float_down`).
+fn f32_down(value: f64) -> f64 {
+    let rounded = value as f32;
+    if f64::from(rounded) > value {
+        f64::from(rounded.next_down())
+    } else {
+        f64::from(rounded)
+    }
 }
 
-/// The distance along the Hilbert curve of order [`ORDER`] of cell
-/// (`x`, `y`) (the classic iterative conversion, rotating the quadrant at
-/// each level).
+/// The smallest `f32` at or above `value` (liblwgeom's `next_float_up`).
+fn f32_up(value: f64) -> f64 {
+    let rounded = value as f32;
+    if f64::from(rounded) < value {
+        f64::from(rounded.next_up())
+    } else {
+        f64::from(rounded)
+    }
+}
+
+/// The distance of cell (`x`, `y`) along the Hilbert curve over the full
+/// 2³² × 2³² grid, starting at (0, 0) and ending at (2³² − 1, 0) (the
+/// classic iterative conversion, rotating the quadrant at each level).
 fn hilbert_index(mut x: u32, mut y: u32) -> u64 {
-    let last = (1u32 << ORDER) - 1;
     let mut index = 0u64;
-    let mut level = 1u32 << (ORDER - 1);
+    let mut level = 1u32 << 31;
     while level > 0 {
         let rx = u32::from(x & level != 0);
         let ry = u32::from(y & level != 0);
         index += u64::from(level) * u64::from(level) * u64::from((3 * rx) ^ ry);
         if ry == 0 {
             if rx == 1 {
-                x = last - x;
-                y = last - y;
+                // n − 1 − x with n = 2³²: the bit complement.
+                x = !x;
+                y = !y;
             }
             std::mem::swap(&mut x, &mut y);
         }
@@ -58,13 +88,11 @@ fn hilbert_index(mut x: u32, mut y: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geo::{point, Point};
+    use geo::Point;
 
     #[test]
     fn first_order_curve_visits_quadrants_in_hilbert_order() {
-        // The order-1 curve, scaled up: lower left, upper left, upper
-        // right, lower right.
-        let half = 1u32 << (ORDER - 1);
+        let half = 1u32 << 31;
         let keys: Vec<u64> = [(0, 0), (0, half), (half, half), (half, 0)]
             .into_iter()
             .map(|(x, y)| hilbert_index(x, y))
@@ -73,9 +101,9 @@ mod tests {
     }
 
     #[test]
-    fn neighbouring_cells_are_one_step_apart_somewhere_on_the_curve() {
-        // Every step of the curve moves to an adjacent cell: check along a
-        // small stretch by inverting with a search over a 4×4 block.
+    fn neighbouring_cells_are_one_step_apart_on_the_curve() {
+        // The low 2 bits of each axis, with the rest zero: a 4×4 corner of
+        // the grid, walked in curve order, moves one cell at a time.
         let mut by_index: Vec<(u64, u32, u32)> = (0..4)
             .flat_map(|x| (0..4).map(move |y| (hilbert_index(x, y), x, y)))
             .collect();
@@ -88,12 +116,17 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_points_and_out_of_range_values() {
-        let origin: Geometry<f64> = Point::new(0.0, 0.0).into();
-        let far: Geometry<f64> = point!(x: 1e9, y: -1e9).into();
-        let nan: Geometry<f64> = point!(x: f64::NAN, y: 0.0).into();
-        assert!(hilbert_key(&origin) > 0);
-        assert!(hilbert_key(&far) >= 0);
-        assert!(hilbert_key(&nan) >= 0);
+    fn float_rounding_goes_outwards() {
+        let v = 0.1f64;
+        assert!(f32_down(v) <= v && f32_up(v) >= v && f32_down(v) < f32_up(v));
+        assert_eq!(f32_down(0.5), 0.5);
+        assert_eq!(f32_up(0.5), 0.5);
+    }
+
+    #[test]
+    fn empty_geometries_sort_first() {
+        let empty: Geometry<f64> = geo::MultiPoint::<f64>(vec![]).into();
+        let point: Geometry<f64> = Point::new(-2e7, -2e7).into();
+        assert!(postgis_sort_key(&empty, 3857) < postgis_sort_key(&point, 3857));
     }
 }
