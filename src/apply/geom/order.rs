@@ -46,7 +46,7 @@ pub fn postgis_sort_key(geometry: &Geometry<f64>, srid: i32) -> i64 {
 fn f32_down(value: f64) -> f64 {
     let rounded = value as f32;
     if f64::from(rounded) > value {
-        f64::from(rounded.next_down())
+        f64::from(next_toward(rounded, f32::NEG_INFINITY))
     } else {
         f64::from(rounded)
     }
@@ -56,10 +56,24 @@ fn f32_down(value: f64) -> f64 {
 fn f32_up(value: f64) -> f64 {
     let rounded = value as f32;
     if f64::from(rounded) < value {
-        f64::from(rounded.next_up())
+        f64::from(next_toward(rounded, f32::INFINITY))
     } else {
         f64::from(rounded)
     }
+}
+
+/// The `f32` next to the finite `value` in the direction of `target`
+/// (C's `nextafterf`; `f32::next_up` needs a newer Rust than the
+/// project's minimum).
+fn next_toward(value: f32, target: f32) -> f32 {
+    if value == 0.0 {
+        let smallest = f32::from_bits(1);
+        return if target > 0.0 { smallest } else { -smallest };
+    }
+    let bits = value.to_bits();
+    // Away from zero is one more in the magnitude bits, toward zero one less.
+    let away = (target > value) == (value > 0.0);
+    f32::from_bits(if away { bits + 1 } else { bits - 1 })
 }
 
 /// The distance of cell (`x`, `y`) along the Hilbert curve over the full
@@ -113,6 +127,18 @@ mod tests {
             let (_, x1, y1) = pair[1];
             assert_eq!(x0.abs_diff(x1) + y0.abs_diff(y1), 1, "{pair:?}");
         }
+    }
+
+    #[test]
+    fn next_floats_are_adjacent() {
+        for v in [1.0f32, -1.0, 0.1, -3.5e7, f32::MIN_POSITIVE] {
+            let up = next_toward(v, f32::INFINITY);
+            let down = next_toward(v, f32::NEG_INFINITY);
+            assert!(down < v && v < up, "{v}");
+            assert_eq!(next_toward(up, f32::NEG_INFINITY), v);
+            assert_eq!(next_toward(down, f32::INFINITY), v);
+        }
+        assert!(next_toward(0.0, 1.0) > 0.0 && next_toward(0.0, -1.0) < 0.0);
     }
 
     #[test]
