@@ -23,8 +23,8 @@
 //!   bucket index exists (`check_bucket_index`), else `nodes && ARRAY[$1]`;
 //!   `mark_rels_by_node` as `parts && ARRAY[$1] AND parts[1:way_off] &&
 //!   ARRAY[$1]` and `mark_rels_by_way` with `parts[way_off+1:rel_off]`.
-//!   Here batched, one GIN probe per id (see
-//!   [`with_index_probes`](super::with_index_probes)).
+//!   Here batched, one GIN probe per id, with sequential scans off as for
+//!   tilepipe's layout.
 //! - Indexes (`create_fw_dep_indexes`): `PREFIX_index_bucket(int8[])` =
 //!   `ARRAY(SELECT DISTINCT unnest($1) >> 5)` with the GIN index
 //!   `PREFIX_ways_nodes_bucket_idx` on it, and a GIN index on `parts`.
