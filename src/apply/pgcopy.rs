@@ -84,6 +84,12 @@ impl<'c> CopyStream<'c> {
         self.buf.extend_from_slice(&value.to_be_bytes());
     }
 
+    /// An `int2` (`smallint`) field.
+    pub fn int2(&mut self, value: i16) {
+        self.buf.extend_from_slice(&2i32.to_be_bytes());
+        self.buf.extend_from_slice(&value.to_be_bytes());
+    }
+
     /// A `float4` (`real`) field.
     pub fn float4(&mut self, value: f32) {
         self.buf.extend_from_slice(&4i32.to_be_bytes());
@@ -127,6 +133,35 @@ impl<'c> CopyStream<'c> {
                     out.extend_from_slice(&8i32.to_be_bytes());
                     out.extend_from_slice(&value.to_be_bytes());
                 }
+            }
+        });
+    }
+
+    /// A one-dimensional `text[]` without nulls (`array_recv`'s format;
+    /// a text element's binary form is its UTF-8 bytes). The header is
+    /// patched once the elements are counted; an empty array is `{}`.
+    pub fn text_array<'s>(&mut self, values: impl IntoIterator<Item = &'s str>) {
+        self.with_bytes(|out| {
+            let header = out.len();
+            out.extend_from_slice(&1i32.to_be_bytes()); // dimensions
+            out.extend_from_slice(&0i32.to_be_bytes()); // no nulls
+            out.extend_from_slice(&(Type::TEXT.oid() as i32).to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes()); // count, patched
+            out.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+            let mut count = 0i32;
+            for value in values {
+                count += 1;
+                out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                out.extend_from_slice(value.as_bytes());
+            }
+            if count == 0 {
+                // Zero dimensions, no dimension header.
+                out.truncate(header);
+                out.extend_from_slice(&0i32.to_be_bytes());
+                out.extend_from_slice(&0i32.to_be_bytes());
+                out.extend_from_slice(&(Type::TEXT.oid() as i32).to_be_bytes());
+            } else {
+                out[header + 12..header + 16].copy_from_slice(&count.to_be_bytes());
             }
         });
     }

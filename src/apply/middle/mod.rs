@@ -1,16 +1,25 @@
 //! The middle: what is needed to rebuild geometries when a diff arrives
-//! (node locations, way node lists, relation members, and tags), in
-//! osm2pgsql 2.x's table layout (`PREFIX_nodes`, `PREFIX_ways`,
-//! `PREFIX_rels` with jsonb tags and members), plus columns for the
-//! reverse lookups: `node_buckets` on ways (see [`NODE_BUCKET_SHIFT`]),
-//! and `member_nodes`/`member_ways` on relations, the ids of their node
-//! and way members. Computed here and indexed as plain arrays, they spare
-//! PostgreSQL a SQL function call per row (osm2pgsql 2.x indexes an
-//! expression over the members jsonb), which made the relations' index
-//! builds several times slower.
+//! (node locations, way node lists, relation members, and tags), behind one
+//! interface, [`Middle`], over two table layouts ([`MiddleLayout`]):
+//!
+//! - [`MiddleLayout::Tilepipe`], what `tilepipe import` creates: osm2pgsql
+//!   2.x's table layout (`PREFIX_nodes`, `PREFIX_ways`, `PREFIX_rels` with
+//!   jsonb tags and members), plus columns for the reverse lookups:
+//!   `node_buckets` on ways (see [`NODE_BUCKET_SHIFT`]), and
+//!   `member_nodes`/`member_ways` on relations, the ids of their node and
+//!   way members. Computed here and indexed as plain arrays, they spare
+//!   PostgreSQL a SQL function call per row (osm2pgsql 2.x indexes an
+//!   expression over the members jsonb), which made the relations' index
+//!   builds several times slower.
+//! - [`MiddleLayout::Legacy18`], osm2pgsql 1.8's slim tables, read and
+//!   written with exactly its encodings so that osm2pgsql can keep
+//!   updating a database tilepipe updated, and the other way round; see
+//!   the [`legacy`] module.
 //!
 //! Reverse lookups (which ways use these nodes, which relations have these
 //! members) run on GIN indexes, one query per batch, never per object.
+
+pub mod legacy;
 
 use super::pgcopy::{json_string, json_tags, CopyError, CopyStream};
 use crate::db::quote_ident;
@@ -69,21 +78,110 @@ fn sorted_unique_into(values: impl Iterator<Item = i64>, out: &mut Vec<i64>) {
     out.dedup();
 }
 
-/// Names of the middle tables for a prefix and schema.
+/// How the middle tables are laid out: which columns they have and how
+/// tags, members and the reverse-lookup indexes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MiddleLayout {
+    /// tilepipe's own (see the module documentation).
+    Tilepipe,
+    /// osm2pgsql 1.8's slim tables ("legacy" format in 1.9 to 1.11),
+    /// with the nodes table (not a flat-node file).
+    Legacy18 {
+        /// Whether the ways have osm2pgsql's bucket index
+        /// (`PREFIX_ways_nodes_bucket_idx` on `PREFIX_index_bucket(nodes)`);
+        /// without it (`--middle-way-node-index-id-shift 0`) ways are
+        /// found through a GIN index on `nodes` itself.
+        bucket_index: bool,
+    },
+}
+
+impl MiddleLayout {
+    /// The layout of the middle tables `PREFIX_*` in `schema`, from the
+    /// type of `PREFIX_ways.tags` (`text[]` in the legacy layout, `jsonb`
+    /// otherwise) and, for the legacy layout, whether the bucket index
+    /// exists (as osm2pgsql 1.8 decides in `check_bucket_index`, here
+    /// looked up in `schema`). `None` without a ways table, or for a
+    /// layout neither tilepipe's nor legacy (osm2pgsql 1.9+'s new format).
+    pub fn detect(
+        client: &mut impl GenericClient,
+        schema: &str,
+        prefix: &str,
+    ) -> Result<Option<MiddleLayout>, MiddleError> {
+        let err = |source: postgres::Error| MiddleError {
+            table: format!("{prefix}_ways"),
+            source: source.into(),
+        };
+        let ways = format!("{prefix}_ways");
+        let columns: Vec<(String, String)> = client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
+                   AND NOT a.attisdropped",
+                &[&schema, &ways],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let type_of = |name: &str| {
+            columns
+                .iter()
+                .find(|(column, _)| column == name)
+                .map(|(_, kind)| kind.as_str())
+        };
+        match (type_of("tags"), type_of("node_buckets")) {
+            (Some("text[]"), _) => {
+                let bucket_index = client
+                    .query_opt(
+                        "SELECT 1 FROM pg_class c
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'i'",
+                        &[&schema, &format!("{prefix}_ways_nodes_bucket_idx")],
+                    )
+                    .map_err(err)?
+                    .is_some();
+                Ok(Some(MiddleLayout::Legacy18 { bucket_index }))
+            }
+            (Some("jsonb"), Some(_)) => Ok(Some(MiddleLayout::Tilepipe)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The middle tables of a prefix and schema, in one layout.
 #[derive(Debug, Clone)]
 pub struct Middle {
     schema: String,
     prefix: String,
+    layout: MiddleLayout,
 }
 
 impl Middle {
     /// The middle tables `PREFIX_nodes`, `PREFIX_ways` and `PREFIX_rels` in
-    /// `schema`.
+    /// `schema`, in tilepipe's layout.
     pub fn new(schema: &str, prefix: &str) -> Self {
+        Self::with_layout(schema, prefix, MiddleLayout::Tilepipe)
+    }
+
+    /// The middle tables of `prefix` in `schema`, in `layout`.
+    pub fn with_layout(schema: &str, prefix: &str, layout: MiddleLayout) -> Self {
         Middle {
             schema: schema.to_string(),
             prefix: prefix.to_string(),
+            layout,
         }
+    }
+
+    /// The layout these tables are read and written in.
+    pub fn layout(&self) -> MiddleLayout {
+        self.layout
+    }
+
+    fn is_legacy(&self) -> bool {
+        matches!(self.layout, MiddleLayout::Legacy18 { .. })
     }
 
     fn table(&self, suffix: &str) -> String {
@@ -120,6 +218,9 @@ impl Middle {
     /// included, come after loading: one bulk build is much cheaper than
     /// maintaining them row by row during the COPY.
     pub fn create(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        if self.is_legacy() {
+            return legacy::create(self, client);
+        }
         let (nodes, ways, rels) = (self.nodes_table(), self.ways_table(), self.rels_table());
         client
             .batch_execute(&format!(
@@ -137,6 +238,9 @@ impl Middle {
     /// below: those of coordinates, tags and way node lists are never used
     /// and cost most of ANALYZE's time.
     pub fn index_nodes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        if self.is_legacy() {
+            return legacy::index_nodes(self, client);
+        }
         let nodes = self.nodes_table();
         client
             .batch_execute(&format!(
@@ -148,6 +252,9 @@ impl Middle {
 
     /// Primary key, node-bucket index and statistics of the ways table.
     pub fn index_ways(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        if self.is_legacy() {
+            return legacy::index_ways(self, client);
+        }
         let ways = self.ways_table();
         let ways_idx = quote_ident(&format!("{}_ways_nodes_idx", self.prefix));
         client
@@ -161,6 +268,9 @@ impl Middle {
 
     /// Primary key, member indexes and statistics of the relations table.
     pub fn index_relations(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        if self.is_legacy() {
+            return legacy::index_relations(self, client);
+        }
         let rels = self.rels_table();
         let prefix = &self.prefix;
         client
@@ -182,6 +292,9 @@ impl Middle {
         client: &mut impl GenericClient,
         nodes: impl IntoIterator<Item = impl Borrow<Node>>,
     ) -> Result<u64, MiddleError> {
+        if self.is_legacy() {
+            return legacy::copy_nodes(self, client, nodes);
+        }
         let err = self.err("nodes");
         let mut copy =
             CopyStream::start(client, &self.nodes_table(), &["id", "lat", "lon", "tags"])
@@ -208,6 +321,9 @@ impl Middle {
         client: &mut impl GenericClient,
         ways: impl IntoIterator<Item = impl Borrow<Way>>,
     ) -> Result<u64, MiddleError> {
+        if self.is_legacy() {
+            return legacy::copy_ways(self, client, ways);
+        }
         let err = self.err("ways");
         let mut copy = CopyStream::start(
             client,
@@ -235,6 +351,9 @@ impl Middle {
         client: &mut impl GenericClient,
         relations: impl IntoIterator<Item = impl Borrow<Relation>>,
     ) -> Result<u64, MiddleError> {
+        if self.is_legacy() {
+            return legacy::copy_relations(self, client, relations);
+        }
         let err = self.err("rels");
         let mut copy = CopyStream::start(
             client,
@@ -315,6 +434,9 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        if self.is_legacy() {
+            return legacy::ways(self, client, ids);
+        }
         let rows = client
             .query(
                 &format!(
@@ -345,6 +467,9 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        if self.is_legacy() {
+            return legacy::relations(self, client, ids);
+        }
         let rows = client
             .query(
                 &format!(
@@ -374,6 +499,9 @@ impl Middle {
         if node_ids.is_empty() {
             return Ok(Vec::new());
         }
+        if let MiddleLayout::Legacy18 { bucket_index } = self.layout {
+            return legacy::ways_using_nodes(self, client, node_ids, bucket_index);
+        }
         let rows = with_index_probes(client, |client| {
             client.query(
                 // The probe finds the ways of the node's bucket; the node
@@ -401,6 +529,9 @@ impl Middle {
     ) -> Result<Vec<i64>, MiddleError> {
         if node_ids.is_empty() && way_ids.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.is_legacy() {
+            return legacy::relations_using(self, client, node_ids, way_ids);
         }
         let rows = with_index_probes(client, |client| {
             client.query(
