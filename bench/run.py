@@ -731,7 +731,7 @@ def plot_path(base, part):
     return f"{stem}-{part}{ext}"
 
 
-def plot(path, part):
+def plot(path, part, config=None):
     recs = [r for r in RESULTS if r["bench"] == "append" and "objects" in r and r["part"] == part]
     if not recs:
         return False
@@ -775,7 +775,7 @@ def plot(path, part):
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("Apply + expiry time of one diff against its size"
-                 + (", flex output (tests/fixtures/flex/carto.lua)" if flex else ""), fontsize=11)
+                 + (f", flex output ({config or 'tests/fixtures/flex/carto.lua'})" if flex else ""), fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path)
     return True
@@ -928,19 +928,22 @@ def write_report(args, metas, plots):
         lines.append("")
 
     lines += ["## Machine and versions", "", "| | |", "|---|---|"]
-    info = dict(metas[-1].get("machine", {}) if metas else {})
+    # One row per fact, or one per run where the runs differ (another
+    # machine, another build).
     several = len(metas) > 1
+    keys = list(dict.fromkeys(k for m in metas for k in m.get("machine", {})))
     for m in metas:
-        label = f" ({describe_parts(m['parts'])})" if several else ""
-        if several:
-            info[f"tilepipe{label}"] = m.get("machine", {}).get("tilepipe", "?")
-        info[f"load average during the run{label}"] = (
+        m.setdefault("machine", {})["load average during the run"] = (
             f"{load_text(m)} (1-minute load sampled every 5 s on {os.cpu_count()} cores; the benchmark alone "
             "keeps it near the core count, more means other work on the machine disturbed the figures)")
-    if several:
-        info.pop("tilepipe", None)
-    for k, v in info.items():
-        lines.append(f"| {k} | {v} |")
+    keys.append("load average during the run")
+    for k in keys:
+        values = [m["machine"].get(k, "?") for m in metas]
+        if not several or len(set(values)) == 1:
+            lines.append(f"| {k} | {values[0] if values else '?'} |")
+        else:
+            for m, v in zip(metas, values):
+                lines.append(f"| {k} ({describe_parts(m['parts'])}) | {v} |")
     commands = list(dict.fromkeys(m.get("command", "bench/run") for m in metas))
     lines += ["", "## Reproduce", "", "```sh", *commands, "```", "",
               "`bench/run` installs missing Debian packages (osm2pgsql, renderd, apache2, libapache2-mod-tile, "
@@ -958,8 +961,9 @@ def write_report(args, metas, plots):
 def report(args, metas):
     plots = {}
     for part in ("classic", "flex"):
-        if meta_for(metas, part):
-            plots[part] = plot(plot_path(args.plot, part), part)
+        meta = meta_for(metas, part)
+        if meta:
+            plots[part] = plot(plot_path(args.plot, part), part, meta.get("flex_config"))
     write_report(args, metas, plots)
 
 
