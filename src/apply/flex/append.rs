@@ -23,7 +23,7 @@ use super::runtime::{FlexRow, FlexRuntime, Mode};
 use super::FlexSettings;
 use crate::apply::append::{
     changed_or_parents, load_for_rebuild, pair_rows, propagate, update_middle, ApplyResult,
-    Changed, ExpireFeed, RowChange, RowState,
+    Changed, ExpireFeed, RowChange, RowState, StepTimer,
 };
 use crate::apply::middle::Middle;
 use crate::apply::settings::ImportSettings;
@@ -82,15 +82,19 @@ impl FlexApplier {
             self.runtime = self.settings.runtime(Mode::Append, &self.schema)?;
         }
         let changed = Changed::sort(changes);
+        let mut timer = StepTimer::new();
         let two_stage = self.runtime.has_select_relation_members();
         let mut marked = BTreeSet::new();
         if two_stage {
             for relation in self.middle.relations(client, &changed.relation_ids.all())? {
                 marked.extend(self.runtime.select_relation_members(&relation)?);
             }
+            timer.step("select members");
         }
         update_middle(&self.middle, client, &changed)?;
+        timer.step("middle");
         let parents = propagate(&self.middle, client, &changed)?;
+        timer.step("propagation");
 
         let mut touched = Touched::default();
         touched.nodes.extend(changed.node_ids.all());
@@ -99,6 +103,7 @@ impl FlexApplier {
         touched.relations.extend(changed.relation_ids.all());
         touched.relations.extend(&parents.relations);
         let mut removed = self.delete(client, &touched)?;
+        timer.step("output delete");
 
         let mut rows = Vec::new();
         for node in &changed.nodes {
@@ -107,6 +112,7 @@ impl FlexApplier {
         let rebuild_ways = changed_or_parents(&changed.way_ids, &parents.ways);
         let rebuild_relations = changed_or_parents(&changed.relation_ids, &parents.relations);
         let rebuild = load_for_rebuild(&self.middle, client, &rebuild_ways, &rebuild_relations)?;
+        timer.step("rebuild load");
         for way in &rebuild.ways {
             rows.extend(self.runtime.process_way(way, &rebuild.locations)?);
         }
@@ -120,6 +126,7 @@ impl FlexApplier {
                 &rebuild.locations,
             )?);
         }
+        timer.step("rebuild process");
         if !marked.is_empty() {
             let marked: Vec<i64> = marked.into_iter().collect();
             self.second_stage(
@@ -130,10 +137,14 @@ impl FlexApplier {
                 &mut touched,
                 &mut removed,
             )?;
+            timer.step("stage 2");
         }
 
         self.write(client, &rows)?;
+        timer.step("output copy");
         let row_changes = self.pair(client, &touched, removed)?;
+        timer.step("read back");
+        tracing::debug!(steps = %timer, "applied change set (flex)");
         Ok(ApplyResult {
             row_changes,
             propagated_ways: parents.ways.len(),

@@ -867,7 +867,7 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             )));
         }
     }
-    let mut fields = Vec::new();
+    let mut fields = Vec::with_capacity(table.columns.len());
     let mut surely_valid = true;
     let mut order_key = None;
     for column in table.written_columns() {
@@ -882,10 +882,11 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             ),
             ColumnType::Geometry(kind) => {
                 let value: Value = row.raw_get(column.name.as_str())?;
-                let geometry = match &value {
+                // Borrowed, not cloned: the row's geometry is read once.
+                let borrowed = match &value {
                     Value::Nil => None,
                     Value::UserData(data) => match data.borrow::<LuaGeometry>() {
-                        Ok(geometry) => Some(geometry.0.clone()),
+                        Ok(geometry) => Some(geometry),
                         Err(_) => {
                             return Err(fail(format!(
                                 "Need geometry data for geometry column '{}'.",
@@ -900,26 +901,25 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                         )))
                     }
                 };
+                let geometry = borrowed.as_ref().map(|g| &g.0);
                 let bytes = geometry
-                    .as_ref()
                     .map(|g| g.to_ewkb(column.srid, column_type(kind), &column.name))
                     .transpose()
                     .map_err(|e| fail(format!("table '{}': {e}", table.name)))?
                     .flatten();
-                if let (Some(_), Some(geometry)) = (&bytes, &geometry) {
+                if let (Some(_), Some(geometry)) = (&bytes, geometry) {
                     // What the import needs to know: where the row sorts
                     // (PostGIS's order of the stored geometry) and, for the
                     // columns osm2pgsql's trigger checks, whether it is
                     // surely valid. Stored is what to_ewkb wrote: 4326
                     // geometries projected into 3857 columns, anything
                     // else as it is (osm2pgsql's quirk for 3857 into 4326).
-                    let stored = if geometry.srid() == 4326 && column.srid == 3857 {
-                        geometry
-                            .transform(3857)
-                            .unwrap_or_else(|_| geometry.clone())
+                    let transformed = if geometry.srid() == 4326 && column.srid == 3857 {
+                        geometry.transform(3857).ok()
                     } else {
-                        geometry.clone()
+                        None
                     };
+                    let stored = transformed.as_ref().unwrap_or(geometry);
                     if let Some(stored) = stored.geometry() {
                         if table
                             .geometry_column()
