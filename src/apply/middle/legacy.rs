@@ -243,7 +243,7 @@ pub(super) fn copy_relations(
 
 /// Tags from a flat `text[]` (NULL: none); an odd last element, which
 /// osm2pgsql never writes, is dropped.
-fn tags_from_array(array: Option<Vec<String>>) -> Tags {
+pub(super) fn tags_from_array(array: Option<Vec<String>>) -> Tags {
     let mut tags = Tags::new();
     let mut items = array.unwrap_or_default().into_iter();
     while let (Some(key), Some(value)) = (items.next(), items.next()) {
@@ -271,35 +271,6 @@ fn members_from_array(array: Option<Vec<String>>) -> Vec<Member> {
         members.push(Member { kind, id, role });
     }
     members
-}
-
-/// The given ways in id order; unknown ids are absent.
-pub(super) fn ways(
-    middle: &Middle,
-    client: &mut impl GenericClient,
-    ids: &[i64],
-) -> Result<Vec<Way>, MiddleError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT id, nodes, tags FROM {} WHERE id = ANY($1) ORDER BY id",
-                middle.ways_table()
-            ),
-            &[&ids],
-        )
-        .map_err(middle.err("ways"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Way {
-            id: r.get(0),
-            meta: Meta::default(),
-            nodes: r.get(1),
-            tags: tags_from_array(r.get(2)),
-        })
-        .collect())
 }
 
 /// The given relations in id order; unknown ids are absent.

@@ -434,9 +434,8 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        if self.is_legacy() {
-            return legacy::ways(self, client, ids);
-        }
+        // Both layouts have `id, nodes, tags`; only the tags' encoding
+        // differs (jsonb here, osm2pgsql 1.8's flat text[] there).
         let rows = client
             .query(
                 &format!(
@@ -446,13 +445,18 @@ impl Middle {
                 &[&ids],
             )
             .map_err(self.err("ways"))?;
+        let legacy = self.is_legacy();
         Ok(rows
             .iter()
             .map(|r| Way {
                 id: r.get(0),
                 meta: Meta::default(),
                 nodes: r.get(1),
-                tags: tags_from_json(r.get(2)),
+                tags: if legacy {
+                    legacy::tags_from_array(r.get(2))
+                } else {
+                    tags_from_json(r.get(2))
+                },
             })
             .collect())
     }
