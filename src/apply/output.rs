@@ -249,14 +249,7 @@ impl OutputTables {
             .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
             .map(|c| format!("t.{}", quote_ident(&c.name)))
             .collect();
-        let digest = if digest_columns.is_empty() {
-            "0::int8".to_string()
-        } else {
-            format!(
-                "hashtextextended(ROW({})::text, 0)",
-                digest_columns.join(", ")
-            )
-        };
+        let digest = columns_digest_sql(&digest_columns);
         // osm_id, EWKB of the geometry, digest of every other column.
         let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
         let table = self.table(kind);
@@ -373,5 +366,16 @@ fn write_hstore_field(copy: &mut CopyStream, tags: &Option<Vec<(String, String)>
     match tags {
         Some(tags) => copy.with_bytes(|out| write_hstore(out, tags)),
         None => copy.null(),
+    }
+}
+
+/// SQL for a digest of a row's `columns` (qualified names), to tell
+/// whether a rewrite changed anything besides the geometry; `0` when
+/// there are none.
+pub(crate) fn columns_digest_sql(columns: &[String]) -> String {
+    if columns.is_empty() {
+        "0::int8".to_string()
+    } else {
+        format!("hashtextextended(ROW({})::text, 0)", columns.join(", "))
     }
 }

@@ -297,14 +297,7 @@ impl FlexTables {
                 .filter(|c| c.column_type.geometry().is_none() && !c.is_id())
                 .map(|c| format!("t.{}", quote_ident(&c.name)))
                 .collect();
-            let digest = if digest_columns.is_empty() {
-                "0::int8".to_string()
-            } else {
-                format!(
-                    "hashtextextended(ROW({})::text, 0)",
-                    digest_columns.join(", ")
-                )
-            };
+            let digest = crate::apply::output::columns_digest_sql(&digest_columns);
             let mut fields = vec![id_column.clone(), digest];
             fields.extend(geometry_fields);
             let sql = template
