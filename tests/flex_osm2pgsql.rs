@@ -1058,3 +1058,67 @@ fn config_errors_say_what_and_where() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Node and way callbacks that keep state: osm2pgsql runs every callback
+/// in one Lua state, so later callbacks see the state; an import on
+/// several Lua workers cannot, and must refuse (naming where the state
+/// changed) rather than give other rows; with one worker it imports.
+#[test]
+fn lua_workers_refuse_configs_that_keep_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, town_path) = town_file(dir.path());
+    let cases = [
+        (
+            "local_table",
+            "local seen = {}\n\
+             local t = osm2pgsql.define_way_table('named', {\n\
+             \x20   { column = 'name', type = 'text' },\n\
+             \x20   { column = 'first', type = 'bool' },\n\
+             })\n\
+             function osm2pgsql.process_way(object)\n\
+             \x20   local name = object.tags.name\n\
+             \x20   if name then\n\
+             \x20       t:insert({ name = name, first = not seen[name] })\n\
+             \x20       seen[name] = true\n\
+             \x20   end\n\
+             end\n",
+            "the local 'seen' used by osm2pgsql.process_way",
+        ),
+        (
+            "global_counter",
+            "count = 0\n\
+             local t = osm2pgsql.define_node_table('numbered', {\n\
+             \x20   { column = 'n', type = 'int8' },\n\
+             })\n\
+             function osm2pgsql.process_node(object)\n\
+             \x20   count = count + 1\n\
+             \x20   t:insert({ n = count })\n\
+             end\n",
+            "the global count",
+        ),
+    ];
+    for (name, text, says) in cases {
+        let path = dir.path().join(format!("{name}.lua"));
+        std::fs::write(&path, text).unwrap();
+        let url = PgCluster::shared()
+            .create_database(&format!("flexstate_{name}"))
+            .unwrap();
+        let settings = ImportSettings {
+            flex: Some(FlexSettings::from_file(&path).unwrap()),
+            ..Default::default()
+        };
+        let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+        let two = tilepipe::apply::import::ImportThreads { decode: 2, lua: 2 };
+        let message = error_chain(
+            &tilepipe::apply::import::import_with_threads(&db, &town_path, &settings, &two)
+                .expect_err("several Lua workers refuse a config that keeps state"),
+        );
+        assert!(
+            message.contains(says) && message.contains("--lua-workers 1"),
+            "{name}: {message}"
+        );
+        let one = tilepipe::apply::import::ImportThreads { decode: 2, lua: 1 };
+        tilepipe::apply::import::import_with_threads(&db, &town_path, &settings, &one)
+            .unwrap_or_else(|e| panic!("{name} with one Lua state: {}", error_chain(&e)));
+    }
+}

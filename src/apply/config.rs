@@ -28,6 +28,11 @@ pub struct ImportConfig {
     pub keep_coastlines: bool,
     /// Threads decoding PBF blocks; 0 = one per CPU.
     pub threads: usize,
+    /// Lua states running the flex output's node and way callbacks during
+    /// an import; 0 = one per CPU, 1 = every callback in one state, as
+    /// osm2pgsql does (for configs whose node or way callbacks keep state;
+    /// see `apply::flex::workers`).
+    pub lua_workers: usize,
 }
 
 impl Default for ImportConfig {
@@ -42,6 +47,7 @@ impl Default for ImportConfig {
             multi_geometry: false,
             keep_coastlines: false,
             threads: 0,
+            lua_workers: 0,
         }
     }
 }

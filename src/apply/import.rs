@@ -207,18 +207,20 @@ pub(crate) type TableRows<R> = HashMap<usize, Vec<R>>;
 /// Ways whose rows a second stage replaces, with their new rows.
 pub(crate) type SecondStage<R> = Option<(Vec<i64>, TableRows<R>)>;
 
-/// Builds rows from objects as an import reads them, on the reading
-/// thread: the classic output's [`Processor`] or a flex config's Lua.
+/// Builds rows from objects as an import reads them: the classic
+/// output's [`Processor`] or a flex config's Lua. The reader hands over
+/// each run of nodes or ways of a block at once, so that a source may
+/// spread them over threads; relations come one by one.
 pub(crate) trait RowSource {
     /// A row on its way to a table writer.
     type Row: Send;
-    /// Rows of one node.
-    fn node(&mut self, node: &Node, rows: &mut TableRows<Self::Row>) -> Result<(), ApplyError>;
-    /// Rows of one way.
-    fn way(
+    /// Rows of a run of nodes, in their order.
+    fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<Self::Row>) -> Result<(), ApplyError>;
+    /// Rows of a run of ways, in their order.
+    fn ways(
         &mut self,
-        way: &Way,
-        locations: &dyn NodeLocations,
+        ways: &[Way],
+        locations: &(dyn NodeLocations + Sync),
         rows: &mut TableRows<Self::Row>,
     ) -> Result<(), ApplyError>;
     /// Rows of one relation.
@@ -284,18 +286,22 @@ pub(crate) trait RowSink: Sync {
 impl RowSource for Processor {
     type Row = Row;
 
-    fn node(&mut self, node: &Node, rows: &mut TableRows<Row>) -> Result<(), ApplyError> {
-        add_classic_rows(rows, Processor::node(self, node)?);
+    fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<Row>) -> Result<(), ApplyError> {
+        for node in nodes {
+            add_classic_rows(rows, Processor::node(self, node)?);
+        }
         Ok(())
     }
 
-    fn way(
+    fn ways(
         &mut self,
-        way: &Way,
-        locations: &dyn NodeLocations,
+        ways: &[Way],
+        locations: &(dyn NodeLocations + Sync),
         rows: &mut TableRows<Row>,
     ) -> Result<(), ApplyError> {
-        add_classic_rows(rows, Processor::way(self, way, locations)?);
+        for way in ways {
+            add_classic_rows(rows, Processor::way(self, way, locations)?);
+        }
         Ok(())
     }
 
@@ -353,14 +359,41 @@ impl RowSink for OutputTables {
 const QUEUE_DEPTH: usize = 8;
 
 /// Imports `path` into the database `db` points at, with the classic
-/// output or, when `settings.flex` is set, the flex output. `threads`
-/// decode PBF blocks.
+/// output or, when `settings.flex` is set, the flex output; `threads`
+/// decode PBF blocks and as many Lua states run the flex output's node
+/// and way callbacks (see [`import_with_threads`]).
 pub fn import(
     db: &postgres::Config,
     path: &Path,
     settings: &ImportSettings,
     threads: usize,
 ) -> Result<ImportSummary, ApplyError> {
+    let threads = ImportThreads {
+        decode: threads,
+        lua: threads,
+    };
+    import_with_threads(db, path, settings, &threads)
+}
+
+/// How many threads an import uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportThreads {
+    /// Threads decoding PBF blocks.
+    pub decode: usize,
+    /// Lua states running the flex output's node and way callbacks, each
+    /// on a thread of its own; 1 runs every callback in one state, as
+    /// osm2pgsql does (see [`super::flex::workers`]).
+    pub lua: usize,
+}
+
+/// [`import`] with the thread counts given apart.
+pub fn import_with_threads(
+    db: &postgres::Config,
+    path: &Path,
+    settings: &ImportSettings,
+    threads: &ImportThreads,
+) -> Result<ImportSummary, ApplyError> {
+    let (threads, lua_workers) = (threads.decode, threads.lua);
     let schema = settings.schema.as_str();
     match &settings.flex {
         None => {
@@ -373,7 +406,22 @@ pub fn import(
         Some(flex) => {
             let runtime = flex.runtime(super::flex::runtime::Mode::Create, schema)?;
             let tables = super::flex::output::FlexTables::new(runtime.tables());
-            let source = super::flex::import::FlexSource::new(runtime);
+            let workers = if lua_workers > 1 {
+                let names = runtime
+                    .tables()
+                    .iter()
+                    .map(|t| t.qualified_name())
+                    .collect();
+                Some(super::flex::workers::LuaWorkers::new(
+                    flex,
+                    schema,
+                    names,
+                    lua_workers,
+                )?)
+            } else {
+                None
+            };
+            let source = super::flex::import::FlexSource::new(runtime, workers);
             import_with(db, path, settings, threads, source, &tables, |c| {
                 Ok(tables.create(c)?)
             })
@@ -526,6 +574,8 @@ fn read_and_process<S: RowSource>(
         threads,
         |batch: Vec<Object>| -> Result<(), ApplyError> {
             let mut out = Outgoing::default();
+            // Nodes and ways of the current section not yet processed.
+            let mut pending = 0;
             for object in batch {
                 if let Some(ts) = object.meta().timestamp {
                     summary.newest_timestamp = summary.newest_timestamp.max(Some(ts));
@@ -536,7 +586,10 @@ fn read_and_process<S: RowSource>(
                     Object::Relation(_) => Section::Relations,
                 };
                 if object_section != section {
-                    // Flush what belongs to the section being left first.
+                    // Finish and flush what belongs to the section being
+                    // left first.
+                    out.process(source, stores, section, pending)?;
+                    pending = 0;
                     out.send(queues)?;
                     queues.enter(object_section);
                     section = object_section;
@@ -547,16 +600,16 @@ fn read_and_process<S: RowSource>(
                         if let Some(location) = node.location {
                             stores.locations.push(node.id, location.to_fixed());
                         }
-                        source.node(&node, &mut out.rows)?;
                         out.nodes.push(node);
+                        pending += 1;
                     }
                     Object::Way(way) => {
                         summary.ways += 1;
-                        source.way(&way, &stores.locations, &mut out.rows)?;
                         // Relations need their member ways (possibly in this
                         // very batch).
                         stores.ways.push(&way);
                         out.ways.push(way);
+                        pending += 1;
                     }
                     Object::Relation(relation) => {
                         summary.relations += 1;
@@ -570,6 +623,7 @@ fn read_and_process<S: RowSource>(
                     }
                 }
             }
+            out.process(source, stores, section, pending)?;
             out.send(queues)?;
             progress.update(summary);
             Ok(())
@@ -639,6 +693,28 @@ impl<R> Default for Outgoing<R> {
 }
 
 impl<R> Outgoing<R> {
+    /// Runs `source` over the last `pending` nodes or ways collected in
+    /// `section`.
+    fn process<S: RowSource<Row = R>>(
+        &mut self,
+        source: &mut S,
+        stores: &Stores,
+        section: Section,
+        pending: usize,
+    ) -> Result<(), ApplyError> {
+        match section {
+            Section::Nodes => {
+                let run = &self.nodes[self.nodes.len() - pending..];
+                source.nodes(run, &mut self.rows)
+            }
+            Section::Ways => {
+                let run = &self.ways[self.ways.len() - pending..];
+                source.ways(run, &stores.locations, &mut self.rows)
+            }
+            Section::Relations => Ok(()),
+        }
+    }
+
     /// Sends everything collected so far to the writers, leaving `self`
     /// empty.
     fn send(&mut self, queues: &Queues<R>) -> Result<(), ApplyError> {

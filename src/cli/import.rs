@@ -4,7 +4,7 @@
 
 use crate::apply::config::Output;
 use crate::apply::flex::FlexSettings;
-use crate::apply::import::import;
+use crate::apply::import::{import_with_threads, ImportThreads};
 use crate::apply::settings::ImportSettings;
 use crate::apply::style::HstoreMode;
 use crate::apply::transform::TransformSettings;
@@ -48,6 +48,11 @@ pub struct Args {
     /// Threads decoding PBF blocks (default: import.threads, 0 = per CPU).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Lua states running the flex output's node and way callbacks
+    /// (default: import.lua_workers, 0 = per CPU; 1 = all in one state, as
+    /// osm2pgsql does, for configs whose callbacks keep state).
+    #[arg(long, value_name = "N")]
+    lua_workers: Option<usize>,
 }
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
@@ -69,9 +74,13 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         transform,
         flex,
     };
-    let threads = match args.threads.unwrap_or(config.import.threads) {
+    let per_cpu = |n: usize| match n {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
+    };
+    let threads = ImportThreads {
+        decode: per_cpu(args.threads.unwrap_or(c.threads)),
+        lua: per_cpu(args.lua_workers.unwrap_or(c.lua_workers)),
     };
     let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
     info!(
@@ -79,7 +88,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         args.file.display(),
         crate::db::describe(&db)
     );
-    let summary = import(&db, &args.file, &settings, threads)?;
+    let summary = import_with_threads(&db, &args.file, &settings, &threads)?;
     if let Some(flex) = &settings.flex {
         // As osm2pgsql, the tables of the config's expire outputs exist
         // from the import on (the tiles come with updates).

@@ -1,6 +1,7 @@
 //! The flex output in an import: objects go through the config's
-//! callbacks on the reading thread, rows to one staging table per flex
-//! table; after reading, stage 2 processes the ways marked by
+//! callbacks (nodes and ways on the Lua workers of [`super::workers`] when
+//! there are several, relations on the reading thread), rows to one
+//! staging table per flex table; after reading, stage 2 processes the ways marked by
 //! `select_relation_members` again (replacing their rows), then every
 //! table is finished (osm2pgsql's `output_flex_t::reprocess_marked` and
 //! `table_connection_t::stop`).
@@ -10,6 +11,7 @@
 
 use super::output::FlexTables;
 use super::runtime::{FlexRow, FlexRuntime};
+use super::workers::LuaWorkers;
 use crate::apply::import::{Batches, RowSink, RowSource, SecondStage, TableRows};
 use crate::apply::process::{NodeLocations, WayLookup};
 use crate::apply::ApplyError;
@@ -20,17 +22,31 @@ use tracing::info;
 /// The flex config as an import's row source.
 pub struct FlexSource {
     runtime: FlexRuntime,
+    /// Lua states on other threads for the nodes and ways, if any.
+    workers: Option<LuaWorkers>,
     /// Ways `select_relation_members` returned.
     marked: Vec<i64>,
 }
 
 impl FlexSource {
-    /// Wraps a config loaded in create mode.
-    pub fn new(runtime: FlexRuntime) -> FlexSource {
+    /// Wraps a config loaded in create mode; with `workers`, nodes and
+    /// ways go to them and only relations and the second stage run in
+    /// `runtime`.
+    pub fn new(runtime: FlexRuntime, workers: Option<LuaWorkers>) -> FlexSource {
         FlexSource {
             runtime,
+            workers,
             marked: Vec::new(),
         }
+    }
+
+    /// Ends the workers once the ways are done, with their last state
+    /// check.
+    fn end_workers(&mut self) -> Result<(), ApplyError> {
+        if let Some(workers) = self.workers.take() {
+            workers.finish()?;
+        }
+        Ok(())
     }
 }
 
@@ -43,20 +59,28 @@ fn add_rows(rows: &mut TableRows<FlexRow>, produced: Vec<FlexRow>) {
 impl RowSource for FlexSource {
     type Row = FlexRow;
 
-    fn node(&mut self, node: &Node, rows: &mut TableRows<FlexRow>) -> Result<(), ApplyError> {
-        if !node.tags.is_empty() {
+    fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<FlexRow>) -> Result<(), ApplyError> {
+        if let Some(workers) = &self.workers {
+            add_rows(rows, workers.nodes(nodes)?);
+            return Ok(());
+        }
+        for node in nodes.iter().filter(|node| !node.tags.is_empty()) {
             add_rows(rows, self.runtime.process_node(node)?);
         }
         Ok(())
     }
 
-    fn way(
+    fn ways(
         &mut self,
-        way: &Way,
-        locations: &dyn NodeLocations,
+        ways: &[Way],
+        locations: &(dyn NodeLocations + Sync),
         rows: &mut TableRows<FlexRow>,
     ) -> Result<(), ApplyError> {
-        if !way.tags.is_empty() {
+        if let Some(workers) = &self.workers {
+            add_rows(rows, workers.ways(ways, locations)?);
+            return Ok(());
+        }
+        for way in ways.iter().filter(|way| !way.tags.is_empty()) {
             add_rows(rows, self.runtime.process_way(way, locations)?);
         }
         Ok(())
@@ -69,6 +93,7 @@ impl RowSource for FlexSource {
         locations: &dyn NodeLocations,
         rows: &mut TableRows<FlexRow>,
     ) -> Result<(), ApplyError> {
+        self.end_workers()?;
         if relation.tags.is_empty() {
             return Ok(());
         }
@@ -86,6 +111,7 @@ impl RowSource for FlexSource {
         ways: &dyn WayLookup,
         locations: &dyn NodeLocations,
     ) -> Result<SecondStage<FlexRow>, ApplyError> {
+        self.end_workers()?;
         if self.marked.is_empty() {
             return Ok(None);
         }

@@ -6,6 +6,7 @@
 //! - [`value`]: Lua values to column values;
 //! - [`runtime`]: the Lua state running the config and its callbacks;
 //! - [`output`]: the tables in the database;
+//! - [`workers`]: an import's node and way callbacks on several threads;
 //! - [`expire`]: the expire outputs of osm2pgsql ≥ 1.9 configs
 //!   (`define_expire_output`, a column's `expire`).
 
@@ -17,6 +18,7 @@ pub mod output;
 pub mod runtime;
 pub mod table;
 pub mod value;
+pub mod workers;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;

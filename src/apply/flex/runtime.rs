@@ -48,6 +48,23 @@ pub enum FlexError {
         /// Lua's or the definition check's message.
         message: String,
     },
+    /// `process_node` or `process_way` changed the state the config keeps
+    /// while the import ran them in several Lua states (see
+    /// [`super::workers`]).
+    #[error(
+        "{config}: process_node or process_way changed {changed}, but this import runs those \
+         callbacks in {workers} Lua states at once, which share nothing, so later callbacks \
+         would not see the change as they do in osm2pgsql; import with --lua-workers 1 \
+         (import.lua_workers: 1) to process every object in one Lua state"
+    )]
+    KeepsState {
+        /// The config's path.
+        config: String,
+        /// Where the state changed (globals, locals of callbacks).
+        changed: String,
+        /// The number of worker states.
+        workers: usize,
+    },
     /// A callback failed for an object.
     #[error("Failed to execute Lua function 'osm2pgsql.{function}' for {object}: {message}")]
     Callback {
@@ -164,6 +181,9 @@ pub struct FlexRuntime {
     select_relation_members: Option<Function>,
 }
 
+/// Where a state keeps the function of [`FlexRuntime::state_summary`].
+const SUMMARY_KEY: &str = "tilepipe.state_summary";
+
 impl std::fmt::Debug for FlexRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlexRuntime")
@@ -214,7 +234,17 @@ impl FlexRuntime {
             config: config.to_string(),
             message,
         };
-        let lua = Lua::new();
+        // SAFETY: `debug` is the only unsafe library loaded, and its
+        // misuse can only hurt the config's own Lua objects. osm2pgsql
+        // opens every standard library (`luaL_openlibs` in
+        // output-flex.cpp), so configs may use it; the import's parallel
+        // workers need `debug.getupvalue` (see `state_summary`).
+        let lua = unsafe {
+            Lua::unsafe_new_with(
+                mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG,
+                mlua::LuaOptions::new(),
+            )
+        };
         let shared: SharedRef = Rc::new(RefCell::new(Shared {
             default_schema: default_schema.to_string(),
             context: Some(Context::Main),
@@ -254,6 +284,37 @@ impl FlexRuntime {
         }
         runtime.shared.borrow_mut().context = None;
         Ok(runtime)
+    }
+
+    /// A summary of the state the config keeps, by where it lives (a
+    /// global, a field of `osm2pgsql`, a local a callback uses): equal
+    /// summaries mean the callbacks run in between left the state as it
+    /// was (see `state_signature.lua`).
+    pub fn state_summary(&self) -> Result<std::collections::BTreeMap<String, String>, FlexError> {
+        let fail = |e: mlua::Error| FlexError::Load {
+            config: self.config.clone(),
+            message: format!("internal error summarising the Lua state: {e}"),
+        };
+        let summarise = match self
+            .lua
+            .named_registry_value::<Option<Function>>(SUMMARY_KEY)
+        {
+            Ok(Some(function)) => function,
+            Ok(None) => {
+                let function: Function = self
+                    .lua
+                    .load(include_str!("state_signature.lua"))
+                    .set_name("=tilepipe state summary")
+                    .eval()
+                    .map_err(fail)?;
+                self.lua
+                    .set_named_registry_value(SUMMARY_KEY, &function)
+                    .map_err(fail)?;
+                function
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        summarise.call(()).map_err(fail)
     }
 
     /// The tables the config defined, in definition order.
