@@ -90,7 +90,7 @@ pub enum Applier {
     /// osm2pgsql's classic ("pgsql") output.
     Classic(ClassicApplier),
     /// osm2pgsql's flex output.
-    Flex(super::flex::append::FlexApplier),
+    Flex(Box<super::flex::append::FlexApplier>),
 }
 
 impl Applier {
@@ -99,9 +99,9 @@ impl Applier {
     pub fn for_settings(settings: &ImportSettings) -> Result<Self, ApplyError> {
         Ok(match &settings.flex {
             None => Applier::Classic(ClassicApplier::for_settings(settings)?),
-            Some(flex) => Applier::Flex(super::flex::append::FlexApplier::for_settings(
+            Some(flex) => Applier::Flex(Box::new(super::flex::append::FlexApplier::for_settings(
                 settings, flex,
-            )?),
+            )?)),
         })
     }
 

@@ -165,6 +165,10 @@ struct Shared {
     inserts_disabled: bool,
     /// Whether any callback has been called.
     has_run: bool,
+    /// Per table, its written columns' names as Lua strings, made on the
+    /// first insert: `insert` looks every column up in the row, and an
+    /// existing string spares Lua interning the name again each time.
+    column_keys: Vec<Vec<mlua::String>>,
 }
 
 type SharedRef = Rc<RefCell<Shared>>;
@@ -179,6 +183,50 @@ pub struct FlexRuntime {
     process_way: Option<Function>,
     process_relation: Option<Function>,
     select_relation_members: Option<Function>,
+    keys: ObjectKeys,
+}
+
+/// The field names and fixed values of the object tables, as Lua strings
+/// made once: every callback builds an object table, and interning the
+/// same short strings for each was a measurable share of an import.
+struct ObjectKeys {
+    id: mlua::String,
+    kind: mlua::String,
+    tags: mlua::String,
+    is_closed: mlua::String,
+    nodes: mlua::String,
+    members: mlua::String,
+    member_ref: mlua::String,
+    role: mlua::String,
+    /// `type` values: node, way, relation; then member types n, w, r.
+    kinds: [mlua::String; 3],
+    member_kinds: [mlua::String; 3],
+}
+
+impl ObjectKeys {
+    fn new(lua: &Lua) -> mlua::Result<ObjectKeys> {
+        let string = |text: &str| lua.create_string(text);
+        Ok(ObjectKeys {
+            id: string("id")?,
+            kind: string("type")?,
+            tags: string("tags")?,
+            is_closed: string("is_closed")?,
+            nodes: string("nodes")?,
+            members: string("members")?,
+            member_ref: string("ref")?,
+            role: string("role")?,
+            kinds: [string("node")?, string("way")?, string("relation")?],
+            member_kinds: [string("n")?, string("w")?, string("r")?],
+        })
+    }
+
+    fn index(kind: ObjectType) -> usize {
+        match kind {
+            ObjectType::Node => 0,
+            ObjectType::Way => 1,
+            ObjectType::Relation => 2,
+        }
+    }
 }
 
 /// Where a state keeps the function of [`FlexRuntime::state_summary`].
@@ -272,6 +320,8 @@ impl FlexRuntime {
             process_way: callback("process_way")?,
             process_relation: callback("process_relation")?,
             select_relation_members: callback("select_relation_members")?,
+            keys: ObjectKeys::new(&lua)
+                .map_err(|e| load_error(format!("internal error in Lua setup: {e}")))?,
             lua,
             shared,
             config: config.to_string(),
@@ -421,9 +471,9 @@ impl FlexRuntime {
             |lua| {
                 self.object_table(lua, object, &way.tags, |table| {
                     let closed = !way.nodes.is_empty() && way.nodes.first() == way.nodes.last();
-                    table.raw_set("is_closed", closed)?;
+                    table.raw_set(&self.keys.is_closed, closed)?;
                     table.raw_set(
-                        "nodes",
+                        &self.keys.nodes,
                         lua.create_sequence_from(way.nodes.iter().copied())?,
                     )
                 })
@@ -548,14 +598,15 @@ impl FlexRuntime {
         tags: &Tags,
         extra: impl FnOnce(&Table) -> mlua::Result<()>,
     ) -> mlua::Result<Table> {
+        let keys = &self.keys;
         let table = lua.create_table_with_capacity(0, 6)?;
-        table.raw_set("id", object.id)?;
-        table.raw_set("type", object.kind.as_str())?;
+        table.raw_set(&keys.id, object.id)?;
+        table.raw_set(&keys.kind, &keys.kinds[ObjectKeys::index(object.kind)])?;
         let tag_table = lua.create_table_with_capacity(0, tags.len())?;
         for (key, value) in tags {
             tag_table.raw_set(key.as_str(), value.as_str())?;
         }
-        table.raw_set("tags", tag_table)?;
+        table.raw_set(&keys.tags, tag_table)?;
         extra(&table)?;
         table.set_metatable(Some(self.object_metatable.clone()))?;
         Ok(table)
@@ -570,13 +621,17 @@ impl FlexRuntime {
         self.object_table(lua, object, &relation.tags, |table| {
             let members = lua.create_table_with_capacity(relation.members.len(), 0)?;
             for (i, member) in relation.members.iter().enumerate() {
+                let keys = &self.keys;
                 let entry = lua.create_table_with_capacity(0, 3)?;
-                entry.raw_set("type", member.kind.letter().to_string())?;
-                entry.raw_set("ref", member.id)?;
-                entry.raw_set("role", member.role.as_str())?;
+                entry.raw_set(
+                    &keys.kind,
+                    &keys.member_kinds[ObjectKeys::index(member.kind)],
+                )?;
+                entry.raw_set(&keys.member_ref, member.id)?;
+                entry.raw_set(&keys.role, member.role.as_str())?;
                 members.raw_set(i + 1, entry)?;
             }
-            table.raw_set("members", members)
+            table.raw_set(&self.keys.members, members)
         })
     }
 }
@@ -917,9 +972,19 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
         tables,
         rows,
         object_table,
+        column_keys,
         ..
     } = &mut *shared;
     let table = &tables[handle.index];
+    if column_keys.len() < tables.len() {
+        column_keys.resize_with(tables.len(), Vec::new);
+    }
+    let keys = &mut column_keys[handle.index];
+    if keys.is_empty() {
+        for column in table.written_columns() {
+            keys.push(lua.create_string(&column.name)?);
+        }
+    }
     if let Some(ids) = &table.ids {
         if !ids.kind.accepts(object.kind) {
             return Err(fail(format!(
@@ -931,7 +996,7 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
     let mut fields = Vec::with_capacity(table.columns.len());
     let mut surely_valid = true;
     let mut order_key = None;
-    for column in table.written_columns() {
+    for (column, key) in table.written_columns().zip(keys.iter()) {
         let field = match column.column_type {
             ColumnType::IdType => Some(object.kind.letter().to_ascii_uppercase().to_string()),
             ColumnType::IdNum => Some(
@@ -942,7 +1007,7 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                     .to_string(),
             ),
             ColumnType::Geometry(kind) => {
-                let value: Value = row.raw_get(column.name.as_str())?;
+                let value: Value = row.raw_get(key)?;
                 // Borrowed, not cloned: the row's geometry is read once.
                 let borrowed = match &value {
                     Value::Nil => None,
@@ -997,7 +1062,7 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                 bytes.map(|b| crate::apply::geom::ewkb::to_hex(&b))
             }
             _ => {
-                let value: Value = row.raw_get(column.name.as_str())?;
+                let value: Value = row.raw_get(key)?;
                 value::convert(lua, column, &value).map_err(fail)?
             }
         };
