@@ -142,6 +142,13 @@ impl WayStore {
 }
 
 impl WayLookup for WayStore {
+    fn way_nodes(&self, id: i64) -> Option<Cow<'_, [i64]>> {
+        let span = *self.spans.get(id)?;
+        Some(Cow::Borrowed(
+            &self.nodes[span.nodes..span.nodes + span.node_count as usize],
+        ))
+    }
+
     fn way(&self, id: i64) -> Option<Cow<'_, Way>> {
         let span = *self.spans.get(id)?;
         let mut text = span.text;

@@ -27,6 +27,15 @@ pub trait NodeLocations {
 pub trait WayLookup {
     /// The way; `None` when it is unknown (the member is then left out).
     fn way(&self, id: i64) -> Option<Cow<'_, Way>>;
+
+    /// Only the way's node ids, for geometries: a store may give them
+    /// without rebuilding the way's tags.
+    fn way_nodes(&self, id: i64) -> Option<Cow<'_, [i64]>> {
+        self.way(id).map(|way| match way {
+            Cow::Borrowed(way) => Cow::Borrowed(way.nodes.as_slice()),
+            Cow::Owned(way) => Cow::Owned(way.nodes),
+        })
+    }
 }
 
 impl WayLookup for HashMap<i64, Way> {

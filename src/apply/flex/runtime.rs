@@ -656,10 +656,10 @@ fn relation_members(
                 }
             }
             ObjectType::Way => {
-                if let Some(way) = ways.way(member.id) {
+                if let Some(way_nodes) = ways.way_nodes(member.id) {
                     order.push(MemberRef::Way(member_ways.len()));
                     member_ways.push(
-                        way.nodes
+                        way_nodes
                             .iter()
                             .filter_map(|&id| locations.location(id))
                             .collect(),
