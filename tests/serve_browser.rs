@@ -105,7 +105,9 @@ async fn show_page(
     .await;
 
     let shot = work.join("page.png");
-    let page = server.url("/#map=16/50.0045/10.0045&style=tilepipe");
+    // The short hash form, as `scripts/demo` and the README print it
+    // (the page writes and reads `#map=…&style=…` too).
+    let page = server.url("/#16/50.0045/10.0045");
     let out = tokio::process::Command::new(chromium)
         .args([
             "--headless",

@@ -1,6 +1,7 @@
 // tilepipe's map page: every style of /styles.json as a Leaflet base layer,
 // with a layer switcher. The view lives in the URL hash, as on
-// openstreetmap.org: #map=<zoom>/<lat>/<lon>&style=<name>.
+// openstreetmap.org: #map=<zoom>/<lat>/<lon>&style=<name>; the short form
+// of most slippy maps, #<zoom>/<lat>/<lon>, is read too.
 "use strict";
 
 function showMessage(text) {
@@ -11,13 +12,18 @@ function showMessage(text) {
 
 function readHash() {
   const view = {};
+  const setView = (text) => {
+    const [z, lat, lon] = text.split("/").map(Number);
+    if (text.split("/").length === 3 && [z, lat, lon].every(Number.isFinite)) {
+      Object.assign(view, { zoom: z, center: [lat, lon] });
+    }
+  };
   for (const part of location.hash.replace(/^#/, "").split("&")) {
     const [key, value] = part.split("=");
-    if (key === "map" && value) {
-      const [z, lat, lon] = value.split("/").map(Number);
-      if ([z, lat, lon].every(Number.isFinite)) {
-        Object.assign(view, { zoom: z, center: [lat, lon] });
-      }
+    if (value === undefined) {
+      setView(key);
+    } else if (key === "map" && value) {
+      setView(value);
     } else if (key === "style" && value) {
       view.style = decodeURIComponent(value);
     }
