@@ -93,12 +93,65 @@ pub enum FlatNodesError {
         /// Its size in bytes.
         size: u64,
     },
+    /// The configuration names a flat-nodes file, the import used none.
+    #[error("import.flat_nodes names {configured}, but the database was imported without a flat-nodes file (its node locations are in the nodes table): remove import.flat_nodes or import again with it")]
+    NotImportedWith {
+        /// The file the configuration names.
+        configured: PathBuf,
+    },
+    /// The configuration names another file than the import recorded.
+    #[error("import.flat_nodes names {configured}, but the database was imported with the flat-nodes file {recorded}, which holds its node locations: name that file, or leave import.flat_nodes out")]
+    OtherFile {
+        /// The file the import recorded.
+        recorded: PathBuf,
+        /// The file the configuration names.
+        configured: PathBuf,
+    },
     /// An update needs the file the import wrote, and it is not there.
     #[error("flat-nodes file {path} does not exist: the database's node locations are in it (was it moved or deleted?)")]
     Missing {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// Checks the flat-nodes file a configuration names (`configured`) against
+/// the one the import recorded (`recorded`): updates use the recorded
+/// file, and a configuration naming another one is an error rather than
+/// silently ignored. Two paths to the same file (a symbolic link, a
+/// relative path) are the same.
+pub fn check_configured(
+    recorded: Option<&Path>,
+    configured: Option<&Path>,
+) -> Result<(), FlatNodesError> {
+    let Some(configured) = configured else {
+        return Ok(());
+    };
+    let Some(recorded) = recorded else {
+        return Err(FlatNodesError::NotImportedWith {
+            configured: configured.to_path_buf(),
+        });
+    };
+    if same_file(recorded, configured) {
+        return Ok(());
+    }
+    Err(FlatNodesError::OtherFile {
+        recorded: recorded.to_path_buf(),
+        configured: configured.to_path_buf(),
+    })
+}
+
+/// Whether two paths name one file: the same inode when both exist, else
+/// the same absolute path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => match (std::path::absolute(a), std::path::absolute(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        },
+    }
 }
 
 /// An open flat-nodes file.
@@ -475,7 +528,9 @@ mod tests {
         let mut nodes = FlatNodes::create(&path).unwrap();
         let first = 12_000_000_000;
         for id in first..first + 2000 {
-            nodes.set(id, Some(location((id % 1000) as i32, 7))).unwrap();
+            nodes
+                .set(id, Some(location((id % 1000) as i32, 7)))
+                .unwrap();
         }
         nodes.flush().unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
@@ -506,6 +561,29 @@ mod tests {
         assert!(bytes[24..]
             .chunks_exact(8)
             .all(|s| s == &empty_slots(8)[..]));
+    }
+
+    #[test]
+    fn a_configured_file_must_be_the_recorded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.bin");
+        std::fs::write(&path, []).unwrap();
+        let link = dir.path().join("link.bin");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let other = dir.path().join("other.bin");
+        assert!(check_configured(Some(&path), None).is_ok());
+        assert!(check_configured(None, None).is_ok());
+        assert!(check_configured(Some(&path), Some(&path)).is_ok());
+        assert!(check_configured(Some(&path), Some(&link)).is_ok());
+        let err = check_configured(Some(&path), Some(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other.bin") && err.contains("imported with"),
+            "{err}"
+        );
+        let err = check_configured(None, Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("without a flat-nodes file"), "{err}");
     }
 
     #[test]
