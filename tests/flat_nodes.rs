@@ -604,3 +604,159 @@ fn legacy_middle_with_flat_nodes_takes_turns_with_osm2pgsql() {
     );
     assert!(ours == theirs, "the flat-nodes files differ");
 }
+
+/// `tilepipe import -F` records the file's absolute path; `apply` uses
+/// it, accepts `import.flat_nodes` naming the same file by another path,
+/// and refuses another file or a missing one, saying which.
+#[test]
+fn the_recorded_file_is_used_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let input = dir.path().join("town.osm");
+    town.write_osm_file(&input).unwrap();
+    let url = PgCluster::shared().create_database("flat_cli").unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let tilepipe = |config: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+            .current_dir(dir.path())
+            .args(["-c", config.to_str().unwrap(), "-q", "-d", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = tilepipe(
+        &config,
+        &["import", "-F", "nodes.bin", input.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.path().join("nodes.bin");
+    let recorded = ImportSettings::load(&mut connect(&url), "public")
+        .unwrap()
+        .unwrap()
+        .flat_nodes;
+    assert_eq!(recorded, Some(file.clone()));
+    assert!(!nodes_table_exists(&mut connect(&url), "public", PREFIX).unwrap());
+
+    let mut generator = FeedGenerator::new(town, 3, 100, chrono::Utc::now(), 60);
+    let osc = dir.path().join("diff.osc");
+    let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
+    let mut out = std::fs::File::create(&osc).unwrap();
+    tilepipe::osm::osc_write::write_osc(&mut out, "test", changes.iter()).unwrap();
+    let apply = |config: &Path| tilepipe(config, &["apply", osc.to_str().unwrap()]);
+    let configured = |name: &str, value: &Path| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("import:\n  flat_nodes: {}\n", value.display()),
+        )
+        .unwrap();
+        path
+    };
+    let link = dir.path().join("link.bin");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let same = apply(&configured("same.yaml", &link));
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+
+    let other = apply(&configured("other.yaml", &dir.path().join("other.bin")));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("other.bin") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+
+    std::fs::rename(&file, dir.path().join("moved.bin")).unwrap();
+    let missing = apply(&config);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        stderr.contains("does not exist") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+}
+
+/// Every table of `schema` but the nodes table and the properties, with
+/// the digests of its rows.
+fn schema_digests(client: &mut postgres::Client, schema: &str) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 AND table_name NOT IN ('planet_osm_nodes', 'osm2pgsql_properties')
+             ORDER BY 1",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|table| {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')
+                         FROM {schema}.{table} t"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (table, row.get(0), row.get(1))
+        })
+        .collect()
+}
+
+/// The flex output (two-stage routes and the geometry shapes configs)
+/// with and without flat nodes: the same tables and rows after the import
+/// and after diffs.
+#[test]
+fn flex_output_with_flat_nodes_equals_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let input = dir.path().join("town.osm");
+    town.write_osm_file(&input).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flex");
+    for name in ["routes", "shapes"] {
+        let config = fixtures.join(format!("{name}.lua"));
+        let flex = tilepipe::apply::flex::FlexSettings::from_file(&config).unwrap();
+        let (url, mut client) = database(&format!("flat_flex_{name}"), &["tables", "flat"]);
+        let file = dir.path().join(format!("{name}.bin"));
+        for (schema, flat_nodes) in [("tables", None), ("flat", Some(file.as_path()))] {
+            let settings = ImportSettings {
+                flex: Some(flex.clone()),
+                ..settings(schema, flat_nodes)
+            };
+            import(&db_config(&url), &input, &settings, 2).unwrap();
+        }
+        let tables = schema_digests(&mut client, "tables");
+        assert!(tables.len() > 2, "{name}: {tables:?}");
+        assert_eq!(
+            schema_digests(&mut client, "flat"),
+            tables,
+            "{name}: import"
+        );
+        let mut with_table = applier(&mut client, "tables");
+        let mut with_file = applier(&mut client, "flat");
+        let mut generator = FeedGenerator::new(town.clone(), 8, 100, chrono::Utc::now(), 60);
+        for n in 0..10 {
+            let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
+            let a = apply(&mut client, &mut with_table, &changes);
+            let b = apply(&mut client, &mut with_file, &changes);
+            assert_eq!(a.row_changes, b.row_changes, "{name}: batch {n}");
+        }
+        assert_eq!(
+            schema_digests(&mut client, "flat"),
+            schema_digests(&mut client, "tables"),
+            "{name}: after diffs"
+        );
+    }
+}
