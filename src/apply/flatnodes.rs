@@ -371,11 +371,13 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> FlatNodesError + '_ {
 
 /// Maps the whole file for reading and writing.
 fn map(file: &File) -> std::io::Result<MmapMut> {
-    // SAFETY: the mapping is private to this process's FlatNodes, which
-    // owns the file handle; a concurrent writer of the same file (another
-    // tilepipe or osm2pgsql) is excluded by the instance lock that every
-    // writer of the database takes, and the file is only ever grown while
-    // mapped, never shortened.
+    // SAFETY: the mapping is only read and written through its FlatNodes,
+    // eight bytes at a time, copied out and in (no reference into it
+    // outlives a call). Only another process could change the file
+    // meanwhile: osm2pgsql, or a second tilepipe updating the same
+    // database, which `run` and `catchup` exclude with the instance lock;
+    // running both on one file is not supported. tilepipe itself never
+    // shortens a mapped file (`create` truncates before mapping).
     unsafe { MmapMut::map_mut(file) }
 }
 
