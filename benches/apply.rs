@@ -60,6 +60,7 @@ impl Output {
             ],
             settings: ImportSettings {
                 flex: Some(FlexSettings::from_file(&config).unwrap()),
+                flat_nodes: None,
                 ..ImportSettings::default()
             },
         }

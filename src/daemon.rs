@@ -138,6 +138,11 @@ impl Daemon {
         crate::apply::check_extensions(&mut client).context("start-up check: extensions")?;
         let schema = config.database.middle_schema.clone();
         let settings = ImportSettings::require(&mut client, &schema).context("start-up check")?;
+        crate::apply::flatnodes::check_configured(
+            settings.flat_nodes.as_deref(),
+            config.import.flat_nodes.as_deref(),
+        )
+        .context("start-up check")?;
         match read_position(&mut client, &schema)? {
             StoredPosition::Set(_) => {}
             _ => bail!("start-up check: replication is not set up; run `tilepipe init` first"),

@@ -101,6 +101,7 @@ fn settings_for(config: &Path) -> ImportSettings {
     ImportSettings {
         schema: OURS.into(),
         flex: Some(FlexSettings::from_file(config).unwrap()),
+        flat_nodes: None,
         ..Default::default()
     }
 }
@@ -1031,6 +1032,7 @@ fn config_errors_say_what_and_where() {
         let settings = ImportSettings {
             schema: OURS.into(),
             flex: Some(FlexSettings::from_file(&path).unwrap()),
+            flat_nodes: None,
             ..Default::default()
         };
         let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();

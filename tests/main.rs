@@ -20,6 +20,7 @@ mod expire_osm2pgsql;
 mod expire_pipeline;
 mod expire_schedule;
 mod expire_tiles_cli;
+mod flat_nodes;
 mod flex_expire_outputs;
 mod flex_osm2pgsql;
 mod geom_osm2pgsql_cases;

@@ -18,7 +18,8 @@
 //! objects are no-ops, and nodes a way references but nobody has are
 //! skipped when building its geometry, as osm2pgsql does.
 
-use super::middle::Middle;
+use super::flatnodes::FlatNodes;
+use super::middle::{Middle, MiddleError};
 use super::output::{OutputTables, Row, RowsQuery, StoredRow, TableKind};
 use super::process::{NodeLocations, Processor, Rows};
 use super::settings::ImportSettings;
@@ -175,8 +176,11 @@ impl ClassicApplier {
             &settings.prefix,
             processor.style().clone(),
         );
-        let middle = Middle::new(&settings.schema, &settings.prefix);
-        Ok(ClassicApplier::new(middle, tables, processor))
+        Ok(ClassicApplier::new(
+            middle_for(settings)?,
+            tables,
+            processor,
+        ))
     }
 
     /// Applies `changes` within `client`'s current transaction, in the
@@ -314,8 +318,28 @@ impl ClassicApplier {
     }
 }
 
+/// The middle of a database imported with `settings`: its tables, and
+/// the flat-nodes file the import wrote, if it used one.
+pub(crate) fn middle_for(settings: &ImportSettings) -> Result<Middle, ApplyError> {
+    let middle = Middle::new(&settings.schema, &settings.prefix);
+    Ok(match &settings.flat_nodes {
+        Some(path) => middle.with_flat_nodes(FlatNodes::open(path).map_err(MiddleError::from)?),
+        None => middle,
+    })
+}
+
 /// Step 1: deletes every changed object from the middle and COPYs the
 /// new versions in.
+///
+/// With a flat-nodes file, every write to it happens here, and it is on
+/// disk before this returns, so before the batch's transaction commits.
+/// Should the transaction not commit (a crash, an error later on), the
+/// file is ahead of the tables; the batch is then applied again (the
+/// daemon retries the same batch; after a restart it merges the same
+/// diffs, perhaps more), which writes the same slots again: nothing
+/// reads a location from the file before this step has rewritten every
+/// slot the batch changes, and the old geometries expiry needs come from
+/// the output tables (`DELETE … RETURNING`), never from the file.
 pub(crate) fn update_middle(
     middle: &Middle,
     client: &mut impl GenericClient,
@@ -327,6 +351,11 @@ pub(crate) fn update_middle(
     middle.copy_nodes(client, changed.nodes.iter().copied())?;
     middle.copy_ways(client, changed.ways.iter().copied())?;
     middle.copy_relations(client, changed.relations.iter().copied())?;
+    middle.define_node_refs(
+        changed.ways.iter().copied(),
+        changed.relations.iter().copied(),
+    )?;
+    middle.flush_flat_nodes()?;
     Ok(())
 }
 

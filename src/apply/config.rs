@@ -33,6 +33,11 @@ pub struct ImportConfig {
     /// osm2pgsql does (for configs whose node or way callbacks keep state;
     /// see `apply::flex::workers`).
     pub lua_workers: usize,
+    /// Node locations in this osm2pgsql flat-nodes file instead of the
+    /// nodes table (`-F/--flat-nodes`). The import records the path; a
+    /// later apply, catchup or run uses the recorded file and refuses to
+    /// start if this names another one.
+    pub flat_nodes: Option<PathBuf>,
 }
 
 impl Default for ImportConfig {
@@ -48,6 +53,7 @@ impl Default for ImportConfig {
             keep_coastlines: false,
             threads: 0,
             lua_workers: 0,
+            flat_nodes: None,
         }
     }
 }

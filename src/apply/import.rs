@@ -3,7 +3,10 @@
 //! The file is read once, in order (nodes, ways, relations; the reader
 //! refuses an unsorted file, as osm2pgsql does). Node locations and ways stay
 //! in memory while reading (packed, in id order), so every geometry is built
-//! without a database round trip; objects and rows stream to one writer
+//! without a database round trip; with a flat-nodes file
+//! (`--flat-nodes`) the locations go into that file instead, memory-mapped,
+//! and are read back from it, and there is no nodes table to load. Objects
+//! and rows stream to one writer
 //! thread per table, each with its own connection and a single binary COPY,
 //! so PostgreSQL ingests while tilepipe parses. Output rows go to staging
 //! tables with what the writer worked out about them (surely-valid
@@ -15,6 +18,7 @@
 //! go into `osm2pgsql_properties` last: a database without them is not a
 //! finished import, and appends refuse to run on it.
 
+use super::flatnodes::FlatNodes;
 use super::middle::{Middle, MiddleError, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, Rows, WayLookup};
@@ -22,7 +26,7 @@ use super::settings::ImportSettings;
 use super::ApplyError;
 use crate::osm::input::read_objects;
 use crate::osm::pbf_header::read_pbf_header;
-use crate::osm::{Location, Node, Object, Relation, Way};
+use crate::osm::{Location, Node, Object, ObjectType, Relation, Way};
 use crate::replication::state::format_timestamp;
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -30,6 +34,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -176,6 +181,9 @@ impl WayLookup for WayStore {
 /// finish the table and build its indexes while reading goes on.
 struct Queues<R> {
     nodes: Option<SyncSender<Vec<Node>>>,
+    /// Whether nodes go to the nodes table (else, with flat nodes, they
+    /// are dropped once processed).
+    nodes_to_table: bool,
     ways: Option<SyncSender<Vec<Way>>>,
     relations: Option<SyncSender<Vec<Relation>>>,
     /// Per output table (by index).
@@ -453,7 +461,10 @@ where
     let mut control = crate::db::connect(db)?;
     super::check_extensions(&mut control)?;
     let schema = settings.schema.as_str();
-    let middle = Middle::new(schema, &settings.prefix);
+    let mut middle = Middle::new(schema, &settings.prefix);
+    if let Some(path) = &settings.flat_nodes {
+        middle = middle.with_flat_nodes(FlatNodes::create(path).map_err(MiddleError::from)?);
+    }
     middle.create(&mut control)?;
     create(&mut control)?;
     crate::db::properties::ensure_table(&mut control, schema)?;
@@ -469,19 +480,24 @@ where
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut read_done = started;
-    let mut stores = Stores::default();
+    let mut stores = Stores::new(&middle);
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
         let middle = &middle;
         let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
         let (ways_tx, ways_rx) = sync_channel::<Vec<Way>>(QUEUE_DEPTH);
         let (rels_tx, rels_rx) = sync_channel::<Vec<Relation>>(QUEUE_DEPTH);
-        let middle_writers = [
-            scope.spawn(move || write_middle_table(db, middle, nodes_rx)),
+        let mut middle_writers = vec![
             scope.spawn(move || write_middle_table(db, middle, ways_rx)),
             scope.spawn(move || write_middle_table(db, middle, rels_rx)),
         ];
+        // Without a nodes table (flat nodes) no node goes to a writer.
+        let nodes_tx = middle.has_nodes_table().then(|| {
+            middle_writers.push(scope.spawn(move || write_middle_table(db, middle, nodes_rx)));
+            nodes_tx
+        });
         let mut queues = Queues {
-            nodes: Some(nodes_tx),
+            nodes_to_table: nodes_tx.is_some(),
+            nodes: nodes_tx,
             ways: Some(ways_tx),
             relations: Some(rels_tx),
             rows: HashMap::new(),
@@ -538,6 +554,9 @@ where
         }
         Ok(())
     });
+    // The locations are on disk before the import is recorded as done.
+    let result = result.and_then(|()| stores.locations.flush());
+    drop(stores);
     if let Err(e) = result {
         drop_partial_import(&mut control, &middle, sink);
         return Err(e);
@@ -558,12 +577,68 @@ where
     Ok(summary)
 }
 
-/// What an import keeps in memory while reading: node locations for
-/// ways and relations, ways for relations.
-#[derive(Default)]
-struct Stores {
-    locations: ById<(i32, i32)>,
+/// What an import keeps while reading: node locations for ways and
+/// relations, ways for relations.
+struct Stores<'m> {
+    locations: NodeStore<'m>,
     ways: WayStore,
+}
+
+impl<'m> Stores<'m> {
+    fn new(middle: &'m Middle) -> Self {
+        Stores {
+            locations: match middle.flat_nodes() {
+                Some(file) => NodeStore::File(file),
+                None => NodeStore::Memory(ById::default()),
+            },
+            ways: WayStore::default(),
+        }
+    }
+}
+
+/// Where the reading thread keeps node locations.
+enum NodeStore<'m> {
+    /// In memory, packed: the nodes table keeps them for updates.
+    Memory(ById<(i32, i32)>),
+    /// In the middle's flat-nodes file, held for the whole import.
+    File(MutexGuard<'m, FlatNodes>),
+}
+
+impl NodeStore<'_> {
+    fn push(&mut self, id: i64, location: Location) -> Result<(), ApplyError> {
+        match self {
+            NodeStore::Memory(memory) => memory.push(id, location.to_fixed()),
+            NodeStore::File(file) => file.set(id, Some(location)).map_err(MiddleError::from)?,
+        }
+        Ok(())
+    }
+
+    /// The file keeps the nodes a way or relation refers to defined (see
+    /// [`Middle::define_node_refs`]); nothing to do in memory.
+    fn define(&mut self, ids: impl IntoIterator<Item = i64>) -> Result<(), ApplyError> {
+        if let NodeStore::File(file) = self {
+            for id in ids {
+                file.define(id).map_err(MiddleError::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ApplyError> {
+        if let NodeStore::File(file) = self {
+            file.flush().map_err(MiddleError::from)?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeLocations for NodeStore<'_> {
+    fn location(&self, id: i64) -> Option<Location> {
+        match self {
+            NodeStore::Memory(memory) => memory.location(id),
+            NodeStore::File(file) => file.get(id),
+        }
+    }
 }
 
 fn read_and_process<S: RowSource>(
@@ -571,7 +646,7 @@ fn read_and_process<S: RowSource>(
     threads: usize,
     source: &mut S,
     queues: &mut Queues<S::Row>,
-    stores: &mut Stores,
+    stores: &mut Stores<'_>,
     summary: &mut ImportSummary,
 ) -> Result<(), ApplyError> {
     let mut section = Section::Nodes;
@@ -605,13 +680,14 @@ fn read_and_process<S: RowSource>(
                     Object::Node(node) => {
                         summary.nodes += 1;
                         if let Some(location) = node.location {
-                            stores.locations.push(node.id, location.to_fixed());
+                            stores.locations.push(node.id, location)?;
                         }
                         out.nodes.push(node);
                         pending += 1;
                     }
                     Object::Way(way) => {
                         summary.ways += 1;
+                        stores.locations.define(way.nodes.iter().copied())?;
                         // Relations need their member ways (possibly in this
                         // very batch).
                         stores.ways.push(&way);
@@ -626,6 +702,11 @@ fn read_and_process<S: RowSource>(
                             &stores.locations,
                             &mut out.rows,
                         )?;
+                        let member_nodes = relation
+                            .members
+                            .iter()
+                            .filter(|m| m.kind == ObjectType::Node);
+                        stores.locations.define(member_nodes.map(|m| m.id))?;
                         out.relations.push(relation);
                     }
                 }
@@ -705,7 +786,7 @@ impl<R> Outgoing<R> {
     fn process<S: RowSource<Row = R>>(
         &mut self,
         source: &mut S,
-        stores: &Stores,
+        stores: &Stores<'_>,
         section: Section,
         pending: usize,
     ) -> Result<(), ApplyError> {
@@ -732,6 +813,9 @@ impl<R> Outgoing<R> {
             }
             let queue = queue.as_ref().ok_or(())?;
             queue.send(std::mem::take(items)).map_err(|_| ())
+        }
+        if !queues.nodes_to_table {
+            self.nodes.clear();
         }
         send(&queues.nodes, &mut self.nodes).map_err(|()| closed())?;
         send(&queues.ways, &mut self.ways).map_err(|()| closed())?;

@@ -24,6 +24,10 @@ pub struct ImportSettings {
     /// The flex output's config; `None` = the classic output, shaped by
     /// `transform`.
     pub flex: Option<super::flex::FlexSettings>,
+    /// osm2pgsql's `--flat-nodes FILE`, as an absolute path: node locations
+    /// are in this file and there is no nodes table ([`super::flatnodes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flat_nodes: Option<std::path::PathBuf>,
 }
 
 impl Default for ImportSettings {
@@ -33,6 +37,7 @@ impl Default for ImportSettings {
             prefix: "planet_osm".into(),
             transform: TransformSettings::default(),
             flex: None,
+            flat_nodes: None,
         }
     }
 }

@@ -24,6 +24,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let mut client = super::connect_db(config)?;
     let schema = &config.database.middle_schema;
     let settings = ImportSettings::require(&mut client, schema)?;
+    crate::apply::flatnodes::check_configured(
+        settings.flat_nodes.as_deref(),
+        config.import.flat_nodes.as_deref(),
+    )?;
     let mut applier = Applier::for_settings(&settings)?;
     let started = std::time::Instant::now();
     let mut tx = client.transaction()?;

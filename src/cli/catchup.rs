@@ -56,6 +56,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     }
     // Not imported: the error ends the process with exit code 1.
     let settings = ImportSettings::require(&mut db, schema)?;
+    crate::apply::flatnodes::check_configured(
+        settings.flat_nodes.as_deref(),
+        config.import.flat_nodes.as_deref(),
+    )?;
     let mut position = match read_position(&mut db, schema)? {
         StoredPosition::Set(position) => position,
         StoredPosition::NoTable | StoredPosition::NotSetUp { .. } => {

@@ -53,6 +53,10 @@ pub struct Args {
     /// osm2pgsql does, for configs whose callbacks keep state).
     #[arg(long, value_name = "N")]
     lua_workers: Option<usize>,
+    /// Node locations in this osm2pgsql flat-nodes file (created, or
+    /// emptied) instead of a nodes table; later updates use it.
+    #[arg(short = 'F', long, value_name = "FILE")]
+    flat_nodes: Option<PathBuf>,
 }
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
@@ -68,11 +72,19 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             Some(flex_settings(config, args, style)?),
         ),
     };
+    // Absolute, as recorded: updates may run from another directory.
+    let flat_nodes = match args.flat_nodes.as_ref().or(c.flat_nodes.as_ref()) {
+        Some(path) => Some(std::path::absolute(path).map_err(|e| {
+            anyhow::anyhow!("--flat-nodes / import.flat_nodes {}: {e}", path.display())
+        })?),
+        None => None,
+    };
     let settings = ImportSettings {
         schema: config.database.middle_schema.clone(),
         prefix,
         transform,
         flex,
+        flat_nodes,
     };
     let per_cpu = |n: usize| match n {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

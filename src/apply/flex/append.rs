@@ -22,8 +22,8 @@ use super::output::{FlexTables, StoredFlexRow};
 use super::runtime::{FlexRow, FlexRuntime, Mode};
 use super::FlexSettings;
 use crate::apply::append::{
-    changed_or_parents, load_for_rebuild, pair_rows, propagate, update_middle, ApplyResult,
-    Changed, ExpireFeed, RowChange, RowState, StepTimer,
+    changed_or_parents, load_for_rebuild, middle_for, pair_rows, propagate, update_middle,
+    ApplyResult, Changed, ExpireFeed, RowChange, RowState, StepTimer,
 };
 use crate::apply::middle::Middle;
 use crate::apply::settings::ImportSettings;
@@ -56,7 +56,7 @@ impl FlexApplier {
     ) -> Result<Self, ApplyError> {
         let runtime = flex.runtime(Mode::Append, &settings.schema)?;
         Ok(FlexApplier {
-            middle: Middle::new(&settings.schema, &settings.prefix),
+            middle: middle_for(settings)?,
             tables: FlexTables::new(runtime.tables()),
             expire_outputs: runtime.expire_outputs(),
             runtime,

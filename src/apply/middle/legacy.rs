@@ -29,7 +29,10 @@
 //!   `ARRAY(SELECT DISTINCT unnest($1) >> 5)` with the GIN index
 //!   `PREFIX_ways_nodes_bucket_idx` on it, and a GIN index on `parts`.
 //!
-//! Not covered: flat-node files (no nodes table), `-x` attributes (1.8
+//! With `--flat-nodes` 1.8 creates no nodes table; the locations are then
+//! in the file, read and written by [`Middle`] for either layout.
+//!
+//! Not covered: `-x` attributes (1.8
 //! keeps them as `osm_*` pseudo-tags, which read back here as tags), and
 //! relations with more than 32767 members, which osm2pgsql skips on input
 //! and which are skipped here too (`way_off`/`rel_off` are `int2`).
@@ -53,7 +56,8 @@ fn bucket_function(middle: &Middle) -> String {
     )
 }
 
-/// Drops and creates the three tables as 1.8's `sql_for_*` do, without
+/// Drops and creates the three tables as 1.8's `sql_for_*` do (without
+/// the nodes table when locations are in a flat-nodes file), without
 /// their primary keys, added after loading by the `index_*` functions.
 pub(super) fn create(middle: &Middle, client: &mut impl GenericClient) -> Result<(), MiddleError> {
     let (nodes, ways, rels) = (
@@ -61,10 +65,15 @@ pub(super) fn create(middle: &Middle, client: &mut impl GenericClient) -> Result
         middle.ways_table(),
         middle.rels_table(),
     );
+    let create_nodes = if middle.has_nodes_table() {
+        format!("CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL);")
+    } else {
+        String::new()
+    };
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS {nodes}, {ways}, {rels} CASCADE;
-             CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL);
+             {create_nodes}
              CREATE TABLE {ways} (id int8 NOT NULL, nodes int8[] NOT NULL, tags text[]);
              CREATE TABLE {rels} (id int8 NOT NULL, way_off int2, rel_off int2,
                parts int8[], members text[], tags text[]);"

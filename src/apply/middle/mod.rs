@@ -18,9 +18,19 @@
 //!
 //! Reverse lookups (which ways use these nodes, which relations have these
 //! members) run on GIN indexes, one query per batch, never per object.
+//!
+//! Node locations are in the nodes table, or, in either layout, in an
+//! osm2pgsql flat-nodes file ([`Middle::with_flat_nodes`]; see
+//! [`super::flatnodes`]). Then there is no nodes table at all, as with
+//! osm2pgsql 1.8's `--flat-nodes`: the locations are all the middle is
+//! ever asked about nodes (a changed node comes with its tags in the diff,
+//! and relations use their member nodes' locations only), so tagged nodes
+//! are not kept in a table either. (osm2pgsql 1.9+ keeps them with
+//! `--middle-with-nodes`, for other readers of its middle.)
 
 pub mod legacy;
 
+use super::flatnodes::{FlatNodes, FlatNodesError};
 use super::pgcopy::{json_string, json_tags, CopyError, CopyStream};
 use crate::db::quote_ident;
 use crate::osm::{Location, Member, Meta, Node, ObjectType, Relation, Tags, Way};
@@ -28,17 +38,25 @@ use postgres::types::Json;
 use postgres::GenericClient;
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A failed statement or COPY on one middle table.
+/// A failed statement or COPY on one middle table, or a failed read or
+/// write of the flat-nodes file.
 #[derive(Debug, thiserror::Error)]
-#[error("middle table {table}: {source}")]
-pub struct MiddleError {
-    /// The table, without schema (`planet_osm_ways`; `planet_osm_*` for
-    /// statements on all three).
-    pub table: String,
-    /// The database or COPY error.
-    #[source]
-    pub source: CopyError,
+pub enum MiddleError {
+    /// A statement or COPY.
+    #[error("middle table {table}: {source}")]
+    Table {
+        /// The table, without schema (`planet_osm_ways`; `planet_osm_*`
+        /// for statements on all three).
+        table: String,
+        /// The database or COPY error.
+        #[source]
+        source: CopyError,
+    },
+    /// The flat-nodes file.
+    #[error(transparent)]
+    FlatNodes(#[from] FlatNodesError),
 }
 
 /// The layout version of the middle tables, recorded by the import
@@ -85,7 +103,8 @@ pub enum MiddleLayout {
     /// tilepipe's own (see the module documentation).
     Tilepipe,
     /// osm2pgsql 1.8's slim tables ("legacy" format in 1.9 to 1.11),
-    /// with the nodes table (not a flat-node file).
+    /// with the nodes table, or without it and a flat-nodes file
+    /// (`--flat-nodes`, see [`Middle::with_flat_nodes`]).
     Legacy18 {
         /// Whether the ways have osm2pgsql's bucket index
         /// (`PREFIX_ways_nodes_bucket_idx` on `PREFIX_index_bucket(nodes)`);
@@ -107,7 +126,7 @@ impl MiddleLayout {
         schema: &str,
         prefix: &str,
     ) -> Result<Option<MiddleLayout>, MiddleError> {
-        let err = |source: postgres::Error| MiddleError {
+        let err = |source: postgres::Error| MiddleError::Table {
             table: format!("{prefix}_ways"),
             source: source.into(),
         };
@@ -157,6 +176,30 @@ pub struct Middle {
     schema: String,
     prefix: String,
     layout: MiddleLayout,
+    /// Node locations in a flat-nodes file instead of the nodes table;
+    /// shared by the clones (a mutex: the middle's methods take `&self`).
+    flat_nodes: Option<Arc<Mutex<FlatNodes>>>,
+}
+
+/// Whether `schema.PREFIX_nodes` exists: not in a database osm2pgsql
+/// imported with `--flat-nodes`, whose node locations are in that file.
+pub fn nodes_table_exists(
+    client: &mut impl GenericClient,
+    schema: &str,
+    prefix: &str,
+) -> Result<bool, MiddleError> {
+    let table = format!("{prefix}_nodes");
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &table],
+        )
+        .map_err(|source| MiddleError::Table {
+            table,
+            source: source.into(),
+        })?;
+    Ok(row.is_some())
 }
 
 impl Middle {
@@ -172,12 +215,35 @@ impl Middle {
             schema: schema.to_string(),
             prefix: prefix.to_string(),
             layout,
+            flat_nodes: None,
         }
+    }
+
+    /// The same tables, with node locations in `nodes` (osm2pgsql's
+    /// `--flat-nodes FILE`) and no nodes table.
+    pub fn with_flat_nodes(mut self, nodes: FlatNodes) -> Self {
+        self.flat_nodes = Some(Arc::new(Mutex::new(nodes)));
+        self
     }
 
     /// The layout these tables are read and written in.
     pub fn layout(&self) -> MiddleLayout {
         self.layout
+    }
+
+    /// Whether node locations are in the nodes table (else in a
+    /// flat-nodes file, and there is no nodes table).
+    pub fn has_nodes_table(&self) -> bool {
+        self.flat_nodes.is_none()
+    }
+
+    /// The flat-nodes file, locked, if node locations are in one. A panic
+    /// of an earlier holder does not make it unusable: every write to the
+    /// file can be repeated (see [`super::flatnodes`], "Crash safety").
+    pub fn flat_nodes(&self) -> Option<MutexGuard<'_, FlatNodes>> {
+        self.flat_nodes
+            .as_ref()
+            .map(|nodes| nodes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn is_legacy(&self) -> bool {
@@ -208,7 +274,7 @@ impl Middle {
     }
 
     fn err<'a, E: Into<CopyError>>(&'a self, suffix: &'a str) -> impl Fn(E) -> MiddleError + 'a {
-        move |source| MiddleError {
+        move |source| MiddleError::Table {
             table: format!("{}_{suffix}", self.prefix),
             source: source.into(),
         }
@@ -217,15 +283,22 @@ impl Middle {
     /// Drops and creates the middle tables. Their indexes, primary keys
     /// included, come after loading: one bulk build is much cheaper than
     /// maintaining them row by row during the COPY.
+    /// With a flat-nodes file there is no nodes table (one left by an
+    /// earlier import is dropped).
     pub fn create(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
         if self.is_legacy() {
             return legacy::create(self, client);
         }
         let (nodes, ways, rels) = (self.nodes_table(), self.ways_table(), self.rels_table());
+        let create_nodes = if self.has_nodes_table() {
+            format!("CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb);")
+        } else {
+            String::new()
+        };
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS {nodes}, {ways}, {rels};
-                 CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb);
+                 {create_nodes}
                  CREATE TABLE {ways} (id int8 NOT NULL, nodes int8[] NOT NULL, tags jsonb, node_buckets int8[] NOT NULL);
                  CREATE TABLE {rels} (id int8 NOT NULL, members jsonb NOT NULL, tags jsonb,
                    member_nodes int8[] NOT NULL, member_ways int8[] NOT NULL);"
@@ -236,8 +309,12 @@ impl Middle {
     /// Primary key and statistics of the nodes table, built once it is
     /// loaded. Statistics only for the columns lookups filter on, here and
     /// below: those of coordinates, tags and way node lists are never used
-    /// and cost most of ANALYZE's time.
+    /// and cost most of ANALYZE's time. Nothing to do without a nodes
+    /// table.
     pub fn index_nodes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
+        if !self.has_nodes_table() {
+            return Ok(());
+        }
         if self.is_legacy() {
             return legacy::index_nodes(self, client);
         }
@@ -285,13 +362,25 @@ impl Middle {
             .map_err(self.err("rels"))
     }
 
-    /// Loads nodes with binary COPY. Nodes without a location (possible
-    /// only in broken input) are skipped: nothing can use them.
+    /// Loads nodes with binary COPY, or stores their locations in the
+    /// flat-nodes file. Nodes without a location (possible only in broken
+    /// input) are skipped: nothing can use them.
     pub fn copy_nodes(
         &self,
         client: &mut impl GenericClient,
         nodes: impl IntoIterator<Item = impl Borrow<Node>>,
     ) -> Result<u64, MiddleError> {
+        if let Some(mut file) = self.flat_nodes() {
+            let mut stored = 0;
+            for node in nodes {
+                let node = node.borrow();
+                if let Some(location) = node.location {
+                    file.set(node.id, Some(location))?;
+                    stored += 1;
+                }
+            }
+            return Ok(stored);
+        }
         if self.is_legacy() {
             return legacy::copy_nodes(self, client, nodes);
         }
@@ -376,7 +465,9 @@ impl Middle {
         copy.finish().map_err(err)
     }
 
-    /// Deletes objects of one type by id (no-op for unknown ids).
+    /// Deletes objects of one type by id (no-op for unknown ids); nodes
+    /// in a flat-nodes file get the empty value, as osm2pgsql writes it
+    /// (the count is then of the ids given).
     pub fn delete(
         &self,
         client: &mut impl GenericClient,
@@ -385,6 +476,14 @@ impl Middle {
     ) -> Result<u64, MiddleError> {
         if ids.is_empty() {
             return Ok(0);
+        }
+        if kind == ObjectType::Node {
+            if let Some(mut file) = self.flat_nodes() {
+                for &id in ids {
+                    file.set(id, None)?;
+                }
+                return Ok(ids.len() as u64);
+            }
         }
         let (table, suffix) = self.table_of(kind);
         client
@@ -409,6 +508,12 @@ impl Middle {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
+        if let Some(file) = self.flat_nodes() {
+            return Ok(ids
+                .iter()
+                .filter_map(|&id| Some((id, file.get(id)?)))
+                .collect());
+        }
         let rows = client
             .query(
                 &format!(
@@ -422,6 +527,44 @@ impl Middle {
             .iter()
             .map(|r| (r.get::<_, i64>(0), Location::from_fixed(r.get(1), r.get(2))))
             .collect())
+    }
+
+    /// With a flat-nodes file, makes the slots of the nodes these ways
+    /// and relations refer to read as osm2pgsql expects, should they be
+    /// in a never-written part of the file ([`FlatNodes::define`]): so
+    /// that an `osm2pgsql --append` rebuilding them leaves a missing
+    /// node out rather than putting it at (0, 0).
+    pub fn define_node_refs<'a>(
+        &self,
+        ways: impl IntoIterator<Item = &'a Way>,
+        relations: impl IntoIterator<Item = &'a Relation>,
+    ) -> Result<(), MiddleError> {
+        let Some(mut file) = self.flat_nodes() else {
+            return Ok(());
+        };
+        for way in ways {
+            for &id in &way.nodes {
+                file.define(id)?;
+            }
+        }
+        for relation in relations {
+            for member in &relation.members {
+                if member.kind == ObjectType::Node {
+                    file.define(member.id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the flat-nodes file's changes to disk and waits for it; a
+    /// batch does this before its transaction commits, so a committed
+    /// batch never has node locations only in memory.
+    pub fn flush_flat_nodes(&self) -> Result<(), MiddleError> {
+        if let Some(file) = self.flat_nodes() {
+            file.flush()?;
+        }
+        Ok(())
     }
 
     /// The given ways with their node lists and tags, in id order
