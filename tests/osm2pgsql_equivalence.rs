@@ -191,8 +191,7 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
         schema: "tilepipe".into(),
         prefix: "planet_osm".into(),
         transform: variant.transform.clone(),
-        flex: None,
-        flat_nodes: None,
+        ..ImportSettings::default()
     };
     import(&config, input, &settings, 2).unwrap();
     assert_equivalent(&mut client, &format!("{} import", variant.name));

@@ -321,7 +321,7 @@ impl ClassicApplier {
 /// The middle of a database imported with `settings`: its tables, and
 /// the flat-nodes file the import wrote, if it used one.
 pub(crate) fn middle_for(settings: &ImportSettings) -> Result<Middle, ApplyError> {
-    let middle = Middle::new(&settings.schema, &settings.prefix);
+    let middle = Middle::with_layout(&settings.schema, &settings.prefix, settings.middle);
     Ok(match &settings.flat_nodes {
         Some(path) => middle.with_flat_nodes(FlatNodes::open(path).map_err(MiddleError::from)?),
         None => middle,

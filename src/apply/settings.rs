@@ -1,7 +1,7 @@
 //! Everything that shapes an import, stored with the database so that every
 //! later apply transforms and writes exactly as the import did.
 
-use super::middle::{MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
+use super::middle::{MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::transform::TransformSettings;
 use crate::db::properties;
 use postgres::GenericClient;
@@ -28,6 +28,12 @@ pub struct ImportSettings {
     /// are in this file and there is no nodes table ([`super::flatnodes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flat_nodes: Option<std::path::PathBuf>,
+    /// How the middle tables are laid out: tilepipe's own after `tilepipe
+    /// import`, osm2pgsql 1.8's after `tilepipe adopt`. Not part of the
+    /// JSON: [`load`](Self::load) fills it from [`MIDDLE_FORMAT_PROPERTY`]
+    /// and, for the legacy layout, from the tables themselves.
+    #[serde(skip)]
+    pub middle: MiddleLayout,
 }
 
 impl Default for ImportSettings {
@@ -38,6 +44,7 @@ impl Default for ImportSettings {
             transform: TransformSettings::default(),
             flex: None,
             flat_nodes: None,
+            middle: MiddleLayout::Tilepipe,
         }
     }
 }
@@ -79,22 +86,41 @@ impl ImportSettings {
         let Some(text) = properties::read_property(client, schema, SETTINGS_PROPERTY)? else {
             return Ok(None);
         };
-        let settings = serde_json::from_str(&text).map_err(|e| {
+        let mut settings: ImportSettings = serde_json::from_str(&text).map_err(|e| {
             super::ApplyError::NotImported(format!(
                 "{SETTINGS_PROPERTY} in {schema}.{} is not valid: {e}",
                 properties::PROPERTIES_TABLE
             ))
         })?;
         let format = properties::read_property(client, schema, MIDDLE_FORMAT_PROPERTY)?;
-        if format.as_deref() != Some(MIDDLE_FORMAT) {
-            return Err(super::ApplyError::NotImported(format!(
-                "the middle tables in schema {schema} have layout {} but this tilepipe needs \
-                 layout {MIDDLE_FORMAT}: import the data again with `tilepipe import`",
-                format
-                    .as_deref()
-                    .unwrap_or("1 (from before layouts were recorded)")
-            )));
-        }
+        settings.middle = match format.as_deref() {
+            Some(MIDDLE_FORMAT) => MiddleLayout::Tilepipe,
+            // osm2pgsql 1.8 looks for the bucket index on every run
+            // (`check_bucket_index` in middle-pgsql.cpp); so does this.
+            Some(LEGACY18_MIDDLE_FORMAT) => {
+                match MiddleLayout::detect(client, schema, &settings.prefix)? {
+                    Some(layout @ MiddleLayout::Legacy18 { .. }) => layout,
+                    _ => {
+                        return Err(super::ApplyError::NotImported(format!(
+                            "the osm2pgsql 1.8 middle tables {schema}.{prefix}_ways/_rels that \
+                             `tilepipe adopt` took over are gone or no longer in osm2pgsql 1.8's \
+                             layout: import again, or adopt the database again",
+                            prefix = settings.prefix
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(super::ApplyError::NotImported(format!(
+                    "the middle tables in schema {schema} have layout {} but this tilepipe needs \
+                     layout {MIDDLE_FORMAT} (or an osm2pgsql 1.8 database taken over with \
+                     `tilepipe adopt`): import the data again with `tilepipe import`",
+                    format
+                        .as_deref()
+                        .unwrap_or("1 (from before layouts were recorded)")
+                )))
+            }
+        };
         Ok(Some(settings))
     }
 }

@@ -5,6 +5,7 @@
 use crate::apply::config::Output;
 use crate::apply::flex::FlexSettings;
 use crate::apply::import::{import_with_threads, ImportThreads};
+use crate::apply::middle::MiddleLayout;
 use crate::apply::settings::ImportSettings;
 use crate::apply::style::HstoreMode;
 use crate::apply::transform::TransformSettings;
@@ -17,6 +18,22 @@ use tracing::info;
 pub struct Args {
     /// OSM file: .osm.pbf, .osm or .osm.gz.
     file: PathBuf,
+    #[command(flatten)]
+    options: ImportOptions,
+    /// Threads decoding PBF blocks (default: import.threads, 0 = per CPU).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Lua states running the flex output's node and way callbacks
+    /// (default: import.lua_workers, 0 = per CPU; 1 = all in one state, as
+    /// osm2pgsql does, for configs whose callbacks keep state).
+    #[arg(long, value_name = "N")]
+    lua_workers: Option<usize>,
+}
+
+/// The options that shape the tables and every later apply, shared with
+/// `tilepipe adopt` (which must be given those osm2pgsql was run with).
+#[derive(Debug, clap::Args)]
+pub struct ImportOptions {
     /// Output: pgsql (classic schema) or flex (a Lua config as --style).
     #[arg(short = 'O', long, value_name = "OUTPUT")]
     output: Option<Output>,
@@ -45,47 +62,50 @@ pub struct Args {
     /// Table name prefix.
     #[arg(short, long, value_name = "PREFIX")]
     prefix: Option<String>,
-    /// Threads decoding PBF blocks (default: import.threads, 0 = per CPU).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// Lua states running the flex output's node and way callbacks
-    /// (default: import.lua_workers, 0 = per CPU; 1 = all in one state, as
-    /// osm2pgsql does, for configs whose callbacks keep state).
-    #[arg(long, value_name = "N")]
-    lua_workers: Option<usize>,
-    /// Node locations in this osm2pgsql flat-nodes file (created, or
-    /// emptied) instead of a nodes table; later updates use it.
+    /// Node locations in this osm2pgsql flat-nodes file instead of a nodes
+    /// table; later updates use it. import: created, or emptied; adopt:
+    /// the file osm2pgsql was run with.
     #[arg(short = 'F', long, value_name = "FILE")]
     flat_nodes: Option<PathBuf>,
 }
 
+impl ImportOptions {
+    /// The settings these options and the config's `import:` section
+    /// give, with style and Lua files read in.
+    pub fn settings(&self, config: &Config) -> anyhow::Result<ImportSettings> {
+        let c = &config.import;
+        let prefix = self.prefix.clone().unwrap_or_else(|| c.prefix.clone());
+        crate::apply::settings::check_prefix(&prefix)
+            .map_err(|e| anyhow::anyhow!("--prefix / import.prefix: {e}"))?;
+        let style = self.style.clone().or(c.style.clone());
+        let (transform, flex) = match self.output.unwrap_or(c.output) {
+            Output::Pgsql => (classic_transform(config, self, style)?, None),
+            Output::Flex => (
+                TransformSettings::default(),
+                Some(flex_settings(config, self, style)?),
+            ),
+        };
+        // Absolute, as recorded: updates may run from another directory.
+        let flat_nodes = match self.flat_nodes.as_ref().or(c.flat_nodes.as_ref()) {
+            Some(path) => Some(std::path::absolute(path).map_err(|e| {
+                anyhow::anyhow!("--flat-nodes / import.flat_nodes {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        Ok(ImportSettings {
+            schema: config.database.middle_schema.clone(),
+            prefix,
+            transform,
+            flex,
+            flat_nodes,
+            middle: MiddleLayout::Tilepipe,
+        })
+    }
+}
+
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let settings = args.options.settings(config)?;
     let c = &config.import;
-    let prefix = args.prefix.clone().unwrap_or_else(|| c.prefix.clone());
-    crate::apply::settings::check_prefix(&prefix)
-        .map_err(|e| anyhow::anyhow!("--prefix / import.prefix: {e}"))?;
-    let style = args.style.clone().or(c.style.clone());
-    let (transform, flex) = match args.output.unwrap_or(c.output) {
-        Output::Pgsql => (classic_transform(config, args, style)?, None),
-        Output::Flex => (
-            TransformSettings::default(),
-            Some(flex_settings(config, args, style)?),
-        ),
-    };
-    // Absolute, as recorded: updates may run from another directory.
-    let flat_nodes = match args.flat_nodes.as_ref().or(c.flat_nodes.as_ref()) {
-        Some(path) => Some(std::path::absolute(path).map_err(|e| {
-            anyhow::anyhow!("--flat-nodes / import.flat_nodes {}: {e}", path.display())
-        })?),
-        None => None,
-    };
-    let settings = ImportSettings {
-        schema: config.database.middle_schema.clone(),
-        prefix,
-        transform,
-        flex,
-        flat_nodes,
-    };
     let per_cpu = |n: usize| match n {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -132,7 +152,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 /// The classic output's settings from the flags and `import:`.
 fn classic_transform(
     config: &Config,
-    args: &Args,
+    args: &ImportOptions,
     style: Option<PathBuf>,
 ) -> anyhow::Result<TransformSettings> {
     let c = &config.import;
@@ -166,7 +186,7 @@ fn classic_transform(
 /// output's options mean nothing to it.
 fn flex_settings(
     config: &Config,
-    args: &Args,
+    args: &ImportOptions,
     style: Option<PathBuf>,
 ) -> anyhow::Result<FlexSettings> {
     let c = &config.import;

@@ -68,6 +68,11 @@ pub const MIDDLE_FORMAT: &str = "2";
 /// The `osm2pgsql_properties` key [`MIDDLE_FORMAT`] is stored under.
 pub const MIDDLE_FORMAT_PROPERTY: &str = "tilepipe_middle_format";
 
+/// The value of [`MIDDLE_FORMAT_PROPERTY`] that `tilepipe adopt` records
+/// for a database whose middle osm2pgsql 1.8 laid out
+/// ([`MiddleLayout::Legacy18`]): its tables are used as they are.
+pub const LEGACY18_MIDDLE_FORMAT: &str = "osm2pgsql-1.8-legacy";
+
 /// Way → node lookups go through node-id buckets (id >> 5) rather than
 /// node ids, as osm2pgsql's middle does: consecutive ids share a bucket, so
 /// the reverse index holds a fraction of the entries and builds several
@@ -98,9 +103,10 @@ fn sorted_unique_into(values: impl Iterator<Item = i64>, out: &mut Vec<i64>) {
 
 /// How the middle tables are laid out: which columns they have and how
 /// tags, members and the reverse-lookup indexes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MiddleLayout {
     /// tilepipe's own (see the module documentation).
+    #[default]
     Tilepipe,
     /// osm2pgsql 1.8's slim tables ("legacy" format in 1.9 to 1.11),
     /// with the nodes table, or without it and a flat-nodes file
@@ -115,6 +121,14 @@ pub enum MiddleLayout {
 }
 
 impl MiddleLayout {
+    /// What [`MIDDLE_FORMAT_PROPERTY`] records for this layout.
+    pub fn format_property(self) -> &'static str {
+        match self {
+            MiddleLayout::Tilepipe => MIDDLE_FORMAT,
+            MiddleLayout::Legacy18 { .. } => LEGACY18_MIDDLE_FORMAT,
+        }
+    }
+
     /// The layout of the middle tables `PREFIX_*` in `schema`, from the
     /// type of `PREFIX_ways.tags` (`text[]` in the legacy layout, `jsonb`
     /// otherwise) and, for the legacy layout, whether the bucket index
