@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod feed;
 pub mod follower;
+pub mod legacy_status;
 pub mod position;
 pub mod search;
 pub mod state;

@@ -41,8 +41,16 @@ pub enum StoredPosition {
     Set(Position),
 }
 
-/// Errors reading or writing the position: those of the properties table.
-pub type PositionError = PropertiesError;
+/// Errors reading or writing the position.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionError {
+    /// Reading or writing `osm2pgsql_properties`.
+    #[error(transparent)]
+    Properties(#[from] PropertiesError),
+    /// Mirroring it to osm2pgsql 1.8's `<prefix>_replication_status`.
+    #[error(transparent)]
+    Legacy(#[from] super::legacy_status::LegacyStatusError),
+}
 
 /// Reads the stored position.
 pub fn read_position(
@@ -79,8 +87,10 @@ pub fn read_position(
     }))
 }
 
-/// Stores the position (creating the table if needed). Call it inside the
-/// transaction that applies the batch reaching this position.
+/// Stores the position (creating the table if needed), and mirrors it to
+/// osm2pgsql 1.8's replication table when `tilepipe adopt` found one
+/// ([`super::legacy_status::mirror`]). Call it inside the transaction
+/// that applies the batch reaching this position.
 pub fn write_position(
     client: &mut impl GenericClient,
     schema: &str,
@@ -97,5 +107,7 @@ pub fn write_position(
             (KEY_SEQUENCE, sequence.as_str()),
             (KEY_TIMESTAMP, timestamp.as_str()),
         ],
-    )
+    )?;
+    super::legacy_status::mirror(client, schema, position)?;
+    Ok(())
 }
