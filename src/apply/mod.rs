@@ -10,6 +10,7 @@
 //! - [`geom`]: geometries in EPSG:3857 (lines, split lines, polygons,
 //!   multipolygons, merged routes) and their EWKB encoding.
 
+pub mod adopt;
 pub mod append;
 pub mod config;
 pub mod flatnodes;

@@ -2,6 +2,7 @@
 //! command. Commands only wire stages together; the work lives in the
 //! stage modules.
 
+mod adopt;
 mod apply;
 mod catchup;
 mod expire_tiles;
@@ -57,6 +58,8 @@ enum Command {
     Import(import::Args),
     /// Apply one OsmChange file (.osc, .osc.gz) in one transaction.
     Apply(apply::Args),
+    /// Take over a database osm2pgsql 1.8 imported with --slim, in place (same options as import).
+    Adopt(adopt::Args),
     /// Apply everything the feed has published since the stored position, then exit.
     Catchup(catchup::Args),
     /// Print the tiles the tagged objects of an OSM file expire (z/x/y lines, like osm2pgsql-expire).
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Import(args) => import::run(&config, args),
         Command::Apply(args) => apply::run(&config, args),
+        Command::Adopt(args) => adopt::run(&config, args),
         Command::Catchup(args) => catchup::run(&config, args),
         Command::ExpireTiles(args) => expire_tiles::run(&config, args),
         Command::Init(args) => init::run(&config, args),

@@ -1,0 +1,1004 @@
+//! `tilepipe adopt`: taking over, in place, a database that osm2pgsql 1.8
+//! imported in slim mode, so that tilepipe updates it from then on while
+//! `osm2pgsql --append` still can (no lock-in).
+//!
+//! [`inspect`] only reads: it finds the middle tables and checks they are
+//! osm2pgsql 1.8's legacy slim layout (`specs/osm2pgsql-middle.md` §1 and
+//! §3, "Detecting the format"), that the indexes osm2pgsql builds at the
+//! end of a slim import exist (tilepipe uses them as they are and builds
+//! none), that the output tables have exactly the columns the given
+//! style and options give them, and where osm2pgsql-replication 1.8 left
+//! its position. Anything it cannot take over is an [`AdoptError`] saying
+//! why. [`record`] then stores what tilepipe's appliers need in
+//! `osm2pgsql_properties` (created if missing; osm2pgsql 1.8 never reads
+//! it): the import settings and the middle layout
+//! ([`LEGACY18_MIDDLE_FORMAT`]), and the replication position. None of
+//! osm2pgsql's own keys (`db_format`, `updatable`, …) are written, so an
+//! osm2pgsql 1.9–1.11 that meets the table still takes the database for
+//! the legacy format it is.
+
+use super::flex::runtime::Mode;
+use super::middle::{
+    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NODE_BUCKET_SHIFT,
+};
+use super::output::{OutputTables, TableKind};
+use super::settings::{ImportSettings, SETTINGS_PROPERTY};
+use crate::db::properties::{self, PropertiesError, PROPERTIES_TABLE};
+use crate::replication::legacy_status::{self, LegacyStatus, LegacyStatusError};
+use crate::replication::position::{self, Position, PositionError, StoredPosition};
+use crate::replication::state::format_timestamp;
+use postgres::GenericClient;
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// The `osm2pgsql_properties` key holding when the database was adopted.
+pub const ADOPTED_PROPERTY: &str = "tilepipe_adopted";
+
+/// Why a database cannot be adopted, or adopting it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// A catalogue query or statement failed.
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// Reading or writing `osm2pgsql_properties`.
+    #[error(transparent)]
+    Properties(#[from] PropertiesError),
+    /// Reading or writing the replication position.
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    /// Reading osm2pgsql-replication 1.8's table.
+    #[error(transparent)]
+    LegacyStatus(#[from] LegacyStatusError),
+    /// The style, Lua transform or flex config given could not be loaded.
+    #[error(transparent)]
+    Apply(#[from] Box<super::ApplyError>),
+    /// Neither middle nor output tables with this prefix in this schema.
+    #[error(
+        "no osm2pgsql import in schema {schema} with prefix {prefix}: none of {prefix}_ways, \
+         {prefix}_rels or the output tables exist (check -d, --prefix and database.middle_schema)"
+    )]
+    NoImport {
+        /// The schema looked in.
+        schema: String,
+        /// The prefix looked for.
+        prefix: String,
+    },
+    /// Output tables but no middle tables: osm2pgsql ran without `--slim`
+    /// (or with `--drop`), and the database cannot be updated.
+    #[error(
+        "{schema} has the output tables of prefix {prefix} but no middle tables \
+         ({prefix}_ways, {prefix}_rels): it was imported without --slim (or with --drop), so \
+         neither osm2pgsql --append nor tilepipe can update it; import it again with \
+         `tilepipe import` or `osm2pgsql --slim`"
+    )]
+    NotSlim {
+        /// The schema.
+        schema: String,
+        /// The prefix.
+        prefix: String,
+    },
+    /// A table the import must have is missing.
+    #[error("{table} is missing: {why}")]
+    MissingTable {
+        /// `schema.table`.
+        table: String,
+        /// What it is and what its absence suggests.
+        why: String,
+    },
+    /// No nodes table: node locations are in a flat-nodes file.
+    #[error(
+        "{table} is missing: osm2pgsql was run with --flat-nodes, and keeps node locations in \
+         that file; flat nodes are not supported by `tilepipe adopt` yet (a later version takes \
+         the file with --flat-nodes FILE)"
+    )]
+    FlatNodes {
+        /// `schema.PREFIX_nodes`.
+        table: String,
+    },
+    /// The middle tables are osm2pgsql 1.9+'s new format.
+    #[error(
+        "{what}: this is osm2pgsql's new middle format (1.9+ with \
+         --middle-database-format=new, default from 1.11, only format of 2.x), which `tilepipe \
+         adopt` does not support yet; only osm2pgsql 1.8's legacy slim layout can be adopted"
+    )]
+    NewFormat {
+        /// What showed it.
+        what: String,
+    },
+    /// osm2pgsql 1.9+ recorded the database as not updatable.
+    #[error(
+        "{schema}.{PROPERTIES_TABLE} says db_format 0 / updatable false: osm2pgsql imported it \
+         without --slim or with --drop, so it cannot be updated"
+    )]
+    NotUpdatable {
+        /// The schema.
+        schema: String,
+    },
+    /// The database is a `tilepipe import` already.
+    #[error(
+        "schema {schema} already holds a tilepipe import ({MIDDLE_FORMAT_PROPERTY} = \
+         {MIDDLE_FORMAT} in {PROPERTIES_TABLE}): there is nothing to adopt, `tilepipe \
+         apply`/`run` update it as it is"
+    )]
+    AlreadyTilepipe {
+        /// The schema.
+        schema: String,
+    },
+    /// A middle table's columns are not osm2pgsql 1.8's.
+    #[error("{table} is not an osm2pgsql 1.8 middle table: {mismatch}")]
+    UnknownMiddle {
+        /// `schema.table`.
+        table: String,
+        /// Which columns differ.
+        mismatch: String,
+    },
+    /// An output table's columns do not match the style and options given.
+    #[error(
+        "output table {table} does not match the style and options given: {mismatch}; pass \
+         the style (-S), --hstore/--hstore-all/-z, --tag-transform-script or -O flex -S CONFIG \
+         that osm2pgsql was run with"
+    )]
+    OutputColumns {
+        /// `schema.table`.
+        table: String,
+        /// Which columns are missing, extra or of another type.
+        mismatch: String,
+    },
+    /// An index osm2pgsql builds at the end of a slim import is missing.
+    #[error(
+        "{table} has no {index}: osm2pgsql builds it at the end of a slim import, so the import \
+         did not finish (or the index was dropped); tilepipe does not build indexes on \
+         osm2pgsql's tables: create it, or import again"
+    )]
+    MissingIndex {
+        /// `schema.table`.
+        table: String,
+        /// Which index.
+        index: String,
+    },
+    /// Adopted before with other options.
+    #[error(
+        "schema {schema} was adopted with other options; differences (adopted → now): {}; \
+         run adopt with the options it was adopted with",
+        differences.join("; ")
+    )]
+    Conflict {
+        /// The schema.
+        schema: String,
+        /// One line per differing setting.
+        differences: Vec<String>,
+    },
+}
+
+impl From<super::ApplyError> for AdoptError {
+    fn from(e: super::ApplyError) -> Self {
+        AdoptError::Apply(Box::new(e))
+    }
+}
+
+/// Where the node locations are: the hook for flat-nodes support.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeLocations {
+    /// In `PREFIX_nodes`.
+    Table,
+}
+
+/// An output table found, with what matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTableFound {
+    /// `schema.table`.
+    pub table: String,
+    /// Its columns, in table order.
+    pub columns: Vec<String>,
+    /// The index that finds rows by object id.
+    pub id_index: String,
+    /// Estimated rows (`pg_class.reltuples`).
+    pub rows: i64,
+}
+
+/// Where replication stands, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationFound {
+    /// osm2pgsql-replication 1.8's table with a full row.
+    Legacy {
+        /// The table, without schema.
+        table: String,
+        /// Its position.
+        position: Position,
+    },
+    /// That table exists but its row is unusable.
+    LegacyIncomplete {
+        /// The table, without schema.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Only a position in `osm2pgsql_properties` (an earlier adopt, or
+    /// osm2pgsql 1.9+'s `replication_*` keys).
+    Properties(Position),
+    /// Nothing: `tilepipe init` must set a start point.
+    None,
+}
+
+/// What [`inspect`] found: everything [`record`] needs and the report.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The settings to record (the ones asked for, with the layout found).
+    pub settings: ImportSettings,
+    /// Which program's records were found.
+    pub origin: String,
+    /// Middle tables with estimated rows: nodes, ways, rels.
+    pub middle_rows: [(String, i64); 3],
+    /// How ways are found by node.
+    pub way_lookup: String,
+    /// How relations are found by member.
+    pub relation_lookup: String,
+    /// Where node locations are.
+    pub node_locations: NodeLocations,
+    /// The output tables.
+    pub outputs: Vec<OutputTableFound>,
+    /// The replication position found.
+    pub replication: ReplicationFound,
+    /// Whether the properties table exists already.
+    pub properties_table: bool,
+    /// Adopted before with the same options.
+    pub already_adopted: bool,
+}
+
+/// A column as the catalogue has it.
+struct Column {
+    name: String,
+    type_text: String,
+    type_oid: u32,
+}
+
+fn columns_of(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<Column>, AdoptError> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+               AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )?
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            type_text: r.get(1),
+            type_oid: r.get(2),
+        })
+        .collect())
+}
+
+/// Compares a table's columns with the expected `(name, SQL type)` list:
+/// `None` when they match (same names; same base types where the type
+/// text is one PostgreSQL knows), else what differs.
+fn column_mismatch(
+    client: &mut impl GenericClient,
+    found: &[Column],
+    expected: &[(String, String)],
+) -> Result<Option<String>, AdoptError> {
+    let found_names: BTreeSet<&str> = found.iter().map(|c| c.name.as_str()).collect();
+    let expected_names: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !found_names.contains(n))
+        .collect();
+    let extra: Vec<&str> = found
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !expected_names.contains(n))
+        .collect();
+    // Base types only: typmods (geometry subtype, char length) are the
+    // writer's business and PostgreSQL enforces them on insert.
+    let types: Vec<String> = expected.iter().map(|(_, t)| t.clone()).collect();
+    let oids: Vec<Option<u32>> = client
+        .query(
+            "SELECT to_regtype(t)::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+            &[&types],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut wrong_type = Vec::new();
+    for ((name, sql_type), oid) in expected.iter().zip(oids) {
+        if let (Some(column), Some(oid)) = (found.iter().find(|c| &c.name == name), oid) {
+            if column.type_oid != oid {
+                wrong_type.push(format!(
+                    "{name} is {} (expected {sql_type})",
+                    column.type_text
+                ));
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing column(s) {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("extra column(s) {}", extra.join(", ")));
+    }
+    if !wrong_type.is_empty() {
+        parts.push(wrong_type.join(", "));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("; ")))
+}
+
+fn table_exists(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<bool, AdoptError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2)",
+            &[&schema, &table],
+        )?
+        .get(0))
+}
+
+fn estimated_rows(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<i64, AdoptError> {
+    Ok(client
+        .query_one(
+            "SELECT greatest(c.reltuples, 0)::int8 FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )?
+        .get(0))
+}
+
+/// The name of an index of `table` whose first key column is one of
+/// `columns` (for lookups by that column), or which is the primary key
+/// when `columns` is empty.
+fn index_on(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+    columns: &[&str],
+) -> Result<Option<String>, AdoptError> {
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    Ok(client
+        .query_opt(
+            "SELECT i.relname::text FROM pg_index x
+             JOIN pg_class i ON i.oid = x.indexrelid
+             JOIN pg_class t ON t.oid = x.indrelid
+             JOIN pg_namespace n ON n.oid = t.relnamespace
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+             WHERE n.nspname = $1 AND t.relname = $2 AND x.indisvalid
+               AND (CASE WHEN cardinality($3::text[]) = 0 THEN x.indisprimary
+                         ELSE a.attname::text = ANY($3) END)
+             ORDER BY x.indisprimary DESC, 1 LIMIT 1",
+            &[&schema, &table, &columns],
+        )?
+        .map(|r| r.get(0)))
+}
+
+/// Whether an index of this name exists on `table`.
+fn named_index(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+    index: &str,
+) -> Result<bool, AdoptError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = $3",
+            &[&schema, &table, &index],
+        )?
+        .is_some())
+}
+
+/// The columns a table of the classic output or of the flex config must
+/// have, per table: `(schema, table, [(column, SQL type)], id columns)`.
+type ExpectedTable = (String, String, Vec<(String, String)>, Vec<String>);
+
+fn expected_outputs(settings: &ImportSettings) -> Result<Vec<ExpectedTable>, AdoptError> {
+    if let Some(flex) = &settings.flex {
+        let runtime = flex
+            .runtime(Mode::Append, &settings.schema)
+            .map_err(super::ApplyError::from)?;
+        return Ok(runtime
+            .tables()
+            .into_iter()
+            .map(|table| {
+                let columns = table
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.sql_type()))
+                    .collect();
+                let ids = table.ids.iter().map(|ids| ids.id_column.clone()).collect();
+                (table.schema.clone(), table.name.clone(), columns, ids)
+            })
+            .collect());
+    }
+    let style = settings
+        .transform
+        .style()
+        .map_err(super::ApplyError::from)?;
+    let tables = OutputTables::new(
+        &settings.schema,
+        &settings.prefix,
+        std::sync::Arc::new(style),
+    );
+    Ok(TableKind::ALL
+        .iter()
+        .map(|&kind| {
+            let columns = tables
+                .columns(kind)
+                .into_iter()
+                .map(|c| (c.name, c.sql_type))
+                .collect();
+            (
+                settings.schema.clone(),
+                tables.name(kind),
+                columns,
+                vec!["osm_id".to_string()],
+            )
+        })
+        .collect())
+}
+
+/// What an earlier tilepipe left in `osm2pgsql_properties`, and what
+/// osm2pgsql 1.9+ recorded there.
+enum Recorded {
+    Nothing,
+    /// osm2pgsql 1.9–1.11 with the legacy format (`db_format` 1).
+    Osm2pgsqlLegacy {
+        version: String,
+    },
+    /// Adopted before, with these settings.
+    Adopted(Box<ImportSettings>),
+}
+
+fn recorded(client: &mut impl GenericClient, schema: &str) -> Result<Recorded, AdoptError> {
+    if !properties::table_exists(client, schema)? {
+        return Ok(Recorded::Nothing);
+    }
+    let read = |client: &mut _, key| properties::read_property(client, schema, key);
+    let format = read(client, MIDDLE_FORMAT_PROPERTY)?;
+    let settings = read(client, SETTINGS_PROPERTY)?;
+    match (format.as_deref(), settings) {
+        (Some(LEGACY18_MIDDLE_FORMAT), Some(text)) => {
+            let stored: ImportSettings = serde_json::from_str(&text).map_err(|e| {
+                super::ApplyError::NotImported(format!(
+                    "{SETTINGS_PROPERTY} in {schema}.{PROPERTIES_TABLE} is not valid: {e}"
+                ))
+            })?;
+            return Ok(Recorded::Adopted(Box::new(stored)));
+        }
+        (_, Some(_)) | (Some(_), None) => {
+            return Err(AdoptError::AlreadyTilepipe {
+                schema: schema.to_string(),
+            })
+        }
+        (None, None) => {}
+    }
+    match read(client, "db_format")?.as_deref() {
+        None => Ok(Recorded::Nothing),
+        Some("1") => Ok(Recorded::Osm2pgsqlLegacy {
+            version: read(client, "version")?.unwrap_or_else(|| "1.9+".into()),
+        }),
+        Some("0") => Err(AdoptError::NotUpdatable {
+            schema: schema.to_string(),
+        }),
+        Some(other) => Err(AdoptError::NewFormat {
+            what: format!("{schema}.{PROPERTIES_TABLE} says db_format {other}"),
+        }),
+    }
+}
+
+/// The differences between two settings, as `path: old → new` lines
+/// (long texts, the style or config file contents, only as "differs").
+fn differences(old: &ImportSettings, new: &ImportSettings) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for key in keys {
+                    let null = Value::Null;
+                    let sub = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(
+                        &sub,
+                        x.get(key).unwrap_or(&null),
+                        y.get(key).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a == b => {}
+            _ => {
+                let (ta, tb) = (a.to_string(), b.to_string());
+                if ta.len() > 80 || tb.len() > 80 {
+                    out.push(format!("{path} differs"));
+                } else {
+                    out.push(format!("{path}: {ta} → {tb}"));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let a = serde_json::to_value(old).expect("settings serialise");
+    let b = serde_json::to_value(new).expect("settings serialise");
+    walk("", &a, &b, &mut out);
+    out
+}
+
+/// Looks at the database `requested` (schema, prefix, style and options)
+/// points to, and either says what it found or why it cannot be adopted.
+/// Reads only.
+pub fn inspect(
+    client: &mut impl GenericClient,
+    requested: &ImportSettings,
+) -> Result<Inspection, AdoptError> {
+    let schema = requested.schema.as_str();
+    let prefix = requested.prefix.as_str();
+    let qualified = |table: &str| format!("{schema}.{table}");
+    let (nodes, ways, rels) = (
+        format!("{prefix}_nodes"),
+        format!("{prefix}_ways"),
+        format!("{prefix}_rels"),
+    );
+
+    let properties_table = properties::table_exists(client, schema)?;
+    let recorded = recorded(client, schema)?;
+
+    // The tables: slim or not, flat nodes or not.
+    let expected = expected_outputs(requested)?;
+    let mut outputs_present = Vec::new();
+    for (table_schema, table, _, _) in &expected {
+        if table_exists(client, table_schema, table)? {
+            outputs_present.push(table.clone());
+        }
+    }
+    let has_ways = table_exists(client, schema, &ways)?;
+    let has_rels = table_exists(client, schema, &rels)?;
+    match (has_ways, has_rels) {
+        (false, false) if outputs_present.is_empty() => {
+            return Err(AdoptError::NoImport {
+                schema: schema.into(),
+                prefix: prefix.into(),
+            })
+        }
+        (false, false) => {
+            return Err(AdoptError::NotSlim {
+                schema: schema.into(),
+                prefix: prefix.into(),
+            })
+        }
+        (true, false) | (false, true) => {
+            let (missing, present) = if has_ways {
+                (&rels, &ways)
+            } else {
+                (&ways, &rels)
+            };
+            return Err(AdoptError::MissingTable {
+                table: qualified(missing),
+                why: format!(
+                    "{} exists, so osm2pgsql imported in slim mode, but this middle table is gone",
+                    qualified(present)
+                ),
+            });
+        }
+        (true, true) => {}
+    }
+    let node_locations = if table_exists(client, schema, &nodes)? {
+        NodeLocations::Table
+    } else {
+        // The hook for flat nodes: `NodeLocations::FlatNodes(path)` once
+        // the middle can read them, from an option naming the file.
+        return Err(AdoptError::FlatNodes {
+            table: qualified(&nodes),
+        });
+    };
+
+    // The middle's layout and columns.
+    let ways_columns = columns_of(client, schema, &ways)?;
+    let tags_type = ways_columns
+        .iter()
+        .find(|c| c.name == "tags")
+        .map(|c| c.type_text.clone());
+    if tags_type.as_deref() == Some("jsonb") {
+        if ways_columns.iter().any(|c| c.name == "node_buckets") {
+            return Err(AdoptError::AlreadyTilepipe {
+                schema: schema.into(),
+            });
+        }
+        return Err(AdoptError::NewFormat {
+            what: format!("{}.tags is jsonb", qualified(&ways)),
+        });
+    }
+    let bigint = |name: &str| (name.to_string(), "int8".to_string());
+    let int4 = |name: &str| (name.to_string(), "int4".to_string());
+    let typed = |name: &str, t: &str| (name.to_string(), t.to_string());
+    let middle_expected = [
+        (&nodes, vec![bigint("id"), int4("lat"), int4("lon")]),
+        (
+            &ways,
+            vec![
+                bigint("id"),
+                typed("nodes", "int8[]"),
+                typed("tags", "text[]"),
+            ],
+        ),
+        (
+            &rels,
+            vec![
+                bigint("id"),
+                typed("way_off", "int2"),
+                typed("rel_off", "int2"),
+                typed("parts", "int8[]"),
+                typed("members", "text[]"),
+                typed("tags", "text[]"),
+            ],
+        ),
+    ];
+    for (table, expected) in &middle_expected {
+        let found = columns_of(client, schema, table)?;
+        if let Some(mismatch) = column_mismatch(client, &found, expected)? {
+            return Err(AdoptError::UnknownMiddle {
+                table: qualified(table),
+                mismatch,
+            });
+        }
+    }
+    let layout =
+        match MiddleLayout::detect(client, schema, prefix).map_err(super::ApplyError::from)? {
+            Some(layout @ MiddleLayout::Legacy18 { .. }) => layout,
+            _ => {
+                return Err(AdoptError::UnknownMiddle {
+                    table: qualified(&ways),
+                    mismatch: "not detected as the legacy layout".into(),
+                })
+            }
+        };
+
+    // The indexes osm2pgsql 1.8 builds and appends rely on
+    // (`create_fw_dep_indexes` and the tables' primary keys).
+    for table in [&nodes, &ways, &rels] {
+        if index_on(client, schema, table, &[])?.is_none() {
+            return Err(AdoptError::MissingIndex {
+                table: qualified(table),
+                index: "primary key on id".into(),
+            });
+        }
+    }
+    let bucket_index = format!("{prefix}_ways_nodes_bucket_idx");
+    let way_lookup = match layout {
+        MiddleLayout::Legacy18 { bucket_index: true } => format!(
+            "bucket index {bucket_index} on {prefix}_index_bucket(nodes) (node id >> {NODE_BUCKET_SHIFT})"
+        ),
+        _ => {
+            // `--middle-way-node-index-id-shift 0`: a plain GIN index on
+            // nodes, which PostgreSQL names `PREFIX_ways_nodes_idx`.
+            let plain = format!("{prefix}_ways_nodes_idx");
+            if !named_index(client, schema, &ways, &plain)? {
+                return Err(AdoptError::MissingIndex {
+                    table: qualified(&ways),
+                    index: format!("{bucket_index} (or {plain}) for finding ways by node"),
+                });
+            }
+            format!("GIN index {plain} on nodes (no bucket index)")
+        }
+    };
+    let parts_index = format!("{prefix}_rels_parts_idx");
+    if !named_index(client, schema, &rels, &parts_index)? {
+        return Err(AdoptError::MissingIndex {
+            table: qualified(&rels),
+            index: format!("{parts_index} for finding relations by member"),
+        });
+    }
+    let relation_lookup = format!("GIN index {parts_index} on parts");
+
+    // The output tables: present, with the columns the options give, and
+    // an index by object id.
+    let mut outputs = Vec::new();
+    for (table_schema, table, columns, ids) in &expected {
+        let name = format!("{table_schema}.{table}");
+        let found = columns_of(client, table_schema, table)?;
+        if found.is_empty() {
+            return Err(AdoptError::MissingTable {
+                table: name,
+                why: if requested.flex.is_some() {
+                    "the flex config given defines it; was osm2pgsql run with this config?".into()
+                } else {
+                    "an output table of osm2pgsql's pgsql output; was osm2pgsql run with \
+                     another --prefix or --output-pgsql-schema, or -O flex?"
+                        .into()
+                },
+            });
+        }
+        if let Some(mismatch) = column_mismatch(client, &found, columns)? {
+            return Err(AdoptError::OutputColumns {
+                table: name,
+                mismatch,
+            });
+        }
+        let id_columns: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let id_index = if id_columns.is_empty() {
+            // A flex table without ids is never updated.
+            String::new()
+        } else {
+            index_on(client, table_schema, table, &id_columns)?.ok_or_else(|| {
+                AdoptError::MissingIndex {
+                    table: name.clone(),
+                    index: format!("index on {}", id_columns.join(", ")),
+                }
+            })?
+        };
+        outputs.push(OutputTableFound {
+            table: name,
+            columns: found.into_iter().map(|c| c.name).collect(),
+            id_index,
+            rows: estimated_rows(client, table_schema, table)?,
+        });
+    }
+
+    // Replication: osm2pgsql-replication 1.8's table first (the cron
+    // script moves it on), else what the properties hold.
+    let status_table = legacy_status::table_name(prefix);
+    let replication = match legacy_status::read(client, schema, &status_table)? {
+        Some(LegacyStatus::Set(position)) => ReplicationFound::Legacy {
+            table: status_table,
+            position,
+        },
+        Some(LegacyStatus::Incomplete { reason }) => ReplicationFound::LegacyIncomplete {
+            table: status_table,
+            reason,
+        },
+        None => match position::read_position(client, schema)? {
+            StoredPosition::Set(position) => ReplicationFound::Properties(position),
+            _ => ReplicationFound::None,
+        },
+    };
+
+    let mut settings = requested.clone();
+    settings.middle = layout;
+    let (origin, already_adopted) = match recorded {
+        Recorded::Nothing => ("osm2pgsql 1.8 (no osm2pgsql_properties)".to_string(), false),
+        Recorded::Osm2pgsqlLegacy { version } => (
+            format!("osm2pgsql {version} with the legacy middle format (db_format 1)"),
+            false,
+        ),
+        Recorded::Adopted(stored) => {
+            let mut stored = *stored;
+            stored.middle = layout;
+            let differences = differences(&stored, &settings);
+            if !differences.is_empty() {
+                return Err(AdoptError::Conflict {
+                    schema: schema.into(),
+                    differences,
+                });
+            }
+            (
+                "osm2pgsql 1.8, adopted by tilepipe before".to_string(),
+                true,
+            )
+        }
+    };
+    let mut middle_rows = [(nodes.clone(), 0), (ways.clone(), 0), (rels.clone(), 0)];
+    for (table, rows) in &mut middle_rows {
+        *rows = estimated_rows(client, schema, table)?;
+    }
+    Ok(Inspection {
+        settings,
+        origin,
+        middle_rows,
+        way_lookup,
+        relation_lookup,
+        node_locations,
+        outputs,
+        replication,
+        properties_table,
+        already_adopted,
+    })
+}
+
+/// Records what tilepipe needs, in one transaction of `client` (the
+/// caller commits): settings, layout and the replication position.
+/// Touches no table but `osm2pgsql_properties` and, with the position
+/// it already holds, osm2pgsql-replication's.
+pub fn record(client: &mut impl GenericClient, inspection: &Inspection) -> Result<(), AdoptError> {
+    let settings = &inspection.settings;
+    let schema = settings.schema.as_str();
+    properties::ensure_table(client, schema)?;
+    let json = serde_json::to_string(settings).expect("settings serialise");
+    let now = format_timestamp(chrono::Utc::now());
+    let mut pairs = vec![
+        (SETTINGS_PROPERTY, json.as_str()),
+        (MIDDLE_FORMAT_PROPERTY, settings.middle.format_property()),
+    ];
+    if !inspection.already_adopted {
+        pairs.push((ADOPTED_PROPERTY, now.as_str()));
+    }
+    match &inspection.replication {
+        ReplicationFound::Legacy { table, .. }
+        | ReplicationFound::LegacyIncomplete { table, .. } => {
+            pairs.push((legacy_status::MIRROR_PROPERTY, table.as_str()));
+        }
+        ReplicationFound::Properties(_) | ReplicationFound::None => {}
+    }
+    properties::write(client, schema, &pairs)?;
+    if let ReplicationFound::Legacy { position, .. } = &inspection.replication {
+        position::write_position(client, schema, position)?;
+    }
+    Ok(())
+}
+
+impl Inspection {
+    /// What was found and what adopting does, for people: one line each.
+    pub fn report(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut lines = Vec::new();
+        let mut line = |text: String| lines.push(text);
+        line(format!(
+            "found in schema {}, prefix {}: {}",
+            s.schema, s.prefix, self.origin
+        ));
+        let rows: Vec<String> = self
+            .middle_rows
+            .iter()
+            .map(|(table, rows)| format!("{table} (~{rows} rows)"))
+            .collect();
+        line(format!(
+            "  middle: osm2pgsql 1.8 legacy slim tables {}",
+            rows.join(", ")
+        ));
+        line(format!("  ways by node: {}", self.way_lookup));
+        line(format!("  relations by member: {}", self.relation_lookup));
+        match self.node_locations {
+            NodeLocations::Table => line(format!(
+                "  node locations: in {}_nodes (no flat-nodes file)",
+                s.prefix
+            )),
+        }
+        let output = if s.flex.is_some() { "flex" } else { "pgsql" };
+        line(format!(
+            "  output: {output}, {} tables matching the {}",
+            self.outputs.len(),
+            if s.flex.is_some() {
+                "flex config"
+            } else {
+                "style and options"
+            }
+        ));
+        for table in &self.outputs {
+            let mut text = format!("    {} (~{} rows", table.table, table.rows);
+            if !table.id_index.is_empty() {
+                let _ = write!(text, ", id index {}", table.id_index);
+            }
+            let _ = write!(text, "): {}", table.columns.join(", "));
+            line(text);
+        }
+        match &self.replication {
+            ReplicationFound::Legacy { table, position } => line(format!(
+                "  replication: {table} (osm2pgsql-replication 1.8) at {} sequence {} ({})",
+                crate::redact::secrets(&position.base_url),
+                position.sequence,
+                format_timestamp(position.timestamp)
+            )),
+            ReplicationFound::LegacyIncomplete { table, reason } => line(format!(
+                "  replication: {table} exists but holds no usable position ({reason})"
+            )),
+            ReplicationFound::Properties(position) => line(format!(
+                "  replication: {PROPERTIES_TABLE} at {} sequence {} ({})",
+                crate::redact::secrets(&position.base_url),
+                position.sequence,
+                format_timestamp(position.timestamp)
+            )),
+            ReplicationFound::None => line("  replication: no position found".into()),
+        }
+
+        if self.already_adopted {
+            line("already adopted with these options: the settings are recorded again".into());
+        } else {
+            line("adopting:".into());
+        }
+        line(format!(
+            "  record the import settings ({}) and middle layout {} in {}.{PROPERTIES_TABLE}{}",
+            describe_settings(s),
+            s.middle.format_property(),
+            s.schema,
+            if self.properties_table {
+                ""
+            } else {
+                " (created; osm2pgsql 1.8 does not use it)"
+            }
+        ));
+        line("  leave every table and index as it is: updates use the indexes listed above".into());
+        match &self.replication {
+            ReplicationFound::Legacy { table, position } => line(format!(
+                "  continue replication after sequence {}: `tilepipe run` or `tilepipe catchup`; \
+                 every batch also moves {table} on, so osm2pgsql-replication can take over again",
+                position.sequence
+            )),
+            ReplicationFound::LegacyIncomplete { table, .. } => line(format!(
+                "  no start point: run `tilepipe init` (--start-at DATE, --sequence N or \
+                 --from-pbf FILE); {table} is kept in step with tilepipe's position from then on"
+            )),
+            ReplicationFound::Properties(position) => line(format!(
+                "  continue replication after sequence {}: `tilepipe run` or `tilepipe catchup`",
+                position.sequence
+            )),
+            ReplicationFound::None => line(
+                "  no start point: run `tilepipe init` (--start-at DATE of the extract, \
+                 --sequence N or --from-pbf FILE) before `tilepipe run`/`catchup`"
+                    .into(),
+            ),
+        }
+        lines
+    }
+}
+
+/// The settings in a few words for the report.
+fn describe_settings(s: &ImportSettings) -> String {
+    if let Some(flex) = &s.flex {
+        return format!("flex config {}", flex.config_path);
+    }
+    let t = &s.transform;
+    let mut parts = vec![format!("style {}", s.style_name())];
+    match t.hstore {
+        super::style::HstoreMode::None => {}
+        super::style::HstoreMode::Match => parts.push("--hstore".into()),
+        super::style::HstoreMode::All => parts.push("--hstore-all".into()),
+    }
+    if t.hstore_match_only {
+        parts.push("--hstore-match-only".into());
+    }
+    for column in &t.hstore_columns {
+        parts.push(format!("-z {column}"));
+    }
+    if t.multi_geometry {
+        parts.push("-G".into());
+    }
+    if t.keep_coastlines {
+        parts.push("--keep-coastlines".into());
+    }
+    if let Some(script) = &t.lua_script_path {
+        parts.push(format!("--tag-transform-script {script}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::style::HstoreMode;
+
+    #[test]
+    fn differences_name_the_setting_and_both_values() {
+        let old = ImportSettings::default();
+        let mut new = old.clone();
+        new.transform.hstore = HstoreMode::Match;
+        new.transform.multi_geometry = true;
+        new.transform.style_text = Some("x".repeat(200));
+        let lines = differences(&old, &new);
+        assert_eq!(
+            lines,
+            [
+                "transform.hstore: \"none\" → \"match\"",
+                "transform.multi_geometry: false → true",
+                "transform.style_text differs",
+            ],
+            "{lines:?}"
+        );
+        assert!(differences(&old, &old.clone()).is_empty());
+    }
+}

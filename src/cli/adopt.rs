@@ -1,0 +1,41 @@
+//! `tilepipe adopt [IMPORT OPTIONS]`: take over a database osm2pgsql 1.8
+//! imported with `--slim`, in place: print what was found and what
+//! adopting does, then record it (unless `--dry-run`). The options are
+//! those of `tilepipe import`, and must be the ones osm2pgsql was run
+//! with; see [`crate::apply::adopt`].
+
+use super::import::ImportOptions;
+use crate::apply::adopt::{inspect, record};
+use crate::config::Config;
+use std::process::ExitCode;
+use tracing::info;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    options: ImportOptions,
+    /// Only print what was found and what adopting would do.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let requested = args.options.settings(config)?;
+    let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
+    let mut client = crate::db::connect(&db)?;
+    crate::apply::check_extensions(&mut client)?;
+    info!("inspecting {}", crate::db::describe(&db));
+    let mut tx = client.transaction()?;
+    let inspection = inspect(&mut tx, &requested)?;
+    for line in inspection.report() {
+        println!("{line}");
+    }
+    if args.dry_run {
+        println!("--dry-run: nothing recorded");
+        return Ok(ExitCode::SUCCESS);
+    }
+    record(&mut tx, &inspection)?;
+    tx.commit()?;
+    println!("done: the database is adopted");
+    Ok(ExitCode::SUCCESS)
+}
