@@ -24,6 +24,8 @@
 //!   in CI).
 //! - [`cli`]: running `tilepipe` with a configuration and a database.
 //! - [`db`]: connecting to a test database, checksumming an import.
+//! - [`osm2pgsql`]: Debian's osm2pgsql 1.8 as the reference: running it,
+//!   option sets, comparing two schemas' output and middle tables.
 //! - [`http`]: plain blocking HTTP/1.1 on loopback.
 //! - [`serve`]: [`TestServer`], tilepipe serving in-process with the real
 //!   renderer and a one-colour style.
@@ -40,6 +42,7 @@ pub mod feedgen;
 pub mod feedserver;
 pub mod hostile;
 pub mod http;
+pub mod osm2pgsql;
 pub mod paths;
 pub mod pg;
 pub mod render;
