@@ -9,6 +9,7 @@
 //! `render_protocol_limits`, `replication_follow` (the gzip bomb) and
 //! `serve_overload`.
 
+mod adopt;
 mod apply_hostile;
 mod apply_import;
 mod apply_tables;

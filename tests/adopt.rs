@@ -1,0 +1,556 @@
+//! `tilepipe adopt` on databases Debian's osm2pgsql 1.8 imported with
+//! `--slim`: the same input imported into two twin schemas of one
+//! database; one adopted and then updated by `tilepipe apply`, the other
+//! by `osm2pgsql --append` with the same flags. Output rows (every column,
+//! geometry within 1 cm) and the legacy middle tables must stay equal, and
+//! `osm2pgsql --append` must still update the adopted schema as it does
+//! the twin. Also: every refusal, adopting twice, and taking over
+//! osm2pgsql-replication 1.8's position.
+//!
+//! Skips with a message when `osm2pgsql` is not installed (`scripts/test`
+//! installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use tilepipe::osm::ChangeSet;
+use tilepipe::replication::position::{read_position, StoredPosition};
+use tilepipe_testkit::cli::{assert_success, tilepipe};
+use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
+use tilepipe_testkit::feedserver::FeedServer;
+use tilepipe_testkit::osm2pgsql::{
+    self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant, Variant,
+    CLASSIC_TABLES,
+};
+use tilepipe_testkit::town::{synthetic_town, town_feed};
+use tilepipe_testkit::PgCluster;
+
+/// The schema tilepipe adopts and updates.
+const ADOPTED: &str = "adopted";
+/// Its twin, updated by osm2pgsql only.
+const TWIN: &str = "twin";
+const PREFIX: &str = "planet_osm";
+
+/// A database with `input` imported by osm2pgsql 1.8 into [`ADOPTED`]
+/// and [`TWIN`], and a tilepipe config pointing at [`ADOPTED`].
+struct Twins {
+    dir: tempfile::TempDir,
+    url: String,
+    config: PathBuf,
+    client: postgres::Client,
+    variant: Variant,
+}
+
+fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{schema}.yaml"));
+    std::fs::write(
+        &path,
+        format!("database:\n  middle_schema: {schema}\n{extra}"),
+    )
+    .unwrap();
+    path
+}
+
+fn twins(name: &str, input: &Path, variant: Variant) -> Twins {
+    let dir = tempfile::tempdir().unwrap();
+    let url = PgCluster::shared().create_database(name).unwrap();
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {ADOPTED}; CREATE SCHEMA {TWIN};"))
+        .unwrap();
+    for schema in [ADOPTED, TWIN] {
+        o2p::run(&url, schema, &variant.flags, false, input);
+    }
+    let config = write_config(dir.path(), ADOPTED, "");
+    Twins {
+        dir,
+        url,
+        config,
+        client,
+        variant,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn adopt(config: &Path, url: &str, flags: &[String]) -> Output {
+    let mut args = vec!["adopt".to_string()];
+    args.extend(flags.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tilepipe(config, url, &args)
+}
+
+/// `tilepipe adopt` that must fail; its stderr.
+fn refused(config: &Path, url: &str, flags: &[String]) -> String {
+    let out = adopt(config, url, flags);
+    assert!(
+        !out.status.success(),
+        "adopt succeeded but should not have: {}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
+}
+
+fn assert_mentions(haystack: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            haystack.contains(needle),
+            "expected {needle:?} in:\n{haystack}"
+        );
+    }
+}
+
+impl Twins {
+    fn adopt(&self) -> String {
+        let out = adopt(&self.config, &self.url, &self.variant.flags);
+        assert_success(&out);
+        text(&out.stdout)
+    }
+
+    /// `tilepipe apply` on the adopted schema, `osm2pgsql --append` on the
+    /// twin.
+    fn apply_both(&self, file: &Path) {
+        let out = tilepipe(&self.config, &self.url, &["apply", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "tilepipe apply {}: {}",
+            file.display(),
+            text(&out.stderr)
+        );
+        o2p::run(&self.url, TWIN, &self.variant.flags, true, file);
+    }
+
+    /// `osm2pgsql --append` on both schemas.
+    fn osm2pgsql_both(&self, file: &Path) {
+        for schema in [ADOPTED, TWIN] {
+            o2p::run(&self.url, schema, &self.variant.flags, true, file);
+        }
+    }
+
+    fn assert_equal(&mut self, stage: &str) -> (Vec<i64>, Vec<i64>) {
+        let rows = assert_tables_equal(&mut self.client, TWIN, ADOPTED, &CLASSIC_TABLES, stage);
+        let middle = assert_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage);
+        (rows, middle)
+    }
+
+    fn write_diff(&self, name: &str, changes: &ChangeSet) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.osc"));
+        let mut file = std::fs::File::create(&path).unwrap();
+        tilepipe::osm::osc_write::write_osc(&mut file, "test", changes.iter()).unwrap();
+        path
+    }
+
+    /// `count` generated diffs applied to both sides, then one more
+    /// written by osm2pgsql into both.
+    fn follow(&mut self, generator: &mut FeedGenerator, count: usize, stage: &str) {
+        let mut moved = 0;
+        for n in 1..=count {
+            let diff = generator.next_diff();
+            moved += diff.summary.moved_nodes.len() + diff.summary.multipolygon_edits.len();
+            let changes: ChangeSet = diff.changes.iter().cloned().collect();
+            let path = self.write_diff(&format!("{stage}-{n}"), &changes);
+            self.apply_both(&path);
+        }
+        assert!(moved > 0, "the diffs moved nodes and edited multipolygons");
+        let (rows, middle) = self.assert_equal(&format!("{stage}: after {count} diffs"));
+        eprintln!("{stage}: equal after {count} diffs: output rows {rows:?}, middle {middle:?}");
+
+        let diff = generator.next_diff();
+        let changes: ChangeSet = diff.changes.iter().cloned().collect();
+        let path = self.write_diff(&format!("{stage}-osm2pgsql"), &changes);
+        self.osm2pgsql_both(&path);
+        self.assert_equal(&format!(
+            "{stage}: osm2pgsql --append on the tilepipe-updated schema"
+        ));
+    }
+}
+
+fn town_file(dir: &Path) -> (OsmData, PathBuf) {
+    let town = synthetic_town();
+    let path = dir.join("town.osm");
+    town.write_osm_file(&path).unwrap();
+    (town, path)
+}
+
+#[test]
+fn town_default_style_adopted_follows_osm2pgsql() {
+    if !o2p::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let mut t = twins("adopt_town_default", &path, default_variant());
+    let report = t.adopt();
+    eprintln!("{report}");
+    assert_mentions(
+        &report,
+        &[
+            "osm2pgsql 1.8 legacy slim tables planet_osm_nodes",
+            "bucket index planet_osm_ways_nodes_bucket_idx",
+            "planet_osm_rels_parts_idx",
+            "no flat-nodes file",
+            "adopted.planet_osm_point (~",
+            "id index planet_osm_point_osm_id_idx",
+            "replication: no position found",
+            "run `tilepipe init`",
+            "(created; osm2pgsql 1.8 does not use it)",
+        ],
+    );
+    // Nothing but the properties table was created or changed.
+    t.assert_equal("after adopt");
+    let mut generator = FeedGenerator::new(town, 5, 100, chrono::Utc::now(), 60);
+    t.follow(&mut generator, 8, "town default");
+}
+
+#[test]
+fn liechtenstein_carto_adopted_follows_osm2pgsql() {
+    let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
+        return;
+    };
+    let Some(real_diff) = tilepipe_testkit::shared_data("000466354.osc.gz") else {
+        return;
+    };
+    let Some(variant) = carto_variant() else {
+        return;
+    };
+    if !o2p::available() {
+        return;
+    }
+    let mut t = twins("adopt_li_carto", &pbf, variant);
+    let report = t.adopt();
+    assert_mentions(
+        &report,
+        &["-G", "--hstore", "openstreetmap-carto.lua", "way_area"],
+    );
+    t.apply_both(&real_diff);
+    t.assert_equal("after 000466354.osc.gz");
+    let data = OsmData::from_pbf(&pbf).unwrap();
+    let mut generator = FeedGenerator::new(data, 11, 100, chrono::Utc::now(), 60);
+    t.follow(&mut generator, 3, "liechtenstein carto");
+}
+
+/// A database with the synthetic town imported by osm2pgsql into
+/// [`ADOPTED`] with `args` (schema options added), and a config for it.
+fn town_database(name: &str, args: &[&str]) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = town_file(dir.path());
+    let url = PgCluster::shared().create_database(name).unwrap();
+    tilepipe_testkit::db::connect(&url)
+        .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
+        .unwrap();
+    let mut all: Vec<String> = vec![
+        format!("--middle-schema={ADOPTED}"),
+        format!("--output-pgsql-schema={ADOPTED}"),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    if let Err(stderr) = o2p::try_run(&url, &all, &path) {
+        panic!("osm2pgsql {args:?}: {stderr}");
+    }
+    let config = write_config(dir.path(), ADOPTED, "");
+    (dir, url, config)
+}
+
+fn flags(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn refuses_empty_and_non_slim_databases() {
+    if !o2p::available() {
+        return;
+    }
+    let (dir, url, config) = town_database("adopt_non_slim", &["-S", o2p::DEFAULT_STYLE]);
+    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    assert_mentions(&err, &["no middle tables", "without --slim"]);
+
+    let other = write_config(dir.path(), "public", "");
+    let err = refused(&other, &url, &[]);
+    assert_mentions(
+        &err,
+        &["no osm2pgsql import in schema public with prefix planet_osm"],
+    );
+}
+
+#[test]
+fn refuses_flat_nodes() {
+    if !o2p::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.bin");
+    let (_dir, url, config) = town_database(
+        "adopt_flat",
+        &[
+            "--slim",
+            "-S",
+            o2p::DEFAULT_STYLE,
+            "--flat-nodes",
+            nodes.to_str().unwrap(),
+        ],
+    );
+    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    assert_mentions(
+        &err,
+        &[
+            "adopted.planet_osm_nodes is missing",
+            "flat nodes are not supported",
+            "--flat-nodes",
+        ],
+    );
+}
+
+#[test]
+fn refuses_output_tables_not_matching_the_options() {
+    if !o2p::available() {
+        return;
+    }
+    let (_dir, url, config) = town_database("adopt_columns", &["--slim", "-S", o2p::DEFAULT_STYLE]);
+    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE, "-k"]));
+    assert_mentions(
+        &err,
+        &[
+            "output table adopted.planet_osm_point",
+            "missing column(s) tags",
+        ],
+    );
+    if let Some(carto) = carto_variant() {
+        let err = refused(&config, &url, &carto.flags);
+        assert_mentions(
+            &err,
+            &[
+                "output table adopted.planet_osm_point",
+                "extra column(s)",
+                "missing column(s)",
+            ],
+        );
+    }
+    let err = refused(
+        &config,
+        &url,
+        &flags(&["-O", "flex", "-S", "tests/fixtures/flex/carto.lua"]),
+    );
+    assert_mentions(
+        &err,
+        &[
+            "output table adopted.planet_osm_point does not match",
+            "extra column(s)",
+        ],
+    );
+    // A failed adopt records nothing.
+    let mut client = tilepipe_testkit::db::connect(&url);
+    assert!(
+        !tilepipe::db::properties::table_exists(&mut client, ADOPTED).unwrap(),
+        "nothing recorded"
+    );
+}
+
+#[test]
+fn refuses_missing_tables_and_indexes() {
+    if !o2p::available() {
+        return;
+    }
+    let (_dir, url, config) = town_database("adopt_missing", &["--slim", "-S", o2p::DEFAULT_STYLE]);
+    let args = flags(&["-S", o2p::DEFAULT_STYLE]);
+    let mut client = tilepipe_testkit::db::connect(&url);
+    let drop = |client: &mut postgres::Client, sql: &str| {
+        client.batch_execute(sql).unwrap();
+    };
+    drop(&mut client, "DROP INDEX adopted.planet_osm_rels_parts_idx");
+    let err = refused(&config, &url, &args);
+    assert_mentions(
+        &err,
+        &[
+            "adopted.planet_osm_rels has no planet_osm_rels_parts_idx",
+            "did not finish",
+        ],
+    );
+    drop(&mut client, "DROP INDEX adopted.planet_osm_line_osm_id_idx");
+    drop(
+        &mut client,
+        "CREATE INDEX planet_osm_rels_parts_idx ON adopted.planet_osm_rels USING GIN (parts)",
+    );
+    let err = refused(&config, &url, &args);
+    assert_mentions(&err, &["adopted.planet_osm_line has no index on osm_id"]);
+    drop(
+        &mut client,
+        "CREATE INDEX ON adopted.planet_osm_line (osm_id)",
+    );
+    drop(&mut client, "DROP TABLE adopted.planet_osm_roads");
+    let err = refused(&config, &url, &args);
+    assert_mentions(&err, &["adopted.planet_osm_roads is missing"]);
+    drop(&mut client, "DROP TABLE adopted.planet_osm_rels");
+    let err = refused(&config, &url, &args);
+    assert_mentions(&err, &["adopted.planet_osm_rels is missing", "slim"]);
+}
+
+#[test]
+fn refuses_tilepipe_imports_and_osm2pgsql_new_format() {
+    if !o2p::available() {
+        return;
+    }
+    let (dir, url, config) = town_database("adopt_formats", &["--slim", "-S", o2p::DEFAULT_STYLE]);
+    let args = flags(&["-S", o2p::DEFAULT_STYLE]);
+    // osm2pgsql 1.9+ records its format (only 1.8 is installed here).
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE adopted.osm2pgsql_properties (property TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO adopted.osm2pgsql_properties VALUES ('db_format', '2'), ('version', '2.0.0')",
+        )
+        .unwrap();
+    let err = refused(&config, &url, &args);
+    assert_mentions(&err, &["db_format 2", "new middle format", "not support"]);
+    client
+        .batch_execute(
+            "UPDATE adopted.osm2pgsql_properties SET value = '0' WHERE property = 'db_format'",
+        )
+        .unwrap();
+    let err = refused(&config, &url, &args);
+    assert_mentions(&err, &["db_format 0", "cannot be updated"]);
+
+    // A tilepipe import, in its own schema.
+    let (_, town) = town_file(dir.path());
+    let ours = write_config(dir.path(), "public", "");
+    assert_success(&tilepipe(&ours, &url, &["import", town.to_str().unwrap()]));
+    let err = refused(&ours, &url, &[]);
+    assert_mentions(&err, &["already holds a tilepipe import"]);
+}
+
+#[test]
+fn adopting_again_is_idempotent_and_other_options_conflict() {
+    if !o2p::available() {
+        return;
+    }
+    let (_dir, url, config) = town_database("adopt_twice", &["--slim", "-S", o2p::DEFAULT_STYLE]);
+    let args = flags(&["-S", o2p::DEFAULT_STYLE]);
+    let out = tilepipe(
+        &config,
+        &url,
+        &["adopt", "--dry-run", "-S", o2p::DEFAULT_STYLE],
+    );
+    assert_success(&out);
+    assert_mentions(&text(&out.stdout), &["--dry-run: nothing recorded"]);
+    let mut client = tilepipe_testkit::db::connect(&url);
+    assert!(!tilepipe::db::properties::table_exists(&mut client, ADOPTED).unwrap());
+
+    assert_success(&adopt(&config, &url, &args));
+    let settings =
+        tilepipe::apply::settings::ImportSettings::require(&mut client, ADOPTED).unwrap();
+    assert_eq!(
+        settings.middle,
+        tilepipe::apply::middle::MiddleLayout::Legacy18 { bucket_index: true }
+    );
+    let out = adopt(&config, &url, &args);
+    assert_success(&out);
+    assert_mentions(&text(&out.stdout), &["already adopted with these options"]);
+
+    // -G and --keep-coastlines change no column, but the rows.
+    let err = refused(
+        &config,
+        &url,
+        &flags(&["-S", o2p::DEFAULT_STYLE, "-G", "--keep-coastlines"]),
+    );
+    assert_mentions(
+        &err,
+        &[
+            "was adopted with other options",
+            "transform.multi_geometry: false → true",
+            "transform.keep_coastlines: false → true",
+        ],
+    );
+    // The built-in default style is another setting than the file.
+    let err = refused(&config, &url, &[]);
+    assert_mentions(
+        &err,
+        &["transform.style_path", "transform.style_text differs"],
+    );
+}
+
+#[test]
+fn replication_position_is_taken_over_and_kept_in_step() {
+    if !o2p::available() {
+        return;
+    }
+    const START: u64 = 4_000_000;
+    const DIFFS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let start_time = chrono::Utc::now() - chrono::Duration::minutes(DIFFS as i64 + 5);
+    let feed = town_feed(dir.path(), 23, START, start_time, DIFFS);
+    let server = FeedServer::start_blocking(&feed.feed_dir).unwrap();
+    let url = PgCluster::shared()
+        .create_database("adopt_replication")
+        .unwrap();
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
+        .unwrap();
+    let style = default_variant();
+    o2p::run(&url, ADOPTED, &style.flags, false, &feed.osm);
+    // What `osm2pgsql-replication init` (1.8) leaves.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {ADOPTED}.planet_osm_replication_status (url TEXT, sequence INTEGER, importdate TIMESTAMPTZ)"
+        ))
+        .unwrap();
+    client
+        .execute(
+            &format!("INSERT INTO {ADOPTED}.planet_osm_replication_status VALUES ($1, $2, $3)"),
+            &[&server.url(), &(START as i32), &start_time],
+        )
+        .unwrap();
+    let config = write_config(
+        dir.path(),
+        ADOPTED,
+        "replication:\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n",
+    );
+    let out = adopt(&config, &url, &style.flags);
+    assert_success(&out);
+    assert_mentions(
+        &text(&out.stdout),
+        &[
+            "replication: planet_osm_replication_status (osm2pgsql-replication 1.8)",
+            &format!("sequence {START}"),
+            "every batch also moves planet_osm_replication_status on",
+        ],
+    );
+    let StoredPosition::Set(position) = read_position(&mut client, ADOPTED).unwrap() else {
+        panic!("no position after adopt");
+    };
+    assert_eq!(position.sequence, START);
+    assert_eq!(position.base_url, server.url());
+    assert_eq!(position.timestamp.timestamp(), start_time.timestamp());
+
+    assert_success(&tilepipe(&config, &url, &["catchup"]));
+    let end = START + DIFFS as u64;
+    let StoredPosition::Set(position) = read_position(&mut client, ADOPTED).unwrap() else {
+        panic!("no position after catchup");
+    };
+    assert_eq!(position.sequence, end);
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT url, sequence, importdate FROM {ADOPTED}.planet_osm_replication_status"
+            ),
+            &[],
+        )
+        .unwrap();
+    let (legacy_url, legacy_sequence, legacy_date): (String, i32, chrono::DateTime<chrono::Utc>) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (legacy_url, legacy_sequence as u64, legacy_date),
+        (position.base_url.clone(), end, position.timestamp),
+        "the legacy table follows tilepipe's position"
+    );
+
+    // The data equals what osm2pgsql makes of the final state.
+    let final_osm = dir.path().join("final.osm");
+    feed.final_data.write_osm_file(&final_osm).unwrap();
+    client
+        .batch_execute(&format!("CREATE SCHEMA {TWIN}"))
+        .unwrap();
+    o2p::run(&url, TWIN, &style.flags, false, &final_osm);
+    assert_tables_equal(&mut client, TWIN, ADOPTED, &CLASSIC_TABLES, "after catchup");
+    assert_middle_equal(&mut client, TWIN, ADOPTED, PREFIX, "after catchup");
+    server.shutdown();
+}
