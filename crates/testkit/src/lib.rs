@@ -24,6 +24,7 @@
 //!   in CI).
 //! - [`cli`]: running `tilepipe` with a configuration and a database.
 //! - [`db`]: connecting to a test database, checksumming an import.
+//! - [`flex_compare`]: a flex config's tables in two schemas, compared.
 //! - [`osm2pgsql`]: Debian's osm2pgsql 1.8 as the reference: running it,
 //!   option sets, comparing two schemas' output and middle tables.
 //! - [`http`]: plain blocking HTTP/1.1 on loopback.
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod db;
 pub mod feedgen;
 pub mod feedserver;
+pub mod flex_compare;
 pub mod hostile;
 pub mod http;
 pub mod osm2pgsql;
