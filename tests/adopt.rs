@@ -17,6 +17,7 @@ use tilepipe::replication::position::{read_position, StoredPosition};
 use tilepipe_testkit::cli::{assert_success, tilepipe};
 use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
+use tilepipe_testkit::flex_compare::{self, Sides};
 use tilepipe_testkit::osm2pgsql::{
     self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant, Variant,
     CLASSIC_TABLES,
@@ -30,6 +31,43 @@ const ADOPTED: &str = "adopted";
 const TWIN: &str = "twin";
 const PREFIX: &str = "planet_osm";
 
+/// The flex configs read their tables' schema from this variable.
+const FLEX_SCHEMA_VARIABLE: &str = "FLEX_TEST_SCHEMA";
+
+/// Which output osm2pgsql wrote, with which options.
+enum OutputKind {
+    /// The classic ("pgsql") output.
+    Classic(Variant),
+    /// The flex output with this config (one of `tests/fixtures/flex`).
+    Flex(PathBuf),
+}
+
+impl OutputKind {
+    /// The output options, as osm2pgsql and tilepipe adopt take them.
+    fn flags(&self) -> Vec<String> {
+        match self {
+            OutputKind::Classic(variant) => variant.flags.clone(),
+            OutputKind::Flex(config) => flags(&["-O", "flex", "-S", config.to_str().unwrap()]),
+        }
+    }
+
+    /// `osm2pgsql --slim --create` (or `--append`) into `schema`.
+    fn osm2pgsql(&self, url: &str, schema: &str, append: bool, file: &Path) {
+        match self {
+            OutputKind::Classic(variant) => o2p::run(url, schema, &variant.flags, append, file),
+            OutputKind::Flex(_) => {
+                let mut args = flags(&["--slim", if append { "--append" } else { "--create" }]);
+                args.push(format!("--middle-schema={schema}"));
+                args.extend(self.flags());
+                let env = [(FLEX_SCHEMA_VARIABLE, schema)];
+                if let Err(stderr) = o2p::try_run_with_env(url, &args, &env, file) {
+                    panic!("osm2pgsql failed on {}: {stderr}", file.display());
+                }
+            }
+        }
+    }
+}
+
 /// A database with `input` imported by osm2pgsql 1.8 into [`ADOPTED`]
 /// and [`TWIN`], and a tilepipe config pointing at [`ADOPTED`].
 struct Twins {
@@ -37,7 +75,7 @@ struct Twins {
     url: String,
     config: PathBuf,
     client: postgres::Client,
-    variant: Variant,
+    output: OutputKind,
 }
 
 fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
@@ -50,7 +88,11 @@ fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
     path
 }
 
-fn twins(name: &str, input: &Path, variant: Variant) -> Twins {
+fn twins(name: &str, input: &Path, output: OutputKind) -> Twins {
+    assert!(
+        std::env::var_os(FLEX_SCHEMA_VARIABLE).is_none(),
+        "{FLEX_SCHEMA_VARIABLE} must not be set for the tests: tilepipe would put its tables there"
+    );
     let dir = tempfile::tempdir().unwrap();
     let url = PgCluster::shared().create_database(name).unwrap();
     let mut client = tilepipe_testkit::db::connect(&url);
@@ -58,7 +100,7 @@ fn twins(name: &str, input: &Path, variant: Variant) -> Twins {
         .batch_execute(&format!("CREATE SCHEMA {ADOPTED}; CREATE SCHEMA {TWIN};"))
         .unwrap();
     for schema in [ADOPTED, TWIN] {
-        o2p::run(&url, schema, &variant.flags, false, input);
+        output.osm2pgsql(&url, schema, false, input);
     }
     let config = write_config(dir.path(), ADOPTED, "");
     Twins {
@@ -66,7 +108,7 @@ fn twins(name: &str, input: &Path, variant: Variant) -> Twins {
         url,
         config,
         client,
-        variant,
+        output,
     }
 }
 
@@ -103,7 +145,7 @@ fn assert_mentions(haystack: &str, needles: &[&str]) {
 
 impl Twins {
     fn adopt(&self) -> String {
-        let out = adopt(&self.config, &self.url, &self.variant.flags);
+        let out = adopt(&self.config, &self.url, &self.output.flags());
         assert_success(&out);
         text(&out.stdout)
     }
@@ -118,18 +160,39 @@ impl Twins {
             file.display(),
             text(&out.stderr)
         );
-        o2p::run(&self.url, TWIN, &self.variant.flags, true, file);
+        self.output.osm2pgsql(&self.url, TWIN, true, file);
     }
 
     /// `osm2pgsql --append` on both schemas.
     fn osm2pgsql_both(&self, file: &Path) {
         for schema in [ADOPTED, TWIN] {
-            o2p::run(&self.url, schema, &self.variant.flags, true, file);
+            self.output.osm2pgsql(&self.url, schema, true, file);
         }
     }
 
+    /// Output and middle tables equal; their row counts.
     fn assert_equal(&mut self, stage: &str) -> (Vec<i64>, Vec<i64>) {
-        let rows = assert_tables_equal(&mut self.client, TWIN, ADOPTED, &CLASSIC_TABLES, stage);
+        let rows = match &self.output {
+            OutputKind::Classic(_) => {
+                assert_tables_equal(&mut self.client, TWIN, ADOPTED, &CLASSIC_TABLES, stage)
+            }
+            OutputKind::Flex(_) => {
+                let sides = Sides {
+                    reference: TWIN,
+                    ours: ADOPTED,
+                };
+                let problems = flex_compare::differences(&mut self.client, &sides);
+                assert!(
+                    problems.is_empty(),
+                    "{stage}: the adopted schema differs from its twin:\n  {}",
+                    problems.join("\n  ")
+                );
+                flex_compare::reference_counts(&mut self.client, TWIN)
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .collect()
+            }
+        };
         let middle = assert_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage);
         (rows, middle)
     }
@@ -180,7 +243,11 @@ fn town_default_style_adopted_follows_osm2pgsql() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (town, path) = town_file(dir.path());
-    let mut t = twins("adopt_town_default", &path, default_variant());
+    let mut t = twins(
+        "adopt_town_default",
+        &path,
+        OutputKind::Classic(default_variant()),
+    );
     let report = t.adopt();
     eprintln!("{report}");
     assert_mentions(
@@ -217,7 +284,7 @@ fn liechtenstein_carto_adopted_follows_osm2pgsql() {
     if !o2p::available() {
         return;
     }
-    let mut t = twins("adopt_li_carto", &pbf, variant);
+    let mut t = twins("adopt_li_carto", &pbf, OutputKind::Classic(variant));
     let report = t.adopt();
     assert_mentions(
         &report,
@@ -228,6 +295,29 @@ fn liechtenstein_carto_adopted_follows_osm2pgsql() {
     let data = OsmData::from_pbf(&pbf).unwrap();
     let mut generator = FeedGenerator::new(data, 11, 100, chrono::Utc::now(), 60);
     t.follow(&mut generator, 3, "liechtenstein carto");
+}
+
+#[test]
+fn town_flex_adopted_follows_osm2pgsql() {
+    if !o2p::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let config = tilepipe_testkit::paths::repo_file("tests/fixtures/flex/carto.lua");
+    let mut t = twins("adopt_town_flex", &path, OutputKind::Flex(config));
+    let report = t.adopt();
+    assert_mentions(
+        &report,
+        &[
+            "output: flex",
+            "flex config",
+            "tests/fixtures/flex/carto.lua",
+        ],
+    );
+    t.assert_equal("after adopt");
+    let mut generator = FeedGenerator::new(town, 7, 100, chrono::Utc::now(), 60);
+    t.follow(&mut generator, 8, "town flex");
 }
 
 /// A database with the synthetic town imported by osm2pgsql into

@@ -109,7 +109,19 @@ pub fn carto_variant() -> Option<Variant> {
 
 /// Runs osm2pgsql with `args` then `file`; its stderr on failure.
 pub fn try_run(url: &str, args: &[String], file: &Path) -> Result<(), String> {
+    try_run_with_env(url, args, &[], file)
+}
+
+/// [`try_run`] with environment variables set for osm2pgsql (the flex
+/// configs of `tests/fixtures/flex` read `FLEX_TEST_SCHEMA`).
+pub fn try_run_with_env(
+    url: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    file: &Path,
+) -> Result<(), String> {
     let out = Command::new("osm2pgsql")
+        .envs(env.iter().copied())
         .args(["-d", url, "--number-processes", "1"])
         .args(args)
         .arg(file)
