@@ -391,6 +391,20 @@ fn refuses_flat_nodes() {
 }
 
 #[test]
+fn refuses_extra_attributes() {
+    if !o2p::available() {
+        return;
+    }
+    let (_dir, url, config) =
+        town_database("adopt_extra", &["--slim", "-x", "-S", o2p::DEFAULT_STYLE]);
+    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    assert_mentions(
+        &err,
+        &["adopted.planet_osm_ways holds osm2pgsql's -x/--extra-attributes pseudo-tags"],
+    );
+}
+
+#[test]
 fn refuses_output_tables_not_matching_the_options() {
     if !o2p::available() {
         return;

@@ -24,6 +24,7 @@ use super::middle::{
 use super::output::{OutputTables, TableKind};
 use super::settings::{ImportSettings, SETTINGS_PROPERTY};
 use crate::db::properties::{self, PropertiesError, PROPERTIES_TABLE};
+use crate::db::quote_ident;
 use crate::replication::legacy_status::{self, LegacyStatus, LegacyStatusError};
 use crate::replication::position::{self, Position, PositionError, StoredPosition};
 use crate::replication::state::format_timestamp;
@@ -155,6 +156,15 @@ pub enum AdoptError {
         table: String,
         /// Which index.
         index: String,
+    },
+    /// osm2pgsql ran with `-x`: metadata is in the middle's tags.
+    #[error(
+        "{table} holds osm2pgsql's -x/--extra-attributes pseudo-tags (osm_version, \
+         osm_timestamp, …): databases imported with -x are not supported by tilepipe"
+    )]
+    ExtraAttributes {
+        /// `schema.PREFIX_ways`.
+        table: String,
     },
     /// Adopted before with other options.
     #[error(
@@ -399,6 +409,32 @@ fn named_index(
             &[&schema, &table, &index],
         )?
         .is_some())
+}
+
+/// Whether the ways' tags hold the pseudo-tags osm2pgsql 1.8 adds with
+/// `-x` (`buffer_store_tags` in middle-pgsql.cpp appends `osm_user`,
+/// `osm_uid`, `osm_version`, `osm_timestamp`, `osm_changeset` to every way
+/// of input with metadata). A sample of the first tagged ways tells: with
+/// `-x` every one has them.
+fn has_extra_attributes(
+    client: &mut impl GenericClient,
+    schema: &str,
+    ways: &str,
+) -> Result<bool, AdoptError> {
+    const PSEUDO_TAGS: [&str; 4] = ["osm_version", "osm_timestamp", "osm_changeset", "osm_uid"];
+    let rows = client.query(
+        &format!(
+            "SELECT tags FROM {}.{} WHERE tags IS NOT NULL LIMIT 100",
+            quote_ident(schema),
+            quote_ident(ways)
+        ),
+        &[],
+    )?;
+    Ok(rows.iter().any(|row| {
+        let tags: Vec<String> = row.get(0);
+        tags.chunks(2)
+            .any(|pair| PSEUDO_TAGS.contains(&pair[0].as_str()))
+    }))
 }
 
 /// The columns a table of the classic output or of the flex config must
@@ -658,6 +694,11 @@ pub fn inspect(
                 mismatch,
             });
         }
+    }
+    if has_extra_attributes(client, schema, &ways)? {
+        return Err(AdoptError::ExtraAttributes {
+            table: qualified(&ways),
+        });
     }
     let layout =
         match MiddleLayout::detect(client, schema, prefix).map_err(super::ApplyError::from)? {
