@@ -441,8 +441,19 @@ fn refuses_output_tables_not_matching_the_options() {
             "extra column(s)",
         ],
     );
-    // A failed adopt records nothing.
     let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute("ALTER TABLE adopted.planet_osm_roads ALTER COLUMN z_order TYPE int8")
+        .unwrap();
+    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    assert_mentions(
+        &err,
+        &[
+            "output table adopted.planet_osm_roads",
+            "z_order is bigint (expected int4)",
+        ],
+    );
+    // A failed adopt records nothing.
     assert!(
         !tilepipe::db::properties::table_exists(&mut client, ADOPTED).unwrap(),
         "nothing recorded"

@@ -19,7 +19,7 @@
 
 use super::flex::runtime::Mode;
 use super::middle::{
-    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NODE_BUCKET_SHIFT,
+    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NODE_BUCKET_SHIFT,
 };
 use super::output::{OutputTables, TableKind};
 use super::settings::{ImportSettings, SETTINGS_PROPERTY};
@@ -117,9 +117,9 @@ pub enum AdoptError {
     },
     /// The database is a `tilepipe import` already.
     #[error(
-        "schema {schema} already holds a tilepipe import ({MIDDLE_FORMAT_PROPERTY} = \
-         {MIDDLE_FORMAT} in {PROPERTIES_TABLE}): there is nothing to adopt, `tilepipe \
-         apply`/`run` update it as it is"
+        "schema {schema} already holds a tilepipe import (tilepipe's middle layout, recorded \
+         in {PROPERTIES_TABLE}): there is nothing to adopt, `tilepipe apply`/`run` update it \
+         as it is"
     )]
     AlreadyTilepipe {
         /// The schema.
@@ -515,7 +515,9 @@ fn recorded(client: &mut impl GenericClient, schema: &str) -> Result<Recorded, A
             })?;
             return Ok(Recorded::Adopted(Box::new(stored)));
         }
-        (_, Some(_)) | (Some(_), None) => {
+        // Cannot be left by `record` (one transaction); adopting repairs it.
+        (Some(LEGACY18_MIDDLE_FORMAT), None) => {}
+        (Some(_), _) | (None, Some(_)) => {
             return Err(AdoptError::AlreadyTilepipe {
                 schema: schema.to_string(),
             })
