@@ -491,6 +491,21 @@ fn refuses_missing_tables_and_indexes() {
         &mut client,
         "CREATE INDEX ON adopted.planet_osm_line (osm_id)",
     );
+    drop(
+        &mut client,
+        "DROP TRIGGER planet_osm_polygon_osm2pgsql_valid ON adopted.planet_osm_polygon",
+    );
+    let err = refused(&config, &url, &args);
+    assert_mentions(
+        &err,
+        &["adopted.planet_osm_polygon has no trigger planet_osm_polygon_osm2pgsql_valid"],
+    );
+    drop(
+        &mut client,
+        "CREATE TRIGGER planet_osm_polygon_osm2pgsql_valid BEFORE INSERT OR UPDATE
+           ON adopted.planet_osm_polygon FOR EACH ROW
+           EXECUTE PROCEDURE adopted.planet_osm_polygon_osm2pgsql_valid()",
+    );
     drop(&mut client, "DROP TABLE adopted.planet_osm_roads");
     let err = refused(&config, &url, &args);
     assert_mentions(&err, &["adopted.planet_osm_roads is missing"]);

@@ -166,6 +166,19 @@ pub enum AdoptError {
         /// `schema.PREFIX_ways`.
         table: String,
     },
+    /// The validity trigger osm2pgsql installs on a slim import's output
+    /// tables is missing.
+    #[error(
+        "{table} has no trigger {trigger}: osm2pgsql installs it at the end of a slim import \
+         to keep invalid geometries out, appends included; the import did not finish (or the \
+         trigger was dropped): import again"
+    )]
+    MissingTrigger {
+        /// `schema.table`.
+        table: String,
+        /// The trigger's name.
+        trigger: String,
+    },
     /// Adopted before with other options.
     #[error(
         "schema {schema} was adopted with other options; differences (adopted → now): {}; \
@@ -396,6 +409,24 @@ fn index_on(
         .map(|r| r.get(0)))
 }
 
+/// Whether a trigger of this name exists on `table`.
+fn has_trigger(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+    trigger: &str,
+) -> Result<bool, AdoptError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_trigger g
+             JOIN pg_class t ON t.oid = g.tgrelid
+             JOIN pg_namespace n ON n.oid = t.relnamespace
+             WHERE n.nspname = $1 AND t.relname = $2 AND g.tgname = $3",
+            &[&schema, &table, &trigger],
+        )?
+        .is_some())
+}
+
 /// Whether an index of this name exists on `table`.
 fn named_index(
     client: &mut impl GenericClient,
@@ -437,9 +468,19 @@ fn has_extra_attributes(
     }))
 }
 
-/// The columns a table of the classic output or of the flex config must
-/// have, per table: `(schema, table, [(column, SQL type)], id columns)`.
-type ExpectedTable = (String, String, Vec<(String, String)>, Vec<String>);
+/// What an output table of the classic output or of the flex config must
+/// have.
+struct ExpectedTable {
+    schema: String,
+    name: String,
+    /// `(column, SQL type)` in table order.
+    columns: Vec<(String, String)>,
+    /// The columns rows are found by; none for a flex table without ids.
+    ids: Vec<String>,
+    /// Whether osm2pgsql installs `NAME_osm2pgsql_valid` on it, which
+    /// drops rows with invalid geometries on insert, appends included.
+    validity_trigger: bool,
+}
 
 fn expected_outputs(settings: &ImportSettings) -> Result<Vec<ExpectedTable>, AdoptError> {
     if let Some(flex) = &settings.flex {
@@ -455,8 +496,13 @@ fn expected_outputs(settings: &ImportSettings) -> Result<Vec<ExpectedTable>, Ado
                     .iter()
                     .map(|c| (c.name.clone(), c.sql_type()))
                     .collect();
-                let ids = table.ids.iter().map(|ids| ids.id_column.clone()).collect();
-                (table.schema.clone(), table.name.clone(), columns, ids)
+                ExpectedTable {
+                    validity_trigger: super::flex::output::has_validity_trigger(&table),
+                    ids: table.ids.iter().map(|ids| ids.id_column.clone()).collect(),
+                    schema: table.schema,
+                    name: table.name,
+                    columns,
+                }
             })
             .collect());
     }
@@ -477,12 +523,13 @@ fn expected_outputs(settings: &ImportSettings) -> Result<Vec<ExpectedTable>, Ado
                 .into_iter()
                 .map(|c| (c.name, c.sql_type))
                 .collect();
-            (
-                settings.schema.clone(),
-                tables.name(kind),
+            ExpectedTable {
+                schema: settings.schema.clone(),
+                name: tables.name(kind),
                 columns,
-                vec!["osm_id".to_string()],
-            )
+                ids: vec!["osm_id".to_string()],
+                validity_trigger: true,
+            }
         })
         .collect())
 }
@@ -601,9 +648,9 @@ pub fn inspect(
     // The tables: slim or not, flat nodes or not.
     let expected = expected_outputs(requested)?;
     let mut outputs_present = Vec::new();
-    for (table_schema, table, _, _) in &expected {
-        if table_exists(client, table_schema, table)? {
-            outputs_present.push(table.clone());
+    for table in &expected {
+        if table_exists(client, &table.schema, &table.name)? {
+            outputs_present.push(table.name.clone());
         }
     }
     let has_ways = table_exists(client, schema, &ways)?;
@@ -753,7 +800,14 @@ pub fn inspect(
     // The output tables: present, with the columns the options give, and
     // an index by object id.
     let mut outputs = Vec::new();
-    for (table_schema, table, columns, ids) in &expected {
+    for ExpectedTable {
+        schema: table_schema,
+        name: table,
+        columns,
+        ids,
+        validity_trigger,
+    } in &expected
+    {
         let name = format!("{table_schema}.{table}");
         let found = columns_of(client, table_schema, table)?;
         if found.is_empty() {
@@ -786,6 +840,13 @@ pub fn inspect(
                 }
             })?
         };
+        let trigger = format!("{table}_osm2pgsql_valid");
+        if *validity_trigger && !has_trigger(client, table_schema, table, &trigger)? {
+            return Err(AdoptError::MissingTrigger {
+                table: name,
+                trigger,
+            });
+        }
         outputs.push(OutputTableFound {
             table: name,
             columns: found.into_iter().map(|c| c.name).collect(),

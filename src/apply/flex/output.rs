@@ -378,6 +378,12 @@ fn needs_isvalid(column_type: ColumnType, srid: i32, create_only: bool) -> bool 
         && matches!(column_type.geometry(), Some(kind) if kind != super::table::GeometryKind::Point)
 }
 
+/// Whether osm2pgsql installs the validity trigger (`TABLE_osm2pgsql_valid`)
+/// on this table: only if a geometry column of it is checked.
+pub fn has_validity_trigger(table: &TableDef) -> bool {
+    !validity_checks(table, "NEW.").is_empty()
+}
+
 /// The trigger osm2pgsql installs on updatable tables: rows with a
 /// checked geometry that is not valid are silently not written.
 fn trigger_sql(table: &TableDef) -> String {
