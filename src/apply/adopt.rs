@@ -626,6 +626,33 @@ fn differences(old: &ImportSettings, new: &ImportSettings) -> Vec<String> {
     out
 }
 
+/// The middle tables of one schema and prefix, named for queries and
+/// messages.
+struct MiddleTables<'a> {
+    schema: &'a str,
+    prefix: &'a str,
+    nodes: String,
+    ways: String,
+    rels: String,
+}
+
+impl<'a> MiddleTables<'a> {
+    fn new(schema: &'a str, prefix: &'a str) -> Self {
+        MiddleTables {
+            schema,
+            prefix,
+            nodes: format!("{prefix}_nodes"),
+            ways: format!("{prefix}_ways"),
+            rels: format!("{prefix}_rels"),
+        }
+    }
+
+    /// `schema.table`, for messages.
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{table}", self.schema)
+    }
+}
+
 /// Looks at the database `requested` (schema, prefix, style and options)
 /// points to, and either says what it found or why it cannot be adopted.
 /// Reads only.
@@ -634,244 +661,14 @@ pub fn inspect(
     requested: &ImportSettings,
 ) -> Result<Inspection, AdoptError> {
     let schema = requested.schema.as_str();
-    let prefix = requested.prefix.as_str();
-    let qualified = |table: &str| format!("{schema}.{table}");
-    let (nodes, ways, rels) = (
-        format!("{prefix}_nodes"),
-        format!("{prefix}_ways"),
-        format!("{prefix}_rels"),
-    );
-
+    let middle = MiddleTables::new(schema, &requested.prefix);
     let properties_table = properties::table_exists(client, schema)?;
     let recorded = recorded(client, schema)?;
-
-    // The tables: slim or not, flat nodes or not.
     let expected = expected_outputs(requested)?;
-    let mut outputs_present = Vec::new();
-    for table in &expected {
-        if table_exists(client, &table.schema, &table.name)? {
-            outputs_present.push(table.name.clone());
-        }
-    }
-    let has_ways = table_exists(client, schema, &ways)?;
-    let has_rels = table_exists(client, schema, &rels)?;
-    match (has_ways, has_rels) {
-        (false, false) if outputs_present.is_empty() => {
-            return Err(AdoptError::NoImport {
-                schema: schema.into(),
-                prefix: prefix.into(),
-            })
-        }
-        (false, false) => {
-            return Err(AdoptError::NotSlim {
-                schema: schema.into(),
-                prefix: prefix.into(),
-            })
-        }
-        (true, false) | (false, true) => {
-            let (missing, present) = if has_ways {
-                (&rels, &ways)
-            } else {
-                (&ways, &rels)
-            };
-            return Err(AdoptError::MissingTable {
-                table: qualified(missing),
-                why: format!(
-                    "{} exists, so osm2pgsql imported in slim mode, but this middle table is gone",
-                    qualified(present)
-                ),
-            });
-        }
-        (true, true) => {}
-    }
-    let node_locations = if table_exists(client, schema, &nodes)? {
-        NodeLocations::Table
-    } else {
-        // The hook for flat nodes: `NodeLocations::FlatNodes(path)` once
-        // the middle can read them, from an option naming the file.
-        return Err(AdoptError::FlatNodes {
-            table: qualified(&nodes),
-        });
-    };
-
-    // The middle's layout and columns.
-    let ways_columns = columns_of(client, schema, &ways)?;
-    let tags_type = ways_columns
-        .iter()
-        .find(|c| c.name == "tags")
-        .map(|c| c.type_text.clone());
-    if tags_type.as_deref() == Some("jsonb") {
-        if ways_columns.iter().any(|c| c.name == "node_buckets") {
-            return Err(AdoptError::AlreadyTilepipe {
-                schema: schema.into(),
-            });
-        }
-        return Err(AdoptError::NewFormat {
-            what: format!("{}.tags is jsonb", qualified(&ways)),
-        });
-    }
-    let bigint = |name: &str| (name.to_string(), "int8".to_string());
-    let int4 = |name: &str| (name.to_string(), "int4".to_string());
-    let typed = |name: &str, t: &str| (name.to_string(), t.to_string());
-    let middle_expected = [
-        (&nodes, vec![bigint("id"), int4("lat"), int4("lon")]),
-        (
-            &ways,
-            vec![
-                bigint("id"),
-                typed("nodes", "int8[]"),
-                typed("tags", "text[]"),
-            ],
-        ),
-        (
-            &rels,
-            vec![
-                bigint("id"),
-                typed("way_off", "int2"),
-                typed("rel_off", "int2"),
-                typed("parts", "int8[]"),
-                typed("members", "text[]"),
-                typed("tags", "text[]"),
-            ],
-        ),
-    ];
-    for (table, expected) in &middle_expected {
-        let found = columns_of(client, schema, table)?;
-        if let Some(mismatch) = column_mismatch(client, &found, expected)? {
-            return Err(AdoptError::UnknownMiddle {
-                table: qualified(table),
-                mismatch,
-            });
-        }
-    }
-    if has_extra_attributes(client, schema, &ways)? {
-        return Err(AdoptError::ExtraAttributes {
-            table: qualified(&ways),
-        });
-    }
-    let layout =
-        match MiddleLayout::detect(client, schema, prefix).map_err(super::ApplyError::from)? {
-            Some(layout @ MiddleLayout::Legacy18 { .. }) => layout,
-            _ => {
-                return Err(AdoptError::UnknownMiddle {
-                    table: qualified(&ways),
-                    mismatch: "not detected as the legacy layout".into(),
-                })
-            }
-        };
-
-    // The indexes osm2pgsql 1.8 builds and appends rely on
-    // (`create_fw_dep_indexes` and the tables' primary keys).
-    for table in [&nodes, &ways, &rels] {
-        if index_on(client, schema, table, &[])?.is_none() {
-            return Err(AdoptError::MissingIndex {
-                table: qualified(table),
-                index: "primary key on id".into(),
-            });
-        }
-    }
-    let bucket_index = format!("{prefix}_ways_nodes_bucket_idx");
-    let way_lookup = match layout {
-        MiddleLayout::Legacy18 { bucket_index: true } => format!(
-            "bucket index {bucket_index} on {prefix}_index_bucket(nodes) (node id >> {NODE_BUCKET_SHIFT})"
-        ),
-        _ => {
-            // `--middle-way-node-index-id-shift 0`: a plain GIN index on
-            // nodes, which PostgreSQL names `PREFIX_ways_nodes_idx`.
-            let plain = format!("{prefix}_ways_nodes_idx");
-            if !named_index(client, schema, &ways, &plain)? {
-                return Err(AdoptError::MissingIndex {
-                    table: qualified(&ways),
-                    index: format!("{bucket_index} (or {plain}) for finding ways by node"),
-                });
-            }
-            format!("GIN index {plain} on nodes (no bucket index)")
-        }
-    };
-    let parts_index = format!("{prefix}_rels_parts_idx");
-    if !named_index(client, schema, &rels, &parts_index)? {
-        return Err(AdoptError::MissingIndex {
-            table: qualified(&rels),
-            index: format!("{parts_index} for finding relations by member"),
-        });
-    }
-    let relation_lookup = format!("GIN index {parts_index} on parts");
-
-    // The output tables: present, with the columns the options give, and
-    // an index by object id.
-    let mut outputs = Vec::new();
-    for ExpectedTable {
-        schema: table_schema,
-        name: table,
-        columns,
-        ids,
-        validity_trigger,
-    } in &expected
-    {
-        let name = format!("{table_schema}.{table}");
-        let found = columns_of(client, table_schema, table)?;
-        if found.is_empty() {
-            return Err(AdoptError::MissingTable {
-                table: name,
-                why: if requested.flex.is_some() {
-                    "the flex config given defines it; was osm2pgsql run with this config?".into()
-                } else {
-                    "an output table of osm2pgsql's pgsql output; was osm2pgsql run with \
-                     another --prefix or --output-pgsql-schema, or -O flex?"
-                        .into()
-                },
-            });
-        }
-        if let Some(mismatch) = column_mismatch(client, &found, columns)? {
-            return Err(AdoptError::OutputColumns {
-                table: name,
-                mismatch,
-            });
-        }
-        let id_columns: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let id_index = if id_columns.is_empty() {
-            // A flex table without ids is never updated.
-            String::new()
-        } else {
-            index_on(client, table_schema, table, &id_columns)?.ok_or_else(|| {
-                AdoptError::MissingIndex {
-                    table: name.clone(),
-                    index: format!("index on {}", id_columns.join(", ")),
-                }
-            })?
-        };
-        let trigger = format!("{table}_osm2pgsql_valid");
-        if *validity_trigger && !has_trigger(client, table_schema, table, &trigger)? {
-            return Err(AdoptError::MissingTrigger {
-                table: name,
-                trigger,
-            });
-        }
-        outputs.push(OutputTableFound {
-            table: name,
-            columns: found.into_iter().map(|c| c.name).collect(),
-            id_index,
-            rows: estimated_rows(client, table_schema, table)?,
-        });
-    }
-
-    // Replication: osm2pgsql-replication 1.8's table first (the cron
-    // script moves it on), else what the properties hold.
-    let status_table = legacy_status::table_name(prefix);
-    let replication = match legacy_status::read(client, schema, &status_table)? {
-        Some(LegacyStatus::Set(position)) => ReplicationFound::Legacy {
-            table: status_table,
-            position,
-        },
-        Some(LegacyStatus::Incomplete { reason }) => ReplicationFound::LegacyIncomplete {
-            table: status_table,
-            reason,
-        },
-        None => match position::read_position(client, schema)? {
-            StoredPosition::Set(position) => ReplicationFound::Properties(position),
-            _ => ReplicationFound::None,
-        },
-    };
+    let node_locations = check_slim(client, &middle, &expected)?;
+    let (layout, way_lookup, relation_lookup) = check_middle(client, &middle)?;
+    let outputs = check_outputs(client, &expected, requested.flex.is_some())?;
+    let replication = find_replication(client, schema, &requested.prefix)?;
 
     let mut settings = requested.clone();
     settings.middle = layout;
@@ -897,7 +694,11 @@ pub fn inspect(
             )
         }
     };
-    let mut middle_rows = [(nodes.clone(), 0), (ways.clone(), 0), (rels.clone(), 0)];
+    let mut middle_rows = [
+        (middle.nodes.clone(), 0),
+        (middle.ways.clone(), 0),
+        (middle.rels.clone(), 0),
+    ];
     for (table, rows) in &mut middle_rows {
         *rows = estimated_rows(client, schema, table)?;
     }
@@ -912,6 +713,266 @@ pub fn inspect(
         replication,
         properties_table,
         already_adopted,
+    })
+}
+
+/// Slim or not, flat nodes or not: which of the middle tables exist,
+/// beside the output tables.
+fn check_slim(
+    client: &mut impl GenericClient,
+    middle: &MiddleTables,
+    expected: &[ExpectedTable],
+) -> Result<NodeLocations, AdoptError> {
+    let (schema, prefix) = (middle.schema, middle.prefix);
+    let has_ways = table_exists(client, schema, &middle.ways)?;
+    let has_rels = table_exists(client, schema, &middle.rels)?;
+    match (has_ways, has_rels) {
+        (false, false) => {
+            let mut any_output = false;
+            for table in expected {
+                any_output |= table_exists(client, &table.schema, &table.name)?;
+            }
+            return Err(if any_output {
+                AdoptError::NotSlim {
+                    schema: schema.into(),
+                    prefix: prefix.into(),
+                }
+            } else {
+                AdoptError::NoImport {
+                    schema: schema.into(),
+                    prefix: prefix.into(),
+                }
+            });
+        }
+        (true, false) | (false, true) => {
+            let (missing, present) = if has_ways {
+                (&middle.rels, &middle.ways)
+            } else {
+                (&middle.ways, &middle.rels)
+            };
+            return Err(AdoptError::MissingTable {
+                table: middle.qualified(missing),
+                why: format!(
+                    "{} exists, so osm2pgsql imported in slim mode, but this middle table is gone",
+                    middle.qualified(present)
+                ),
+            });
+        }
+        (true, true) => {}
+    }
+    if table_exists(client, schema, &middle.nodes)? {
+        Ok(NodeLocations::Table)
+    } else {
+        // The hook for flat nodes: `NodeLocations::FlatNodes(path)` once
+        // the middle can read them, from an option naming the file.
+        Err(AdoptError::FlatNodes {
+            table: middle.qualified(&middle.nodes),
+        })
+    }
+}
+
+/// The middle's columns, layout and the indexes osm2pgsql 1.8 builds
+/// for appends (`create_fw_dep_indexes` and the primary keys): the layout
+/// and how ways and relations are found, for the report.
+fn check_middle(
+    client: &mut impl GenericClient,
+    middle: &MiddleTables,
+) -> Result<(MiddleLayout, String, String), AdoptError> {
+    let (schema, prefix) = (middle.schema, middle.prefix);
+    let (nodes, ways, rels) = (&middle.nodes, &middle.ways, &middle.rels);
+    let ways_columns = columns_of(client, schema, ways)?;
+    let tags_type = ways_columns
+        .iter()
+        .find(|c| c.name == "tags")
+        .map(|c| c.type_text.as_str());
+    if tags_type == Some("jsonb") {
+        if ways_columns.iter().any(|c| c.name == "node_buckets") {
+            return Err(AdoptError::AlreadyTilepipe {
+                schema: schema.into(),
+            });
+        }
+        return Err(AdoptError::NewFormat {
+            what: format!("{}.tags is jsonb", middle.qualified(ways)),
+        });
+    }
+    let typed = |name: &str, t: &str| (name.to_string(), t.to_string());
+    let middle_expected = [
+        (
+            nodes,
+            vec![
+                typed("id", "int8"),
+                typed("lat", "int4"),
+                typed("lon", "int4"),
+            ],
+        ),
+        (
+            ways,
+            vec![
+                typed("id", "int8"),
+                typed("nodes", "int8[]"),
+                typed("tags", "text[]"),
+            ],
+        ),
+        (
+            rels,
+            vec![
+                typed("id", "int8"),
+                typed("way_off", "int2"),
+                typed("rel_off", "int2"),
+                typed("parts", "int8[]"),
+                typed("members", "text[]"),
+                typed("tags", "text[]"),
+            ],
+        ),
+    ];
+    for (table, expected) in &middle_expected {
+        let found = columns_of(client, schema, table)?;
+        if let Some(mismatch) = column_mismatch(client, &found, expected)? {
+            return Err(AdoptError::UnknownMiddle {
+                table: middle.qualified(table),
+                mismatch,
+            });
+        }
+    }
+    if has_extra_attributes(client, schema, ways)? {
+        return Err(AdoptError::ExtraAttributes {
+            table: middle.qualified(ways),
+        });
+    }
+    let layout =
+        match MiddleLayout::detect(client, schema, prefix).map_err(super::ApplyError::from)? {
+            Some(layout @ MiddleLayout::Legacy18 { .. }) => layout,
+            _ => {
+                return Err(AdoptError::UnknownMiddle {
+                    table: middle.qualified(ways),
+                    mismatch: "not detected as the legacy layout".into(),
+                })
+            }
+        };
+
+    for table in [nodes, ways, rels] {
+        if index_on(client, schema, table, &[])?.is_none() {
+            return Err(AdoptError::MissingIndex {
+                table: middle.qualified(table),
+                index: "primary key on id".into(),
+            });
+        }
+    }
+    let bucket_index = format!("{prefix}_ways_nodes_bucket_idx");
+    let way_lookup = match layout {
+        MiddleLayout::Legacy18 { bucket_index: true } => format!(
+            "bucket index {bucket_index} on {prefix}_index_bucket(nodes) (node id >> {NODE_BUCKET_SHIFT})"
+        ),
+        _ => {
+            // `--middle-way-node-index-id-shift 0`: a plain GIN index on
+            // nodes, which PostgreSQL names `PREFIX_ways_nodes_idx`.
+            let plain = format!("{prefix}_ways_nodes_idx");
+            if !named_index(client, schema, ways, &plain)? {
+                return Err(AdoptError::MissingIndex {
+                    table: middle.qualified(ways),
+                    index: format!("{bucket_index} (or {plain}) for finding ways by node"),
+                });
+            }
+            format!("GIN index {plain} on nodes (no bucket index)")
+        }
+    };
+    let parts_index = format!("{prefix}_rels_parts_idx");
+    if !named_index(client, schema, rels, &parts_index)? {
+        return Err(AdoptError::MissingIndex {
+            table: middle.qualified(rels),
+            index: format!("{parts_index} for finding relations by member"),
+        });
+    }
+    let relation_lookup = format!("GIN index {parts_index} on parts");
+    Ok((layout, way_lookup, relation_lookup))
+}
+
+/// The output tables: present, with the columns the options give, an
+/// index by object id and osm2pgsql's validity trigger.
+fn check_outputs(
+    client: &mut impl GenericClient,
+    expected: &[ExpectedTable],
+    flex: bool,
+) -> Result<Vec<OutputTableFound>, AdoptError> {
+    let mut outputs = Vec::new();
+    for ExpectedTable {
+        schema,
+        name: table,
+        columns,
+        ids,
+        validity_trigger,
+    } in expected
+    {
+        let name = format!("{schema}.{table}");
+        let found = columns_of(client, schema, table)?;
+        if found.is_empty() {
+            return Err(AdoptError::MissingTable {
+                table: name,
+                why: if flex {
+                    "the flex config given defines it; was osm2pgsql run with this config?".into()
+                } else {
+                    "an output table of osm2pgsql's pgsql output; was osm2pgsql run with \
+                     another --prefix or --output-pgsql-schema, or -O flex?"
+                        .into()
+                },
+            });
+        }
+        if let Some(mismatch) = column_mismatch(client, &found, columns)? {
+            return Err(AdoptError::OutputColumns {
+                table: name,
+                mismatch,
+            });
+        }
+        let id_columns: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let id_index = if id_columns.is_empty() {
+            // A flex table without ids is never updated.
+            String::new()
+        } else {
+            index_on(client, schema, table, &id_columns)?.ok_or_else(|| {
+                AdoptError::MissingIndex {
+                    table: name.clone(),
+                    index: format!("index on {}", id_columns.join(", ")),
+                }
+            })?
+        };
+        let trigger = format!("{table}_osm2pgsql_valid");
+        if *validity_trigger && !has_trigger(client, schema, table, &trigger)? {
+            return Err(AdoptError::MissingTrigger {
+                table: name,
+                trigger,
+            });
+        }
+        outputs.push(OutputTableFound {
+            table: name,
+            columns: found.into_iter().map(|c| c.name).collect(),
+            id_index,
+            rows: estimated_rows(client, schema, table)?,
+        });
+    }
+    Ok(outputs)
+}
+
+/// Where replication stands: osm2pgsql-replication 1.8's table first (the
+/// cron script moves it on), else what the properties hold.
+fn find_replication(
+    client: &mut impl GenericClient,
+    schema: &str,
+    prefix: &str,
+) -> Result<ReplicationFound, AdoptError> {
+    let status_table = legacy_status::table_name(prefix);
+    Ok(match legacy_status::read(client, schema, &status_table)? {
+        Some(LegacyStatus::Set(position)) => ReplicationFound::Legacy {
+            table: status_table,
+            position,
+        },
+        Some(LegacyStatus::Incomplete { reason }) => ReplicationFound::LegacyIncomplete {
+            table: status_table,
+            reason,
+        },
+        None => match position::read_position(client, schema)? {
+            StoredPosition::Set(position) => ReplicationFound::Properties(position),
+            _ => ReplicationFound::None,
+        },
     })
 }
 
