@@ -22,7 +22,7 @@ use tilepipe_testkit::osm2pgsql::{
     self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant, Variant,
     CLASSIC_TABLES,
 };
-use tilepipe_testkit::town::{synthetic_town, town_feed};
+use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 /// The schema tilepipe adopts and updates.
@@ -597,17 +597,75 @@ fn adopting_again_is_idempotent_and_other_options_conflict() {
     );
 }
 
+/// Whether Debian's osm2pgsql-replication 1.8 can run here (it needs
+/// pyosmium and psycopg2); says why a part of a test is skipped when not.
+fn osm2pgsql_replication_available() -> bool {
+    let works = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import osmium, psycopg2"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+        && Path::new(OSM2PGSQL_REPLICATION).exists();
+    if !works {
+        eprintln!(
+            "skipping the osm2pgsql-replication part: {OSM2PGSQL_REPLICATION} or python3-pyosmium \
+             / python3-psycopg2 missing"
+        );
+    }
+    works
+}
+
+const OSM2PGSQL_REPLICATION: &str = "/usr/bin/osm2pgsql-replication";
+
+/// osm2pgsql-replication 1.8's row: url, sequence, importdate.
+fn legacy_status(client: &mut postgres::Client) -> (String, u64, chrono::DateTime<chrono::Utc>) {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT url, sequence, importdate FROM {ADOPTED}.planet_osm_replication_status"
+            ),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "osm2pgsql-replication needs exactly one row");
+    let sequence: i32 = rows[0].get(1);
+    (rows[0].get(0), sequence as u64, rows[0].get(2))
+}
+
+fn stored_position(client: &mut postgres::Client) -> tilepipe::replication::position::Position {
+    match read_position(client, ADOPTED).unwrap() {
+        StoredPosition::Set(position) => position,
+        other => panic!("no position stored: {other:?}"),
+    }
+}
+
+/// osm2pgsql-replication 1.8 hands over to tilepipe and back: adopt takes
+/// its position, `tilepipe catchup` carries on and moves its table on,
+/// `osm2pgsql-replication update` carries on from there, and adopting
+/// again takes its newer position.
 #[test]
 fn replication_position_is_taken_over_and_kept_in_step() {
     if !o2p::available() {
         return;
     }
     const START: u64 = 4_000_000;
-    const DIFFS: usize = 6;
+    // Diffs tilepipe applies, then osm2pgsql-replication.
+    const BY_TILEPIPE: u64 = 6;
+    const BY_OSM2PGSQL: u64 = 4;
     let dir = tempfile::tempdir().unwrap();
-    let start_time = chrono::Utc::now() - chrono::Duration::minutes(DIFFS as i64 + 5);
-    let feed = town_feed(dir.path(), 23, START, start_time, DIFFS);
-    let server = FeedServer::start_blocking(&feed.feed_dir).unwrap();
+    let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let (town, town_path) = town_file(dir.path());
+    let mut generator = FeedGenerator::new(town, 23, START, start_time, 60);
+    let mut diffs = Vec::new();
+    let mut data_at = Vec::new();
+    for _ in 0..BY_TILEPIPE + BY_OSM2PGSQL {
+        diffs.push(generator.next_diff());
+        data_at.push(generator.data().clone());
+    }
+    let feed_dir = dir.path().join("feed");
+    tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+    let server = FeedServer::start_blocking(&feed_dir).unwrap();
+    server.set_published(START + BY_TILEPIPE);
+
     let url = PgCluster::shared()
         .create_database("adopt_replication")
         .unwrap();
@@ -616,8 +674,9 @@ fn replication_position_is_taken_over_and_kept_in_step() {
         .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
         .unwrap();
     let style = default_variant();
-    o2p::run(&url, ADOPTED, &style.flags, false, &feed.osm);
-    // What `osm2pgsql-replication init` (1.8) leaves.
+    o2p::run(&url, ADOPTED, &style.flags, false, &town_path);
+    // What `osm2pgsql-replication init` (1.8) leaves (its `init` needs the
+    // OSM API or a PBF with replication headers; this feed is local).
     client
         .batch_execute(&format!(
             "CREATE TABLE {ADOPTED}.planet_osm_replication_status (url TEXT, sequence INTEGER, importdate TIMESTAMPTZ)"
@@ -644,43 +703,85 @@ fn replication_position_is_taken_over_and_kept_in_step() {
             "every batch also moves planet_osm_replication_status on",
         ],
     );
-    let StoredPosition::Set(position) = read_position(&mut client, ADOPTED).unwrap() else {
-        panic!("no position after adopt");
-    };
-    assert_eq!(position.sequence, START);
-    assert_eq!(position.base_url, server.url());
+    let position = stored_position(&mut client);
+    assert_eq!(
+        (position.sequence, position.base_url.as_str()),
+        (START, server.url().as_str())
+    );
     assert_eq!(position.timestamp.timestamp(), start_time.timestamp());
 
+    // tilepipe carries on where the cron job stopped, and moves its table on.
     assert_success(&tilepipe(&config, &url, &["catchup"]));
-    let end = START + DIFFS as u64;
-    let StoredPosition::Set(position) = read_position(&mut client, ADOPTED).unwrap() else {
-        panic!("no position after catchup");
-    };
-    assert_eq!(position.sequence, end);
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT url, sequence, importdate FROM {ADOPTED}.planet_osm_replication_status"
-            ),
-            &[],
-        )
-        .unwrap();
-    let (legacy_url, legacy_sequence, legacy_date): (String, i32, chrono::DateTime<chrono::Utc>) =
-        (row.get(0), row.get(1), row.get(2));
+    let position = stored_position(&mut client);
+    assert_eq!(position.sequence, START + BY_TILEPIPE);
     assert_eq!(
-        (legacy_url, legacy_sequence as u64, legacy_date),
-        (position.base_url.clone(), end, position.timestamp),
+        legacy_status(&mut client),
+        (
+            position.base_url.clone(),
+            position.sequence,
+            position.timestamp
+        ),
         "the legacy table follows tilepipe's position"
     );
+    let compare = |client: &mut postgres::Client, data: &OsmData, twin: &str, stage: &str| {
+        let path = dir.path().join(format!("{twin}.osm"));
+        data.write_osm_file(&path).unwrap();
+        client
+            .batch_execute(&format!("CREATE SCHEMA {twin}"))
+            .unwrap();
+        o2p::run(&url, twin, &style.flags, false, &path);
+        assert_tables_equal(client, twin, ADOPTED, &CLASSIC_TABLES, stage);
+        assert_middle_equal(client, twin, ADOPTED, PREFIX, stage);
+    };
+    compare(
+        &mut client,
+        &data_at[BY_TILEPIPE as usize - 1],
+        "twin_tilepipe",
+        "after tilepipe catchup",
+    );
 
-    // The data equals what osm2pgsql makes of the final state.
-    let final_osm = dir.path().join("final.osm");
-    feed.final_data.write_osm_file(&final_osm).unwrap();
-    client
-        .batch_execute(&format!("CREATE SCHEMA {TWIN}"))
+    // osm2pgsql-replication takes over again from tilepipe's position.
+    if !osm2pgsql_replication_available() {
+        server.shutdown();
+        return;
+    }
+    server.publish_all();
+    let out = std::process::Command::new(OSM2PGSQL_REPLICATION)
+        .args(["update", "-d", &url, "--middle-schema", ADOPTED, "--"])
+        .arg(format!("--middle-schema={ADOPTED}"))
+        .arg(format!("--output-pgsql-schema={ADOPTED}"))
+        .args(["--number-processes", "1"])
+        .args(&style.flags)
+        .output()
         .unwrap();
-    o2p::run(&url, TWIN, &style.flags, false, &final_osm);
-    assert_tables_equal(&mut client, TWIN, ADOPTED, &CLASSIC_TABLES, "after catchup");
-    assert_middle_equal(&mut client, TWIN, ADOPTED, PREFIX, "after catchup");
+    assert!(
+        out.status.success(),
+        "osm2pgsql-replication update: {}",
+        text(&out.stderr)
+    );
+    let end = START + BY_TILEPIPE + BY_OSM2PGSQL;
+    let (_, legacy_sequence, legacy_date) = legacy_status(&mut client);
+    assert_eq!(
+        legacy_sequence, end,
+        "osm2pgsql-replication applied the rest"
+    );
+    compare(
+        &mut client,
+        &data_at[end as usize - START as usize - 1],
+        "twin_osm2pgsql",
+        "after osm2pgsql-replication update",
+    );
+
+    // Adopting again takes osm2pgsql-replication's newer position over.
+    let out = adopt(&config, &url, &style.flags);
+    assert_success(&out);
+    assert_mentions(
+        &text(&out.stdout),
+        &["already adopted", &format!("sequence {end}")],
+    );
+    let position = stored_position(&mut client);
+    assert_eq!((position.sequence, position.timestamp), (end, legacy_date));
+    assert_success(&tilepipe(&config, &url, &["catchup"]));
+    assert_eq!(stored_position(&mut client).sequence, end, "up to date");
     server.shutdown();
 }
