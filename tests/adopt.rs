@@ -597,6 +597,54 @@ fn adopting_again_is_idempotent_and_other_options_conflict() {
     );
 }
 
+#[test]
+fn a_custom_prefix_is_adopted_and_updated_by_both() {
+    if !o2p::available() {
+        return;
+    }
+    let args = ["--slim", "--prefix", "town", "-S", o2p::DEFAULT_STYLE];
+    let (dir, url, config) = town_database("adopt_prefix", &args);
+    let out = adopt(
+        &config,
+        &url,
+        &flags(&["-p", "town", "-S", o2p::DEFAULT_STYLE]),
+    );
+    assert_success(&out);
+    assert_mentions(
+        &text(&out.stdout),
+        &[
+            "prefix town",
+            "town_nodes",
+            "bucket index town_ways_nodes_bucket_idx",
+            "town_rels_parts_idx",
+            "adopted.town_roads",
+        ],
+    );
+    let mut generator = FeedGenerator::new(synthetic_town(), 3, 100, chrono::Utc::now(), 60);
+    for n in 0..2 {
+        let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
+        let path = dir.path().join(format!("{n}.osc"));
+        let mut file = std::fs::File::create(&path).unwrap();
+        tilepipe::osm::osc_write::write_osc(&mut file, "test", changes.iter()).unwrap();
+        assert_success(&tilepipe(&config, &url, &["apply", path.to_str().unwrap()]));
+        let mut append = flags(&args);
+        append.extend(flags(&[
+            "--append",
+            "--middle-schema=adopted",
+            "--output-pgsql-schema=adopted",
+        ]));
+        if let Err(stderr) = o2p::try_run(&url, &append, &path) {
+            panic!("osm2pgsql --append --prefix town: {stderr}");
+        }
+    }
+    let mut client = tilepipe_testkit::db::connect(&url);
+    let ways: i64 = client
+        .query_one("SELECT count(*) FROM adopted.town_ways", &[])
+        .unwrap()
+        .get(0);
+    assert!(ways > 70, "{ways} ways");
+}
+
 /// Whether Debian's osm2pgsql-replication 1.8 can run here (it needs
 /// pyosmium and psycopg2); says why a part of a test is skipped when not.
 fn osm2pgsql_replication_available() -> bool {
