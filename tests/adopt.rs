@@ -825,7 +825,14 @@ fn replication_position_is_taken_over_and_kept_in_step() {
     assert_success(&out);
     assert_mentions(
         &text(&out.stdout),
-        &["already adopted", &format!("sequence {end}")],
+        &[
+            "already adopted",
+            &format!("sequence {end}"),
+            &format!(
+                "tilepipe's stored position, sequence {}",
+                START + BY_TILEPIPE
+            ),
+        ],
     );
     let position = stored_position(&mut client);
     assert_eq!((position.sequence, position.timestamp), (end, legacy_date));

@@ -228,6 +228,10 @@ pub enum ReplicationFound {
         table: String,
         /// Its position.
         position: Position,
+        /// A different position `osm2pgsql_properties` held (an earlier
+        /// adopt, after which osm2pgsql-replication ran again), which
+        /// this one replaces.
+        replaces: Option<Position>,
     },
     /// That table exists but its row is unusable.
     LegacyIncomplete {
@@ -960,18 +964,23 @@ fn find_replication(
     prefix: &str,
 ) -> Result<ReplicationFound, AdoptError> {
     let status_table = legacy_status::table_name(prefix);
+    let stored = match position::read_position(client, schema)? {
+        StoredPosition::Set(position) => Some(position),
+        _ => None,
+    };
     Ok(match legacy_status::read(client, schema, &status_table)? {
         Some(LegacyStatus::Set(position)) => ReplicationFound::Legacy {
             table: status_table,
+            replaces: stored.filter(|stored| *stored != position),
             position,
         },
         Some(LegacyStatus::Incomplete { reason }) => ReplicationFound::LegacyIncomplete {
             table: status_table,
             reason,
         },
-        None => match position::read_position(client, schema)? {
-            StoredPosition::Set(position) => ReplicationFound::Properties(position),
-            _ => ReplicationFound::None,
+        None => match stored {
+            Some(position) => ReplicationFound::Properties(position),
+            None => ReplicationFound::None,
         },
     })
 }
@@ -1053,12 +1062,25 @@ impl Inspection {
             line(text);
         }
         match &self.replication {
-            ReplicationFound::Legacy { table, position } => line(format!(
-                "  replication: {table} (osm2pgsql-replication 1.8) at {} sequence {} ({})",
-                crate::redact::secrets(&position.base_url),
-                position.sequence,
-                format_timestamp(position.timestamp)
-            )),
+            ReplicationFound::Legacy {
+                table,
+                position,
+                replaces,
+            } => {
+                line(format!(
+                    "  replication: {table} (osm2pgsql-replication 1.8) at {} sequence {} ({})",
+                    crate::redact::secrets(&position.base_url),
+                    position.sequence,
+                    format_timestamp(position.timestamp)
+                ));
+                if let Some(old) = replaces {
+                    line(format!(
+                        "    (tilepipe's stored position, sequence {} ({}), is replaced by it)",
+                        old.sequence,
+                        format_timestamp(old.timestamp)
+                    ));
+                }
+            }
             ReplicationFound::LegacyIncomplete { table, reason } => line(format!(
                 "  replication: {table} exists but holds no usable position ({reason})"
             )),
@@ -1089,7 +1111,9 @@ impl Inspection {
         ));
         line("  leave every table and index as it is: updates use the indexes listed above".into());
         match &self.replication {
-            ReplicationFound::Legacy { table, position } => line(format!(
+            ReplicationFound::Legacy {
+                table, position, ..
+            } => line(format!(
                 "  continue replication after sequence {}: `tilepipe run` or `tilepipe catchup`; \
                  every batch also moves {table} on, so osm2pgsql-replication can take over again",
                 position.sequence
