@@ -127,3 +127,64 @@ fn position_in_another_schema() {
         StoredPosition::Set(position(3))
     );
 }
+
+/// Once `tilepipe adopt` named osm2pgsql-replication 1.8's table, every
+/// position written is mirrored there in the same transaction (its one
+/// row updated, or inserted if missing); a rolled-back write leaves both
+/// alone, and a dropped table is no error.
+#[test]
+fn position_is_mirrored_to_the_legacy_table_adopt_names() {
+    use tilepipe::replication::legacy_status::{self, LegacyStatus, MIRROR_PROPERTY};
+    let url = PgCluster::shared()
+        .create_database("position_legacy")
+        .unwrap();
+    let mut client = connect(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE planet_osm_replication_status (url TEXT, sequence INTEGER, importdate TIMESTAMPTZ)",
+        )
+        .unwrap();
+    let legacy = |client: &mut postgres::Client| {
+        legacy_status::read(client, "public", "planet_osm_replication_status").unwrap()
+    };
+    assert!(
+        matches!(legacy(&mut client), Some(LegacyStatus::Incomplete { .. })),
+        "no row yet"
+    );
+    // Not named by adopt: left alone.
+    write_position(&mut client, "public", &position(1)).unwrap();
+    assert!(matches!(
+        legacy(&mut client),
+        Some(LegacyStatus::Incomplete { .. })
+    ));
+
+    tilepipe::db::properties::write(
+        &mut client,
+        "public",
+        &[(MIRROR_PROPERTY, "planet_osm_replication_status")],
+    )
+    .unwrap();
+    write_position(&mut client, "public", &position(2)).unwrap();
+    assert_eq!(legacy(&mut client), Some(LegacyStatus::Set(position(2))));
+    write_position(&mut client, "public", &position(3)).unwrap();
+    assert_eq!(legacy(&mut client), Some(LegacyStatus::Set(position(3))));
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM planet_osm_replication_status", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "osm2pgsql-replication reads exactly one row");
+
+    let mut tx = client.transaction().unwrap();
+    write_position(&mut tx, "public", &position(4)).unwrap();
+    tx.rollback().unwrap();
+    assert_eq!(legacy(&mut client), Some(LegacyStatus::Set(position(3))));
+
+    client
+        .batch_execute("DROP TABLE planet_osm_replication_status")
+        .unwrap();
+    write_position(&mut client, "public", &position(5)).unwrap();
+    assert_eq!(
+        read_position(&mut client, "public").unwrap(),
+        StoredPosition::Set(position(5))
+    );
+}
