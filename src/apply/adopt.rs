@@ -502,7 +502,16 @@ fn expected_outputs(settings: &ImportSettings) -> Result<Vec<ExpectedTable>, Ado
                     .collect();
                 ExpectedTable {
                     validity_trigger: super::flex::output::has_validity_trigger(&table),
-                    ids: table.ids.iter().map(|ids| ids.id_column.clone()).collect(),
+                    // The id index is on `(type, id)` for `any` ids with
+                    // a type column, else on `(id)`, as TableDef::
+                    // sql_id_index builds it after osm2pgsql 1.8 (seen on
+                    // values.lua's flex_named).
+                    ids: table
+                        .ids
+                        .iter()
+                        .flat_map(|ids| ids.type_column.iter().chain([&ids.id_column]))
+                        .cloned()
+                        .collect(),
                     schema: table.schema,
                     name: table.name,
                     columns,
