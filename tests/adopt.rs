@@ -297,27 +297,40 @@ fn liechtenstein_carto_adopted_follows_osm2pgsql() {
     t.follow(&mut generator, 3, "liechtenstein carto");
 }
 
-#[test]
-fn town_flex_adopted_follows_osm2pgsql() {
+/// The town imported by osm2pgsql with a flex config of
+/// `tests/fixtures/flex`, adopted, then followed as the classic output.
+fn town_flex(name: &str, diffs: usize) {
     if !o2p::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (town, path) = town_file(dir.path());
-    let config = tilepipe_testkit::paths::repo_file("tests/fixtures/flex/carto.lua");
-    let mut t = twins("adopt_town_flex", &path, OutputKind::Flex(config));
-    let report = t.adopt();
-    assert_mentions(
-        &report,
-        &[
-            "output: flex",
-            "flex config",
-            "tests/fixtures/flex/carto.lua",
-        ],
+    let relative = format!("tests/fixtures/flex/{name}.lua");
+    let config = tilepipe_testkit::paths::repo_file(&relative);
+    let mut t = twins(
+        &format!("adopt_flex_{name}"),
+        &path,
+        OutputKind::Flex(config),
     );
+    let report = t.adopt();
+    assert_mentions(&report, &["output: flex", "flex config", &relative]);
     t.assert_equal("after adopt");
     let mut generator = FeedGenerator::new(town, 7, 100, chrono::Utc::now(), 60);
-    t.follow(&mut generator, 8, "town flex");
+    t.follow(&mut generator, diffs, &format!("town flex {name}"));
+}
+
+#[test]
+fn town_flex_adopted_follows_osm2pgsql() {
+    town_flex("carto", 8);
+}
+
+/// The other configs: every column type, geometry kind and the two-stage
+/// processing of osm2pgsql 1.8's flex API.
+#[test]
+fn town_flex_other_configs_adopted_follow_osm2pgsql() {
+    for name in ["values", "shapes", "routes"] {
+        town_flex(name, 3);
+    }
 }
 
 /// A database with the synthetic town imported by osm2pgsql into
