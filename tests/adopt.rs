@@ -19,8 +19,8 @@ use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
 use tilepipe_testkit::flex_compare::{self, Sides};
 use tilepipe_testkit::osm2pgsql::{
-    self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant, Variant,
-    CLASSIC_TABLES,
+    self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant,
+    hstore_variant, Variant, CLASSIC_TABLES,
 };
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
@@ -268,6 +268,23 @@ fn town_default_style_adopted_follows_osm2pgsql() {
     t.assert_equal("after adopt");
     let mut generator = FeedGenerator::new(town, 5, 100, chrono::Utc::now(), 60);
     t.follow(&mut generator, 8, "town default");
+}
+
+#[test]
+fn town_hstore_adopted_follows_osm2pgsql() {
+    if !o2p::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let mut t = twins(
+        "adopt_town_hstore",
+        &path,
+        OutputKind::Classic(hstore_variant()),
+    );
+    assert_mentions(&t.adopt(), &["--hstore", ", tags, way"]);
+    let mut generator = FeedGenerator::new(town, 9, 100, chrono::Utc::now(), 60);
+    t.follow(&mut generator, 4, "town hstore");
 }
 
 #[test]
