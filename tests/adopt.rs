@@ -577,6 +577,50 @@ fn refuses_tilepipe_imports_and_osm2pgsql_new_format() {
     assert_mentions(&err, &["already holds a tilepipe import"]);
 }
 
+/// osm2pgsql 1.9 to 1.11 keep 1.8's middle with
+/// `--middle-database-format=legacy` and record `db_format` 1 and, from a
+/// PBF header, the replication position in `osm2pgsql_properties` (only
+/// 1.8 is installed here, so the properties are written by hand).
+#[test]
+fn accepts_the_legacy_format_of_osm2pgsql_1_9_to_1_11() {
+    if !o2p::available() {
+        return;
+    }
+    let (_dir, url, config) = town_database("adopt_1_10", &["--slim", "-S", o2p::DEFAULT_STYLE]);
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE adopted.osm2pgsql_properties (property TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO adopted.osm2pgsql_properties VALUES
+               ('db_format', '1'), ('version', '1.10.0'), ('updatable', 'true'),
+               ('replication_base_url', 'https://planet.openstreetmap.org/replication/minute/'),
+               ('replication_sequence_number', '6205195'),
+               ('replication_timestamp', '2024-08-05T02:24:04Z')",
+        )
+        .unwrap();
+    let out = adopt(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    assert_success(&out);
+    assert_mentions(
+        &text(&out.stdout),
+        &[
+            "osm2pgsql 1.10.0 with the legacy middle format (db_format 1)",
+            "replication: osm2pgsql_properties at https://planet.openstreetmap.org/replication/minute/ sequence 6205195",
+            "continue replication after sequence 6205195",
+        ],
+    );
+    let position = stored_position(&mut client);
+    assert_eq!(position.sequence, 6205195);
+    // osm2pgsql's own keys are left as they were.
+    let db_format: String = client
+        .query_one(
+            "SELECT value FROM adopted.osm2pgsql_properties WHERE property = 'db_format'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(db_format, "1");
+}
+
 #[test]
 fn adopting_again_is_idempotent_and_other_options_conflict() {
     if !o2p::available() {
