@@ -14,7 +14,8 @@
 //! - [`MiddleLayout::Legacy18`], osm2pgsql 1.8's slim tables, read and
 //!   written with exactly its encodings so that osm2pgsql can keep
 //!   updating a database tilepipe updated, and the other way round; see
-//!   the [`legacy`] module.
+//!   the [`legacy`] module. `tilepipe adopt` records it
+//!   ([`LEGACY18_MIDDLE_FORMAT`]) for a database osm2pgsql imported.
 //!
 //! Reverse lookups (which ways use these nodes, which relations have these
 //! members) run on GIN indexes, one query per batch, never per object.
