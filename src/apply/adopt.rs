@@ -86,15 +86,33 @@ pub enum AdoptError {
         /// What it is and what its absence suggests.
         why: String,
     },
-    /// No nodes table: node locations are in a flat-nodes file.
+    /// No nodes table, and no flat-nodes file given.
     #[error(
-        "{table} is missing: osm2pgsql was run with --flat-nodes, and keeps node locations in \
-         that file; flat nodes are not supported by `tilepipe adopt` yet (a later version takes \
-         the file with --flat-nodes FILE)"
+        "{table} is missing: osm2pgsql was run with --flat-nodes and keeps node locations in \
+         that file; pass the same file with --flat-nodes FILE"
     )]
     FlatNodes {
         /// `schema.PREFIX_nodes`.
         table: String,
+    },
+    /// A flat-nodes file given, but the database has a nodes table.
+    #[error(
+        "--flat-nodes {file} given, but {table} exists: osm2pgsql was run without --flat-nodes \
+         and keeps node locations in that table; adopt without --flat-nodes"
+    )]
+    NodesTableAndFlatNodes {
+        /// `schema.PREFIX_nodes`.
+        table: String,
+        /// The file given.
+        file: String,
+    },
+    /// The flat-nodes file given cannot be this database's.
+    #[error("flat-nodes file {file}: {why}")]
+    FlatNodesFile {
+        /// The file given.
+        file: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// The middle tables are osm2pgsql 1.9+'s new format.
     #[error(
@@ -199,11 +217,18 @@ impl From<super::ApplyError> for AdoptError {
     }
 }
 
-/// Where the node locations are: the hook for flat-nodes support.
+/// Where the node locations are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeLocations {
     /// In `PREFIX_nodes`.
     Table,
+    /// In an osm2pgsql flat-nodes file (`--flat-nodes`); no nodes table.
+    FlatNodes {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its size in slots (8 bytes each, one per node id).
+        slots: u64,
+    },
 }
 
 /// An output table found, with what matched.
@@ -254,8 +279,9 @@ pub struct Inspection {
     pub settings: ImportSettings,
     /// Which program's records were found.
     pub origin: String,
-    /// Middle tables with estimated rows: nodes, ways, rels.
-    pub middle_rows: [(String, i64); 3],
+    /// Middle tables with estimated rows: nodes (unless in a flat-nodes
+    /// file), ways, rels.
+    pub middle_rows: Vec<(String, i64)>,
     /// How ways are found by node.
     pub way_lookup: String,
     /// How relations are found by member.
@@ -664,6 +690,15 @@ impl<'a> MiddleTables<'a> {
     fn qualified(&self, table: &str) -> String {
         format!("{}.{table}", self.schema)
     }
+
+    /// The tables there are: all three, or without nodes when their
+    /// locations are in a flat-nodes file.
+    fn tables(&self, node_locations: &NodeLocations) -> Vec<&String> {
+        match node_locations {
+            NodeLocations::Table => vec![&self.nodes, &self.ways, &self.rels],
+            NodeLocations::FlatNodes { .. } => vec![&self.ways, &self.rels],
+        }
+    }
 }
 
 /// Looks at the database `requested` (schema, prefix, style and options)
@@ -678,8 +713,8 @@ pub fn inspect(
     let properties_table = properties::table_exists(client, schema)?;
     let recorded = recorded(client, schema)?;
     let expected = expected_outputs(requested)?;
-    let node_locations = check_slim(client, &middle, &expected)?;
-    let (layout, way_lookup, relation_lookup) = check_middle(client, &middle)?;
+    let node_locations = check_slim(client, &middle, &expected, requested.flat_nodes.as_deref())?;
+    let (layout, way_lookup, relation_lookup) = check_middle(client, &middle, &node_locations)?;
     let outputs = check_outputs(client, &expected, requested.flex.is_some())?;
     let replication = find_replication(client, schema, &requested.prefix)?;
 
@@ -707,13 +742,9 @@ pub fn inspect(
             )
         }
     };
-    let mut middle_rows = [
-        (middle.nodes.clone(), 0),
-        (middle.ways.clone(), 0),
-        (middle.rels.clone(), 0),
-    ];
-    for (table, rows) in &mut middle_rows {
-        *rows = estimated_rows(client, schema, table)?;
+    let mut middle_rows = Vec::new();
+    for table in middle.tables(&node_locations) {
+        middle_rows.push((table.clone(), estimated_rows(client, schema, table)?));
     }
     Ok(Inspection {
         settings,
@@ -735,6 +766,7 @@ fn check_slim(
     client: &mut impl GenericClient,
     middle: &MiddleTables,
     expected: &[ExpectedTable],
+    flat_nodes: Option<&std::path::Path>,
 ) -> Result<NodeLocations, AdoptError> {
     let (schema, prefix) = (middle.schema, middle.prefix);
     let has_ways = table_exists(client, schema, &middle.ways)?;
@@ -773,15 +805,90 @@ fn check_slim(
         }
         (true, true) => {}
     }
-    if table_exists(client, schema, &middle.nodes)? {
-        Ok(NodeLocations::Table)
-    } else {
-        // The hook for flat nodes: `NodeLocations::FlatNodes(path)` once
-        // the middle can read them, from an option naming the file.
-        Err(AdoptError::FlatNodes {
+    // osm2pgsql 1.8 creates no nodes table with --flat-nodes, and
+    // records the file nowhere (specs/osm2pgsql-middle.md §2).
+    let nodes_table = table_exists(client, schema, &middle.nodes)?;
+    match (nodes_table, flat_nodes) {
+        (true, None) => Ok(NodeLocations::Table),
+        (true, Some(file)) => Err(AdoptError::NodesTableAndFlatNodes {
             table: middle.qualified(&middle.nodes),
-        })
+            file: file.display().to_string(),
+        }),
+        (false, None) => Err(AdoptError::FlatNodes {
+            table: middle.qualified(&middle.nodes),
+        }),
+        (false, Some(file)) => check_flat_nodes_file(client, middle, file),
     }
+}
+
+/// The smallest flat-nodes file osm2pgsql writes: a new one holds
+/// 1 048 576 slots of 8 bytes (libosmium's growth step,
+/// specs/osm2pgsql-middle.md §2). A smaller file is not one of its, and
+/// opening it would extend it, which a look must not do.
+const MIN_FLAT_NODES_BYTES: u64 = 8 << 20;
+
+/// How many ways' node lists are looked up in a flat-nodes file to tell
+/// whether it is this database's.
+const FLAT_NODES_SAMPLE_WAYS: i64 = 20;
+
+/// Checks that `file` is an osm2pgsql flat-nodes file holding this
+/// database's node locations: the nodes of the first ways read are in it.
+fn check_flat_nodes_file(
+    client: &mut impl GenericClient,
+    middle: &MiddleTables,
+    file: &std::path::Path,
+) -> Result<NodeLocations, AdoptError> {
+    let bad = |why: String| AdoptError::FlatNodesFile {
+        file: file.display().to_string(),
+        why,
+    };
+    let size = match std::fs::metadata(file) {
+        Ok(metadata) if metadata.is_file() => metadata.len(),
+        Ok(_) => return Err(bad("not a file".into())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if size < MIN_FLAT_NODES_BYTES {
+        return Err(bad(format!(
+            "{size} bytes, less than the 8 MiB osm2pgsql gives every flat-nodes file: not one \
+             of its files"
+        )));
+    }
+    let nodes = super::flatnodes::FlatNodes::open(file)
+        .map_err(|e| bad(format!("cannot be opened: {e}")))?;
+    let rows = client.query(
+        &format!(
+            "SELECT id, nodes FROM {}.{} LIMIT {FLAT_NODES_SAMPLE_WAYS}",
+            quote_ident(middle.schema),
+            quote_ident(&middle.ways)
+        ),
+        &[],
+    )?;
+    let (mut found, mut missing) = (0usize, Vec::new());
+    for row in &rows {
+        let way: i64 = row.get(0);
+        for node in row.get::<_, Vec<i64>>(1) {
+            if nodes.get(node).is_some() {
+                found += 1;
+            } else {
+                missing.push((way, node));
+            }
+        }
+    }
+    // An extract's ways may lack a few nodes; a wrong file lacks them all.
+    if missing.len() > found {
+        let (way, node) = missing[0];
+        return Err(bad(format!(
+            "it has no location for {} of the {} nodes of the first ways of {} (e.g. node {node} \
+             of way {way}): not the file osm2pgsql was run with on this database",
+            missing.len(),
+            missing.len() + found,
+            middle.qualified(&middle.ways)
+        )));
+    }
+    Ok(NodeLocations::FlatNodes {
+        path: file.to_path_buf(),
+        slots: nodes.slots(),
+    })
 }
 
 /// The middle's columns, layout and the indexes osm2pgsql 1.8 builds
@@ -790,6 +897,7 @@ fn check_slim(
 fn check_middle(
     client: &mut impl GenericClient,
     middle: &MiddleTables,
+    node_locations: &NodeLocations,
 ) -> Result<(MiddleLayout, String, String), AdoptError> {
     let (schema, prefix) = (middle.schema, middle.prefix);
     let (nodes, ways, rels) = (&middle.nodes, &middle.ways, &middle.rels);
@@ -838,7 +946,8 @@ fn check_middle(
             ],
         ),
     ];
-    for (table, expected) in &middle_expected {
+    let present = middle.tables(node_locations);
+    for (table, expected) in middle_expected.iter().filter(|(t, _)| present.contains(t)) {
         let found = columns_of(client, schema, table)?;
         if let Some(mismatch) = column_mismatch(client, &found, expected)? {
             return Err(AdoptError::UnknownMiddle {
@@ -863,7 +972,7 @@ fn check_middle(
             }
         };
 
-    for table in [nodes, ways, rels] {
+    for table in present {
         if index_on(client, schema, table, &[])?.is_none() {
             return Err(AdoptError::MissingIndex {
                 table: middle.qualified(table),
@@ -1046,9 +1155,14 @@ impl Inspection {
         ));
         line(format!("  ways by node: {}", self.way_lookup));
         line(format!("  relations by member: {}", self.relation_lookup));
-        match self.node_locations {
+        match &self.node_locations {
             NodeLocations::Table => line(format!(
                 "  node locations: in {}_nodes (no flat-nodes file)",
+                s.prefix
+            )),
+            NodeLocations::FlatNodes { path, slots } => line(format!(
+                "  node locations: in the flat-nodes file {} ({slots} slots; no {}_nodes table)",
+                path.display(),
                 s.prefix
             )),
         }
@@ -1109,7 +1223,7 @@ impl Inspection {
         }
         line(format!(
             "  record the import settings ({}) and middle layout {} in {}.{PROPERTIES_TABLE}{}",
-            describe_settings(s),
+            describe_all(s),
             s.middle.format_property(),
             s.schema,
             if self.properties_table {
@@ -1173,6 +1287,15 @@ fn describe_settings(s: &ImportSettings) -> String {
         parts.push(format!("--tag-transform-script {script}"));
     }
     parts.join(", ")
+}
+
+/// The settings in a few words for the report: output options, then the
+/// flat-nodes file if any.
+fn describe_all(s: &ImportSettings) -> String {
+    match &s.flat_nodes {
+        Some(path) => format!("{}, --flat-nodes {}", describe_settings(s), path.display()),
+        None => describe_settings(s),
+    }
 }
 
 #[cfg(test)]
