@@ -51,14 +51,22 @@ impl OutputKind {
         }
     }
 
-    /// `osm2pgsql --slim --create` (or `--append`) into `schema`.
-    fn osm2pgsql(&self, url: &str, schema: &str, append: bool, file: &Path) {
+    /// `osm2pgsql --slim --create` (or `--append`) into `schema`, with
+    /// `extra` options.
+    fn osm2pgsql(&self, url: &str, schema: &str, extra: &[String], append: bool, file: &Path) {
         match self {
-            OutputKind::Classic(variant) => o2p::run(url, schema, &variant.flags, append, file),
+            OutputKind::Classic(variant) => o2p::run(
+                url,
+                schema,
+                &[&variant.flags[..], extra].concat(),
+                append,
+                file,
+            ),
             OutputKind::Flex(_) => {
                 let mut args = flags(&["--slim", if append { "--append" } else { "--create" }]);
                 args.push(format!("--middle-schema={schema}"));
                 args.extend(self.flags());
+                args.extend_from_slice(extra);
                 let env = [(FLEX_SCHEMA_VARIABLE, schema)];
                 if let Err(stderr) = o2p::try_run_with_env(url, &args, &env, file) {
                     panic!("osm2pgsql failed on {}: {stderr}", file.display());
@@ -76,6 +84,9 @@ struct Twins {
     config: PathBuf,
     client: postgres::Client,
     output: OutputKind,
+    /// Node locations in a flat-nodes file per schema
+    /// (`<dir>/<schema>.nodes`), not in nodes tables.
+    flat_nodes: bool,
 }
 
 fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
@@ -89,6 +100,10 @@ fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
 }
 
 fn twins(name: &str, input: &Path, output: OutputKind) -> Twins {
+    twins_with(name, input, output, false)
+}
+
+fn twins_with(name: &str, input: &Path, output: OutputKind, flat_nodes: bool) -> Twins {
     assert!(
         std::env::var_os(FLEX_SCHEMA_VARIABLE).is_none(),
         "{FLEX_SCHEMA_VARIABLE} must not be set for the tests: tilepipe would put its tables there"
@@ -99,17 +114,22 @@ fn twins(name: &str, input: &Path, output: OutputKind) -> Twins {
     client
         .batch_execute(&format!("CREATE SCHEMA {ADOPTED}; CREATE SCHEMA {TWIN};"))
         .unwrap();
-    for schema in [ADOPTED, TWIN] {
-        output.osm2pgsql(&url, schema, false, input);
-    }
     let config = write_config(dir.path(), ADOPTED, "");
-    Twins {
+    let twins = Twins {
         dir,
         url,
         config,
         client,
         output,
+        flat_nodes,
+    };
+    for schema in [ADOPTED, TWIN] {
+        let nodes = twins.node_options(schema);
+        twins
+            .output
+            .osm2pgsql(&twins.url, schema, &nodes, false, input);
     }
+    twins
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -144,8 +164,24 @@ fn assert_mentions(haystack: &str, needles: &[&str]) {
 }
 
 impl Twins {
+    /// The flat-nodes file of `schema`'s import.
+    fn flat_nodes_file(&self, schema: &str) -> PathBuf {
+        self.dir.path().join(format!("{schema}.nodes"))
+    }
+
+    /// `--flat-nodes FILE` for `schema`, when the twins use files.
+    fn node_options(&self, schema: &str) -> Vec<String> {
+        if self.flat_nodes {
+            let file = self.flat_nodes_file(schema);
+            flags(&["--flat-nodes", file.to_str().unwrap()])
+        } else {
+            Vec::new()
+        }
+    }
+
     fn adopt(&self) -> String {
-        let out = adopt(&self.config, &self.url, &self.output.flags());
+        let options = [self.output.flags(), self.node_options(ADOPTED)].concat();
+        let out = adopt(&self.config, &self.url, &options);
         assert_success(&out);
         text(&out.stdout)
     }
@@ -160,13 +196,15 @@ impl Twins {
             file.display(),
             text(&out.stderr)
         );
-        self.output.osm2pgsql(&self.url, TWIN, true, file);
+        let nodes = self.node_options(TWIN);
+        self.output.osm2pgsql(&self.url, TWIN, &nodes, true, file);
     }
 
     /// `osm2pgsql --append` on both schemas.
     fn osm2pgsql_both(&self, file: &Path) {
         for schema in [ADOPTED, TWIN] {
-            self.output.osm2pgsql(&self.url, schema, true, file);
+            let nodes = self.node_options(schema);
+            self.output.osm2pgsql(&self.url, schema, &nodes, true, file);
         }
     }
 
@@ -194,6 +232,19 @@ impl Twins {
             }
         };
         let middle = assert_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage);
+        if self.flat_nodes {
+            // tilepipe's writes to the file are osm2pgsql's, byte for byte
+            // at these ids.
+            let read = |schema| std::fs::read(self.flat_nodes_file(schema)).unwrap();
+            let (theirs, ours) = (read(TWIN), read(ADOPTED));
+            let first_difference = theirs.iter().zip(&ours).position(|(a, b)| a != b);
+            assert!(
+                theirs.len() == ours.len() && first_difference.is_none(),
+                "{stage}: flat-nodes files differ: {} and {} bytes, first at byte {first_difference:?}",
+                theirs.len(),
+                ours.len()
+            );
+        }
         (rows, middle)
     }
 
@@ -268,6 +319,34 @@ fn town_default_style_adopted_follows_osm2pgsql() {
     t.assert_equal("after adopt");
     let mut generator = FeedGenerator::new(town, 5, 100, chrono::Utc::now(), 60);
     t.follow(&mut generator, 8, "town default");
+}
+
+#[test]
+fn town_flat_nodes_adopted_follows_osm2pgsql() {
+    if !o2p::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (town, path) = town_file(dir.path());
+    let mut t = twins_with(
+        "adopt_town_flat",
+        &path,
+        OutputKind::Classic(default_variant()),
+        true,
+    );
+    let report = t.adopt();
+    assert_mentions(
+        &report,
+        &[
+            "node locations: in the flat-nodes file",
+            "adopted.nodes (1048576 slots; no planet_osm_nodes table)",
+            "osm2pgsql 1.8 legacy slim tables planet_osm_ways",
+            "--flat-nodes",
+        ],
+    );
+    t.assert_equal("after adopt");
+    let mut generator = FeedGenerator::new(town, 13, 100, chrono::Utc::now(), 60);
+    t.follow(&mut generator, 6, "town flat nodes");
 }
 
 #[test]
@@ -392,30 +471,61 @@ fn refuses_empty_and_non_slim_databases() {
     );
 }
 
+/// A flat-nodes import needs its file, and only it; a nodes table, none.
 #[test]
-fn refuses_flat_nodes() {
+fn refuses_flat_nodes_without_their_file_or_with_another() {
     if !o2p::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let nodes = dir.path().join("nodes.bin");
+    let style = ["-S", o2p::DEFAULT_STYLE];
     let (_dir, url, config) = town_database(
         "adopt_flat",
         &[
-            "--slim",
-            "-S",
-            o2p::DEFAULT_STYLE,
-            "--flat-nodes",
-            nodes.to_str().unwrap(),
-        ],
+            &["--slim", "--flat-nodes", nodes.to_str().unwrap()],
+            &style[..],
+        ]
+        .concat(),
     );
-    let err = refused(&config, &url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+    let with_file = |file: &Path| flags(&[&style[..], &["-F", file.to_str().unwrap()]].concat());
+    let err = refused(&config, &url, &flags(&style));
     assert_mentions(
         &err,
         &[
             "adopted.planet_osm_nodes is missing",
-            "flat nodes are not supported",
-            "--flat-nodes",
+            "pass the same file with --flat-nodes FILE",
+        ],
+    );
+    let err = refused(&config, &url, &with_file(&dir.path().join("gone.bin")));
+    assert_mentions(&err, &["gone.bin", "No such file"]);
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, [0u8; 64]).unwrap();
+    let err = refused(&config, &url, &with_file(&small));
+    assert_mentions(&err, &["64 bytes, less than the 8 MiB"]);
+    assert_eq!(
+        std::fs::metadata(&small).unwrap().len(),
+        64,
+        "left as it was"
+    );
+    let other = dir.path().join("other.bin");
+    drop(tilepipe::apply::flatnodes::FlatNodes::create(&other).unwrap());
+    let err = refused(&config, &url, &with_file(&other));
+    assert_mentions(
+        &err,
+        &[
+            "other.bin: it has no location for",
+            "not the file osm2pgsql was run with",
+        ],
+    );
+
+    let (_dir, url, config) = town_database("adopt_not_flat", &[&["--slim"], &style[..]].concat());
+    let err = refused(&config, &url, &with_file(&nodes));
+    assert_mentions(
+        &err,
+        &[
+            "adopted.planet_osm_nodes exists",
+            "adopt without --flat-nodes",
         ],
     );
 }
