@@ -280,20 +280,13 @@ impl Twins {
     }
 }
 
-fn town_file(dir: &Path) -> (OsmData, PathBuf) {
-    let town = synthetic_town();
-    let path = dir.join("town.osm");
-    town.write_osm_file(&path).unwrap();
-    (town, path)
-}
-
 #[test]
 fn town_default_style_adopted_follows_osm2pgsql() {
     if !o2p::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut t = twins(
         "adopt_town_default",
         &path,
@@ -327,7 +320,7 @@ fn town_flat_nodes_adopted_follows_osm2pgsql() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut t = twins_with(
         "adopt_town_flat",
         &path,
@@ -355,7 +348,7 @@ fn town_hstore_adopted_follows_osm2pgsql() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut t = twins(
         "adopt_town_hstore",
         &path,
@@ -400,7 +393,7 @@ fn town_flex(name: &str, diffs: usize) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let relative = format!("tests/fixtures/flex/{name}.lua");
     let config = tilepipe_testkit::paths::repo_file(&relative);
     let mut t = twins(
@@ -433,7 +426,7 @@ fn town_flex_other_configs_adopted_follow_osm2pgsql() {
 /// [`ADOPTED`] with `args` (schema options added), and a config for it.
 fn town_database(name: &str, args: &[&str]) -> (tempfile::TempDir, String, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let (_, path) = town_file(dir.path());
+    let (_, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let url = PgCluster::shared().create_database(name).unwrap();
     tilepipe_testkit::db::connect(&url)
         .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
@@ -680,7 +673,7 @@ fn refuses_tilepipe_imports_and_osm2pgsql_new_format() {
     assert_mentions(&err, &["db_format 0", "cannot be updated"]);
 
     // A tilepipe import, in its own schema.
-    let (_, town) = town_file(dir.path());
+    let (_, town) = tilepipe_testkit::town::write_town_file(dir.path());
     let ours = write_config(dir.path(), "public", "");
     assert_success(&tilepipe(&ours, &url, &["import", town.to_str().unwrap()]));
     let err = refused(&ours, &url, &[]);
@@ -885,7 +878,7 @@ fn replication_position_is_taken_over_and_kept_in_step() {
     const BY_OSM2PGSQL: u64 = 4;
     let dir = tempfile::tempdir().unwrap();
     let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let (town, town_path) = town_file(dir.path());
+    let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut generator = FeedGenerator::new(town, 23, START, start_time, 60);
     let mut diffs = Vec::new();
     let mut data_at = Vec::new();

@@ -27,7 +27,6 @@ use tilepipe::apply::settings::ImportSettings;
 use tilepipe::osm::ChangeSet;
 use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::flex_compare::{self, Sides};
-use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::{shared_data, PgCluster};
 
 /// The schema osm2pgsql writes to (tables and middle).
@@ -60,21 +59,16 @@ fn run_osm2pgsql_into(
     append: bool,
     input: &Path,
 ) -> Result<(), String> {
-    let out = Command::new("osm2pgsql")
-        .env(SCHEMA_VARIABLE, schema)
-        .args(["--slim", "-d", url, "--number-processes", "1"])
-        .arg(format!("--middle-schema={schema}"))
-        .args(["-O", "flex", "-S"])
-        .arg(config)
-        .arg(if append { "--append" } else { "--create" })
-        .arg(input)
-        .output()
-        .expect("osm2pgsql runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let args = [
+        "--slim".to_string(),
+        format!("--middle-schema={schema}"),
+        "-O".into(),
+        "flex".into(),
+        "-S".into(),
+        config.display().to_string(),
+        if append { "--append" } else { "--create" }.into(),
+    ];
+    tilepipe_testkit::osm2pgsql::try_run_with_env(url, &args, &[(SCHEMA_VARIABLE, schema)], input)
 }
 
 /// Runs osm2pgsql into schema `osm2pgsql`; its stderr when it fails.
@@ -258,19 +252,12 @@ impl Pair {
     }
 }
 
-fn town_file(dir: &Path) -> (OsmData, PathBuf) {
-    let town = synthetic_town();
-    let path = dir.join("town.osm");
-    town.write_osm_file(&path).unwrap();
-    (town, path)
-}
-
 fn town_equivalence(name: &str) {
     if !osm2pgsql_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut pair = Pair::import(name, &path);
     pair.apply_generated(&town, TOWN_DIFFS, true);
     eprintln!("{name}: {} diffs applied, equal", pair.diffs);
@@ -395,7 +382,7 @@ fn configs_run_in_osm2pgsql() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, town_path) = town_file(dir.path());
+    let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
     let mut inputs = vec![(
         "town",
         town_path,
@@ -458,7 +445,7 @@ fn comparison_accepts_osm2pgsql_against_itself() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     let diffs = generated_diffs(&town, 5, dir.path(), "town").diffs;
     for name in ["carto", "values", "routes", "shapes"] {
         let url = PgCluster::shared()
@@ -549,7 +536,7 @@ struct Broken {
 #[test]
 fn config_errors_say_what_and_where() {
     let dir = tempfile::tempdir().unwrap();
-    let (town, town_path) = town_file(dir.path());
+    let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
     let highway = town
         .ways
         .values()
@@ -675,7 +662,7 @@ fn config_errors_say_what_and_where() {
 #[test]
 fn lua_workers_refuse_configs_that_keep_state() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, town_path) = town_file(dir.path());
+    let (_, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
     let cases = [
         (
             "local_table",

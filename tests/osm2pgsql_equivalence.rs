@@ -15,7 +15,6 @@ use tilepipe_testkit::osm2pgsql::{
     self as o2p, assert_tables_equal, carto_variant, default_variant, hstore_variant, Variant,
     CLASSIC_TABLES,
 };
-use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
 
 fn osm2pgsql_available() -> bool {
@@ -69,20 +68,13 @@ fn compare(data: &OsmData, input: &Path, variant: &Variant, diffs: usize) {
     );
 }
 
-fn town_file(dir: &Path) -> (OsmData, PathBuf) {
-    let town = synthetic_town();
-    let path = dir.join("town.osm");
-    town.write_osm_file(&path).unwrap();
-    (town, path)
-}
-
 #[test]
 fn town_default_style_equals_osm2pgsql() {
     if !osm2pgsql_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     compare(&town, &path, &default_variant(), 20);
 }
 
@@ -92,7 +84,7 @@ fn town_hstore_equals_osm2pgsql() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     compare(&town, &path, &hstore_variant(), 10);
 }
 
@@ -105,7 +97,7 @@ fn town_carto_lua_equals_osm2pgsql() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (town, path) = town_file(dir.path());
+    let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
     compare(&town, &path, &variant, 10);
 }
 

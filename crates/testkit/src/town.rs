@@ -103,6 +103,15 @@ fn member(kind: ObjectType, id: i64, role: &str) -> Member {
     }
 }
 
+/// The synthetic town written as `town.osm` in `dir`, with its data.
+pub fn write_town_file(dir: &std::path::Path) -> (OsmData, std::path::PathBuf) {
+    let town = synthetic_town();
+    let path = dir.join("town.osm");
+    town.write_osm_file(&path)
+        .expect("the town file is written");
+    (town, path)
+}
+
 /// The town; see the module documentation. About 400 objects.
 pub fn synthetic_town() -> OsmData {
     let mut b = Builder {
