@@ -375,3 +375,58 @@ fn a_middle_laid_out_by_an_older_version_asks_for_a_new_import() {
         "{error}"
     );
 }
+
+/// A killed import never passes for a finished one: `apply` refuses the
+/// database (the settings go into `osm2pgsql_properties` last), and
+/// running the import again gives the same database as one clean run.
+#[test]
+fn a_killed_import_is_refused_by_apply_and_restarts_cleanly() {
+    let (Some(pbf), Some(osc)) = (
+        shared_data("liechtenstein-2013-08-03.osm.pbf"),
+        shared_data("000466354.osc.gz"),
+    ) else {
+        return;
+    };
+    let url = PgCluster::shared().create_database("import_kill").unwrap();
+    let tilepipe = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tilepipe"));
+        command
+            .args(["-c", "/dev/null", "-q", "-d", &url])
+            .args(args);
+        command
+    };
+    let pbf = pbf.to_str().unwrap();
+    let clean = |client: &mut postgres::Client| {
+        let status = tilepipe(&["import", pbf]).status().unwrap();
+        assert!(status.success(), "the import runs to its end");
+        checksums(client)
+    };
+    let mut client = connect(&url);
+    let reference = clean(&mut client);
+    let mut interrupted = 0;
+    for delay_ms in [30u64, 120, 250, 400, 600, 900] {
+        let mut child = tilepipe(&["import", pbf]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            interrupted += 1;
+            child.wait().unwrap();
+            let out = tilepipe(&["apply", osc.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("no finished tilepipe import"),
+                "apply after an import killed at {delay_ms} ms: {stderr}"
+            );
+        } else {
+            child.wait().unwrap();
+        }
+        assert_eq!(
+            clean(&mut client),
+            reference,
+            "a clean import after one killed at {delay_ms} ms"
+        );
+    }
+    assert!(interrupted > 0, "no import was interrupted");
+}

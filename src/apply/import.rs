@@ -461,12 +461,10 @@ where
     let mut control = crate::db::connect(db)?;
     super::check_extensions(&mut control)?;
     let schema = settings.schema.as_str();
-    let mut middle = Middle::new(schema, &settings.prefix);
-    if let Some(path) = &settings.flat_nodes {
-        middle = middle.with_flat_nodes(FlatNodes::create(path).map_err(MiddleError::from)?);
-    }
-    middle.create(&mut control)?;
-    create(&mut control)?;
+    // The old import's settings go first, before any of its tables or
+    // its flat-nodes file: from here on the database is not a finished
+    // import, so an import killed at any later moment is refused by
+    // `apply` rather than taken for the old one.
     crate::db::properties::ensure_table(&mut control, schema)?;
     control.execute(
         &format!(
@@ -476,6 +474,12 @@ where
         ),
         &[],
     )?;
+    let mut middle = Middle::new(schema, &settings.prefix);
+    if let Some(path) = &settings.flat_nodes {
+        middle = middle.with_flat_nodes(FlatNodes::create(path).map_err(MiddleError::from)?);
+    }
+    middle.create(&mut control)?;
+    create(&mut control)?;
 
     let started = Instant::now();
     let mut summary = ImportSummary::default();
