@@ -268,17 +268,17 @@ pub(crate) trait RowSink: Sync {
     fn qualified_name(&self, table: usize) -> String;
     /// Whether only nodes write to the table.
     fn node_only(&self, table: usize) -> bool;
-    /// Loads a table's rows with one COPY, and finishes the table when
-    /// [`RowSink::finishes_on_load`].
+    /// Loads a table's rows with one COPY (and may finish it).
     fn load(
         &self,
         client: &mut Client,
         table: usize,
         rows: Batches<Self::Row>,
     ) -> Result<(), ApplyError>;
-    /// Whether [`RowSink::load`] finishes its table (else
-    /// [`RowSink::finish`] does, after the second stage).
-    fn finishes_on_load(&self) -> bool {
+    /// Whether the table's writer finishes it ([`RowSink::finish`]) as
+    /// soon as it is loaded, while reading goes on; else it is finished
+    /// after the second stage, with the others left.
+    fn finished_after_load(&self, _table: usize) -> bool {
         true
     }
     /// Replaces the rows of `ways` in the loaded tables with `rows`.
@@ -543,8 +543,9 @@ where
         if let Some((ways, rows)) = source.second_stage(&stores.ways, &stores.locations)? {
             sink.replace_ways(&mut control, &ways, rows)?;
         }
-        if !sink.finishes_on_load() {
+        {
             let finishers: Vec<_> = (0..sink.table_count())
+                .filter(|&table| !sink.finished_after_load(table))
                 .map(|table| {
                     scope.spawn(move || -> Result<(), ApplyError> {
                         let mut client = crate::db::connect(db)?;
@@ -891,7 +892,11 @@ fn write_rows<K: RowSink>(
     batches: Receiver<Vec<K::Row>>,
 ) -> Result<(), ApplyError> {
     let mut client = crate::db::connect(db)?;
-    sink.load(&mut client, table, batches.into_iter().flatten())
+    sink.load(&mut client, table, batches.into_iter().flatten())?;
+    if sink.finished_after_load(table) {
+        sink.finish(&mut client, table)?;
+    }
+    Ok(())
 }
 
 /// Leaves no half-imported tables behind after a failure.

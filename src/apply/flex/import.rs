@@ -162,8 +162,13 @@ impl RowSink for FlexTables {
         Ok(())
     }
 
-    fn finishes_on_load(&self) -> bool {
-        false
+    /// Tables only nodes write to are complete once the nodes are read
+    /// (a second stage rewrites way rows only), so they are finished
+    /// while the ways and relations are read, as the classic output's
+    /// point table is. (A `way` table takes relations too in osm2pgsql
+    /// 1.8, so it waits for the end.)
+    fn finished_after_load(&self, table: usize) -> bool {
+        self.node_only(table)
     }
 
     fn replace_ways(
