@@ -20,6 +20,7 @@ use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::expire::batch::{self as expiry, LocalRenderer};
+use crate::expire::style_aware::StyleReads;
 use crate::metrics::Metrics;
 use crate::replication::client::FeedClient;
 use crate::replication::follower::{poll_delay, Batch, Follower};
@@ -28,9 +29,10 @@ use crate::replication::state::format_timestamp;
 use crate::services::Shutdown;
 use anyhow::{bail, Context};
 use expire_to_render::BuiltinRenderer;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, info_span, warn};
 
@@ -591,10 +593,11 @@ pub fn apply_batch(
         config.expire.all_changes,
     )?;
     if config.expire.is_active() {
-        let tiles = expiry::tiles_for_changes(
+        let tiles = expiry::tiles_for_batch(
             &result.row_changes,
             &config.expire.raster(),
             config.expire.all_changes,
+            &style_reads(config),
         )?;
         expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
     }
@@ -608,6 +611,54 @@ pub fn apply_batch(
     crate::db::properties::remove(&mut tx, schema, APPLY_FAILURE_PROPERTY)?;
     tx.commit()?;
     Ok((next, result))
+}
+
+/// What the styles of `expire.styles` that tilepipe renders (same name in
+/// `styles:`) read, for style-aware expiry; empty with
+/// `expire.style_aware: false`. Each XML file is analysed once per
+/// process (the first call logs what was understood); a style whose XML
+/// cannot be read gets every expired tile, with a warning.
+pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
+    type Key = (String, std::path::PathBuf, u32, u64);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Option<Arc<StyleReads>>>>> = OnceLock::new();
+    if !config.expire.style_aware {
+        return Arc::new(Vec::new());
+    }
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut reads = Vec::new();
+    for expiry_style in &config.expire.styles {
+        let Some(style) = config.styles.iter().find(|s| s.name == expiry_style.name) else {
+            continue;
+        };
+        let key = (
+            style.name.clone(),
+            style.xml.clone(),
+            style.tile_size,
+            style.scale.to_bits(),
+        );
+        let entry =
+            cache.entry(key).or_insert_with(|| {
+                match crate::render::style_reads::read_style(
+                    &style.name,
+                    &style.xml,
+                    style.tile_size,
+                    style.scale,
+                ) {
+                    Ok(reads) => Some(Arc::new(reads)),
+                    Err(e) => {
+                        warn!(style = %style.name, "style-aware expiry off for this style: {e}");
+                        None
+                    }
+                }
+            });
+        if let Some(r) = entry {
+            reads.push(StyleReads::clone(r));
+        }
+    }
+    Arc::new(reads)
 }
 
 /// Acts on every committed batch's expired tiles not acted on yet (after a
@@ -629,8 +680,8 @@ pub fn act_on_expired(
     for (batch_end, tiles) in expiry::pending(client, schema)? {
         info!(
             batch_end,
-            tiles = tiles.len(),
-            zoom = tiles.zoom(),
+            tiles = tiles.all.len(),
+            zoom = tiles.all.zoom(),
             "expiring tiles"
         );
         if runtime.block_on(expiry::act(
@@ -640,8 +691,8 @@ pub fn act_on_expired(
             renderer.map(|r| r as &dyn LocalRenderer),
         )) {
             if let Some(metrics) = metrics {
-                let metatiles = tiles.metatiles(tiles.zoom()).count() as u64;
-                metrics.add_expired(tiles.len(), metatiles);
+                let metatiles = tiles.all.metatiles(tiles.all.zoom()).count() as u64;
+                metrics.add_expired(tiles.all.len(), metatiles);
             }
             expiry::done(client, schema, batch_end)?;
         }
