@@ -43,6 +43,11 @@ pub struct RowChange {
     /// Whether any geometry or any column differs: a rewrite that changes
     /// nothing a style reads does not need new tiles.
     pub changed: bool,
+    /// When the object has one row before and after with the same
+    /// geometry: the columns whose values differ (lower case names as in
+    /// the table). `None` when the geometry changed, the row was created
+    /// or deleted, or the output does not tell (flex tables).
+    pub changed_columns: Option<Vec<String>>,
     /// Whether expiry looks at this row: not for `_roads` rows, which
     /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
     pub expire: bool,
@@ -301,6 +306,7 @@ impl ClassicApplier {
                 .rows(client, kind, ids.of(kind), RowsQuery::Read)?;
             row_changes.extend(pair_rows(
                 &self.tables.name(kind),
+                &self.tables.digest_column_names(kind),
                 kind != TableKind::Roads,
                 removed
                     .remove(&kind)
@@ -510,6 +516,9 @@ pub(crate) struct RowState {
     pub(crate) id: i64,
     pub(crate) geometries: Vec<Vec<u8>>,
     pub(crate) digest: i64,
+    /// Per column of the table (the `columns` given to [`pair_rows`]) a
+    /// hash of its value; empty when unknown.
+    pub(crate) column_digests: Vec<Option<i64>>,
 }
 
 impl From<StoredRow> for RowState {
@@ -518,6 +527,7 @@ impl From<StoredRow> for RowState {
             id: row.osm_id,
             geometries: vec![row.way],
             digest: row.columns_digest,
+            column_digests: row.column_digests,
         }
     }
 }
@@ -532,9 +542,30 @@ fn fingerprint(rows: &[RowState]) -> Vec<(&[Vec<u8>], i64)> {
     f
 }
 
+/// The columns whose values differ between an object's single old row
+/// and its single new row of the same geometry; `None` otherwise.
+fn changed_columns(columns: &[String], old: &[RowState], new: &[RowState]) -> Option<Vec<String>> {
+    let ([old], [new]) = (old, new) else {
+        return None;
+    };
+    let known = |r: &RowState| !columns.is_empty() && r.column_digests.len() == columns.len();
+    if old.geometries != new.geometries || !known(old) || !known(new) {
+        return None;
+    }
+    Some(
+        columns
+            .iter()
+            .zip(old.column_digests.iter().zip(&new.column_digests))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
 /// Groups old and new rows of one table by object and compares them.
 pub(crate) fn pair_rows(
     table: &str,
+    columns: &[String],
     expire: bool,
     old: impl IntoIterator<Item = RowState>,
     new: impl IntoIterator<Item = RowState>,
@@ -550,12 +581,14 @@ pub(crate) fn pair_rows(
         .into_iter()
         .map(|(osm_id, (old, new))| {
             let changed = fingerprint(&old) != fingerprint(&new);
+            let changed_columns = changed_columns(columns, &old, &new);
             RowChange {
                 table: table.to_string(),
                 osm_id,
                 old: old.into_iter().flat_map(|r| r.geometries).collect(),
                 new: new.into_iter().flat_map(|r| r.geometries).collect(),
                 changed,
+                changed_columns,
                 expire,
                 expire_feeds: Vec::new(),
             }

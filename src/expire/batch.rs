@@ -305,7 +305,9 @@ impl BatchTiles {
 
 /// The tiles the row changes of one batch expire, as
 /// [`tiles_for_changes`], and per style in `styles` its own sets
-/// ([`StyleReads::zooms_for`]).
+/// ([`StyleReads::zooms_for`]): a row whose geometry stayed the same
+/// counts only for layers reading one of its
+/// [`RowChange::changed_columns`].
 ///
 /// Style-aware sets also look at rows expiry otherwise skips as
 /// duplicates (`_roads`, whose rows repeat `_line` rows): a style that
@@ -333,10 +335,14 @@ pub fn tiles_for_batch(
             if geometries.is_empty() {
                 continue;
             }
-            // RowChange says whether anything changed, not which
-            // columns: every layer reading the table counts.
+            // With all_changes a row may have changed nothing at all;
+            // it then counts for every layer reading its table.
+            let columns = change
+                .changed_columns
+                .as_deref()
+                .filter(|c| change.changed || !c.is_empty());
             let object = RowLabel(&change.table, change.osm_id);
-            per_style.expire_row(&object, &change.table, &geometries, None)?;
+            per_style.expire_row(&object, &change.table, &geometries, columns)?;
         }
     }
     Ok(BatchTiles {
@@ -625,6 +631,7 @@ mod tests {
             old: vec![point.clone()],
             new: vec![point],
             changed: false,
+            changed_columns: None,
             expire: true,
             expire_feeds: Vec::new(),
         };

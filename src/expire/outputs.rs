@@ -366,6 +366,7 @@ mod tests {
             old: Vec::new(),
             new: Vec::new(),
             changed,
+            changed_columns: None,
             expire: true,
             expire_feeds: feeds,
         }

@@ -262,9 +262,11 @@ impl FlexApplier {
                 id: self.row_id(table, &row),
                 geometries: row.geometries.into_iter().map(|(_, g)| g).collect(),
                 digest: row.digest,
+                column_digests: Vec::new(),
             };
             let mut paired = pair_rows(
                 &definition.name,
+                &[],
                 expire,
                 old.into_iter().map(state),
                 new.into_iter().map(state),
