@@ -67,6 +67,8 @@ pub fn read_style(
         path: path.to_path_buf(),
         source,
     })?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let xml = expand_entities(&xml, base, 0)?;
     let reads = analyse_style(style, &xml, tile_size, scale)?;
     for layer in &reads.layers {
         debug!(
@@ -88,6 +90,73 @@ pub fn read_style(
         reads.layers.len()
     );
     Ok(reads)
+}
+
+/// Replaces the general entities a DOCTYPE declares (`<!ENTITY name
+/// "text">`, `<!ENTITY name SYSTEM "file.xml">`, files relative to
+/// `base`) by their text, as libxml2 does for Mapnik (`XML_PARSE_NOENT`);
+/// styles split into files (older openstreetmap-carto) need it.
+fn expand_entities(
+    xml: &str,
+    base: &std::path::Path,
+    depth: usize,
+) -> Result<String, StyleReadsError> {
+    let Some(start) = xml.find("<!DOCTYPE") else {
+        return Ok(xml.to_string());
+    };
+    let Some(open) = xml[start..].find('[').map(|i| start + i) else {
+        return Ok(xml.to_string());
+    };
+    let Some(close) = xml[open..].find("]>").map(|i| open + i) else {
+        return Ok(xml.to_string());
+    };
+    let mut entities: Vec<(String, String)> = Vec::new();
+    let mut rest = &xml[open + 1..close];
+    while let Some(i) = rest.find("<!ENTITY") {
+        rest = &rest[i + "<!ENTITY".len()..];
+        let end = rest.find('>').unwrap_or(rest.len());
+        let decl = rest[..end].trim();
+        rest = &rest[end..];
+        if decl.starts_with('%') {
+            continue;
+        }
+        let (name, def) = decl.split_once(char::is_whitespace).unwrap_or((decl, ""));
+        let def = def.trim();
+        let quoted = |t: &str| {
+            let q = t.chars().next()?;
+            (q == '"' || q == '\'').then(|| t[1..].split(q).next().unwrap_or("").to_string())
+        };
+        let value = if let Some(system) = def.strip_prefix("SYSTEM") {
+            let file = quoted(system.trim()).unwrap_or_default();
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| StyleReadsError::Read { path, source })?;
+            // An included file may start with its own XML declaration.
+            match text.strip_prefix("<?xml") {
+                Some(t) => t
+                    .split_once("?>")
+                    .map_or(String::new(), |(_, t)| t.to_string()),
+                None => text,
+            }
+        } else {
+            quoted(def).unwrap_or_default()
+        };
+        entities.push((name.to_string(), value));
+    }
+    let mut body = xml[close + 2..].to_string();
+    for (name, value) in &entities {
+        body = body.replace(&format!("&{name};"), value);
+    }
+    // Entities using entities: expand again, a few levels deep.
+    if depth < 8
+        && entities
+            .iter()
+            .any(|(n, _)| body.contains(&format!("&{n};")))
+    {
+        let again = format!("{}{}", &xml[..close + 2], body);
+        return expand_entities(&again, base, depth + 1);
+    }
+    Ok(format!("{}{body}", &xml[..start]))
 }
 
 fn describe(reads: &Reads) -> String {
@@ -163,6 +232,8 @@ pub fn analyse_style(
     let mut datasource_open: Option<(Option<String>, DatasourceDef)> = None;
     let mut inside = Inside::Other;
     let mut text = String::new();
+    // An entity nobody expanded may hide layers: nothing can be assumed.
+    let mut unresolved = false;
     loop {
         let event = reader.read_event().map_err(|e| StyleReadsError::Xml {
             position: reader.buffer_position(),
@@ -197,7 +268,10 @@ pub fn analyse_style(
             Event::CData(t) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
             Event::GeneralRef(r) => {
                 let name = String::from_utf8_lossy(r.as_ref()).into_owned();
-                text.push_str(&resolve_reference(&name));
+                match resolve_reference(&name) {
+                    Some(resolved) => text.push_str(&resolved),
+                    None => unresolved = true,
+                }
             }
             Event::End(e) => {
                 let value = std::mem::take(&mut text);
@@ -261,6 +335,9 @@ pub fn analyse_style(
             }
             _ => {}
         }
+    }
+    if unresolved {
+        return Ok(StyleReads::everything(style));
     }
     let layers = layers
         .iter()
@@ -383,25 +460,22 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// The text of an entity or character reference (`&lt;`, `&#62;`).
-fn resolve_reference(name: &str) -> String {
+/// The text of a predefined entity or a character reference (`&lt;`,
+/// `&#62;`); `None` for anything else.
+fn resolve_reference(name: &str) -> Option<String> {
     match name {
-        "lt" => "<".into(),
-        "gt" => ">".into(),
-        "amp" => "&".into(),
-        "quot" => "\"".into(),
-        "apos" => "'".into(),
+        "lt" => Some("<".into()),
+        "gt" => Some(">".into()),
+        "amp" => Some("&".into()),
+        "quot" => Some("\"".into()),
+        "apos" => Some("'".into()),
         _ => {
             let code = if let Some(hex) = name.strip_prefix("#x") {
                 u32::from_str_radix(hex, 16).ok()
             } else {
                 name.strip_prefix('#').and_then(|d| d.parse().ok())
             };
-            // An unknown entity: keep it visible, so it reads as an odd
-            // token rather than disappearing.
-            code.and_then(char::from_u32)
-                .map(String::from)
-                .unwrap_or_else(|| format!("&{name};"))
+            code.and_then(char::from_u32).map(String::from)
         }
     }
 }
@@ -1045,6 +1119,35 @@ mod tests {
             reads.zooms_for("planet_osm_polygon", None),
             ZoomMask::range(14, 30).union(ZoomMask::range(11, 11))
         );
+    }
+
+    #[test]
+    fn entities_are_expanded_or_everything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("layers.xml"),
+            r#"<?xml version="1.0"?>
+<Layer name="roads" maximum-scale-denominator="&lowzoom;"><StyleName>s</StyleName>
+  <Datasource><Parameter name="type">postgis</Parameter><Parameter name="table">planet_osm_roads</Parameter></Datasource>
+</Layer>"#,
+        )
+        .unwrap();
+        let xml = r#"<?xml version="1.0"?>
+<!DOCTYPE Map [
+<!ENTITY % params SYSTEM "none.xml">
+<!ENTITY lowzoom "750000">
+<!ENTITY layers SYSTEM "layers.xml">
+]>
+<Map><Style name="s"><Rule><LineSymbolizer/></Rule></Style>&layers;</Map>"#;
+        let path = dir.path().join("style.xml");
+        std::fs::write(&path, xml).unwrap();
+        let reads = read_style("s", &path, 256, 1.0).unwrap();
+        assert_eq!(reads.layers.len(), 1, "{reads:?}");
+        assert_eq!(reads.layers[0].zooms, ZoomMask::range(10, 30));
+        assert_eq!(reads.layers[0].tables, only(&["planet_osm_roads"]));
+        // Not expanded (no file reading): the whole style reads everything.
+        let reads = analyse_style("s", xml, 256, 1.0).unwrap();
+        assert_eq!(reads, StyleReads::everything("s"));
     }
 
     #[test]
