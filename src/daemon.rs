@@ -265,6 +265,9 @@ impl Daemon {
         }
         self.report_position(&position);
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
+        // Each style's XML is analysed now, so the log says at start what
+        // style-aware expiry understood.
+        style_reads(&self.config);
         // Tiles of batches committed before a crash are acted on first.
         let client = match &mut self.session {
             Some(session) => &mut session.client,

@@ -623,6 +623,89 @@ mod tests {
     }
 
     #[test]
+    fn two_styles_over_one_database_expire_differently() {
+        use super::super::style_aware::{LayerReads, Reads, ZoomMask};
+        let layer = |table: &str, column: &str, zooms| LayerReads {
+            name: format!("{table} {column}"),
+            tables: Reads::Only([table.to_string()].into()),
+            columns: Reads::Only([column.to_string()].into()),
+            zooms,
+        };
+        // Buildings from z14 in one style, from z12 in the other, which
+        // also draws land use from z10.
+        let styles = [
+            StyleReads {
+                style: "plain".into(),
+                layers: vec![layer(
+                    "planet_osm_polygon",
+                    "building",
+                    ZoomMask::range(14, 18),
+                )],
+            },
+            StyleReads {
+                style: "detailed".into(),
+                layers: vec![
+                    layer("planet_osm_polygon", "building", ZoomMask::range(12, 18)),
+                    layer("planet_osm_polygon", "landuse", ZoomMask::range(10, 18)),
+                ],
+            },
+        ];
+        let square = geo::Polygon::new(
+            geo::LineString::from(vec![
+                (1_000_000.0, 6_000_000.0),
+                (1_000_050.0, 6_000_000.0),
+                (1_000_050.0, 6_000_050.0),
+                (1_000_000.0, 6_000_000.0),
+            ]),
+            Vec::new(),
+        );
+        let ewkb = crate::apply::geom::ewkb::polygon(&square);
+        let building_change = RowChange {
+            table: "planet_osm_polygon".into(),
+            osm_id: 3,
+            old: vec![ewkb.clone()],
+            new: vec![ewkb.clone()],
+            changed: true,
+            changed_columns: Some(vec!["building".into()]),
+            expire: true,
+            expire_feeds: Vec::new(),
+        };
+        let raster = ExpireConfig::default().raster();
+        let batch = tiles_for_batch(
+            std::slice::from_ref(&building_change),
+            &raster,
+            false,
+            &styles,
+        )
+        .unwrap();
+        let zooms = |style: &str| -> Vec<u8> {
+            (0..=18)
+                .filter(|&z| !batch.metatiles(style, z).is_empty())
+                .collect()
+        };
+        assert_eq!(zooms("plain"), (14..=18).collect::<Vec<_>>());
+        assert_eq!(zooms("detailed"), (12..=18).collect::<Vec<_>>());
+        // A style without known reads gets everything.
+        assert_eq!(zooms("other"), (0..=18).collect::<Vec<_>>());
+        // A moved building counts for every layer reading the table.
+        let moved = RowChange {
+            changed_columns: None,
+            ..building_change.clone()
+        };
+        let batch = tiles_for_batch(&[moved], &raster, false, &styles).unwrap();
+        assert!(!batch.metatiles("detailed", 10).is_empty());
+        assert!(batch.metatiles("plain", 13).is_empty());
+        // A tag only land use reads: nothing for the plain style.
+        let landuse = RowChange {
+            changed_columns: Some(vec!["landuse".into()]),
+            ..building_change
+        };
+        let batch = tiles_for_batch(&[landuse], &raster, false, &styles).unwrap();
+        assert!(batch.styles["plain"].is_empty());
+        assert!(!batch.metatiles("detailed", 10).is_empty());
+    }
+
+    #[test]
     fn unchanged_rows_expire_nothing_unless_all_changes() {
         let point = crate::apply::geom::ewkb::point(&geo::Point::new(1_000_000.0, 6_000_000.0));
         let change = RowChange {
