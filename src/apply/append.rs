@@ -46,7 +46,7 @@ pub struct RowChange {
     /// When the object has one row before and after with the same
     /// geometry: the columns whose values differ (lower case names as in
     /// the table). `None` when the geometry changed, the row was created
-    /// or deleted, or the output does not tell (flex tables).
+    /// or deleted, or an object has several rows in the table.
     pub changed_columns: Option<Vec<String>>,
     /// Whether expiry looks at this row: not for `_roads` rows, which
     /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
