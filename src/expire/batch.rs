@@ -320,7 +320,7 @@ pub fn tiles_for_batch(
     styles: &[StyleReads],
 ) -> Result<BatchTiles, ExpireError> {
     let all = tiles_for_changes(changes, config, all_changes)?;
-    let mut per_style = StyleExpirers::new(config, styles);
+    let mut per_style = StyleExpirers::new(config, styles)?;
     if !styles.is_empty() {
         for change in changes {
             if !(all_changes || change.changed) {
@@ -703,6 +703,34 @@ mod tests {
         let batch = tiles_for_batch(&[landuse], &raster, false, &styles).unwrap();
         assert!(batch.styles["plain"].is_empty());
         assert!(!batch.metatiles("detailed", 10).is_empty());
+    }
+
+    #[test]
+    fn a_style_over_the_overall_limit_gets_every_tile() {
+        let reads = [StyleReads::everything("s")];
+        let points: Vec<RowChange> = (0..5)
+            .map(|i| {
+                let p = geo::Point::new(1_000_000.0 + f64::from(i) * 10_000.0, 6_000_000.0);
+                let ewkb = crate::apply::geom::ewkb::point(&p);
+                RowChange {
+                    table: "planet_osm_point".into(),
+                    osm_id: i64::from(i),
+                    old: Vec::new(),
+                    new: vec![ewkb],
+                    changed: true,
+                    changed_columns: None,
+                    expire: true,
+                    expire_feeds: Vec::new(),
+                }
+            })
+            .collect();
+        let mut raster = ExpireConfig::default().raster();
+        let batch = tiles_for_batch(&points, &raster, false, &reads).unwrap();
+        assert!(batch.styles.contains_key("s"));
+        // A point expires 1 to 4 tiles: five of them pass 4.
+        raster.max_tiles_overall = 4;
+        let batch = tiles_for_batch(&points, &raster, false, &reads).unwrap();
+        assert!(!batch.styles.contains_key("s"));
     }
 
     #[test]

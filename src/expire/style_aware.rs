@@ -284,18 +284,44 @@ pub fn styles_from_bytes(mut bytes: &[u8]) -> std::io::Result<StylesTiles> {
     Ok(styles)
 }
 
-/// Collects each style's tile sets: one [`Expirer`] per (style, zoom mask).
+/// Collects each style's tile sets. Each row is rasterised once, into a
+/// scratch [`Expirer`] (which applies the per-geometry limit), and its
+/// tiles are added to the set of every style's zoom mask for the row.
 pub(crate) struct StyleExpirers<'a> {
-    raster: RasterSettings,
-    styles: Vec<(&'a StyleReads, BTreeMap<ZoomMask, Expirer>)>,
+    row: Expirer,
+    max_tiles_overall: u64,
+    styles: Vec<StyleSets<'a>>,
+}
+
+struct StyleSets<'a> {
+    reads: &'a StyleReads,
+    groups: BTreeMap<ZoomMask, TileSet>,
+    /// Tiles in all groups (a tile in two groups counts twice), against
+    /// `max_tiles_overall`.
+    total: u64,
+    /// Set once the overall limit was reached: the style then falls back
+    /// to the batch's full set, which has every tile of its rows.
+    full: bool,
 }
 
 impl<'a> StyleExpirers<'a> {
-    pub(crate) fn new(raster: &RasterSettings, styles: &'a [StyleReads]) -> Self {
-        StyleExpirers {
-            raster: raster.clone(),
-            styles: styles.iter().map(|s| (s, BTreeMap::new())).collect(),
-        }
+    pub(crate) fn new(
+        raster: &RasterSettings,
+        styles: &'a [StyleReads],
+    ) -> Result<Self, ExpireError> {
+        Ok(StyleExpirers {
+            row: Expirer::new(raster.clone())?,
+            max_tiles_overall: raster.max_tiles_overall,
+            styles: styles
+                .iter()
+                .map(|reads| StyleSets {
+                    reads,
+                    groups: BTreeMap::new(),
+                    total: 0,
+                    full: false,
+                })
+                .collect(),
+        })
     }
 
     /// Expires one row's old and new geometries for every style that
@@ -307,32 +333,64 @@ impl<'a> StyleExpirers<'a> {
         geometries: &[&[u8]],
         changed_columns: Option<&[String]>,
     ) -> Result<(), ExpireError> {
-        for (reads, expirers) in &mut self.styles {
-            let mask = reads.zooms_for(table, changed_columns);
-            if mask.is_empty() {
+        let masks: Vec<ZoomMask> = self
+            .styles
+            .iter()
+            .map(|s| s.reads.zooms_for(table, changed_columns))
+            .collect();
+        if masks.iter().all(|m| m.is_empty()) {
+            return Ok(());
+        }
+        self.row.expire_ewkb(object, geometries.iter().copied())?;
+        let tiles = self.row.take_tiles();
+        if tiles.is_empty() {
+            return Ok(());
+        }
+        for (sets, mask) in self.styles.iter_mut().zip(masks) {
+            if mask.is_empty() || sets.full {
                 continue;
             }
-            let expirer = match expirers.entry(mask) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(Expirer::new(self.raster.clone())?)
+            let new = sets
+                .groups
+                .get(&mask)
+                .map_or(tiles.len(), |group| group.count_missing(&tiles));
+            if sets.total + new > self.max_tiles_overall {
+                tracing::warn!(
+                    style = %sets.reads.style,
+                    limit = self.max_tiles_overall,
+                    "style-aware expiry: over {} tiles in this batch; the style gets every expired tile instead",
+                    self.max_tiles_overall
+                );
+                sets.full = true;
+                sets.groups.clear();
+                continue;
+            }
+            sets.total += new;
+            match sets.groups.entry(mask) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().union_with(&tiles)
                 }
-            };
-            expirer.expire_ewkb(object, geometries.iter().copied())?;
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(tiles.clone());
+                }
+            }
         }
         Ok(())
     }
 
+    /// The styles' sets; styles over the overall limit are left out, so
+    /// they act on the batch's full set.
     pub(crate) fn finish(self) -> StylesTiles {
         self.styles
             .into_iter()
-            .map(|(reads, expirers)| {
-                let groups = expirers
+            .filter(|sets| !sets.full)
+            .map(|sets| {
+                let groups = sets
+                    .groups
                     .into_iter()
-                    .map(|(mask, e)| (mask, e.into_tiles()))
                     .filter(|(_, set)| !set.is_empty())
                     .collect();
-                (reads.style.clone(), StyleTiles { groups })
+                (sets.reads.style.clone(), StyleTiles { groups })
             })
             .collect()
     }
