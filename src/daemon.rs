@@ -616,8 +616,9 @@ pub fn apply_batch(
     Ok((next, result))
 }
 
-/// What the styles of `expire.styles` that tilepipe renders (same name in
-/// `styles:`) read, for style-aware expiry; empty with
+/// What the styles of `expire.styles` read, for style-aware expiry: the
+/// XML of the `styles:` entry of the same name (styles tilepipe renders),
+/// else the entry's own `xml` (256 px tiles, scale 1); empty with
 /// `expire.style_aware: false`. Each XML file is analysed once per
 /// process (the first call logs what was understood); a style whose XML
 /// cannot be read gets every expired tile, with a warning.
@@ -633,26 +634,20 @@ pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
         .unwrap_or_else(|e| e.into_inner());
     let mut reads = Vec::new();
     for expiry_style in &config.expire.styles {
-        let Some(style) = config.styles.iter().find(|s| s.name == expiry_style.name) else {
-            continue;
+        let rendered = config.styles.iter().find(|s| s.name == expiry_style.name);
+        let (xml, tile_size, scale) = match (rendered, &expiry_style.xml) {
+            (Some(style), _) => (&style.xml, style.tile_size, style.scale),
+            (None, Some(xml)) => (xml, 256, 1.0),
+            (None, None) => continue,
         };
-        let key = (
-            style.name.clone(),
-            style.xml.clone(),
-            style.tile_size,
-            style.scale.to_bits(),
-        );
+        let name = &expiry_style.name;
+        let key = (name.clone(), xml.clone(), tile_size, scale.to_bits());
         let entry =
             cache.entry(key).or_insert_with(|| {
-                match crate::render::style_reads::read_style(
-                    &style.name,
-                    &style.xml,
-                    style.tile_size,
-                    style.scale,
-                ) {
+                match crate::render::style_reads::read_style(name, xml, tile_size, scale) {
                     Ok(reads) => Some(Arc::new(reads)),
                     Err(e) => {
-                        warn!(style = %style.name, "style-aware expiry off for this style: {e}");
+                        warn!(style = %name, "style-aware expiry off for this style: {e}");
                         None
                     }
                 }

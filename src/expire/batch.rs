@@ -91,6 +91,11 @@ pub struct StyleExpiry {
     /// Refresh the low zooms on a schedule instead of after edits.
     #[serde(default)]
     pub low_zooms: Option<super::schedule::LowZoomSchedule>,
+    /// The style's Mapnik XML when another renderer draws it (renderd's
+    /// `XML=`), for style-aware expiry with 256 px tiles at scale 1;
+    /// styles tilepipe renders use their `styles:` entry instead.
+    #[serde(default)]
+    pub xml: Option<PathBuf>,
 }
 
 fn default_style_min_zoom() -> u8 {
