@@ -28,7 +28,8 @@ fn tile_of(lon: f64, lat: f64, z: u8) -> Tile {
     Tile { z, x, y }
 }
 
-fn tilepipe(config: &Path, url: &str, args: &[&str]) {
+/// Runs tilepipe; returns its log (stderr).
+fn tilepipe(config: &Path, url: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
         .args(["-c", config.to_str().unwrap(), "-d", url])
         .args(args)
@@ -39,6 +40,7 @@ fn tilepipe(config: &Path, url: &str, args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The first node's location of `way`.
@@ -70,8 +72,9 @@ fn touched_zooms(store: &TileStore, (lon, lat): (f64, f64)) -> Vec<u8> {
 }
 
 /// Imports the town, then applies the building change and the road change
-/// as two batches; returns the zooms touched after each.
-fn run(dir: &Path, style_aware: bool) -> (Vec<u8>, Vec<u8>) {
+/// as two batches; returns the zooms touched after each and the log of
+/// the first catchup.
+fn run(dir: &Path, style_aware: bool) -> (Vec<u8>, Vec<u8>, String) {
     let town = synthetic_town();
     let osm = dir.join("town.osm");
     town.write_osm_file(&osm).unwrap();
@@ -140,25 +143,32 @@ fn run(dir: &Path, style_aware: bool) -> (Vec<u8>, Vec<u8>) {
         &["init", "--server", &feed_url, "--sequence", &sequence],
     );
 
-    tilepipe(&config, &url, &["catchup", "--once"]);
+    let log = tilepipe(&config, &url, &["catchup", "--once"]);
     let after_building = touched_zooms(&store, where_is(&town, &building));
     tilepipe(&config, &url, &["catchup"]);
     let after_road = touched_zooms(&store, where_is(&town, &road));
-    (after_building, after_road)
+    (after_building, after_road, log)
 }
 
 #[test]
 fn style_aware_expiry_skips_zooms_the_style_does_not_draw() {
     let dir = tempfile::tempdir().unwrap();
-    let (building, road) = run(dir.path(), true);
+    let (building, road, log) = run(dir.path(), true);
     assert_eq!(building, (14..=18).collect::<Vec<_>>(), "building change");
     assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
+    assert_eq!(
+        log.matches("style-aware expiry: 10 of 10 layers understood")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]
 fn without_style_awareness_every_zoom_is_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let (building, road) = run(dir.path(), false);
+    let (building, road, log) = run(dir.path(), false);
     assert_eq!(building, (10..=18).collect::<Vec<_>>(), "building change");
     assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
+    assert!(!log.contains("style-aware expiry"), "{log}");
 }

@@ -32,7 +32,7 @@ use tracing::{debug, info};
 pub const SCALE_Z0: f64 = 559_082_264.028;
 
 /// Highest zoom computed.
-const MAX_ZOOM: u8 = 30;
+const MAX_ZOOM: u8 = 31;
 
 /// Why a style's reads could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -984,7 +984,7 @@ mod tests {
         // z13 = 68247, z14 = 34124: "from z14 on" is max 50000.
         assert_eq!(
             zooms_between(0.0, 50_000.0, 256, 1.0),
-            ZoomMask::range(14, 30)
+            ZoomMask::range(14, 31)
         );
         assert_eq!(
             zooms_between(100_000.0, 750_000.0, 256, 1.0),
@@ -998,11 +998,11 @@ mod tests {
         // 512 px tiles at scale 1 are one zoom further in; at scale 2 the same.
         assert_eq!(
             zooms_between(0.0, 50_000.0, 512, 1.0),
-            ZoomMask::range(13, 30)
+            ZoomMask::range(13, 31)
         );
         assert_eq!(
             zooms_between(0.0, 50_000.0, 512, 2.0),
-            ZoomMask::range(14, 30)
+            ZoomMask::range(14, 31)
         );
     }
 
@@ -1101,7 +1101,7 @@ mod tests {
         let reads = analyse_style("s", SMALL, 256, 1.0).unwrap();
         let layer = |n: &str| reads.layers.iter().find(|l| l.name == n).unwrap();
         // Layer to z10, rule from z14: z14 on.
-        assert_eq!(layer("buildings").zooms, ZoomMask::range(14, 30));
+        assert_eq!(layer("buildings").zooms, ZoomMask::range(14, 31));
         assert_eq!(layer("buildings").tables, only(&["planet_osm_polygon"]));
         assert_eq!(layer("buildings").columns, only(&["building", "way"]));
         // An undefined style counts as drawing everywhere in the layer's range.
@@ -1110,14 +1110,14 @@ mod tests {
         // Two rules: z11 (272989) and z12 (136495) in [200000, 400000)? z11 only; and z15 on.
         assert_eq!(
             layer("points").zooms,
-            ZoomMask::range(11, 11).union(ZoomMask::range(15, 30))
+            ZoomMask::range(11, 11).union(ZoomMask::range(15, 31))
         );
         assert!(!layer("points").understood());
         assert_eq!(layer("coast").tables, only(&[]));
         assert_eq!(reads.counts(), (3, 1));
         assert_eq!(
             reads.zooms_for("planet_osm_polygon", None),
-            ZoomMask::range(14, 30).union(ZoomMask::range(11, 11))
+            ZoomMask::range(14, 31).union(ZoomMask::range(11, 11))
         );
     }
 
@@ -1143,7 +1143,7 @@ mod tests {
         std::fs::write(&path, xml).unwrap();
         let reads = read_style("s", &path, 256, 1.0).unwrap();
         assert_eq!(reads.layers.len(), 1, "{reads:?}");
-        assert_eq!(reads.layers[0].zooms, ZoomMask::range(10, 30));
+        assert_eq!(reads.layers[0].zooms, ZoomMask::range(10, 31));
         assert_eq!(reads.layers[0].tables, only(&["planet_osm_roads"]));
         // Not expanded (no file reading): the whole style reads everything.
         let reads = analyse_style("s", xml, 256, 1.0).unwrap();
@@ -1162,14 +1162,14 @@ mod tests {
             "{reads:#?}"
         );
         let layer = |n: &str| reads.layers.iter().find(|l| l.name == n).unwrap();
-        assert_eq!(layer("buildings").zooms, ZoomMask::range(14, 30));
+        assert_eq!(layer("buildings").zooms, ZoomMask::range(14, 31));
         assert_eq!(layer("roads-low").zooms, ZoomMask::range(10, 12));
         assert_eq!(layer("roads-low").tables, only(&["planet_osm_roads"]));
         assert_eq!(layer("roads").tables, only(&["planet_osm_line"]));
         let building = ["building".to_string()];
         assert_eq!(
             reads.zooms_for("planet_osm_polygon", Some(&building)),
-            ZoomMask::range(14, 30)
+            ZoomMask::range(14, 31)
         );
         let highway = ["highway".to_string()];
         assert!(reads
