@@ -270,7 +270,14 @@ pub fn analyse_style(
                 let name = String::from_utf8_lossy(r.as_ref()).into_owned();
                 match resolve_reference(&name) {
                     Some(resolved) => text.push_str(&resolved),
-                    None => unresolved = true,
+                    None => {
+                        tracing::warn!(
+                            style,
+                            entity = %name,
+                            "style-aware expiry: entity &{name}; not expanded, the style counts as reading everything"
+                        );
+                        unresolved = true;
+                    }
                 }
             }
             Event::End(e) => {
