@@ -172,3 +172,69 @@ fn without_style_awareness_every_zoom_is_expired() {
     assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
     assert!(!log.contains("style-aware expiry"), "{log}");
 }
+
+/// Generated minutely diffs over the town, applied in-process: per zoom,
+/// the metatiles the project's style gets with style-aware expiry against
+/// those every style gets without it, counted per changed row (as if each
+/// row were in a part of the map of its own: the town is one metatile
+/// wide at low zooms, so per batch every diff touches it). Never more;
+/// fewer in total.
+#[test]
+fn generated_diffs_expire_fewer_metatiles() {
+    use tilepipe::apply::append::Applier;
+    use tilepipe::apply::settings::ImportSettings;
+    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
+    use tilepipe::osm::ChangeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let osm = dir.path().join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let url = PgCluster::shared()
+        .create_database("expire_style_aware_generated")
+        .unwrap();
+    let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+    tilepipe::apply::import::import(&db, &osm, &ImportSettings::default(), 1).unwrap();
+    let mut client = tilepipe::db::connect(&db).unwrap();
+    let settings = ImportSettings::load(&mut client, "public")
+        .unwrap()
+        .unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
+    let reads = [tilepipe::render::style_reads::read_style(STYLE, &xml, 256, 1.0).unwrap()];
+    let raster = ExpireConfig::default().raster();
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let mut generator = tilepipe_testkit::FeedGenerator::new(town, 17, START, start, 60);
+    // Per zoom 10..=18: (style-aware, all).
+    let mut counts = [(0usize, 0usize); 9];
+    // Changed rows, and of them those whose geometry stayed the same.
+    let (mut rows, mut same_geometry) = (0, 0);
+    for _ in 0..30 {
+        let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
+        let mut tx = client.transaction().unwrap();
+        let result = applier.apply(&mut tx, &changes).unwrap();
+        tx.commit().unwrap();
+        for change in result.row_changes.iter().filter(|c| c.changed) {
+            rows += 1;
+            same_geometry += usize::from(change.changed_columns.is_some());
+            let row = std::slice::from_ref(change);
+            let batch = tiles_for_batch(row, &raster, false, &reads).unwrap();
+            for (i, z) in (10..=18u8).enumerate() {
+                let aware = batch.metatiles(STYLE, z).len();
+                // `_roads` rows repeat `_line` rows: the plain set skips them.
+                let all = batch.all.metatiles(z).count();
+                if change.expire {
+                    assert!(aware <= all, "z{z}: {aware} > {all} for {change:?}");
+                }
+                counts[i].0 += aware;
+                counts[i].1 += all;
+            }
+        }
+    }
+    for (i, (aware, all)) in counts.iter().enumerate() {
+        eprintln!("z{}: {aware} of {all} metatiles", i + 10);
+    }
+    let (aware, all) = counts.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    eprintln!("total: {aware} of {all} metatiles; {same_geometry} of {rows} changed rows kept their geometry");
+    assert!(aware < all, "{aware} of {all}");
+}
