@@ -12,7 +12,7 @@ use super::actions::{
     self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
 };
 use super::raster::{ExpireError, Expirer, PolygonMode, RasterSettings};
-use super::style_aware::{self, StyleExpirers, StyleReads, StylesTiles};
+use super::style_aware::{self, RowFacts, StyleExpirers, StyleReads, StylesTiles};
 use super::tileset::TileSet;
 use crate::apply::append::RowChange;
 use crate::db::quote_ident;
@@ -346,8 +346,12 @@ pub fn tiles_for_batch(
                 .changed_columns
                 .as_deref()
                 .filter(|c| change.changed || !c.is_empty());
+            let facts = RowFacts {
+                changed_columns: columns,
+                null_columns: change.null_columns.as_deref(),
+            };
             let object = RowLabel(&change.table, change.osm_id);
-            per_style.expire_row(&object, &change.table, &geometries, columns)?;
+            per_style.expire_row(&object, &change.table, &geometries, facts)?;
         }
     }
     Ok(BatchTiles {
@@ -635,6 +639,7 @@ mod tests {
             tables: Reads::Only([table.to_string()].into()),
             columns: Reads::Only([column.to_string()].into()),
             zooms,
+            requires: Vec::new(),
         };
         // Buildings from z14 in one style, from z12 in the other, which
         // also draws land use from z10.
@@ -672,6 +677,7 @@ mod tests {
             new: vec![ewkb.clone()],
             changed: true,
             changed_columns: Some(vec!["building".into()]),
+            null_columns: None,
             expire: true,
             expire_feeds: Vec::new(),
         };
@@ -695,6 +701,7 @@ mod tests {
         // A moved building counts for every layer reading the table.
         let moved = RowChange {
             changed_columns: None,
+            null_columns: None,
             ..building_change.clone()
         };
         let batch = tiles_for_batch(&[moved], &raster, false, &styles).unwrap();
@@ -724,6 +731,7 @@ mod tests {
                     new: vec![ewkb],
                     changed: true,
                     changed_columns: None,
+                    null_columns: None,
                     expire: true,
                     expire_feeds: Vec::new(),
                 }
@@ -748,6 +756,7 @@ mod tests {
             new: vec![point],
             changed: false,
             changed_columns: None,
+            null_columns: None,
             expire: true,
             expire_feeds: Vec::new(),
         };

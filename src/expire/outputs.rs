@@ -367,6 +367,7 @@ mod tests {
             new: Vec::new(),
             changed,
             changed_columns: None,
+            null_columns: None,
             expire: true,
             expire_feeds: feeds,
         }

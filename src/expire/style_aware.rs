@@ -111,6 +111,11 @@ pub struct LayerReads {
     pub columns: Reads,
     /// Zooms at which the layer and one of its rules can draw.
     pub zooms: ZoomMask,
+    /// What its `WHERE` needs of a row: for each set, one of its columns
+    /// is not NULL (`landuse IS NOT NULL OR leisure = 'park'` needs
+    /// {landuse, leisure}). A row with all columns of a set NULL is not
+    /// drawn by the layer. Empty: no known need.
+    pub requires: Vec<BTreeSet<String>>,
 }
 
 impl LayerReads {
@@ -140,25 +145,31 @@ impl StyleReads {
                 tables: Reads::Everything,
                 columns: Reads::Everything,
                 zooms: ZoomMask::ALL,
+                requires: Vec::new(),
             }],
         }
     }
 
     /// The zooms at which a change of a `table` row can change this
-    /// style's pictures. `changed_columns` lists the columns that differ
-    /// between old and new row, when known and the geometry is the same;
-    /// `None` means the geometry changed or the columns are not known, so
-    /// every layer reading the table counts.
-    pub fn zooms_for(&self, table: &str, changed_columns: Option<&[String]>) -> ZoomMask {
+    /// style's pictures: those of the layers reading the table that read
+    /// a changed column (when known) and whose `WHERE` the row can meet.
+    pub fn zooms_for(&self, table: &str, row: RowFacts) -> ZoomMask {
         let table = table.to_ascii_lowercase();
         self.layers
             .iter()
             .filter(|layer| layer.tables.includes(&table))
-            .filter(|layer| match changed_columns {
+            .filter(|layer| match row.changed_columns {
                 None => true,
                 Some(columns) => columns
                     .iter()
                     .any(|c| layer.columns.includes(&c.to_ascii_lowercase())),
+            })
+            .filter(|layer| match row.null_columns {
+                None => true,
+                Some(null) => layer
+                    .requires
+                    .iter()
+                    .all(|set| set.iter().any(|c| !null.iter().any(|n| n == c))),
             })
             .fold(ZoomMask::NONE, |mask, layer| mask.union(layer.zooms))
     }
@@ -168,6 +179,17 @@ impl StyleReads {
         let understood = self.layers.iter().filter(|l| l.understood()).count();
         (understood, self.layers.len() - understood)
     }
+}
+
+/// What is known of a changed row besides its table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFacts<'a> {
+    /// The columns that differ between old and new row, when the geometry
+    /// is the same; `None`: the geometry changed or nothing is known, so
+    /// every layer reading the table counts.
+    pub changed_columns: Option<&'a [String]>,
+    /// Columns NULL in the old and the new row; `None`: not known.
+    pub null_columns: Option<&'a [String]>,
 }
 
 /// One style's expired tiles: tile sets at the expiry max zoom, each
@@ -331,12 +353,12 @@ impl<'a> StyleExpirers<'a> {
         object: &dyn std::fmt::Display,
         table: &str,
         geometries: &[&[u8]],
-        changed_columns: Option<&[String]>,
+        facts: RowFacts,
     ) -> Result<(), ExpireError> {
         let masks: Vec<ZoomMask> = self
             .styles
             .iter()
-            .map(|s| s.reads.zooms_for(table, changed_columns))
+            .map(|s| s.reads.zooms_for(table, facts))
             .collect();
         if masks.iter().all(|m| m.is_empty()) {
             return Ok(());
@@ -407,6 +429,7 @@ mod tests {
             tables: set(tables),
             columns: columns.map_or(Reads::Everything, set),
             zooms,
+            requires: Vec::new(),
         }
     }
 
@@ -450,21 +473,38 @@ mod tests {
             ],
         };
         assert_eq!(
-            style.zooms_for("planet_osm_polygon", None),
+            style.zooms_for("planet_osm_polygon", RowFacts::default()),
             ZoomMask::range(10, 31)
         );
         let building = ["building".to_string()];
         assert_eq!(
-            style.zooms_for("planet_osm_polygon", Some(&building)),
+            style.zooms_for(
+                "planet_osm_polygon",
+                RowFacts {
+                    changed_columns: Some(&building),
+                    ..RowFacts::default()
+                }
+            ),
             ZoomMask::range(14, 31)
         );
-        assert!(style.zooms_for("planet_osm_point", None).is_empty());
         assert!(style
-            .zooms_for("planet_osm_line", Some(&building))
+            .zooms_for("planet_osm_point", RowFacts::default())
+            .is_empty());
+        assert!(style
+            .zooms_for(
+                "planet_osm_line",
+                RowFacts {
+                    changed_columns: Some(&building),
+                    ..RowFacts::default()
+                }
+            )
             .is_empty());
         assert_eq!(style.counts(), (3, 0));
         let unknown = StyleReads::everything("x");
-        assert_eq!(unknown.zooms_for("anything", None), ZoomMask::ALL);
+        assert_eq!(
+            unknown.zooms_for("anything", RowFacts::default()),
+            ZoomMask::ALL
+        );
         assert_eq!(unknown.counts(), (0, 1));
     }
 

@@ -11,6 +11,9 @@
 //! `scale_denominator` with 0.28 mm pixels), scaled by 256 / tile size and
 //! by the scale factor (Mapnik multiplies the denominator by it).
 //!
+//! [`where_requirements`] reads the `WHERE` of the one `SELECT` that
+//! reads a table for the columns a row needs not NULL to be drawn.
+//!
 //! The SQL is not parsed, only tokenised, and read conservatively: every
 //! identifier counts as a column (aliases and function names included,
 //! which can only expire more), tables are the names after `FROM` and
@@ -21,6 +24,8 @@
 //! where a table belongs. Non-PostGIS layers (shapefiles, GDAL) read no
 //! table.
 
+#[cfg(test)]
+use crate::expire::style_aware::RowFacts;
 use crate::expire::style_aware::{LayerReads, Reads, StyleReads, ZoomMask};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -408,9 +413,13 @@ fn layer_reads(
     let zooms = ZoomMask(layer_zooms.0 & rule_zooms.0);
     let params = resolve_params(&layer.datasource, templates);
     let kind = params.get("type").map(|t| t.trim()).unwrap_or("");
+    let mut requires = Vec::new();
     let (tables, columns) = match kind {
         "postgis" | "pgraster" => match params.get("table") {
-            Some(sql) => analyse_sql(sql, params.get("geometry_field").map(String::as_str)),
+            Some(sql) => {
+                requires = where_requirements(sql);
+                analyse_sql(sql, params.get("geometry_field").map(String::as_str))
+            }
             None => (Reads::Everything, Reads::Everything),
         },
         // Files and other sources do not change with the database.
@@ -419,11 +428,15 @@ fn layer_reads(
         }
         _ => (Reads::Everything, Reads::Everything),
     };
+    if tables == Reads::Everything {
+        requires.clear();
+    }
     LayerReads {
         name: layer.name.clone(),
         tables,
         columns,
         zooms,
+        requires,
     }
 }
 
@@ -871,6 +884,221 @@ fn from_item(
     }
 }
 
+/// One `SELECT` of a layer's SQL, for [`where_requirements`].
+#[derive(Default)]
+struct SelectScope {
+    /// Items of its FROM list (tables, subqueries, functions, joins).
+    from_items: usize,
+    /// The tables among them.
+    tables: Vec<String>,
+    /// Token range of its WHERE condition.
+    condition: Option<(usize, usize)>,
+}
+
+/// What the `WHERE` of the one `SELECT` reading a table needs of a row
+/// ([`LayerReads::requires`]): sets of columns one of which must not be
+/// NULL. Only understood for SQL where a single `SELECT` reads tables, from
+/// a single FROM item; comparisons, `IS NOT NULL`, `IN` and `LIKE` of a
+/// column need it not NULL (SQL's three-valued logic: a comparison with
+/// NULL is not true). Anything else needs nothing.
+pub fn where_requirements(sql: &str) -> Vec<BTreeSet<String>> {
+    let tokens = tokenize(sql);
+    let mut scopes: Vec<SelectScope> = Vec::new();
+    // Per depth, the scope open there.
+    let mut open: Vec<Option<usize>> = vec![None];
+    let mut from_open: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let word = |t: Option<&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x == w);
+    let close_condition = |scopes: &mut Vec<SelectScope>, scope: Option<usize>, end: usize| {
+        if let Some(scope) = scope.and_then(|i| scopes.get_mut(i)) {
+            if let Some((start, usize::MAX)) = scope.condition {
+                scope.condition = Some((start, end));
+            }
+        }
+    };
+    for (i, token) in tokens.iter().enumerate() {
+        let scope = open.get(depth).copied().flatten();
+        match token {
+            Token::Symbol('(') => {
+                depth += 1;
+                if open.len() <= depth {
+                    open.push(None);
+                }
+                open[depth] = None;
+            }
+            Token::Symbol(')') => {
+                close_condition(&mut scopes, scope, i);
+                open[depth] = None;
+                depth = depth.saturating_sub(1);
+                from_open.retain(|&d| d <= depth);
+            }
+            Token::Word(w) if w == "select" => {
+                close_condition(&mut scopes, scope, i);
+                scopes.push(SelectScope::default());
+                open[depth] = Some(scopes.len() - 1);
+            }
+            Token::Word(w) if w == "from" || w == "join" => {
+                from_open.retain(|&d| d < depth);
+                from_open.push(depth);
+                if let Some(scope) = scope.and_then(|i| scopes.get_mut(i)) {
+                    count_from_item(&tokens, i + 1, scope);
+                }
+            }
+            Token::Symbol(',') if from_open.last() == Some(&depth) => {
+                if let Some(scope) = scope.and_then(|i| scopes.get_mut(i)) {
+                    count_from_item(&tokens, i + 1, scope);
+                }
+            }
+            Token::Word(w) if w == "where" => {
+                from_open.retain(|&d| d < depth);
+                if let Some(scope) = scope.and_then(|i| scopes.get_mut(i)) {
+                    scope.condition = Some((i + 1, usize::MAX));
+                }
+            }
+            Token::Word(w) if FROM_ENDS.contains(&w.as_str()) => {
+                from_open.retain(|&d| d < depth);
+                close_condition(&mut scopes, scope, i);
+            }
+            _ => {}
+        }
+    }
+    for scope in open.iter().copied() {
+        close_condition(&mut scopes, scope, tokens.len());
+    }
+    let mut reading = scopes.iter().filter(|s| !s.tables.is_empty());
+    let (Some(scope), None) = (reading.next(), reading.next()) else {
+        return Vec::new();
+    };
+    let Some((start, end)) = scope.condition else {
+        return Vec::new();
+    };
+    if scope.from_items != 1 || end == usize::MAX || end <= start {
+        return Vec::new();
+    }
+    let condition = &tokens[start..end];
+    // CASE … WHEN a AND b and BETWEEN x AND y hide ANDs that are no
+    // conjunctions.
+    if condition
+        .iter()
+        .any(|t| word(Some(t), "case") || word(Some(t), "between"))
+    {
+        return Vec::new();
+    }
+    requirements(condition)
+}
+
+fn count_from_item(tokens: &[Token], mut j: usize, scope: &mut SelectScope) {
+    scope.from_items += 1;
+    while matches!(tokens.get(j), Some(Token::Word(w)) if w == "lateral" || w == "only") {
+        j += 1;
+    }
+    let mut k = j;
+    while matches!(tokens.get(k + 1), Some(Token::Symbol('.'))) {
+        k += 2;
+    }
+    if matches!(tokens.get(k + 1), Some(Token::Symbol('('))) {
+        return;
+    }
+    if let Some(Token::Word(name) | Token::Quoted(name)) = tokens.get(k) {
+        scope.tables.push(name.to_ascii_lowercase());
+    }
+}
+
+/// Splits `tokens` at the top-level (parenthesis depth 0) word `at`.
+fn split_top_level<'t>(tokens: &'t [Token], at: &str) -> Vec<&'t [Token]> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        match token {
+            Token::Symbol('(') => depth += 1,
+            Token::Symbol(')') => depth -= 1,
+            Token::Word(w) if depth == 0 && w == at => {
+                parts.push(&tokens[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&tokens[start..]);
+    parts
+}
+
+/// Removes parentheses around the whole of `tokens`.
+fn strip_parens(mut tokens: &[Token]) -> &[Token] {
+    while let [Token::Symbol('('), inner @ .., Token::Symbol(')')] = tokens {
+        // Only when the first parenthesis closes at the end.
+        let mut depth = 0i32;
+        let wraps = inner.iter().all(|t| {
+            match t {
+                Token::Symbol('(') => depth += 1,
+                Token::Symbol(')') => depth -= 1,
+                _ => {}
+            }
+            depth >= 0
+        });
+        if !wraps {
+            break;
+        }
+        tokens = inner;
+    }
+    tokens
+}
+
+/// Sets of columns one of which a condition needs not NULL (a CNF of
+/// "not NULL" atoms; conditions it does not understand need nothing).
+fn requirements(tokens: &[Token]) -> Vec<BTreeSet<String>> {
+    let tokens = strip_parens(tokens);
+    let alternatives = split_top_level(tokens, "or");
+    if alternatives.len() > 1 {
+        // One alternative holds, so all its needs do: one column of the
+        // union of each alternative's smallest set is not NULL.
+        let mut union = BTreeSet::new();
+        for alternative in alternatives {
+            let needs = requirements(alternative);
+            let Some(smallest) = needs.iter().min_by_key(|s| s.len()) else {
+                return Vec::new();
+            };
+            union.extend(smallest.iter().cloned());
+        }
+        return vec![union];
+    }
+    let conjuncts = split_top_level(tokens, "and");
+    if conjuncts.len() > 1 {
+        return conjuncts.into_iter().flat_map(requirements).collect();
+    }
+    atom_column(tokens)
+        .map(|c| vec![BTreeSet::from([c])])
+        .unwrap_or_default()
+}
+
+/// The column an atom needs not NULL: `col IS NOT NULL`, `col <op> …`
+/// with a comparison operator, `col [NOT] IN|LIKE|ILIKE …` (`t.col` too).
+fn atom_column(tokens: &[Token]) -> Option<String> {
+    let mut tokens = tokens;
+    if let [Token::Word(_) | Token::Quoted(_), Token::Symbol('.'), rest @ ..] = tokens {
+        tokens = rest;
+    }
+    let (column, rest) = match tokens {
+        [Token::Word(w), rest @ ..] if !KEYWORDS.contains(&w.as_str()) => (w.clone(), rest),
+        [Token::Quoted(q), rest @ ..] => (q.to_ascii_lowercase(), rest),
+        _ => return None,
+    };
+    let is = |t: &Token, w: &str| matches!(t, Token::Word(x) if x == w);
+    let needs = match rest {
+        [a, b, c] if is(a, "is") && is(b, "not") && is(c, "null") => true,
+        [Token::Symbol('=' | '<' | '>' | '!' | '~'), ..] => {
+            // `col || 'x' = …` or `col::text …` start otherwise; `IS`
+            // forms other than IS NOT NULL are not atoms.
+            true
+        }
+        [a, ..] if is(a, "in") || is(a, "like") || is(a, "ilike") => true,
+        [n, a, ..] if is(n, "not") && (is(a, "in") || is(a, "like") || is(a, "ilike")) => true,
+        _ => false,
+    };
+    needs.then_some(column)
+}
+
 /// The tables and columns of a PostGIS layer's `table` parameter.
 /// `geometry_field` is read too.
 pub fn analyse_sql(sql: &str, geometry_field: Option<&str>) -> (Reads, Reads) {
@@ -1078,6 +1306,45 @@ mod tests {
         assert_eq!(tables, only(&["planet_osm_line"]));
     }
 
+    fn needs(sets: &[&[&str]]) -> Vec<BTreeSet<String>> {
+        sets.iter()
+            .map(|s| s.iter().map(|c| c.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn where_clauses_need_columns_not_null() {
+        let sql = "(SELECT way, name FROM (SELECT way, name FROM planet_osm_polygon p
+            WHERE way && !bbox! AND p.building IS NOT NULL AND (landuse IN ('a', 'b') OR \"natural\" = 'wood')
+              AND way_area > 0.5 * !pixel_width!::real AND tags->'x' = 'y' AND layer::text ~ '^1$') AS q
+            WHERE name IS NOT NULL ORDER BY name) AS x";
+        assert_eq!(
+            where_requirements(sql),
+            needs(&[&["building"], &["landuse", "natural"], &["way_area"]])
+        );
+        // AND binds tighter than OR: each alternative's smallest need.
+        assert_eq!(
+            where_requirements(
+                "(SELECT way FROM t WHERE a IS NOT NULL AND b = 1 OR c LIKE 'x%') AS x"
+            ),
+            needs(&[&["a", "c"]])
+        );
+        for sql in [
+            // An alternative with no need, or needs that are no atoms.
+            "(SELECT way FROM t WHERE a IS NOT NULL OR b IS NULL) AS x",
+            "(SELECT way FROM t WHERE COALESCE(a, b) = 'x' OR NOT a = 1) AS x",
+            // CASE and BETWEEN hide ANDs.
+            "(SELECT way FROM t WHERE CASE WHEN a AND b = 1 THEN c END = 'x') AS x",
+            "(SELECT way FROM t WHERE z BETWEEN 1 AND 5) AS x",
+            // Two SELECTs read tables, or one reads two.
+            "(SELECT way FROM t WHERE a = 1 UNION ALL SELECT way FROM u WHERE b = 1) AS x",
+            "(SELECT t.way FROM t JOIN u ON t.id = u.id WHERE t.a = 1) AS x",
+            "planet_osm_line",
+        ] {
+            assert!(where_requirements(sql).is_empty(), "{sql}");
+        }
+    }
+
     const SMALL: &str = r#"<?xml version="1.0"?>
 <Map srs="epsg:3857">
   <Datasource name="db"><Parameter name="type">postgis</Parameter></Datasource>
@@ -1123,7 +1390,7 @@ mod tests {
         assert_eq!(layer("coast").tables, only(&[]));
         assert_eq!(reads.counts(), (3, 1));
         assert_eq!(
-            reads.zooms_for("planet_osm_polygon", None),
+            reads.zooms_for("planet_osm_polygon", RowFacts::default()),
             ZoomMask::range(14, 31).union(ZoomMask::range(11, 11))
         );
     }
@@ -1175,15 +1442,49 @@ mod tests {
         assert_eq!(layer("roads").tables, only(&["planet_osm_line"]));
         let building = ["building".to_string()];
         assert_eq!(
-            reads.zooms_for("planet_osm_polygon", Some(&building)),
+            reads.zooms_for(
+                "planet_osm_polygon",
+                RowFacts {
+                    changed_columns: Some(&building),
+                    ..RowFacts::default()
+                }
+            ),
             ZoomMask::range(14, 31)
         );
         let highway = ["highway".to_string()];
         assert!(reads
-            .zooms_for("planet_osm_roads", Some(&highway))
+            .zooms_for(
+                "planet_osm_roads",
+                RowFacts {
+                    changed_columns: Some(&highway),
+                    ..RowFacts::default()
+                }
+            )
             .contains(10));
-        // Landcover draws polygons from z10: a new polygon counts there.
-        assert!(reads.zooms_for("planet_osm_polygon", None).contains(10));
+        // Landcover draws polygons from z10: a new polygon counts there…
+        assert!(reads
+            .zooms_for("planet_osm_polygon", RowFacts::default())
+            .contains(10));
+        // …unless its columns say no layer but buildings can draw it.
+        let null: Vec<String> = [
+            "landuse", "leisure", "natural", "amenity", "water", "waterway", "name",
+        ]
+        .map(String::from)
+        .into();
+        let new_building = RowFacts {
+            changed_columns: None,
+            null_columns: Some(&null),
+        };
+        assert_eq!(
+            reads.zooms_for("planet_osm_polygon", new_building),
+            ZoomMask::range(14, 31)
+        );
+        let layer_needs = |n: &str| &reads.layers.iter().find(|l| l.name == n).unwrap().requires;
+        assert_eq!(
+            *layer_needs("landcover"),
+            needs(&[&["amenity", "landuse", "leisure", "natural"], &["way_area"]])
+        );
+        assert_eq!(*layer_needs("place-names"), needs(&[&["name"], &["place"]]));
     }
 
     #[test]
@@ -1205,12 +1506,18 @@ mod tests {
             reads.layers.len()
         );
         let building = ["building".to_string()];
-        let zooms = reads.zooms_for("planet_osm_polygon", Some(&building));
+        let zooms = reads.zooms_for(
+            "planet_osm_polygon",
+            RowFacts {
+                changed_columns: Some(&building),
+                ..RowFacts::default()
+            },
+        );
         // Carto's water and landcover layers filter on `building` too
         // (`building IS NULL`), so even a building tag change counts at
         // low zooms; points are drawn from z4 on.
         eprintln!("carto: polygon building changes expire {zooms}");
-        let points = reads.zooms_for("planet_osm_point", None);
+        let points = reads.zooms_for("planet_osm_point", RowFacts::default());
         eprintln!("carto: point changes expire {points}");
         assert!(!points.contains(3), "{points}");
     }
