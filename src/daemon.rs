@@ -20,6 +20,7 @@ use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::expire::batch::{self as expiry, LocalRenderer};
+use crate::expire::style_aware::StyleReads;
 use crate::metrics::Metrics;
 use crate::replication::client::FeedClient;
 use crate::replication::follower::{poll_delay, Batch, Follower};
@@ -28,9 +29,10 @@ use crate::replication::state::format_timestamp;
 use crate::services::Shutdown;
 use anyhow::{bail, Context};
 use expire_to_render::BuiltinRenderer;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{error, info, info_span, warn};
 
@@ -268,6 +270,9 @@ impl Daemon {
         }
         self.report_position(&position);
         let margin = Duration::from_secs(self.config.replication.poll_margin_secs);
+        // Each style's XML is analysed now, so the log says at start what
+        // style-aware expiry understood.
+        style_reads(&self.config);
         // Tiles of batches committed before a crash are acted on first.
         let client = match &mut self.session {
             Some(session) => &mut session.client,
@@ -596,10 +601,11 @@ pub fn apply_batch(
         config.expire.all_changes,
     )?;
     if config.expire.is_active() {
-        let tiles = expiry::tiles_for_changes(
+        let tiles = expiry::tiles_for_batch(
             &result.row_changes,
             &config.expire.raster(),
             config.expire.all_changes,
+            &style_reads(config),
         )?;
         expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
     }
@@ -613,6 +619,49 @@ pub fn apply_batch(
     crate::db::properties::remove(&mut tx, schema, APPLY_FAILURE_PROPERTY)?;
     tx.commit()?;
     Ok((next, result))
+}
+
+/// What the styles of `expire.styles` read, for style-aware expiry: the
+/// XML of the `styles:` entry of the same name (styles tilepipe renders),
+/// else the entry's own `xml` (256 px tiles, scale 1); empty with
+/// `expire.style_aware: false`. Each XML file is analysed once per
+/// process (the first call logs what was understood); a style whose XML
+/// cannot be read gets every expired tile, with a warning.
+pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
+    type Key = (String, std::path::PathBuf, u32, u64);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Option<Arc<StyleReads>>>>> = OnceLock::new();
+    if !config.expire.style_aware {
+        return Arc::new(Vec::new());
+    }
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut reads = Vec::new();
+    for expiry_style in &config.expire.styles {
+        let rendered = config.styles.iter().find(|s| s.name == expiry_style.name);
+        let (xml, tile_size, scale) = match (rendered, &expiry_style.xml) {
+            (Some(style), _) => (&style.xml, style.tile_size, style.scale),
+            (None, Some(xml)) => (xml, 256, 1.0),
+            (None, None) => continue,
+        };
+        let name = &expiry_style.name;
+        let key = (name.clone(), xml.clone(), tile_size, scale.to_bits());
+        let entry =
+            cache.entry(key).or_insert_with(|| {
+                match crate::render::style_reads::read_style(name, xml, tile_size, scale) {
+                    Ok(reads) => Some(Arc::new(reads)),
+                    Err(e) => {
+                        warn!(style = %name, "style-aware expiry off for this style: {e}");
+                        None
+                    }
+                }
+            });
+        if let Some(r) = entry {
+            reads.push(StyleReads::clone(r));
+        }
+    }
+    Arc::new(reads)
 }
 
 /// Acts on every committed batch's expired tiles not acted on yet (after a
@@ -634,8 +683,8 @@ pub fn act_on_expired(
     for (batch_end, tiles) in expiry::pending(client, schema)? {
         info!(
             batch_end,
-            tiles = tiles.len(),
-            zoom = tiles.zoom(),
+            tiles = tiles.all.len(),
+            zoom = tiles.all.zoom(),
             "expiring tiles"
         );
         if runtime.block_on(expiry::act(
@@ -645,8 +694,8 @@ pub fn act_on_expired(
             renderer.map(|r| r as &dyn LocalRenderer),
         )) {
             if let Some(metrics) = metrics {
-                let metatiles = tiles.metatiles(tiles.zoom()).count() as u64;
-                metrics.add_expired(tiles.len(), metatiles);
+                let metatiles = tiles.all.metatiles(tiles.all.zoom()).count() as u64;
+                metrics.add_expired(tiles.all.len(), metatiles);
             }
             expiry::done(client, schema, batch_end)?;
         }

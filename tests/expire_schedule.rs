@@ -23,6 +23,7 @@ fn style(dir: &std::path::Path, cron: &str) -> StyleExpiry {
         delete_from: None,
         renderd: None,
         render_missing: false,
+        xml: None,
         low_zooms: Some(LowZoomSchedule {
             cron: cron.into(),
             min_zoom: 0,

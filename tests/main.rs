@@ -20,6 +20,7 @@ mod expire_actions;
 mod expire_osm2pgsql;
 mod expire_pipeline;
 mod expire_schedule;
+mod expire_style_aware;
 mod expire_tiles_cli;
 mod flat_nodes;
 mod flex_expire_outputs;

@@ -44,6 +44,15 @@ pub struct RowChange {
     /// Whether any geometry or any column differs: a rewrite that changes
     /// nothing a style reads does not need new tiles.
     pub changed: bool,
+    /// When the object has one row before and after with the same
+    /// geometry: the columns whose values differ (lower case names as in
+    /// the table). `None` when the geometry changed, the row was created
+    /// or deleted, or an object has several rows in the table.
+    pub changed_columns: Option<Vec<String>>,
+    /// The columns NULL in every row of the object, before and after (lower
+    /// case); `None` when the output does not tell. A layer whose `WHERE`
+    /// needs one of them cannot draw the object.
+    pub null_columns: Option<Vec<String>>,
     /// Whether expiry looks at this row: not for `_roads` rows, which
     /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
     pub expire: bool,
@@ -305,6 +314,7 @@ impl ClassicApplier {
                 .rows(client, kind, ids.of(kind), RowsQuery::Read)?;
             row_changes.extend(pair_rows(
                 &self.tables.name(kind),
+                &self.tables.digest_column_names(kind),
                 kind != TableKind::Roads,
                 removed
                     .remove(&kind)
@@ -539,6 +549,9 @@ pub(crate) struct RowState {
     pub(crate) id: i64,
     pub(crate) geometries: Vec<Vec<u8>>,
     pub(crate) digest: i64,
+    /// Per column of the table (the `columns` given to [`pair_rows`]) a
+    /// hash of its value; empty when unknown.
+    pub(crate) column_digests: Vec<Option<i64>>,
 }
 
 impl From<StoredRow> for RowState {
@@ -547,6 +560,7 @@ impl From<StoredRow> for RowState {
             id: row.osm_id,
             geometries: vec![row.way],
             digest: row.columns_digest,
+            column_digests: row.column_digests,
         }
     }
 }
@@ -561,9 +575,56 @@ fn fingerprint(rows: &[RowState]) -> Vec<(&[Vec<u8>], i64)> {
     f
 }
 
+/// The columns whose values differ between an object's single old row
+/// and its single new row of the same geometry; `None` otherwise.
+fn changed_columns(columns: &[String], old: &[RowState], new: &[RowState]) -> Option<Vec<String>> {
+    let ([old], [new]) = (old, new) else {
+        return None;
+    };
+    let known = |r: &RowState| !columns.is_empty() && r.column_digests.len() == columns.len();
+    if old.geometries != new.geometries || !known(old) || !known(new) {
+        return None;
+    }
+    Some(
+        columns
+            .iter()
+            .zip(old.column_digests.iter().zip(&new.column_digests))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
+/// The columns NULL in every one of `rows`; `None` when a row's column
+/// hashes are unknown.
+fn null_columns<'a>(
+    columns: &[String],
+    mut rows: impl Iterator<Item = &'a RowState>,
+) -> Option<Vec<String>> {
+    let mut null = vec![true; columns.len()];
+    rows.try_for_each(|row| {
+        if columns.is_empty() || row.column_digests.len() != columns.len() {
+            return None;
+        }
+        for (is_null, digest) in null.iter_mut().zip(&row.column_digests) {
+            *is_null &= digest.is_none();
+        }
+        Some(())
+    })?;
+    Some(
+        columns
+            .iter()
+            .zip(null)
+            .filter(|(_, is_null)| *is_null)
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect(),
+    )
+}
+
 /// Groups old and new rows of one table by object and compares them.
 pub(crate) fn pair_rows(
     table: &str,
+    columns: &[String],
     expire: bool,
     old: impl IntoIterator<Item = RowState>,
     new: impl IntoIterator<Item = RowState>,
@@ -579,12 +640,16 @@ pub(crate) fn pair_rows(
         .into_iter()
         .map(|(osm_id, (old, new))| {
             let changed = fingerprint(&old) != fingerprint(&new);
+            let changed_columns = changed_columns(columns, &old, &new);
+            let null_columns = null_columns(columns, old.iter().chain(&new));
             RowChange {
                 table: table.to_string(),
                 osm_id,
                 old: old.into_iter().flat_map(|r| r.geometries).collect(),
                 new: new.into_iter().flat_map(|r| r.geometries).collect(),
                 changed,
+                changed_columns,
+                null_columns,
                 expire,
                 expire_feeds: Vec::new(),
             }
@@ -644,5 +709,52 @@ impl std::fmt::Display for StepTimer {
             write!(f, "{sep}{name} {:.0} ms", took.as_secs_f64() * 1000.0)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, geometry: u8, digests: &[Option<i64>]) -> RowState {
+        RowState {
+            id,
+            geometries: vec![vec![geometry]],
+            digest: digests.iter().flatten().sum(),
+            column_digests: digests.to_vec(),
+        }
+    }
+
+    #[test]
+    fn pairs_say_which_columns_changed_and_which_are_null() {
+        let columns = ["building".to_string(), "Name".into(), "landuse".into()];
+        let old = [
+            row(1, 0, &[Some(1), Some(2), None]),
+            row(2, 0, &[Some(1), None, None]),
+        ];
+        let new = [
+            row(1, 0, &[Some(3), Some(2), None]),
+            row(2, 9, &[Some(1), Some(5), None]),
+        ];
+        let changes = pair_rows("t", &columns, true, old, new);
+        // Same geometry: the building column changed.
+        assert_eq!(
+            changes[0].changed_columns,
+            Some(vec!["building".to_string()])
+        );
+        assert_eq!(changes[0].null_columns, Some(vec!["landuse".to_string()]));
+        // Moved: columns not known; null in old and new alike only.
+        assert_eq!(changes[1].changed_columns, None);
+        assert_eq!(changes[1].null_columns, Some(vec!["landuse".to_string()]));
+        // Created: everything null in the one row counts.
+        let created = pair_rows("t", &columns, true, [], [row(3, 0, &[Some(1), None, None])]);
+        assert_eq!(created[0].changed_columns, None);
+        assert_eq!(
+            created[0].null_columns,
+            Some(vec!["name".to_string(), "landuse".to_string()])
+        );
+        // Column hashes not known: nothing said.
+        let unknown = pair_rows("t", &columns, true, [], [row(4, 0, &[])]);
+        assert_eq!(unknown[0].null_columns, None);
     }
 }

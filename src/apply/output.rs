@@ -38,6 +38,10 @@ pub struct StoredRow {
     /// Hash of every non-geometry column, to tell whether a rewrite changed
     /// anything a style could render.
     pub columns_digest: i64,
+    /// Per non-geometry column (in [`OutputTables::digest_column_names`]
+    /// order) a hash of its value, NULL for NULL: which columns a rewrite
+    /// changed, for style-aware expiry.
+    pub column_digests: Vec<Option<i64>>,
 }
 
 /// A failed statement or COPY on one output table.
@@ -73,6 +77,16 @@ impl OutputTables {
     /// The table's columns in order, `osm_id` first and `way` last.
     pub fn columns(&self, kind: TableKind) -> Vec<TableColumn> {
         self.style.table_columns(kind, SRID)
+    }
+
+    /// The names of the columns besides `osm_id` and the geometry, in the
+    /// order of [`StoredRow::column_digests`].
+    pub fn digest_column_names(&self, kind: TableKind) -> Vec<String> {
+        self.columns(kind)
+            .into_iter()
+            .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
+            .map(|c| c.name)
+            .collect()
     }
 
     /// The table's name without schema, unquoted: `PREFIX_line`.
@@ -244,14 +258,15 @@ impl OutputTables {
             return Ok(Vec::new());
         }
         let digest_columns: Vec<String> = self
-            .columns(kind)
+            .digest_column_names(kind)
             .iter()
-            .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
-            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .map(|c| format!("t.{}", quote_ident(c)))
             .collect();
         let digest = columns_digest_sql(&digest_columns);
-        // osm_id, EWKB of the geometry, digest of every other column.
-        let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}");
+        let per_column = column_digests_sql(&digest_columns);
+        // osm_id, EWKB of the geometry, digest of every other column, and
+        // of each on its own.
+        let fields = format!("t.osm_id, ST_AsEWKB(t.way), {digest}, {per_column}");
         let table = self.table(kind);
         let sql = match query {
             RowsQuery::Read => format!("SELECT {fields} FROM {table} t WHERE t.osm_id = ANY($1)"),
@@ -266,6 +281,7 @@ impl OutputTables {
                 osm_id: r.get(0),
                 way: r.get(1),
                 columns_digest: r.get(2),
+                column_digests: r.get(3),
             })
             .collect())
     }
@@ -367,6 +383,16 @@ fn write_hstore_field(copy: &mut CopyStream, tags: &Option<Vec<(String, String)>
         Some(tags) => copy.with_bytes(|out| write_hstore(out, tags)),
         None => copy.null(),
     }
+}
+
+/// SQL for an `int8[]` of one hash per column of `columns` (qualified
+/// names), NULL for NULL values: which columns differ between two rows.
+pub(crate) fn column_digests_sql(columns: &[String]) -> String {
+    let hashes: Vec<String> = columns
+        .iter()
+        .map(|c| format!("hashtextextended({c}::text, 0)"))
+        .collect();
+    format!("ARRAY[{}]::int8[]", hashes.join(", "))
 }
 
 /// SQL for a digest of a row's `columns` (qualified names), to tell

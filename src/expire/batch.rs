@@ -12,6 +12,7 @@ use super::actions::{
     self, ExpirePolicy, ExpireSummary, NoRender, RenderdSink, RenderdSinkOptions,
 };
 use super::raster::{ExpireError, Expirer, PolygonMode, RasterSettings};
+use super::style_aware::{self, RowFacts, StyleExpirers, StyleReads, StylesTiles};
 use super::tileset::TileSet;
 use crate::apply::append::RowChange;
 use crate::db::quote_ident;
@@ -53,6 +54,10 @@ pub struct ExpireConfig {
     pub list_append: bool,
     /// Actions on mod_tile tile caches, per style.
     pub styles: Vec<StyleExpiry>,
+    /// Expire a style's tiles only at the zooms where a layer reading the
+    /// changed row's table draws, for styles whose Mapnik XML tilepipe
+    /// knows (default true; false: every style gets every expired tile).
+    pub style_aware: bool,
 }
 
 /// What to do with one style's expired metatiles.
@@ -86,6 +91,11 @@ pub struct StyleExpiry {
     /// Refresh the low zooms on a schedule instead of after edits.
     #[serde(default)]
     pub low_zooms: Option<super::schedule::LowZoomSchedule>,
+    /// The style's Mapnik XML when another renderer draws it (renderd's
+    /// `XML=`), for style-aware expiry with 256 px tiles at scale 1;
+    /// styles tilepipe renders use their `styles:` entry instead.
+    #[serde(default)]
+    pub xml: Option<PathBuf>,
 }
 
 fn default_style_min_zoom() -> u8 {
@@ -108,6 +118,7 @@ impl Default for ExpireConfig {
             list_dir: None,
             list_append: false,
             styles: Vec::new(),
+            style_aware: true,
         }
     }
 }
@@ -276,6 +287,79 @@ impl RenderTarget<'_> {
     }
 }
 
+/// What one batch expires: the tiles of every changed row, and per style
+/// whose reads are known, the tiles of the rows it draws, by zoom.
+#[derive(Debug, Clone)]
+pub struct BatchTiles {
+    /// Every changed row's tiles (tile lists, styles without known reads).
+    pub all: TileSet,
+    /// Per style-aware style, its own sets.
+    pub styles: StylesTiles,
+}
+
+impl BatchTiles {
+    /// Expired metatiles of `style` at `zoom`: from its own sets when it
+    /// has them, else from [`BatchTiles::all`].
+    pub fn metatiles(&self, style: &str, zoom: u8) -> Vec<Metatile> {
+        match self.styles.get(style) {
+            Some(tiles) => tiles.metatiles(zoom),
+            None => self.all.metatiles(zoom).collect(),
+        }
+    }
+}
+
+/// The tiles the row changes of one batch expire, as
+/// [`tiles_for_changes`], and per style in `styles` its own sets
+/// ([`StyleReads::zooms_for`]): a row whose geometry stayed the same
+/// counts only for layers reading one of its
+/// [`RowChange::changed_columns`].
+///
+/// Style-aware sets also look at rows expiry otherwise skips as
+/// duplicates (`_roads`, whose rows repeat `_line` rows): a style that
+/// draws `planet_osm_roads` at low zooms and `planet_osm_line` only from
+/// z13 on must still see a road change at z10.
+pub fn tiles_for_batch(
+    changes: &[RowChange],
+    config: &RasterSettings,
+    all_changes: bool,
+    styles: &[StyleReads],
+) -> Result<BatchTiles, ExpireError> {
+    let all = tiles_for_changes(changes, config, all_changes)?;
+    let mut per_style = StyleExpirers::new(config, styles)?;
+    if !styles.is_empty() {
+        for change in changes {
+            if !(all_changes || change.changed) {
+                continue;
+            }
+            let geometries: Vec<&[u8]> = change
+                .old
+                .iter()
+                .chain(&change.new)
+                .map(Vec::as_slice)
+                .collect();
+            if geometries.is_empty() {
+                continue;
+            }
+            // With all_changes a row may have changed nothing at all;
+            // it then counts for every layer reading its table.
+            let columns = change
+                .changed_columns
+                .as_deref()
+                .filter(|c| change.changed || !c.is_empty());
+            let facts = RowFacts {
+                changed_columns: columns,
+                null_columns: change.null_columns.as_deref(),
+            };
+            let object = RowLabel(&change.table, change.osm_id);
+            per_style.expire_row(&object, &change.table, &geometries, facts)?;
+        }
+    }
+    Ok(BatchTiles {
+        all,
+        styles: per_style.finish(),
+    })
+}
+
 /// The tiles the row changes of one batch expire: old ∪ new geometry of
 /// every changed row (rows of `_roads` duplicate `_line` and are skipped).
 /// With `all_changes` false, rows rewritten without any difference (e.g.
@@ -335,21 +419,27 @@ pub fn enqueue(
     client: &mut impl GenericClient,
     schema: &str,
     batch_end: u64,
-    tiles: &TileSet,
+    tiles: &BatchTiles,
 ) -> Result<(), QueueError> {
     let table = queue_table(schema);
+    // style_tiles came with style-aware expiry; queues of older versions
+    // gain it (NULL: every style acts on `tiles`).
     client.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (batch_end int8 PRIMARY KEY, zoom int2 NOT NULL, tiles bytea NOT NULL, queued timestamptz NOT NULL DEFAULT now())"
+        "CREATE TABLE IF NOT EXISTS {table} (batch_end int8 PRIMARY KEY, zoom int2 NOT NULL, tiles bytea NOT NULL, queued timestamptz NOT NULL DEFAULT now(), style_tiles bytea);
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS style_tiles bytea"
     ))?;
+    let style_tiles =
+        (!tiles.styles.is_empty()).then(|| style_aware::styles_to_bytes(&tiles.styles));
     client.execute(
         &format!(
-            "INSERT INTO {table} (batch_end, zoom, tiles) VALUES ($1, $2, $3)
-             ON CONFLICT (batch_end) DO UPDATE SET zoom = EXCLUDED.zoom, tiles = EXCLUDED.tiles"
+            "INSERT INTO {table} (batch_end, zoom, tiles, style_tiles) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (batch_end) DO UPDATE SET zoom = EXCLUDED.zoom, tiles = EXCLUDED.tiles, style_tiles = EXCLUDED.style_tiles"
         ),
         &[
             &(batch_end as i64),
-            &i16::from(tiles.zoom()),
-            &tiles.to_bytes(),
+            &i16::from(tiles.all.zoom()),
+            &tiles.all.to_bytes(),
+            &style_tiles,
         ],
     )?;
     Ok(())
@@ -359,7 +449,7 @@ pub fn enqueue(
 pub fn pending(
     client: &mut impl GenericClient,
     schema: &str,
-) -> Result<Vec<(i64, TileSet)>, QueueError> {
+) -> Result<Vec<(i64, BatchTiles)>, QueueError> {
     let exists: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'tilepipe_expire_queue')",
@@ -369,11 +459,21 @@ pub fn pending(
     if !exists {
         return Ok(Vec::new());
     }
+    let table = queue_table(schema);
+    // Queues written before style-aware expiry have no style_tiles.
+    let has_style_tiles: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'tilepipe_expire_queue' AND column_name = 'style_tiles')",
+            &[&schema],
+        )?
+        .get(0);
+    let style_tiles = if has_style_tiles {
+        "style_tiles"
+    } else {
+        "NULL::bytea"
+    };
     let rows = client.query(
-        &format!(
-            "SELECT batch_end, zoom, tiles FROM {} ORDER BY batch_end",
-            queue_table(schema)
-        ),
+        &format!("SELECT batch_end, zoom, tiles, {style_tiles} FROM {table} ORDER BY batch_end"),
         &[],
     )?;
     rows.iter()
@@ -381,12 +481,16 @@ pub fn pending(
             let batch: i64 = row.get(0);
             let zoom: i16 = row.get(1);
             let bytes: &[u8] = row.get(2);
-            let tiles =
-                TileSet::from_bytes(zoom as u8, bytes).map_err(|e| QueueError::Corrupt {
-                    batch,
-                    message: e.to_string(),
-                })?;
-            Ok((batch, tiles))
+            let corrupt = |e: std::io::Error| QueueError::Corrupt {
+                batch,
+                message: e.to_string(),
+            };
+            let all = TileSet::from_bytes(zoom as u8, bytes).map_err(corrupt)?;
+            let styles = match row.get::<_, Option<&[u8]>>(3) {
+                Some(bytes) => style_aware::styles_from_bytes(bytes).map_err(corrupt)?,
+                None => StylesTiles::new(),
+            };
+            Ok((batch, BatchTiles { all, styles }))
         })
         .collect()
 }
@@ -410,9 +514,10 @@ pub fn done(
 pub async fn act(
     settings: &ExpireConfig,
     batch_end: i64,
-    tiles: &TileSet,
+    batch: &BatchTiles,
     builtin: Option<&dyn LocalRenderer>,
 ) -> bool {
+    let tiles = &batch.all;
     let mut ok = true;
     if let Some(dir) = &settings.list_dir {
         let path = if settings.list_append {
@@ -440,7 +545,7 @@ pub async fn act(
         let store = TileStore::new(&style.tile_dir);
         let metatiles: Vec<_> = policy
             .zooms()
-            .flat_map(|z| tiles.metatiles(z).collect::<Vec<_>>())
+            .flat_map(|z| batch.metatiles(&style.name, z))
             .collect();
         let summary = target
             .expire(&store, &policy, metatiles, RenderReason::Expired)
@@ -527,6 +632,121 @@ mod tests {
     }
 
     #[test]
+    fn two_styles_over_one_database_expire_differently() {
+        use super::super::style_aware::{LayerReads, Reads, ZoomMask};
+        let layer = |table: &str, column: &str, zooms| LayerReads {
+            name: format!("{table} {column}"),
+            tables: Reads::Only([table.to_string()].into()),
+            columns: Reads::Only([column.to_string()].into()),
+            zooms,
+            requires: Vec::new(),
+        };
+        // Buildings from z14 in one style, from z12 in the other, which
+        // also draws land use from z10.
+        let styles = [
+            StyleReads {
+                style: "plain".into(),
+                layers: vec![layer(
+                    "planet_osm_polygon",
+                    "building",
+                    ZoomMask::range(14, 18),
+                )],
+            },
+            StyleReads {
+                style: "detailed".into(),
+                layers: vec![
+                    layer("planet_osm_polygon", "building", ZoomMask::range(12, 18)),
+                    layer("planet_osm_polygon", "landuse", ZoomMask::range(10, 18)),
+                ],
+            },
+        ];
+        let square = geo::Polygon::new(
+            geo::LineString::from(vec![
+                (1_000_000.0, 6_000_000.0),
+                (1_000_050.0, 6_000_000.0),
+                (1_000_050.0, 6_000_050.0),
+                (1_000_000.0, 6_000_000.0),
+            ]),
+            Vec::new(),
+        );
+        let ewkb = crate::apply::geom::ewkb::polygon(&square);
+        let building_change = RowChange {
+            table: "planet_osm_polygon".into(),
+            osm_id: 3,
+            old: vec![ewkb.clone()],
+            new: vec![ewkb.clone()],
+            changed: true,
+            changed_columns: Some(vec!["building".into()]),
+            null_columns: None,
+            expire: true,
+            expire_feeds: Vec::new(),
+        };
+        let raster = ExpireConfig::default().raster();
+        let batch = tiles_for_batch(
+            std::slice::from_ref(&building_change),
+            &raster,
+            false,
+            &styles,
+        )
+        .unwrap();
+        let zooms = |style: &str| -> Vec<u8> {
+            (0..=18)
+                .filter(|&z| !batch.metatiles(style, z).is_empty())
+                .collect()
+        };
+        assert_eq!(zooms("plain"), (14..=18).collect::<Vec<_>>());
+        assert_eq!(zooms("detailed"), (12..=18).collect::<Vec<_>>());
+        // A style without known reads gets everything.
+        assert_eq!(zooms("other"), (0..=18).collect::<Vec<_>>());
+        // A moved building counts for every layer reading the table.
+        let moved = RowChange {
+            changed_columns: None,
+            null_columns: None,
+            ..building_change.clone()
+        };
+        let batch = tiles_for_batch(&[moved], &raster, false, &styles).unwrap();
+        assert!(!batch.metatiles("detailed", 10).is_empty());
+        assert!(batch.metatiles("plain", 13).is_empty());
+        // A tag only land use reads: nothing for the plain style.
+        let landuse = RowChange {
+            changed_columns: Some(vec!["landuse".into()]),
+            ..building_change
+        };
+        let batch = tiles_for_batch(&[landuse], &raster, false, &styles).unwrap();
+        assert!(batch.styles["plain"].is_empty());
+        assert!(!batch.metatiles("detailed", 10).is_empty());
+    }
+
+    #[test]
+    fn a_style_over_the_overall_limit_gets_every_tile() {
+        let reads = [StyleReads::everything("s")];
+        let points: Vec<RowChange> = (0..5)
+            .map(|i| {
+                let p = geo::Point::new(1_000_000.0 + f64::from(i) * 10_000.0, 6_000_000.0);
+                let ewkb = crate::apply::geom::ewkb::point(&p);
+                RowChange {
+                    table: "planet_osm_point".into(),
+                    osm_id: i64::from(i),
+                    old: Vec::new(),
+                    new: vec![ewkb],
+                    changed: true,
+                    changed_columns: None,
+                    null_columns: None,
+                    expire: true,
+                    expire_feeds: Vec::new(),
+                }
+            })
+            .collect();
+        let mut raster = ExpireConfig::default().raster();
+        let batch = tiles_for_batch(&points, &raster, false, &reads).unwrap();
+        assert!(batch.styles.contains_key("s"));
+        // A point expires 1 to 4 tiles: five of them pass 4.
+        raster.max_tiles_overall = 4;
+        let batch = tiles_for_batch(&points, &raster, false, &reads).unwrap();
+        assert!(!batch.styles.contains_key("s"));
+    }
+
+    #[test]
     fn unchanged_rows_expire_nothing_unless_all_changes() {
         let point = crate::apply::geom::ewkb::point(&geo::Point::new(1_000_000.0, 6_000_000.0));
         let change = RowChange {
@@ -535,6 +755,8 @@ mod tests {
             old: vec![point.clone()],
             new: vec![point],
             changed: false,
+            changed_columns: None,
+            null_columns: None,
             expire: true,
             expire_feeds: Vec::new(),
         };

@@ -11,6 +11,8 @@
 //! - [`batch`]: the expiry of applied batches, queued in their transaction
 //!   and acted on after the commit;
 //! - [`schedule`]: cron-scheduled refreshes of the low zooms;
+//! - [`style_aware`]: what each style reads, and per-style tile sets
+//!   expiring a row only at the zooms where the style draws its table;
 //! - [`outputs`]: the expire outputs of flex configs written for
 //!   osm2pgsql ≥ 1.9 (tile lists and tables), fed by the columns that name
 //!   them.
@@ -26,5 +28,6 @@ pub mod from_osm;
 pub mod outputs;
 pub mod raster;
 pub mod schedule;
+pub mod style_aware;
 pub mod tiles;
 pub mod tileset;

@@ -366,6 +366,8 @@ mod tests {
             old: Vec::new(),
             new: Vec::new(),
             changed,
+            changed_columns: None,
+            null_columns: None,
             expire: true,
             expire_feeds: feeds,
         }

@@ -5,6 +5,8 @@
 //! - [`worker`]: the render threads, one Mapnik map per style each (the
 //!   `render` feature; without it the renderer fails to start).
 //! - [`style`]: a style's XML pointed at the configured database.
+//! - [`style_reads`]: what each layer of a style reads and where it draws,
+//!   for style-aware expiry.
 //! - [`prerender`]: a zoom range over an area, queued and awaited
 //!   (`tilepipe render`, like `render_list -a`).
 //! - [`server`]: the renderd wire protocol served on a socket, for mod_tile
@@ -19,4 +21,5 @@ pub mod prerender;
 pub mod queue;
 pub mod server;
 pub mod style;
+pub mod style_reads;
 pub mod worker;

@@ -262,9 +262,15 @@ impl FlexApplier {
                 id: self.row_id(table, &row),
                 geometries: row.geometries.into_iter().map(|(_, g)| g).collect(),
                 digest: row.digest,
+                column_digests: row.column_digests,
             };
+            let columns: Vec<String> = definition
+                .digest_columns()
+                .map(|c| c.name.clone())
+                .collect();
             let mut paired = pair_rows(
                 &definition.name,
+                &columns,
                 expire,
                 old.into_iter().map(state),
                 new.into_iter().map(state),

@@ -60,6 +60,9 @@ pub struct StoredFlexRow {
     pub geometries: Vec<(usize, Vec<u8>)>,
     /// Hash of every non-geometry column.
     pub digest: i64,
+    /// Per column of [`TableDef::digest_columns`] a hash of its value,
+    /// NULL for NULL: which columns a rewrite changed.
+    pub column_digests: Vec<Option<i64>>,
 }
 
 /// The extra columns of an import's staging tables.
@@ -292,14 +295,15 @@ impl FlexTables {
                 })
                 .collect();
             let digest_columns: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|c| c.column_type.geometry().is_none() && !c.is_id())
+                .digest_columns()
                 .map(|c| format!("t.{}", quote_ident(&c.name)))
                 .collect();
             let digest = crate::apply::output::columns_digest_sql(&digest_columns);
+            let per_column = crate::apply::output::column_digests_sql(&digest_columns);
+            // id, digest, the geometries, then the per-column hashes.
             let mut fields = vec![id_column.clone(), digest];
             fields.extend(geometry_fields);
+            fields.push(per_column);
             let sql = template
                 .replace("{table}", &table.qualified_name())
                 .replace("{match}", &condition)
@@ -323,6 +327,7 @@ impl FlexTables {
                     object: ObjectId { kind, id },
                     geometries,
                     digest: row.get(1),
+                    column_digests: row.get(2 + geometry_columns.len()),
                 });
             }
         }

@@ -359,6 +359,14 @@ impl TableDef {
             .find(|c| c.column_type.geometry().is_some())
     }
 
+    /// The columns besides the id and geometry columns, in order: those
+    /// [`super::output::StoredFlexRow::column_digests`] hash.
+    pub fn digest_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.columns
+            .iter()
+            .filter(|c| c.column_type.geometry().is_none() && !c.is_id())
+    }
+
     /// Columns written by `insert` (all but `create_only` ones), in order.
     pub fn written_columns(&self) -> impl Iterator<Item = &ColumnDef> {
         self.columns.iter().filter(|c| !c.create_only)

@@ -1,0 +1,541 @@
+//! Style-aware expiry: what each style reads, as plain data, and the
+//! per-style tile sets it gives.
+//!
+//! A style's [`StyleReads`] says, per layer, which output tables and
+//! columns the layer's SQL reads and at which zooms it can draw anything.
+//! The render stage computes it from the style's Mapnik XML
+//! ([`crate::render::style_reads`]); expire only sees the result, so it
+//! stays ignorant of Mapnik. A changed row then expires a style's tiles
+//! only at the zooms where a layer reading its table draws: a building
+//! edit no longer re-renders z10 when buildings appear from z14 on.
+
+use super::raster::{ExpireError, Expirer, RasterSettings};
+use super::tileset::TileSet;
+use crate::tile::Metatile;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A set of zooms 0..=31, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ZoomMask(pub u32);
+
+impl ZoomMask {
+    /// Every zoom.
+    pub const ALL: ZoomMask = ZoomMask(u32::MAX);
+    /// No zoom.
+    pub const NONE: ZoomMask = ZoomMask(0);
+
+    /// Zooms `min..=max` (empty when `min > max`).
+    pub fn range(min: u8, max: u8) -> ZoomMask {
+        if min > max || min > 31 {
+            return ZoomMask::NONE;
+        }
+        let max = max.min(31);
+        let high = if max == 31 {
+            u32::MAX
+        } else {
+            (1u32 << (max + 1)) - 1
+        };
+        ZoomMask(high & !((1u32 << min) - 1))
+    }
+
+    /// Whether `zoom` is in the set.
+    pub fn contains(self, zoom: u8) -> bool {
+        zoom < 32 && self.0 & (1 << zoom) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Zooms in either set.
+    pub fn union(self, other: ZoomMask) -> ZoomMask {
+        ZoomMask(self.0 | other.0)
+    }
+
+    /// The lowest and highest zoom, if any.
+    pub fn bounds(self) -> Option<(u8, u8)> {
+        (!self.is_empty()).then(|| {
+            (
+                self.0.trailing_zeros() as u8,
+                31 - self.0.leading_zeros() as u8,
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for ZoomMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bounds() {
+            None => write!(f, "no zoom"),
+            Some((min, max)) if ZoomMask::range(min, max) == *self => write!(f, "z{min}-z{max}"),
+            Some(_) => {
+                let zooms: Vec<String> = (0..32)
+                    .filter(|&z| self.contains(z))
+                    .map(|z| format!("z{z}"))
+                    .collect();
+                write!(f, "{}", zooms.join(","))
+            }
+        }
+    }
+}
+
+/// Which tables or columns a layer reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    /// Its SQL could not be understood: it counts as reading everything.
+    Everything,
+    /// Exactly these names (table names without schema; column names),
+    /// lower case.
+    Only(BTreeSet<String>),
+}
+
+impl Reads {
+    /// Whether `name` is read.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Reads::Everything => true,
+            Reads::Only(names) => names.contains(name),
+        }
+    }
+}
+
+/// What one layer of a style reads and where it draws.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerReads {
+    /// The layer's name, for log lines.
+    pub name: String,
+    /// Output tables its SQL reads.
+    pub tables: Reads,
+    /// Columns its SQL reads (the geometry is always read).
+    pub columns: Reads,
+    /// Zooms at which the layer and one of its rules can draw.
+    pub zooms: ZoomMask,
+    /// What its `WHERE` needs of a row: for each set, one of its columns
+    /// is not NULL (`landuse IS NOT NULL OR leisure = 'park'` needs
+    /// {landuse, leisure}). A row with all columns of a set NULL is not
+    /// drawn by the layer. Empty: no known need.
+    pub requires: Vec<BTreeSet<String>>,
+}
+
+impl LayerReads {
+    /// Whether the layer's tables are known (its columns may not be: a
+    /// bare table name reads all of them).
+    pub fn understood(&self) -> bool {
+        self.tables != Reads::Everything
+    }
+}
+
+/// What one style reads: the union of its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StyleReads {
+    /// Style name (as in `expire.styles` and `styles:`).
+    pub style: String,
+    /// Its layers, in the order of the XML.
+    pub layers: Vec<LayerReads>,
+}
+
+impl StyleReads {
+    /// A style nothing is known about: every change expires every zoom.
+    pub fn everything(style: &str) -> StyleReads {
+        StyleReads {
+            style: style.to_string(),
+            layers: vec![LayerReads {
+                name: "(unknown)".into(),
+                tables: Reads::Everything,
+                columns: Reads::Everything,
+                zooms: ZoomMask::ALL,
+                requires: Vec::new(),
+            }],
+        }
+    }
+
+    /// The zooms at which a change of a `table` row can change this
+    /// style's pictures: those of the layers reading the table that read
+    /// a changed column (when known) and whose `WHERE` the row can meet.
+    pub fn zooms_for(&self, table: &str, row: RowFacts) -> ZoomMask {
+        let table = table.to_ascii_lowercase();
+        self.layers
+            .iter()
+            .filter(|layer| layer.tables.includes(&table))
+            .filter(|layer| match row.changed_columns {
+                None => true,
+                Some(columns) => columns
+                    .iter()
+                    .any(|c| layer.columns.includes(&c.to_ascii_lowercase())),
+            })
+            .filter(|layer| match row.null_columns {
+                None => true,
+                Some(null) => layer
+                    .requires
+                    .iter()
+                    .all(|set| set.iter().any(|c| !null.iter().any(|n| n == c))),
+            })
+            .fold(ZoomMask::NONE, |mask, layer| mask.union(layer.zooms))
+    }
+
+    /// (understood, fell back) layer counts, for the start-up log.
+    pub fn counts(&self) -> (usize, usize) {
+        let understood = self.layers.iter().filter(|l| l.understood()).count();
+        (understood, self.layers.len() - understood)
+    }
+}
+
+/// What is known of a changed row besides its table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFacts<'a> {
+    /// The columns that differ between old and new row, when the geometry
+    /// is the same; `None`: the geometry changed or nothing is known, so
+    /// every layer reading the table counts.
+    pub changed_columns: Option<&'a [String]>,
+    /// Columns NULL in the old and the new row; `None`: not known.
+    pub null_columns: Option<&'a [String]>,
+}
+
+/// One style's expired tiles: tile sets at the expiry max zoom, each
+/// valid at the zooms of its mask. A metatile at zoom z is expired when a
+/// set whose mask holds z has a descendant in it.
+#[derive(Debug, Clone, Default)]
+pub struct StyleTiles {
+    groups: BTreeMap<ZoomMask, TileSet>,
+}
+
+impl StyleTiles {
+    /// The tiles of zoom `zoom`'s sets, united, at the max zoom.
+    pub fn tiles_at(&self, zoom: u8) -> Option<TileSet> {
+        let mut sets = self.groups.iter().filter(|(m, _)| m.contains(zoom));
+        let (_, first) = sets.next()?;
+        let mut all = first.clone();
+        for (_, set) in sets {
+            all.union_with(set);
+        }
+        Some(all)
+    }
+
+    /// Expired metatiles at `zoom`.
+    pub fn metatiles(&self, zoom: u8) -> Vec<Metatile> {
+        self.tiles_at(zoom)
+            .map(|t| t.metatiles(zoom).collect())
+            .unwrap_or_default()
+    }
+
+    /// Tiles at the max zoom in all sets (a tile in two sets counts twice).
+    pub fn len(&self) -> u64 {
+        self.groups.values().map(TileSet::len).sum()
+    }
+
+    /// Whether no set holds a tile.
+    pub fn is_empty(&self) -> bool {
+        self.groups.values().all(TileSet::is_empty)
+    }
+
+    /// Serialised: per set its mask (u32 LE), zoom (u8), length (u32 LE)
+    /// and [`TileSet::to_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (mask, set) in &self.groups {
+            let bytes = set.to_bytes();
+            out.extend_from_slice(&mask.0.to_le_bytes());
+            out.push(set.zoom());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Reads what [`StyleTiles::to_bytes`] wrote.
+    pub fn from_bytes(mut bytes: &[u8]) -> std::io::Result<StyleTiles> {
+        let truncated = || std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated");
+        let mut groups = BTreeMap::new();
+        while !bytes.is_empty() {
+            if bytes.len() < 9 {
+                return Err(truncated());
+            }
+            let mask = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+            let zoom = bytes[4];
+            let len = u32::from_le_bytes(bytes[5..9].try_into().expect("4 bytes")) as usize;
+            let rest = &bytes[9..];
+            if rest.len() < len {
+                return Err(truncated());
+            }
+            groups.insert(ZoomMask(mask), TileSet::from_bytes(zoom, &rest[..len])?);
+            bytes = &rest[len..];
+        }
+        Ok(StyleTiles { groups })
+    }
+}
+
+/// Per style, the tiles of one batch's changed rows.
+pub type StylesTiles = BTreeMap<String, StyleTiles>;
+
+/// Serialises per-style tile sets for the expire queue: per style its
+/// name (u16 LE length, UTF-8), then its [`StyleTiles::to_bytes`] (u32 LE
+/// length, bytes).
+pub fn styles_to_bytes(styles: &StylesTiles) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, tiles) in styles {
+        let bytes = tiles.to_bytes();
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Reads what [`styles_to_bytes`] wrote.
+pub fn styles_from_bytes(mut bytes: &[u8]) -> std::io::Result<StylesTiles> {
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut styles = StylesTiles::new();
+    while !bytes.is_empty() {
+        let take = |bytes: &mut &[u8], n: usize| -> std::io::Result<Vec<u8>> {
+            if bytes.len() < n {
+                return Err(invalid("truncated"));
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Ok(head.to_vec())
+        };
+        let len = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().expect("2 bytes"));
+        let name = String::from_utf8(take(&mut bytes, usize::from(len))?)
+            .map_err(|_| invalid("style name is not UTF-8"))?;
+        let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().expect("4 bytes"));
+        let tiles = StyleTiles::from_bytes(&take(&mut bytes, len as usize)?)?;
+        styles.insert(name, tiles);
+    }
+    Ok(styles)
+}
+
+/// Collects each style's tile sets. Each row is rasterised once, into a
+/// scratch [`Expirer`] (which applies the per-geometry limit), and its
+/// tiles are added to the set of every style's zoom mask for the row.
+pub(crate) struct StyleExpirers<'a> {
+    row: Expirer,
+    max_tiles_overall: u64,
+    styles: Vec<StyleSets<'a>>,
+}
+
+struct StyleSets<'a> {
+    reads: &'a StyleReads,
+    groups: BTreeMap<ZoomMask, TileSet>,
+    /// Tiles in all groups (a tile in two groups counts twice), against
+    /// `max_tiles_overall`.
+    total: u64,
+    /// Set once the overall limit was reached: the style then falls back
+    /// to the batch's full set, which has every tile of its rows.
+    full: bool,
+}
+
+impl<'a> StyleExpirers<'a> {
+    pub(crate) fn new(
+        raster: &RasterSettings,
+        styles: &'a [StyleReads],
+    ) -> Result<Self, ExpireError> {
+        Ok(StyleExpirers {
+            row: Expirer::new(raster.clone())?,
+            max_tiles_overall: raster.max_tiles_overall,
+            styles: styles
+                .iter()
+                .map(|reads| StyleSets {
+                    reads,
+                    groups: BTreeMap::new(),
+                    total: 0,
+                    full: false,
+                })
+                .collect(),
+        })
+    }
+
+    /// Expires one row's old and new geometries for every style that
+    /// draws `table` at some zoom.
+    pub(crate) fn expire_row(
+        &mut self,
+        object: &dyn std::fmt::Display,
+        table: &str,
+        geometries: &[&[u8]],
+        facts: RowFacts,
+    ) -> Result<(), ExpireError> {
+        let masks: Vec<ZoomMask> = self
+            .styles
+            .iter()
+            .map(|s| s.reads.zooms_for(table, facts))
+            .collect();
+        if masks.iter().all(|m| m.is_empty()) {
+            return Ok(());
+        }
+        self.row.expire_ewkb(object, geometries.iter().copied())?;
+        let tiles = self.row.take_tiles();
+        if tiles.is_empty() {
+            return Ok(());
+        }
+        for (sets, mask) in self.styles.iter_mut().zip(masks) {
+            if mask.is_empty() || sets.full {
+                continue;
+            }
+            let new = sets
+                .groups
+                .get(&mask)
+                .map_or(tiles.len(), |group| group.count_missing(&tiles));
+            if sets.total + new > self.max_tiles_overall {
+                tracing::warn!(
+                    style = %sets.reads.style,
+                    limit = self.max_tiles_overall,
+                    "style-aware expiry: over {} tiles in this batch; the style gets every expired tile instead",
+                    self.max_tiles_overall
+                );
+                sets.full = true;
+                sets.groups.clear();
+                continue;
+            }
+            sets.total += new;
+            match sets.groups.entry(mask) {
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().union_with(&tiles)
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(tiles.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The styles' sets; styles over the overall limit are left out, so
+    /// they act on the batch's full set.
+    pub(crate) fn finish(self) -> StylesTiles {
+        self.styles
+            .into_iter()
+            .filter(|sets| !sets.full)
+            .map(|sets| {
+                let groups = sets
+                    .groups
+                    .into_iter()
+                    .filter(|(_, set)| !set.is_empty())
+                    .collect();
+                (sets.reads.style.clone(), StyleTiles { groups })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, tables: &[&str], columns: Option<&[&str]>, zooms: ZoomMask) -> LayerReads {
+        let set = |names: &[&str]| Reads::Only(names.iter().map(|n| n.to_string()).collect());
+        LayerReads {
+            name: name.into(),
+            tables: set(tables),
+            columns: columns.map_or(Reads::Everything, set),
+            zooms,
+            requires: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn zoom_masks() {
+        assert_eq!(ZoomMask::range(0, 31), ZoomMask::ALL);
+        assert_eq!(ZoomMask::range(3, 2), ZoomMask::NONE);
+        let m = ZoomMask::range(10, 12);
+        assert!(m.contains(10) && m.contains(12) && !m.contains(13) && !m.contains(9));
+        assert_eq!(m.bounds(), Some((10, 12)));
+        assert_eq!(m.to_string(), "z10-z12");
+        assert_eq!(
+            m.union(ZoomMask::range(14, 14)).to_string(),
+            "z10,z11,z12,z14"
+        );
+    }
+
+    #[test]
+    fn zooms_follow_tables_and_columns() {
+        let style = StyleReads {
+            style: "s".into(),
+            layers: vec![
+                layer(
+                    "buildings",
+                    &["planet_osm_polygon"],
+                    Some(&["building"]),
+                    ZoomMask::range(14, 31),
+                ),
+                layer(
+                    "landuse",
+                    &["planet_osm_polygon"],
+                    Some(&["landuse"]),
+                    ZoomMask::range(10, 31),
+                ),
+                layer(
+                    "roads",
+                    &["planet_osm_line"],
+                    Some(&["highway"]),
+                    ZoomMask::range(13, 31),
+                ),
+            ],
+        };
+        assert_eq!(
+            style.zooms_for("planet_osm_polygon", RowFacts::default()),
+            ZoomMask::range(10, 31)
+        );
+        let building = ["building".to_string()];
+        assert_eq!(
+            style.zooms_for(
+                "planet_osm_polygon",
+                RowFacts {
+                    changed_columns: Some(&building),
+                    ..RowFacts::default()
+                }
+            ),
+            ZoomMask::range(14, 31)
+        );
+        assert!(style
+            .zooms_for("planet_osm_point", RowFacts::default())
+            .is_empty());
+        assert!(style
+            .zooms_for(
+                "planet_osm_line",
+                RowFacts {
+                    changed_columns: Some(&building),
+                    ..RowFacts::default()
+                }
+            )
+            .is_empty());
+        assert_eq!(style.counts(), (3, 0));
+        let unknown = StyleReads::everything("x");
+        assert_eq!(
+            unknown.zooms_for("anything", RowFacts::default()),
+            ZoomMask::ALL
+        );
+        assert_eq!(unknown.counts(), (0, 1));
+    }
+
+    #[test]
+    fn style_tiles_round_trip_and_select_by_zoom() {
+        let mut low = TileSet::new(18);
+        low.insert(1000, 1000);
+        let mut high = TileSet::new(18);
+        high.insert(5000, 5000);
+        let tiles = StyleTiles {
+            groups: [
+                (ZoomMask::range(10, 18), low),
+                (ZoomMask::range(14, 18), high),
+            ]
+            .into(),
+        };
+        assert_eq!(tiles.metatiles(12).len(), 1);
+        assert_eq!(tiles.metatiles(14).len(), 2);
+        assert!(tiles.metatiles(9).is_empty());
+        let back = StyleTiles::from_bytes(&tiles.to_bytes()).unwrap();
+        assert_eq!(back.metatiles(14), tiles.metatiles(14));
+        assert_eq!(back.len(), 2);
+        assert!(StyleTiles::from_bytes(&[1, 2, 3]).is_err());
+        let styles: StylesTiles = [
+            ("a".to_string(), tiles),
+            ("b".into(), StyleTiles::default()),
+        ]
+        .into();
+        let back = styles_from_bytes(&styles_to_bytes(&styles)).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back["a"].metatiles(14), styles["a"].metatiles(14));
+        assert!(back["b"].is_empty());
+    }
+}

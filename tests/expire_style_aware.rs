@@ -1,0 +1,240 @@
+//! Style-aware expiry through `tilepipe catchup` with the project's style
+//! (`styles/tilepipe/tilepipe.xml`): a building's tag change touches its
+//! metatiles only from z14 on, where the style draws buildings, while a
+//! change of a major road's class still touches z10–z12 (drawn there from
+//! `planet_osm_roads`); with `expire.style_aware: false` the building
+//! change touches z10–z12 too, as before.
+
+use chrono::{TimeZone, Utc};
+use std::path::Path;
+use std::process::Command;
+use tilepipe::metatile::{TileState, TileStore};
+use tilepipe::osm::{Action, Change, Object, ObjectId, ObjectType, Way};
+use tilepipe::replication::ReplicationState;
+use tilepipe::tile::{Metatile, Tile};
+use tilepipe_testkit::feedgen::{write_feed_from_changes, OsmData};
+use tilepipe_testkit::town::synthetic_town;
+use tilepipe_testkit::PgCluster;
+
+const START: u64 = 100;
+const STYLE: &str = "default";
+
+fn tile_of(lon: f64, lat: f64, z: u8) -> Tile {
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
+    let lat = lat.to_radians();
+    let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor()
+        as u32;
+    Tile { z, x, y }
+}
+
+/// Runs tilepipe; returns its log (stderr).
+fn tilepipe(config: &Path, url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tilepipe"))
+        .args(["-c", config.to_str().unwrap(), "-d", url])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first node's location of `way`.
+fn where_is(town: &OsmData, way: &Way) -> (f64, f64) {
+    let location = town.nodes[&way.nodes[0]].location.unwrap();
+    (location.lon, location.lat)
+}
+
+fn modified(way: &Way, key: &str, value: &str) -> Change {
+    let mut way = way.clone();
+    way.tags.iter_mut().find(|(k, _)| k == key).unwrap().1 = value.into();
+    way.meta.version = way.meta.version.map(|v| v + 1);
+    Change {
+        action: Action::Modify,
+        object: Object::Way(way),
+    }
+}
+
+/// Zooms 10–18 whose metatile around `(lon, lat)` was touched.
+fn touched_zooms(store: &TileStore, (lon, lat): (f64, f64)) -> Vec<u8> {
+    (10..=18u8)
+        .filter(|&z| {
+            matches!(
+                store.stat(STYLE, tile_of(lon, lat, z).metatile()).unwrap(),
+                TileState::Dirty { touched: true, .. }
+            )
+        })
+        .collect()
+}
+
+/// Imports the town, then applies the building change and the road change
+/// as two batches; returns the zooms touched after each and the log of
+/// the first catchup.
+fn run(dir: &Path, style_aware: bool) -> (Vec<u8>, Vec<u8>, String) {
+    let town = synthetic_town();
+    let osm = dir.join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    // Way 1 is "Rivi Street 1", a primary road (in planet_osm_roads).
+    let Some(Object::Way(road)) = town.get(ObjectId {
+        kind: ObjectType::Way,
+        id: 1,
+    }) else {
+        panic!("way 1 missing")
+    };
+    let building = town
+        .ways
+        .values()
+        .find(|w| w.tags.iter().any(|(k, v)| k == "building" && v == "yes"))
+        .expect("a building")
+        .clone();
+    let feed = dir.join("feed");
+    let start = ReplicationState {
+        sequence: START,
+        timestamp: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+    };
+    write_feed_from_changes(
+        &feed,
+        start,
+        60,
+        &[
+            vec![modified(&building, "building", "house")],
+            vec![modified(&road, "highway", "secondary")],
+        ],
+    )
+    .unwrap();
+
+    // A cache with the metatiles around both at z10–z18.
+    let tiles_dir = dir.join("tiles");
+    let store = TileStore::new(&tiles_dir);
+    let mut cached: Vec<Metatile> = Vec::new();
+    for place in [where_is(&town, &building), where_is(&town, &road)] {
+        for z in 10..=18u8 {
+            let m = tile_of(place.0, place.1, z).metatile();
+            if !cached.contains(&m) {
+                store.write(STYLE, m, &vec![b"png".to_vec(); 64]).unwrap();
+                cached.push(m);
+            }
+        }
+    }
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "replication:\n  max_diff_size_mb: 0.0001\nexpire:\n  style_aware: {style_aware}\n  styles:\n    - name: {STYLE}\n      tile_dir: {tiles}\n      min_zoom: 10\n      max_zoom: 18\nstyles:\n  - name: {STYLE}\n    xml: {xml}\n    tile_dir: {tiles}\n",
+            tiles = tiles_dir.display(),
+            xml = xml.display(),
+        ),
+    )
+    .unwrap();
+    let url = PgCluster::shared()
+        .create_database(&format!("expire_style_aware_{style_aware}"))
+        .unwrap();
+    tilepipe(&config, &url, &["import", osm.to_str().unwrap()]);
+    let feed_url = format!("file://{}/", feed.display());
+    let sequence = START.to_string();
+    tilepipe(
+        &config,
+        &url,
+        &["init", "--server", &feed_url, "--sequence", &sequence],
+    );
+
+    let log = tilepipe(&config, &url, &["catchup", "--once"]);
+    let after_building = touched_zooms(&store, where_is(&town, &building));
+    tilepipe(&config, &url, &["catchup"]);
+    let after_road = touched_zooms(&store, where_is(&town, &road));
+    (after_building, after_road, log)
+}
+
+#[test]
+fn style_aware_expiry_skips_zooms_the_style_does_not_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (building, road, log) = run(dir.path(), true);
+    assert_eq!(building, (14..=18).collect::<Vec<_>>(), "building change");
+    assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
+    assert_eq!(
+        log.matches("style-aware expiry: 10 of 10 layers understood")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn without_style_awareness_every_zoom_is_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (building, road, log) = run(dir.path(), false);
+    assert_eq!(building, (10..=18).collect::<Vec<_>>(), "building change");
+    assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
+    assert!(!log.contains("style-aware expiry"), "{log}");
+}
+
+/// Generated minutely diffs over the town, applied in-process: per zoom,
+/// the metatiles the project's style gets with style-aware expiry against
+/// those every style gets without it, counted per changed row (as if each
+/// row were in a part of the map of its own: the town is one metatile
+/// wide at low zooms, so per batch every diff touches it). Never more;
+/// fewer in total.
+#[test]
+fn generated_diffs_expire_fewer_metatiles() {
+    use tilepipe::apply::append::Applier;
+    use tilepipe::apply::settings::ImportSettings;
+    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
+    use tilepipe::osm::ChangeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let osm = dir.path().join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let url = PgCluster::shared()
+        .create_database("expire_style_aware_generated")
+        .unwrap();
+    let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+    tilepipe::apply::import::import(&db, &osm, &ImportSettings::default(), 1).unwrap();
+    let mut client = tilepipe::db::connect(&db).unwrap();
+    let settings = ImportSettings::load(&mut client, "public")
+        .unwrap()
+        .unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
+    let reads = [tilepipe::render::style_reads::read_style(STYLE, &xml, 256, 1.0).unwrap()];
+    let raster = ExpireConfig::default().raster();
+    let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let mut generator = tilepipe_testkit::FeedGenerator::new(town, 17, START, start, 60);
+    // Per zoom 10..=18: (style-aware, all).
+    let mut counts = [(0usize, 0usize); 9];
+    // Changed rows, and of them those whose geometry stayed the same.
+    let (mut rows, mut same_geometry) = (0, 0);
+    for _ in 0..30 {
+        let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
+        let mut tx = client.transaction().unwrap();
+        let result = applier.apply(&mut tx, &changes).unwrap();
+        tx.commit().unwrap();
+        for change in result.row_changes.iter().filter(|c| c.changed) {
+            rows += 1;
+            same_geometry += usize::from(change.changed_columns.is_some());
+            let row = std::slice::from_ref(change);
+            let batch = tiles_for_batch(row, &raster, false, &reads).unwrap();
+            for (i, z) in (10..=18u8).enumerate() {
+                let aware = batch.metatiles(STYLE, z).len();
+                // `_roads` rows repeat `_line` rows: the plain set skips them.
+                let all = batch.all.metatiles(z).count();
+                if change.expire {
+                    assert!(aware <= all, "z{z}: {aware} > {all} for {change:?}");
+                }
+                counts[i].0 += aware;
+                counts[i].1 += all;
+            }
+        }
+    }
+    for (i, (aware, all)) in counts.iter().enumerate() {
+        eprintln!("z{}: {aware} of {all} metatiles", i + 10);
+    }
+    let (aware, all) = counts.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+    eprintln!("total: {aware} of {all} metatiles; {same_geometry} of {rows} changed rows kept their geometry");
+    assert!(aware < all, "{aware} of {all}");
+}
