@@ -172,7 +172,8 @@ impl OutputTables {
         );
         client
             .batch_execute(&format!(
-                "CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
+                "{FINISH_MEMORY_SQL}
+                 CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
                    SELECT {columns} FROM {table}
                    WHERE {valid} OR ST_IsValid(way) ORDER BY {order}, way;
                  DROP TABLE {table};
@@ -394,6 +395,19 @@ pub(crate) fn column_digests_sql(columns: &[String]) -> String {
         .collect();
     format!("ARRAY[{}]::int8[]", hashes.join(", "))
 }
+
+/// SQL raising the session's `work_mem` and `maintenance_work_mem` for an
+/// import's table finishing (never lowering what the server is set to):
+/// with PostgreSQL's defaults (4 MB, 64 MB) the clustering sort of a
+/// region's polygon table spills to disk and the index builds run in
+/// small batches; in memory the polygon sort of Liechtenstein x10 took
+/// 85 ms instead of 141 ms. Both outputs' finishing runs it first.
+pub(crate) const FINISH_MEMORY_SQL: &str = "
+    SELECT set_config('work_mem', greatest(setting::bigint, 262144)::text || 'kB', false)
+      FROM pg_settings WHERE name = 'work_mem';
+    SELECT set_config('maintenance_work_mem', greatest(setting::bigint, 524288)::text || 'kB', false)
+      FROM pg_settings WHERE name = 'maintenance_work_mem';
+";
 
 /// SQL for a digest of a row's `columns` (qualified names), to tell
 /// whether a rewrite changed anything besides the geometry; `0` when

@@ -182,12 +182,14 @@ impl FlexTables {
             None => String::new(),
         };
         let mut sql = format!(
-            "SET client_min_messages = WARNING;
+            "{memory}
+             SET client_min_messages = WARNING;
              {create};
              INSERT INTO {schema}.{tmp_quoted} ({columns}) SELECT {columns} FROM {qualified}{keep}{order};
              DROP TABLE {qualified};
              ALTER TABLE {schema}.{tmp_quoted} RENAME TO {name};
              RESET client_min_messages;",
+            memory = crate::apply::output::FINISH_MEMORY_SQL,
             create = definition.sql_create(&tmp, false),
             schema = quote_ident(&definition.schema),
             tmp_quoted = quote_ident(&tmp),
