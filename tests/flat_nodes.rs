@@ -220,7 +220,11 @@ fn applying_diffs_with_flat_nodes_equals_applying_them_without() {
         };
         let a = apply(&mut client, &mut with_table, &changes);
         let b = apply(&mut client, &mut with_file, &changes);
-        assert_eq!(a.row_changes, b.row_changes, "batch {n}: row changes");
+        assert_eq!(
+            in_any_order(a.row_changes),
+            in_any_order(b.row_changes),
+            "batch {n}: row changes"
+        );
         if n % 10 == 9 {
             assert_eq!(
                 digests(&mut client, "flat"),
@@ -758,7 +762,11 @@ fn flex_output_with_flat_nodes_equals_without() {
             let changes: ChangeSet = generator.next_diff().changes.into_iter().collect();
             let a = apply(&mut client, &mut with_table, &changes);
             let b = apply(&mut client, &mut with_file, &changes);
-            assert_eq!(a.row_changes, b.row_changes, "{name}: batch {n}");
+            assert_eq!(
+                in_any_order(a.row_changes),
+                in_any_order(b.row_changes),
+                "{name}: batch {n}"
+            );
         }
         assert_eq!(
             schema_digests(&mut client, "flat"),
@@ -766,4 +774,17 @@ fn flex_output_with_flat_nodes_equals_without() {
             "{name}: after diffs"
         );
     }
+}
+
+/// Row changes with each object's geometries sorted: an object with
+/// several rows (a relation's parts) reads them back in physical order,
+/// which two tables filled the same way may still order differently.
+fn in_any_order(
+    mut changes: Vec<tilepipe::apply::append::RowChange>,
+) -> Vec<tilepipe::apply::append::RowChange> {
+    for change in &mut changes {
+        change.old.sort();
+        change.new.sort();
+    }
+    changes
 }
