@@ -420,13 +420,9 @@ pub fn import_with_threads(
         }
         Some(flex) => {
             let runtime = flex.runtime(super::flex::runtime::Mode::Create, schema)?;
-            let tables = super::flex::output::FlexTables::new(runtime.tables());
+            let definitions = runtime.tables();
             let workers = if lua_workers > 1 {
-                let names = runtime
-                    .tables()
-                    .iter()
-                    .map(|t| t.qualified_name())
-                    .collect();
+                let names = definitions.iter().map(|t| t.qualified_name()).collect();
                 Some(super::flex::workers::LuaWorkers::new(
                     flex,
                     schema,
@@ -436,6 +432,7 @@ pub fn import_with_threads(
             } else {
                 None
             };
+            let tables = super::flex::output::FlexTables::new(definitions);
             let source = super::flex::import::FlexSource::new(runtime, workers);
             import_with(db, path, settings, threads, source, &tables, |c| {
                 Ok(tables.create(c)?)

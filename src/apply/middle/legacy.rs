@@ -40,7 +40,7 @@
 use super::{with_index_probes, Middle, MiddleError, NODE_BUCKET_SHIFT};
 use crate::apply::pgcopy::CopyStream;
 use crate::db::quote_ident;
-use crate::osm::{Member, Meta, Node, ObjectType, Relation, Tags, Way};
+use crate::osm::{Member, Node, ObjectType, Relation, Tags, Way};
 use postgres::GenericClient;
 use std::borrow::Borrow;
 
@@ -79,19 +79,6 @@ pub(super) fn create(middle: &Middle, client: &mut impl GenericClient) -> Result
                parts int8[], members text[], tags text[]);"
         ))
         .map_err(middle.err("*"))
-}
-
-/// The nodes' primary key (`PREFIX_nodes_pkey`, as 1.8 names it).
-pub(super) fn index_nodes(
-    middle: &Middle,
-    client: &mut impl GenericClient,
-) -> Result<(), MiddleError> {
-    let nodes = middle.nodes_table();
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE {nodes} ADD PRIMARY KEY (id); ANALYZE {nodes} (id);"
-        ))
-        .map_err(middle.err("nodes"))
 }
 
 /// The ways' primary key, bucket function and bucket index, with 1.8's
@@ -264,7 +251,7 @@ pub(super) fn tags_from_array(array: Option<Vec<String>>) -> Tags {
 /// Members from `members` pairs (`w42`, role), as 1.8's
 /// `pgsql_parse_members`; malformed pairs, which osm2pgsql never writes,
 /// are dropped.
-fn members_from_array(array: Option<Vec<String>>) -> Vec<Member> {
+pub(super) fn members_from_array(array: Option<Vec<String>>) -> Vec<Member> {
     let mut members = Vec::new();
     let mut items = array.unwrap_or_default().into_iter();
     while let (Some(key), Some(role)) = (items.next(), items.next()) {
@@ -280,35 +267,6 @@ fn members_from_array(array: Option<Vec<String>>) -> Vec<Member> {
         members.push(Member { kind, id, role });
     }
     members
-}
-
-/// The given relations in id order; unknown ids are absent.
-pub(super) fn relations(
-    middle: &Middle,
-    client: &mut impl GenericClient,
-    ids: &[i64],
-) -> Result<Vec<Relation>, MiddleError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT id, members, tags FROM {} WHERE id = ANY($1) ORDER BY id",
-                middle.rels_table()
-            ),
-            &[&ids],
-        )
-        .map_err(middle.err("rels"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Relation {
-            id: r.get(0),
-            meta: Meta::default(),
-            members: members_from_array(r.get(1)),
-            tags: tags_from_array(r.get(2)),
-        })
-        .collect())
 }
 
 /// Ways containing any of the given nodes: 1.8's `mark_ways_by_node`, one

@@ -322,16 +322,14 @@ impl Middle {
     }
 
     /// Primary key and statistics of the nodes table, built once it is
-    /// loaded. Statistics only for the columns lookups filter on, here and
-    /// below: those of coordinates, tags and way node lists are never used
-    /// and cost most of ANALYZE's time. Nothing to do without a nodes
-    /// table.
+    /// loaded; the same in both layouts (1.8 names the key
+    /// `PREFIX_nodes_pkey` too). Statistics only for the columns lookups
+    /// filter on, here and below: those of coordinates, tags and way node
+    /// lists are never used and cost most of ANALYZE's time. Nothing to do
+    /// without a nodes table.
     pub fn index_nodes(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
         if !self.has_nodes_table() {
             return Ok(());
-        }
-        if self.is_legacy() {
-            return legacy::index_nodes(self, client);
         }
         let nodes = self.nodes_table();
         client
@@ -629,9 +627,8 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        if self.is_legacy() {
-            return legacy::relations(self, client, ids);
-        }
+        // As for ways: both layouts have `id, members, tags`, encoded as
+        // jsonb here and as osm2pgsql 1.8's flat text[] there.
         let rows = client
             .query(
                 &format!(
@@ -641,13 +638,22 @@ impl Middle {
                 &[&ids],
             )
             .map_err(self.err("rels"))?;
+        let legacy = self.is_legacy();
         Ok(rows
             .iter()
             .map(|r| Relation {
                 id: r.get(0),
                 meta: Meta::default(),
-                members: members_from_json(r.get(1)),
-                tags: tags_from_json(r.get(2)),
+                members: if legacy {
+                    legacy::members_from_array(r.get(1))
+                } else {
+                    members_from_json(r.get(1))
+                },
+                tags: if legacy {
+                    legacy::tags_from_array(r.get(2))
+                } else {
+                    tags_from_json(r.get(2))
+                },
             })
             .collect())
     }
