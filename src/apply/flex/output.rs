@@ -19,6 +19,7 @@
 
 use super::runtime::FlexRow;
 use super::table::{ColumnType, TableDef};
+use super::value::write_integer;
 use crate::apply::geom::ewkb;
 use crate::db::quote_ident;
 use crate::osm::{ObjectId, ObjectType};
@@ -429,20 +430,12 @@ impl FlexCopy<'_> {
     /// Writes one row: its fields in order, then (staging) its import
     /// facts.
     pub fn write(&mut self, row: &FlexRow) -> Result<(), FlexOutputError> {
-        for (i, field) in row.fields.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b'\t');
-            }
-            match field {
-                Some(text) => escape_copy_text(&mut self.buf, text),
-                None => self.buf.extend_from_slice(b"\\N"),
-            }
-        }
+        self.buf.extend_from_slice(&row.line);
         if self.staging {
             self.buf
                 .extend_from_slice(if row.surely_valid { b"\tt\t" } else { b"\tf\t" });
             match row.order_key {
-                Some(key) => self.buf.extend_from_slice(key.to_string().as_bytes()),
+                Some(key) => write_integer(&mut self.buf, key),
                 None => self.buf.extend_from_slice(b"\\N"),
             }
         }
@@ -473,33 +466,7 @@ impl FlexCopy<'_> {
     }
 }
 
-/// A field in COPY's text format: backslash, tab, newline and carriage
-/// return escaped.
-fn escape_copy_text(out: &mut Vec<u8>, text: &str) {
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(byte),
-        }
-    }
-}
-
 /// Hex EWKB of a geometry for a COPY field.
 pub fn hex_ewkb(bytes: &[u8]) -> String {
     ewkb::to_hex(bytes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_escapes() {
-        let mut out = Vec::new();
-        escape_copy_text(&mut out, "a\tb\\c\nd\re");
-        assert_eq!(out, b"a\\tb\\\\c\\nd\\re");
-    }
 }

@@ -15,7 +15,7 @@
 use super::expire::{parse_expire_output, ExpireOutputDef, ExpireOutputHandle};
 use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
 use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
-use super::value;
+use super::value::{self, escape_copy_text, write_integer};
 use crate::apply::geom::postgis_sort_key;
 use crate::apply::geom::validity::surely_valid_geometry;
 use crate::apply::process::{NodeLocations, WayLookup};
@@ -84,9 +84,12 @@ pub struct FlexRow {
     pub table: usize,
     /// The object the row belongs to.
     pub object: ObjectId,
-    /// One value per written column (`TableDef::written_columns`), in
-    /// text form (geometries as hex EWKB); `None` is NULL.
-    pub fields: Vec<Option<String>>,
+    /// The row's fields in COPY's text format, one per written column
+    /// (`TableDef::written_columns`), escaped and tab-separated, without
+    /// the final newline: geometries as hex EWKB, NULL as `\N`. Encoded
+    /// by the Lua worker that built the row, so the single COPY writer
+    /// only copies bytes and no row allocates a string per field.
+    pub line: Vec<u8>,
     /// Every geometry the validity trigger would check (non-point, not in
     /// 4326) is proven valid, so the row needs no `ST_IsValid`.
     pub surely_valid: bool,
@@ -993,19 +996,26 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             )));
         }
     }
-    let mut fields = Vec::with_capacity(table.columns.len());
+    let mut line = Vec::with_capacity(128);
     let mut surely_valid = true;
     let mut order_key = None;
-    for (column, key) in table.written_columns().zip(keys.iter()) {
-        let field = match column.column_type {
-            ColumnType::IdType => Some(object.kind.letter().to_ascii_uppercase().to_string()),
-            ColumnType::IdNum => Some(
-                table
+    for (index, (column, key)) in table.written_columns().zip(keys.iter()).enumerate() {
+        if index > 0 {
+            line.push(b'\t');
+        }
+        let present = match column.column_type {
+            ColumnType::IdType => {
+                line.push(object.kind.letter().to_ascii_uppercase() as u8);
+                true
+            }
+            ColumnType::IdNum => {
+                let id = table
                     .ids
                     .as_ref()
-                    .map_or(object.id, |ids| ids.id_value(object))
-                    .to_string(),
-            ),
+                    .map_or(object.id, |ids| ids.id_value(object));
+                write_integer(&mut line, id);
+                true
+            }
             ColumnType::Geometry(kind) => {
                 let value: Value = row.raw_get(key)?;
                 // Borrowed, not cloned: the row's geometry is read once.
@@ -1059,14 +1069,23 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                         }
                     }
                 }
-                bytes.map(|b| crate::apply::geom::ewkb::to_hex(&b))
+                // Hex digits need no COPY escaping.
+                bytes
+                    .map(|b| crate::apply::geom::ewkb::push_hex(&mut line, &b))
+                    .is_some()
             }
             _ => {
                 let value: Value = row.raw_get(key)?;
-                value::convert(lua, column, &value).map_err(fail)?
+                value::convert(lua, column, &value)
+                    .map_err(fail)?
+                    .map(|text| escape_copy_text(&mut line, &text))
+                    .is_some()
             }
         };
-        if field.is_none() && column.not_null {
+        if !present {
+            line.extend_from_slice(b"\\N");
+        }
+        if !present && column.not_null {
             let column_name = column.name.clone();
             let object_table = object_table.clone();
             return Ok(MultiValue::from_vec(vec![
@@ -1076,12 +1095,11 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                 object_table.map_or(Value::Nil, Value::Table),
             ]));
         }
-        fields.push(field);
     }
     rows.push(FlexRow {
         table: handle.index,
         object,
-        fields,
+        line,
         surely_valid,
         order_key,
     });
@@ -1280,6 +1298,23 @@ end
         }
     }
 
+    /// The fields of a row's COPY line, unescaped; `None` is NULL.
+    fn fields(row: &FlexRow) -> Vec<Option<String>> {
+        std::str::from_utf8(&row.line)
+            .unwrap()
+            .split('\t')
+            .map(|field| {
+                (field != "\\N").then(|| {
+                    field
+                        .replace("\\t", "\t")
+                        .replace("\\n", "\n")
+                        .replace("\\r", "\r")
+                        .replace("\\\\", "\\")
+                })
+            })
+            .collect()
+    }
+
     #[test]
     fn tables_and_node_rows() {
         let runtime = runtime(CONFIG).unwrap();
@@ -1290,9 +1325,9 @@ end
             .process_node(&node(7, &[("name", "A"), ("shop", "x")]))
             .unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].fields[0].as_deref(), Some("7"));
-        assert_eq!(rows[0].fields[1].as_deref(), Some("A"));
-        assert_eq!(rows[0].fields[2].as_deref(), Some(r#"{"shop":"x"}"#));
+        assert_eq!(fields(&rows[0])[0].as_deref(), Some("7"));
+        assert_eq!(fields(&rows[0])[1].as_deref(), Some("A"));
+        assert_eq!(fields(&rows[0])[2].as_deref(), Some(r#"{"shop":"x"}"#));
         assert!(runtime
             .process_node(&node(8, &[("nogeom", "1")]))
             .unwrap()
@@ -1332,7 +1367,7 @@ end
         };
         let rows = runtime.process_way(&way, &locations).unwrap();
         assert_eq!(
-            rows[0].fields,
+            fields(&rows[0]),
             vec![
                 Some("W".into()),
                 Some("10".into()),

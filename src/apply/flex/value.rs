@@ -381,9 +381,69 @@ fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Appends `text` as a field in COPY's text format: backslash, tab,
+/// newline and carriage return escaped (PostgreSQL's `CopyReadAttributesText`
+/// reads them back). Most fields hold none of them and are copied whole.
+pub fn escape_copy_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let special = |b: &u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r');
+    if !bytes.iter().any(special) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &byte in bytes {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(byte),
+        }
+    }
+}
+
+/// Appends the decimal digits of `value` (a COPY text field needs no
+/// escaping for them) without a temporary string.
+pub fn write_integer(out: &mut Vec<u8>, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut out = Vec::new();
+        escape_copy_text(&mut out, "a\tb\\c\nd\re");
+        assert_eq!(out, b"a\\tb\\\\c\\nd\\re");
+        out.clear();
+        escape_copy_text(&mut out, "plain text");
+        assert_eq!(out, b"plain text");
+    }
+
+    #[test]
+    fn integers_written_in_decimal() {
+        for value in [0, 7, -7, 1234567890, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_integer(&mut out, value);
+            assert_eq!(out, value.to_string().as_bytes());
+        }
+    }
     use crate::apply::flex::table::ColumnType;
 
     fn column(type_name: &str) -> ColumnDef {

@@ -148,6 +148,17 @@ pub fn to_hex(bytes: &[u8]) -> String {
     hex
 }
 
+/// Appends [`to_hex`]'s digits of `bytes` to `out`, without a temporary
+/// string.
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+}
+
 /// Parses hex (either case) into bytes; `None` on odd length or a non-hex
 /// character.
 pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
