@@ -268,13 +268,14 @@ pub(crate) trait RowSink: Sync {
     fn qualified_name(&self, table: usize) -> String;
     /// Whether only nodes write to the table.
     fn node_only(&self, table: usize) -> bool;
-    /// Loads a table's rows with one COPY (and may finish it).
+    /// Loads a table's rows with one COPY (and may finish it): the rows
+    /// the table holds when that is already final, else `None`.
     fn load(
         &self,
         client: &mut Client,
         table: usize,
         rows: Batches<Self::Row>,
-    ) -> Result<(), ApplyError>;
+    ) -> Result<Option<u64>, ApplyError>;
     /// Whether the table's writer finishes it ([`RowSink::finish`]) as
     /// soon as it is loaded, while reading goes on; else it is finished
     /// after the second stage, with the others left.
@@ -290,12 +291,18 @@ pub(crate) trait RowSink: Sync {
     ) -> Result<(), ApplyError> {
         Ok(())
     }
-    /// Finishes one loaded table (indexes, clustering).
-    fn finish(&self, _client: &mut Client, _table: usize) -> Result<(), ApplyError> {
-        Ok(())
+    /// Finishes one loaded table (indexes, clustering): the rows it
+    /// kept, when known.
+    fn finish(&self, _client: &mut Client, _table: usize) -> Result<Option<u64>, ApplyError> {
+        Ok(None)
     }
-    /// Row counts per table, by name.
-    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError>;
+    /// Row counts per table, by name: `known[table]` where loading or
+    /// finishing reported it, counted in the database otherwise.
+    fn counts(
+        &self,
+        client: &mut Client,
+        known: &[Option<u64>],
+    ) -> Result<Vec<(String, u64)>, ApplyError>;
 }
 
 impl RowSource for Processor {
@@ -358,15 +365,30 @@ impl RowSink for OutputTables {
         client: &mut Client,
         table: usize,
         rows: Batches<Row>,
-    ) -> Result<(), ApplyError> {
-        Ok(self.import_rows(client, TableKind::ALL[table], rows)?)
+    ) -> Result<Option<u64>, ApplyError> {
+        Ok(Some(self.import_rows(
+            client,
+            TableKind::ALL[table],
+            rows,
+        )?))
     }
 
-    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError> {
-        Ok(OutputTables::counts(self, client)?
-            .into_iter()
-            .map(|(kind, n)| (self.name(kind), n as u64))
-            .collect())
+    fn counts(
+        &self,
+        client: &mut Client,
+        known: &[Option<u64>],
+    ) -> Result<Vec<(String, u64)>, ApplyError> {
+        TableKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| {
+                let count = match known.get(i).copied().flatten() {
+                    Some(count) => count,
+                    None => OutputTables::count(self, client, kind)?,
+                };
+                Ok((self.name(kind), count))
+            })
+            .collect()
     }
 }
 
@@ -482,6 +504,8 @@ where
     let mut summary = ImportSummary::default();
     let mut read_done = started;
     let mut stores = Stores::new(&middle);
+    // Rows per table as loading or finishing reported them.
+    let mut known_counts = vec![None; sink.table_count()];
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
         let middle = &middle;
         let (nodes_tx, nodes_rx) = sync_channel::<Vec<Node>>(QUEUE_DEPTH);
@@ -531,9 +555,11 @@ where
             writers_result = writers_result.and(result);
         }
         // The rows kept are counted after validation, below.
-        for writer in row_writers {
-            let result = writer.join().expect("row writer panicked");
-            writers_result = writers_result.and(result);
+        for (table, writer) in row_writers.into_iter().enumerate() {
+            match writer.join().expect("row writer panicked") {
+                Ok(count) => known_counts[table] = count,
+                Err(e) => writers_result = writers_result.and(Err(e)),
+            }
         }
         writers_result?;
         read?;
@@ -544,14 +570,15 @@ where
             let finishers: Vec<_> = (0..sink.table_count())
                 .filter(|&table| !sink.finished_after_load(table))
                 .map(|table| {
-                    scope.spawn(move || -> Result<(), ApplyError> {
+                    let finisher = scope.spawn(move || -> Result<Option<u64>, ApplyError> {
                         let mut client = crate::db::connect(db)?;
                         sink.finish(&mut client, table)
-                    })
+                    });
+                    (table, finisher)
                 })
                 .collect();
-            for finisher in finishers {
-                finisher.join().expect("table finisher panicked")?;
+            for (table, finisher) in finishers {
+                known_counts[table] = finisher.join().expect("table finisher panicked")?;
             }
         }
         Ok(())
@@ -573,7 +600,7 @@ where
         path.display(),
         summary.read_time.as_secs_f64()
     );
-    summary.rows = sink.counts(&mut control)?;
+    summary.rows = sink.counts(&mut control, &known_counts)?;
 
     write_import_properties(&mut control, path, settings, &summary)?;
     Ok(summary)
@@ -887,13 +914,13 @@ fn write_rows<K: RowSink>(
     sink: &K,
     table: usize,
     batches: Receiver<Vec<K::Row>>,
-) -> Result<(), ApplyError> {
+) -> Result<Option<u64>, ApplyError> {
     let mut client = crate::db::connect(db)?;
-    sink.load(&mut client, table, batches.into_iter().flatten())?;
+    let loaded = sink.load(&mut client, table, batches.into_iter().flatten())?;
     if sink.finished_after_load(table) {
-        sink.finish(&mut client, table)?;
+        return Ok(sink.finish(&mut client, table)?.or(loaded));
     }
-    Ok(())
+    Ok(loaded)
 }
 
 /// Leaves no half-imported tables behind after a failure.

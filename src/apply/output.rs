@@ -161,7 +161,7 @@ impl OutputTables {
         &self,
         client: &mut impl GenericClient,
         kind: TableKind,
-    ) -> Result<(), OutputError> {
+    ) -> Result<u64, OutputError> {
         let table = self.table(kind);
         let name = self.name(kind);
         let sorted = quote_ident(&format!("{name}_tilepipe_sorted"));
@@ -170,13 +170,27 @@ impl OutputTables {
             "{schema}.{}",
             quote_ident(&format!("{name}_osm2pgsql_valid"))
         );
+        // One transaction, as one batch was: no half-finished table.
+        client
+            .batch_execute(&format!("BEGIN; {FINISH_MEMORY_SQL}"))
+            .map_err(self.err(kind))?;
+        // Run alone, so that its command tag gives the rows kept.
+        let kept = client
+            .execute(
+                &format!(
+                    "CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
+                       SELECT {columns} FROM {table}
+                       WHERE {valid} OR ST_IsValid(way) ORDER BY {order}, way",
+                    columns = self.column_names(kind).join(", "),
+                    valid = STAGING_COLUMNS[0],
+                    order = STAGING_COLUMNS[1],
+                ),
+                &[],
+            )
+            .map_err(self.err(kind))?;
         client
             .batch_execute(&format!(
-                "{FINISH_MEMORY_SQL}
-                 CREATE TABLE {schema}.{sorted} WITH (autovacuum_enabled = on) AS
-                   SELECT {columns} FROM {table}
-                   WHERE {valid} OR ST_IsValid(way) ORDER BY {order}, way;
-                 DROP TABLE {table};
+                "DROP TABLE {table};
                  ALTER TABLE {schema}.{sorted} RENAME TO {plain};
                  CREATE INDEX {way_idx} ON {table} USING GIST (way) WITH (fillfactor = 100);
                  CREATE INDEX {id_idx} ON {table} USING BTREE (osm_id);
@@ -187,16 +201,15 @@ impl OutputTables {
                    END; $$ LANGUAGE plpgsql;
                  CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table}
                    FOR EACH ROW EXECUTE PROCEDURE {trigger_function}();
-                 ANALYZE {table};",
-                columns = self.column_names(kind).join(", "),
-                valid = STAGING_COLUMNS[0],
-                order = STAGING_COLUMNS[1],
+                 ANALYZE {table};
+                 COMMIT;",
                 plain = quote_ident(&name),
                 way_idx = quote_ident(&format!("{name}_way_idx")),
                 id_idx = quote_ident(&format!("{name}_osm_id_idx")),
                 trigger = quote_ident(&format!("{name}_osm2pgsql_valid")),
             ))
-            .map_err(self.err(kind))
+            .map_err(self.err(kind))?;
+        Ok(kept)
     }
 
     /// Starts a binary COPY into one table.
@@ -216,7 +229,7 @@ impl OutputTables {
         client: &mut impl GenericClient,
         kind: TableKind,
         rows: impl IntoIterator<Item = Row>,
-    ) -> Result<(), OutputError> {
+    ) -> Result<u64, OutputError> {
         let mut writer = self.start_copy(&mut *client, kind, true)?;
         for row in rows {
             writer.write(&row)?;
@@ -294,14 +307,21 @@ impl OutputTables {
     ) -> Result<Vec<(TableKind, i64)>, OutputError> {
         TableKind::ALL
             .iter()
-            .map(|&kind| {
-                let count: i64 = client
-                    .query_one(&format!("SELECT count(*) FROM {}", self.table(kind)), &[])
-                    .map_err(self.err(kind))?
-                    .get(0);
-                Ok((kind, count))
-            })
+            .map(|&kind| Ok((kind, self.count(client, kind)? as i64)))
             .collect()
+    }
+
+    /// The rows of one table (`count(*)`).
+    pub fn count(
+        &self,
+        client: &mut impl GenericClient,
+        kind: TableKind,
+    ) -> Result<u64, OutputError> {
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", self.table(kind)), &[])
+            .map_err(self.err(kind))?
+            .get(0);
+        Ok(count as u64)
     }
 }
 

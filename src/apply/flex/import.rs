@@ -153,13 +153,14 @@ impl RowSink for FlexTables {
         client: &mut Client,
         table: usize,
         rows: Batches<FlexRow>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<Option<u64>, ApplyError> {
         let mut writer = self.copy_writer(client, table, true)?;
         for row in rows {
             writer.write(&row)?;
         }
         writer.finish()?;
-        Ok(())
+        // Staged rows: the finish step may still drop invalid ones.
+        Ok(None)
     }
 
     /// Tables only nodes write to are complete once the nodes are read
@@ -188,14 +189,30 @@ impl RowSink for FlexTables {
         Ok(())
     }
 
-    fn finish(&self, client: &mut Client, table: usize) -> Result<(), ApplyError> {
-        Ok(self.finish_import(client, table)?)
+    fn finish(&self, client: &mut Client, table: usize) -> Result<Option<u64>, ApplyError> {
+        Ok(Some(self.finish_import(client, table)?))
     }
 
-    fn counts(&self, client: &mut Client) -> Result<Vec<(String, u64)>, ApplyError> {
-        Ok(FlexTables::counts(self, client)?
-            .into_iter()
-            .map(|(name, n)| (name, n as u64))
-            .collect())
+    fn counts(
+        &self,
+        client: &mut Client,
+        known: &[Option<u64>],
+    ) -> Result<Vec<(String, u64)>, ApplyError> {
+        let mut counted = None;
+        let mut counts = Vec::with_capacity(self.tables().len());
+        for (i, table) in self.tables().iter().enumerate() {
+            let count = match known.get(i).copied().flatten() {
+                Some(count) => count,
+                None => {
+                    let all = match &counted {
+                        Some(all) => all,
+                        None => counted.insert(FlexTables::counts(self, client)?),
+                    };
+                    all[i].1 as u64
+                }
+            };
+            counts.push((table.name.clone(), count));
+        }
+        Ok(counts)
     }
 }

@@ -161,7 +161,7 @@ impl FlexTables {
         &self,
         client: &mut impl GenericClient,
         table: usize,
-    ) -> Result<(), FlexOutputError> {
+    ) -> Result<u64, FlexOutputError> {
         let definition = &self.tables[table];
         let qualified = definition.qualified_name();
         let tmp = tmp_name(definition);
@@ -182,18 +182,32 @@ impl FlexTables {
             Some(geometry) => format!(" ORDER BY {STAGING_ORDER}, {}", quote_ident(&geometry.name)),
             None => String::new(),
         };
+        let schema = quote_ident(&definition.schema);
+        let tmp_quoted = quote_ident(&tmp);
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 {memory}
+                 SET client_min_messages = WARNING;
+                 {create};",
+                memory = crate::apply::output::FINISH_MEMORY_SQL,
+                create = definition.sql_create(&tmp, false),
+            ))
+            .map_err(self.err(table))?;
+        // Run alone, so that its command tag gives the rows kept.
+        let kept = client
+            .execute(
+                &format!(
+                    "INSERT INTO {schema}.{tmp_quoted} ({columns}) \
+                     SELECT {columns} FROM {qualified}{keep}{order}"
+                ),
+                &[],
+            )
+            .map_err(self.err(table))?;
         let mut sql = format!(
-            "{memory}
-             SET client_min_messages = WARNING;
-             {create};
-             INSERT INTO {schema}.{tmp_quoted} ({columns}) SELECT {columns} FROM {qualified}{keep}{order};
-             DROP TABLE {qualified};
+            "DROP TABLE {qualified};
              ALTER TABLE {schema}.{tmp_quoted} RENAME TO {name};
              RESET client_min_messages;",
-            memory = crate::apply::output::FINISH_MEMORY_SQL,
-            create = definition.sql_create(&tmp, false),
-            schema = quote_ident(&definition.schema),
-            tmp_quoted = quote_ident(&tmp),
             name = quote_ident(&definition.name),
         );
         for index in &definition.indexes {
@@ -205,8 +219,9 @@ impl FlexTables {
             sql.push_str(";\n");
         }
         sql.push_str(&trigger_sql(definition));
-        sql.push_str(&format!("ANALYZE {qualified};"));
-        client.batch_execute(&sql).map_err(self.err(table))
+        sql.push_str(&format!("ANALYZE {qualified}; COMMIT;"));
+        client.batch_execute(&sql).map_err(self.err(table))?;
+        Ok(kept)
     }
 
     /// The tables rows of `kind` objects go to, with an id column.
