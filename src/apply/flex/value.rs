@@ -98,6 +98,10 @@ fn sign(value: f64) -> i32 {
 /// The text Lua's `lua_tolstring` gives a string or number (`%.14g`
 /// floats, `4.0` for integral floats, `-nan`).
 fn lua_tostring(lua: &Lua, value: &Value) -> Option<String> {
+    if let Value::String(s) = value {
+        // A string is its own text: no coercion round trip.
+        return Some(s.to_string_lossy());
+    }
     lua.coerce_string(value.clone())
         .ok()
         .flatten()
@@ -272,11 +276,15 @@ fn tostring_for_hstore(lua: &Lua, value: &Value) -> Option<String> {
 
 fn push_hstore_quoted(out: &mut String, text: &str) {
     out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+    if text.contains(['"', '\\']) {
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
         }
-        out.push(c);
+    } else {
+        out.push_str(text);
     }
     out.push('"');
 }
