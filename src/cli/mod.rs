@@ -4,6 +4,7 @@
 
 mod adopt;
 mod apply;
+mod bounds;
 mod catchup;
 mod expire_tiles;
 mod import;
@@ -58,6 +59,8 @@ enum Command {
     Import(import::Args),
     /// Apply one OsmChange file (.osc, .osc.gz) in one transaction.
     Apply(apply::Args),
+    /// Print the data's bounding box (min_lon,min_lat,max_lon,max_lat); --recompute measures it again.
+    Bounds(bounds::Args),
     /// Take over a database osm2pgsql 1.8 imported with --slim, in place (same options as import).
     Adopt(adopt::Args),
     /// Apply everything the feed has published since the stored position, then exit.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&config, args),
         Command::Apply(args) => apply::run(&config, args),
         Command::Adopt(args) => adopt::run(&config, args),
+        Command::Bounds(args) => bounds::run(&config, args),
         Command::Catchup(args) => catchup::run(&config, args),
         Command::ExpireTiles(args) => expire_tiles::run(&config, args),
         Command::Init(args) => init::run(&config, args),
