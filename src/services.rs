@@ -98,6 +98,8 @@ pub struct Services {
     shutdown: Shutdown,
     renderer: Option<Arc<Renderer>>,
     http_addr: Option<SocketAddr>,
+    /// The HTTP server's data bounds, when one was started.
+    data_bounds: Option<crate::serve::DataBoundsHandle>,
     /// The protocol server then the HTTP server, in start order.
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -124,6 +126,7 @@ impl Services {
             shutdown: shutdown.clone(),
             renderer,
             http_addr: None,
+            data_bounds: None,
             tasks: Vec::new(),
         };
         if let Some(renderer) = &services.renderer {
@@ -148,6 +151,7 @@ impl Services {
                 plan.metrics,
             ))?;
             services.http_addr = Some(server.local_addr());
+            services.data_bounds = Some(server.data_bounds());
             let shutdown = shutdown.clone();
             services.tasks.push(
                 runtime
@@ -165,6 +169,12 @@ impl Services {
     /// The HTTP server's bound address, when one was started.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where to set the data bounds the HTTP server shows, when one was
+    /// started.
+    pub fn data_bounds(&self) -> Option<&crate::serve::DataBoundsHandle> {
+        self.data_bounds.as_ref()
     }
 
     /// Requests shutdown, waits for the servers (they drain requests in

@@ -16,6 +16,7 @@ mod apply_tables;
 mod catchup;
 mod cli_replication;
 mod daemon;
+mod data_bounds;
 mod expire_actions;
 mod expire_osm2pgsql;
 mod expire_pipeline;
