@@ -14,6 +14,7 @@ mod apply_hostile;
 mod apply_import;
 mod apply_tables;
 mod catchup;
+mod cli_check;
 mod cli_replication;
 mod daemon;
 mod data_bounds;
