@@ -161,6 +161,55 @@ pub struct RenderWorkerReport {
     pub retried: u64,
 }
 
+/// The filesystem under one tile directory at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileFilesystemReport {
+    /// The tile directory (the `path` label).
+    pub path: String,
+    /// Total size, bytes.
+    pub size_bytes: u64,
+    /// Space still usable, bytes (`df`'s "Avail").
+    pub avail_bytes: u64,
+    /// How full, 0 to 1, as `df`'s "Use%".
+    pub used_ratio: f64,
+}
+
+/// Appends the tile directories' filesystem figures to a `/metrics` body.
+pub fn render_tile_filesystems(w: &mut String, filesystems: &[TileFilesystemReport]) {
+    if filesystems.is_empty() {
+        return;
+    }
+    type Field = fn(&TileFilesystemReport) -> f64;
+    let gauges: [(&str, &str, Field); 3] = [
+        (
+            "tilepipe_tile_filesystem_size_bytes",
+            "Size of the filesystem holding the tile directory.",
+            |f| f.size_bytes as f64,
+        ),
+        (
+            "tilepipe_tile_filesystem_avail_bytes",
+            "Space still usable on the filesystem holding the tile directory (df's Avail).",
+            |f| f.avail_bytes as f64,
+        ),
+        (
+            "tilepipe_tile_filesystem_used_ratio",
+            "How full the filesystem holding the tile directory is, 0 to 1 (df's Use%).",
+            |f| f.used_ratio,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        header(w, name, "gauge", help);
+        for filesystem in filesystems {
+            let _ = writeln!(
+                w,
+                "{name}{{path=\"{}\"}} {}",
+                escape(&filesystem.path),
+                field(filesystem)
+            );
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the tile response time histogram.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0,
