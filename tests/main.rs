@@ -10,6 +10,7 @@
 //! `serve_overload`.
 
 mod adopt;
+mod alert_rules;
 mod apply_hostile;
 mod apply_import;
 mod apply_tables;
