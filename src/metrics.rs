@@ -249,6 +249,25 @@ pub struct Metrics {
     changes_applied: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
+    /// The tile cache as the last limit sweep found it; `None` before one
+    /// (or without cache limits).
+    tile_cache: std::sync::Mutex<Option<TileCacheReport>>,
+    tile_cache_evicted: AtomicU64,
+    tile_cache_evicted_bytes: AtomicU64,
+}
+
+/// The tile cache after a limit sweep (`render.max_cache_gb`,
+/// `render.cache_high_water_percent`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileCacheReport {
+    /// Metatiles in the cache.
+    pub metatiles: u64,
+    /// Their disk use, bytes.
+    pub bytes: u64,
+    /// `render.max_cache_gb` in bytes, when set.
+    pub limit_bytes: Option<u64>,
+    /// When the sweep finished.
+    pub swept_at: SystemTime,
 }
 
 impl Default for Metrics {
@@ -286,6 +305,88 @@ impl Metrics {
             changes_applied: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
+            tile_cache: std::sync::Mutex::new(None),
+            tile_cache_evicted: AtomicU64::new(0),
+            tile_cache_evicted_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a tile cache limit sweep: the cache it left and what it
+    /// deleted.
+    pub fn record_tile_cache_sweep(
+        &self,
+        cache: TileCacheReport,
+        evicted: u64,
+        evicted_bytes: u64,
+    ) {
+        *self.tile_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+        self.tile_cache_evicted.fetch_add(evicted, Relaxed);
+        self.tile_cache_evicted_bytes
+            .fetch_add(evicted_bytes, Relaxed);
+    }
+
+    /// The cache as the last sweep left it.
+    pub fn tile_cache(&self) -> Option<TileCacheReport> {
+        *self.tile_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Metatiles the cache limits deleted, and their bytes.
+    pub fn tile_cache_evicted(&self) -> (u64, u64) {
+        (
+            self.tile_cache_evicted.load(Relaxed),
+            self.tile_cache_evicted_bytes.load(Relaxed),
+        )
+    }
+
+    /// The tile cache limit's figures, once a sweep ran.
+    fn render_tile_cache(&self, w: &mut String) {
+        let Some(cache) = self.tile_cache() else {
+            return;
+        };
+        let (evicted, evicted_bytes) = self.tile_cache_evicted();
+        let mut gauges = vec![
+            (
+                "tilepipe_tile_cache_metatiles",
+                "gauge",
+                "Metatiles in the tile cache at the last limit sweep.",
+                cache.metatiles as f64,
+            ),
+            (
+                "tilepipe_tile_cache_bytes",
+                "gauge",
+                "Disk use of the tile cache's metatiles at the last limit sweep.",
+                cache.bytes as f64,
+            ),
+            (
+                "tilepipe_tile_cache_last_sweep_timestamp_seconds",
+                "gauge",
+                "Unix time of the last tile cache limit sweep.",
+                unix_secs(cache.swept_at),
+            ),
+            (
+                "tilepipe_tile_cache_evicted_metatiles_total",
+                "counter",
+                "Least recently used metatiles deleted by the tile cache limits.",
+                evicted as f64,
+            ),
+            (
+                "tilepipe_tile_cache_evicted_bytes_total",
+                "counter",
+                "Disk space freed by the tile cache limits.",
+                evicted_bytes as f64,
+            ),
+        ];
+        if let Some(limit) = cache.limit_bytes {
+            gauges.push((
+                "tilepipe_tile_cache_limit_bytes",
+                "gauge",
+                "render.max_cache_gb in bytes.",
+                limit as f64,
+            ));
+        }
+        for (name, kind, help, value) in gauges {
+            header(w, name, kind, help);
+            let _ = writeln!(w, "{name} {value}");
         }
     }
 
@@ -450,6 +551,7 @@ impl Metrics {
         self.render_replication(w);
         self.render_apply_failing(w);
         self.render_totals(w);
+        self.render_tile_cache(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }

@@ -10,6 +10,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::render::cache_limit::CacheLimits;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;
 use crate::serve::config::ServeConfig;
@@ -81,6 +82,56 @@ pub async fn stop_on_signal(shutdown: Shutdown) {
     shutdown.request();
 }
 
+/// Sweeps the tile cache every `limits.interval` until shutdown (see
+/// [`crate::render::cache_limit`]), on a blocking thread: a sweep walks
+/// the whole cache. The first sweep runs at once, so the figures are on
+/// `/metrics` from the start.
+async fn enforce_cache_limits(
+    limits: CacheLimits,
+    dirs: Vec<std::path::PathBuf>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let (swept_limits, swept_dirs) = (limits.clone(), dirs.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::render::cache_limit::sweep(
+                &swept_limits,
+                &swept_dirs,
+                std::time::SystemTime::now(),
+            )
+        })
+        .await;
+        match swept {
+            Ok(report) => {
+                if report.evicted > 0 {
+                    info!(
+                        evicted = report.evicted,
+                        freed_mb = report.evicted_bytes / 1_000_000,
+                        metatiles = report.metatiles,
+                        cache_mb = report.bytes / 1_000_000,
+                        "tile cache limit: deleted the least recently used metatiles"
+                    );
+                }
+                metrics.record_tile_cache_sweep(
+                    crate::metrics::TileCacheReport {
+                        metatiles: report.metatiles,
+                        bytes: report.bytes,
+                        limit_bytes: limits.max_bytes,
+                        swept_at: std::time::SystemTime::now(),
+                    },
+                    report.evicted,
+                    report.evicted_bytes,
+                );
+            }
+            Err(e) => warn!("tile cache limit: the sweep failed: {e}"),
+        }
+        if !shutdown.sleep(limits.interval).await {
+            return;
+        }
+    }
+}
+
 /// What to start besides the renderer's configuration.
 pub struct Plan {
     /// The HTTP server's settings; `None` starts no HTTP server.
@@ -141,6 +192,21 @@ impl Services {
                     listeners.serve(queue, &styles, shutdown.wait()).await;
                     Ok(())
                 }));
+            }
+        }
+        if let Some(limits) = CacheLimits::from_config(&config.render) {
+            if !config.styles.is_empty() {
+                let dirs = config
+                    .styles
+                    .iter()
+                    .map(|s| s.tile_dir.join(&s.name))
+                    .collect();
+                runtime.spawn(enforce_cache_limits(
+                    limits,
+                    dirs,
+                    plan.metrics.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         if let Some(settings) = plan.http {

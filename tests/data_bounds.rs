@@ -36,14 +36,14 @@ fn assert_close(found: [f64; 4], expected: [f64; 4], tolerance: f64) {
 }
 
 /// A `tilepipe serve` process, killed on drop.
-struct ServeProcess {
+pub(crate) struct ServeProcess {
     child: Child,
-    base: String,
-    port: u16,
+    pub(crate) base: String,
+    pub(crate) port: u16,
 }
 
 impl ServeProcess {
-    fn get_json(&self, path: &str) -> serde_json::Value {
+    pub(crate) fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = tilepipe_testkit::http::get(self.port, path).expect("serve answers");
         assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
         serde_json::from_slice(&body).unwrap()
@@ -57,7 +57,8 @@ impl Drop for ServeProcess {
     }
 }
 
-fn start_serve(config: &Path, url: &str) -> ServeProcess {
+/// `tilepipe serve --no-render` on a free loopback port, once it listens.
+pub(crate) fn start_serve(config: &Path, url: &str) -> ServeProcess {
     let mut child = Command::new(tilepipe_bin())
         .args(["-c", config.to_str().unwrap(), "-d", url])
         .args(["serve", "--no-render", "--listen", "127.0.0.1:0"])

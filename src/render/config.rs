@@ -136,6 +136,18 @@ pub struct RenderConfig {
     /// Font directories, searched recursively; empty = Mapnik's own and
     /// /usr/share/fonts.
     pub font_dirs: Vec<PathBuf>,
+    /// Largest size of the tile cache, all styles' metatiles together, in
+    /// GB (10^9 bytes of disk); above it the least recently used
+    /// metatiles are deleted down to 90 % of it. Absent = no limit.
+    pub max_cache_gb: Option<f64>,
+    /// Delete least recently used metatiles while the filesystem holding a
+    /// tile directory is fuller than this (per cent, as `df`'s Use%);
+    /// absent = off. OSMF's tile servers use 88.
+    pub cache_high_water_percent: Option<f64>,
+    /// ... down to this (per cent); 80 when absent, as at OSMF.
+    pub cache_low_water_percent: Option<f64>,
+    /// Seconds between two checks of the cache limits.
+    pub cache_check_interval_secs: u64,
 }
 
 impl Default for RenderConfig {
@@ -150,6 +162,10 @@ impl Default for RenderConfig {
             tcp: None,
             plugins_dir: None,
             font_dirs: Vec::new(),
+            max_cache_gb: None,
+            cache_high_water_percent: None,
+            cache_low_water_percent: None,
+            cache_check_interval_secs: 300,
         }
     }
 }
@@ -184,6 +200,43 @@ impl RenderConfig {
         }
         if self.max_connections == 0 {
             return Err("render.max_connections: must be at least 1".into());
+        }
+        if let Some(gb) = self.max_cache_gb {
+            if !(gb.is_finite() && gb > 0.0) {
+                return Err(format!(
+                    "render.max_cache_gb: {gb} is not a size above 0 (leave it out for no limit)"
+                ));
+            }
+        }
+        let percent = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 && value <= 100.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "render.{key}: {value} is not a percentage above 0 and at most 100"
+                ))
+            }
+        };
+        match (self.cache_high_water_percent, self.cache_low_water_percent) {
+            (None, Some(_)) => {
+                return Err(
+                    "render.cache_low_water_percent needs render.cache_high_water_percent".into(),
+                )
+            }
+            (Some(high), low) => {
+                percent("cache_high_water_percent", high)?;
+                let low = low.unwrap_or(crate::render::cache_limit::DEFAULT_LOW_WATER_PERCENT);
+                percent("cache_low_water_percent", low)?;
+                if low >= high {
+                    return Err(format!(
+                        "render.cache_low_water_percent ({low}) must be below render.cache_high_water_percent ({high})"
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        if self.cache_check_interval_secs == 0 {
+            return Err("render.cache_check_interval_secs: must be at least 1".into());
         }
         Ok(())
     }
