@@ -87,6 +87,7 @@ fn check_reports_each_start_up_check() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(outcome_of(&out, "database"), "ok");
     assert_eq!(outcome_of(&out, "import"), "FAIL");
+    assert_eq!(outcome_of(&out, "data bounds"), "skip");
     assert_eq!(outcome_of(&out, "replication state"), "FAIL");
     assert_eq!(outcome_of(&out, "replication feed"), "skip");
 
@@ -110,6 +111,7 @@ fn check_reports_each_start_up_check() {
             "database",
             "extensions",
             "import",
+            "data bounds",
             "flat nodes",
             "replication state",
             "instance lock",
@@ -142,6 +144,19 @@ fn check_reports_each_start_up_check() {
     assert_eq!(outcome_of(&out, "http listen"), "warn");
     drop(holder);
     drop(taken);
+
+    // A database imported before bounds were recorded: a warning.
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .execute(
+            "DELETE FROM osm2pgsql_properties WHERE property = 'tilepipe_data_bounds'",
+            &[],
+        )
+        .unwrap();
+    write_config(&config, &tiles, &style_xml, "127.0.0.1:0");
+    let out = check(&config, &url);
+    assert_success(&out);
+    assert_eq!(outcome_of(&out, "data bounds"), "warn");
 
     // Broken pieces fail their own lines; the rest still pass.
     let missing_xml = dir.path().join("missing.xml");

@@ -12,7 +12,8 @@
 //! (styles, HTTP settings and address). A check that depends on a failed
 //! one is skipped. Two results are warnings rather than failures, because
 //! the running service causes them: the instance lock held by another
-//! `run`, and `serve.listen` in use.
+//! `run`, and `serve.listen` in use; a third, no stored data bounds, only
+//! costs the map page its first view.
 
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
@@ -123,9 +124,10 @@ pub fn run(config: &Config, _args: &Args, source: &str) -> anyhow::Result<ExitCo
 
 /// What [`crate::daemon::Daemon::start`] checks, then the feed.
 fn database_checks(config: &Config, report: &mut Report) {
-    const DEPENDENT: [&str; 6] = [
+    const DEPENDENT: [&str; 7] = [
         "extensions",
         "import",
+        "data bounds",
         "flat nodes",
         "replication state",
         "instance lock",
@@ -166,6 +168,19 @@ fn database_checks(config: &Config, report: &mut Report) {
             })
             .map_err(Into::into),
     );
+    match &settings {
+        Some(_) => match crate::apply::settings::DataBounds::load(&mut client, schema) {
+            Ok(Some(bounds)) => report.line(Outcome::Ok, "data bounds", bounds.to_property()),
+            Ok(None) => report.line(
+                Outcome::Warn,
+                "data bounds",
+                "none stored: the map page opens on the whole world \
+                 (`tilepipe bounds --recompute` measures them)",
+            ),
+            Err(e) => report.line(Outcome::Fail, "data bounds", e),
+        },
+        None => report.skip("data bounds", "no import"),
+    }
     match &settings {
         Some(settings) => {
             report.result(
