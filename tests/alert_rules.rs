@@ -113,6 +113,19 @@ async fn rules_and_dashboard_use_metrics_the_server_exposes() {
     // The tile directory exists once something was rendered; its
     // filesystem figures are shown from then on.
     std::fs::create_dir_all(&server.tiles).unwrap();
+    // The cache limit's figures appear after its first sweep, which `run`
+    // and `serve` start; this in-process server has none, so one is
+    // recorded as a sweep would.
+    server.metrics.record_tile_cache_sweep(
+        tilepipe::metrics::TileCacheReport {
+            metatiles: 1,
+            bytes: 4096,
+            limit_bytes: Some(1_000_000_000),
+            swept_at: std::time::SystemTime::now(),
+        },
+        0,
+        0,
+    );
     let body = client()
         .get(server.url("/metrics"))
         .send()
