@@ -1,8 +1,8 @@
 //! `tilepipe bounds [--recompute]`: the data's bounding box, as stored
 //! with the import and shown by TileJSON and the map page. `--recompute`
 //! measures it again from the output tables (after large deletions, or
-//! for a database imported before bounds were recorded, or adopted from
-//! osm2pgsql) and stores it; a running daemon shows the new box after
+//! for a database imported before bounds were recorded; `adopt` measures
+//! them itself) and stores it; a running daemon shows the new box after
 //! its next batch, `tilepipe serve` after a restart.
 
 use crate::apply::settings::DataBounds;
