@@ -330,6 +330,40 @@ pub fn fill_databases(styles: &mut [StyleConfig], database_url: &str) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cache_limits_are_validated() {
+        let with = |gb: Option<f64>, high: Option<f64>, low: Option<f64>| RenderConfig {
+            max_cache_gb: gb,
+            cache_high_water_percent: high,
+            cache_low_water_percent: low,
+            ..RenderConfig::default()
+        };
+        assert!(with(None, None, None).validate().is_ok());
+        assert!(with(Some(50.0), Some(88.0), None).validate().is_ok());
+        assert!(with(None, Some(88.0), Some(80.0)).validate().is_ok());
+        let error = |c: RenderConfig| c.validate().unwrap_err();
+        assert!(error(with(Some(0.0), None, None)).contains("render.max_cache_gb"));
+        assert!(error(with(Some(f64::NAN), None, None)).contains("render.max_cache_gb"));
+        assert!(error(with(None, Some(120.0), None)).contains("cache_high_water_percent"));
+        // The default low mark (80) is above a high one of 70.
+        assert!(error(with(None, Some(70.0), None)).contains("must be below"));
+        assert!(error(with(None, Some(80.0), Some(85.0))).contains("must be below"));
+        assert!(
+            error(with(None, None, Some(80.0))).contains("needs render.cache_high_water_percent")
+        );
+        let limits = crate::render::cache_limit::CacheLimits::from_config(&with(
+            Some(2.0),
+            Some(88.0),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(limits.max_bytes, Some(2_000_000_000));
+        assert_eq!(limits.water_marks, Some((0.88, 0.8)));
+        assert!(
+            crate::render::cache_limit::CacheLimits::from_config(&with(None, None, None)).is_none()
+        );
+    }
+
     fn style(name: &str) -> StyleConfig {
         StyleConfig {
             name: name.into(),
