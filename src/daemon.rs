@@ -17,7 +17,7 @@
 pub mod expire_to_render;
 
 use crate::apply::append::{raise_current_timestamp, Applier, ApplyResult};
-use crate::apply::settings::ImportSettings;
+use crate::apply::settings::{DataBounds, ImportSettings};
 use crate::config::Config;
 use crate::expire::batch::{self as expiry, LocalRenderer};
 use crate::expire::style_aware::StyleReads;
@@ -128,6 +128,9 @@ pub struct Daemon {
     renderer: Option<BuiltinRenderer>,
     /// The process's metrics (served on `/metrics` by `run`).
     metrics: Option<Arc<Metrics>>,
+    /// Where the HTTP server reads the data's bounds (TileJSON, the map
+    /// page); refreshed after each batch.
+    data_bounds: Option<crate::serve::DataBoundsHandle>,
 }
 
 impl Daemon {
@@ -163,7 +166,30 @@ impl Daemon {
             old_backends: Vec::new(),
             renderer: None,
             metrics: None,
+            data_bounds: None,
         })
+    }
+
+    /// Publishes the stored data bounds to `handle` now and after every
+    /// applied batch (which widens them, or a `tilepipe bounds
+    /// --recompute` changed them).
+    pub fn with_data_bounds(mut self, handle: crate::serve::DataBoundsHandle) -> Daemon {
+        self.data_bounds = Some(handle);
+        self.publish_data_bounds();
+        self
+    }
+
+    /// Best effort: bounds that cannot be read leave the last ones shown.
+    fn publish_data_bounds(&mut self) {
+        let Some(handle) = self.data_bounds.clone() else {
+            return;
+        };
+        let schema = self.config.database.middle_schema.clone();
+        let Ok(client) = self.client() else { return };
+        match DataBounds::load(client, &schema) {
+            Ok(bounds) => handle.set(bounds),
+            Err(e) => warn!("reading the data bounds: {e}"),
+        }
     }
 
     /// Reports the position, each batch and each expiry to `metrics`.
@@ -417,6 +443,10 @@ impl Daemon {
                         metrics.set_replication_position(next.sequence, next.timestamp.into());
                         metrics.clear_apply_failing();
                     }
+                    self.publish_data_bounds();
+                    let Some(session) = self.session.as_mut() else {
+                        return Ok(Some(next));
+                    };
                     if let Err(e) = act_on_expired(
                         &mut session.client,
                         &self.config,
@@ -591,6 +621,7 @@ pub fn apply_batch(
     let result = applier.apply(&mut tx, &batch.changes)?;
     injected_panic();
     raise_current_timestamp(&mut tx, schema, &batch.changes)?;
+    DataBounds::widen_stored(&mut tx, schema, &batch.changes)?;
     // A flex config's own expire outputs (osm2pgsql ≥ 1.9), beside
     // `expire:`; their files are written by `act_on_expired`.
     crate::expire::outputs::record_batch(

@@ -161,6 +161,55 @@ pub struct RenderWorkerReport {
     pub retried: u64,
 }
 
+/// The filesystem under one tile directory at scrape time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileFilesystemReport {
+    /// The tile directory (the `path` label).
+    pub path: String,
+    /// Total size, bytes.
+    pub size_bytes: u64,
+    /// Space still usable, bytes (`df`'s "Avail").
+    pub avail_bytes: u64,
+    /// How full, 0 to 1, as `df`'s "Use%".
+    pub used_ratio: f64,
+}
+
+/// Appends the tile directories' filesystem figures to a `/metrics` body.
+pub fn render_tile_filesystems(w: &mut String, filesystems: &[TileFilesystemReport]) {
+    if filesystems.is_empty() {
+        return;
+    }
+    type Field = fn(&TileFilesystemReport) -> f64;
+    let gauges: [(&str, &str, Field); 3] = [
+        (
+            "tilepipe_tile_filesystem_size_bytes",
+            "Size of the filesystem holding the tile directory.",
+            |f| f.size_bytes as f64,
+        ),
+        (
+            "tilepipe_tile_filesystem_avail_bytes",
+            "Space still usable on the filesystem holding the tile directory (df's Avail).",
+            |f| f.avail_bytes as f64,
+        ),
+        (
+            "tilepipe_tile_filesystem_used_ratio",
+            "How full the filesystem holding the tile directory is, 0 to 1 (df's Use%).",
+            |f| f.used_ratio,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        header(w, name, "gauge", help);
+        for filesystem in filesystems {
+            let _ = writeln!(
+                w,
+                "{name}{{path=\"{}\"}} {}",
+                escape(&filesystem.path),
+                field(filesystem)
+            );
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the tile response time histogram.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 3.0, 10.0,
@@ -200,6 +249,25 @@ pub struct Metrics {
     changes_applied: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
+    /// The tile cache as the last limit sweep found it; `None` before one
+    /// (or without cache limits).
+    tile_cache: std::sync::Mutex<Option<TileCacheReport>>,
+    tile_cache_evicted: AtomicU64,
+    tile_cache_evicted_bytes: AtomicU64,
+}
+
+/// The tile cache after a limit sweep (`render.max_cache_gb`,
+/// `render.cache_high_water_percent`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileCacheReport {
+    /// Metatiles in the cache.
+    pub metatiles: u64,
+    /// Their disk use, bytes.
+    pub bytes: u64,
+    /// `render.max_cache_gb` in bytes, when set.
+    pub limit_bytes: Option<u64>,
+    /// When the sweep finished.
+    pub swept_at: SystemTime,
 }
 
 impl Default for Metrics {
@@ -237,6 +305,88 @@ impl Metrics {
             changes_applied: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
+            tile_cache: std::sync::Mutex::new(None),
+            tile_cache_evicted: AtomicU64::new(0),
+            tile_cache_evicted_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a tile cache limit sweep: the cache it left and what it
+    /// deleted.
+    pub fn record_tile_cache_sweep(
+        &self,
+        cache: TileCacheReport,
+        evicted: u64,
+        evicted_bytes: u64,
+    ) {
+        *self.tile_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache);
+        self.tile_cache_evicted.fetch_add(evicted, Relaxed);
+        self.tile_cache_evicted_bytes
+            .fetch_add(evicted_bytes, Relaxed);
+    }
+
+    /// The cache as the last sweep left it.
+    pub fn tile_cache(&self) -> Option<TileCacheReport> {
+        *self.tile_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Metatiles the cache limits deleted, and their bytes.
+    pub fn tile_cache_evicted(&self) -> (u64, u64) {
+        (
+            self.tile_cache_evicted.load(Relaxed),
+            self.tile_cache_evicted_bytes.load(Relaxed),
+        )
+    }
+
+    /// The tile cache limit's figures, once a sweep ran.
+    fn render_tile_cache(&self, w: &mut String) {
+        let Some(cache) = self.tile_cache() else {
+            return;
+        };
+        let (evicted, evicted_bytes) = self.tile_cache_evicted();
+        let mut gauges = vec![
+            (
+                "tilepipe_tile_cache_metatiles",
+                "gauge",
+                "Metatiles in the tile cache at the last limit sweep.",
+                cache.metatiles as f64,
+            ),
+            (
+                "tilepipe_tile_cache_bytes",
+                "gauge",
+                "Disk use of the tile cache's metatiles at the last limit sweep.",
+                cache.bytes as f64,
+            ),
+            (
+                "tilepipe_tile_cache_last_sweep_timestamp_seconds",
+                "gauge",
+                "Unix time of the last tile cache limit sweep.",
+                unix_secs(cache.swept_at),
+            ),
+            (
+                "tilepipe_tile_cache_evicted_metatiles_total",
+                "counter",
+                "Least recently used metatiles deleted by the tile cache limits.",
+                evicted as f64,
+            ),
+            (
+                "tilepipe_tile_cache_evicted_bytes_total",
+                "counter",
+                "Disk space freed by the tile cache limits.",
+                evicted_bytes as f64,
+            ),
+        ];
+        if let Some(limit) = cache.limit_bytes {
+            gauges.push((
+                "tilepipe_tile_cache_limit_bytes",
+                "gauge",
+                "render.max_cache_gb in bytes.",
+                limit as f64,
+            ));
+        }
+        for (name, kind, help, value) in gauges {
+            header(w, name, kind, help);
+            let _ = writeln!(w, "{name} {value}");
         }
     }
 
@@ -401,6 +551,7 @@ impl Metrics {
         self.render_replication(w);
         self.render_apply_failing(w);
         self.render_totals(w);
+        self.render_tile_cache(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }

@@ -10,6 +10,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::render::cache_limit::CacheLimits;
 use crate::render::server::ProtocolListeners;
 use crate::render::worker::Renderer;
 use crate::serve::config::ServeConfig;
@@ -81,6 +82,56 @@ pub async fn stop_on_signal(shutdown: Shutdown) {
     shutdown.request();
 }
 
+/// Sweeps the tile cache every `limits.interval` until shutdown (see
+/// [`crate::render::cache_limit`]), on a blocking thread: a sweep walks
+/// the whole cache. The first sweep runs at once, so the figures are on
+/// `/metrics` from the start.
+async fn enforce_cache_limits(
+    limits: CacheLimits,
+    dirs: Vec<std::path::PathBuf>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let (swept_limits, swept_dirs) = (limits.clone(), dirs.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::render::cache_limit::sweep(
+                &swept_limits,
+                &swept_dirs,
+                std::time::SystemTime::now(),
+            )
+        })
+        .await;
+        match swept {
+            Ok(report) => {
+                if report.evicted > 0 {
+                    info!(
+                        evicted = report.evicted,
+                        freed_mb = report.evicted_bytes / 1_000_000,
+                        metatiles = report.metatiles,
+                        cache_mb = report.bytes / 1_000_000,
+                        "tile cache limit: deleted the least recently used metatiles"
+                    );
+                }
+                metrics.record_tile_cache_sweep(
+                    crate::metrics::TileCacheReport {
+                        metatiles: report.metatiles,
+                        bytes: report.bytes,
+                        limit_bytes: limits.max_bytes,
+                        swept_at: std::time::SystemTime::now(),
+                    },
+                    report.evicted,
+                    report.evicted_bytes,
+                );
+            }
+            Err(e) => warn!("tile cache limit: the sweep failed: {e}"),
+        }
+        if !shutdown.sleep(limits.interval).await {
+            return;
+        }
+    }
+}
+
 /// What to start besides the renderer's configuration.
 pub struct Plan {
     /// The HTTP server's settings; `None` starts no HTTP server.
@@ -98,6 +149,8 @@ pub struct Services {
     shutdown: Shutdown,
     renderer: Option<Arc<Renderer>>,
     http_addr: Option<SocketAddr>,
+    /// The HTTP server's data bounds, when one was started.
+    data_bounds: Option<crate::serve::DataBoundsHandle>,
     /// The protocol server then the HTTP server, in start order.
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -124,6 +177,7 @@ impl Services {
             shutdown: shutdown.clone(),
             renderer,
             http_addr: None,
+            data_bounds: None,
             tasks: Vec::new(),
         };
         if let Some(renderer) = &services.renderer {
@@ -140,6 +194,21 @@ impl Services {
                 }));
             }
         }
+        if let Some(limits) = CacheLimits::from_config(&config.render) {
+            if !config.styles.is_empty() {
+                let dirs = config
+                    .styles
+                    .iter()
+                    .map(|s| s.tile_dir.join(&s.name))
+                    .collect();
+                runtime.spawn(enforce_cache_limits(
+                    limits,
+                    dirs,
+                    plan.metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
         if let Some(settings) = plan.http {
             let server = runtime.block_on(Server::bind(
                 settings,
@@ -148,6 +217,7 @@ impl Services {
                 plan.metrics,
             ))?;
             services.http_addr = Some(server.local_addr());
+            services.data_bounds = Some(server.data_bounds());
             let shutdown = shutdown.clone();
             services.tasks.push(
                 runtime
@@ -165,6 +235,12 @@ impl Services {
     /// The HTTP server's bound address, when one was started.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where to set the data bounds the HTTP server shows, when one was
+    /// started.
+    pub fn data_bounds(&self) -> Option<&crate::serve::DataBoundsHandle> {
+        self.data_bounds.as_ref()
     }
 
     /// Requests shutdown, waits for the servers (they drain requests in

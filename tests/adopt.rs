@@ -306,6 +306,7 @@ fn town_default_style_adopted_follows_osm2pgsql() {
             "replication: no position found",
             "run `tilepipe init`",
             "(created; osm2pgsql 1.8 does not use it)",
+            "data bounds measured from the output tables: ",
         ],
     );
     // Nothing but the properties table was created or changed.

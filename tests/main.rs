@@ -10,12 +10,15 @@
 //! `serve_overload`.
 
 mod adopt;
+mod alert_rules;
 mod apply_hostile;
 mod apply_import;
 mod apply_tables;
 mod catchup;
+mod cli_check;
 mod cli_replication;
 mod daemon;
+mod data_bounds;
 mod expire_actions;
 mod expire_osm2pgsql;
 mod expire_pipeline;
@@ -44,5 +47,6 @@ mod run_end_to_end;
 mod serve_browser;
 mod serve_http;
 mod serve_interop;
+mod tile_cache_limit;
 mod transform_reference;
 mod validity_vs_postgis;

@@ -157,6 +157,24 @@ fn end_to_end(output: Output) {
         }
     }
     let building_at = building_at.unwrap();
+    // And a new untagged node north-east of the town (it draws nothing):
+    // the data bounds `run` shows on TileJSON grow to take it in.
+    let far = Location {
+        lon: 10.05,
+        lat: 50.03,
+    };
+    let mut far_node = town
+        .objects()
+        .find_map(|o| match o {
+            Object::Node(n) => Some(n),
+            _ => None,
+        })
+        .expect("the town has nodes");
+    far_node.id = town.max_ids()[0] + 1000;
+    far_node.location = Some(far);
+    far_node.tags.clear();
+    far_node.meta.version = far_node.meta.version.map(|_| 1);
+    changes.push((Action::Create, Object::Node(far_node)));
     // Nodes before ways, as OsmChange files order them.
     changes.sort_by_key(|(_, o)| !matches!(o, Object::Node(_)));
     let changes: Vec<Change> = changes
@@ -278,6 +296,23 @@ fn end_to_end(output: Output) {
             wait_for_tile(port, &tile_path(tile), Duration::from_secs(60)),
         );
     }
+    // TileJSON carries the box the import stored.
+    let bounds_before = served_bounds(port);
+    let stored = tilepipe(&config, &url, &["bounds"]);
+    assert_success(&stored);
+    let stored: Vec<f64> = String::from_utf8(stored.stdout)
+        .unwrap()
+        .trim()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    for (served, stored) in bounds_before.iter().zip(&stored) {
+        assert!(
+            (served - stored).abs() < 1e-9,
+            "{bounds_before:?} vs {stored:?}"
+        );
+    }
+    assert!(bounds_before[2] < far.lon && bounds_before[3] < far.lat);
     let lag_before = metric(port, "tilepipe_replication_lag_seconds").expect("lag metric");
     assert!(lag_before > 60.0, "lag before the diff: {lag_before}");
 
@@ -325,6 +360,11 @@ fn end_to_end(output: Output) {
         metric(port, "tilepipe_replication_sequence"),
         Some((START + 1) as f64)
     );
+    // The batch widened the stored box, and `run` shows it at once.
+    let bounds_after = served_bounds(port);
+    assert_eq!(&bounds_after[..2], &bounds_before[..2]);
+    assert!((bounds_after[2] - far.lon).abs() < 1e-9, "{bounds_after:?}");
+    assert!((bounds_after[3] - far.lat).abs() < 1e-9, "{bounds_after:?}");
     // The other stages report to the same registry.
     assert!(metric(port, "tilepipe_batches_applied_total") >= Some(1.0));
     assert!(metric(port, "tilepipe_expired_metatiles_total") > Some(0.0));
@@ -384,6 +424,14 @@ fn end_to_end(output: Output) {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(names, ["Kolmas Katu"]);
+}
+
+/// The first style's TileJSON `bounds` on `/styles.json`.
+fn served_bounds(port: u16) -> Vec<f64> {
+    let (status, body) = get(port, "/styles.json");
+    assert_eq!(status, 200);
+    let styles: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    serde_json::from_value(styles[0]["bounds"].clone()).unwrap()
 }
 
 fn stderr_of(child: &mut Child) -> String {

@@ -1,7 +1,8 @@
 // tilepipe's map page: every style of /styles.json as a Leaflet base layer,
 // with a layer switcher. The view lives in the URL hash, as on
 // openstreetmap.org: #map=<zoom>/<lat>/<lon>&style=<name>; the short form
-// of most slippy maps, #<zoom>/<lat>/<lon>, is read too.
+// of most slippy maps, #<zoom>/<lat>/<lon>, is read too. Without a hash the
+// page opens on the data's bounding box (TileJSON bounds).
 "use strict";
 
 function showMessage(text) {
@@ -61,9 +62,19 @@ async function start() {
     layers[style.name] = layerFor(style);
   }
   const first = styles.find((s) => s.name === view.style) || styles[0];
-  const center = view.center || [first.center[1], first.center[0]];
-  const zoom = view.zoom ?? first.center[2];
-  const map = L.map("map", { layers: [layers[first.name]] }).setView(center, zoom);
+  const map = L.map("map", { layers: [layers[first.name]] });
+  const [west, south, east, north] = first.bounds;
+  if (view.center) {
+    map.setView(view.center, view.zoom);
+  } else if (east - west < 360 && east > west && north > south) {
+    // No view in the URL: open on the data (TileJSON bounds, the box the
+    // import stored), fitted to this window.
+    map.fitBounds([[south, west], [north, east]]);
+  } else {
+    // The whole world (no bounds stored), or a box of one point: the
+    // server's center, its zoom fitted to a 1024 x 768 window.
+    map.setView([first.center[1], first.center[0]], first.center[2]);
+  }
   L.control.layers(layers, {}, { collapsed: false }).addTo(map);
   L.control.scale().addTo(map);
   let current = first.name;

@@ -22,7 +22,7 @@ use super::flatnodes::FlatNodes;
 use super::middle::{Middle, MiddleError, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, Rows, WayLookup};
-use super::settings::ImportSettings;
+use super::settings::{DataBounds, ImportSettings, DATA_BOUNDS_PROPERTY};
 use super::ApplyError;
 use crate::osm::input::read_objects;
 use crate::osm::pbf_header::read_pbf_header;
@@ -56,6 +56,9 @@ pub struct ImportSummary {
     pub read_time: Duration,
     /// From the end of reading until every table is indexed and finished.
     pub index_time: Duration,
+    /// The box around every node location read (stored as
+    /// [`DATA_BOUNDS_PROPERTY`]); `None` when the file has no located node.
+    pub bounds: Option<DataBounds>,
 }
 
 /// Objects kept in memory during the import, by id: node locations for
@@ -710,6 +713,9 @@ fn read_and_process<S: RowSource>(
                         summary.nodes += 1;
                         if let Some(location) = node.location {
                             stores.locations.push(node.id, location)?;
+                            // Nearly free here, where a later ST_Extent
+                            // would scan every output table.
+                            DataBounds::extend(&mut summary.bounds, location.lon, location.lat);
                         }
                         out.nodes.push(node);
                         pending += 1;
@@ -974,6 +980,9 @@ fn write_import_properties(
         (MIDDLE_FORMAT_PROPERTY, MIDDLE_FORMAT.into()),
         ("tilepipe_import_finished", now),
     ];
+    if let Some(bounds) = summary.bounds {
+        properties.push((DATA_BOUNDS_PROPERTY, bounds.to_property()));
+    }
     if let Ok(header) = read_pbf_header(path) {
         if let (Some(url), Some(ts)) = (&header.base_url, header.timestamp) {
             properties.push(("replication_base_url", url.clone()));

@@ -2,10 +2,12 @@
 //! imported with `--slim`, in place: print what was found and what
 //! adopting does, then record it (unless `--dry-run`). The options are
 //! those of `tilepipe import`, and must be the ones osm2pgsql was run
-//! with; see [`crate::apply::adopt`].
+//! with; see [`crate::apply::adopt`]. The data's bounding box, which
+//! osm2pgsql does not record, is measured from the output tables.
 
 use super::import::ImportOptions;
 use crate::apply::adopt::{inspect, record};
+use crate::apply::settings::DataBounds;
 use crate::config::Config;
 use std::process::ExitCode;
 use tracing::info;
@@ -35,6 +37,21 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     record(&mut tx, &inspection)?;
+    // osm2pgsql records no extent; measured once here (a scan of each
+    // output table) so the map page and TileJSON open on the data.
+    let schema = inspection.settings.schema.as_str();
+    if DataBounds::load(&mut tx, schema)?.is_none() {
+        match DataBounds::recompute(&mut tx, schema)? {
+            Some(bounds) => {
+                bounds.store(&mut tx, schema)?;
+                println!(
+                    "data bounds measured from the output tables: {}",
+                    bounds.to_property()
+                );
+            }
+            None => println!("data bounds: the output tables hold no geometry yet"),
+        }
+    }
     tx.commit()?;
     println!("done: the database is adopted");
     Ok(ExitCode::SUCCESS)

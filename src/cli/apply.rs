@@ -35,6 +35,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         .apply(&mut tx, &changes)
         .with_context(|| format!("applying {}", args.file.display()))?;
     crate::apply::append::raise_current_timestamp(&mut tx, schema, &changes)?;
+    crate::apply::settings::DataBounds::widen_stored(&mut tx, schema, &changes)?;
     crate::expire::outputs::record_batch(
         &mut tx,
         schema,

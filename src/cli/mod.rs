@@ -4,7 +4,9 @@
 
 mod adopt;
 mod apply;
+mod bounds;
 mod catchup;
+mod check;
 mod expire_tiles;
 mod import;
 mod init;
@@ -58,8 +60,12 @@ enum Command {
     Import(import::Args),
     /// Apply one OsmChange file (.osc, .osc.gz) in one transaction.
     Apply(apply::Args),
+    /// Print the data's bounding box (min_lon,min_lat,max_lon,max_lat); --recompute measures it again.
+    Bounds(bounds::Args),
     /// Take over a database osm2pgsql 1.8 imported with --slim, in place (same options as import).
     Adopt(adopt::Args),
+    /// Run every start-up self-check of `run` and print each result, starting nothing; exit 1 if one fails.
+    Check(check::Args),
     /// Apply everything the feed has published since the stored position, then exit.
     Catchup(catchup::Args),
     /// Print the tiles the tagged objects of an OSM file expire (z/x/y lines, like osm2pgsql-expire).
@@ -83,6 +89,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match load_config(&cli) {
         Ok(config) => config,
+        Err(e) if matches!(cli.command, Command::Check(_)) => return check::config_failed(&e),
         Err(e) => {
             let message = format!("{e:#}");
             eprintln!("tilepipe: {}", crate::redact::secrets(&message));
@@ -94,7 +101,9 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&config, args),
         Command::Apply(args) => apply::run(&config, args),
         Command::Adopt(args) => adopt::run(&config, args),
+        Command::Bounds(args) => bounds::run(&config, args),
         Command::Catchup(args) => catchup::run(&config, args),
+        Command::Check(args) => check::run(&config, args, &config_source(&cli)),
         Command::ExpireTiles(args) => expire_tiles::run(&config, args),
         Command::Init(args) => init::run(&config, args),
         Command::Run(args) => run::run(&config, args),
@@ -126,6 +135,17 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     crate::render::config::fill_databases(&mut config.styles, &config.database.url);
     Ok(config)
+}
+
+/// Where the configuration came from, for `tilepipe check`.
+fn config_source(cli: &Cli) -> String {
+    match &cli.config {
+        Some(path) => format!("{} parsed", path.display()),
+        None if std::path::Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+            format!("{DEFAULT_CONFIG_PATH} parsed")
+        }
+        None => format!("no {DEFAULT_CONFIG_PATH}: built-in defaults"),
+    }
 }
 
 fn init_logging(cli: &Cli, config: &Config) {

@@ -36,6 +36,9 @@ pub fn run(config: &Config, _args: &Args) -> anyhow::Result<ExitCode> {
         metrics,
     };
     let services = Services::start(&runtime, config, plan, &shutdown)?;
+    if let Some(bounds) = services.data_bounds() {
+        daemon = daemon.with_data_bounds(bounds.clone());
+    }
     if let Some(renderer) = services.renderer() {
         daemon = daemon.with_renderer(BuiltinRenderer {
             queue: renderer.queue().clone(),
@@ -62,18 +65,24 @@ fn check_tile_dirs(config: &Config) -> anyhow::Result<()> {
         info!("no styles configured: applying and expiring only, nothing rendered or served");
     }
     for style in &config.styles {
-        let dir = style.tile_dir.join(&style.name);
-        let probe = dir.join(format!(".tilepipe-write-check.{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&probe, b""))
-            .and_then(|()| std::fs::remove_file(&probe))
-            .with_context(|| {
-                format!(
-                    "start-up check: tile directory {} of style {} is not writable",
-                    dir.display(),
-                    style.name
-                )
-            })?;
+        check_tile_dir(style)?;
     }
     Ok(())
+}
+
+/// Checks one style's tile directory is writable (creating it if
+/// needed), by writing and removing a probe file.
+pub(super) fn check_tile_dir(style: &crate::render::config::StyleConfig) -> anyhow::Result<()> {
+    let dir = style.tile_dir.join(&style.name);
+    let probe = dir.join(format!(".tilepipe-write-check.{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "start-up check: tile directory {} of style {} is not writable",
+                dir.display(),
+                style.name
+            )
+        })
 }

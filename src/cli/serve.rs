@@ -4,6 +4,7 @@
 //! `render.tcp` is set, so `render_list` and `render_expired` keep working.
 //! The servers are started and stopped by [`crate::services`], as in `run`.
 
+use crate::apply::settings::DataBounds;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::services::{stop_on_signal, Plan, Services, Shutdown};
@@ -44,6 +45,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         metrics: Arc::new(Metrics::new()),
     };
     let services = Services::start(&runtime, config, plan, &shutdown)?;
+    if let Some(handle) = services.data_bounds() {
+        handle.set(stored_bounds(config));
+    }
     if let Some(addr) = services.http_addr() {
         // Tests and scripts started with port 0 read the address here.
         println!("listening on http://{addr}/");
@@ -52,4 +56,28 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(shutdown.wait());
     services.stop(&runtime)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data bounds the import stored, for TileJSON and the map page's
+/// first view. Best effort: `serve` also serves a bare tile cache, so a
+/// database that cannot be reached or holds no import only costs the
+/// default view (the whole world), with a word in the log.
+fn stored_bounds(config: &Config) -> Option<DataBounds> {
+    let schema = &config.database.middle_schema;
+    let bounds =
+        super::connect_db(config).and_then(|mut client| Ok(DataBounds::load(&mut client, schema)?));
+    match bounds {
+        Ok(Some(bounds)) => Some(bounds),
+        Ok(None) => {
+            tracing::info!(
+                "no data bounds stored in schema {schema}: the map opens on the whole world \
+                 (`tilepipe bounds --recompute` measures them)"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!("reading the data bounds: {e:#}; the map opens on the whole world");
+            None
+        }
+    }
 }

@@ -136,6 +136,18 @@ pub struct RenderConfig {
     /// Font directories, searched recursively; empty = Mapnik's own and
     /// /usr/share/fonts.
     pub font_dirs: Vec<PathBuf>,
+    /// Largest size of the tile cache, all styles' metatiles together, in
+    /// GB (10^9 bytes of disk); above it the least recently used
+    /// metatiles are deleted down to 90 % of it. Absent = no limit.
+    pub max_cache_gb: Option<f64>,
+    /// Delete least recently used metatiles while the filesystem holding a
+    /// tile directory is fuller than this (per cent, as `df`'s Use%);
+    /// absent = off. OSMF's tile servers use 88.
+    pub cache_high_water_percent: Option<f64>,
+    /// ... down to this (per cent); 80 when absent, as at OSMF.
+    pub cache_low_water_percent: Option<f64>,
+    /// Seconds between two checks of the cache limits.
+    pub cache_check_interval_secs: u64,
 }
 
 impl Default for RenderConfig {
@@ -150,6 +162,10 @@ impl Default for RenderConfig {
             tcp: None,
             plugins_dir: None,
             font_dirs: Vec::new(),
+            max_cache_gb: None,
+            cache_high_water_percent: None,
+            cache_low_water_percent: None,
+            cache_check_interval_secs: 300,
         }
     }
 }
@@ -184,6 +200,43 @@ impl RenderConfig {
         }
         if self.max_connections == 0 {
             return Err("render.max_connections: must be at least 1".into());
+        }
+        if let Some(gb) = self.max_cache_gb {
+            if !(gb.is_finite() && gb > 0.0) {
+                return Err(format!(
+                    "render.max_cache_gb: {gb} is not a size above 0 (leave it out for no limit)"
+                ));
+            }
+        }
+        let percent = |key: &str, value: f64| {
+            if value.is_finite() && value > 0.0 && value <= 100.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "render.{key}: {value} is not a percentage above 0 and at most 100"
+                ))
+            }
+        };
+        match (self.cache_high_water_percent, self.cache_low_water_percent) {
+            (None, Some(_)) => {
+                return Err(
+                    "render.cache_low_water_percent needs render.cache_high_water_percent".into(),
+                )
+            }
+            (Some(high), low) => {
+                percent("cache_high_water_percent", high)?;
+                let low = low.unwrap_or(crate::render::cache_limit::DEFAULT_LOW_WATER_PERCENT);
+                percent("cache_low_water_percent", low)?;
+                if low >= high {
+                    return Err(format!(
+                        "render.cache_low_water_percent ({low}) must be below render.cache_high_water_percent ({high})"
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        if self.cache_check_interval_secs == 0 {
+            return Err("render.cache_check_interval_secs: must be at least 1".into());
         }
         Ok(())
     }
@@ -276,6 +329,40 @@ pub fn fill_databases(styles: &mut [StyleConfig], database_url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_limits_are_validated() {
+        let with = |gb: Option<f64>, high: Option<f64>, low: Option<f64>| RenderConfig {
+            max_cache_gb: gb,
+            cache_high_water_percent: high,
+            cache_low_water_percent: low,
+            ..RenderConfig::default()
+        };
+        assert!(with(None, None, None).validate().is_ok());
+        assert!(with(Some(50.0), Some(88.0), None).validate().is_ok());
+        assert!(with(None, Some(88.0), Some(80.0)).validate().is_ok());
+        let error = |c: RenderConfig| c.validate().unwrap_err();
+        assert!(error(with(Some(0.0), None, None)).contains("render.max_cache_gb"));
+        assert!(error(with(Some(f64::NAN), None, None)).contains("render.max_cache_gb"));
+        assert!(error(with(None, Some(120.0), None)).contains("cache_high_water_percent"));
+        // The default low mark (80) is above a high one of 70.
+        assert!(error(with(None, Some(70.0), None)).contains("must be below"));
+        assert!(error(with(None, Some(80.0), Some(85.0))).contains("must be below"));
+        assert!(
+            error(with(None, None, Some(80.0))).contains("needs render.cache_high_water_percent")
+        );
+        let limits = crate::render::cache_limit::CacheLimits::from_config(&with(
+            Some(2.0),
+            Some(88.0),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(limits.max_bytes, Some(2_000_000_000));
+        assert_eq!(limits.water_marks, Some((0.88, 0.8)));
+        assert!(
+            crate::render::cache_limit::CacheLimits::from_config(&with(None, None, None)).is_none()
+        );
+    }
 
     fn style(name: &str) -> StyleConfig {
         StyleConfig {

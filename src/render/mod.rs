@@ -1,5 +1,6 @@
 //! The render stage: a built-in Mapnik renderer writing mod_tile metatiles.
 //!
+//! - [`cache_limit`]: how full the tile cache's filesystem is.
 //! - [`config`]: the styles and the renderer's settings.
 //! - [`queue`]: the priority render queue workers take metatiles from.
 //! - [`worker`]: the render threads, one Mapnik map per style each (the
@@ -16,6 +17,7 @@
 //! [`crate::metatile`], the renderd wire protocol [`crate::renderd`] and
 //! the metatiles a `tilepipe render` run covers [`crate::tile::metatiles_at`].
 
+pub mod cache_limit;
 pub mod config;
 pub mod prerender;
 pub mod queue;

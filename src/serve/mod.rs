@@ -26,6 +26,7 @@ pub mod routes;
 pub mod throttle;
 pub mod tiles;
 
+use crate::apply::settings::DataBounds;
 use crate::metrics::{Metrics, StyleCounters};
 use crate::render::config::StyleConfig;
 use crate::render::queue::RenderQueue;
@@ -53,6 +54,25 @@ pub(crate) struct ServedStyle {
     pub counters: Arc<StyleCounters>,
 }
 
+/// The data's bounding box as TileJSON and the map page show it: set by
+/// the wiring from the database at start ([`DataBounds::load`]) and
+/// refreshed by the daemon after each batch. `None` (no import, or one
+/// from before bounds were recorded) shows the whole world.
+#[derive(Clone, Default)]
+pub struct DataBoundsHandle(Arc<std::sync::RwLock<Option<DataBounds>>>);
+
+impl DataBoundsHandle {
+    /// Replaces the bounds shown.
+    pub fn set(&self, bounds: Option<DataBounds>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = bounds;
+    }
+
+    /// The bounds shown now.
+    pub fn get(&self) -> Option<DataBounds> {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Everything a request handler needs.
 pub(crate) struct AppState {
     pub settings: ServeConfig,
@@ -70,6 +90,7 @@ pub(crate) struct AppState {
     pub waiting: Arc<tokio::sync::Semaphore>,
     pub load: routes::LoadSnapshot,
     pub tile_cache: Arc<tiles::TileCache>,
+    pub data_bounds: DataBoundsHandle,
 }
 
 /// A bound, not yet serving, HTTP server.
@@ -179,12 +200,18 @@ impl Server {
             throttle,
             load: routes::LoadSnapshot::default(),
             tile_cache: Arc::new(tiles::TileCache::new(tile_cache_bytes)),
+            data_bounds: DataBoundsHandle::default(),
         });
         Ok(Server {
             listener,
             addr,
             state,
         })
+    }
+
+    /// Where to set the data bounds TileJSON and the map page show.
+    pub fn data_bounds(&self) -> DataBoundsHandle {
+        self.state.data_bounds.clone()
     }
 
     /// The address actually bound (port 0 resolved).

@@ -91,13 +91,43 @@ pub(super) async fn metrics(
     }
     let queue = state.queue.as_ref().map(|q| queue_report(&q.stats()));
     let workers = state.renderer.as_ref().map(|r| worker_report(&r.timings()));
-    let body = state.metrics.render(queue.as_ref(), workers.as_ref());
+    let mut body = state.metrics.render(queue.as_ref(), workers.as_ref());
+    let dirs: Vec<std::path::PathBuf> = state
+        .styles
+        .iter()
+        .map(|s| s.config.tile_dir.clone())
+        .collect();
+    // statvfs is quick, but a hung network filesystem must not hold an
+    // async worker.
+    if let Ok(filesystems) = tokio::task::spawn_blocking(move || tile_filesystems(dirs)).await {
+        crate::metrics::render_tile_filesystems(&mut body, &filesystems);
+    }
     let mut r = Response::new(Body::from(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     finish(&state, r)
+}
+
+/// Each distinct tile directory's filesystem; directories not created yet
+/// (nothing rendered) are left out.
+fn tile_filesystems(
+    mut dirs: Vec<std::path::PathBuf>,
+) -> Vec<crate::metrics::TileFilesystemReport> {
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let usage = crate::render::cache_limit::FilesystemUsage::of(&dir).ok()?;
+            Some(crate::metrics::TileFilesystemReport {
+                path: dir.display().to_string(),
+                size_bytes: usage.size_bytes,
+                avail_bytes: usage.avail_bytes,
+                used_ratio: usage.used_ratio(),
+            })
+        })
+        .collect()
 }
 
 /// The render queue's figures in the metrics registry's terms: queued and

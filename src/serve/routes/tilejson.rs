@@ -4,6 +4,7 @@
 
 use super::cors::add_cors;
 use super::{finish, header_str, Shared};
+use crate::apply::settings::DataBounds;
 use crate::serve::cache;
 use crate::serve::{AppState, ServedStyle};
 use crate::tile::MAX_ZOOM;
@@ -20,10 +21,36 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// The view a client opens on when it has none of its own: a 1024 × 768
+/// window, about a laptop browser's map area.
+const DEFAULT_VIEW_PIXELS: (f64, f64) = (1024.0, 768.0);
+
 /// TileJSON 3.0.0 of one style (plus `tile_size`, which the page uses).
-fn tilejson_value(style: &ServedStyle, base: &str) -> serde_json::Value {
+/// `bounds` and `center` are the data's ([`crate::serve::DataBoundsHandle`]):
+/// the centre's zoom fits the box in [`DEFAULT_VIEW_PIXELS`], within the
+/// style's zoom range; without data bounds, the whole world.
+fn tilejson_value(style: &ServedStyle, base: &str, data: Option<DataBounds>) -> serde_json::Value {
     let c = &style.config;
     let max_zoom = c.max_zoom.min(MAX_ZOOM);
+    let (bounds, center) = match data {
+        Some(data) => {
+            let b = data.clamped_to_mercator();
+            let (lon, lat) = b.center();
+            let (width, height) = DEFAULT_VIEW_PIXELS;
+            let zoom = b
+                .fitting_zoom(width, height)
+                .min(u32::from(max_zoom))
+                .max(u32::from(c.min_zoom));
+            (
+                [b.min_lon, b.min_lat, b.max_lon, b.max_lat],
+                serde_json::json!([lon, lat, zoom]),
+            )
+        }
+        None => (
+            [-180.0, -85.051_128_779_806_59, 180.0, 85.051_128_779_806_59],
+            serde_json::json!([0.0, 0.0, c.min_zoom.max(2).min(max_zoom)]),
+        ),
+    };
     serde_json::json!({
         "tilejson": "3.0.0",
         "name": c.name,
@@ -33,8 +60,8 @@ fn tilejson_value(style: &ServedStyle, base: &str) -> serde_json::Value {
         "tiles": [format!("{base}/{}/{{z}}/{{x}}/{{y}}.{}", c.name, c.format.extension())],
         "minzoom": c.min_zoom,
         "maxzoom": max_zoom,
-        "bounds": [-180.0, -85.051_128_779_806_59, 180.0, 85.051_128_779_806_59],
-        "center": [0.0, 0.0, c.min_zoom.max(2).min(max_zoom)],
+        "bounds": bounds,
+        "center": center,
         "tile_size": c.tile_size,
     })
 }
@@ -70,16 +97,18 @@ pub(super) fn tilejson(
     style: &ServedStyle,
     headers: &HeaderMap,
 ) -> Response<Body> {
-    let body = tilejson_value(style, &base_url(state, headers)).to_string();
+    let body =
+        tilejson_value(style, &base_url(state, headers), state.data_bounds.get()).to_string();
     json_response(state, headers, body)
 }
 
 pub(super) async fn catalogue(State(state): State<Shared>, headers: HeaderMap) -> Response<Body> {
     let base = base_url(&state, &headers);
+    let data = state.data_bounds.get();
     let all: Vec<_> = state
         .styles
         .iter()
-        .map(|s| tilejson_value(s, &base))
+        .map(|s| tilejson_value(s, &base, data))
         .collect();
     let body = serde_json::Value::Array(all).to_string();
     finish(&state, json_response(&state, &headers, body))
