@@ -19,6 +19,7 @@ mod cli_check;
 mod cli_replication;
 mod daemon;
 mod data_bounds;
+mod debian_package;
 mod expire_actions;
 mod expire_osm2pgsql;
 mod expire_pipeline;
