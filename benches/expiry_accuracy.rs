@@ -29,12 +29,17 @@
 //! changed metatiles), precision (changed metatiles expired / metatiles
 //! expired), metatiles re-rendered per diff and the render time that costs
 //! (each zoom's mean render time per metatile, measured in the truth
-//! passes). Every miss is listed with the changed rows near it, and
-//! classified: **within the render buffer** when a changed row's old or new
-//! geometry comes within the style's buffer (128 px) of the metatile,
-//! else **beyond the buffer** (a label or symbol placed across the
-//! metatile's edge from further away, a known limit of every
-//! geometry-based method).
+//! passes), beside the ideal: the changed metatiles themselves, what a
+//! method with full recall and precision would re-render. Every miss is
+//! listed with the changed rows near it (what changed in each, and the
+//! zooms the style draws it at), and classified: **skipped** when a
+//! changed row's geometry expires the metatile but the method left the
+//! row out there (judged invisible); **within the render buffer** when
+//! a changed row's old or new geometry comes within the style's buffer
+//! (128 px) of the metatile, beyond the expiry margin; else **beyond the
+//! buffer** (a label or symbol placed across the metatile's edge from
+//! further away, a known limit of every geometry-based method). Recall
+//! "within the buffer" leaves the last class out.
 //!
 //! Regions: the test kit's synthetic town, then the Helsinki sample
 //! (`../shared/data/helsinki.osm.pbf`) when present. Styles: the project's
@@ -43,7 +48,10 @@
 //! diffs per case (default 8 for the town, 6 for Helsinki, half as many
 //! with openstreetmap-carto, which renders several times slower);
 //! `TILEPIPE_BENCH_CASES` selects cases by substring (e.g. `town`,
-//! `helsinki/tilepipe`); `TILEPIPE_BENCH_QUICK` measures the town only.
+//! `helsinki/tilepipe`); `TILEPIPE_BENCH_QUICK` measures the town only;
+//! `TILEPIPE_BENCH_CHANGES` sets the edits per diff (`MIN-MAX`, default
+//! 1-5); `TILEPIPE_BENCH_VERBOSE` prints each diff's edits and rows and
+//! keeps the work directory with each pass's tiles.
 //!
 //! Run with `cargo bench --bench expiry_accuracy`. Prints Markdown tables
 //! and one `BENCH {json}` line per headline figure for `bench/run`.
