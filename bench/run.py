@@ -852,8 +852,9 @@ def write_report(args, metas, plots):
                      f"{'**met**' if verdict == 'met' else verdict or '—'} |")
     lines += ["", "Goals from the stage issues: import ≤ 0.7× osm2pgsql's time, append ≤ 0.5×, "
               "render ≥ 1× renderd's metatiles per second, serving ≥ 2× mod_tile's requests per second "
-              "with p99 < 5 ms, edit-to-fresh-tile < 2 s; the flex output has the same import and "
-              "append goals against `osm2pgsql -O flex` on the same config.", ""]
+              "with p99 < 5 ms, edit-to-fresh-tile < 2 s, expiry recall ≥ osm2pgsql's (and 100% within "
+              "the render buffer) with ≤ 0.3× its metatiles re-rendered; the flex output has the same "
+              "import and append goals against `osm2pgsql -O flex` on the same config.", ""]
     skipped = [s for m in metas for s in m.get("skipped", [])]
     if skipped:
         lines += ["Not measured: " + "; ".join(skipped) + ".", ""]
