@@ -14,8 +14,9 @@ shared by both stacks:
 - a 60-diff catch-up: `tilepipe catchup` vs `osm2pgsql-replication update`
   (both merge the diffs; osm2pgsql with `-e 10-18 -o LIST`);
 - expired tiles produced (z10-z18 lines in the lists);
-- then runs the render, serve and freshness bench targets when they exist
-  and collects their `BENCH {json}` lines.
+- then runs the render, serve, freshness and expiry accuracy bench targets
+  when they exist and collects their `BENCH {json}` lines (and the expiry
+  accuracy bench's per-zoom tables, kept in bench/expiry-accuracy.md).
 
 Each figure is the median of repeated runs with its min-max spread and the
 tilepipe/peer ratio. Updates bench/results.jsonl (a run replaces the
@@ -57,6 +58,9 @@ EXPIRE_ZOOMS = (10, 18)
 # serve, freshness, ...) is run and its BENCH lines collected.
 OWN_BENCHES = {"apply", "expire", "osc_parse"}
 EXPECTED_BENCHES = ["render", "serve"]
+# Where the expiry accuracy bench's Markdown (per-zoom recall, precision,
+# misses) is kept between runs, for the report.
+EXPIRY_TABLES = os.path.join(ROOT, "bench", "expiry-accuracy.md")
 
 GOALS = {
     "import": "≤0.7×",
@@ -490,6 +494,10 @@ def other_benches(args, work):
                     stdout, _ = proc.communicate()
                 log(f"bench {name}: stopped after its limit of {limit} s")
             out.write(stdout)
+        if name == "expiry_accuracy" and proc.returncode == 0:
+            tables = [line for line in stdout.splitlines() if not line.startswith("BENCH ")]
+            with open(EXPIRY_TABLES, "w") as f:
+                f.write("\n".join(tables).strip() + "\n")
         found = 0
         for line in stdout.splitlines():
             if line.startswith("BENCH "):
@@ -844,8 +852,9 @@ def write_report(args, metas, plots):
                      f"{'**met**' if verdict == 'met' else verdict or '—'} |")
     lines += ["", "Goals from the stage issues: import ≤ 0.7× osm2pgsql's time, append ≤ 0.5×, "
               "render ≥ 1× renderd's metatiles per second, serving ≥ 2× mod_tile's requests per second "
-              "with p99 < 5 ms, edit-to-fresh-tile < 2 s; the flex output has the same import and "
-              "append goals against `osm2pgsql -O flex` on the same config.", ""]
+              "with p99 < 5 ms, edit-to-fresh-tile < 2 s, expiry recall ≥ osm2pgsql's (and 100% within "
+              "the render buffer) with ≤ 0.3× its metatiles re-rendered; the flex output has the same "
+              "import and append goals against `osm2pgsql -O flex` on the same config.", ""]
     skipped = [s for m in metas for s in m.get("skipped", [])]
     if skipped:
         lines += ["Not measured: " + "; ".join(skipped) + ".", ""]
@@ -916,7 +925,7 @@ def write_report(args, metas, plots):
     others = [r for r in RESULTS if r["part"] == "others"]
     if others:
         lines += ["## Render, serve and freshness", "",
-                  "Collected from `cargo bench --bench render|serve|freshness` (their `BENCH` lines); see each "
+                  "Collected from `cargo bench --bench render|serve|freshness|expiry_accuracy` (their `BENCH` lines); see each "
                   "bench's source for its set-up.", "",
                   "| bench | figure | runs | tilepipe | peer | ratio | goal |", "|---|---|---:|---:|---:|---:|---|"]
         for rec in others:
@@ -926,6 +935,15 @@ def write_report(args, metas, plots):
                          f"| {fmt_with_spread(rec, 'peer')} | {fmt_ratio(rec.get('ratio'))} "
                          f"| {rec.get('goal', '')}{': ' + verdict if verdict else ''} |")
         lines.append("")
+    if others and os.path.exists(EXPIRY_TABLES):
+        # The bench's own headings go one level down.
+        with open(EXPIRY_TABLES) as f:
+            tables = [("#" + line if line.startswith("## ") else line) for line in f.read().splitlines()]
+        lines += ["## Expiry accuracy", "",
+                  "From `cargo bench --bench expiry_accuracy` (see its source): the metatiles whose pixels a "
+                  "diff changed (rendered before and after, z10–z18 with a ring of one metatile) against those "
+                  "each method expires. Recall = changed metatiles expired / changed metatiles; precision = "
+                  "changed metatiles expired / metatiles expired.", "", *tables, ""]
 
     lines += ["## Machine and versions", "", "| | |", "|---|---|"]
     # One row per fact, or one per run where the runs differ (another
