@@ -68,7 +68,6 @@ use tilepipe::expire::style_aware::StyleReads;
 use tilepipe::metatile::read_tile_at;
 use tilepipe::osm::{Change, ChangeSet};
 use tilepipe::render::config::{RenderConfig, StyleConfig, TileFormat};
-use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style_reads::read_style;
 use tilepipe::render::worker::Renderer;
 use tilepipe::tile::{metatiles_at, BBox, Metatile, Tile};
@@ -219,23 +218,7 @@ fn render_pass(renderer: &Renderer, style: &str, measured: &[Vec<Metatile>]) -> 
     let mut seconds = [0.0; ZOOMS];
     for (i, metatiles) in measured.iter().enumerate() {
         let before = renderer.timings();
-        let receivers: Vec<_> = metatiles
-            .iter()
-            .map(|&metatile| {
-                let key = RenderKey {
-                    style: style.to_string(),
-                    metatile,
-                };
-                renderer
-                    .queue()
-                    .submit(key, Priority::Background, true)
-                    .1
-                    .unwrap()
-            })
-            .collect();
-        for r in receivers {
-            assert_eq!(r.blocking_recv().unwrap(), Outcome::Rendered);
-        }
+        tilepipe_testkit::render::render_all(renderer, style, metatiles);
         let after = loop {
             let t = renderer.timings();
             if t.jobs >= before.jobs + metatiles.len() as u64 {

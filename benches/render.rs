@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tilepipe::render::config::{RenderConfig, StyleConfig, TileFormat};
-use tilepipe::render::queue::{Outcome, Priority, RenderKey};
 use tilepipe::render::style::load_style_xml;
 use tilepipe::render::worker::{Renderer, Timings};
 use tilepipe::tile::Metatile;
@@ -164,24 +163,7 @@ fn written(renderd: &Renderd) -> usize {
 /// last is written.
 fn render_tilepipe(renderer: &Renderer, style: &str, metatiles: &[Metatile]) -> Duration {
     let started = Instant::now();
-    let receivers: Vec<_> = metatiles
-        .iter()
-        .map(|&metatile| {
-            let key = RenderKey {
-                style: style.to_string(),
-                metatile,
-            };
-            renderer
-                .queue()
-                .submit(key, Priority::Background, true)
-                .1
-                .unwrap()
-        })
-        .collect();
-    for r in receivers {
-        let outcome = r.blocking_recv().unwrap();
-        assert_eq!(outcome, Outcome::Rendered);
-    }
+    tilepipe_testkit::render::render_all(renderer, style, metatiles);
     started.elapsed()
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn run(command: &mut Command) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         out.status.success(),
         "{command:?} failed: {}\n{}",
@@ -48,18 +50,38 @@ fn the_package_installs_into_a_throwaway_root_and_runs() {
     // Control data: the package, its conffile and dependencies that the
     // archive knows (so `apt install ./tilepipe_….deb` can resolve them).
     let version = env!("CARGO_PKG_VERSION");
-    let field = |name: &str| run(Command::new("dpkg-deb").args(["--field"]).arg(deb).arg(name));
+    let field = |name: &str| {
+        run(Command::new("dpkg-deb")
+            .args(["--field"])
+            .arg(deb)
+            .arg(name))
+    };
     assert_eq!(field("Package").trim(), "tilepipe");
     assert_eq!(field("Version").trim(), format!("{version}-1"));
     let depends = field("Depends");
-    for needed in ["libmapnik3.1", "fonts-dejavu-core", "libjs-leaflet", "adduser", "libc6"] {
-        assert!(depends.contains(needed), "Depends lacks {needed}: {depends}");
+    for needed in [
+        "libmapnik3.1",
+        "fonts-dejavu-core",
+        "libjs-leaflet",
+        "adduser",
+        "libc6",
+    ] {
+        assert!(
+            depends.contains(needed),
+            "Depends lacks {needed}: {depends}"
+        );
     }
     if have("apt-cache") {
         for package in depends.split(',') {
             let name = package.split_whitespace().next().unwrap();
-            let known = Command::new("apt-cache").args(["show", name]).output().unwrap();
-            assert!(known.status.success(), "dependency {name} is unknown to apt");
+            let known = Command::new("apt-cache")
+                .args(["show", name])
+                .output()
+                .unwrap();
+            assert!(
+                known.status.success(),
+                "dependency {name} is unknown to apt"
+            );
         }
     }
     let contents = run(Command::new("dpkg-deb").arg("--contents").arg(deb));
@@ -73,7 +95,10 @@ fn the_package_installs_into_a_throwaway_root_and_runs() {
         "./usr/share/tilepipe/grafana/tilepipe-dashboard.json",
         "./usr/share/doc/tilepipe/copyright",
     ] {
-        assert!(contents.contains(path), "{path} missing from the package:\n{contents}");
+        assert!(
+            contents.contains(path),
+            "{path} missing from the package:\n{contents}"
+        );
     }
 
     // Install into a root of its own.
@@ -83,9 +108,11 @@ fn the_package_installs_into_a_throwaway_root_and_runs() {
     std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
     let dpkg = || {
         let mut command = Command::new("dpkg");
-        command
-            .arg(format!("--root={}", root.display()))
-            .args(["--force-script-chrootless", "--force-depends", "--log=/dev/null"]);
+        command.arg(format!("--root={}", root.display())).args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+        ]);
         command
     };
     run(dpkg().arg("-i").arg(deb));
@@ -115,7 +142,9 @@ fn the_package_installs_into_a_throwaway_root_and_runs() {
         .unwrap();
     let printed = String::from_utf8_lossy(&check.stdout);
     assert!(
-        printed.lines().any(|l| l.starts_with("ok") && l.contains("config")),
+        printed
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("config")),
         "{printed}"
     );
     let installed_config = std::fs::read_to_string(&config).unwrap();

@@ -250,7 +250,6 @@ fn generated_diffs_expire_fewer_metatiles() {
 #[test]
 fn rewritten_rows_leave_the_project_style_unchanged() {
     use tilepipe::render::config::{RenderConfig, StyleConfig, TileFormat};
-    use tilepipe::render::queue::{Outcome, Priority, RenderKey};
     use tilepipe::render::worker::Renderer;
     use tilepipe::tile::metatiles_at;
 
@@ -286,23 +285,7 @@ fn rewritten_rows_leave_the_project_style_unchanged() {
         .collect();
     let store = TileStore::new(dir.path().join("tiles"));
     let render_all = || -> Vec<Vec<u8>> {
-        let receivers: Vec<_> = metatiles
-            .iter()
-            .map(|&metatile| {
-                let key = RenderKey {
-                    style: STYLE.into(),
-                    metatile,
-                };
-                renderer
-                    .queue()
-                    .submit(key, Priority::Background, true)
-                    .1
-                    .unwrap()
-            })
-            .collect();
-        for r in receivers {
-            assert_eq!(r.blocking_recv().unwrap(), Outcome::Rendered);
-        }
+        tilepipe_testkit::render::render_all(&renderer, STYLE, &metatiles);
         metatiles
             .iter()
             .map(|&m| std::fs::read(store.path(STYLE, m, None).unwrap()).unwrap())

@@ -4,6 +4,8 @@
 use crate::PgCluster;
 use std::path::{Path, PathBuf};
 use tilepipe::render::config::{RenderConfig, StyleConfig};
+use tilepipe::render::queue::{Outcome, Priority, RenderKey};
+use tilepipe::render::worker::Renderer;
 use tilepipe::tile::{Metatile, Tile};
 
 /// Middle of the synthetic town (its street grid spans 10.000-10.008 E,
@@ -130,4 +132,27 @@ impl Image {
 pub fn rgb(hex: &str) -> [u8; 3] {
     let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
     [(v >> 16) as u8, (v >> 8) as u8, v as u8]
+}
+
+/// Renders every metatile of `style` through the renderer's queue at once
+/// (background priority, forced), and waits until each is written.
+pub fn render_all(renderer: &Renderer, style: &str, metatiles: &[Metatile]) {
+    let receivers: Vec<_> = metatiles
+        .iter()
+        .map(|&metatile| {
+            let key = RenderKey {
+                style: style.to_string(),
+                metatile,
+            };
+            renderer
+                .queue()
+                .submit(key, Priority::Background, true)
+                .1
+                .expect("the render queue takes the metatile")
+        })
+        .collect();
+    for receiver in receivers {
+        let outcome = receiver.blocking_recv().expect("the renderer answers");
+        assert_eq!(outcome, Outcome::Rendered);
+    }
 }
