@@ -128,6 +128,8 @@ pub struct Daemon {
     renderer: Option<BuiltinRenderer>,
     /// The process's metrics (served on `/metrics` by `run`).
     metrics: Option<Arc<Metrics>>,
+    /// Delivery threads of `expire.nodes`, while `run` runs.
+    nodes: Option<crate::expire::nodes::Delivery>,
 }
 
 impl Daemon {
@@ -163,6 +165,7 @@ impl Daemon {
             old_backends: Vec::new(),
             renderer: None,
             metrics: None,
+            nodes: None,
         })
     }
 
@@ -285,6 +288,7 @@ impl Daemon {
             self.renderer.as_ref(),
             self.metrics.as_deref(),
         )?;
+        self.start_node_delivery()?;
         let scheduler = runtime.block_on(crate::expire::schedule::start(
             &self.config.expire,
             self.renderer
@@ -343,7 +347,48 @@ impl Daemon {
                 warn!("stopping the low-zoom schedule: {e}");
             }
         }
+        if let Some(nodes) = self.nodes.take() {
+            nodes.stop();
+        }
         info!("stopped at sequence {}", position.sequence);
+        Ok(())
+    }
+
+    /// Starts a delivery thread per `expire.nodes` entry, reporting each
+    /// node's backlog and replay lag to the metrics.
+    fn start_node_delivery(&mut self) -> anyhow::Result<()> {
+        let nodes = &self.config.expire.nodes;
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let metrics = self.metrics.clone();
+        let report: crate::expire::nodes::StatusSink = Arc::new(move |name, status| {
+            if let Some(metrics) = &metrics {
+                metrics.set_render_node(
+                    name,
+                    crate::metrics::RenderNodeFigures {
+                        backlog_batches: status.backlog_batches,
+                        backlog_metatiles: status.backlog_metatiles,
+                        replay_lag_bytes: status.replay_lag_bytes,
+                        oldest_pending_seconds: status.oldest_pending_seconds,
+                        delivered_metatiles: status.delivered_metatiles,
+                        up: status.up,
+                    },
+                );
+            }
+        });
+        let delivery = crate::expire::nodes::Delivery::start(
+            nodes,
+            &self.db,
+            &self.config.database.middle_schema,
+            report,
+        )
+        .context("starting the render nodes' delivery")?;
+        info!(
+            nodes = nodes.len(),
+            "delivering expired metatiles to render nodes once their standbys replayed each batch"
+        );
+        self.nodes = Some(delivery);
         Ok(())
     }
 
@@ -416,6 +461,9 @@ impl Daemon {
                             .record_batch(std::time::SystemTime::now(), batch.changes.len() as u64);
                         metrics.set_replication_position(next.sequence, next.timestamp.into());
                         metrics.clear_apply_failing();
+                    }
+                    if let Some(nodes) = &self.nodes {
+                        nodes.wake();
                     }
                     if let Err(e) = act_on_expired(
                         &mut session.client,
@@ -608,6 +656,13 @@ pub fn apply_batch(
             &style_reads(config),
         )?;
         expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
+        crate::expire::nodes::enqueue(
+            &mut tx,
+            schema,
+            batch.end.sequence,
+            &tiles,
+            &config.expire.nodes,
+        )?;
     }
     let next = Position {
         base_url: position.base_url.clone(),
@@ -618,6 +673,14 @@ pub fn apply_batch(
     // A failure `run` recorded is over once a batch commits.
     crate::db::properties::remove(&mut tx, schema, APPLY_FAILURE_PROPERTY)?;
     tx.commit()?;
+    if !config.expire.nodes.is_empty() {
+        // Best effort: a row left unstamped is stamped by its delivery
+        // thread, with a later (so still safe) position.
+        if let Err(e) = crate::expire::nodes::record_commit_lsn(client, schema, batch.end.sequence)
+        {
+            warn!("recording the commit position for the render nodes: {e}");
+        }
+    }
     Ok((next, result))
 }
 
@@ -638,14 +701,27 @@ pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let mut reads = Vec::new();
-    for expiry_style in &config.expire.styles {
-        let rendered = config.styles.iter().find(|s| s.name == expiry_style.name);
-        let (xml, tile_size, scale) = match (rendered, &expiry_style.xml) {
+    // Styles of render nodes count too, when this configuration has
+    // their XML (a `styles:` entry of the same name).
+    let mut names: Vec<&String> = config.expire.styles.iter().map(|s| &s.name).collect();
+    for node in &config.expire.nodes {
+        names.extend(&node.styles);
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
+    for name in names {
+        let rendered = config.styles.iter().find(|s| &s.name == name);
+        let own_xml = config
+            .expire
+            .styles
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.xml.as_ref());
+        let (xml, tile_size, scale) = match (rendered, own_xml) {
             (Some(style), _) => (&style.xml, style.tile_size, style.scale),
             (None, Some(xml)) => (xml, 256, 1.0),
             (None, None) => continue,
         };
-        let name = &expiry_style.name;
         let key = (name.clone(), xml.clone(), tile_size, scale.to_bits());
         let entry =
             cache.entry(key).or_insert_with(|| {

@@ -200,6 +200,27 @@ pub struct Metrics {
     changes_applied: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
+    /// Render nodes of `expire.nodes`, by name.
+    render_nodes: std::sync::Mutex<std::collections::BTreeMap<String, RenderNodeFigures>>,
+}
+
+/// A render node's expiry delivery as last seen by `run` (see
+/// `expire.nodes`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderNodeFigures {
+    /// Batches with metatiles not yet delivered to the node.
+    pub backlog_batches: u64,
+    /// Metatiles not yet delivered.
+    pub backlog_metatiles: u64,
+    /// WAL bytes the node's standby replay is behind the primary; `None`
+    /// while the standby cannot be asked.
+    pub replay_lag_bytes: Option<u64>,
+    /// Age of the oldest undelivered batch.
+    pub oldest_pending_seconds: f64,
+    /// Metatiles delivered since the process started.
+    pub delivered_metatiles: u64,
+    /// Whether the last round reached the standby and the node.
+    pub up: bool,
 }
 
 impl Default for Metrics {
@@ -237,6 +258,7 @@ impl Metrics {
             changes_applied: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
+            render_nodes: Default::default(),
         }
     }
 
@@ -381,6 +403,14 @@ impl Metrics {
             .then(|| self.replication_sequence.load(Relaxed))
     }
 
+    /// Records a render node's delivery figures.
+    pub fn set_render_node(&self, name: &str, figures: RenderNodeFigures) {
+        self.render_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), figures);
+    }
+
     /// Prometheus text exposition (format 0.0.4) of the registry, with the
     /// render queue's and workers' figures when there is a renderer.
     pub fn render(
@@ -401,6 +431,7 @@ impl Metrics {
         self.render_replication(w);
         self.render_apply_failing(w);
         self.render_totals(w);
+        self.render_nodes(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }
@@ -602,6 +633,68 @@ impl Metrics {
         ] {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
+        }
+    }
+}
+
+impl Metrics {
+    /// Per render node: backlog, replay lag, deliveries; nothing without
+    /// `expire.nodes`.
+    fn render_nodes(&self, w: &mut String) {
+        let nodes = self
+            .render_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if nodes.is_empty() {
+            return;
+        }
+        type Value = fn(&RenderNodeFigures) -> Option<f64>;
+        let series: [(&str, &str, &str, Value); 6] = [
+            (
+                "tilepipe_node_backlog_batches",
+                "gauge",
+                "Batches whose expired metatiles the render node has not received yet.",
+                |f| Some(f.backlog_batches as f64),
+            ),
+            (
+                "tilepipe_node_backlog_metatiles",
+                "gauge",
+                "Expired metatiles the render node has not received yet.",
+                |f| Some(f.backlog_metatiles as f64),
+            ),
+            (
+                "tilepipe_node_replay_lag_bytes",
+                "gauge",
+                "WAL bytes the render node's standby has yet to replay (absent while it cannot be asked).",
+                |f| f.replay_lag_bytes.map(|b| b as f64),
+            ),
+            (
+                "tilepipe_node_oldest_pending_seconds",
+                "gauge",
+                "Age of the oldest batch the render node has not received (0 when none).",
+                |f| Some(f.oldest_pending_seconds),
+            ),
+            (
+                "tilepipe_node_delivered_metatiles_total",
+                "counter",
+                "Expired metatiles delivered to the render node (cmdDirty).",
+                |f| Some(f.delivered_metatiles as f64),
+            ),
+            (
+                "tilepipe_node_up",
+                "gauge",
+                "1 when the last delivery round reached the node's standby and renderer.",
+                |f| Some(f64::from(u8::from(f.up))),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            header(w, name, kind, help);
+            for (node, figures) in &nodes {
+                if let Some(v) = value(figures) {
+                    let _ = writeln!(w, "{name}{{node=\"{}\"}} {v}", escape(node));
+                }
+            }
         }
     }
 }

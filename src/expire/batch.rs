@@ -58,6 +58,9 @@ pub struct ExpireConfig {
     /// changed row's table draws, for styles whose Mapnik XML tilepipe
     /// knows (default true; false: every style gets every expired tile).
     pub style_aware: bool,
+    /// Render nodes on streaming standbys: each gets its styles' expired
+    /// metatiles (`cmdDirty`) once its standby replayed the batch.
+    pub nodes: Vec<super::nodes::RenderNode>,
 }
 
 /// What to do with one style's expired metatiles.
@@ -119,6 +122,7 @@ impl Default for ExpireConfig {
             list_append: false,
             styles: Vec::new(),
             style_aware: true,
+            nodes: Vec::new(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl Default for ExpireConfig {
 impl ExpireConfig {
     /// Whether anything is configured to use expired tiles.
     pub fn is_active(&self) -> bool {
-        self.list_dir.is_some() || !self.styles.is_empty()
+        self.list_dir.is_some() || !self.styles.is_empty() || !self.nodes.is_empty()
     }
 
     /// The rasteriser settings these keys describe.
@@ -169,6 +173,7 @@ impl ExpireConfig {
                     .map_err(|e| format!("expire.styles[{}].renderd: {e}", style.name))?;
             }
         }
+        super::nodes::validate_nodes(&self.nodes, self.max_zoom)?;
         Ok(())
     }
 
