@@ -31,6 +31,7 @@ mod geom_random_osm2pgsql;
 mod geom_reference;
 mod metatile_store;
 mod middle_legacy;
+mod multi_node;
 mod osc_files;
 mod osm2pgsql_equivalence;
 mod render_cli;

@@ -8,7 +8,13 @@ use std::time::{Duration, Instant};
 /// `GET path` from 127.0.0.1:`port`: the status and the body (chunked
 /// bodies joined), or `None` when the server does not answer.
 pub fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    get_from(std::net::Ipv4Addr::LOCALHOST, port, path)
+}
+
+/// [`get`] from another loopback address (127.0.0.2, …), where the
+/// multi-node tests run their render nodes.
+pub fn get_from(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect((ip, port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
