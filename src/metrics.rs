@@ -200,6 +200,9 @@ pub struct Metrics {
     changes_applied: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
+    purged_keys: AtomicU64,
+    purge_failures: AtomicU64,
+    purge_pending: AtomicU64,
     /// Render nodes of `expire.nodes`, by name.
     render_nodes: std::sync::Mutex<std::collections::BTreeMap<String, RenderNodeFigures>>,
 }
@@ -259,6 +262,9 @@ impl Metrics {
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
             render_nodes: Default::default(),
+            purged_keys: AtomicU64::new(0),
+            purge_failures: AtomicU64::new(0),
+            purge_pending: AtomicU64::new(0),
         }
     }
 
@@ -401,6 +407,21 @@ impl Metrics {
         self.replication_known
             .load(Relaxed)
             .then(|| self.replication_sequence.load(Relaxed))
+    }
+
+    /// Counts surrogate keys purged from a cache in front.
+    pub fn add_purged(&self, keys: u64) {
+        self.purged_keys.fetch_add(keys, Relaxed);
+    }
+
+    /// Counts a failed purge request.
+    pub fn add_purge_failure(&self) {
+        self.purge_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Sets the keys waiting to be purged (over all caches).
+    pub fn set_purge_pending(&self, keys: u64) {
+        self.purge_pending.store(keys, Relaxed);
     }
 
     /// Records a render node's delivery figures.
@@ -630,10 +651,31 @@ impl Metrics {
                 "Metatiles acted on (render, touch, delete) after applied batches.",
                 &self.expired_metatiles,
             ),
+            (
+                "tilepipe_purged_keys_total",
+                "Surrogate keys (metatiles) purged from the caches in front, counted once per cache.",
+                &self.purged_keys,
+            ),
+            (
+                "tilepipe_purge_failures_total",
+                "Purge requests that failed (retried with backoff).",
+                &self.purge_failures,
+            ),
         ] {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
         }
+        header(
+            w,
+            "tilepipe_purge_pending_keys",
+            "gauge",
+            "Surrogate keys waiting to be purged, over all caches in front.",
+        );
+        let _ = writeln!(
+            w,
+            "tilepipe_purge_pending_keys {}",
+            self.purge_pending.load(Relaxed)
+        );
     }
 }
 

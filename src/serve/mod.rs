@@ -8,6 +8,8 @@
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.
+//! - [`purge`]: surrogate keys per metatile, and purging the caches in
+//!   front (Varnish xkey, CDN APIs) when a metatile is re-rendered.
 //! - `connections` (private): the accept loop, with its connection cap and
 //!   header and keep-alive timeouts.
 //!
@@ -22,6 +24,7 @@
 pub mod cache;
 pub mod config;
 mod connections;
+pub mod purge;
 pub mod routes;
 pub mod throttle;
 pub mod tiles;
@@ -77,6 +80,8 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    /// Surrogate keys of re-rendered metatiles, with `serve.purge`.
+    purge_keys: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
 impl Server {
@@ -164,6 +169,23 @@ impl Server {
             .enabled
             .then(|| throttle::Throttle::new(&settings.throttle));
         let tile_cache_bytes = (settings.tile_cache_mb * 1e6) as usize;
+        let purge_keys = match (&queue, settings.purge.is_active()) {
+            (Some(queue), true) => {
+                let (keys, receiver) = tokio::sync::mpsc::unbounded_channel();
+                queue.on_rendered(Box::new(move |key| {
+                    // Closed only once the server stopped.
+                    let _ = keys.send(purge::surrogate_key(&key.style, key.metatile));
+                }));
+                Some(receiver)
+            }
+            (None, true) => {
+                tracing::warn!(
+                    "serve.purge is set but this process renders nothing: nothing to purge"
+                );
+                None
+            }
+            (_, false) => None,
+        };
         let state = Arc::new(AppState {
             waiting: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_waiting_requests.max(1),
@@ -184,6 +206,7 @@ impl Server {
             listener,
             addr,
             state,
+            purge_keys,
         })
     }
 
@@ -204,9 +227,20 @@ impl Server {
             keepalive: settings.keepalive_timeout(),
             max_connections: settings.max_connections,
         };
+        let purger = self.purge_keys.map(|keys| {
+            tokio::spawn(purge::run(
+                settings.purge.clone(),
+                keys,
+                self.state.metrics.clone(),
+            ))
+        });
         let router = routes::router(self.state);
         tracing::info!(address = %self.addr, "serving tiles");
         connections::serve(self.listener, router, limits, shutdown).await;
+        // Keys still gathering are dropped: the caches expire them.
+        if let Some(purger) = purger {
+            purger.abort();
+        }
         Ok(())
     }
 }
