@@ -3,12 +3,23 @@
 //! render nodes on 127.0.0.2 and 127.0.0.3 each drawing from its own
 //! standby, and `tilepipe run` as the writer with `expire.nodes`.
 //!
+//! Varnish runs on 127.0.0.1 in front of the nodes, with the shipped
+//! `varnish/tilepipe.vcl`.
+//!
 //! One scenario, in steps that build on each other:
+//! 0. Varnish shards tiles by metatile over both nodes (tiles of one
+//!    metatile come from one node) and caches them;
 //! 1. a published diff reaches node a (new tile bytes) while node b's
 //!    standby has its replay paused: b receives nothing (its backlog shows
-//!    on the writer's `/metrics`) until replay resumes, then it does;
-//! 2. node a is killed; the next diff waits in its backlog (node b gets
-//!    it) and reaches a when it comes back.
+//!    on the writer's `/metrics`) until replay resumes, then it does, and
+//!    the new bytes come through Varnish (the re-renders purged it);
+//! 2. node a is killed; its tiles are served by b through Varnish; the
+//!    next diff waits in a's backlog (node b gets it) and reaches a when
+//!    it comes back;
+//! 3. every metatile a node rendered was purged from Varnish.
+//!
+//! Without varnishd (`scripts/install-deps`) the Varnish steps are
+//! skipped, except in CI where that fails.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -21,6 +32,7 @@ use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
 use tilepipe_testkit::feedgen::FeedWriter;
 use tilepipe_testkit::feedserver::FeedServer;
 use tilepipe_testkit::multi::ServeNode;
+use tilepipe_testkit::varnish::Varnish;
 use tilepipe_testkit::{http, PgCluster};
 
 const START: u64 = 900;
@@ -85,6 +97,51 @@ fn metric(port: u16, name: &str, node: &str) -> Option<f64> {
         .unwrap()
         .lines()
         .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// The sum of every sample of `name` (all labels) on a node's `/metrics`.
+fn node_metric_sum(node: &ServeNode, name: &str) -> f64 {
+    let (status, body) = node.get("/metrics").expect("node metrics");
+    assert_eq!(status, 200);
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `GET path` through Varnish: status, the `x-node` that drew it, body.
+fn through_varnish(varnish: &Varnish, path: &str) -> (u16, String, Vec<u8>) {
+    let (status, head, body) = http::get_with_head(Ipv4Addr::LOCALHOST, varnish.port, path)
+        .unwrap_or_else(|| panic!("Varnish did not answer {path}"));
+    let node = head
+        .lines()
+        .find_map(|line| line.strip_prefix("x-node: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    (status, node, body)
+}
+
+/// The shipped VCL with its two example backends pointed at the nodes.
+fn vcl_for(a: &ServeNode, b: &ServeNode) -> String {
+    let mut vcl = std::fs::read_to_string(repository().join("varnish/tilepipe.vcl")).unwrap();
+    for (node, host) in [(a, "127.0.0.2"), (b, "127.0.0.3")] {
+        let example = format!(".host = \"{host}\"; .port = \"8080\";");
+        assert!(
+            vcl.contains(&example),
+            "the shipped VCL has a backend {host}:8080"
+        );
+        vcl = vcl.replace(
+            &example,
+            &format!(".host = \"{}\"; .port = \"{}\";", node.ip, node.http_port),
+        );
+    }
+    vcl
 }
 
 /// Polls `check` every 100 ms until it holds; fails with `what` and the
@@ -196,12 +253,27 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
     let standby_b = primary.start_standby().unwrap();
     let (url_a, url_b) = (standby_a.url(&dbname), standby_b.url(&dbname));
 
+    let with_varnish = tilepipe_testkit::varnish::available();
+    assert!(
+        with_varnish || !tilepipe_testkit::paths::in_ci(),
+        "varnishd with vmod_xkey is not installed (scripts/install-deps)"
+    );
+    if !with_varnish {
+        eprintln!("varnishd or vmod_xkey missing: skipping the Varnish steps");
+    }
+    let varnish_port = http::free_port();
+    let purge = if with_varnish {
+        format!("  purge:\n    varnish: [\"http://127.0.0.1:{varnish_port}/\"]\n")
+    } else {
+        String::new()
+    };
     let mut node_a = ServeNode::start(
         dir.path(),
         "a",
         Ipv4Addr::new(127, 0, 0, 2),
         (STYLE, &xml),
         &url_a,
+        &purge,
     );
     let node_b = ServeNode::start(
         dir.path(),
@@ -209,7 +281,10 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
         Ipv4Addr::new(127, 0, 0, 3),
         (STYLE, &xml),
         &url_b,
+        &purge,
     );
+    let varnish =
+        with_varnish.then(|| Varnish::start(&vcl_for(&node_a, &node_b), varnish_port).unwrap());
 
     let writer_port = http::free_port();
     let writer_config = dir.path().join("writer.yaml");
@@ -255,6 +330,42 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
     let original_a = tile_bytes(&node_a, &path);
     let original_b = tile_bytes(&node_b, &path);
     assert_eq!(original_a, original_b, "both nodes draw the same data");
+
+    // Step 0: Varnish shards by metatile over both nodes. One z18 tile per
+    // metatile across the town, then a second tile of each metatile: the
+    // same node draws it. Tiles of a's share, not fetched yet, are kept
+    // for the failover step.
+    let mut a_share = Vec::new();
+    if let Some(varnish) = &varnish {
+        wait_until(
+            Duration::from_secs(20),
+            "Varnish serving the tile",
+            &logs,
+            &mut || through_varnish(varnish, &path).0 == 200,
+        );
+        assert_eq!(through_varnish(varnish, &path).2, original_a);
+        let origin = tilepipe::tile::lonlat_to_tile(10.0, 50.008, 18);
+        let (x0, y0) = (origin.x & !7, origin.y & !7);
+        let mut others = std::collections::BTreeSet::new();
+        for i in 0..12 {
+            let (x, y) = (x0 + 8 * (i % 4), y0 + 8 * (i / 4));
+            let first = format!("/{STYLE}/18/{x}/{y}.png");
+            let second = format!("/{STYLE}/18/{}/{}.png", x + 7, y + 3);
+            let (status, node, _) = through_varnish(varnish, &first);
+            assert_eq!(status, 200, "{first}");
+            if node == "node1" {
+                a_share.push(second);
+                continue;
+            }
+            let (_, other, _) = through_varnish(varnish, &second);
+            assert_eq!(node, other, "{first} and {second} share a metatile");
+            others.insert(node);
+        }
+        assert!(
+            !a_share.is_empty() && !others.is_empty(),
+            "Varnish used one node only: {others:?}"
+        );
+    }
 
     // Step 1: b's standby stops replaying; the edit is published.
     let mut standby_b_client = standby_b.connect(&dbname).unwrap();
@@ -328,8 +439,32 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
         &mut || metric(writer_port, "tilepipe_node_backlog_metatiles", "b") == Some(0.0),
     );
 
+    if let Some(varnish) = &varnish {
+        // Varnish cached the old tile for days (serve.cache); the nodes'
+        // purges after their re-renders dropped it.
+        wait_until(
+            Duration::from_secs(10),
+            "the edit through Varnish",
+            &logs,
+            &mut || through_varnish(varnish, &path).2 == first_edit,
+        );
+    }
+
     // Step 2: node a dies; the next edit waits for it.
     node_a.kill();
+    if let Some(varnish) = &varnish {
+        // Its probe fails within seconds; its share moves to b.
+        let tile = &a_share[0];
+        wait_until(
+            Duration::from_secs(15),
+            "a's tiles served by b",
+            &logs,
+            &mut || {
+                let (status, node, _) = through_varnish(varnish, tile);
+                status == 200 && node == "node2"
+            },
+        );
+    }
     writer_feed
         .write_diff(
             ReplicationState {
@@ -378,6 +513,38 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
         &logs,
         &mut || metric(writer_port, "tilepipe_node_backlog_metatiles", "a") == Some(0.0),
     );
+    if let Some(varnish) = &varnish {
+        wait_until(
+            Duration::from_secs(10),
+            "the second edit through Varnish",
+            &logs,
+            &mut || through_varnish(varnish, &path).2 == second_edit,
+        );
+        // Step 3: every metatile a node rendered was purged (b ran all
+        // along; a's counters restarted with it).
+        for node in [&node_a, &node_b] {
+            let mut figures = (0.0, 0.0);
+            wait_until(
+                Duration::from_secs(10),
+                &format!("node {}: a purge for every render", node.name),
+                &logs,
+                &mut || {
+                    figures = (
+                        node_metric_sum(node, "tilepipe_renders_total"),
+                        node_metric_sum(node, "tilepipe_purged_keys_total"),
+                    );
+                    figures.0 > 0.0
+                        && figures.0 == figures.1
+                        && node_metric_sum(node, "tilepipe_purge_pending_keys") == 0.0
+                },
+            );
+            assert_eq!(node_metric_sum(node, "tilepipe_purge_failures_total"), 0.0);
+            eprintln!(
+                "node {}: {} renders, {} purged keys",
+                node.name, figures.0, figures.1
+            );
+        }
+    }
     eprintln!("multi-node scenario: {:?}", started.elapsed());
     drop(writer);
 }

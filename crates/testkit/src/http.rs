@@ -14,6 +14,16 @@ pub fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
 /// [`get`] from another loopback address (127.0.0.2, …), where the
 /// multi-node tests run their render nodes.
 pub fn get_from(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    get_with_head(ip, port, path).map(|(status, _, body)| (status, body))
+}
+
+/// [`get_from`] with the response head too (status line and headers,
+/// header names lower-cased), to look at a header.
+pub fn get_with_head(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> Option<(u16, String, Vec<u8>)> {
     let mut stream = TcpStream::connect((ip, port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -34,7 +44,7 @@ pub fn get_from(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Option<(u16, V
     } else {
         body.to_vec()
     };
-    Some((status, body))
+    Some((status, head, body))
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {

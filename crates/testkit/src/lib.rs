@@ -32,6 +32,7 @@
 //!   renderer and a one-colour style.
 //! - [`multi`]: `tilepipe serve` render nodes on 127.0.0.2, 127.0.0.3…
 //!   (with the streaming standbys of [`PgCluster::start_standby`]).
+//! - [`varnish`]: Debian's varnishd on a private port and workdir.
 //! - [`apache`]: Debian's Apache with mod_tile on a private port.
 //! - [`render`]: the project style over a town database, PNG decoding.
 //!
@@ -55,6 +56,7 @@ pub mod renderd;
 pub mod scale;
 pub mod serve;
 pub mod town;
+pub mod varnish;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};

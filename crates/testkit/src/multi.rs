@@ -40,15 +40,17 @@ pub struct ServeNode {
 }
 
 impl ServeNode {
-    /// Writes the node's configuration into `dir` (one style, `style`
-    /// named `name_of_style`, reading `database`) and starts it; waits
-    /// until it answers `/health`.
+    /// Writes the node's configuration into `dir` (one style: `style` is
+    /// its name and XML, reading `database`; `serve_extra` is appended to
+    /// the `serve:` section, indented) and starts it; waits until it
+    /// answers `/health`.
     pub fn start(
         dir: &Path,
         name: &str,
         ip: Ipv4Addr,
         style: (&str, &Path),
         database: &str,
+        serve_extra: &str,
     ) -> ServeNode {
         let node_dir = dir.join(name);
         std::fs::create_dir_all(&node_dir).unwrap();
@@ -60,7 +62,7 @@ impl ServeNode {
             format!(
                 "styles:\n  - name: {style_name}\n    xml: {xml}\n    tile_dir: {tiles}\n    database: \"{database}\"\n    min_zoom: 0\n    max_zoom: 18\n\
                  render:\n  threads: 1\n  tcp: {ip}:{renderd_port}\n\
-                 serve:\n  listen: {ip}:{http_port}\n",
+                 serve:\n  listen: {ip}:{http_port}\n{serve_extra}",
                 style_name = style.0,
                 xml = style.1.display(),
                 tiles = tile_dir.display(),
