@@ -26,6 +26,7 @@ use crate::replication::client::FeedClient;
 use crate::replication::follower::{poll_delay, Batch, Follower};
 use crate::replication::position::{read_position, write_position, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
+use crate::serve::purge::PurgeSender;
 use crate::services::Shutdown;
 use anyhow::{bail, Context};
 use expire_to_render::BuiltinRenderer;
@@ -128,6 +129,9 @@ pub struct Daemon {
     renderer: Option<BuiltinRenderer>,
     /// The process's metrics (served on `/metrics` by `run`).
     metrics: Option<Arc<Metrics>>,
+    /// Where metatiles touched or deleted without a render go, to be
+    /// purged from the caches in front (`serve.purge`).
+    purge: Option<PurgeSender>,
     /// Delivery threads of `expire.nodes`, while `run` runs.
     nodes: Option<crate::expire::nodes::Delivery>,
 }
@@ -165,6 +169,7 @@ impl Daemon {
             old_backends: Vec::new(),
             renderer: None,
             metrics: None,
+            purge: None,
             nodes: None,
         })
     }
@@ -179,6 +184,13 @@ impl Daemon {
         if let Some(metrics) = &self.metrics {
             metrics.set_replication_position(position.sequence, position.timestamp.into());
         }
+    }
+
+    /// Purges metatiles expiry touches or deletes from the caches in
+    /// front (re-rendered ones are purged by the server after the render).
+    pub fn with_purge(mut self, purge: PurgeSender) -> Daemon {
+        self.purge = Some(purge);
+        self
     }
 
     /// Sends re-renders of expired metatiles to tilepipe's own renderer.
@@ -287,6 +299,7 @@ impl Daemon {
             runtime,
             self.renderer.as_ref(),
             self.metrics.as_deref(),
+            self.purge.as_ref(),
         )?;
         self.start_node_delivery()?;
         let scheduler = runtime.block_on(crate::expire::schedule::start(
@@ -471,6 +484,7 @@ impl Daemon {
                         runtime,
                         self.renderer.as_ref(),
                         self.metrics.as_deref(),
+                        self.purge.as_ref(),
                     ) {
                         warn!("expiry: {e:#}");
                     }
@@ -742,7 +756,8 @@ pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
 
 /// Acts on every committed batch's expired tiles not acted on yet (after a
 /// crash, those of earlier runs too): the tile lists of a flex config's
-/// expire outputs, then the `expire:` section's actions. Entries whose
+/// expire outputs, then the `expire:` section's actions; metatiles touched
+/// or deleted go to `purge` for the caches in front. Entries whose
 /// actions failed stay queued and are tried again after the next batch.
 pub fn act_on_expired(
     client: &mut postgres::Client,
@@ -750,6 +765,7 @@ pub fn act_on_expired(
     runtime: &tokio::runtime::Runtime,
     renderer: Option<&BuiltinRenderer>,
     metrics: Option<&Metrics>,
+    purge: Option<&PurgeSender>,
 ) -> anyhow::Result<()> {
     let schema = config.database.middle_schema.as_str();
     crate::expire::outputs::write_files(client, schema)?;
@@ -772,6 +788,12 @@ pub fn act_on_expired(
             if let Some(metrics) = metrics {
                 let metatiles = tiles.all.metatiles(tiles.all.zoom()).count() as u64;
                 metrics.add_expired(tiles.all.len(), metatiles);
+            }
+            if let Some(purge) = purge {
+                let builtin = renderer.map(|r| r as &dyn LocalRenderer);
+                for (style, metatile) in expiry::unrendered(&config.expire, &tiles, builtin) {
+                    purge.purge(&style, metatile);
+                }
             }
             expiry::done(client, schema, batch_end)?;
         }

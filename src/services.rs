@@ -98,6 +98,8 @@ pub struct Services {
     shutdown: Shutdown,
     renderer: Option<Arc<Renderer>>,
     http_addr: Option<SocketAddr>,
+    /// The HTTP server's purge channel (`serve.purge`).
+    purge: Option<crate::serve::purge::PurgeSender>,
     /// The protocol server then the HTTP server, in start order.
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -124,6 +126,7 @@ impl Services {
             shutdown: shutdown.clone(),
             renderer,
             http_addr: None,
+            purge: None,
             tasks: Vec::new(),
         };
         if let Some(renderer) = &services.renderer {
@@ -148,6 +151,7 @@ impl Services {
                 plan.metrics,
             ))?;
             services.http_addr = Some(server.local_addr());
+            services.purge = server.purge_sender();
             let shutdown = shutdown.clone();
             services.tasks.push(
                 runtime
@@ -160,6 +164,12 @@ impl Services {
     /// The renderer, when one was started.
     pub fn renderer(&self) -> Option<&Arc<Renderer>> {
         self.renderer.as_ref()
+    }
+
+    /// Where to send metatiles changed without a render, to purge them
+    /// from the caches in front (`serve.purge`, with the HTTP server).
+    pub fn purge_sender(&self) -> Option<crate::serve::purge::PurgeSender> {
+        self.purge.clone()
     }
 
     /// The HTTP server's bound address, when one was started.

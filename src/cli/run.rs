@@ -36,6 +36,9 @@ pub fn run(config: &Config, _args: &Args) -> anyhow::Result<ExitCode> {
         metrics,
     };
     let services = Services::start(&runtime, config, plan, &shutdown)?;
+    if let Some(purge) = services.purge_sender() {
+        daemon = daemon.with_purge(purge);
+    }
     if let Some(renderer) = services.renderer() {
         daemon = daemon.with_renderer(BuiltinRenderer {
             queue: renderer.queue().clone(),

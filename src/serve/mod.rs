@@ -80,8 +80,10 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
-    /// Surrogate keys of re-rendered metatiles, with `serve.purge`.
+    /// Surrogate keys to purge, with `serve.purge`: of re-rendered
+    /// metatiles, and of those others send through [`Server::purge_sender`].
     purge_keys: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    purge_sender: Option<purge::PurgeSender>,
 }
 
 impl Server {
@@ -169,22 +171,16 @@ impl Server {
             .enabled
             .then(|| throttle::Throttle::new(&settings.throttle));
         let tile_cache_bytes = (settings.tile_cache_mb * 1e6) as usize;
-        let purge_keys = match (&queue, settings.purge.is_active()) {
-            (Some(queue), true) => {
-                let (keys, receiver) = tokio::sync::mpsc::unbounded_channel();
-                queue.on_rendered(Box::new(move |key| {
-                    // Closed only once the server stopped.
-                    let _ = keys.send(purge::surrogate_key(&key.style, key.metatile));
-                }));
-                Some(receiver)
+        let (purge_sender, purge_keys) = match settings.purge.is_active() {
+            true => {
+                let (sender, receiver) = purge::PurgeSender::channel();
+                if let Some(queue) = &queue {
+                    let keys = sender.clone();
+                    queue.on_rendered(Box::new(move |key| keys.purge(&key.style, key.metatile)));
+                }
+                (Some(sender), Some(receiver))
             }
-            (None, true) => {
-                tracing::warn!(
-                    "serve.purge is set but this process renders nothing: nothing to purge"
-                );
-                None
-            }
-            (_, false) => None,
+            false => (None, None),
         };
         let state = Arc::new(AppState {
             waiting: Arc::new(tokio::sync::Semaphore::new(
@@ -207,7 +203,15 @@ impl Server {
             addr,
             state,
             purge_keys,
+            purge_sender,
         })
+    }
+
+    /// Where to send metatiles changed without a render (touched or
+    /// deleted), to purge them from the caches in front; `None` without
+    /// `serve.purge`.
+    pub fn purge_sender(&self) -> Option<purge::PurgeSender> {
+        self.purge_sender.clone()
     }
 
     /// The address actually bound (port 0 resolved).

@@ -37,6 +37,26 @@ pub fn surrogate_key(style: &str, metatile: Metatile) -> String {
     )
 }
 
+/// Where surrogate keys to purge are sent: the serve stage's purge task.
+/// Cloned by whoever changes metatiles without a render (the daemon's
+/// touches and deletes).
+#[derive(Clone)]
+pub struct PurgeSender(mpsc::UnboundedSender<String>);
+
+impl PurgeSender {
+    /// A sender and the receiver [`run`] takes.
+    pub fn channel() -> (PurgeSender, mpsc::UnboundedReceiver<String>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (PurgeSender(sender), receiver)
+    }
+
+    /// Queues the purge of `style`'s `metatile`; a no-op once the server
+    /// stopped.
+    pub fn purge(&self, style: &str, metatile: Metatile) {
+        let _ = self.0.send(surrogate_key(style, metatile));
+    }
+}
+
 /// Placeholders of request templates.
 const KEYS: &str = "{keys}";
 const KEYS_JSON: &str = "{keys_json}";
