@@ -45,5 +45,6 @@ mod run_end_to_end;
 mod serve_browser;
 mod serve_http;
 mod serve_interop;
+mod serve_purge;
 mod transform_reference;
 mod validity_vs_postgis;

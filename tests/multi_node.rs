@@ -18,6 +18,9 @@
 //!    it comes back;
 //! 3. every metatile a node rendered was purged from Varnish.
 //!
+//! The writer also marks its own cache dirty (no renderer) and purges
+//! those metatiles through a CDN-style request template (a stand-in API).
+//!
 //! Without varnishd (`scripts/install-deps`) the Varnish steps are
 //! skipped, except in CI where that fails.
 
@@ -286,6 +289,10 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
     let varnish =
         with_varnish.then(|| Varnish::start(&vcl_for(&node_a, &node_b), varnish_port).unwrap());
 
+    // The writer also keeps a cache of its own (a mod_tile cache it only
+    // marks dirty, having no renderer) behind a CDN: the metatiles it
+    // touches are purged through the CDN's API (a stand-in here).
+    let cdn = http::RecordingServer::start(&[]);
     let writer_port = http::free_port();
     let writer_config = dir.path().join("writer.yaml");
     let node_entry = |node: &ServeNode, standby: &str| {
@@ -300,9 +307,13 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
         format!(
             "replication:\n  interval: 1\n  poll_margin_secs: 0\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n\
              serve:\n  listen: 127.0.0.1:{writer_port}\n\
-             expire:\n  nodes:\n{}{}",
+             \x20 purge:\n    requests:\n      - url: \"http://127.0.0.1:{cdn_port}/purge?keys={{keys}}\"\n\
+             expire:\n  styles:\n    - name: {STYLE}\n      tile_dir: {writer_tiles}\n      min_zoom: 16\n      max_zoom: 18\n\
+             \x20 nodes:\n{}{}",
             node_entry(&node_a, &url_a),
             node_entry(&node_b, &url_b),
+            cdn_port = cdn.port,
+            writer_tiles = dir.path().join("writer-tiles").display(),
         ),
     )
     .unwrap();
@@ -396,6 +407,17 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
         },
     );
     eprintln!("node a fresh {:?} after publication", published.elapsed());
+    wait_until(
+        Duration::from_secs(10),
+        "the writer purging the metatiles it touched",
+        &logs,
+        &mut || {
+            let key = format!("{STYLE}%2F17%2F");
+            cdn.requests()
+                .iter()
+                .any(|r| r.method == "POST" && r.target.contains(&key))
+        },
+    );
     // Node a got it; node b, whose standby has not replayed it, must not.
     wait_until(
         Duration::from_secs(10),
