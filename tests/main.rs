@@ -17,6 +17,7 @@ mod catchup;
 mod cli_replication;
 mod daemon;
 mod expire_actions;
+mod expire_nodes;
 mod expire_osm2pgsql;
 mod expire_pipeline;
 mod expire_schedule;
