@@ -88,6 +88,11 @@ impl RenderNode {
             ));
         }
         Endpoint::parse(&self.renderd).map_err(|e| format!("{key}.renderd: {e}"))?;
+        if self.standby.trim().is_empty() {
+            return Err(format!(
+                "{key}.standby is empty: give the connection to the standby the node renders from"
+            ));
+        }
         crate::db::resolve(&self.standby, &crate::db::ProcessEnv)
             .map_err(|e| format!("{key}.standby: {e}"))?;
         Ok(())
@@ -639,6 +644,20 @@ mod tests {
     }
 
     #[test]
+    fn the_expire_section_reads_nodes() {
+        let text = "nodes:\n  - name: a\n    renderd: 10.0.0.11:7654\n    standby: \"host=10.0.0.11 dbname=gis\"\n    styles: [osm]\n";
+        let config: crate::expire::batch::ExpireConfig = yaml_serde::from_str(text).unwrap();
+        assert!(config.is_active(), "nodes alone make expiry run");
+        assert_eq!(config.nodes[0].zooms(), 10..=18);
+        config.validate().unwrap();
+        let typo = text.replace("styles:", "style:");
+        let err = yaml_serde::from_str::<crate::expire::batch::ExpireConfig>(&typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("style"), "{err}");
+    }
+
+    #[test]
     fn nodes_are_checked() {
         let node = RenderNode {
             name: "a".into(),
@@ -660,8 +679,16 @@ mod tests {
         assert!(empty.validate(18).unwrap_err().contains("styles is empty"));
         let bad = RenderNode {
             renderd: "".into(),
-            ..node
+            ..node.clone()
         };
         assert!(bad.validate(18).unwrap_err().contains("renderd"));
+        let no_standby = RenderNode {
+            standby: " ".into(),
+            ..node
+        };
+        assert!(no_standby
+            .validate(18)
+            .unwrap_err()
+            .contains("standby is empty"));
     }
 }
