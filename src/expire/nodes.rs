@@ -346,6 +346,7 @@ impl Delivery {
                 primary_client: None,
                 standby_client: None,
                 status: NodeStatus::default(),
+                warned_not_standby: false,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("node-{}", node.name))
@@ -408,6 +409,8 @@ struct NodeWorker {
     primary_client: Option<postgres::Client>,
     standby_client: Option<postgres::Client>,
     status: NodeStatus,
+    /// The "standby" answered as a primary (logged once until it changes).
+    warned_not_standby: bool,
 }
 
 impl NodeWorker {
@@ -600,13 +603,24 @@ impl NodeWorker {
         }
         let client = self.standby_client.as_mut().expect("connected above");
         let row = client.query_one(
-            "SELECT CASE WHEN pg_is_in_recovery()
+            "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery()
                     THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8
                     ELSE (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 END",
             &[],
         )?;
+        let in_recovery: bool = row.get(0);
+        if !in_recovery && !self.warned_not_standby {
+            // Right for a node reading the primary itself; a mistake if
+            // the connection was meant for a standby.
+            warn!(
+                node = %self.node.name,
+                "expire.nodes[{}].standby is not a standby (not in recovery): its data counts as up to date",
+                self.node.name
+            );
+        }
+        self.warned_not_standby = !in_recovery;
         // NULL: a standby that has replayed nothing since it started.
-        Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) as u64)
+        Ok(row.get::<_, Option<i64>>(1).unwrap_or(0) as u64)
     }
 
     fn delete_row(&mut self, row: &BacklogRow) -> Result<(), BacklogError> {
