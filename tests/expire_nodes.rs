@@ -24,7 +24,7 @@ fn node(name: &str, renderd: String, standby: &str) -> RenderNode {
         name: name.into(),
         renderd,
         standby: standby.into(),
-        styles: vec!["s".into()],
+        styles: vec!["s".into(), "t".into()],
         min_zoom: 16,
         max_zoom: 18,
     }
@@ -47,12 +47,15 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
         .block_on(ProtocolListeners::bind(&settings))
         .unwrap();
     let address = listeners.tcp_address().unwrap();
-    let styles = vec![StyleConfig {
-        name: "s".into(),
-        min_zoom: 0,
-        max_zoom: 18,
-        ..StyleConfig::default()
-    }];
+    let styles: Vec<StyleConfig> = ["s", "t"]
+        .iter()
+        .map(|name| StyleConfig {
+            name: name.to_string(),
+            min_zoom: 0,
+            max_zoom: 18,
+            ..StyleConfig::default()
+        })
+        .collect();
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = queue.clone();
     runtime.spawn(async move {
@@ -78,7 +81,11 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
         all,
         styles: Default::default(),
     };
-    let expected: usize = (16..=18).map(|z| tiles.metatiles("s", z).len()).sum();
+    // Each of the two styles gets every metatile (no style-aware sets).
+    let expected: usize = 2
+        * (16..=18)
+            .map(|z| tiles.metatiles("s", z).len())
+            .sum::<usize>();
     let mut tx = client.transaction().unwrap();
     nodes::enqueue(&mut tx, "public", 42, &tiles, &nodes).unwrap();
     tx.commit().unwrap();
@@ -89,7 +96,7 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(unstamped, 2, "one row per node");
+    assert_eq!(unstamped, 4, "one row per node and style");
 
     let seen: Arc<Mutex<HashMap<String, NodeStatus>>> = Default::default();
     let sink = seen.clone();
@@ -133,7 +140,11 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
     assert_eq!(up.replay_lag_bytes, Some(0), "the primary has replayed all");
     let down = &statuses["down"];
     assert_eq!(down.backlog_metatiles, expected as u64, "{down:?}");
-    assert_eq!((down.backlog_batches, down.delivered_metatiles), (1, 0));
+    assert_eq!(
+        (down.backlog_batches, down.delivered_metatiles),
+        (1, 0),
+        "two rows, one batch"
+    );
     // The down node's row stays, stamped by delivery.
     let rows: Vec<(String, bool)> = client
         .query(
@@ -144,7 +155,10 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    assert_eq!(rows, [("down".to_string(), true)]);
+    assert_eq!(
+        rows,
+        [("down".to_string(), true), ("down".to_string(), true)]
+    );
 
     let stopping = Instant::now();
     delivery.stop();

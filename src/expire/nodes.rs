@@ -496,32 +496,46 @@ impl NodeWorker {
             }
         };
         self.status.replay_lag_bytes = Some(primary_lsn.saturating_sub(replayed));
-        for row in rows {
+        let mut round = Round::Idle;
+        let mut delivered = 0;
+        'rows: for row in &rows {
             if row.commit_lsn > replayed {
-                return Ok(Round::WaitingForReplay);
+                round = Round::WaitingForReplay;
+                break;
             }
             for &metatile in &row.metatiles {
                 if self.stopping() {
-                    return Ok(Round::Idle);
+                    break 'rows;
                 }
                 let request = Request::for_metatile(Command::Dirty, metatile, &row.style);
                 // Any reply means the node has it queued: renderd answers
                 // `cmdDirty` with `cmdNotDone` at once (mod_tile's
                 // request_queue.c, `request_queue_add_request`), and so
                 // does tilepipe's protocol server.
-                runtime
-                    .block_on(client.request(&request))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Err(e) = runtime.block_on(client.request(&request)) {
+                    self.set_backlog(&rows[delivered..]);
+                    return Err(anyhow::anyhow!("{e}"));
+                }
             }
-            self.delete_row(&row)?;
+            if let Err(e) = self.delete_row(row) {
+                self.set_backlog(&rows[delivered..]);
+                return Err(e.into());
+            }
             self.status.delivered_metatiles += row.metatiles.len() as u64;
-            self.status.backlog_batches = self.status.backlog_batches.saturating_sub(1);
-            self.status.backlog_metatiles = self
-                .status
-                .backlog_metatiles
-                .saturating_sub(row.metatiles.len() as u64);
+            delivered += 1;
         }
-        Ok(Round::Idle)
+        self.set_backlog(&rows[delivered..]);
+        Ok(round)
+    }
+
+    /// The backlog figures of the rows still undelivered.
+    fn set_backlog(&mut self, rows: &[BacklogRow]) {
+        let batches: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.batch_end).collect();
+        self.status.backlog_batches = batches.len() as u64;
+        self.status.backlog_metatiles = rows.iter().map(|r| r.metatiles.len() as u64).sum();
+        if rows.is_empty() {
+            self.status.oldest_pending_seconds = 0.0;
+        }
     }
 
     fn primary(&mut self) -> Result<&mut postgres::Client, postgres::Error> {
@@ -544,9 +558,7 @@ impl NodeWorker {
             )?
             .get(0);
         if !backlog_exists(client, &schema)? {
-            self.status.backlog_batches = 0;
-            self.status.backlog_metatiles = 0;
-            self.status.oldest_pending_seconds = 0.0;
+            self.set_backlog(&[]);
             return Ok((Vec::new(), primary_lsn as u64));
         }
         let table = backlog_table(&schema);
@@ -566,7 +578,6 @@ impl NodeWorker {
             &[&node],
         )?;
         let mut backlog = Vec::with_capacity(rows.len());
-        let mut batches = std::collections::BTreeSet::new();
         let mut oldest: f64 = 0.0;
         for row in &rows {
             let batch_end: i64 = row.get(0);
@@ -580,7 +591,6 @@ impl NodeWorker {
                 })?;
             let lsn: i64 = row.get(3);
             oldest = oldest.max(row.get(4));
-            batches.insert(batch_end);
             backlog.push(BacklogRow {
                 batch_end,
                 style,
@@ -588,8 +598,7 @@ impl NodeWorker {
                 commit_lsn: lsn as u64,
             });
         }
-        self.status.backlog_batches = batches.len() as u64;
-        self.status.backlog_metatiles = backlog.iter().map(|r| r.metatiles.len() as u64).sum();
+        self.set_backlog(&backlog);
         self.status.oldest_pending_seconds = oldest;
         Ok((backlog, primary_lsn as u64))
     }
