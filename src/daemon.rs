@@ -26,6 +26,7 @@ use crate::replication::client::FeedClient;
 use crate::replication::follower::{poll_delay, Batch, Follower};
 use crate::replication::position::{read_position, write_position, Position, StoredPosition};
 use crate::replication::state::format_timestamp;
+use crate::serve::purge::PurgeSender;
 use crate::services::Shutdown;
 use anyhow::{bail, Context};
 use expire_to_render::BuiltinRenderer;
@@ -131,6 +132,11 @@ pub struct Daemon {
     /// Where the HTTP server reads the data's bounds (TileJSON, the map
     /// page); refreshed after each batch.
     data_bounds: Option<crate::serve::DataBoundsHandle>,
+    /// Where metatiles touched or deleted without a render go, to be
+    /// purged from the caches in front (`serve.purge`).
+    purge: Option<PurgeSender>,
+    /// Delivery threads of `expire.nodes`, while `run` runs.
+    nodes: Option<crate::expire::nodes::Delivery>,
 }
 
 impl Daemon {
@@ -167,6 +173,8 @@ impl Daemon {
             renderer: None,
             metrics: None,
             data_bounds: None,
+            purge: None,
+            nodes: None,
         })
     }
 
@@ -202,6 +210,13 @@ impl Daemon {
         if let Some(metrics) = &self.metrics {
             metrics.set_replication_position(position.sequence, position.timestamp.into());
         }
+    }
+
+    /// Purges metatiles expiry touches or deletes from the caches in
+    /// front (re-rendered ones are purged by the server after the render).
+    pub fn with_purge(mut self, purge: PurgeSender) -> Daemon {
+        self.purge = Some(purge);
+        self
     }
 
     /// Sends re-renders of expired metatiles to tilepipe's own renderer.
@@ -310,7 +325,9 @@ impl Daemon {
             runtime,
             self.renderer.as_ref(),
             self.metrics.as_deref(),
+            self.purge.as_ref(),
         )?;
+        self.start_node_delivery()?;
         let scheduler = runtime.block_on(crate::expire::schedule::start(
             &self.config.expire,
             self.renderer
@@ -369,7 +386,48 @@ impl Daemon {
                 warn!("stopping the low-zoom schedule: {e}");
             }
         }
+        if let Some(nodes) = self.nodes.take() {
+            nodes.stop();
+        }
         info!("stopped at sequence {}", position.sequence);
+        Ok(())
+    }
+
+    /// Starts a delivery thread per `expire.nodes` entry, reporting each
+    /// node's backlog and replay lag to the metrics.
+    fn start_node_delivery(&mut self) -> anyhow::Result<()> {
+        let nodes = &self.config.expire.nodes;
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let metrics = self.metrics.clone();
+        let report: crate::expire::nodes::StatusSink = Arc::new(move |name, status| {
+            if let Some(metrics) = &metrics {
+                metrics.set_render_node(
+                    name,
+                    crate::metrics::RenderNodeFigures {
+                        backlog_batches: status.backlog_batches,
+                        backlog_metatiles: status.backlog_metatiles,
+                        replay_lag_bytes: status.replay_lag_bytes,
+                        oldest_pending_seconds: status.oldest_pending_seconds,
+                        delivered_metatiles: status.delivered_metatiles,
+                        up: status.up,
+                    },
+                );
+            }
+        });
+        let delivery = crate::expire::nodes::Delivery::start(
+            nodes,
+            &self.db,
+            &self.config.database.middle_schema,
+            report,
+        )
+        .context("starting the render nodes' delivery")?;
+        info!(
+            nodes = nodes.len(),
+            "delivering expired metatiles to render nodes once their standbys replayed each batch"
+        );
+        self.nodes = Some(delivery);
         Ok(())
     }
 
@@ -447,12 +505,16 @@ impl Daemon {
                     let Some(session) = self.session.as_mut() else {
                         return Ok(Some(next));
                     };
+                    if let Some(nodes) = &self.nodes {
+                        nodes.wake();
+                    }
                     if let Err(e) = act_on_expired(
                         &mut session.client,
                         &self.config,
                         runtime,
                         self.renderer.as_ref(),
                         self.metrics.as_deref(),
+                        self.purge.as_ref(),
                     ) {
                         warn!("expiry: {e:#}");
                     }
@@ -639,6 +701,13 @@ pub fn apply_batch(
             &style_reads(config),
         )?;
         expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
+        crate::expire::nodes::enqueue(
+            &mut tx,
+            schema,
+            batch.end.sequence,
+            &tiles,
+            &config.expire.nodes,
+        )?;
     }
     let next = Position {
         base_url: position.base_url.clone(),
@@ -649,6 +718,14 @@ pub fn apply_batch(
     // A failure `run` recorded is over once a batch commits.
     crate::db::properties::remove(&mut tx, schema, APPLY_FAILURE_PROPERTY)?;
     tx.commit()?;
+    if !config.expire.nodes.is_empty() {
+        // Best effort: a row left unstamped is stamped by its delivery
+        // thread, with a later (so still safe) position.
+        if let Err(e) = crate::expire::nodes::record_commit_lsn(client, schema, batch.end.sequence)
+        {
+            warn!("recording the commit position for the render nodes: {e}");
+        }
+    }
     Ok((next, result))
 }
 
@@ -669,14 +746,27 @@ pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let mut reads = Vec::new();
-    for expiry_style in &config.expire.styles {
-        let rendered = config.styles.iter().find(|s| s.name == expiry_style.name);
-        let (xml, tile_size, scale) = match (rendered, &expiry_style.xml) {
+    // Styles of render nodes count too, when this configuration has
+    // their XML (a `styles:` entry of the same name).
+    let mut names: Vec<&String> = config.expire.styles.iter().map(|s| &s.name).collect();
+    for node in &config.expire.nodes {
+        names.extend(&node.styles);
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
+    for name in names {
+        let rendered = config.styles.iter().find(|s| &s.name == name);
+        let own_xml = config
+            .expire
+            .styles
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.xml.as_ref());
+        let (xml, tile_size, scale) = match (rendered, own_xml) {
             (Some(style), _) => (&style.xml, style.tile_size, style.scale),
             (None, Some(xml)) => (xml, 256, 1.0),
             (None, None) => continue,
         };
-        let name = &expiry_style.name;
         let key = (name.clone(), xml.clone(), tile_size, scale.to_bits());
         let entry =
             cache.entry(key).or_insert_with(|| {
@@ -697,7 +787,8 @@ pub fn style_reads(config: &Config) -> Arc<Vec<StyleReads>> {
 
 /// Acts on every committed batch's expired tiles not acted on yet (after a
 /// crash, those of earlier runs too): the tile lists of a flex config's
-/// expire outputs, then the `expire:` section's actions. Entries whose
+/// expire outputs, then the `expire:` section's actions; metatiles touched
+/// or deleted go to `purge` for the caches in front. Entries whose
 /// actions failed stay queued and are tried again after the next batch.
 pub fn act_on_expired(
     client: &mut postgres::Client,
@@ -705,6 +796,7 @@ pub fn act_on_expired(
     runtime: &tokio::runtime::Runtime,
     renderer: Option<&BuiltinRenderer>,
     metrics: Option<&Metrics>,
+    purge: Option<&PurgeSender>,
 ) -> anyhow::Result<()> {
     let schema = config.database.middle_schema.as_str();
     crate::expire::outputs::write_files(client, schema)?;
@@ -727,6 +819,12 @@ pub fn act_on_expired(
             if let Some(metrics) = metrics {
                 let metatiles = tiles.all.metatiles(tiles.all.zoom()).count() as u64;
                 metrics.add_expired(tiles.all.len(), metatiles);
+            }
+            if let Some(purge) = purge {
+                let builtin = renderer.map(|r| r as &dyn LocalRenderer);
+                for (style, metatile) in expiry::unrendered(&config.expire, &tiles, builtin) {
+                    purge.purge(&style, metatile);
+                }
             }
             expiry::done(client, schema, batch_end)?;
         }

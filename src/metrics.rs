@@ -254,6 +254,11 @@ pub struct Metrics {
     tile_cache: std::sync::Mutex<Option<TileCacheReport>>,
     tile_cache_evicted: AtomicU64,
     tile_cache_evicted_bytes: AtomicU64,
+    purged_keys: AtomicU64,
+    purge_failures: AtomicU64,
+    purge_pending: AtomicU64,
+    /// Render nodes of `expire.nodes`, by name.
+    render_nodes: std::sync::Mutex<std::collections::BTreeMap<String, RenderNodeFigures>>,
 }
 
 /// The tile cache after a limit sweep (`render.max_cache_gb`,
@@ -268,6 +273,25 @@ pub struct TileCacheReport {
     pub limit_bytes: Option<u64>,
     /// When the sweep finished.
     pub swept_at: SystemTime,
+}
+
+/// A render node's expiry delivery as last seen by `run` (see
+/// `expire.nodes`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderNodeFigures {
+    /// Batches with metatiles not yet delivered to the node.
+    pub backlog_batches: u64,
+    /// Metatiles not yet delivered.
+    pub backlog_metatiles: u64,
+    /// WAL bytes the node's standby replay is behind the primary; `None`
+    /// while the standby cannot be asked.
+    pub replay_lag_bytes: Option<u64>,
+    /// Age of the oldest undelivered batch.
+    pub oldest_pending_seconds: f64,
+    /// Metatiles delivered since the process started.
+    pub delivered_metatiles: u64,
+    /// Whether the last round reached the standby and the node.
+    pub up: bool,
 }
 
 impl Default for Metrics {
@@ -308,6 +332,10 @@ impl Metrics {
             tile_cache: std::sync::Mutex::new(None),
             tile_cache_evicted: AtomicU64::new(0),
             tile_cache_evicted_bytes: AtomicU64::new(0),
+            render_nodes: Default::default(),
+            purged_keys: AtomicU64::new(0),
+            purge_failures: AtomicU64::new(0),
+            purge_pending: AtomicU64::new(0),
         }
     }
 
@@ -531,6 +559,29 @@ impl Metrics {
             .then(|| self.replication_sequence.load(Relaxed))
     }
 
+    /// Counts surrogate keys purged from a cache in front.
+    pub fn add_purged(&self, keys: u64) {
+        self.purged_keys.fetch_add(keys, Relaxed);
+    }
+
+    /// Counts a failed purge request.
+    pub fn add_purge_failure(&self) {
+        self.purge_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Sets the keys waiting to be purged (over all caches).
+    pub fn set_purge_pending(&self, keys: u64) {
+        self.purge_pending.store(keys, Relaxed);
+    }
+
+    /// Records a render node's delivery figures.
+    pub fn set_render_node(&self, name: &str, figures: RenderNodeFigures) {
+        self.render_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), figures);
+    }
+
     /// Prometheus text exposition (format 0.0.4) of the registry, with the
     /// render queue's and workers' figures when there is a renderer.
     pub fn render(
@@ -552,6 +603,7 @@ impl Metrics {
         self.render_apply_failing(w);
         self.render_totals(w);
         self.render_tile_cache(w);
+        self.render_nodes(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }
@@ -750,9 +802,92 @@ impl Metrics {
                 "Metatiles acted on (render, touch, delete) after applied batches.",
                 &self.expired_metatiles,
             ),
+            (
+                "tilepipe_purged_keys_total",
+                "Surrogate keys (metatiles) purged from the caches in front, counted once per cache.",
+                &self.purged_keys,
+            ),
+            (
+                "tilepipe_purge_failures_total",
+                "Purge requests that failed (retried with backoff).",
+                &self.purge_failures,
+            ),
         ] {
             header(w, name, "counter", help);
             let _ = writeln!(w, "{name} {}", value.load(Relaxed));
+        }
+        header(
+            w,
+            "tilepipe_purge_pending_keys",
+            "gauge",
+            "Surrogate keys waiting to be purged, over all caches in front.",
+        );
+        let _ = writeln!(
+            w,
+            "tilepipe_purge_pending_keys {}",
+            self.purge_pending.load(Relaxed)
+        );
+    }
+}
+
+impl Metrics {
+    /// Per render node: backlog, replay lag, deliveries; nothing without
+    /// `expire.nodes`.
+    fn render_nodes(&self, w: &mut String) {
+        let nodes = self
+            .render_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if nodes.is_empty() {
+            return;
+        }
+        type Value = fn(&RenderNodeFigures) -> Option<f64>;
+        let series: [(&str, &str, &str, Value); 6] = [
+            (
+                "tilepipe_node_backlog_batches",
+                "gauge",
+                "Batches whose expired metatiles the render node has not received yet.",
+                |f| Some(f.backlog_batches as f64),
+            ),
+            (
+                "tilepipe_node_backlog_metatiles",
+                "gauge",
+                "Expired metatiles the render node has not received yet.",
+                |f| Some(f.backlog_metatiles as f64),
+            ),
+            (
+                "tilepipe_node_replay_lag_bytes",
+                "gauge",
+                "WAL bytes the render node's standby has yet to replay (absent while it cannot be asked).",
+                |f| f.replay_lag_bytes.map(|b| b as f64),
+            ),
+            (
+                "tilepipe_node_oldest_pending_seconds",
+                "gauge",
+                "Age of the oldest batch the render node has not received (0 when none).",
+                |f| Some(f.oldest_pending_seconds),
+            ),
+            (
+                "tilepipe_node_delivered_metatiles_total",
+                "counter",
+                "Expired metatiles delivered to the render node (cmdDirty).",
+                |f| Some(f.delivered_metatiles as f64),
+            ),
+            (
+                "tilepipe_node_up",
+                "gauge",
+                "1 when the last delivery round reached the node's standby and renderer.",
+                |f| Some(f64::from(u8::from(f.up))),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            header(w, name, kind, help);
+            for (node, figures) in &nodes {
+                if let Some(v) = value(figures) {
+                    let _ = writeln!(w, "{name}{{node=\"{}\"}} {v}", escape(node));
+                }
+            }
         }
     }
 }

@@ -151,6 +151,8 @@ pub struct Services {
     http_addr: Option<SocketAddr>,
     /// The HTTP server's data bounds, when one was started.
     data_bounds: Option<crate::serve::DataBoundsHandle>,
+    /// The HTTP server's purge channel (`serve.purge`).
+    purge: Option<crate::serve::purge::PurgeSender>,
     /// The protocol server then the HTTP server, in start order.
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -178,6 +180,7 @@ impl Services {
             renderer,
             http_addr: None,
             data_bounds: None,
+            purge: None,
             tasks: Vec::new(),
         };
         if let Some(renderer) = &services.renderer {
@@ -218,6 +221,7 @@ impl Services {
             ))?;
             services.http_addr = Some(server.local_addr());
             services.data_bounds = Some(server.data_bounds());
+            services.purge = server.purge_sender();
             let shutdown = shutdown.clone();
             services.tasks.push(
                 runtime
@@ -230,6 +234,12 @@ impl Services {
     /// The renderer, when one was started.
     pub fn renderer(&self) -> Option<&Arc<Renderer>> {
         self.renderer.as_ref()
+    }
+
+    /// Where to send metatiles changed without a render, to purge them
+    /// from the caches in front (`serve.purge`, with the HTTP server).
+    pub fn purge_sender(&self) -> Option<crate::serve::purge::PurgeSender> {
+        self.purge.clone()
     }
 
     /// The HTTP server's bound address, when one was started.

@@ -101,7 +101,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     );
 
     // Tiles of batches committed before a crash are acted on first.
-    act_on_expired(&mut db, config, &runtime, None, None)?;
+    act_on_expired(&mut db, config, &runtime, None, None, None)?;
     let mut applier = Applier::for_settings(&settings)?;
     let progress = CatchupProgress::new(position.sequence, latest.sequence);
 
@@ -126,7 +126,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             }
         }
-        if let Err(e) = act_on_expired(&mut db, config, &runtime, None, None) {
+        if let Err(e) = act_on_expired(&mut db, config, &runtime, None, None, None) {
             error!("expiry: {e:#}");
         }
         progress.advance(position.sequence);

@@ -39,6 +39,9 @@ pub fn run(config: &Config, _args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(bounds) = services.data_bounds() {
         daemon = daemon.with_data_bounds(bounds.clone());
     }
+    if let Some(purge) = services.purge_sender() {
+        daemon = daemon.with_purge(purge);
+    }
     if let Some(renderer) = services.renderer() {
         daemon = daemon.with_renderer(BuiltinRenderer {
             queue: renderer.queue().clone(),

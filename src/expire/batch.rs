@@ -58,6 +58,9 @@ pub struct ExpireConfig {
     /// changed row's table draws, for styles whose Mapnik XML tilepipe
     /// knows (default true; false: every style gets every expired tile).
     pub style_aware: bool,
+    /// Render nodes on streaming standbys: each gets its styles' expired
+    /// metatiles (`cmdDirty`) once its standby replayed the batch.
+    pub nodes: Vec<super::nodes::RenderNode>,
 }
 
 /// What to do with one style's expired metatiles.
@@ -119,6 +122,7 @@ impl Default for ExpireConfig {
             list_append: false,
             styles: Vec::new(),
             style_aware: true,
+            nodes: Vec::new(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl Default for ExpireConfig {
 impl ExpireConfig {
     /// Whether anything is configured to use expired tiles.
     pub fn is_active(&self) -> bool {
-        self.list_dir.is_some() || !self.styles.is_empty()
+        self.list_dir.is_some() || !self.styles.is_empty() || !self.nodes.is_empty()
     }
 
     /// The rasteriser settings these keys describe.
@@ -169,6 +173,7 @@ impl ExpireConfig {
                     .map_err(|e| format!("expire.styles[{}].renderd: {e}", style.name))?;
             }
         }
+        super::nodes::validate_nodes(&self.nodes, self.max_zoom)?;
         Ok(())
     }
 
@@ -584,6 +589,32 @@ pub async fn act(
     ok
 }
 
+/// The metatiles [`act`] marks dirty or deletes instead of having them
+/// re-rendered, per style: those at the zooms its policy touches or
+/// deletes (every zoom, without a renderer). A cache in front of the tile
+/// server must drop them too; re-rendered ones are purged after their
+/// render.
+pub fn unrendered(
+    settings: &ExpireConfig,
+    batch: &BatchTiles,
+    builtin: Option<&dyn LocalRenderer>,
+) -> Vec<(String, Metatile)> {
+    let mut found = Vec::new();
+    for style in &settings.styles {
+        let target = settings.render_target(style, builtin);
+        let policy = settings.policy(style, &target);
+        for zoom in policy.zooms() {
+            if policy.action(zoom) == Some(actions::Action::Render) {
+                continue;
+            }
+            for metatile in batch.metatiles(&style.name, zoom) {
+                found.push((style.name.clone(), metatile));
+            }
+        }
+    }
+    found
+}
+
 /// Writes a list to a temp file renamed into place, or appends to it.
 fn write_list(
     path: &std::path::Path,
@@ -613,6 +644,46 @@ fn write_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn touched_and_deleted_metatiles_are_listed_unrendered() {
+        let mut all = TileSet::new(18);
+        all.insert(140_000, 90_000);
+        let batch = BatchTiles {
+            all,
+            styles: StylesTiles::new(),
+        };
+        let style = |name: &str, renderd: Option<&str>| StyleExpiry {
+            name: name.into(),
+            tile_dir: "/tiles".into(),
+            min_zoom: 12,
+            max_zoom: 18,
+            touch_from: Some(16),
+            delete_from: None,
+            renderd: renderd.map(str::to_string),
+            render_missing: false,
+            low_zooms: None,
+            xml: None,
+        };
+        let settings = ExpireConfig {
+            styles: vec![
+                style("rendered", Some("127.0.0.1:7654")),
+                style("cache", None),
+            ],
+            ..ExpireConfig::default()
+        };
+        let found = unrendered(&settings, &batch, None);
+        let zooms = |name: &str| -> Vec<u8> {
+            found
+                .iter()
+                .filter(|(s, _)| s == name)
+                .map(|(_, m)| m.z)
+                .collect()
+        };
+        // With a renderd: z16-z18 are touched. Without: all is touched.
+        assert_eq!(zooms("rendered"), [16, 17, 18]);
+        assert_eq!(zooms("cache"), (12..=18).collect::<Vec<u8>>());
+    }
 
     #[test]
     fn lists_are_replaced_or_appended() {

@@ -10,6 +10,8 @@
 //!   (re-render, touch, delete, list) on a mod_tile cache or a renderd;
 //! - [`batch`]: the expiry of applied batches, queued in their transaction
 //!   and acted on after the commit;
+//! - [`nodes`]: expiry for render nodes on streaming standbys, delivered
+//!   per node once its standby has replayed the batch;
 //! - [`schedule`]: cron-scheduled refreshes of the low zooms;
 //! - [`style_aware`]: what each style reads, and per-style tile sets
 //!   expiring a row only at the zooms where the style draws its table;
@@ -25,6 +27,7 @@
 pub mod actions;
 pub mod batch;
 pub mod from_osm;
+pub mod nodes;
 pub mod outputs;
 pub mod raster;
 pub mod schedule;

@@ -192,7 +192,13 @@ pub struct RenderQueue {
     state: Mutex<State>,
     work: Condvar,
     capacity: usize,
+    /// Told of every metatile written (e.g. to purge an HTTP cache).
+    rendered_listeners: Mutex<Vec<RenderedListener>>,
 }
+
+/// A function [`RenderQueue::complete`] calls with each metatile written.
+/// It runs on a render worker's thread: it must only hand the key on.
+pub type RenderedListener = Box<dyn Fn(&RenderKey) + Send + Sync>;
 
 impl RenderQueue {
     /// A queue holding at most `capacity` entries per priority.
@@ -201,6 +207,7 @@ impl RenderQueue {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             capacity: capacity.max(1),
+            rendered_listeners: Mutex::new(Vec::new()),
         }
     }
 
@@ -328,6 +335,15 @@ impl RenderQueue {
         None
     }
 
+    /// Calls `listener` with the key of every metatile written from now
+    /// on (after it is on disk, before its waiters wake).
+    pub fn on_rendered(&self, listener: RenderedListener) {
+        self.rendered_listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
     /// Reports a finished render; wakes everyone waiting for it.
     pub fn complete(&self, job: &Job, result: Result<(), String>) {
         let mut state = self.lock();
@@ -350,6 +366,15 @@ impl RenderQueue {
             }
         };
         drop(state);
+        if outcome == Outcome::Rendered {
+            let listeners = self
+                .rendered_listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for listener in listeners.iter() {
+                listener(&job.key);
+            }
+        }
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -500,6 +525,21 @@ mod tests {
         for rx in receivers {
             assert_eq!(rx.blocking_recv().unwrap(), Outcome::Rendered);
         }
+    }
+
+    #[test]
+    fn listeners_hear_of_written_metatiles_only() {
+        let q = RenderQueue::new(10);
+        let heard = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        q.on_rendered(Box::new(move |key| sink.lock().unwrap().push(key.clone())));
+        q.submit(key("a", 7, 0), Priority::Expired, false);
+        q.submit(key("a", 9, 0), Priority::Expired, false);
+        let failed = q.try_take().unwrap();
+        q.complete(&failed, Err("mapnik: boom".into()));
+        let written = q.try_take().unwrap();
+        q.complete(&written, Ok(()));
+        assert_eq!(*heard.lock().unwrap(), [key("a", 9, 0)]);
     }
 
     #[test]

@@ -72,6 +72,66 @@ pub struct ServeConfig {
     pub cache: CacheConfig,
     /// Per-client throttling (`serve.throttle`); off by default.
     pub throttle: ThrottleConfig,
+    /// Caches in front to purge when a metatile is re-rendered
+    /// (`serve.purge`); none by default.
+    pub purge: PurgeConfig,
+}
+
+/// HTTP caches to purge by surrogate key (see [`super::purge`]).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// Base URLs of Varnish servers running `varnish/tilepipe.vcl`: each
+    /// gets `PURGE /` with the keys in an `xkey` header.
+    pub varnish: Vec<String>,
+    /// Other purge endpoints (a CDN's API), as request templates.
+    pub requests: Vec<PurgeRequest>,
+    /// Most keys per purge request (default 100).
+    pub max_keys: usize,
+    /// Milliseconds to gather keys after the first before sending
+    /// (default 100), so a burst of renders becomes few requests.
+    pub delay_ms: u64,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig {
+            varnish: Vec::new(),
+            requests: Vec::new(),
+            max_keys: 100,
+            delay_ms: 100,
+        }
+    }
+}
+
+impl PurgeConfig {
+    /// Whether any cache is to be purged.
+    pub fn is_active(&self) -> bool {
+        !self.varnish.is_empty() || !self.requests.is_empty()
+    }
+}
+
+/// A purge request template: `{keys}` (space-separated; URL-encoded in
+/// the URL) and `{keys_json}` (a JSON array of strings) are filled in in
+/// the URL, the header values and the body.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// The URL.
+    pub url: String,
+    /// The HTTP method (default POST).
+    #[serde(default = "default_purge_method")]
+    pub method: String,
+    /// Headers to send (API tokens, `Surrogate-Key: {keys}`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body; empty = none.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_purge_method() -> String {
+    "POST".into()
 }
 
 impl Default for ServeConfig {
@@ -95,6 +155,7 @@ impl Default for ServeConfig {
             trusted_proxies: Vec::new(),
             cache: CacheConfig::default(),
             throttle: ThrottleConfig::default(),
+            purge: PurgeConfig::default(),
         }
     }
 }
@@ -154,6 +215,7 @@ impl ServeConfig {
                 ));
             }
         }
+        super::purge::validate(&self.purge)?;
         Ok(())
     }
 

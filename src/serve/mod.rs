@@ -8,6 +8,8 @@
 //! - [`cache`]: `Cache-Control`/`Expires` as mod_tile computes them, ETag
 //!   and Last-Modified.
 //! - [`throttle`]: per-client token buckets.
+//! - [`purge`]: surrogate keys per metatile, and purging the caches in
+//!   front (Varnish xkey, CDN APIs) when a metatile is re-rendered.
 //! - `connections` (private): the accept loop, with its connection cap and
 //!   header and keep-alive timeouts.
 //!
@@ -22,6 +24,7 @@
 pub mod cache;
 pub mod config;
 mod connections;
+pub mod purge;
 pub mod routes;
 pub mod throttle;
 pub mod tiles;
@@ -98,6 +101,10 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    /// Surrogate keys to purge, with `serve.purge`: of re-rendered
+    /// metatiles, and of those others send through [`Server::purge_sender`].
+    purge_keys: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    purge_sender: Option<purge::PurgeSender>,
 }
 
 impl Server {
@@ -185,6 +192,17 @@ impl Server {
             .enabled
             .then(|| throttle::Throttle::new(&settings.throttle));
         let tile_cache_bytes = (settings.tile_cache_mb * 1e6) as usize;
+        let (purge_sender, purge_keys) = match settings.purge.is_active() {
+            true => {
+                let (sender, receiver) = purge::PurgeSender::channel();
+                if let Some(queue) = &queue {
+                    let keys = sender.clone();
+                    queue.on_rendered(Box::new(move |key| keys.purge(&key.style, key.metatile)));
+                }
+                (Some(sender), Some(receiver))
+            }
+            false => (None, None),
+        };
         let state = Arc::new(AppState {
             waiting: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_waiting_requests.max(1),
@@ -206,12 +224,21 @@ impl Server {
             listener,
             addr,
             state,
+            purge_keys,
+            purge_sender,
         })
     }
 
     /// Where to set the data bounds TileJSON and the map page show.
     pub fn data_bounds(&self) -> DataBoundsHandle {
         self.state.data_bounds.clone()
+    }
+
+    /// Where to send metatiles changed without a render (touched or
+    /// deleted), to purge them from the caches in front; `None` without
+    /// `serve.purge`.
+    pub fn purge_sender(&self) -> Option<purge::PurgeSender> {
+        self.purge_sender.clone()
     }
 
     /// The address actually bound (port 0 resolved).
@@ -231,9 +258,20 @@ impl Server {
             keepalive: settings.keepalive_timeout(),
             max_connections: settings.max_connections,
         };
+        let purger = self.purge_keys.map(|keys| {
+            tokio::spawn(purge::run(
+                settings.purge.clone(),
+                keys,
+                self.state.metrics.clone(),
+            ))
+        });
         let router = routes::router(self.state);
         tracing::info!(address = %self.addr, "serving tiles");
         connections::serve(self.listener, router, limits, shutdown).await;
+        // Keys still gathering are dropped: the caches expire them.
+        if let Some(purger) = purger {
+            purger.abort();
+        }
         Ok(())
     }
 }

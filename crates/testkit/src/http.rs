@@ -8,7 +8,23 @@ use std::time::{Duration, Instant};
 /// `GET path` from 127.0.0.1:`port`: the status and the body (chunked
 /// bodies joined), or `None` when the server does not answer.
 pub fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    get_from(std::net::Ipv4Addr::LOCALHOST, port, path)
+}
+
+/// [`get`] from another loopback address (127.0.0.2, …), where the
+/// multi-node tests run their render nodes.
+pub fn get_from(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    get_with_head(ip, port, path).map(|(status, _, body)| (status, body))
+}
+
+/// [`get_from`] with the response head too (status line and headers,
+/// header names lower-cased), to look at a header.
+pub fn get_with_head(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut stream = TcpStream::connect((ip, port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
@@ -28,7 +44,7 @@ pub fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     } else {
         body.to_vec()
     };
-    Some((status, body))
+    Some((status, head, body))
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -138,4 +154,113 @@ pub fn wait_closed(stream: &mut TcpStream, timeout: Duration) -> Option<Duration
             Err(_) => return Some(started.elapsed()),
         }
     }
+}
+
+/// One request a [`RecordingServer`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The method, e.g. `PURGE`.
+    pub method: String,
+    /// The request target, e.g. `/purge?keys=a`.
+    pub target: String,
+    /// Header lines as `name: value`, names lower-cased.
+    pub headers: Vec<String>,
+    /// The body (by `Content-Length`).
+    pub body: String,
+}
+
+impl Recorded {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::trim)
+        })
+    }
+}
+
+/// A stand-in for an outside HTTP API (a CDN's purge endpoint) on
+/// 127.0.0.1: records every request and answers the statuses it is given
+/// in turn, then 200.
+pub struct RecordingServer {
+    /// Its port.
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+impl RecordingServer {
+    /// Starts it; the first requests get `statuses` in order.
+    pub fn start(statuses: &[u16]) -> RecordingServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let mut statuses: std::collections::VecDeque<u16> = statuses.iter().copied().collect();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(request) = read_request(&mut stream) else {
+                    continue;
+                };
+                log.lock().unwrap().push(request);
+                let status = statuses.pop_front().unwrap_or(200);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        RecordingServer { port, requests }
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Recorded> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut first = lines.next()?.split(' ');
+    let (method, target) = (first.next()?.to_string(), first.next()?.to_string());
+    let headers: Vec<String> = lines
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+            None => line.to_string(),
+        })
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = data[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    Some(Recorded {
+        method,
+        target,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }

@@ -30,6 +30,9 @@
 //! - [`http`]: plain blocking HTTP/1.1 on loopback.
 //! - [`serve`]: [`TestServer`], tilepipe serving in-process with the real
 //!   renderer and a one-colour style.
+//! - [`multi`]: `tilepipe serve` render nodes on 127.0.0.2, 127.0.0.3…
+//!   (with the streaming standbys of [`PgCluster::start_standby`]).
+//! - [`varnish`]: Debian's varnishd on a private port and workdir.
 //! - [`apache`]: Debian's Apache with mod_tile on a private port.
 //! - [`render`]: the project style over a town database, PNG decoding.
 //!
@@ -44,6 +47,7 @@ pub mod feedserver;
 pub mod flex_compare;
 pub mod hostile;
 pub mod http;
+pub mod multi;
 pub mod osm2pgsql;
 pub mod paths;
 pub mod pg;
@@ -52,6 +56,7 @@ pub mod renderd;
 pub mod scale;
 pub mod serve;
 pub mod town;
+pub mod varnish;
 
 pub use feedgen::{FeedGenerator, FeedWriter, GeneratedDiff, OsmData};
 pub use feedserver::{Fault, FaultTarget, FeedServer};

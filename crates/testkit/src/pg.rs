@@ -280,6 +280,72 @@ impl PgCluster {
             })
     }
 
+    /// A hot standby of this cluster, streaming from it: `pg_basebackup -R`
+    /// (which writes `standby.signal` and `primary_conninfo`) into a new
+    /// temporary cluster directory, started on its own port and socket.
+    /// Read-only; it follows every commit of this cluster until dropped.
+    /// The primary's `pg_hba.conf` gets a replication entry if it has none
+    /// (initdb's default has them).
+    pub fn start_standby(&self) -> Result<PgCluster> {
+        self.allow_replication()?;
+        let root = new_temporary_cluster_dir()?;
+        let mut standby = PgCluster {
+            root,
+            bindir: self.bindir.clone(),
+            port: 0,
+            run_as: self.run_as,
+            cleanup: Cleanup::RemoveDir,
+            lifetime: Lifetime::Owned,
+            postmaster: Mutex::new(None),
+            next_database: AtomicU64::new(0),
+        };
+        fs::create_dir_all(standby.socket_dir())?;
+        standby.hand_over_to_server_account(&standby.root)?;
+        // A fast checkpoint: the default spread one waits for
+        // checkpoint_timeout's share (pg_basebackup docs, `-c`).
+        let output = self
+            .command("pg_basebackup")?
+            .arg("-D")
+            .arg(standby.data_dir())
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER])
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .output()
+            .context("cannot run pg_basebackup")?;
+        if !output.status.success() {
+            bail!(
+                "pg_basebackup failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // The copied settings name the primary's port and socket: new ones.
+        standby.launch_on_free_port()?;
+        Ok(standby)
+    }
+
+    /// Adds `local replication all trust` to `pg_hba.conf` unless some
+    /// line allows replication, and reloads.
+    fn allow_replication(&self) -> Result<()> {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let text =
+            fs::read_to_string(&hba).with_context(|| format!("cannot read {}", hba.display()))?;
+        let allowed = text.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            !line.trim_start().starts_with('#') && fields.get(1) == Some(&"replication")
+        });
+        if !allowed {
+            fs::OpenOptions::new().append(true).open(&hba)?.write_all(
+                b"local replication all trust\nhost replication all 127.0.0.1/32 trust\n",
+            )?;
+            self.connect("postgres")?
+                .batch_execute("SELECT pg_reload_conf()")?;
+        }
+        Ok(())
+    }
+
     /// Fast shutdown: clients are disconnected, data is kept. Waits until
     /// the server has exited.
     pub fn stop(&self) -> Result<()> {
@@ -349,6 +415,10 @@ impl PgCluster {
              synchronous_commit = off\n\
              full_page_writes = off\n\
              max_wal_size = '1GB'\n\
+             # Streaming standbys (`start_standby`); PostgreSQL 15's defaults.\n\
+             wal_level = replica\n\
+             max_wal_senders = 10\n\
+             hot_standby = on\n\
              logging_collector = off\n\
              timezone = 'UTC'\n",
             port = self.port

@@ -201,6 +201,29 @@ mod tests {
         m.record_apply_failure();
         m.set_apply_failing(UNIX_EPOCH + Duration::from_secs(1_700_000_100), "boom");
         m.add_expired(40, 3);
+        m.add_purged(5);
+        m.add_purge_failure();
+        m.set_purge_pending(2);
+        m.set_render_node(
+            "b",
+            crate::metrics::RenderNodeFigures {
+                backlog_batches: 2,
+                backlog_metatiles: 17,
+                replay_lag_bytes: None,
+                oldest_pending_seconds: 4.5,
+                delivered_metatiles: 0,
+                up: false,
+            },
+        );
+        m.set_render_node(
+            "a",
+            crate::metrics::RenderNodeFigures {
+                replay_lag_bytes: Some(0),
+                delivered_metatiles: 30,
+                up: true,
+                ..Default::default()
+            },
+        );
         let stats = QueueStats {
             queued: [(Priority::Expired, 2), (Priority::MissingWaited, 1)].into(),
             in_progress: 1,
@@ -342,6 +365,38 @@ tilepipe_expired_tiles_total 40
 # HELP tilepipe_expired_metatiles_total Metatiles acted on (render, touch, delete) after applied batches.
 # TYPE tilepipe_expired_metatiles_total counter
 tilepipe_expired_metatiles_total 3
+# HELP tilepipe_purged_keys_total Surrogate keys (metatiles) purged from the caches in front, counted once per cache.
+# TYPE tilepipe_purged_keys_total counter
+tilepipe_purged_keys_total 5
+# HELP tilepipe_purge_failures_total Purge requests that failed (retried with backoff).
+# TYPE tilepipe_purge_failures_total counter
+tilepipe_purge_failures_total 1
+# HELP tilepipe_purge_pending_keys Surrogate keys waiting to be purged, over all caches in front.
+# TYPE tilepipe_purge_pending_keys gauge
+tilepipe_purge_pending_keys 2
+# HELP tilepipe_node_backlog_batches Batches whose expired metatiles the render node has not received yet.
+# TYPE tilepipe_node_backlog_batches gauge
+tilepipe_node_backlog_batches{node="a"} 0
+tilepipe_node_backlog_batches{node="b"} 2
+# HELP tilepipe_node_backlog_metatiles Expired metatiles the render node has not received yet.
+# TYPE tilepipe_node_backlog_metatiles gauge
+tilepipe_node_backlog_metatiles{node="a"} 0
+tilepipe_node_backlog_metatiles{node="b"} 17
+# HELP tilepipe_node_replay_lag_bytes WAL bytes the render node's standby has yet to replay (absent while it cannot be asked).
+# TYPE tilepipe_node_replay_lag_bytes gauge
+tilepipe_node_replay_lag_bytes{node="a"} 0
+# HELP tilepipe_node_oldest_pending_seconds Age of the oldest batch the render node has not received (0 when none).
+# TYPE tilepipe_node_oldest_pending_seconds gauge
+tilepipe_node_oldest_pending_seconds{node="a"} 0
+tilepipe_node_oldest_pending_seconds{node="b"} 4.5
+# HELP tilepipe_node_delivered_metatiles_total Expired metatiles delivered to the render node (cmdDirty).
+# TYPE tilepipe_node_delivered_metatiles_total counter
+tilepipe_node_delivered_metatiles_total{node="a"} 30
+tilepipe_node_delivered_metatiles_total{node="b"} 0
+# HELP tilepipe_node_up 1 when the last delivery round reached the node's standby and renderer.
+# TYPE tilepipe_node_up gauge
+tilepipe_node_up{node="a"} 1
+tilepipe_node_up{node="b"} 0
 # HELP tilepipe_render_mapnik_seconds_total Time inside Mapnik (drawing and encoding), all workers.
 # TYPE tilepipe_render_mapnik_seconds_total counter
 tilepipe_render_mapnik_seconds_total 1.200000

@@ -421,6 +421,13 @@ impl TileRequest<'_> {
             header::EXPIRES,
             http_date(now + Duration::from_secs(max_age)),
         );
+        // The metatile's surrogate key, so a cache in front can drop all
+        // its tiles at once when it is re-rendered (`serve.purge`).
+        let key = super::super::purge::surrogate_key(&style.config.name, tile.metatile());
+        if let Ok(value) = HeaderValue::from_str(&key) {
+            headers.insert("xkey", value.clone());
+            headers.insert("surrogate-key", value);
+        }
         add_cors(state, request, &mut response);
         response
     }
