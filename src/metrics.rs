@@ -254,6 +254,11 @@ pub struct Metrics {
     tile_cache: std::sync::Mutex<Option<TileCacheReport>>,
     tile_cache_evicted: AtomicU64,
     tile_cache_evicted_bytes: AtomicU64,
+    /// Set once the start-up style change check ran
+    /// (`render.style_change_dirty`); its counters are shown from then.
+    style_change_checked: AtomicBool,
+    style_change_marked: AtomicU64,
+    style_change_queued: AtomicU64,
 }
 
 /// The tile cache after a limit sweep (`render.max_cache_gb`,
@@ -308,6 +313,9 @@ impl Metrics {
             tile_cache: std::sync::Mutex::new(None),
             tile_cache_evicted: AtomicU64::new(0),
             tile_cache_evicted_bytes: AtomicU64::new(0),
+            style_change_checked: AtomicBool::new(false),
+            style_change_marked: AtomicU64::new(0),
+            style_change_queued: AtomicU64::new(0),
         }
     }
 
@@ -323,6 +331,36 @@ impl Metrics {
         self.tile_cache_evicted.fetch_add(evicted, Relaxed);
         self.tile_cache_evicted_bytes
             .fetch_add(evicted_bytes, Relaxed);
+    }
+
+    /// Records one style's start-up style change check: metatiles older
+    /// than the XML marked dirty, and those queued for a re-render at once.
+    pub fn record_style_change(&self, marked: u64, queued: u64) {
+        self.style_change_marked.fetch_add(marked, Relaxed);
+        self.style_change_queued.fetch_add(queued, Relaxed);
+        self.style_change_checked.store(true, Relaxed);
+    }
+
+    /// The style change counters, once a check ran.
+    fn render_style_change(&self, w: &mut String) {
+        if !self.style_change_checked.load(Relaxed) {
+            return;
+        }
+        for (name, help, value) in [
+            (
+                "tilepipe_style_change_dirty_metatiles_total",
+                "Metatiles older than their style's XML marked dirty at start.",
+                &self.style_change_marked,
+            ),
+            (
+                "tilepipe_style_change_rerenders_queued_total",
+                "Of those, low-zoom metatiles queued for a re-render at once.",
+                &self.style_change_queued,
+            ),
+        ] {
+            header(w, name, "counter", help);
+            let _ = writeln!(w, "{name} {}", value.load(Relaxed));
+        }
     }
 
     /// The cache as the last sweep left it.
@@ -552,6 +590,7 @@ impl Metrics {
         self.render_apply_failing(w);
         self.render_totals(w);
         self.render_tile_cache(w);
+        self.render_style_change(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }

@@ -47,6 +47,7 @@ mod run_end_to_end;
 mod serve_browser;
 mod serve_http;
 mod serve_interop;
+mod style_change;
 mod tile_cache_limit;
 mod transform_reference;
 mod validity_vs_postgis;

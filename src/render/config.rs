@@ -148,6 +148,13 @@ pub struct RenderConfig {
     pub cache_low_water_percent: Option<f64>,
     /// Seconds between two checks of the cache limits.
     pub cache_check_interval_secs: u64,
+    /// At start, mark each style's metatiles older than its XML dirty
+    /// (served stale, re-rendered on request), as `render_old
+    /// --timestamp` is used for after a style change.
+    pub style_change_dirty: bool,
+    /// Of those, re-render the ones at this zoom or below at once, at
+    /// background priority; absent = none (only on request).
+    pub style_change_render_max_zoom: Option<u8>,
 }
 
 impl Default for RenderConfig {
@@ -166,6 +173,8 @@ impl Default for RenderConfig {
             cache_high_water_percent: None,
             cache_low_water_percent: None,
             cache_check_interval_secs: 300,
+            style_change_dirty: true,
+            style_change_render_max_zoom: None,
         }
     }
 }
@@ -237,6 +246,20 @@ impl RenderConfig {
         }
         if self.cache_check_interval_secs == 0 {
             return Err("render.cache_check_interval_secs: must be at least 1".into());
+        }
+        if let Some(z) = self.style_change_render_max_zoom {
+            if z > crate::tile::MAX_ZOOM {
+                return Err(format!(
+                    "render.style_change_render_max_zoom: {z} is above the highest zoom {}",
+                    crate::tile::MAX_ZOOM
+                ));
+            }
+            if !self.style_change_dirty {
+                return Err(
+                    "render.style_change_render_max_zoom needs render.style_change_dirty: true"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
