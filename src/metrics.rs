@@ -131,6 +131,19 @@ pub struct RenderQueueReport {
     pub rejected: Vec<(&'static str, u64)>,
     /// Renders finished, per priority and zoom, in the order printed.
     pub done: Vec<RendersDone>,
+    /// Whether background and expiry renders are paused for a batch.
+    pub background_paused: bool,
+    /// Pauses since the start.
+    pub background_pauses: u64,
+    /// Time spent paused.
+    pub background_paused_time: Duration,
+    /// Background and expiry renders in progress.
+    pub background_in_progress: usize,
+    /// Most of them at once.
+    pub background_max_workers: usize,
+    /// Times background or expiry work was left waiting, per reason label,
+    /// in the order printed.
+    pub deferred: Vec<(&'static str, u64)>,
 }
 
 /// Renders finished from one priority's queue at one zoom.
@@ -585,6 +598,7 @@ impl Metrics {
         if let Some(queue) = queue {
             render_queue(w, queue);
             render_done(w, queue);
+            render_yielding(w, queue);
         }
         self.render_replication(w);
         self.render_apply_failing(w);
@@ -836,6 +850,58 @@ fn render_queue(w: &mut String, stats: &RenderQueueReport) {
         let _ = writeln!(
             w,
             "tilepipe_render_rejected_total{{priority=\"{priority}\"}} {n}"
+        );
+    }
+}
+
+/// How background and expiry renders yield to batches and clients.
+fn render_yielding(w: &mut String, stats: &RenderQueueReport) {
+    let figures = [
+        (
+            "tilepipe_render_background_paused",
+            "gauge",
+            "1 while background and expiry renders are paused for a large batch.",
+            u64::from(stats.background_paused).to_string(),
+        ),
+        (
+            "tilepipe_render_background_pauses_total",
+            "counter",
+            "Pauses of background and expiry renders for large batches.",
+            stats.background_pauses.to_string(),
+        ),
+        (
+            "tilepipe_render_background_paused_seconds_total",
+            "counter",
+            "Time background and expiry renders spent paused.",
+            format!("{:.3}", stats.background_paused_time.as_secs_f64()),
+        ),
+        (
+            "tilepipe_render_background_in_progress",
+            "gauge",
+            "Background and expiry renders in progress.",
+            stats.background_in_progress.to_string(),
+        ),
+        (
+            "tilepipe_render_background_max_workers",
+            "gauge",
+            "Most background and expiry renders at once (the other workers stay free for clients).",
+            stats.background_max_workers.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        header(w, name, kind, help);
+        let _ = writeln!(w, "{name} {value}");
+    }
+    header(
+        w,
+        "tilepipe_render_background_deferred_total",
+        "counter",
+        "Times a worker left background or expiry work queued, by reason (paused, workers, load).",
+    );
+    for (reason, n) in &stats.deferred {
+        let _ = writeln!(
+            w,
+            "tilepipe_render_background_deferred_total{{reason=\"{reason}\"}} {n}"
         );
     }
 }
