@@ -260,6 +260,8 @@ pub struct Metrics {
     apply_failing_since: AtomicU64,
     apply_error: std::sync::Mutex<String>,
     changes_applied: AtomicU64,
+    /// Objects changed by the last applied batch.
+    last_batch_changes: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
     /// The tile cache as the last limit sweep found it; `None` before one
@@ -321,6 +323,7 @@ impl Metrics {
             apply_failing_since: f64_cell(0.0),
             apply_error: std::sync::Mutex::new(String::new()),
             changes_applied: AtomicU64::new(0),
+            last_batch_changes: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
             tile_cache: std::sync::Mutex::new(None),
@@ -518,6 +521,7 @@ impl Metrics {
             .store(unix_secs(applied_at).to_bits(), Relaxed);
         self.batches_applied.fetch_add(1, Relaxed);
         self.changes_applied.fetch_add(changes, Relaxed);
+        self.last_batch_changes.store(changes, Relaxed);
     }
 
     /// An apply attempt failed (it will be retried).
@@ -566,6 +570,11 @@ impl Metrics {
         let timestamp = f64::from_bits(self.replication_timestamp.load(Relaxed));
         let lag = unix_secs(SystemTime::now()) - timestamp;
         Some(Duration::from_secs_f64(lag.max(0.0)))
+    }
+
+    /// Objects changed by the last applied batch (0 before one).
+    pub fn last_batch_changes(&self) -> u64 {
+        self.last_batch_changes.load(Relaxed)
     }
 
     /// Time of the last successful apply, if any.
