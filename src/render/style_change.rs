@@ -14,8 +14,13 @@
 //! at once at background priority: low zooms are few, costly and seen by
 //! everyone.
 //!
-//! Only the XML file's time counts: files it loads (shapefiles, symbols,
-//! included XML) are not followed; touch the XML after changing them.
+//! The style's time is the newest of the XML and the files it names that
+//! exist: external entities (`<!ENTITY name SYSTEM "file">`, how older
+//! styles split their XML), symbolizers' `file` attributes (symbols,
+//! patterns) and datasources' `file` parameters (shapefiles, rasters),
+//! relative ones from the XML's directory. Paths built from entities are
+//! not followed, nor files named inside an included file: touch the XML
+//! after changing those.
 
 use crate::metatile::{touched_before, touched_mtime, MetatileHeader, DATA_START};
 use crate::render::config::StyleConfig;
@@ -62,13 +67,11 @@ pub fn mark_older_than_style(
     style: &StyleConfig,
     render_max_zoom: Option<u8>,
 ) -> Result<StyleChangeReport, StyleChangeError> {
-    let style_time = std::fs::metadata(&style.xml)
-        .and_then(|m| m.modified())
-        .map_err(|source| StyleChangeError::Xml {
-            style: style.name.clone(),
-            xml: style.xml.clone(),
-            source,
-        })?;
+    let style_time = style_time(&style.xml).map_err(|source| StyleChangeError::Xml {
+        style: style.name.clone(),
+        xml: style.xml.clone(),
+        source,
+    })?;
     let mut report = StyleChangeReport::default();
     let root = style.tile_dir.join(&style.name);
     for z in 0..=MAX_ZOOM {
@@ -82,6 +85,75 @@ pub fn mark_older_than_style(
         }
     }
     Ok(report)
+}
+
+/// The newest modification time of `xml` and the files it names (see the
+/// module documentation). Only the XML itself must exist: a named file
+/// that is missing is the renderer's error, reported when it loads.
+pub fn style_time(xml: &Path) -> std::io::Result<SystemTime> {
+    let own = std::fs::metadata(xml)?.modified()?;
+    let text = std::fs::read_to_string(xml)?;
+    let dir = xml.parent().unwrap_or(Path::new("."));
+    Ok(referenced_files(&text)
+        .into_iter()
+        .filter_map(|file| std::fs::metadata(dir.join(file)).ok()?.modified().ok())
+        .fold(own, SystemTime::max))
+}
+
+/// The files a Mapnik XML text names (see the module documentation), as
+/// written. Unparsable XML names none: loading it reports the error.
+fn referenced_files(text: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut files = Vec::new();
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut in_file_parameter = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::DocType(doctype)) => {
+                let doctype = String::from_utf8_lossy(doctype.as_ref()).into_owned();
+                files.extend(system_entities(&doctype));
+            }
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                in_file_parameter = e.name().as_ref() == b"Parameter"
+                    && e.try_get_attribute("name")
+                        .ok()
+                        .flatten()
+                        .is_some_and(|a| a.value.as_ref() == b"file");
+                if let Ok(Some(file)) = e.try_get_attribute("file") {
+                    files.push(String::from_utf8_lossy(&file.value).into_owned());
+                }
+            }
+            Ok(Event::Text(t)) if in_file_parameter => {
+                files.push(String::from_utf8_lossy(t.as_ref()).trim().to_owned());
+            }
+            Ok(Event::CData(t)) if in_file_parameter => {
+                files.push(String::from_utf8_lossy(t.as_ref()).trim().to_owned());
+            }
+            Ok(Event::End(_)) => in_file_parameter = false,
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    files.retain(|f| !f.is_empty() && !f.contains('&'));
+    files
+}
+
+/// The files of `<!ENTITY name SYSTEM "file">` declarations in a DOCTYPE.
+fn system_entities(doctype: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut rest = doctype;
+    while let Some(at) = rest.find("SYSTEM") {
+        rest = rest[at + "SYSTEM".len()..].trim_start();
+        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let Some(end) = rest[1..].find(quote) else {
+            break;
+        };
+        files.push(rest[1..1 + end].to_owned());
+        rest = &rest[1 + end..];
+    }
+    files
 }
 
 fn mark_one(path: &Path, style_time: SystemTime, render_now: bool, report: &mut StyleChangeReport) {
@@ -148,4 +220,71 @@ fn metatile_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_style_time_is_the_newest_of_the_xml_and_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir.path().join("style.xml");
+        std::fs::write(
+            &xml,
+            r#"<?xml version="1.0"?>
+<!DOCTYPE Map [
+  <!ENTITY layers SYSTEM "inc/layers.xml">
+  <!ENTITY dbname "gis">
+]>
+<Map>
+  <Style name="s"><Rule><PointSymbolizer file="symbols/dot.svg"/></Rule></Style>
+  <Layer name="water"><Datasource>
+    <Parameter name="type">shape</Parameter>
+    <Parameter name="file">data/water.shp</Parameter>
+    <Parameter name="dbname">&dbname;</Parameter>
+  </Datasource></Layer>
+  <Layer name="gone"><Datasource><Parameter name="file">missing.shp</Parameter></Datasource></Layer>
+</Map>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            referenced_files(&std::fs::read_to_string(&xml).unwrap()),
+            [
+                "inc/layers.xml",
+                "symbols/dot.svg",
+                "data/water.shp",
+                "missing.shp"
+            ]
+        );
+        let now = SystemTime::now();
+        let set = |path: &Path, age_minutes: u64| {
+            if !path.exists() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, b"").unwrap();
+            }
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_times(
+                    FileTimes::new().set_modified(now - Duration::from_secs(60 * age_minutes)),
+                )
+                .unwrap();
+        };
+        let file = |name: &str| dir.path().join(name);
+        set(&xml, 300);
+        set(&file("inc/layers.xml"), 200);
+        set(&file("symbols/dot.svg"), 250);
+        assert_eq!(
+            style_time(&xml).unwrap(),
+            now - Duration::from_secs(60 * 200)
+        );
+        // A shapefile replaced later makes the style newer.
+        set(&file("data/water.shp"), 5);
+        assert_eq!(style_time(&xml).unwrap(), now - Duration::from_secs(60 * 5));
+        // The XML itself must exist.
+        assert!(style_time(&file("none.xml")).is_err());
+    }
 }
