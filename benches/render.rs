@@ -253,6 +253,8 @@ fn bench_style(
     let settings = RenderConfig {
         threads,
         queue_capacity: metatiles.len() + 1,
+        // Throughput of all workers: no clients to keep a worker for.
+        background_max_threads: usize::MAX,
         ..RenderConfig::default()
     };
     let renderer = Renderer::start(std::slice::from_ref(&config), &settings).unwrap();

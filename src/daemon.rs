@@ -460,6 +460,7 @@ impl Daemon {
         // The failure not yet recorded in the database (its connection was
         // unusable): written once a new one is open.
         let mut unrecorded: Option<String> = None;
+        let queue = self.renderer.as_ref().map(|r| r.queue.clone());
         loop {
             if self.session.is_none() {
                 match self.reconnect(runtime)? {
@@ -474,6 +475,17 @@ impl Daemon {
                 record_failure(&mut session.client, &self.config, &record);
             }
             let started = Instant::now();
+            // Rendering yields to a large batch (Tirex's rendering control
+            // stops its queues around an osm2pgsql run): background and
+            // expiry renders wait until it commits or fails; renders for
+            // waiting clients go on.
+            let threshold = self.config.render.pause_background_over_changes;
+            let pause = match &queue {
+                Some(queue) if threshold > 0 && batch.changes.len() > threshold => {
+                    Some(queue.pause_background())
+                }
+                _ => None,
+            };
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 apply_batch(
                     &mut session.client,
@@ -483,6 +495,7 @@ impl Daemon {
                     batch,
                 )
             }));
+            drop(pause);
             let (error, panicked) = match attempt {
                 Ok(Ok((next, result))) => {
                     info!(

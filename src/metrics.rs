@@ -131,6 +131,19 @@ pub struct RenderQueueReport {
     pub rejected: Vec<(&'static str, u64)>,
     /// Renders finished, per priority and zoom, in the order printed.
     pub done: Vec<RendersDone>,
+    /// Whether background and expiry renders are paused for a batch.
+    pub background_paused: bool,
+    /// Pauses since the start.
+    pub background_pauses: u64,
+    /// Time spent paused.
+    pub background_paused_time: Duration,
+    /// Background and expiry renders in progress.
+    pub background_in_progress: usize,
+    /// Most of them at once.
+    pub background_max_workers: usize,
+    /// Times background or expiry work was left waiting, per reason label,
+    /// in the order printed.
+    pub deferred: Vec<(&'static str, u64)>,
 }
 
 /// Renders finished from one priority's queue at one zoom.
@@ -247,6 +260,8 @@ pub struct Metrics {
     apply_failing_since: AtomicU64,
     apply_error: std::sync::Mutex<String>,
     changes_applied: AtomicU64,
+    /// Objects changed by the last applied batch.
+    last_batch_changes: AtomicU64,
     expired_tiles: AtomicU64,
     expired_metatiles: AtomicU64,
     /// The tile cache as the last limit sweep found it; `None` before one
@@ -259,6 +274,11 @@ pub struct Metrics {
     purge_pending: AtomicU64,
     /// Render nodes of `expire.nodes`, by name.
     render_nodes: std::sync::Mutex<std::collections::BTreeMap<String, RenderNodeFigures>>,
+    /// Set once the start-up style change check ran
+    /// (`render.style_change_dirty`); its counters are shown from then.
+    style_change_checked: AtomicBool,
+    style_change_marked: AtomicU64,
+    style_change_queued: AtomicU64,
 }
 
 /// The tile cache after a limit sweep (`render.max_cache_gb`,
@@ -327,6 +347,7 @@ impl Metrics {
             apply_failing_since: f64_cell(0.0),
             apply_error: std::sync::Mutex::new(String::new()),
             changes_applied: AtomicU64::new(0),
+            last_batch_changes: AtomicU64::new(0),
             expired_tiles: AtomicU64::new(0),
             expired_metatiles: AtomicU64::new(0),
             tile_cache: std::sync::Mutex::new(None),
@@ -336,6 +357,9 @@ impl Metrics {
             purged_keys: AtomicU64::new(0),
             purge_failures: AtomicU64::new(0),
             purge_pending: AtomicU64::new(0),
+            style_change_checked: AtomicBool::new(false),
+            style_change_marked: AtomicU64::new(0),
+            style_change_queued: AtomicU64::new(0),
         }
     }
 
@@ -351,6 +375,36 @@ impl Metrics {
         self.tile_cache_evicted.fetch_add(evicted, Relaxed);
         self.tile_cache_evicted_bytes
             .fetch_add(evicted_bytes, Relaxed);
+    }
+
+    /// Records one style's start-up style change check: metatiles older
+    /// than the XML marked dirty, and those queued for a re-render at once.
+    pub fn record_style_change(&self, marked: u64, queued: u64) {
+        self.style_change_marked.fetch_add(marked, Relaxed);
+        self.style_change_queued.fetch_add(queued, Relaxed);
+        self.style_change_checked.store(true, Relaxed);
+    }
+
+    /// The style change counters, once a check ran.
+    fn render_style_change(&self, w: &mut String) {
+        if !self.style_change_checked.load(Relaxed) {
+            return;
+        }
+        for (name, help, value) in [
+            (
+                "tilepipe_style_change_dirty_metatiles_total",
+                "Metatiles older than their style's XML marked dirty at start.",
+                &self.style_change_marked,
+            ),
+            (
+                "tilepipe_style_change_rerenders_queued_total",
+                "Of those, low-zoom metatiles queued for a re-render at once.",
+                &self.style_change_queued,
+            ),
+        ] {
+            header(w, name, "counter", help);
+            let _ = writeln!(w, "{name} {}", value.load(Relaxed));
+        }
     }
 
     /// The cache as the last sweep left it.
@@ -495,6 +549,7 @@ impl Metrics {
             .store(unix_secs(applied_at).to_bits(), Relaxed);
         self.batches_applied.fetch_add(1, Relaxed);
         self.changes_applied.fetch_add(changes, Relaxed);
+        self.last_batch_changes.store(changes, Relaxed);
     }
 
     /// An apply attempt failed (it will be retried).
@@ -543,6 +598,11 @@ impl Metrics {
         let timestamp = f64::from_bits(self.replication_timestamp.load(Relaxed));
         let lag = unix_secs(SystemTime::now()) - timestamp;
         Some(Duration::from_secs_f64(lag.max(0.0)))
+    }
+
+    /// Objects changed by the last applied batch (0 before one).
+    pub fn last_batch_changes(&self) -> u64 {
+        self.last_batch_changes.load(Relaxed)
     }
 
     /// Time of the last successful apply, if any.
@@ -598,12 +658,14 @@ impl Metrics {
         if let Some(queue) = queue {
             render_queue(w, queue);
             render_done(w, queue);
+            render_yielding(w, queue);
         }
         self.render_replication(w);
         self.render_apply_failing(w);
         self.render_totals(w);
         self.render_tile_cache(w);
         self.render_nodes(w);
+        self.render_style_change(w);
         if let Some(workers) = workers {
             render_workers(w, workers);
         }
@@ -932,6 +994,58 @@ fn render_queue(w: &mut String, stats: &RenderQueueReport) {
         let _ = writeln!(
             w,
             "tilepipe_render_rejected_total{{priority=\"{priority}\"}} {n}"
+        );
+    }
+}
+
+/// How background and expiry renders yield to batches and clients.
+fn render_yielding(w: &mut String, stats: &RenderQueueReport) {
+    let figures = [
+        (
+            "tilepipe_render_background_paused",
+            "gauge",
+            "1 while background and expiry renders are paused for a large batch.",
+            u64::from(stats.background_paused).to_string(),
+        ),
+        (
+            "tilepipe_render_background_pauses_total",
+            "counter",
+            "Pauses of background and expiry renders for large batches.",
+            stats.background_pauses.to_string(),
+        ),
+        (
+            "tilepipe_render_background_paused_seconds_total",
+            "counter",
+            "Time background and expiry renders spent paused.",
+            format!("{:.3}", stats.background_paused_time.as_secs_f64()),
+        ),
+        (
+            "tilepipe_render_background_in_progress",
+            "gauge",
+            "Background and expiry renders in progress.",
+            stats.background_in_progress.to_string(),
+        ),
+        (
+            "tilepipe_render_background_max_workers",
+            "gauge",
+            "Most background and expiry renders at once (the other workers stay free for clients).",
+            stats.background_max_workers.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        header(w, name, kind, help);
+        let _ = writeln!(w, "{name} {value}");
+    }
+    header(
+        w,
+        "tilepipe_render_background_deferred_total",
+        "counter",
+        "Times a worker left background or expiry work queued, by reason (paused, workers, load).",
+    );
+    for (reason, n) in &stats.deferred {
+        let _ = writeln!(
+            w,
+            "tilepipe_render_background_deferred_total{{reason=\"{reason}\"}} {n}"
         );
     }
 }

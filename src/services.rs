@@ -132,6 +132,59 @@ async fn enforce_cache_limits(
     }
 }
 
+/// The start-up style change check ([`crate::render::style_change`]) of
+/// every style, on a blocking thread (it walks the cache): marks dirty
+/// what is older than its XML and queues the low zooms on `queue`, when
+/// there is a renderer. A style that cannot be checked is logged and
+/// skipped; the others go on.
+async fn mark_styles_changed(
+    styles: Vec<crate::render::config::StyleConfig>,
+    render_max_zoom: Option<u8>,
+    queue: Option<Arc<crate::render::queue::RenderQueue>>,
+    metrics: Arc<Metrics>,
+) {
+    use crate::render::queue::{Priority, RenderKey, Submitted};
+    for style in styles {
+        let checked = style.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            crate::render::style_change::mark_older_than_style(&checked, render_max_zoom)
+        })
+        .await;
+        let report = match report {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                warn!("style change check: {e}");
+                continue;
+            }
+            Err(e) => {
+                warn!(style = %style.name, "style change check failed: {e}");
+                continue;
+            }
+        };
+        let mut queued = 0u64;
+        if let Some(queue) = &queue {
+            for metatile in &report.render_now {
+                let key = RenderKey {
+                    style: style.name.clone(),
+                    metatile: *metatile,
+                };
+                let (submitted, _) = queue.submit(key, Priority::Background, false);
+                queued += u64::from(submitted != Submitted::Rejected);
+            }
+        }
+        if report.marked > 0 {
+            info!(
+                style = %style.name,
+                marked = report.marked,
+                already_dirty = report.already_dirty,
+                queued,
+                "the style's XML is newer than these metatiles: marked dirty for a re-render"
+            );
+        }
+        metrics.record_style_change(report.marked, queued);
+    }
+}
+
 /// What to start besides the renderer's configuration.
 pub struct Plan {
     /// The HTTP server's settings; `None` starts no HTTP server.
@@ -211,6 +264,14 @@ impl Services {
                     shutdown.clone(),
                 ));
             }
+        }
+        if config.render.style_change_dirty && !config.styles.is_empty() {
+            runtime.spawn(mark_styles_changed(
+                config.styles.clone(),
+                config.render.style_change_render_max_zoom,
+                services.renderer.as_ref().map(|r| r.queue().clone()),
+                plan.metrics.clone(),
+            ));
         }
         if let Some(settings) = plan.http {
             let server = runtime.block_on(Server::bind(

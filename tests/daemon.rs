@@ -400,3 +400,58 @@ fn sigterm_interrupts_the_apply_backoff() {
     assert_eq!(local_sequence(&s.config, &url), Some(START));
     server.shutdown();
 }
+
+#[test]
+fn background_renders_pause_while_a_large_batch_applies() {
+    let s = setup(3);
+    let port = http::free_port();
+    with_serve_port(&s, port, 1, 1);
+    // A renderer (the plain style reads no database) and a threshold
+    // every batch of the feed is above.
+    let dir = s.config.parent().unwrap();
+    let xml = dir.join("plain.xml");
+    std::fs::write(&xml, tilepipe_testkit::serve::PLAIN_XML).unwrap();
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "styles:\n  - name: plain\n    xml: {}\n    tile_dir: {}\n\
+         render:\n  threads: 2\n  pause_background_over_changes: 1\n",
+        xml.display(),
+        dir.join("tiles").display()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let server = FeedServer::start_blocking(&s.feed_dir).unwrap();
+    server.set_published(START);
+    let url = PgCluster::shared().create_database("daemon_pause").unwrap();
+    import_and_init(&s, &url, &server);
+
+    let mut daemon = spawn_run(&s.config, &url);
+    wait_for_metric(
+        port,
+        "tilepipe_render_background_max_workers",
+        1.0,
+        Duration::from_secs(30),
+    );
+    // Before any batch: no pause; one of the two workers is kept for
+    // clients.
+    assert_eq!(
+        metric(port, "tilepipe_render_background_pauses_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(port, "tilepipe_render_background_max_workers"),
+        Some(1.0)
+    );
+    server.publish_all();
+    wait_for_sequence(&s.config, &url, START + 3, Duration::from_secs(60));
+    // Each batch was paused for and the pause ended with it.
+    wait_for_metric(
+        port,
+        "tilepipe_render_background_pauses_total",
+        1.0,
+        Duration::from_secs(10),
+    );
+    assert_eq!(metric(port, "tilepipe_render_background_paused"), Some(0.0));
+    assert!(metric(port, "tilepipe_render_background_paused_seconds_total").unwrap() > 0.0);
+    assert!(terminate(&mut daemon).success());
+    server.shutdown();
+}

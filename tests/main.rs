@@ -51,6 +51,7 @@ mod serve_browser;
 mod serve_http;
 mod serve_interop;
 mod serve_purge;
+mod style_change;
 mod tile_cache_limit;
 mod transform_reference;
 mod validity_vs_postgis;

@@ -164,3 +164,75 @@ async fn show_page(
     );
     server.stop().await;
 }
+
+/// `/status.json` and the map page's status panel reading it: the JSON
+/// over HTTP, then the panel (opened by `&status=1`) in headless
+/// Chromium's DOM after the page ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_panel_shows_status_json() {
+    let server = TestServer::start(Options::default(), |_| {}).await;
+    server
+        .metrics
+        .set_replication_position(77, std::time::SystemTime::now() - Duration::from_secs(30));
+    server
+        .metrics
+        .record_batch(std::time::SystemTime::now(), 42);
+    let port = server.addr.port();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || tilepipe_testkit::http::get(port, "/status.json"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["replication"]["sequence"], 77);
+    let lag = json["replication"]["lag_seconds"].as_f64().unwrap();
+    assert!((30.0..60.0).contains(&lag), "{lag}");
+    assert_eq!(json["last_batch"]["changes"], 42);
+    assert_eq!(json["render"]["queued_total"], 0);
+    assert_eq!(json["render"]["queued"]["missing"], 0);
+    assert_eq!(json["render"]["background_paused"], false);
+
+    let Some(chromium) = find_in_path("chromium") else {
+        eprintln!("skipped the page: chromium is not installed (apt-get install chromium)");
+        return server.stop().await;
+    };
+    if !leaflet_installed() {
+        eprintln!("skipped the page: Leaflet is not installed (npm install --prefix web)");
+        return server.stop().await;
+    }
+    let out = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            server.dir.path().join("chromium").display()
+        ))
+        .arg(server.url("/#5/50/10&status=1"))
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("chromium finishes")
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        // 30 s and the time the page took.
+        "Replication lag: 3",
+        " s (sequence 77)",
+        "Last batch: 42 changes",
+        "Render queue: 0 waiting (missing 0, dirty 0, expired 0, background 0), 0 rendering",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "{expected:?} not on the page:\n{dom}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.stop().await;
+}

@@ -128,12 +128,15 @@ fn serve_enforces_max_cache_gb_and_reports_it_on_metrics() {
     let xml = work.path().join("plain.xml");
     std::fs::write(&xml, tilepipe_testkit::serve::PLAIN_XML).unwrap();
     let limit = 5 * each;
+    // The metatiles predate the XML written just now: the style change
+    // check would mark them dirty, i.e. date them 1980, and reorder them.
     let config = work.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
             "styles:\n  - name: {STYLE}\n    xml: {}\n    tile_dir: {}\n\
-             render:\n  max_cache_gb: {}\n  cache_check_interval_secs: 1\n",
+             render:\n  max_cache_gb: {}\n  cache_check_interval_secs: 1\n\
+             \x20 style_change_dirty: false\n",
             xml.display(),
             tiles.display(),
             limit as f64 / 1e9

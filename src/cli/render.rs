@@ -91,6 +91,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         settings.threads = n;
     }
+    // No client waits on this renderer: every worker may take the bulk
+    // (background) work.
+    settings.background_max_threads = usize::MAX;
     let renderer = Renderer::start(std::slice::from_ref(style), &settings)
         .context("cannot start the renderer")?;
     let store = renderer.store(&style.name).expect("the style just loaded");

@@ -148,6 +148,25 @@ pub struct RenderConfig {
     pub cache_low_water_percent: Option<f64>,
     /// Seconds between two checks of the cache limits.
     pub cache_check_interval_secs: u64,
+    /// At start, mark each style's metatiles older than its XML dirty
+    /// (served stale, re-rendered on request), as `render_old
+    /// --timestamp` is used for after a style change.
+    pub style_change_dirty: bool,
+    /// Of those, re-render the ones at this zoom or below at once, at
+    /// background priority; absent = none (only on request).
+    pub style_change_render_max_zoom: Option<u8>,
+    /// Pause background and expiry renders while `run` applies a batch of
+    /// more than this many changed objects (Tirex's rendering control);
+    /// renders for waiting clients go on. 0 = never pause.
+    pub pause_background_over_changes: usize,
+    /// Most workers rendering background or expiry work at once, so the
+    /// others stay free for clients (a Tirex bucket's `maxproc`); 0 = all
+    /// workers but one (at least one).
+    pub background_max_threads: usize,
+    /// Start no background or expiry render while the 1-minute load
+    /// average is above this (a Tirex bucket's `maxload`); absent = no
+    /// limit.
+    pub background_max_load: Option<f64>,
 }
 
 impl Default for RenderConfig {
@@ -166,6 +185,11 @@ impl Default for RenderConfig {
             cache_high_water_percent: None,
             cache_low_water_percent: None,
             cache_check_interval_secs: 300,
+            style_change_dirty: true,
+            style_change_render_max_zoom: None,
+            pause_background_over_changes: 10_000,
+            background_max_threads: 0,
+            background_max_load: None,
         }
     }
 }
@@ -188,6 +212,18 @@ pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
 }
 
 impl RenderConfig {
+    /// The limits on background and expiry renders for `threads` workers.
+    pub fn background_limits(&self, threads: usize) -> crate::render::queue::BackgroundLimits {
+        let max_workers = match self.background_max_threads {
+            0 => threads.saturating_sub(1).max(1),
+            n => n,
+        };
+        crate::render::queue::BackgroundLimits {
+            max_workers,
+            max_load: self.background_max_load,
+        }
+    }
+
     /// Checks what serde cannot: the socket mode and the connection cap.
     pub fn validate(&self) -> Result<(), String> {
         parse_socket_mode(&self.socket_mode)?;
@@ -237,6 +273,27 @@ impl RenderConfig {
         }
         if self.cache_check_interval_secs == 0 {
             return Err("render.cache_check_interval_secs: must be at least 1".into());
+        }
+        if let Some(load) = self.background_max_load {
+            if !(load.is_finite() && load > 0.0) {
+                return Err(format!(
+                    "render.background_max_load: {load} is not a load average above 0 (leave it out for no limit)"
+                ));
+            }
+        }
+        if let Some(z) = self.style_change_render_max_zoom {
+            if z > crate::tile::MAX_ZOOM {
+                return Err(format!(
+                    "render.style_change_render_max_zoom: {z} is above the highest zoom {}",
+                    crate::tile::MAX_ZOOM
+                ));
+            }
+            if !self.style_change_dirty {
+                return Err(
+                    "render.style_change_render_max_zoom needs render.style_change_dirty: true"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

@@ -6,6 +6,8 @@
 //! - [`worker`]: the render threads, one Mapnik map per style each (the
 //!   `render` feature; without it the renderer fails to start).
 //! - [`style`]: a style's XML pointed at the configured database.
+//! - [`style_change`]: metatiles older than their style's XML marked
+//!   dirty at start.
 //! - [`style_reads`]: what each layer of a style reads and where it draws,
 //!   for style-aware expiry.
 //! - [`prerender`]: a zoom range over an area, queued and awaited
@@ -23,5 +25,6 @@ pub mod prerender;
 pub mod queue;
 pub mod server;
 pub mod style;
+pub mod style_change;
 pub mod style_reads;
 pub mod worker;

@@ -16,6 +16,14 @@
 //!   `Rejected` at once (the render itself stays queued).
 //! - Statistics per priority and zoom: queue lengths, renders, failures
 //!   and render time.
+//! - Rendering yields to updates and to waiting clients, as Tirex's
+//!   rendering control does (`tirex-rendering-control --stop` around an
+//!   osm2pgsql update; a bucket's `maxproc` and `maxload` in tirex.conf):
+//!   background and expiry work is left queued while the apply stage
+//!   holds a [`BackgroundPause`], while [`BackgroundLimits::max_workers`]
+//!   workers already render such work (the others stay free for clients)
+//!   and while the load average is above [`BackgroundLimits::max_load`].
+//!   Renders for waiting clients are never held back.
 //!
 //! Workers (OS threads, Mapnik is CPU-bound) block in [`RenderQueue::take`]
 //! and report with [`RenderQueue::complete`]; async callers wait on the
@@ -32,6 +40,58 @@ use tokio::sync::oneshot;
 /// at once; past this cap a flood, not a crowd of viewers, is asking.
 pub const MAX_WAITERS: usize = 1024;
 
+/// Limits on background and expiry renders, so they never take every
+/// worker from clients (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackgroundLimits {
+    /// Most background and expiry renders at once.
+    pub max_workers: usize,
+    /// No background or expiry render starts while the 1-minute load
+    /// average (`/proc/loadavg`) is above this; `None` = no limit.
+    pub max_load: Option<f64>,
+}
+
+impl Default for BackgroundLimits {
+    fn default() -> Self {
+        BackgroundLimits {
+            max_workers: usize::MAX,
+            max_load: None,
+        }
+    }
+}
+
+/// Why background and expiry work was left in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Deferral {
+    /// A large batch is being applied.
+    Paused,
+    /// [`BackgroundLimits::max_workers`] such renders are running.
+    Workers,
+    /// The load average is above [`BackgroundLimits::max_load`].
+    Load,
+}
+
+impl Deferral {
+    /// Every reason, in the order `/metrics` prints them.
+    pub const ALL: [Deferral; 3] = [Deferral::Paused, Deferral::Workers, Deferral::Load];
+
+    /// The label in metrics: `paused`, `workers` or `load`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Deferral::Paused => "paused",
+            Deferral::Workers => "workers",
+            Deferral::Load => "load",
+        }
+    }
+}
+
+/// The 1-minute load average, from `/proc/loadavg`; `None` where it
+/// cannot be read (then no load limit applies).
+pub fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Why a metatile is rendered; higher variants are served first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
@@ -46,6 +106,12 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Whether renders of this priority yield (to a pause, the worker
+    /// limit and the load limit): nobody waits for them.
+    pub fn yields(self) -> bool {
+        self <= Priority::Expired
+    }
+
     /// Every priority, highest first.
     pub const ALL: [Priority; 4] = [
         Priority::MissingWaited,
@@ -137,6 +203,19 @@ pub struct QueueStats {
     pub done: BTreeMap<(Priority, u8), Counters>,
     /// Waiters turned away because their metatile had [`MAX_WAITERS`].
     pub refused_waiters: u64,
+    /// Whether background and expiry renders are paused now.
+    pub background_paused: bool,
+    /// Pauses since the start.
+    pub background_pauses: u64,
+    /// Time spent paused, the current pause included.
+    pub background_paused_time: Duration,
+    /// Background and expiry renders in progress.
+    pub background_in_progress: usize,
+    /// [`BackgroundLimits::max_workers`].
+    pub background_max_workers: usize,
+    /// Times a worker found background or expiry work and left it, by
+    /// reason (counted once per reason per wait).
+    pub deferred: BTreeMap<Deferral, u64>,
 }
 
 struct Entry {
@@ -155,6 +234,12 @@ struct State {
     done: BTreeMap<(Priority, u8), Counters>,
     refused_waiters: u64,
     shutdown: bool,
+    /// Holders of a [`BackgroundPause`].
+    pausers: usize,
+    pauses: u64,
+    paused_since: Option<Instant>,
+    paused_time: Duration,
+    deferred: BTreeMap<Deferral, u64>,
 }
 
 /// Adds `sender` to a metatile's waiters unless they are at
@@ -179,6 +264,28 @@ fn add_waiter(
 }
 
 impl State {
+    /// Whether `priority`'s queue has a live entry first, dropping the
+    /// stale positions a raise left in front.
+    fn has_live_front(&mut self, priority: Priority) -> bool {
+        let Some(queue) = self.queues.get_mut(&priority) else {
+            return false;
+        };
+        while let Some(key) = queue.front() {
+            if self.queued.get(key).map(|e| e.priority) == Some(priority) {
+                return true;
+            }
+            queue.pop_front();
+        }
+        false
+    }
+
+    fn background_in_progress(&self) -> usize {
+        self.in_progress
+            .values()
+            .filter(|(priority, _, _)| priority.yields())
+            .count()
+    }
+
     fn queued_count(&self, priority: Priority) -> usize {
         self.queued
             .values()
@@ -194,21 +301,93 @@ pub struct RenderQueue {
     capacity: usize,
     /// Told of every metatile written (e.g. to purge an HTTP cache).
     rendered_listeners: Mutex<Vec<RenderedListener>>,
+    limits: BackgroundLimits,
+    load: Box<dyn Fn() -> Option<f64> + Send + Sync>,
 }
 
 /// A function [`RenderQueue::complete`] calls with each metatile written.
 /// It runs on a render worker's thread: it must only hand the key on.
 pub type RenderedListener = Box<dyn Fn(&RenderKey) + Send + Sync>;
 
+/// Background and expiry renders are paused while this lives (see
+/// [`RenderQueue::pause_background`]).
+pub struct BackgroundPause<'a> {
+    queue: &'a RenderQueue,
+}
+
+impl Drop for BackgroundPause<'_> {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.pausers = state.pausers.saturating_sub(1);
+        if state.pausers == 0 {
+            if let Some(since) = state.paused_since.take() {
+                state.paused_time += since.elapsed();
+            }
+        }
+        drop(state);
+        self.queue.work.notify_all();
+    }
+}
+
+/// How long a worker held back by the load limit waits before looking
+/// again: the load average changes without telling anyone.
+const LOAD_RECHECK: Duration = Duration::from_secs(1);
+
 impl RenderQueue {
     /// A queue holding at most `capacity` entries per priority.
     pub fn new(capacity: usize) -> RenderQueue {
+        RenderQueue::with_limits(capacity, BackgroundLimits::default())
+    }
+
+    /// A queue whose background and expiry renders obey `limits`, the
+    /// load read from `/proc/loadavg`.
+    pub fn with_limits(capacity: usize, limits: BackgroundLimits) -> RenderQueue {
+        RenderQueue::with_load_source(capacity, limits, load_average)
+    }
+
+    /// [`RenderQueue::with_limits`] with the load read by `load` (tests
+    /// choose it).
+    pub fn with_load_source(
+        capacity: usize,
+        limits: BackgroundLimits,
+        load: impl Fn() -> Option<f64> + Send + Sync + 'static,
+    ) -> RenderQueue {
         RenderQueue {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             capacity: capacity.max(1),
             rendered_listeners: Mutex::new(Vec::new()),
+            limits: BackgroundLimits {
+                max_workers: limits.max_workers.max(1),
+                ..limits
+            },
+            load: Box::new(load),
         }
+    }
+
+    /// Pauses background and expiry renders until the returned guard is
+    /// dropped (renders in progress finish); renders for waiting clients
+    /// go on. Pauses nest.
+    pub fn pause_background(&self) -> BackgroundPause<'_> {
+        let mut state = self.lock();
+        if state.pausers == 0 {
+            state.pauses += 1;
+            state.paused_since = Some(Instant::now());
+        }
+        state.pausers += 1;
+        BackgroundPause { queue: self }
+    }
+
+    /// Why background and expiry work cannot start now, if it cannot.
+    fn background_blocked(&self, state: &State) -> Option<Deferral> {
+        if state.pausers > 0 {
+            return Some(Deferral::Paused);
+        }
+        if state.background_in_progress() >= self.limits.max_workers {
+            return Some(Deferral::Workers);
+        }
+        let max_load = self.limits.max_load?;
+        ((self.load)()? > max_load).then_some(Deferral::Load)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -291,16 +470,30 @@ impl RenderQueue {
 
     /// The next job, highest priority first, FIFO within a priority;
     /// blocks until there is one. `None` once shut down.
+    /// Background and expiry work waits while it yields (see the module
+    /// documentation); work for clients is taken meanwhile.
     pub fn take(&self) -> Option<Job> {
         let mut state = self.lock();
+        let mut counted = None;
         loop {
             if state.shutdown {
                 return None;
             }
-            if let Some(job) = Self::pop(&mut state) {
-                return Some(job);
+            match self.pop(&mut state) {
+                Ok(Some(job)) => return Some(job),
+                Ok(None) => state = self.work.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Err(reason) => {
+                    if counted != Some(reason) {
+                        *state.deferred.entry(reason).or_default() += 1;
+                        counted = Some(reason);
+                    }
+                    state = self
+                        .work
+                        .wait_timeout(state, LOAD_RECHECK)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
             }
-            state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -310,11 +503,24 @@ impl RenderQueue {
         if state.shutdown {
             return None;
         }
-        Self::pop(&mut state)
+        match self.pop(&mut state) {
+            Ok(job) => job,
+            Err(reason) => {
+                *state.deferred.entry(reason).or_default() += 1;
+                None
+            }
+        }
     }
 
-    fn pop(state: &mut State) -> Option<Job> {
+    /// The next job; `Err` when only background or expiry work is queued
+    /// and it has to wait.
+    fn pop(&self, state: &mut State) -> Result<Option<Job>, Deferral> {
         for priority in Priority::ALL {
+            if priority.yields() && state.has_live_front(priority) {
+                if let Some(reason) = self.background_blocked(state) {
+                    return Err(reason);
+                }
+            }
             while let Some(key) = state
                 .queues
                 .get_mut(&priority)
@@ -329,10 +535,10 @@ impl RenderQueue {
                 state
                     .in_progress
                     .insert(key.clone(), (priority, Instant::now(), entry.waiters));
-                return Some(Job { key, priority });
+                return Ok(Some(Job { key, priority }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Calls `listener` with the key of every metatile written from now
@@ -375,6 +581,10 @@ impl RenderQueue {
                 listener(&job.key);
             }
         }
+        // A worker may wait for this render's background slot.
+        if priority.yields() {
+            self.work.notify_all();
+        }
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }
@@ -409,6 +619,15 @@ impl RenderQueue {
             rejected: state.rejected.clone(),
             done: state.done.clone(),
             refused_waiters: state.refused_waiters,
+            background_paused: state.pausers > 0,
+            background_pauses: state.pauses,
+            background_paused_time: state.paused_time
+                + state
+                    .paused_since
+                    .map_or(Duration::ZERO, |since| since.elapsed()),
+            background_in_progress: state.background_in_progress(),
+            background_max_workers: self.limits.max_workers,
+            deferred: state.deferred.clone(),
         }
     }
 }
@@ -559,6 +778,90 @@ mod tests {
         assert_eq!(stats.done[&(Priority::Expired, 7)].failed, 1);
         assert_eq!(stats.done[&(Priority::Expired, 9)].rendered, 1);
         assert_eq!(stats.in_progress, 0);
+    }
+
+    #[test]
+    fn background_and_expiry_yield_to_a_pause_clients_do_not() {
+        let q = RenderQueue::new(10);
+        q.submit(key("a", 10, 0), Priority::Background, false);
+        q.submit(key("a", 10, 8), Priority::Expired, false);
+        let pause = q.pause_background();
+        let nested = q.pause_background();
+        assert!(q.try_take().is_none());
+        // A waiting client's render is taken during the pause.
+        q.submit(key("a", 10, 16), Priority::MissingWaited, false);
+        let job = q.try_take().unwrap();
+        assert_eq!(job.priority, Priority::MissingWaited);
+        q.complete(&job, Ok(()));
+        drop(nested);
+        assert!(q.try_take().is_none(), "still paused by the outer pause");
+        let stats = q.stats();
+        assert!(stats.background_paused);
+        assert_eq!(stats.background_pauses, 1);
+        assert_eq!(stats.deferred[&Deferral::Paused], 2);
+        drop(pause);
+        assert_eq!(q.try_take().unwrap().priority, Priority::Expired);
+        assert!(!q.stats().background_paused);
+    }
+
+    #[test]
+    fn a_blocked_worker_wakes_when_the_pause_ends() {
+        let q = Arc::new(RenderQueue::new(10));
+        q.submit(key("a", 10, 0), Priority::Expired, false);
+        let pause = q.pause_background();
+        let worker = {
+            let q = q.clone();
+            std::thread::spawn(move || q.take().map(|job| job.priority))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!worker.is_finished());
+        drop(pause);
+        assert_eq!(worker.join().unwrap(), Some(Priority::Expired));
+    }
+
+    #[test]
+    fn background_work_keeps_workers_free_for_clients() {
+        let limits = BackgroundLimits {
+            max_workers: 1,
+            max_load: None,
+        };
+        let q = RenderQueue::with_limits(10, limits);
+        q.submit(key("a", 10, 0), Priority::Background, false);
+        q.submit(key("a", 10, 8), Priority::Expired, false);
+        let first = q.try_take().unwrap();
+        assert_eq!(first.priority, Priority::Expired);
+        // One background render at a time: the second waits ...
+        assert!(q.try_take().is_none());
+        // ... while a client's render goes to a free worker.
+        q.submit(key("a", 10, 16), Priority::DirtyWaited, false);
+        assert_eq!(q.try_take().unwrap().priority, Priority::DirtyWaited);
+        let stats = q.stats();
+        assert_eq!(stats.background_in_progress, 1);
+        assert_eq!(stats.deferred[&Deferral::Workers], 1);
+        q.complete(&first, Ok(()));
+        assert_eq!(q.try_take().unwrap().priority, Priority::Background);
+    }
+
+    #[test]
+    fn background_work_waits_for_the_load_to_drop() {
+        let load = Arc::new(Mutex::new(Some(8.0)));
+        let source = load.clone();
+        let limits = BackgroundLimits {
+            max_workers: 4,
+            max_load: Some(4.0),
+        };
+        let q = RenderQueue::with_load_source(10, limits, move || *source.lock().unwrap());
+        q.submit(key("a", 10, 0), Priority::Background, false);
+        assert!(q.try_take().is_none());
+        q.submit(key("a", 10, 8), Priority::MissingWaited, false);
+        assert_eq!(q.try_take().unwrap().priority, Priority::MissingWaited);
+        assert_eq!(q.stats().deferred[&Deferral::Load], 1);
+        *load.lock().unwrap() = Some(2.0);
+        assert_eq!(q.try_take().unwrap().priority, Priority::Background);
+        // An unreadable load sets no limit.
+        q.submit(key("a", 10, 16), Priority::Background, false);
+        *load.lock().unwrap() = None;
+        assert!(q.try_take().is_some());
     }
 
     #[test]

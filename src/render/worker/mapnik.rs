@@ -180,7 +180,10 @@ impl Renderer {
             })
             .collect::<Result<_, RenderError>>()?;
         let styles = Arc::new(loaded);
-        let queue = Arc::new(RenderQueue::new(settings.queue_capacity));
+        let queue = Arc::new(RenderQueue::with_limits(
+            settings.queue_capacity,
+            settings.background_limits(threads),
+        ));
         let counters = Arc::new(Counters::default());
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), RenderError>>();
         let mut handles = Vec::with_capacity(threads);

@@ -6,7 +6,7 @@ use super::client::{client_addr, forbidden, is_admin};
 use super::tiles::{planet_time, render_key};
 use super::{finish, text, Shared};
 use crate::metrics::{RenderQueueReport, RenderWorkerReport, RendersDone};
-use crate::render::queue::{Priority, QueueStats};
+use crate::render::queue::{Deferral, Priority, QueueStats};
 use crate::render::worker::Timings;
 use crate::serve::{AppState, ServedStyle};
 use crate::tile::Tile;
@@ -149,6 +149,15 @@ fn queue_report(stats: &QueueStats) -> RenderQueueReport {
                 render_time: counters.render_time,
             })
             .collect(),
+        background_paused: stats.background_paused,
+        background_pauses: stats.background_pauses,
+        background_paused_time: stats.background_paused_time,
+        background_in_progress: stats.background_in_progress,
+        background_max_workers: stats.background_max_workers,
+        deferred: Deferral::ALL
+            .iter()
+            .map(|d| (d.name(), stats.deferred.get(d).copied().unwrap_or(0)))
+            .collect(),
     }
 }
 
@@ -248,6 +257,12 @@ mod tests {
             ]
             .into(),
             refused_waiters: 0,
+            background_paused: true,
+            background_pauses: 3,
+            background_paused_time: Duration::from_millis(4500),
+            background_in_progress: 1,
+            background_max_workers: 3,
+            deferred: [(Deferral::Workers, 7)].into(),
         };
         let timings = Timings {
             retried: 2,
@@ -335,6 +350,26 @@ tilepipe_renders_total{priority="missing",zoom="12",result="failed"} 1
 # TYPE tilepipe_render_seconds_total counter
 tilepipe_render_seconds_total{priority="background",zoom="9"} 0.000250
 tilepipe_render_seconds_total{priority="missing",zoom="12"} 1.500000
+# HELP tilepipe_render_background_paused 1 while background and expiry renders are paused for a large batch.
+# TYPE tilepipe_render_background_paused gauge
+tilepipe_render_background_paused 1
+# HELP tilepipe_render_background_pauses_total Pauses of background and expiry renders for large batches.
+# TYPE tilepipe_render_background_pauses_total counter
+tilepipe_render_background_pauses_total 3
+# HELP tilepipe_render_background_paused_seconds_total Time background and expiry renders spent paused.
+# TYPE tilepipe_render_background_paused_seconds_total counter
+tilepipe_render_background_paused_seconds_total 4.500
+# HELP tilepipe_render_background_in_progress Background and expiry renders in progress.
+# TYPE tilepipe_render_background_in_progress gauge
+tilepipe_render_background_in_progress 1
+# HELP tilepipe_render_background_max_workers Most background and expiry renders at once (the other workers stay free for clients).
+# TYPE tilepipe_render_background_max_workers gauge
+tilepipe_render_background_max_workers 3
+# HELP tilepipe_render_background_deferred_total Times a worker left background or expiry work queued, by reason (paused, workers, load).
+# TYPE tilepipe_render_background_deferred_total counter
+tilepipe_render_background_deferred_total{reason="paused"} 0
+tilepipe_render_background_deferred_total{reason="workers"} 7
+tilepipe_render_background_deferred_total{reason="load"} 0
 # HELP tilepipe_replication_lag_seconds Age of the data at the applied replication position (absent before the first position).
 # TYPE tilepipe_replication_lag_seconds gauge
 tilepipe_replication_lag_seconds 2.500

@@ -10,6 +10,7 @@
 //! | `/` | the map page (Leaflet) |
 //! | `/metrics` | admin: Prometheus text |
 //! | `/health` | 200, or 503 by replication lag or a failing apply |
+//! | `/status.json` | the pipeline at a glance, for the map page's panel |
 //!
 //! This module assembles the router and dispatches what is below a style;
 //! the handlers live by concern, in private modules:
@@ -19,6 +20,7 @@
 //! - `tilejson`: `tile.json` and `/styles.json`;
 //! - `assets`: the map page and Leaflet's files;
 //! - `health`: the `/health` endpoint;
+//! - `status`: the `/status.json` endpoint;
 //! - `cors`: `Access-Control-*` headers and preflights;
 //! - `client`: who the client is (trusted proxies) and whether it is an
 //!   admin.
@@ -28,6 +30,7 @@ mod assets;
 mod client;
 mod cors;
 mod health;
+mod status;
 mod tilejson;
 mod tiles;
 
@@ -46,11 +49,12 @@ use client::client_addr;
 pub(crate) use tiles::LoadSnapshot;
 
 /// First path segments the server uses itself; no style may take them.
-pub const RESERVED: [&str; 6] = [
+pub const RESERVED: [&str; 7] = [
     "static",
     "metrics",
     "health",
     "styles.json",
+    "status.json",
     "favicon.ico",
     "",
 ];
@@ -63,6 +67,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/styles.json", get(tilejson::catalogue))
         .route("/metrics", get(admin::metrics))
         .route("/health", get(health::health))
+        .route("/status.json", get(status::status))
         .route("/static/map.js", get(assets::map_js))
         .route("/static/map.css", get(assets::map_css))
         .route("/static/leaflet/{*path}", get(assets::leaflet))
