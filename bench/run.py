@@ -61,6 +61,13 @@ EXPECTED_BENCHES = ["render", "serve"]
 # Where the expiry accuracy bench's Markdown (per-zoom recall, precision,
 # misses) is kept between runs, for the report.
 EXPIRY_TABLES = os.path.join(ROOT, "bench", "expiry-accuracy.md")
+# Sections of benches that are run by hand, not by bench/run (each file
+# holds its own heading, setup and figures), appended to BENCHMARKS.md so
+# that a run does not drop them.
+HAND_RUN_SECTIONS = [os.path.join(ROOT, "bench", "multi.md")]
+# What the expiry accuracy figures mean, written by hand beside the tables
+# the bench writes.
+EXPIRY_NOTES = os.path.join(ROOT, "bench", "expiry-accuracy-notes.md")
 
 GOALS = {
     "import": "≤0.7×",
@@ -943,7 +950,11 @@ def write_report(args, metas, plots):
                   "From `cargo bench --bench expiry_accuracy` (see its source): the metatiles whose pixels a "
                   "diff changed (rendered before and after, z10–z18 with a ring of one metatile) against those "
                   "each method expires. Recall = changed metatiles expired / changed metatiles; precision = "
-                  "changed metatiles expired / metatiles expired.", "", *tables, ""]
+                  "changed metatiles expired / metatiles expired.", ""]
+        if os.path.exists(EXPIRY_NOTES):
+            with open(EXPIRY_NOTES) as f:
+                lines += [f.read().rstrip("\n"), ""]
+        lines += [*tables, ""]
 
     lines += ["## Machine and versions", "", "| | |", "|---|---|"]
     # One row per fact, or one per run where the runs differ (another
@@ -971,6 +982,10 @@ def write_report(args, metas, plots):
               "output instead of the classic one (`--flex-config` picks the config). Raw figures: the `BENCH` "
               f"lines in `{os.path.relpath(args.results, ROOT)}`, which each run updates for the parts it "
               "measured; logs in the work directory.", ""]
+    for section in HAND_RUN_SECTIONS:
+        if os.path.exists(section):
+            with open(section) as f:
+                lines += [f.read().rstrip("\n"), ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {args.out}")
