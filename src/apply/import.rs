@@ -398,6 +398,9 @@ impl RowSink for OutputTables {
 /// Bounded queues: a slow table applies back-pressure to the reader.
 const QUEUE_DEPTH: usize = 8;
 
+/// Relations processed between two sends to the writers (see the reader).
+const RELATIONS_PER_SEND: usize = 64;
+
 /// Imports `path` into the database `db` points at, with the classic
 /// output or, when `settings.flex` is set, the flex output; `threads`
 /// decode PBF blocks and as many Lua states run the flex output's node
@@ -743,6 +746,12 @@ fn read_and_process<S: RowSource>(
                             .filter(|m| m.kind == ObjectType::Node);
                         stores.locations.define(member_nodes.map(|m| m.id))?;
                         out.relations.push(relation);
+                        // A relation's rows can be large (a country's
+                        // boundary as one multipolygon): hand them on in
+                        // small groups instead of holding a whole block's.
+                        if out.relations.len() >= RELATIONS_PER_SEND {
+                            out.send(queues)?;
+                        }
                     }
                 }
             }
