@@ -157,7 +157,7 @@ fn style_aware_expiry_skips_zooms_the_style_does_not_draw() {
     assert_eq!(building, (14..=18).collect::<Vec<_>>(), "building change");
     assert_eq!(road, (10..=18).collect::<Vec<_>>(), "road class change");
     assert_eq!(
-        log.matches("style-aware expiry: 10 of 10 layers understood")
+        log.matches("style-aware expiry: 15 of 15 layers understood")
             .count(),
         1,
         "{log}"

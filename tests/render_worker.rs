@@ -1,8 +1,9 @@
 //! The render workers with real Mapnik and a real PostGIS database: the
 //! synthetic town rendered with the project's style through [`Renderer`],
-//! checked as PNGs and as mod_tile metatile bytes; failures (unknown style,
-//! zoom outside the range, a style that does not load, a PostgreSQL
-//! restart) handled cleanly.
+//! checked as PNGs and as mod_tile metatile bytes; its low zooms (z6, z8)
+//! over Liechtenstein with the classic and the flex import; failures
+//! (unknown style, zoom outside the range, a style that does not load, a
+//! PostgreSQL restart) handled cleanly.
 
 use std::time::Duration;
 use tilepipe::metatile::{DATA_START, HEADER_LEN, SLOTS};
@@ -320,4 +321,67 @@ fn renders_again_after_a_postgresql_restart() {
     assert_eq!((t.rendered, t.failed), (3, 0), "{t:?}");
     assert!(t.retried >= 1, "{t:?}");
     renderer.shutdown();
+}
+
+/// Liechtenstein (the shared extract), between Vaduz and Schaan.
+const LIECHTENSTEIN: (f64, f64) = (9.53, 47.15);
+
+/// Pixels of the metatile at `point` (all its tiles) that differ from the
+/// style's background (`#f4f1ea`), and those in its forest colour.
+fn low_zoom_pixels(renderer: &Renderer, style: &str, point: (f64, f64), z: u8) -> (usize, usize) {
+    let metatile = metatile_at(point, z);
+    assert_eq!(render(renderer, style, &[metatile]), [Outcome::Rendered]);
+    let store = renderer.store(style).unwrap();
+    let (mut drawn, mut forest) = (0, 0);
+    for tile in metatile.tiles() {
+        let stored = store.read_tile(style, tile).unwrap().unwrap();
+        let image = decode_png(&stored.bytes);
+        drawn += image.pixels.len() - image.count_near(rgb("#f4f1ea"), 2);
+        forest += image.count_near(rgb("#a9cf9a"), 6);
+    }
+    (drawn, forest)
+}
+
+/// The low-zoom layers (z0-z9) draw the region: Liechtenstein's forests,
+/// roads, boundary and towns at z8 and z6, with the classic import and
+/// with the flex import made with `styles/tilepipe/tilepipe-flex.lua`
+/// (the same columns).
+#[test]
+fn low_zooms_draw_the_region_with_either_import() {
+    use tilepipe::apply::flex::FlexSettings;
+    use tilepipe::apply::settings::ImportSettings;
+    let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flex = ImportSettings {
+        flex: Some(
+            FlexSettings::from_file(&tilepipe_testkit::paths::repo_file(
+                "styles/tilepipe/tilepipe-flex.lua",
+            ))
+            .unwrap(),
+        ),
+        ..ImportSettings::default()
+    };
+    for (name, import) in [("classic", ImportSettings::default()), ("flex", flex)] {
+        let url = PgCluster::shared()
+            .create_database(&format!("render_lowzoom_{name}"))
+            .unwrap();
+        let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+        tilepipe::apply::import::import(&db, &pbf, &import, 2).unwrap();
+        let style = StyleConfig {
+            min_zoom: 0,
+            max_zoom: 9,
+            ..project_style(name, &dir.path().join(name), &url)
+        };
+        let renderer = Renderer::start(&[style], &settings(1)).unwrap();
+        let (drawn8, forest8) = low_zoom_pixels(&renderer, name, LIECHTENSTEIN, 8);
+        let (drawn6, _) = low_zoom_pixels(&renderer, name, LIECHTENSTEIN, 6);
+        eprintln!("{name}: z8 {drawn8} pixels drawn ({forest8} forest), z6 {drawn6}");
+        assert!(
+            drawn8 > 600 && forest8 > 50 && drawn6 > 50,
+            "{name}: z8 {drawn8} drawn, {forest8} forest; z6 {drawn6} drawn"
+        );
+        renderer.shutdown();
+    }
 }

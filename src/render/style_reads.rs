@@ -1440,6 +1440,19 @@ mod tests {
         assert_eq!(layer("roads-low").zooms, ZoomMask::range(10, 12));
         assert_eq!(layer("roads-low").tables, only(&["planet_osm_roads"]));
         assert_eq!(layer("roads").tables, only(&["planet_osm_line"]));
+        // The low-zoom layers draw z0-z9 only (cities and roads from z4
+        // and z5), so they add no zoom from z10 on.
+        assert_eq!(reads.layers.len(), 15);
+        for name in [
+            "landcover-lowzoom",
+            "water-areas-lowzoom",
+            "boundaries-lowzoom",
+        ] {
+            assert_eq!(layer(name).zooms, ZoomMask::range(0, 9), "{name}");
+        }
+        assert_eq!(layer("roads-lowzoom").zooms, ZoomMask::range(5, 9));
+        assert_eq!(layer("roads-lowzoom").tables, only(&["planet_osm_roads"]));
+        assert_eq!(layer("place-names-lowzoom").zooms, ZoomMask::range(4, 9));
         let building = ["building".to_string()];
         assert_eq!(
             reads.zooms_for(
@@ -1467,7 +1480,7 @@ mod tests {
             .contains(10));
         // …unless its columns say no layer but buildings can draw it.
         let null: Vec<String> = [
-            "landuse", "leisure", "natural", "amenity", "water", "waterway", "name",
+            "landuse", "leisure", "natural", "amenity", "water", "waterway", "name", "boundary",
         ]
         .map(String::from)
         .into();

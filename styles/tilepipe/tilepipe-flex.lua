@@ -10,8 +10,9 @@
 
 -- Tag columns every table has; the other tags go to the `tags` hstore.
 local columns = {
-    'access', 'amenity', 'bridge', 'building', 'highway', 'landuse', 'leisure',
-    'name', 'natural', 'place', 'railway', 'service', 'tunnel', 'water', 'waterway',
+    'access', 'admin_level', 'amenity', 'boundary', 'bridge', 'building', 'highway',
+    'landuse', 'leisure', 'name', 'natural', 'place', 'railway', 'service', 'tunnel',
+    'water', 'waterway',
 }
 
 local function table_columns(geometry_type)
