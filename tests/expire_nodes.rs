@@ -7,6 +7,10 @@
 //! A crash between a batch's commit and its commit-position stamp leaves
 //! the backlog unstamped: delivery stamps it and delivers. A node nobody
 //! listens for keeps its backlog, reported down with its size.
+//!
+//! `tilepipe status` shows each node's backlog and its standby's replay
+//! lag; a standby nobody listens for is shown unreachable, and the exit
+//! code stays the replication one (0).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -168,4 +172,113 @@ fn an_unstamped_backlog_is_delivered_and_a_down_node_keeps_its_own() {
         stopping.elapsed()
     );
     let _ = stop_server.send(());
+}
+
+#[test]
+fn status_shows_each_nodes_backlog_and_standby() {
+    let url = PgCluster::shared()
+        .create_database("expire_nodes_status")
+        .unwrap();
+    let mut client = tilepipe_testkit::db::connect(&url);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A local feed one sequence ahead of the database.
+    let feed = dir.path().join("feed");
+    std::fs::create_dir_all(&feed).unwrap();
+    let now = chrono::Utc::now();
+    for (sequence, timestamp) in [(42, now - chrono::Duration::minutes(1)), (43, now)] {
+        let state = tilepipe::replication::ReplicationState {
+            sequence,
+            timestamp,
+        };
+        let path = feed.join(format!(
+            "{}.state.txt",
+            tilepipe::replication::feed::sequence_path(sequence)
+        ));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, state.to_state_file()).unwrap();
+        std::fs::write(feed.join("state.txt"), state.to_state_file()).unwrap();
+    }
+    let config = dir.path().join("tilepipe.yaml");
+    let silent_port = tilepipe_testkit::http::free_port();
+    let nodes = [
+        node("up", "127.0.0.1:7654".into(), &url),
+        node(
+            "down",
+            "127.0.0.1:7654".into(),
+            &format!("host=127.0.0.1 port={silent_port} dbname=gis"),
+        ),
+    ];
+    let mut yaml = String::from("expire:\n  nodes:\n");
+    for n in &nodes {
+        yaml.push_str(&format!(
+            "    - name: {}\n      renderd: \"{}\"\n      standby: \"{}\"\n      styles: [s, t]\n      min_zoom: 16\n",
+            n.name, n.renderd, n.standby
+        ));
+    }
+    std::fs::write(&config, yaml).unwrap();
+    tilepipe_testkit::cli::init_at(&config, &url, &format!("file://{}/", feed.display()), 42);
+
+    // One batch waits for both nodes.
+    let mut all = TileSet::new(18);
+    for (x, y) in [(140_000, 90_000), (140_100, 90_050)] {
+        all.insert(x, y);
+    }
+    let tiles = BatchTiles {
+        all,
+        styles: Default::default(),
+    };
+    let per_node: usize = 2
+        * (16..=18)
+            .map(|z| tiles.metatiles("s", z).len())
+            .sum::<usize>();
+    let mut tx = client.transaction().unwrap();
+    nodes::enqueue(&mut tx, "public", 42, &tiles, &nodes).unwrap();
+    tx.commit().unwrap();
+
+    let out = tilepipe_testkit::cli::tilepipe(&config, &url, &["status", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], 0);
+    let reported = v["nodes"].as_array().unwrap();
+    assert_eq!(reported.len(), 2, "{v}");
+    let up = &reported[0];
+    assert_eq!(up["name"], "up");
+    assert_eq!(up["backlog_batches"], 1);
+    assert_eq!(up["backlog_metatiles"], per_node as u64);
+    assert!(up["oldest_pending_sec"].as_i64().unwrap() >= 0, "{up}");
+    assert_eq!(up["standby_reachable"], true);
+    // The "standby" is the primary itself: nothing to replay.
+    assert_eq!(up["replay_lag_bytes"], 0, "{up}");
+    let down = &reported[1];
+    assert_eq!(down["name"], "down");
+    assert_eq!(down["backlog_metatiles"], per_node as u64);
+    assert_eq!(down["standby_reachable"], false);
+    assert!(down["replay_lag_bytes"].is_null(), "{down}");
+    assert!(
+        !down["standby_error"].as_str().unwrap().is_empty(),
+        "{down}"
+    );
+
+    let out = tilepipe_testkit::cli::tilepipe(&config, &url, &["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "Render node up: 1 batch(es), {per_node} metatile(s) pending, the oldest for "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("; standby replay 0 byte(s) behind\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Render node down: 1 batch(es), {per_node} metatile(s) pending"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("; standby unreachable ("), "{text}");
 }

@@ -3,13 +3,17 @@
 //! request template is filled (URL, headers, JSON body), keys are batched
 //! by `max_keys`, a failing endpoint is retried with backoff until it
 //! answers, and Varnish's request is `PURGE /` with an `xkey` header.
+//! Keys still pending when the server stops are sent, within
+//! `purge::FLUSH_LIMIT` even with a target that never answers.
 //! Varnish itself is exercised in `multi_node`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tilepipe::metrics::Metrics;
+use tilepipe::serve::config::ServeConfig;
 use tilepipe::serve::config::{PurgeConfig, PurgeRequest};
 use tilepipe::serve::purge::{self, PurgeSender};
+use tilepipe::serve::Server;
 use tilepipe::tile::Metatile;
 use tilepipe_testkit::http::{Recorded, RecordingServer};
 
@@ -52,7 +56,12 @@ async fn keys_go_out_batched_and_are_retried_until_the_endpoint_answers() {
     purge::validate(&config).unwrap();
     let metrics = Arc::new(Metrics::new());
     let (sender, keys) = PurgeSender::channel();
-    let task = tokio::spawn(purge::run(config, keys, metrics.clone()));
+    let task = tokio::spawn(purge::run(
+        config,
+        keys,
+        metrics.clone(),
+        std::future::pending(),
+    ));
     // Three metatiles, one of them twice (two tiles of it): three keys.
     for (x, y) in [(2048, 1360), (2055, 1367), (2056, 1360), (100, 8)] {
         sender.purge("osm", Metatile { z: 12, x, y });
@@ -116,4 +125,65 @@ async fn keys_go_out_batched_and_are_retried_until_the_endpoint_answers() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_pending_at_shutdown_are_sent_within_the_flush_limit() {
+    // A gathering window of a minute: without the flush at shutdown the
+    // keys would never leave. The second target accepts connections but
+    // never answers (nobody reads its listen queue).
+    let varnish = RecordingServer::start(&[]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let settings = ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        purge: PurgeConfig {
+            varnish: vec![
+                format!("http://127.0.0.1:{}/", varnish.port),
+                format!("http://127.0.0.1:{silent_port}/"),
+            ],
+            requests: Vec::new(),
+            max_keys: 100,
+            delay_ms: 60_000,
+        },
+        ..ServeConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = Server::bind(settings, Vec::new(), None, metrics.clone())
+        .await
+        .unwrap();
+    let sender = server.purge_sender().expect("serve.purge is set");
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    for x in [2048, 4096] {
+        sender.purge("osm", Metatile { z: 12, x, y: 1360 });
+    }
+    // Let the purger take the keys and start its window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(varnish.requests().is_empty(), "sent before the window");
+
+    let stopping = Instant::now();
+    shutdown.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took <= purge::FLUSH_LIMIT + Duration::from_millis(300),
+        "stopping took {took:?}"
+    );
+    let requests = varnish.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].method, "PURGE");
+    assert_eq!(
+        requests[0].header("xkey"),
+        Some("osm/12/2048/1360 osm/12/4096/1360")
+    );
+    let text = metrics.render(None, None);
+    assert!(text.contains("tilepipe_purged_keys_total 2\n"), "{text}");
+    drop(silent);
 }

@@ -7,8 +7,13 @@
 //! That failure is read from the database, where the daemon records it
 //! (see [`crate::daemon::APPLY_FAILURE_PROPERTY`]): status needs no access
 //! to the daemon's HTTP port, and sees it even while the daemon restarts.
+//!
+//! With `expire.nodes`, each render node follows: its backlog, read from
+//! the backlog table, and how far its standby's replay is behind. Neither
+//! changes the exit code: a standby that cannot be asked is shown as such.
 
 use crate::config::Config;
+use crate::expire::nodes::{backlog_summary, replay_lag_bytes, BacklogSummary};
 use crate::redact::secrets;
 use crate::replication::client::{FeedClient, RetryPolicy};
 use crate::replication::position::{read_position, read_property, Position, StoredPosition};
@@ -274,15 +279,100 @@ pub fn gather(config: &Config) -> anyhow::Result<Status> {
     })
 }
 
+/// A render node of `expire.nodes`, as status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeReport {
+    /// The node's name.
+    pub name: String,
+    /// What waits for it in the backlog table.
+    pub backlog: BacklogSummary,
+    /// WAL bytes its standby's replay is behind the primary, or why the
+    /// standby could not be asked.
+    pub replay_lag: Result<u64, String>,
+}
+
+impl NodeReport {
+    fn text(&self) -> String {
+        let backlog = if self.backlog.batches == 0 {
+            "nothing pending".to_string()
+        } else {
+            format!(
+                "{} batch(es), {} metatile(s) pending, the oldest for {}",
+                self.backlog.batches,
+                self.backlog.metatiles,
+                format_span(self.backlog.oldest_pending_seconds as i64)
+            )
+        };
+        let standby = match &self.replay_lag {
+            Ok(bytes) => format!("standby replay {bytes} byte(s) behind"),
+            Err(e) => format!("standby unreachable ({e})"),
+        };
+        format!("Render node {}: {backlog}; {standby}\n", self.name)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut value = serde_json::json!({
+            "name": self.name,
+            "backlog_batches": self.backlog.batches,
+            "backlog_metatiles": self.backlog.metatiles,
+            "oldest_pending_sec": self.backlog.oldest_pending_seconds as i64,
+            "standby_reachable": self.replay_lag.is_ok(),
+            "replay_lag_bytes": self.replay_lag.as_ref().ok(),
+        });
+        if let Err(e) = &self.replay_lag {
+            value["standby_error"] = e.clone().into();
+        }
+        value
+    }
+}
+
+/// `json` (one object, as [`Status::to_json`] writes it) with a `nodes`
+/// array last; unchanged without nodes, so osm2pgsql's shape stays.
+pub fn json_with_nodes(mut json: String, nodes: &[NodeReport]) -> String {
+    if nodes.is_empty() {
+        return json;
+    }
+    let nodes = serde_json::Value::Array(nodes.iter().map(NodeReport::json).collect());
+    json.pop();
+    let _ = write!(json, ", \"nodes\": {nodes}}}");
+    json
+}
+
+/// Each render node of `expire.nodes`: its backlog from the primary, and
+/// its standby's replay lag (one attempt, with the delivery's connect
+/// timeout).
+pub fn gather_nodes(config: &Config) -> anyhow::Result<Vec<NodeReport>> {
+    let nodes = &config.expire.nodes;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut db = super::connect_db(config)?;
+    let backlog = backlog_summary(&mut db, &config.database.middle_schema)?;
+    Ok(nodes
+        .iter()
+        .map(|node| NodeReport {
+            name: node.name.clone(),
+            backlog: backlog.get(&node.name).cloned().unwrap_or_default(),
+            replay_lag: replay_lag_bytes(&mut db, node),
+        })
+        .collect())
+}
+
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let status = gather(config)?;
+    let nodes = gather_nodes(config)?;
     let now = Utc::now();
     if args.json {
-        println!("{}", status.to_json(now));
-    } else if status.code() == 0 {
-        print!("{}", status.to_text(now));
+        println!("{}", json_with_nodes(status.to_json(now), &nodes));
     } else {
-        tracing::error!("{}", status.to_text(now).trim_end());
+        if status.code() == 0 {
+            print!("{}", status.to_text(now));
+        } else {
+            tracing::error!("{}", status.to_text(now).trim_end());
+        }
+        for node in &nodes {
+            print!("{}", node.text());
+        }
     }
     Ok(ExitCode::from(status.code()))
 }
@@ -362,5 +452,37 @@ mod tests {
         let text = failing.to_text(now);
         assert!(text.starts_with("Applying sequences 4666828..=4666830 is failing since 2021-08-17T13:00:05+00:00 (3 attempt(s)): db error: deadlock\n"), "{text}");
         assert_eq!(text.lines().count(), 5);
+    }
+
+    #[test]
+    fn nodes_follow_the_status() {
+        let behind = NodeReport {
+            name: "a".into(),
+            backlog: BacklogSummary {
+                batches: 2,
+                metatiles: 180,
+                oldest_pending_seconds: 63.4,
+            },
+            replay_lag: Ok(4096),
+        };
+        let down = NodeReport {
+            name: "b".into(),
+            backlog: BacklogSummary::default(),
+            replay_lag: Err("connection refused".into()),
+        };
+        assert_eq!(
+            behind.text(),
+            "Render node a: 2 batch(es), 180 metatile(s) pending, the oldest for 1 minute(s) 3 second(s); standby replay 4096 byte(s) behind\n"
+        );
+        assert_eq!(
+            down.text(),
+            "Render node b: nothing pending; standby unreachable (connection refused)\n"
+        );
+        let json = json_with_nodes("{\"status\": 1}".into(), &[behind, down]);
+        assert_eq!(
+            json,
+            "{\"status\": 1, \"nodes\": [{\"backlog_batches\":2,\"backlog_metatiles\":180,\"name\":\"a\",\"oldest_pending_sec\":63,\"replay_lag_bytes\":4096,\"standby_reachable\":true},{\"backlog_batches\":0,\"backlog_metatiles\":0,\"name\":\"b\",\"oldest_pending_sec\":0,\"replay_lag_bytes\":null,\"standby_error\":\"connection refused\",\"standby_reachable\":false}]}"
+        );
+        assert_eq!(json_with_nodes("{}".into(), &[]), "{}");
     }
 }

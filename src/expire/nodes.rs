@@ -256,6 +256,95 @@ fn backlog_exists(client: &mut impl GenericClient, schema: &str) -> Result<bool,
         .get(0))
 }
 
+/// One node's backlog as the table holds it (`tilepipe status`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BacklogSummary {
+    /// Batches with rows left.
+    pub batches: u64,
+    /// Metatiles left, over all styles.
+    pub metatiles: u64,
+    /// Seconds since the oldest row left was queued (0 when none).
+    pub oldest_pending_seconds: f64,
+}
+
+/// Every node's backlog, by node name, from the table in `schema`; a node
+/// without rows (or no table yet) is absent.
+pub fn backlog_summary(
+    client: &mut impl GenericClient,
+    schema: &str,
+) -> Result<std::collections::BTreeMap<String, BacklogSummary>, BacklogError> {
+    let mut summary = std::collections::BTreeMap::new();
+    if !backlog_exists(client, schema)? {
+        return Ok(summary);
+    }
+    let rows = client.query(
+        &format!(
+            "SELECT node, count(DISTINCT batch_end)::int8, sum(count)::int8,
+                    extract(epoch FROM now() - min(queued))::float8
+             FROM {} GROUP BY node",
+            backlog_table(schema)
+        ),
+        &[],
+    )?;
+    for row in &rows {
+        let batches: i64 = row.get(1);
+        let metatiles: i64 = row.get(2);
+        let oldest: f64 = row.get(3);
+        summary.insert(
+            row.get(0),
+            BacklogSummary {
+                batches: batches as u64,
+                metatiles: metatiles as u64,
+                oldest_pending_seconds: oldest.max(0.0),
+            },
+        );
+    }
+    Ok(summary)
+}
+
+/// The primary's WAL insert position, as a byte offset.
+fn insert_lsn(client: &mut impl GenericClient) -> Result<u64, postgres::Error> {
+    let lsn: i64 = client
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
+            &[],
+        )?
+        .get(0);
+    Ok(lsn as u64)
+}
+
+/// Whether the server is in recovery, and how far it has replayed: a
+/// server that is not in recovery (the node reads the primary itself, or
+/// a promoted standby) has everything committed, its own insert position.
+fn replay_position(client: &mut impl GenericClient) -> Result<(bool, u64), postgres::Error> {
+    let row = client.query_one(
+        "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery()
+                THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8
+                ELSE (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 END",
+        &[],
+    )?;
+    // NULL: a standby that has replayed nothing since it started.
+    Ok((row.get(0), row.get::<_, Option<i64>>(1).unwrap_or(0) as u64))
+}
+
+/// How many WAL bytes `node`'s standby has still to replay to reach the
+/// primary's insert position now; the error says why the standby could
+/// not be asked (`tilepipe status` shows it, it is no failure there).
+pub fn replay_lag_bytes(
+    primary: &mut impl GenericClient,
+    node: &RenderNode,
+) -> Result<u64, String> {
+    let mut standby = crate::db::resolve(&node.standby, &crate::db::ProcessEnv)
+        .map_err(|e| format!("expire.nodes[{}].standby: {e}", node.name))?;
+    standby.connect_timeout(DB_CONNECT_TIMEOUT);
+    let primary_lsn = insert_lsn(primary).map_err(|e| format!("primary: {e}"))?;
+    let mut client = standby
+        .connect(postgres::NoTls)
+        .map_err(|e| crate::redact::secrets(&e.to_string()).into_owned())?;
+    let (_, replayed) = replay_position(&mut client).map_err(|e| e.to_string())?;
+    Ok(primary_lsn.saturating_sub(replayed))
+}
+
 /// One backlog row.
 #[derive(Debug, Clone)]
 struct BacklogRow {
@@ -551,15 +640,10 @@ impl NodeWorker {
         let schema = self.schema.clone();
         let node = self.node.name.clone();
         let client = self.primary()?;
-        let primary_lsn: i64 = client
-            .query_one(
-                "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
-                &[],
-            )?
-            .get(0);
+        let primary_lsn = insert_lsn(client)?;
         if !backlog_exists(client, &schema)? {
             self.set_backlog(&[]);
-            return Ok((Vec::new(), primary_lsn as u64));
+            return Ok((Vec::new(), primary_lsn));
         }
         let table = backlog_table(&schema);
         // Visible here means committed: the position now is past it.
@@ -600,24 +684,16 @@ impl NodeWorker {
         }
         self.set_backlog(&backlog);
         self.status.oldest_pending_seconds = oldest;
-        Ok((backlog, primary_lsn as u64))
+        Ok((backlog, primary_lsn))
     }
 
-    /// The standby's replay position. A server that is not in recovery
-    /// (the node reads the primary itself, or a promoted standby) has
-    /// everything committed: its own insert position.
+    /// The standby's replay position (see [`replay_position`]).
     fn replay_lsn(&mut self) -> Result<u64, postgres::Error> {
         if self.standby_client.as_mut().is_none_or(|c| c.is_closed()) {
             self.standby_client = Some(self.standby.connect(postgres::NoTls)?);
         }
         let client = self.standby_client.as_mut().expect("connected above");
-        let row = client.query_one(
-            "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery()
-                    THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8
-                    ELSE (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 END",
-            &[],
-        )?;
-        let in_recovery: bool = row.get(0);
+        let (in_recovery, replayed) = replay_position(client)?;
         if !in_recovery && !self.warned_not_standby {
             // Right for a node reading the primary itself; a mistake if
             // the connection was meant for a standby.
@@ -628,8 +704,7 @@ impl NodeWorker {
             );
         }
         self.warned_not_standby = !in_recovery;
-        // NULL: a standby that has replayed nothing since it started.
-        Ok(row.get::<_, Option<i64>>(1).unwrap_or(0) as u64)
+        Ok(replayed)
     }
 
     fn delete_row(&mut self, row: &BacklogRow) -> Result<(), BacklogError> {

@@ -258,19 +258,32 @@ impl Server {
             keepalive: settings.keepalive_timeout(),
             max_connections: settings.max_connections,
         };
+        let (stop_purger, purger_stopped) = tokio::sync::oneshot::channel::<()>();
         let purger = self.purge_keys.map(|keys| {
             tokio::spawn(purge::run(
                 settings.purge.clone(),
                 keys,
                 self.state.metrics.clone(),
+                async move {
+                    let _ = purger_stopped.await;
+                },
             ))
         });
         let router = routes::router(self.state);
         tracing::info!(address = %self.addr, "serving tiles");
         connections::serve(self.listener, router, limits, shutdown).await;
-        // Keys still gathering are dropped: the caches expire them.
-        if let Some(purger) = purger {
-            purger.abort();
+        // Keys still gathering or waiting for a retry get a last, bounded
+        // attempt (`purge::FLUSH_LIMIT`); the purger ends itself before
+        // the limit, the abort is for a send that overran it.
+        if let Some(mut purger) = purger {
+            let _ = stop_purger.send(());
+            if tokio::time::timeout(purge::FLUSH_LIMIT, &mut purger)
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopping: cache purges still running are dropped");
+                purger.abort();
+            }
         }
         Ok(())
     }

@@ -15,11 +15,18 @@
 //!
 //! A target that fails (down, or not 2xx) keeps its keys and is tried
 //! again with capped backoff; the others go on.
+//!
+//! When the server stops, keys still gathering or waiting for a retry are
+//! sent once more, to all targets at once, for at most [`FLUSH_LIMIT`]:
+//! a tile re-rendered just before a restart would otherwise stay stale in
+//! the caches until its TTL. What a target does not take in that time is
+//! dropped with a warning.
 
 use super::config::{PurgeConfig, PurgeRequest};
 use crate::metrics::Metrics;
 use crate::tile::{Metatile, METATILE};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -73,6 +80,12 @@ struct Target {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long stopping waits for the last purges: a restart is not held up
+/// by a cache that does not answer.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+/// The final flush's own limit, a little under [`FLUSH_LIMIT`], so that it
+/// ends (and says what it dropped) before the server stops waiting.
+const FINAL_SEND_LIMIT: Duration = Duration::from_millis(1800);
 /// Longer than any purge should take; a target that does not answer in
 /// time is retried like one that failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,12 +169,15 @@ fn targets(config: &PurgeConfig) -> Vec<(String, PurgeRequest)> {
 }
 
 /// Sends the keys arriving on `keys` to every target of `config` until
-/// the channel closes; then tries once more to send what is pending.
+/// `stop` completes or the channel closes; then sends what is pending
+/// once more (see [`FLUSH_LIMIT`]) and returns.
 pub async fn run(
     config: PurgeConfig,
     mut keys: mpsc::UnboundedReceiver<String>,
     metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
     let http = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
         Ok(http) => http,
         Err(e) => return warn!("no cache purges: {e}"),
@@ -192,16 +208,24 @@ pub async fn run(
         let woke = tokio::select! {
             key = keys.recv(), if open => key.map_or(Woke::Closed, Woke::Key),
             _ = sleep_until(retry_at) => Woke::Retry,
+            _ = &mut stop => Woke::Stop,
         };
         match woke {
             Woke::Key(key) => {
                 add(&mut targets, key);
                 metrics.set_purge_pending(pending(&targets));
                 // Gather what else comes within the window.
-                tokio::time::sleep(window).await;
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(window) => false,
+                    _ = &mut stop => true,
+                };
+                if stopped {
+                    break;
+                }
             }
             Woke::Closed => open = false,
             Woke::Retry => {}
+            Woke::Stop => break,
         }
         loop {
             match keys.try_recv() {
@@ -226,6 +250,39 @@ pub async fn run(
         }
         metrics.set_purge_pending(pending(&targets));
     }
+    // Stopping: whatever arrived, and every target's pending keys, backoff
+    // or not, get one last attempt.
+    while let Ok(key) = keys.try_recv() {
+        add(&mut targets, key);
+    }
+    if pending(&targets) > 0 {
+        flush(&http, &mut targets, config.max_keys, &metrics).await;
+    }
+}
+
+/// The last attempt for every target's pending keys, all targets at once
+/// and within [`FINAL_SEND_LIMIT`]; what is left is dropped and counted in
+/// a warning (the caches expire those tiles with their TTL).
+async fn flush(http: &reqwest::Client, targets: &mut [Target], max_keys: usize, metrics: &Metrics) {
+    let sends = targets
+        .iter_mut()
+        .filter(|t| !t.pending.is_empty())
+        .map(|target| send(http, target, max_keys, metrics));
+    let finished = tokio::time::timeout(FINAL_SEND_LIMIT, futures_util::future::join_all(sends))
+        .await
+        .is_ok();
+    for target in targets.iter_mut() {
+        if !target.pending.is_empty() {
+            let why = if finished { "failed" } else { "timed out" };
+            warn!(
+                url = target.request.url,
+                keys = target.pending.len(),
+                "stopping: the last cache purge {why}; those tiles stay cached until they expire"
+            );
+            target.pending.clear();
+        }
+    }
+    metrics.set_purge_pending(0);
 }
 
 /// Keys waiting, over all targets.
@@ -238,6 +295,7 @@ enum Woke {
     Key(String),
     Closed,
     Retry,
+    Stop,
 }
 
 async fn sleep_until(at: Option<Instant>) {
