@@ -26,13 +26,12 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tilepipe::osm::changeset::{Action, Change};
-use tilepipe::osm::{Location, Object};
+use tilepipe::osm::Object;
 use tilepipe::replication::state::ReplicationState;
 use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
 use tilepipe_testkit::feedgen::FeedWriter;
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::multi::ServeNode;
+use tilepipe_testkit::multi::{moved_east, ServeNode};
 use tilepipe_testkit::paths::tilepipe_bin;
 use tilepipe_testkit::varnish::Varnish;
 use tilepipe_testkit::{http, PgCluster};
@@ -85,26 +84,6 @@ fn main() {
             fresh[fresh.len() / 2]
         );
     }
-}
-
-/// The building's corner nodes moved east by `dlon`, as version + `bump`.
-fn moved(corners: &[tilepipe::osm::Node], dlon: f64, bump: u32) -> Vec<Change> {
-    corners
-        .iter()
-        .map(|node| {
-            let mut node = node.clone();
-            let at = node.location.unwrap();
-            node.location = Some(Location {
-                lon: at.lon + dlon,
-                lat: at.lat,
-            });
-            node.meta.version = node.meta.version.map(|v| v + bump);
-            Change {
-                action: Action::Modify,
-                object: Object::Node(node),
-            }
-        })
-        .collect()
 }
 
 /// The shipped VCL with the first `nodes.len()` example backends pointed
@@ -312,7 +291,7 @@ fn measure(count: usize) -> Figures {
                 sequence: START + u64::from(edit),
                 timestamp: chrono::Utc::now(),
             },
-            &moved(&corners, dlon, edit),
+            &moved_east(&corners, dlon, edit),
         )
         .unwrap();
         let published = Instant::now();

@@ -688,6 +688,33 @@ fn stat_existing(path: &Path) -> Result<Option<FileStat>, MetatileError> {
     }))
 }
 
+/// Every finished metatile file below `dir`, recursively: `.meta` files
+/// that are not a renderer's temporary file (those start with a dot or
+/// end in `.tmp`). Unreadable directories and entries vanishing during the
+/// walk are skipped, since renders and sweeps run alongside.
+pub fn finished_metatile_files(dir: &Path) -> Vec<fs::DirEntry> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in listing.flatten() {
+            let Ok(kind) = item.file_type() else { continue };
+            if kind.is_dir() {
+                pending.push(item.path());
+                continue;
+            }
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_file() && !name.starts_with('.') && name.ends_with(".meta") {
+                found.push(item);
+            }
+        }
+    }
+    found
+}
+
 /// Not found, or a path component that is a file (`ENOTDIR`): either way
 /// there is no metatile.
 pub fn is_missing(e: &io::Error) -> bool {

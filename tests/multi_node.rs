@@ -28,13 +28,12 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tilepipe::osm::changeset::{Action, Change};
 use tilepipe::osm::{Location, Object, Way};
 use tilepipe::replication::state::ReplicationState;
 use tilepipe_testkit::cli::{assert_success, init_at, tilepipe};
 use tilepipe_testkit::feedgen::FeedWriter;
 use tilepipe_testkit::feedserver::FeedServer;
-use tilepipe_testkit::multi::ServeNode;
+use tilepipe_testkit::multi::{moved_east, ServeNode};
 use tilepipe_testkit::varnish::Varnish;
 use tilepipe_testkit::{http, PgCluster};
 
@@ -62,27 +61,6 @@ fn building(town: &tilepipe_testkit::OsmData) -> (Way, Vec<tilepipe::osm::Node>)
         })
         .collect();
     (way, corners)
-}
-
-/// The building's corners moved east by `dlon` degrees, as version
-/// `bump` after the original.
-fn moved(corners: &[tilepipe::osm::Node], dlon: f64, bump: u32) -> Vec<Change> {
-    corners
-        .iter()
-        .map(|node| {
-            let mut node = node.clone();
-            let at = node.location.unwrap();
-            node.location = Some(Location {
-                lon: at.lon + dlon,
-                lat: at.lat,
-            });
-            node.meta.version = node.meta.version.map(|v| v + bump);
-            Change {
-                action: Action::Modify,
-                object: Object::Node(node),
-            }
-        })
-        .collect()
 }
 
 /// The z17 tile path of a point.
@@ -389,7 +367,7 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
                 sequence: START + 1,
                 timestamp: chrono::Utc::now(),
             },
-            &moved(&corners, 0.0004, 1),
+            &moved_east(&corners, 0.0004, 1),
         )
         .unwrap();
     let published = Instant::now();
@@ -493,7 +471,7 @@ fn expiry_reaches_each_node_once_its_standby_replayed_the_edit() {
                 sequence: START + 2,
                 timestamp: chrono::Utc::now(),
             },
-            &moved(&corners, -0.0004, 2),
+            &moved_east(&corners, -0.0004, 2),
         )
         .unwrap();
     let mut second_edit = Vec::new();

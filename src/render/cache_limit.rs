@@ -147,38 +147,20 @@ fn file_time(seconds: i64, nanos: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + since_epoch
 }
 
-/// Every finished metatile under `dir`, recursively. Unreadable
-/// directories and files vanishing under the walk are skipped: renders
-/// and other sweeps run alongside.
+/// Every finished metatile under `dir` with what eviction needs to know
+/// of it (see [`crate::metatile::finished_metatile_files`]).
 fn scan(dir: &Path, entries: &mut Vec<Entry>) {
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(listing) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for item in listing.flatten() {
-            let Ok(kind) = item.file_type() else { continue };
-            let path = item.path();
-            if kind.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            if !kind.is_file() || name.starts_with('.') || !name.ends_with(".meta") {
-                continue;
-            }
-            let Ok(meta) = item.metadata() else { continue };
-            let modified = file_time(meta.mtime(), meta.mtime_nsec());
-            let accessed = file_time(meta.atime(), meta.atime_nsec());
-            entries.push(Entry {
-                path,
-                bytes: meta.blocks() * 512,
-                last_used: accessed.max(modified),
-                modified,
-                device: meta.dev(),
-            });
-        }
+    for item in crate::metatile::finished_metatile_files(dir) {
+        let Ok(meta) = item.metadata() else { continue };
+        let modified = file_time(meta.mtime(), meta.mtime_nsec());
+        let accessed = file_time(meta.atime(), meta.atime_nsec());
+        entries.push(Entry {
+            path: item.path(),
+            bytes: meta.blocks() * 512,
+            last_used: accessed.max(modified),
+            modified,
+            device: meta.dev(),
+        });
     }
 }
 

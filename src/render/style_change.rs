@@ -80,8 +80,8 @@ pub fn mark_older_than_style(
             continue;
         }
         let render_now = render_max_zoom.is_some_and(|max| z <= max);
-        for path in metatile_files(&dir) {
-            mark_one(&path, style_time, render_now, &mut report);
+        for item in crate::metatile::finished_metatile_files(&dir) {
+            mark_one(&item.path(), style_time, render_now, &mut report);
         }
     }
     Ok(report)
@@ -194,32 +194,6 @@ fn metatile_of(file: &File, path: &Path) -> Option<Metatile> {
         x: u32::try_from(header.x).ok()?,
         y: u32::try_from(header.y).ok()?,
     })
-}
-
-/// Finished metatile files below `dir` (renderers' temporary files start
-/// with a dot or end in `.tmp`).
-fn metatile_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(listing) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for item in listing.flatten() {
-            let Ok(kind) = item.file_type() else { continue };
-            let path = item.path();
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file() {
-                let name = item.file_name();
-                let name = name.to_string_lossy();
-                if !name.starts_with('.') && name.ends_with(".meta") {
-                    found.push(path);
-                }
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

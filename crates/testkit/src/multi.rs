@@ -158,3 +158,29 @@ impl Drop for ServeNode {
         self.kill();
     }
 }
+
+/// `corners` (a building's nodes) moved east by `dlon` degrees, each as
+/// its version plus `bump`: the edit the multi-node test and bench publish.
+pub fn moved_east(
+    corners: &[tilepipe::osm::Node],
+    dlon: f64,
+    bump: u32,
+) -> Vec<tilepipe::osm::changeset::Change> {
+    use tilepipe::osm::changeset::{Action, Change};
+    corners
+        .iter()
+        .map(|node| {
+            let mut node = node.clone();
+            let at = node.location.expect("a building corner has a location");
+            node.location = Some(tilepipe::osm::Location {
+                lon: at.lon + dlon,
+                lat: at.lat,
+            });
+            node.meta.version = node.meta.version.map(|v| v + bump);
+            Change {
+                action: Action::Modify,
+                object: tilepipe::osm::Object::Node(node),
+            }
+        })
+        .collect()
+}
