@@ -1,7 +1,7 @@
 //! `/health`: 200 while replication keeps up and applying works, else 503;
 //! the JSON body says why.
 
-use super::{finish, Shared};
+use super::{finish, AppState, Shared};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -25,17 +25,27 @@ pub(super) async fn health(State(state): State<Shared>) -> Response<Body> {
         "last_apply": state.metrics.last_apply().map(rfc3339),
         "renderer": state.queue.is_some(),
     });
-    let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = if unhealthy {
+    let status = if unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
+    live_json(&state, status, &body)
+}
+
+/// A JSON answer about the process right now: never cached.
+pub(super) fn live_json(
+    state: &AppState,
+    status: StatusCode,
+    body: &serde_json::Value,
+) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    finish(&state, r)
+    finish(state, r)
 }

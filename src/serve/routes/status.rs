@@ -3,11 +3,11 @@
 //! can watch it move without reading Prometheus text. Open to everyone,
 //! like `/health`: counts and times only, no paths or errors.
 
-use super::{finish, Shared};
+use super::Shared;
 use crate::render::queue::Priority;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Response};
+use axum::http::{Response, StatusCode};
 
 pub(super) async fn status(State(state): State<Shared>) -> Response<Body> {
     let metrics = &state.metrics;
@@ -48,12 +48,5 @@ pub(super) async fn status(State(state): State<Shared>) -> Response<Body> {
         "last_batch": last_batch,
         "render": render,
     });
-    let mut r = Response::new(Body::from(body.to_string()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    finish(&state, r)
+    super::health::live_json(&state, StatusCode::OK, &body)
 }
