@@ -59,9 +59,17 @@ impl Drop for ServeProcess {
 
 /// `tilepipe serve --no-render` on a free loopback port, once it listens.
 pub(crate) fn start_serve(config: &Path, url: &str) -> ServeProcess {
+    start_serve_with(config, url, &["--no-render"])
+}
+
+/// `tilepipe serve` with `options` on a free loopback port, once it
+/// listens.
+pub(crate) fn start_serve_with(config: &Path, url: &str, options: &[&str]) -> ServeProcess {
     let mut child = Command::new(tilepipe_bin())
         .args(["-c", config.to_str().unwrap(), "-d", url])
-        .args(["serve", "--no-render", "--listen", "127.0.0.1:0"])
+        .arg("serve")
+        .args(options)
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

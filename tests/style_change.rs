@@ -7,51 +7,17 @@
 //! client asks for it over HTTP, and the counts are on `/metrics`.
 
 use std::fs::{File, FileTimes};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tilepipe::metatile::{touched_mtime, TileStore};
 use tilepipe::tile::Metatile;
-use tilepipe_testkit::paths::tilepipe_bin;
 
 const STYLE: &str = "plain";
 
-struct Serve {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `tilepipe serve` with its renderer, on a free loopback port, once it
 /// listens. No database: the plain style reads none.
-fn start_serve(config: &Path) -> Serve {
-    let mut child = Command::new(tilepipe_bin())
-        .args(["-c", config.to_str().unwrap()])
-        .args(["-d", "postgresql://127.0.0.1:1/none"])
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("serve printed {line:?}"));
-    Serve { child, port }
+fn start_serve(config: &Path) -> crate::data_bounds::ServeProcess {
+    crate::data_bounds::start_serve_with(config, "postgresql://127.0.0.1:1/none", &[])
 }
 
 fn set_mtime(path: &Path, mtime: SystemTime) {
