@@ -172,6 +172,8 @@ struct Shared {
     /// first insert: `insert` looks every column up in the row, and an
     /// existing string spares Lua interning the name again each time.
     column_keys: Vec<Vec<mlua::String>>,
+    /// A column's text before COPY escaping, reused from row to row.
+    column_text: String,
 }
 
 type SharedRef = Rc<RefCell<Shared>>;
@@ -976,6 +978,7 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
         rows,
         object_table,
         column_keys,
+        column_text,
         ..
     } = &mut *shared;
     let table = &tables[handle.index];
@@ -1076,10 +1079,13 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             }
             _ => {
                 let value: Value = row.raw_get(key)?;
-                value::convert(lua, column, &value)
-                    .map_err(fail)?
-                    .map(|text| escape_copy_text(&mut line, &text))
-                    .is_some()
+                column_text.clear();
+                let present =
+                    value::convert_into(lua, column, &value, column_text).map_err(fail)?;
+                if present {
+                    escape_copy_text(&mut line, column_text);
+                }
+                present
             }
         };
         if !present {
