@@ -24,7 +24,7 @@ use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, Rows, WayLookup};
 use super::settings::{DataBounds, ImportSettings, DATA_BOUNDS_PROPERTY};
 use super::ApplyError;
-use crate::osm::input::read_objects;
+use crate::osm::input::{read_objects, Metadata};
 use crate::osm::pbf_header::read_pbf_header;
 use crate::osm::{Location, Node, Object, ObjectType, Relation, Way};
 use crate::replication::state::format_timestamp;
@@ -689,6 +689,7 @@ fn read_and_process<S: RowSource>(
     read_objects(
         path,
         threads,
+        Metadata::Timestamps,
         |batch: Vec<Object>| -> Result<(), ApplyError> {
             let mut out = Outgoing::default();
             // Nodes and ways of the current section not yet processed.

@@ -24,7 +24,7 @@ use super::raster::{Commit, Expirer};
 use crate::apply::geom::{
     assemble_multipolygon, linestring, project, single_or_multi, way_polygon, MemberWay,
 };
-use crate::osm::input::{read_objects, InputError};
+use crate::osm::input::{read_objects, InputError, Metadata};
 use crate::osm::{Node, Object, ObjectId, ObjectType, Relation, Tags, Way};
 use geo::{Coord, Geometry, GeometryCollection, MultiLineString, Point};
 use std::cell::Cell;
@@ -221,31 +221,36 @@ fn tag<'t>(tags: &'t Tags, key: &str) -> Option<&'t str> {
 pub fn expire_osm_file(path: &Path, expirer: &mut Expirer) -> Result<FromOsmSummary, FromOsmError> {
     let mut builder = GeometryBuilder::new();
     let mut summary = FromOsmSummary::default();
-    read_objects(path, 2, |batch: Vec<Object>| -> Result<(), FromOsmError> {
-        for object in &batch {
-            if object.tags().is_empty() {
-                builder.add(object);
-                continue;
-            }
-            let id: ObjectId = object.object_id();
-            match id.kind {
-                ObjectType::Node => summary.nodes += 1,
-                ObjectType::Way => summary.ways += 1,
-                ObjectType::Relation => summary.relations += 1,
-            }
-            let Some(geometry) = builder.add(object) else {
-                summary.failed += 1;
-                continue;
-            };
-            match expirer.expire(id, &geometry) {
-                Commit::Added { .. } | Commit::Degraded { .. } => {}
-                Commit::Dropped | Commit::OverallLimitReached | Commit::Ignored => {
-                    summary.limited += 1
+    read_objects(
+        path,
+        2,
+        Metadata::Timestamps,
+        |batch: Vec<Object>| -> Result<(), FromOsmError> {
+            for object in &batch {
+                if object.tags().is_empty() {
+                    builder.add(object);
+                    continue;
+                }
+                let id: ObjectId = object.object_id();
+                match id.kind {
+                    ObjectType::Node => summary.nodes += 1,
+                    ObjectType::Way => summary.ways += 1,
+                    ObjectType::Relation => summary.relations += 1,
+                }
+                let Some(geometry) = builder.add(object) else {
+                    summary.failed += 1;
+                    continue;
+                };
+                match expirer.expire(id, &geometry) {
+                    Commit::Added { .. } | Commit::Degraded { .. } => {}
+                    Commit::Dropped | Commit::OverallLimitReached | Commit::Ignored => {
+                        summary.limited += 1
+                    }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     summary.incomplete_ways = builder.incomplete_ways();
     Ok(summary)
 }

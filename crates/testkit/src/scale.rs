@@ -282,10 +282,15 @@ pub fn scaled(data: &OsmData, copies: u32) -> Result<OsmData> {
 /// Reads an extract (`.osm.pbf`, `.osm`, `.osm.gz`) into memory.
 pub fn read_extract(path: &Path) -> Result<OsmData> {
     let mut data = OsmData::new();
-    tilepipe::osm::input::read_objects::<anyhow::Error>(path, 2, |batch| {
-        batch.into_iter().for_each(|o| data.insert(o));
-        Ok(())
-    })
+    tilepipe::osm::input::read_objects::<anyhow::Error>(
+        path,
+        2,
+        tilepipe::osm::input::Metadata::Full,
+        |batch| {
+            batch.into_iter().for_each(|o| data.insert(o));
+            Ok(())
+        },
+    )
     .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(data)
 }
