@@ -14,8 +14,8 @@
 
 use super::expire::{parse_expire_output, ExpireOutputDef, ExpireOutputHandle};
 use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
-use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
-use super::value::{self, escape_copy_text, write_integer};
+use super::table::{parse_table, ColumnDef, ColumnType, GeometryKind, TableDef};
+use super::value::{self, escape_copy_text, write_integer, ColumnSlot};
 use crate::apply::geom::postgis_sort_key;
 use crate::apply::geom::validity::surely_valid_geometry;
 use crate::apply::process::{NodeLocations, WayLookup};
@@ -172,8 +172,14 @@ struct Shared {
     /// first insert: `insert` looks every column up in the row, and an
     /// existing string spares Lua interning the name again each time.
     column_keys: Vec<Vec<mlua::String>>,
+    /// Per table, [`column_keys`](Self::column_keys) as a Lua sequence,
+    /// for [`value::read_columns`].
+    column_names: Vec<Option<Table>>,
     /// A column's text before COPY escaping, reused from row to row.
     column_text: String,
+    /// The plain columns' COPY text, and where each column's is.
+    column_bytes: Vec<u8>,
+    column_slots: Vec<ColumnSlot>,
 }
 
 type SharedRef = Rc<RefCell<Shared>>;
@@ -978,7 +984,10 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
         rows,
         object_table,
         column_keys,
+        column_names,
         column_text,
+        column_bytes,
+        column_slots,
         ..
     } = &mut *shared;
     let table = &tables[handle.index];
@@ -991,6 +1000,16 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             keys.push(lua.create_string(&column.name)?);
         }
     }
+    if column_names.len() < tables.len() {
+        column_names.resize_with(tables.len(), || None);
+    }
+    let names = match &column_names[handle.index] {
+        Some(names) => names,
+        None => column_names[handle.index].insert(lua.create_sequence_from(keys.iter().cloned())?),
+    };
+    let columns: Vec<&ColumnDef> = table.written_columns().collect();
+    column_bytes.clear();
+    value::read_columns(lua, &row, names, &columns, column_bytes, column_slots)?;
     if let Some(ids) = &table.ids {
         if !ids.kind.accepts(object.kind) {
             return Err(fail(format!(
@@ -1077,16 +1096,23 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
                     .map(|b| crate::apply::geom::ewkb::push_hex(&mut line, &b))
                     .is_some()
             }
-            _ => {
-                let value: Value = row.raw_get(key)?;
-                column_text.clear();
-                let present =
-                    value::convert_into(lua, column, &value, column_text).map_err(fail)?;
-                if present {
-                    escape_copy_text(&mut line, column_text);
+            _ => match &column_slots[index] {
+                ColumnSlot::Null => false,
+                ColumnSlot::Text(range) => {
+                    line.extend_from_slice(&column_bytes[range.clone()]);
+                    true
                 }
-                present
-            }
+                ColumnSlot::Convert => {
+                    let value: Value = row.raw_get(key)?;
+                    column_text.clear();
+                    let present =
+                        value::convert_into(lua, column, &value, column_text).map_err(fail)?;
+                    if present {
+                        escape_copy_text(&mut line, column_text);
+                    }
+                    present
+                }
+            },
         };
         if !present {
             line.extend_from_slice(b"\\N");
