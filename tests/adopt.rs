@@ -1282,4 +1282,131 @@ mod new_middle {
         let err = refused(&t.config, &t.url, &[]);
         assert_mentions(&err, &["attributes = true", "-x/--extra-attributes"]);
     }
+
+    /// osm2pgsql-replication 2.x's position (osm2pgsql's own
+    /// `replication_*` properties) is taken over, `tilepipe catchup`
+    /// carries on and moves it on, and `osm2pgsql-replication update`
+    /// (2.1.1) carries on from tilepipe's position.
+    #[test]
+    fn replication_position_is_handed_over_to_osm2pgsql_replication_2() {
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        const START: u64 = 5_000_000;
+        const BY_TILEPIPE: u64 = 5;
+        const BY_OSM2PGSQL: u64 = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
+        let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
+        let mut generator = FeedGenerator::new(town, 29, START, start_time, 60);
+        let mut diffs = Vec::new();
+        let mut data_at = Vec::new();
+        for _ in 0..BY_TILEPIPE + BY_OSM2PGSQL {
+            diffs.push(generator.next_diff());
+            data_at.push(generator.data().clone());
+        }
+        let feed_dir = dir.path().join("feed");
+        tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+        let server = FeedServer::start_blocking(&feed_dir).unwrap();
+        server.set_published(START + BY_TILEPIPE);
+
+        let url = PgCluster::shared()
+            .create_database("adopt2_replication")
+            .unwrap();
+        let mut client = tilepipe_testkit::db::connect(&url);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
+            .unwrap();
+        let style = flags(&["-S", peer.default_style.to_str().unwrap()]);
+        o2p::run_program(&peer.osm2pgsql, &url, ADOPTED, &style, false, &town_path);
+        // What `osm2pgsql-replication init` (2.x) records (its `init`
+        // finds the sequence from the import's date, which the town file
+        // does not have).
+        let start_text = tilepipe::replication::state::format_timestamp(start_time);
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {ADOPTED}.osm2pgsql_properties VALUES
+                       ('replication_base_url', $1), ('replication_sequence_number', $2),
+                       ('replication_timestamp', $3)"
+                ),
+                &[&server.url(), &START.to_string(), &start_text],
+            )
+            .unwrap();
+        let config = write_config(
+            dir.path(),
+            ADOPTED,
+            "replication:\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n",
+        );
+        let out = adopt(&config, &url, &[]);
+        assert_success(&out);
+        assert_mentions(
+            &text(&out.stdout),
+            &[
+                &format!("replication: osm2pgsql_properties at {}", server.url()),
+                &format!("continue replication after sequence {START}"),
+            ],
+        );
+
+        assert_success(&tilepipe(&config, &url, &["catchup"]));
+        let position = stored_position(&mut client);
+        assert_eq!(position.sequence, START + BY_TILEPIPE);
+        let compare = |client: &mut postgres::Client, data: &OsmData, twin: &str, stage: &str| {
+            let path = dir.path().join(format!("{twin}.osm"));
+            data.write_osm_file(&path).unwrap();
+            client
+                .batch_execute(&format!("CREATE SCHEMA {twin}"))
+                .unwrap();
+            o2p::run_program(&peer.osm2pgsql, &url, twin, &style, false, &path);
+            assert_tables_equal(client, twin, ADOPTED, &CLASSIC_TABLES, stage);
+            assert_new_middle_equal(client, twin, ADOPTED, PREFIX, stage);
+        };
+        compare(
+            &mut client,
+            &data_at[BY_TILEPIPE as usize - 1],
+            "twin_tilepipe",
+            "after tilepipe catchup",
+        );
+
+        server.publish_all();
+        let out = std::process::Command::new("/usr/bin/python3")
+            .arg(&peer.replication)
+            .args(["update", "-d", &url, "--middle-schema", ADOPTED])
+            .arg("--osm2pgsql-cmd")
+            .arg(&peer.osm2pgsql)
+            .arg("--")
+            .arg(format!("--output-pgsql-schema={ADOPTED}"))
+            .args(["--number-processes", "1"])
+            .args(&style)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "osm2pgsql-replication update (2.1.1): {}",
+            text(&out.stderr)
+        );
+        let end = START + BY_TILEPIPE + BY_OSM2PGSQL;
+        let sequence: String = client
+            .query_one(
+                &format!(
+                    "SELECT value FROM {ADOPTED}.osm2pgsql_properties
+                     WHERE property = 'replication_sequence_number'"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            sequence,
+            end.to_string(),
+            "osm2pgsql-replication applied the rest"
+        );
+        compare(
+            &mut client,
+            &data_at[end as usize - START as usize - 1],
+            "twin_osm2pgsql",
+            "after osm2pgsql-replication update",
+        );
+        server.shutdown();
+    }
 }
