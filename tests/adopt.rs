@@ -1281,6 +1281,35 @@ mod new_middle {
             .unwrap();
         let err = refused(&t.config, &t.url, &[]);
         assert_mentions(&err, &["attributes = true", "-x/--extra-attributes"]);
+
+        // Flat nodes and tagged nodes in a table as well.
+        client.batch_execute("CREATE SCHEMA with_nodes").unwrap();
+        let (_, town) = tilepipe_testkit::town::write_town_file(t.dir.path());
+        let nodes = t.dir.path().join("with_nodes.bin");
+        let options = flags(&[
+            "-S",
+            style,
+            "--flat-nodes",
+            nodes.to_str().unwrap(),
+            "--middle-with-nodes",
+        ]);
+        o2p::run_program(
+            &peer.osm2pgsql,
+            &t.url,
+            "with_nodes",
+            &options,
+            false,
+            &town,
+        );
+        let config = write_config(t.dir.path(), "with_nodes", "");
+        let err = refused(&config, &t.url, &[]);
+        assert_mentions(
+            &err,
+            &[
+                "with_nodes.planet_osm_nodes exists beside the flat-nodes file",
+                "--middle-with-nodes",
+            ],
+        );
     }
 
     /// osm2pgsql-replication 2.x's position (osm2pgsql's own

@@ -115,6 +115,19 @@ pub enum AdoptError {
         /// The file given.
         file: String,
     },
+    /// osm2pgsql 1.9+ recorded a flat-nodes file and there is a nodes
+    /// table too (`--middle-with-nodes`, tagged nodes kept in the table).
+    #[error(
+        "{table} exists beside the flat-nodes file {file} osm2pgsql recorded: it was run with \
+         --middle-with-nodes (tagged nodes in the table as well), which tilepipe does not \
+         support"
+    )]
+    MiddleWithNodes {
+        /// `schema.PREFIX_nodes`.
+        table: String,
+        /// The file.
+        file: String,
+    },
     /// The flat-nodes file given cannot be this database's.
     #[error("flat-nodes file {file}: {why}")]
     FlatNodesFile {
@@ -938,7 +951,15 @@ pub fn inspect(
         }
     }
     let expected = expected_outputs(requested)?;
-    let node_locations = check_slim(client, &middle, &expected, requested.flat_nodes.as_deref())?;
+    let recorded_flat_nodes = matches!(&recorded, Recorded::Osm2pgsqlNew(record)
+        if record.flat_node_file.is_some());
+    let node_locations = check_slim(
+        client,
+        &middle,
+        &expected,
+        requested.flat_nodes.as_deref(),
+        recorded_flat_nodes,
+    )?;
     let (layout, way_lookup, relation_lookup) = check_middle(client, &middle, &node_locations)?;
     let recorded_new = match &recorded {
         Recorded::Osm2pgsqlNew(_) => Some(true),
@@ -1032,6 +1053,7 @@ fn check_slim(
     middle: &MiddleTables,
     expected: &[ExpectedTable],
     flat_nodes: Option<&std::path::Path>,
+    recorded_flat_nodes: bool,
 ) -> Result<NodeLocations, AdoptError> {
     let (schema, prefix) = (middle.schema, middle.prefix);
     let has_ways = table_exists(client, schema, &middle.ways)?;
@@ -1075,6 +1097,10 @@ fn check_slim(
     let nodes_table = table_exists(client, schema, &middle.nodes)?;
     match (nodes_table, flat_nodes) {
         (true, None) => Ok(NodeLocations::Table),
+        (true, Some(file)) if recorded_flat_nodes => Err(AdoptError::MiddleWithNodes {
+            table: middle.qualified(&middle.nodes),
+            file: file.display().to_string(),
+        }),
         (true, Some(file)) => Err(AdoptError::NodesTableAndFlatNodes {
             table: middle.qualified(&middle.nodes),
             file: file.display().to_string(),
