@@ -1438,4 +1438,88 @@ mod new_middle {
         );
         server.shutdown();
     }
+
+    /// tilepipe's writer of the new layout, from empty tables to indexes,
+    /// gives what osm2pgsql 2.1.1 gives on the same data: equal rows, the
+    /// same indexes and functions, and the layout is detected as such.
+    #[test]
+    fn new_layout_written_by_tilepipe_equals_osm2pgsql_2() {
+        use tilepipe::apply::middle::{Middle, MiddleLayout};
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
+        let url = PgCluster::shared()
+            .create_database("middle_new_layout")
+            .unwrap();
+        let mut client = tilepipe_testkit::db::connect(&url);
+        client
+            .batch_execute("CREATE SCHEMA theirs; CREATE SCHEMA ours;")
+            .unwrap();
+        let style = flags(&["-S", peer.default_style.to_str().unwrap()]);
+        o2p::run_program(&peer.osm2pgsql, &url, "theirs", &style, false, &path);
+        let layout = MiddleLayout::Osm2pgsqlNew { bucket_index: true };
+        assert_eq!(
+            MiddleLayout::detect(&mut client, "theirs", PREFIX).unwrap(),
+            Some(layout)
+        );
+        let middle = Middle::with_layout("ours", PREFIX, layout);
+        middle.create(&mut client).unwrap();
+        middle.copy_nodes(&mut client, town.nodes.values()).unwrap();
+        middle.copy_ways(&mut client, town.ways.values()).unwrap();
+        middle
+            .copy_relations(&mut client, town.relations.values())
+            .unwrap();
+        middle.index_nodes(&mut client).unwrap();
+        middle.index_ways(&mut client).unwrap();
+        middle.index_relations(&mut client).unwrap();
+        let counts = assert_new_middle_equal(&mut client, "theirs", "ours", PREFIX, "written");
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+        let catalogue = |client: &mut postgres::Client, schema: &str| -> Vec<String> {
+            let indexes = client
+                .query(
+                    "SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes
+                     WHERE schemaname = $1 AND tablename LIKE 'planet_osm_%'
+                       AND tablename IN ('planet_osm_nodes', 'planet_osm_ways', 'planet_osm_rels')
+                     ORDER BY indexname",
+                    &[&schema],
+                )
+                .unwrap();
+            let functions = client
+                .query(
+                    "SELECT p.proname || '(' || pg_get_function_arguments(p.oid) || ') '
+                            || pg_get_function_result(p.oid) || ' ' || p.provolatile::text
+                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = $1 AND p.proname IN ('planet_osm_index_bucket', 'planet_osm_member_ids')
+                     ORDER BY 1",
+                    &[&schema],
+                )
+                .unwrap();
+            indexes.iter().chain(&functions).map(|r| r.get(0)).collect()
+        };
+        let (theirs, ours) = (
+            catalogue(&mut client, "theirs"),
+            catalogue(&mut client, "ours"),
+        );
+        assert_eq!(theirs.len(), 8, "{theirs:#?}");
+        assert_eq!(ours, theirs);
+        // The reverse lookups find the same through osm2pgsql's indexes.
+        let theirs_middle = Middle::with_layout("theirs", PREFIX, layout);
+        let node_ids: Vec<i64> = town.nodes.keys().copied().step_by(7).collect();
+        let way_ids: Vec<i64> = town.ways.keys().copied().collect();
+        for m in [&middle, &theirs_middle] {
+            let ways = m.ways_using_nodes(&mut client, &node_ids).unwrap();
+            let rels = m.relations_using(&mut client, &node_ids, &way_ids).unwrap();
+            assert!(!ways.is_empty() && !rels.is_empty());
+        }
+        assert_eq!(
+            middle
+                .relations_using(&mut client, &node_ids, &way_ids)
+                .unwrap(),
+            theirs_middle
+                .relations_using(&mut client, &node_ids, &way_ids)
+                .unwrap()
+        );
+    }
 }
