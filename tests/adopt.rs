@@ -19,8 +19,8 @@ use tilepipe_testkit::feedgen::{FeedGenerator, OsmData};
 use tilepipe_testkit::feedserver::FeedServer;
 use tilepipe_testkit::flex_compare::{self, Sides};
 use tilepipe_testkit::osm2pgsql::{
-    self as o2p, assert_middle_equal, assert_tables_equal, carto_variant, default_variant,
-    hstore_variant, Variant, CLASSIC_TABLES,
+    self as o2p, assert_middle_equal, assert_new_middle_equal, assert_tables_equal, carto_variant,
+    default_variant, hstore_variant, Variant, CLASSIC_TABLES,
 };
 use tilepipe_testkit::town::synthetic_town;
 use tilepipe_testkit::PgCluster;
@@ -53,9 +53,18 @@ impl OutputKind {
 
     /// `osm2pgsql --slim --create` (or `--append`) into `schema`, with
     /// `extra` options.
-    fn osm2pgsql(&self, url: &str, schema: &str, extra: &[String], append: bool, file: &Path) {
+    fn osm2pgsql(
+        &self,
+        program: &Path,
+        url: &str,
+        schema: &str,
+        extra: &[String],
+        append: bool,
+        file: &Path,
+    ) {
         match self {
-            OutputKind::Classic(variant) => o2p::run(
+            OutputKind::Classic(variant) => o2p::run_program(
+                program,
                 url,
                 schema,
                 &[&variant.flags[..], extra].concat(),
@@ -68,7 +77,7 @@ impl OutputKind {
                 args.extend(self.flags());
                 args.extend_from_slice(extra);
                 let env = [(FLEX_SCHEMA_VARIABLE, schema)];
-                if let Err(stderr) = o2p::try_run_with_env(url, &args, &env, file) {
+                if let Err(stderr) = o2p::try_run_program(program, url, &args, &env, file) {
                     panic!("osm2pgsql failed on {}: {stderr}", file.display());
                 }
             }
@@ -87,6 +96,26 @@ struct Twins {
     /// Node locations in a flat-nodes file per schema
     /// (`<dir>/<schema>.nodes`), not in nodes tables.
     flat_nodes: bool,
+    /// The osm2pgsql that imports and updates the twin.
+    peer: Peer,
+}
+
+/// Which osm2pgsql the twins are imported and updated with.
+#[derive(Clone)]
+enum Peer {
+    /// Debian 12's osm2pgsql 1.8 (legacy middle).
+    Debian18,
+    /// osm2pgsql 2.1.1 (new middle format), see `o2p::peer2`.
+    V2(o2p::Peer2),
+}
+
+impl Peer {
+    fn program(&self) -> PathBuf {
+        match self {
+            Peer::Debian18 => PathBuf::from("osm2pgsql"),
+            Peer::V2(peer) => peer.osm2pgsql.clone(),
+        }
+    }
 }
 
 fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
@@ -104,6 +133,10 @@ fn twins(name: &str, input: &Path, output: OutputKind) -> Twins {
 }
 
 fn twins_with(name: &str, input: &Path, output: OutputKind, flat_nodes: bool) -> Twins {
+    twins_of(Peer::Debian18, name, input, output, flat_nodes)
+}
+
+fn twins_of(peer: Peer, name: &str, input: &Path, output: OutputKind, flat_nodes: bool) -> Twins {
     assert!(
         std::env::var_os(FLEX_SCHEMA_VARIABLE).is_none(),
         "{FLEX_SCHEMA_VARIABLE} must not be set for the tests: tilepipe would put its tables there"
@@ -122,12 +155,18 @@ fn twins_with(name: &str, input: &Path, output: OutputKind, flat_nodes: bool) ->
         client,
         output,
         flat_nodes,
+        peer,
     };
     for schema in [ADOPTED, TWIN] {
         let nodes = twins.node_options(schema);
-        twins
-            .output
-            .osm2pgsql(&twins.url, schema, &nodes, false, input);
+        twins.output.osm2pgsql(
+            &twins.peer.program(),
+            &twins.url,
+            schema,
+            &nodes,
+            false,
+            input,
+        );
     }
     twins
 }
@@ -197,14 +236,18 @@ impl Twins {
             text(&out.stderr)
         );
         let nodes = self.node_options(TWIN);
-        self.output.osm2pgsql(&self.url, TWIN, &nodes, true, file);
+        let program = self.peer.program();
+        self.output
+            .osm2pgsql(&program, &self.url, TWIN, &nodes, true, file);
     }
 
     /// `osm2pgsql --append` on both schemas.
     fn osm2pgsql_both(&self, file: &Path) {
         for schema in [ADOPTED, TWIN] {
             let nodes = self.node_options(schema);
-            self.output.osm2pgsql(&self.url, schema, &nodes, true, file);
+            let program = self.peer.program();
+            self.output
+                .osm2pgsql(&program, &self.url, schema, &nodes, true, file);
         }
     }
 
@@ -231,7 +274,10 @@ impl Twins {
                     .collect()
             }
         };
-        let middle = assert_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage);
+        let middle = match self.peer {
+            Peer::Debian18 => assert_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage),
+            Peer::V2(_) => assert_new_middle_equal(&mut self.client, TWIN, ADOPTED, PREFIX, stage),
+        };
         if self.flat_nodes {
             // tilepipe's writes to the file are osm2pgsql's, byte for byte
             // at these ids.
@@ -649,13 +695,13 @@ fn refuses_missing_tables_and_indexes() {
 }
 
 #[test]
-fn refuses_tilepipe_imports_and_osm2pgsql_new_format() {
+fn refuses_tilepipe_imports_and_a_db_format_not_the_tables() {
     if !o2p::available() {
         return;
     }
     let (dir, url, config) = town_database("adopt_formats", &["--slim", "-S", o2p::DEFAULT_STYLE]);
     let args = flags(&["-S", o2p::DEFAULT_STYLE]);
-    // osm2pgsql 1.9+ records its format (only 1.8 is installed here).
+    // osm2pgsql 1.9+ records its format: here one the tables are not in.
     let mut client = tilepipe_testkit::db::connect(&url);
     client
         .batch_execute(
@@ -664,7 +710,13 @@ fn refuses_tilepipe_imports_and_osm2pgsql_new_format() {
         )
         .unwrap();
     let err = refused(&config, &url, &args);
-    assert_mentions(&err, &["db_format 2", "new middle format", "not support"]);
+    assert_mentions(
+        &err,
+        &[
+            "adopted.planet_osm_ways is not an osm2pgsql 1.9+/2.x new-format middle table",
+            "says db_format 2 (new), but the middle tables are the legacy format's",
+        ],
+    );
     client
         .batch_execute(
             "UPDATE adopted.osm2pgsql_properties SET value = '0' WHERE property = 'db_format'",
@@ -1017,4 +1069,457 @@ fn replication_position_is_taken_over_and_kept_in_step() {
     assert_success(&tilepipe(&config, &url, &["catchup"]));
     assert_eq!(stored_position(&mut client).sequence, end, "up to date");
     server.shutdown();
+}
+
+/// The same comparisons against osm2pgsql 2.1.1 (`o2p::peer2`), whose
+/// slim imports have the new middle format (tags and members as jsonb,
+/// settings in `osm2pgsql_properties`): imported by 2.1.1 into both
+/// schemas, one adopted and updated by tilepipe, the twin by 2.1.1's
+/// `--append`; output rows, the new-format middle tables and flat-nodes
+/// files equal, and 2.1.1's `--append` on the tilepipe-updated schema
+/// equal to the twin after (hand-back). Skips with a message when 2.1.1
+/// is not installed (fails in CI).
+mod new_middle {
+    use super::*;
+
+    /// 2.1.1 with its own default style (passed by path, as osm2pgsql
+    /// records it).
+    fn default_style(peer: &o2p::Peer2) -> OutputKind {
+        let mut variant = default_variant();
+        variant.flags = flags(&["-S", peer.default_style.to_str().unwrap()]);
+        OutputKind::Classic(variant)
+    }
+
+    fn town_twins(name: &str, output: OutputKind, flat_nodes: bool) -> Option<(Twins, OsmData)> {
+        let peer = o2p::peer2()?;
+        let dir = tempfile::tempdir().unwrap();
+        let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
+        let twins = twins_of(Peer::V2(peer), name, &path, output, flat_nodes);
+        Some((twins, town))
+    }
+
+    /// Adopted with no options at all: prefix, output, style and the
+    /// flat-nodes file come from what osm2pgsql 2.1.1 recorded.
+    fn adopt_with_recorded_settings(t: &Twins) -> String {
+        let out = adopt(&t.config, &t.url, &[]);
+        assert_success(&out);
+        text(&out.stdout)
+    }
+
+    #[test]
+    fn town_default_style_adopted_follows_osm2pgsql_2() {
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let Some((mut t, town)) = town_twins("adopt2_town", default_style(&peer), false) else {
+            return;
+        };
+        let report = adopt_with_recorded_settings(&t);
+        eprintln!("{report}");
+        assert_mentions(
+            &report,
+            &[
+                "osm2pgsql 2.1.1 with the new middle format (db_format 2",
+                "osm2pgsql 1.9+/2.x new-format tables planet_osm_nodes",
+                "bucket index planet_osm_ways_nodes_bucket_idx",
+                "planet_osm_rels_node_members_idx, planet_osm_rels_way_members_idx",
+                "no flat-nodes file",
+                &format!("style {}", peer.default_style.display()),
+                "middle layout osm2pgsql-new",
+            ],
+        );
+        t.assert_equal("after adopt");
+        let mut generator = FeedGenerator::new(town, 5, 100, chrono::Utc::now(), 60);
+        t.follow(&mut generator, 8, "2.1.1 town default");
+    }
+
+    #[test]
+    fn town_flat_nodes_adopted_follows_osm2pgsql_2() {
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let Some((mut t, town)) = town_twins("adopt2_town_flat", default_style(&peer), true) else {
+            return;
+        };
+        let report = adopt_with_recorded_settings(&t);
+        assert_mentions(
+            &report,
+            &[
+                "node locations: in the flat-nodes file",
+                "adopted.nodes (1048576 slots; no planet_osm_nodes table)",
+                "new-format tables planet_osm_ways",
+            ],
+        );
+        t.assert_equal("after adopt");
+        let mut generator = FeedGenerator::new(town, 13, 100, chrono::Utc::now(), 60);
+        t.follow(&mut generator, 6, "2.1.1 town flat nodes");
+    }
+
+    /// openstreetmap-carto's style and Lua with `-G --hstore`, with a
+    /// flat-nodes file: the options osm2pgsql does not record are given,
+    /// the recorded ones (style, file) given again must match.
+    #[test]
+    fn town_carto_flat_nodes_adopted_follows_osm2pgsql_2() {
+        let Some(variant) = carto_variant() else {
+            return;
+        };
+        let Some((mut t, town)) =
+            town_twins("adopt2_town_carto", OutputKind::Classic(variant), true)
+        else {
+            return;
+        };
+        assert_mentions(&t.adopt(), &["-G", "--hstore", "openstreetmap-carto.lua"]);
+        t.assert_equal("after adopt");
+        let mut generator = FeedGenerator::new(town, 9, 100, chrono::Utc::now(), 60);
+        t.follow(&mut generator, 4, "2.1.1 town carto flat nodes");
+    }
+
+    #[test]
+    fn town_flex_adopted_follows_osm2pgsql_2() {
+        for flat_nodes in [false, true] {
+            let config = tilepipe_testkit::paths::repo_file("tests/fixtures/flex/carto.lua");
+            let name = format!("adopt2_flex_{flat_nodes}");
+            let Some((mut t, town)) = town_twins(&name, OutputKind::Flex(config), flat_nodes)
+            else {
+                return;
+            };
+            let report = adopt_with_recorded_settings(&t);
+            assert_mentions(&report, &["output: flex", "tests/fixtures/flex/carto.lua"]);
+            t.assert_equal("after adopt");
+            let mut generator = FeedGenerator::new(town, 7, 100, chrono::Utc::now(), 60);
+            t.follow(
+                &mut generator,
+                4,
+                &format!("2.1.1 town flex, flat nodes {flat_nodes}"),
+            );
+        }
+    }
+
+    #[test]
+    fn liechtenstein_carto_adopted_follows_osm2pgsql_2() {
+        let Some(pbf) = tilepipe_testkit::shared_data("liechtenstein-2013-08-03.osm.pbf") else {
+            return;
+        };
+        let Some(real_diff) = tilepipe_testkit::shared_data("000466354.osc.gz") else {
+            return;
+        };
+        let Some(variant) = carto_variant() else {
+            return;
+        };
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let output = OutputKind::Classic(variant);
+        let mut t = twins_of(Peer::V2(peer), "adopt2_li_carto", &pbf, output, false);
+        let report = t.adopt();
+        assert_mentions(
+            &report,
+            &[
+                "new-format tables",
+                // From the PBF header, as osm2pgsql 2.x records it.
+                "replication: osm2pgsql_properties at http://example.com/europe/liechtenstein-updates sequence 9999999",
+                "continue replication after sequence 9999999",
+            ],
+        );
+        t.apply_both(&real_diff);
+        t.assert_equal("after 000466354.osc.gz");
+        let data = OsmData::from_pbf(&pbf).unwrap();
+        let mut generator = FeedGenerator::new(data, 11, 100, chrono::Utc::now(), 60);
+        t.follow(&mut generator, 3, "2.1.1 liechtenstein carto");
+    }
+
+    /// Options osm2pgsql recorded cannot be given otherwise; what it
+    /// cannot record (a nodes table beside flat nodes, -x) is refused.
+    #[test]
+    fn recorded_settings_conflict_with_other_options() {
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let Some((t, _)) = town_twins("adopt2_conflicts", default_style(&peer), false) else {
+            return;
+        };
+        let style = peer.default_style.to_str().unwrap();
+        let err = refused(&t.config, &t.url, &flags(&["-S", o2p::DEFAULT_STYLE]));
+        assert_mentions(
+            &err,
+            &[
+                &format!("-S/--style {} was given", o2p::DEFAULT_STYLE),
+                &format!("osm2pgsql recorded style = \"{style}\""),
+                "adopted.osm2pgsql_properties",
+            ],
+        );
+        let err = refused(&t.config, &t.url, &flags(&["--prefix", "other"]));
+        assert_mentions(
+            &err,
+            &["--prefix other was given", "prefix = \"planet_osm\""],
+        );
+        let file = t.dir.path().join("nodes.bin");
+        let err = refused(&t.config, &t.url, &flags(&["-F", file.to_str().unwrap()]));
+        assert_mentions(
+            &err,
+            &[
+                "--flat-nodes",
+                "flat_node_file = \"\"",
+                "adopt without --flat-nodes",
+            ],
+        );
+        // Nothing was recorded by the refusals.
+        let mut client = tilepipe_testkit::db::connect(&t.url);
+        let tilepipe_keys: i64 = client
+            .query_one(
+                "SELECT count(*) FROM adopted.osm2pgsql_properties WHERE property LIKE 'tilepipe%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(tilepipe_keys, 0);
+        // -x: refused from the record.
+        client
+            .batch_execute(
+                "UPDATE adopted.osm2pgsql_properties SET value = 'true' WHERE property = 'attributes'",
+            )
+            .unwrap();
+        let err = refused(&t.config, &t.url, &[]);
+        assert_mentions(&err, &["attributes = true", "-x/--extra-attributes"]);
+
+        // Flat nodes and tagged nodes in a table as well.
+        client.batch_execute("CREATE SCHEMA with_nodes").unwrap();
+        let (_, town) = tilepipe_testkit::town::write_town_file(t.dir.path());
+        let nodes = t.dir.path().join("with_nodes.bin");
+        let options = flags(&[
+            "-S",
+            style,
+            "--flat-nodes",
+            nodes.to_str().unwrap(),
+            "--middle-with-nodes",
+        ]);
+        o2p::run_program(
+            &peer.osm2pgsql,
+            &t.url,
+            "with_nodes",
+            &options,
+            false,
+            &town,
+        );
+        let config = write_config(t.dir.path(), "with_nodes", "");
+        let err = refused(&config, &t.url, &[]);
+        assert_mentions(
+            &err,
+            &[
+                "with_nodes.planet_osm_nodes exists beside the flat-nodes file",
+                "--middle-with-nodes",
+            ],
+        );
+    }
+
+    /// osm2pgsql-replication 2.x's position (osm2pgsql's own
+    /// `replication_*` properties) is taken over, `tilepipe catchup`
+    /// carries on and moves it on, and `osm2pgsql-replication update`
+    /// (2.1.1) carries on from tilepipe's position.
+    #[test]
+    fn replication_position_is_handed_over_to_osm2pgsql_replication_2() {
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        const START: u64 = 5_000_000;
+        const BY_TILEPIPE: u64 = 5;
+        const BY_OSM2PGSQL: u64 = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
+        let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
+        let mut generator = FeedGenerator::new(town, 29, START, start_time, 60);
+        let mut diffs = Vec::new();
+        let mut data_at = Vec::new();
+        for _ in 0..BY_TILEPIPE + BY_OSM2PGSQL {
+            diffs.push(generator.next_diff());
+            data_at.push(generator.data().clone());
+        }
+        let feed_dir = dir.path().join("feed");
+        tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+        let server = FeedServer::start_blocking(&feed_dir).unwrap();
+        server.set_published(START + BY_TILEPIPE);
+
+        let url = PgCluster::shared()
+            .create_database("adopt2_replication")
+            .unwrap();
+        let mut client = tilepipe_testkit::db::connect(&url);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
+            .unwrap();
+        let style = flags(&["-S", peer.default_style.to_str().unwrap()]);
+        o2p::run_program(&peer.osm2pgsql, &url, ADOPTED, &style, false, &town_path);
+        // What `osm2pgsql-replication init` (2.x) records (its `init`
+        // finds the sequence from the import's date, which the town file
+        // does not have).
+        let start_text = tilepipe::replication::state::format_timestamp(start_time);
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {ADOPTED}.osm2pgsql_properties VALUES
+                       ('replication_base_url', $1), ('replication_sequence_number', $2),
+                       ('replication_timestamp', $3)"
+                ),
+                &[&server.url(), &START.to_string(), &start_text],
+            )
+            .unwrap();
+        let config = write_config(
+            dir.path(),
+            ADOPTED,
+            "replication:\n  retry_initial_secs: 1\n  retry_max_secs: 1\n  timeout_secs: 5\n",
+        );
+        let out = adopt(&config, &url, &[]);
+        assert_success(&out);
+        assert_mentions(
+            &text(&out.stdout),
+            &[
+                &format!("replication: osm2pgsql_properties at {}", server.url()),
+                &format!("continue replication after sequence {START}"),
+            ],
+        );
+
+        assert_success(&tilepipe(&config, &url, &["catchup"]));
+        let position = stored_position(&mut client);
+        assert_eq!(position.sequence, START + BY_TILEPIPE);
+        let compare = |client: &mut postgres::Client, data: &OsmData, twin: &str, stage: &str| {
+            let path = dir.path().join(format!("{twin}.osm"));
+            data.write_osm_file(&path).unwrap();
+            client
+                .batch_execute(&format!("CREATE SCHEMA {twin}"))
+                .unwrap();
+            o2p::run_program(&peer.osm2pgsql, &url, twin, &style, false, &path);
+            assert_tables_equal(client, twin, ADOPTED, &CLASSIC_TABLES, stage);
+            assert_new_middle_equal(client, twin, ADOPTED, PREFIX, stage);
+        };
+        compare(
+            &mut client,
+            &data_at[BY_TILEPIPE as usize - 1],
+            "twin_tilepipe",
+            "after tilepipe catchup",
+        );
+
+        server.publish_all();
+        let out = std::process::Command::new("/usr/bin/python3")
+            .arg(&peer.replication)
+            .args(["update", "-d", &url, "--middle-schema", ADOPTED])
+            .arg("--osm2pgsql-cmd")
+            .arg(&peer.osm2pgsql)
+            .arg("--")
+            .arg(format!("--output-pgsql-schema={ADOPTED}"))
+            .args(["--number-processes", "1"])
+            .args(&style)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "osm2pgsql-replication update (2.1.1): {}",
+            text(&out.stderr)
+        );
+        let end = START + BY_TILEPIPE + BY_OSM2PGSQL;
+        let sequence: String = client
+            .query_one(
+                &format!(
+                    "SELECT value FROM {ADOPTED}.osm2pgsql_properties
+                     WHERE property = 'replication_sequence_number'"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            sequence,
+            end.to_string(),
+            "osm2pgsql-replication applied the rest"
+        );
+        compare(
+            &mut client,
+            &data_at[end as usize - START as usize - 1],
+            "twin_osm2pgsql",
+            "after osm2pgsql-replication update",
+        );
+        server.shutdown();
+    }
+
+    /// tilepipe's writer of the new layout, from empty tables to indexes,
+    /// gives what osm2pgsql 2.1.1 gives on the same data: equal rows, the
+    /// same indexes and functions, and the layout is detected as such.
+    #[test]
+    fn new_layout_written_by_tilepipe_equals_osm2pgsql_2() {
+        use tilepipe::apply::middle::{Middle, MiddleLayout};
+        let Some(peer) = o2p::peer2() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (town, path) = tilepipe_testkit::town::write_town_file(dir.path());
+        let url = PgCluster::shared()
+            .create_database("middle_new_layout")
+            .unwrap();
+        let mut client = tilepipe_testkit::db::connect(&url);
+        client
+            .batch_execute("CREATE SCHEMA theirs; CREATE SCHEMA ours;")
+            .unwrap();
+        let style = flags(&["-S", peer.default_style.to_str().unwrap()]);
+        o2p::run_program(&peer.osm2pgsql, &url, "theirs", &style, false, &path);
+        let layout = MiddleLayout::Osm2pgsqlNew { bucket_index: true };
+        assert_eq!(
+            MiddleLayout::detect(&mut client, "theirs", PREFIX).unwrap(),
+            Some(layout)
+        );
+        let middle = Middle::with_layout("ours", PREFIX, layout);
+        middle.create(&mut client).unwrap();
+        middle.copy_nodes(&mut client, town.nodes.values()).unwrap();
+        middle.copy_ways(&mut client, town.ways.values()).unwrap();
+        middle
+            .copy_relations(&mut client, town.relations.values())
+            .unwrap();
+        middle.index_nodes(&mut client).unwrap();
+        middle.index_ways(&mut client).unwrap();
+        middle.index_relations(&mut client).unwrap();
+        let counts = assert_new_middle_equal(&mut client, "theirs", "ours", PREFIX, "written");
+        assert!(counts.iter().all(|&n| n > 0), "{counts:?}");
+        let catalogue = |client: &mut postgres::Client, schema: &str| -> Vec<String> {
+            let indexes = client
+                .query(
+                    "SELECT replace(indexdef, $1 || '.', '') FROM pg_indexes
+                     WHERE schemaname = $1 AND tablename LIKE 'planet_osm_%'
+                       AND tablename IN ('planet_osm_nodes', 'planet_osm_ways', 'planet_osm_rels')
+                     ORDER BY indexname",
+                    &[&schema],
+                )
+                .unwrap();
+            let functions = client
+                .query(
+                    "SELECT p.proname || '(' || pg_get_function_arguments(p.oid) || ') '
+                            || pg_get_function_result(p.oid) || ' ' || p.provolatile::text
+                     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = $1 AND p.proname IN ('planet_osm_index_bucket', 'planet_osm_member_ids')
+                     ORDER BY 1",
+                    &[&schema],
+                )
+                .unwrap();
+            indexes.iter().chain(&functions).map(|r| r.get(0)).collect()
+        };
+        let (theirs, ours) = (
+            catalogue(&mut client, "theirs"),
+            catalogue(&mut client, "ours"),
+        );
+        assert_eq!(theirs.len(), 8, "{theirs:#?}");
+        assert_eq!(ours, theirs);
+        // The reverse lookups find the same through osm2pgsql's indexes.
+        let theirs_middle = Middle::with_layout("theirs", PREFIX, layout);
+        let node_ids: Vec<i64> = town.nodes.keys().copied().step_by(7).collect();
+        let way_ids: Vec<i64> = town.ways.keys().copied().collect();
+        for m in [&middle, &theirs_middle] {
+            let ways = m.ways_using_nodes(&mut client, &node_ids).unwrap();
+            let rels = m.relations_using(&mut client, &node_ids, &way_ids).unwrap();
+            assert!(!ways.is_empty() && !rels.is_empty());
+        }
+        assert_eq!(
+            middle
+                .relations_using(&mut client, &node_ids, &way_ids)
+                .unwrap(),
+            theirs_middle
+                .relations_using(&mut client, &node_ids, &way_ids)
+                .unwrap()
+        );
+    }
 }

@@ -1,10 +1,14 @@
-//! `tilepipe adopt`: taking over, in place, a database that osm2pgsql 1.8
+//! `tilepipe adopt`: taking over, in place, a database that osm2pgsql
 //! imported in slim mode, so that tilepipe updates it from then on while
-//! `osm2pgsql --append` still can (no lock-in).
+//! `osm2pgsql --append` still can (no lock-in). Two layouts: osm2pgsql
+//! 1.8's legacy one, and the new one of 1.9+/2.x (`db_format` 2 in
+//! `osm2pgsql_properties`), whose recorded settings ([`Osm2pgsqlRecord`])
+//! are taken as they are and checked against the options given.
 //!
 //! [`inspect`] only reads: it finds the middle tables and checks they are
-//! osm2pgsql 1.8's legacy slim layout (`specs/osm2pgsql-middle.md` §1 and
-//! §3, "Detecting the format"), that the indexes osm2pgsql builds at the
+//! osm2pgsql 1.8's legacy slim layout or the new one
+//! (`specs/osm2pgsql-middle.md` §1 and §3, "Detecting the format"), that
+//! the indexes osm2pgsql builds at the
 //! end of a slim import exist (tilepipe uses them as they are and builds
 //! none), that the output tables have exactly the columns the given
 //! style and options give them, and where osm2pgsql-replication 1.8 left
@@ -12,14 +16,19 @@
 //! why. [`record`] then stores what tilepipe's appliers need in
 //! `osm2pgsql_properties` (created if missing; osm2pgsql 1.8 never reads
 //! it): the import settings and the middle layout
-//! ([`LEGACY18_MIDDLE_FORMAT`]), and the replication position. None of
-//! osm2pgsql's own keys (`db_format`, `updatable`, …) are written, so an
-//! osm2pgsql 1.9–1.11 that meets the table still takes the database for
-//! the legacy format it is.
+//! ([`LEGACY18_MIDDLE_FORMAT`] or [`NEW_MIDDLE_FORMAT`]), and the
+//! replication position. None of osm2pgsql's own keys (`db_format`,
+//! `updatable`, …) are written, so an osm2pgsql 1.9–1.11 that meets the
+//! table still takes a 1.8 database for the legacy format it is, and a
+//! 2.x finds its own records unchanged. The replication position of the
+//! new layout is osm2pgsql's own `replication_*` keys, which tilepipe
+//! reads and moves on in every batch's transaction, so
+//! `osm2pgsql-replication update` (2.x) carries on after tilepipe.
 
 use super::flex::runtime::Mode;
 use super::middle::{
-    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NODE_BUCKET_SHIFT,
+    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NEW_MIDDLE_FORMAT,
+    NODE_BUCKET_SHIFT,
 };
 use super::output::{OutputTables, TableKind};
 use super::settings::{ImportSettings, SETTINGS_PROPERTY};
@@ -106,6 +115,19 @@ pub enum AdoptError {
         /// The file given.
         file: String,
     },
+    /// osm2pgsql 1.9+ recorded a flat-nodes file and there is a nodes
+    /// table too (`--middle-with-nodes`, tagged nodes kept in the table).
+    #[error(
+        "{table} exists beside the flat-nodes file {file} osm2pgsql recorded: it was run with \
+         --middle-with-nodes (tagged nodes in the table as well), which tilepipe does not \
+         support"
+    )]
+    MiddleWithNodes {
+        /// `schema.PREFIX_nodes`.
+        table: String,
+        /// The file.
+        file: String,
+    },
     /// The flat-nodes file given cannot be this database's.
     #[error("flat-nodes file {file}: {why}")]
     FlatNodesFile {
@@ -114,15 +136,44 @@ pub enum AdoptError {
         /// What is wrong with it.
         why: String,
     },
-    /// The middle tables are osm2pgsql 1.9+'s new format.
+    /// `osm2pgsql_properties` records a `db_format` this tilepipe does not
+    /// know.
     #[error(
-        "{what}: this is osm2pgsql's new middle format (1.9+ with \
-         --middle-database-format=new, default from 1.11, only format of 2.x), which `tilepipe \
-         adopt` does not support yet; only osm2pgsql 1.8's legacy slim layout can be adopted"
+        "{schema}.{PROPERTIES_TABLE} says db_format {format}: unknown middle format (known: \
+         1 legacy, 2 new, as osm2pgsql 1.9 to 2.x write them)"
     )]
-    NewFormat {
-        /// What showed it.
-        what: String,
+    UnknownDbFormat {
+        /// The schema.
+        schema: String,
+        /// The recorded value.
+        format: String,
+    },
+    /// An option given differs from what osm2pgsql recorded.
+    #[error(
+        "{given} was given, but osm2pgsql recorded {property} = {recorded:?} in \
+         {schema}.{PROPERTIES_TABLE}; {advice}"
+    )]
+    RecordedConflict {
+        /// The schema.
+        schema: String,
+        /// The option and its value, as on the command line (`--prefix
+        /// other`).
+        given: String,
+        /// osm2pgsql's property.
+        property: String,
+        /// Its recorded value.
+        recorded: String,
+        /// What to do.
+        advice: String,
+    },
+    /// osm2pgsql 1.9+ recorded `attributes` true (`-x`).
+    #[error(
+        "{schema}.{PROPERTIES_TABLE} says attributes = true: osm2pgsql ran with \
+         -x/--extra-attributes, and databases imported with -x are not supported by tilepipe"
+    )]
+    RecordedAttributes {
+        /// The schema.
+        schema: String,
     },
     /// osm2pgsql 1.9+ recorded the database as not updatable.
     #[error(
@@ -143,9 +194,12 @@ pub enum AdoptError {
         /// The schema.
         schema: String,
     },
-    /// A middle table's columns are not osm2pgsql 1.8's.
-    #[error("{table} is not an osm2pgsql 1.8 middle table: {mismatch}")]
+    /// A middle table's columns are not those of the layout osm2pgsql
+    /// recorded or the tables show.
+    #[error("{table} is not an osm2pgsql {layout} middle table: {mismatch}")]
     UnknownMiddle {
+        /// Which layout it was taken for (`1.8`, `1.9+/2.x new-format`).
+        layout: String,
         /// `schema.table`.
         table: String,
         /// Which columns differ.
@@ -279,6 +333,8 @@ pub struct Inspection {
     pub settings: ImportSettings,
     /// Which program's records were found.
     pub origin: String,
+    /// Which osm2pgsql layout the middle tables have, for people.
+    pub middle_kind: String,
     /// Middle tables with estimated rows: nodes (unless in a flat-nodes
     /// file), ways, rels.
     pub middle_rows: Vec<(String, i64)>,
@@ -581,6 +637,8 @@ enum Recorded {
     Osm2pgsqlLegacy {
         version: String,
     },
+    /// osm2pgsql 1.9+/2.x with the new format (`db_format` 2).
+    Osm2pgsqlNew(Osm2pgsqlRecord),
     /// Adopted before, with these settings.
     Adopted(Box<ImportSettings>),
 }
@@ -593,7 +651,7 @@ fn recorded(client: &mut impl GenericClient, schema: &str) -> Result<Recorded, A
     let format = read(client, MIDDLE_FORMAT_PROPERTY)?;
     let settings = read(client, SETTINGS_PROPERTY)?;
     match (format.as_deref(), settings) {
-        (Some(LEGACY18_MIDDLE_FORMAT), Some(text)) => {
+        (Some(LEGACY18_MIDDLE_FORMAT | NEW_MIDDLE_FORMAT), Some(text)) => {
             let stored: ImportSettings = serde_json::from_str(&text).map_err(|e| {
                 super::ApplyError::NotImported(format!(
                     "{SETTINGS_PROPERTY} in {schema}.{PROPERTIES_TABLE} is not valid: {e}"
@@ -602,7 +660,7 @@ fn recorded(client: &mut impl GenericClient, schema: &str) -> Result<Recorded, A
             return Ok(Recorded::Adopted(Box::new(stored)));
         }
         // Cannot be left by `record` (one transaction); adopting repairs it.
-        (Some(LEGACY18_MIDDLE_FORMAT), None) => {}
+        (Some(LEGACY18_MIDDLE_FORMAT | NEW_MIDDLE_FORMAT), None) => {}
         (Some(_), _) | (None, Some(_)) => {
             return Err(AdoptError::AlreadyTilepipe {
                 schema: schema.to_string(),
@@ -618,9 +676,184 @@ fn recorded(client: &mut impl GenericClient, schema: &str) -> Result<Recorded, A
         Some("0") => Err(AdoptError::NotUpdatable {
             schema: schema.to_string(),
         }),
-        Some(other) => Err(AdoptError::NewFormat {
-            what: format!("{schema}.{PROPERTIES_TABLE} says db_format {other}"),
+        Some("2") => Ok(Recorded::Osm2pgsqlNew(
+            read_osm2pgsql_record(client, schema)?.expect("db_format is recorded"),
+        )),
+        Some(other) => Err(AdoptError::UnknownDbFormat {
+            schema: schema.to_string(),
+            format: other.to_string(),
         }),
+    }
+}
+
+/// What osm2pgsql 1.9+ records about an import in `osm2pgsql_properties`
+/// (osm2pgsql's `store_properties` in `src/osm2pgsql.cpp`; keys in
+/// specs/osm2pgsql-middle.md, "osm2pgsql_properties"): the options it
+/// remembers, which `tilepipe adopt` takes over instead of asking for
+/// them again. Empty values (`style`, `flat_node_file`) read as `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Osm2pgsqlRecord {
+    /// `db_format`: 0 not updatable, 1 legacy, 2 new.
+    pub db_format: String,
+    /// `version`, osm2pgsql's short version.
+    pub version: Option<String>,
+    /// `updatable`: slim and not `--drop`.
+    pub updatable: Option<bool>,
+    /// `attributes`: `-x`.
+    pub attributes: Option<bool>,
+    /// `prefix`.
+    pub prefix: Option<String>,
+    /// `output`: `pgsql`, `flex`, …
+    pub output: Option<String>,
+    /// `style`: the classic style or the flex config, absolute.
+    pub style: Option<String>,
+    /// `flat_node_file`, absolute.
+    pub flat_node_file: Option<String>,
+}
+
+/// osm2pgsql's record in `schema`, `None` when there is none: no
+/// properties table, or no `db_format` (osm2pgsql 1.8), or tilepipe's own
+/// import (which writes osm2pgsql's keys too, for osm2pgsql-replication).
+pub fn read_osm2pgsql_record(
+    client: &mut impl GenericClient,
+    schema: &str,
+) -> Result<Option<Osm2pgsqlRecord>, AdoptError> {
+    if !properties::table_exists(client, schema)? {
+        return Ok(None);
+    }
+    let mut read = |key| properties::read_property(client, schema, key);
+    if read(MIDDLE_FORMAT_PROPERTY)?.as_deref() == Some(super::middle::MIDDLE_FORMAT) {
+        return Ok(None);
+    }
+    let Some(db_format) = read("db_format")? else {
+        return Ok(None);
+    };
+    let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let flag = |value: Option<String>| value.map(|v| v == "true");
+    Ok(Some(Osm2pgsqlRecord {
+        db_format,
+        version: read("version")?,
+        updatable: flag(read("updatable")?),
+        attributes: flag(read("attributes")?),
+        prefix: non_empty(read("prefix")?),
+        output: non_empty(read("output")?),
+        style: non_empty(read("style")?),
+        flat_node_file: non_empty(read("flat_node_file")?),
+    }))
+}
+
+/// Whether two paths name the same file: equal once made canonical, or,
+/// when one cannot be (gone), equal as written.
+fn same_file(a: &str, b: &str) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The options given checked against osm2pgsql's record: prefix, output,
+/// style (or flex config) and flat-nodes file must be the recorded ones;
+/// `-x` and non-updatable imports are refused.
+fn check_record(
+    schema: &str,
+    record: &Osm2pgsqlRecord,
+    requested: &ImportSettings,
+) -> Result<(), AdoptError> {
+    if record.updatable == Some(false) {
+        return Err(AdoptError::NotUpdatable {
+            schema: schema.into(),
+        });
+    }
+    if record.attributes == Some(true) {
+        return Err(AdoptError::RecordedAttributes {
+            schema: schema.into(),
+        });
+    }
+    let conflict = |option: &str, given: &str, property: &str, recorded: &str, advice: &str| {
+        AdoptError::RecordedConflict {
+            schema: schema.into(),
+            given: format!("{option} {given}").trim_end().to_string(),
+            property: property.into(),
+            recorded: recorded.into(),
+            advice: advice.into(),
+        }
+    };
+    let omit = "leave the option out to take the recorded value";
+    if let Some(prefix) = &record.prefix {
+        if *prefix != requested.prefix {
+            return Err(conflict(
+                "--prefix",
+                &requested.prefix,
+                "prefix",
+                prefix,
+                omit,
+            ));
+        }
+    }
+    let output = if requested.flex.is_some() {
+        "flex"
+    } else {
+        "pgsql"
+    };
+    if let Some(recorded) = &record.output {
+        if recorded != output {
+            return Err(conflict(
+                "-O/--output",
+                output,
+                "output",
+                recorded,
+                "tilepipe updates the pgsql and flex outputs only; leave -O out to take the \
+                 recorded output",
+            ));
+        }
+    }
+    let style = match &requested.flex {
+        Some(flex) => Some(flex.config_path.clone()),
+        None => requested.transform.style_path.clone(),
+    };
+    match (&record.style, &style) {
+        (Some(recorded), Some(given)) if !same_file(recorded, given) => {
+            return Err(conflict("-S/--style", given, "style", recorded, omit));
+        }
+        (Some(recorded), None) => {
+            return Err(conflict(
+                "no -S/--style (tilepipe's built-in default.style)",
+                "",
+                "style",
+                recorded,
+                &format!("pass -S {recorded}"),
+            ));
+        }
+        _ => {}
+    }
+    let flat_nodes = requested
+        .flat_nodes
+        .as_ref()
+        .map(|p| p.display().to_string());
+    match (&record.flat_node_file, &flat_nodes) {
+        (Some(recorded), Some(given)) if !same_file(recorded, given) => Err(conflict(
+            "--flat-nodes",
+            given,
+            "flat_node_file",
+            recorded,
+            omit,
+        )),
+        (Some(recorded), None) => Err(conflict(
+            "no --flat-nodes",
+            "",
+            "flat_node_file",
+            recorded,
+            &format!("pass --flat-nodes {recorded}"),
+        )),
+        (None, Some(given)) => Err(conflict(
+            "--flat-nodes",
+            given,
+            "flat_node_file",
+            "",
+            "osm2pgsql ran without --flat-nodes and keeps node locations in the nodes table; \
+             adopt without --flat-nodes",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -712,9 +945,52 @@ pub fn inspect(
     let middle = MiddleTables::new(schema, &requested.prefix);
     let properties_table = properties::table_exists(client, schema)?;
     let recorded = recorded(client, schema)?;
+    if let Some(record) = read_osm2pgsql_record(client, schema)? {
+        if record.db_format == "2" {
+            check_record(schema, &record, requested)?;
+        }
+    }
     let expected = expected_outputs(requested)?;
-    let node_locations = check_slim(client, &middle, &expected, requested.flat_nodes.as_deref())?;
+    let recorded_flat_nodes = matches!(&recorded, Recorded::Osm2pgsqlNew(record)
+        if record.flat_node_file.is_some());
+    let node_locations = check_slim(
+        client,
+        &middle,
+        &expected,
+        requested.flat_nodes.as_deref(),
+        recorded_flat_nodes,
+    )?;
     let (layout, way_lookup, relation_lookup) = check_middle(client, &middle, &node_locations)?;
+    let recorded_new = match &recorded {
+        Recorded::Osm2pgsqlNew(_) => Some(true),
+        Recorded::Osm2pgsqlLegacy { .. } => Some(false),
+        Recorded::Nothing | Recorded::Adopted(_) => None,
+    };
+    let found_new = matches!(layout, MiddleLayout::Osm2pgsqlNew { .. });
+    if recorded_new.is_some_and(|new| new != found_new) {
+        let (says, found) = if found_new {
+            ("db_format 1 (legacy)", "the new format's (tags jsonb)")
+        } else {
+            ("db_format 2 (new)", "the legacy format's (tags text[])")
+        };
+        return Err(AdoptError::UnknownMiddle {
+            layout: if found_new {
+                "1.8"
+            } else {
+                "1.9+/2.x new-format"
+            }
+            .into(),
+            table: middle.qualified(&middle.ways),
+            mismatch: format!(
+                "{schema}.{PROPERTIES_TABLE} says {says}, but the middle tables are {found}"
+            ),
+        });
+    }
+    let middle_kind = match layout {
+        MiddleLayout::Osm2pgsqlNew { .. } => "osm2pgsql 1.9+/2.x new-format tables",
+        _ => "osm2pgsql 1.8 legacy slim tables",
+    }
+    .to_string();
     let outputs = check_outputs(client, &expected, requested.flex.is_some())?;
     let replication = find_replication(client, schema, &requested.prefix)?;
 
@@ -724,6 +1000,14 @@ pub fn inspect(
         Recorded::Nothing => ("osm2pgsql 1.8 (no osm2pgsql_properties)".to_string(), false),
         Recorded::Osm2pgsqlLegacy { version } => (
             format!("osm2pgsql {version} with the legacy middle format (db_format 1)"),
+            false,
+        ),
+        Recorded::Osm2pgsqlNew(record) => (
+            format!(
+                "osm2pgsql {} with the new middle format (db_format 2; prefix, output, style \
+                 and flat-nodes file as recorded in {PROPERTIES_TABLE})",
+                record.version.as_deref().unwrap_or("1.9+")
+            ),
             false,
         ),
         Recorded::Adopted(stored) => {
@@ -736,10 +1020,11 @@ pub fn inspect(
                     differences,
                 });
             }
-            (
-                "osm2pgsql 1.8, adopted by tilepipe before".to_string(),
-                true,
-            )
+            let program = match layout {
+                MiddleLayout::Osm2pgsqlNew { .. } => "osm2pgsql 1.9+/2.x",
+                _ => "osm2pgsql 1.8",
+            };
+            (format!("{program}, adopted by tilepipe before"), true)
         }
     };
     let mut middle_rows = Vec::new();
@@ -749,6 +1034,7 @@ pub fn inspect(
     Ok(Inspection {
         settings,
         origin,
+        middle_kind,
         middle_rows,
         way_lookup,
         relation_lookup,
@@ -767,6 +1053,7 @@ fn check_slim(
     middle: &MiddleTables,
     expected: &[ExpectedTable],
     flat_nodes: Option<&std::path::Path>,
+    recorded_flat_nodes: bool,
 ) -> Result<NodeLocations, AdoptError> {
     let (schema, prefix) = (middle.schema, middle.prefix);
     let has_ways = table_exists(client, schema, &middle.ways)?;
@@ -810,6 +1097,10 @@ fn check_slim(
     let nodes_table = table_exists(client, schema, &middle.nodes)?;
     match (nodes_table, flat_nodes) {
         (true, None) => Ok(NodeLocations::Table),
+        (true, Some(file)) if recorded_flat_nodes => Err(AdoptError::MiddleWithNodes {
+            table: middle.qualified(&middle.nodes),
+            file: file.display().to_string(),
+        }),
         (true, Some(file)) => Err(AdoptError::NodesTableAndFlatNodes {
             table: middle.qualified(&middle.nodes),
             file: file.display().to_string(),
@@ -891,9 +1182,11 @@ fn check_flat_nodes_file(
     })
 }
 
-/// The middle's columns, layout and the indexes osm2pgsql 1.8 builds
-/// for appends (`create_fw_dep_indexes` and the primary keys): the layout
-/// and how ways and relations are found, for the report.
+/// The middle's columns, layout and the indexes osm2pgsql builds for
+/// appends (`create_fw_dep_indexes` and the primary keys): the layout and
+/// how ways and relations are found, for the report. osm2pgsql 1.8's
+/// legacy layout (`ways.tags` `text[]`) or 1.9+/2.x's new one (`jsonb`,
+/// without tilepipe's `node_buckets`).
 fn check_middle(
     client: &mut impl GenericClient,
     middle: &MiddleTables,
@@ -906,68 +1199,106 @@ fn check_middle(
         .iter()
         .find(|c| c.name == "tags")
         .map(|c| c.type_text.as_str());
-    if tags_type == Some("jsonb") {
-        if ways_columns.iter().any(|c| c.name == "node_buckets") {
-            return Err(AdoptError::AlreadyTilepipe {
-                schema: schema.into(),
-            });
-        }
-        return Err(AdoptError::NewFormat {
-            what: format!("{}.tags is jsonb", middle.qualified(ways)),
+    let new_format = tags_type == Some("jsonb");
+    if new_format && ways_columns.iter().any(|c| c.name == "node_buckets") {
+        return Err(AdoptError::AlreadyTilepipe {
+            schema: schema.into(),
         });
     }
     let typed = |name: &str, t: &str| (name.to_string(), t.to_string());
-    let middle_expected = [
-        (
-            nodes,
-            vec![
-                typed("id", "int8"),
-                typed("lat", "int4"),
-                typed("lon", "int4"),
-            ],
-        ),
-        (
-            ways,
-            vec![
-                typed("id", "int8"),
-                typed("nodes", "int8[]"),
-                typed("tags", "text[]"),
-            ],
-        ),
-        (
-            rels,
-            vec![
-                typed("id", "int8"),
-                typed("way_off", "int2"),
-                typed("rel_off", "int2"),
-                typed("parts", "int8[]"),
-                typed("members", "text[]"),
-                typed("tags", "text[]"),
-            ],
-        ),
-    ];
+    let middle_expected = if new_format {
+        // osm2pgsql 2.x's `middle_pgsql_t` tables without -x.
+        [
+            (
+                nodes,
+                vec![
+                    typed("id", "int8"),
+                    typed("lat", "int4"),
+                    typed("lon", "int4"),
+                    typed("tags", "jsonb"),
+                ],
+            ),
+            (
+                ways,
+                vec![
+                    typed("id", "int8"),
+                    typed("nodes", "int8[]"),
+                    typed("tags", "jsonb"),
+                ],
+            ),
+            (
+                rels,
+                vec![
+                    typed("id", "int8"),
+                    typed("members", "jsonb"),
+                    typed("tags", "jsonb"),
+                ],
+            ),
+        ]
+    } else {
+        [
+            (
+                nodes,
+                vec![
+                    typed("id", "int8"),
+                    typed("lat", "int4"),
+                    typed("lon", "int4"),
+                ],
+            ),
+            (
+                ways,
+                vec![
+                    typed("id", "int8"),
+                    typed("nodes", "int8[]"),
+                    typed("tags", "text[]"),
+                ],
+            ),
+            (
+                rels,
+                vec![
+                    typed("id", "int8"),
+                    typed("way_off", "int2"),
+                    typed("rel_off", "int2"),
+                    typed("parts", "int8[]"),
+                    typed("members", "text[]"),
+                    typed("tags", "text[]"),
+                ],
+            ),
+        ]
+    };
+    let layout_name = if new_format {
+        "1.9+/2.x new-format"
+    } else {
+        "1.8"
+    };
     let present = middle.tables(node_locations);
     for (table, expected) in middle_expected.iter().filter(|(t, _)| present.contains(t)) {
         let found = columns_of(client, schema, table)?;
         if let Some(mismatch) = column_mismatch(client, &found, expected)? {
             return Err(AdoptError::UnknownMiddle {
+                layout: layout_name.into(),
                 table: middle.qualified(table),
                 mismatch,
             });
         }
     }
-    if has_extra_attributes(client, schema, ways)? {
+    // The new format keeps -x attributes in columns, which the column
+    // check refuses; 1.8 keeps them as pseudo-tags.
+    if !new_format && has_extra_attributes(client, schema, ways)? {
         return Err(AdoptError::ExtraAttributes {
             table: middle.qualified(ways),
         });
     }
     let layout =
         match MiddleLayout::detect(client, schema, prefix).map_err(super::ApplyError::from)? {
-            Some(layout @ MiddleLayout::Legacy18 { .. }) => layout,
+            Some(layout @ (MiddleLayout::Legacy18 { .. } | MiddleLayout::Osm2pgsqlNew { .. })) => {
+                layout
+            }
             _ => {
                 return Err(AdoptError::UnknownMiddle {
+                    layout: layout_name.into(),
                     table: middle.qualified(ways),
-                    mismatch: "not detected as the legacy layout".into(),
+                    mismatch: "not detected as one of osm2pgsql's layouts".into(),
                 })
             }
         };
@@ -982,7 +1313,8 @@ fn check_middle(
     }
     let bucket_index = format!("{prefix}_ways_nodes_bucket_idx");
     let way_lookup = match layout {
-        MiddleLayout::Legacy18 { bucket_index: true } => format!(
+        MiddleLayout::Legacy18 { bucket_index: true }
+        | MiddleLayout::Osm2pgsqlNew { bucket_index: true } => format!(
             "bucket index {bucket_index} on {prefix}_index_bucket(nodes) (node id >> {NODE_BUCKET_SHIFT})"
         ),
         _ => {
@@ -998,14 +1330,32 @@ fn check_middle(
             format!("GIN index {plain} on nodes (no bucket index)")
         }
     };
-    let parts_index = format!("{prefix}_rels_parts_idx");
-    if !named_index(client, schema, rels, &parts_index)? {
-        return Err(AdoptError::MissingIndex {
-            table: middle.qualified(rels),
-            index: format!("{parts_index} for finding relations by member"),
-        });
+    let member_indexes = if new_format {
+        // osm2pgsql 2.x's `create_fw_dep_indexes`: one expression index
+        // per member type looked up (nodes, ways).
+        vec![
+            format!("{prefix}_rels_node_members_idx"),
+            format!("{prefix}_rels_way_members_idx"),
+        ]
+    } else {
+        vec![format!("{prefix}_rels_parts_idx")]
+    };
+    for index in &member_indexes {
+        if !named_index(client, schema, rels, index)? {
+            return Err(AdoptError::MissingIndex {
+                table: middle.qualified(rels),
+                index: format!("{index} for finding relations by member"),
+            });
+        }
     }
-    let relation_lookup = format!("GIN index {parts_index} on parts");
+    let relation_lookup = if new_format {
+        format!(
+            "GIN indexes {} on {prefix}_member_ids(members, 'N'/'W')",
+            member_indexes.join(", ")
+        )
+    } else {
+        format!("GIN index {} on parts", member_indexes[0])
+    };
     Ok((layout, way_lookup, relation_lookup))
 }
 
@@ -1150,7 +1500,8 @@ impl Inspection {
             .map(|(table, rows)| format!("{table} (~{rows} rows)"))
             .collect();
         line(format!(
-            "  middle: osm2pgsql 1.8 legacy slim tables {}",
+            "  middle: {} {}",
+            self.middle_kind,
             rows.join(", ")
         ));
         line(format!("  ways by node: {}", self.way_lookup));

@@ -371,13 +371,24 @@ pub(crate) fn update_middle(
 
 /// Step 2: the unchanged ways and relations that use changed objects.
 /// Deletes are not propagated: their parents are expected in the same
-/// diff (osm2pgsql's rule).
+/// diff (osm2pgsql's rule). On osm2pgsql's new middle format, nodes and
+/// ways in their first version are not looked up either, as osm2pgsql 2.x
+/// does ([`super::middle::MiddleLayout::looks_up_parents_of_first_versions`]).
 pub(crate) fn propagate(
     middle: &Middle,
     client: &mut impl GenericClient,
     changed: &Changed<'_>,
 ) -> Result<Parents, ApplyError> {
-    let moved_nodes: Vec<i64> = changed.node_ids.upserted.iter().copied().collect();
+    let first_versions = middle.layout().looks_up_parents_of_first_versions();
+    let not_first = |meta: &crate::osm::Meta| first_versions || meta.version != Some(1);
+    let moved_nodes: Vec<i64> = changed
+        .nodes
+        .iter()
+        .filter(|n| not_first(&n.meta))
+        .map(|n| n.id)
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect();
     let mut ways: BTreeSet<i64> = middle
         .ways_using_nodes(client, &moved_nodes)?
         .into_iter()
@@ -390,7 +401,16 @@ pub(crate) fn propagate(
     {
         ways.remove(id);
     }
-    let changed_ways = changed_or_parents(&changed.way_ids, &ways);
+    let mut changed_ways = changed_or_parents(&changed.way_ids, &ways);
+    if !first_versions {
+        let new_ways: BTreeSet<i64> = changed
+            .ways
+            .iter()
+            .filter(|w| !not_first(&w.meta))
+            .map(|w| w.id)
+            .collect();
+        changed_ways.retain(|id| !new_ways.contains(id));
+    }
     let mut relations: BTreeSet<i64> = middle
         .relations_using(client, &moved_nodes, &changed_ways)?
         .into_iter()

@@ -1,7 +1,9 @@
 //! Everything that shapes an import, stored with the database so that every
 //! later apply transforms and writes exactly as the import did.
 
-use super::middle::{MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
+use super::middle::{
+    MiddleLayout, LEGACY18_MIDDLE_FORMAT, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY, NEW_MIDDLE_FORMAT,
+};
 use super::transform::TransformSettings;
 use crate::db::properties;
 use postgres::GenericClient;
@@ -29,9 +31,10 @@ pub struct ImportSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flat_nodes: Option<std::path::PathBuf>,
     /// How the middle tables are laid out: tilepipe's own after `tilepipe
-    /// import`, osm2pgsql 1.8's after `tilepipe adopt`. Not part of the
-    /// JSON: [`load`](Self::load) fills it from [`MIDDLE_FORMAT_PROPERTY`]
-    /// and, for the legacy layout, from the tables themselves.
+    /// import`, osm2pgsql's (1.8 legacy, or 1.9+/2.x new) after `tilepipe
+    /// adopt`. Not part of the JSON: [`load`](Self::load) fills it from
+    /// [`MIDDLE_FORMAT_PROPERTY`] and, for osm2pgsql's layouts, from the
+    /// tables themselves.
     #[serde(skip)]
     pub middle: MiddleLayout,
 }
@@ -110,10 +113,24 @@ impl ImportSettings {
                     }
                 }
             }
+            // Likewise for the new format's bucket index.
+            Some(NEW_MIDDLE_FORMAT) => {
+                match MiddleLayout::detect(client, schema, &settings.prefix)? {
+                    Some(layout @ MiddleLayout::Osm2pgsqlNew { .. }) => layout,
+                    _ => {
+                        return Err(super::ApplyError::NotImported(format!(
+                            "the osm2pgsql 1.9+/2.x middle tables {schema}.{prefix}_ways/_rels \
+                             that `tilepipe adopt` took over are gone or no longer in \
+                             osm2pgsql's new layout: import again, or adopt the database again",
+                            prefix = settings.prefix
+                        )))
+                    }
+                }
+            }
             _ => {
                 return Err(super::ApplyError::NotImported(format!(
                     "the middle tables in schema {schema} have layout {} but this tilepipe needs \
-                     layout {MIDDLE_FORMAT} (or an osm2pgsql 1.8 database taken over with \
+                     layout {MIDDLE_FORMAT} (or an osm2pgsql database taken over with \
                      `tilepipe adopt`): import the data again with `tilepipe import`",
                     format
                         .as_deref()

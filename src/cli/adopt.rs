@@ -1,12 +1,14 @@
-//! `tilepipe adopt [IMPORT OPTIONS]`: take over a database osm2pgsql 1.8
-//! imported with `--slim`, in place: print what was found and what
-//! adopting does, then record it (unless `--dry-run`). The options are
-//! those of `tilepipe import`, and must be the ones osm2pgsql was run
-//! with; see [`crate::apply::adopt`]. The data's bounding box, which
+//! `tilepipe adopt [IMPORT OPTIONS]`: take over a database osm2pgsql
+//! (1.8, or 1.9+/2.x) imported with `--slim`, in place: print what was
+//! found and what adopting does, then record it (unless `--dry-run`). The
+//! options are those of `tilepipe import`, and must be the ones osm2pgsql
+//! was run with; those osm2pgsql 1.9+ recorded in `osm2pgsql_properties`
+//! (output, prefix, style, flat-nodes file) are taken from there when not
+//! given, and checked when given; see [`crate::apply::adopt`]. The data's bounding box, which
 //! osm2pgsql does not record, is measured from the output tables.
 
 use super::import::ImportOptions;
-use crate::apply::adopt::{inspect, record};
+use crate::apply::adopt::{inspect, read_osm2pgsql_record, record};
 use crate::apply::settings::DataBounds;
 use crate::config::Config;
 use std::process::ExitCode;
@@ -22,12 +24,16 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
-    let requested = args.options.settings(config)?;
     let db = crate::db::resolve(&config.database.url, &crate::db::ProcessEnv)?;
     let mut client = crate::db::connect(&db)?;
     crate::apply::check_extensions(&mut client)?;
     info!("inspecting {}", crate::db::describe(&db));
     let mut tx = client.transaction()?;
+    let options = match read_osm2pgsql_record(&mut tx, &config.database.middle_schema)? {
+        Some(osm2pgsql) => args.options.with_recorded(config, &osm2pgsql),
+        None => args.options.clone(),
+    };
+    let requested = options.settings(config)?;
     let inspection = inspect(&mut tx, &requested)?;
     for line in inspection.report() {
         println!("{line}");

@@ -2,6 +2,7 @@
 //! what was there): osm2pgsql's classic schema, or the tables of a flex
 //! config (`-O flex -S config.lua`).
 
+use crate::apply::adopt::Osm2pgsqlRecord;
 use crate::apply::config::Output;
 use crate::apply::flex::FlexSettings;
 use crate::apply::import::{import_with_threads, ImportThreads};
@@ -32,7 +33,7 @@ pub struct Args {
 
 /// The options that shape the tables and every later apply, shared with
 /// `tilepipe adopt` (which must be given those osm2pgsql was run with).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ImportOptions {
     /// Output: pgsql (classic schema) or flex (a Lua config as --style).
     #[arg(short = 'O', long, value_name = "OUTPUT")]
@@ -70,6 +71,38 @@ pub struct ImportOptions {
 }
 
 impl ImportOptions {
+    /// These options with what osm2pgsql 1.9+ recorded filled in where
+    /// they say nothing: `-O` and `--prefix` when not given, `-S` and
+    /// `--flat-nodes` when neither given nor set in the config's `import:`
+    /// section. Options given are kept, and `tilepipe adopt` checks them
+    /// against the record ([`crate::apply::adopt::inspect`]).
+    pub fn with_recorded(&self, config: &Config, record: &Osm2pgsqlRecord) -> ImportOptions {
+        let mut options = self.clone();
+        if options.output.is_none() {
+            options.output = match record.output.as_deref() {
+                Some("flex") => Some(Output::Flex),
+                Some("pgsql") => Some(Output::Pgsql),
+                _ => None,
+            };
+        }
+        if options.prefix.is_none() {
+            options.prefix.clone_from(&record.prefix);
+        }
+        // The recorded style is a classic style or a flex config, as the
+        // recorded output says: no use to another output.
+        let same_output = matches!(
+            (options.output, record.output.as_deref()),
+            (Some(Output::Flex), Some("flex")) | (Some(Output::Pgsql), Some("pgsql")) | (None, _)
+        );
+        if same_output && options.style.is_none() && config.import.style.is_none() {
+            options.style = record.style.as_ref().map(PathBuf::from);
+        }
+        if options.flat_nodes.is_none() && config.import.flat_nodes.is_none() {
+            options.flat_nodes = record.flat_node_file.as_ref().map(PathBuf::from);
+        }
+        options
+    }
+
     /// The settings these options and the config's `import:` section
     /// give, with style and Lua files read in.
     pub fn settings(&self, config: &Config) -> anyhow::Result<ImportSettings> {

@@ -62,7 +62,7 @@ enum Command {
     Apply(apply::Args),
     /// Print the data's bounding box (min_lon,min_lat,max_lon,max_lat); --recompute measures it again.
     Bounds(bounds::Args),
-    /// Take over a database osm2pgsql 1.8 imported with --slim, in place (same options as import).
+    /// Take over a database osm2pgsql (1.8, 1.9+/2.x) imported with --slim, in place (same options as import).
     Adopt(adopt::Args),
     /// Run every start-up self-check of `run` and print each result, starting nothing; exit 1 if one fails.
     Check(check::Args),

@@ -1,8 +1,9 @@
 //! Debian's osm2pgsql 1.8 as the reference tilepipe is compared with:
 //! running it, the option sets the comparisons use ([`Variant`]), and
 //! comparing what two schemas of one database hold, output tables row by
-//! row (every column; geometries within 1 cm) and osm2pgsql's legacy
-//! middle tables exactly.
+//! row (every column; geometries within 1 cm) and osm2pgsql's middle
+//! tables exactly. Also osm2pgsql 2.1.1 ([`peer2`]), unpacked beside 1.8
+//! by `scripts/install-deps`, whose databases have the new middle format.
 
 use std::path::Path;
 use std::process::Command;
@@ -107,6 +108,51 @@ pub fn carto_variant() -> Option<Variant> {
     })
 }
 
+/// Where `scripts/install-deps` unpacks osm2pgsql 2.1.1 from Debian's
+/// bookworm-backports (its package would replace 1.8).
+pub const PEER2_PREFIX: &str = "/opt/tilepipe-peers/osm2pgsql-2";
+
+/// osm2pgsql 2.1.1 as installed under [`PEER2_PREFIX`].
+#[derive(Debug, Clone)]
+pub struct Peer2 {
+    /// `osm2pgsql`.
+    pub osm2pgsql: std::path::PathBuf,
+    /// `osm2pgsql-replication` (2.x's, which reads `osm2pgsql_properties`).
+    pub replication: std::path::PathBuf,
+    /// Its default style.
+    pub default_style: std::path::PathBuf,
+}
+
+/// osm2pgsql 2.1.1, or `None` after saying the test is skipped when it is
+/// not installed. In CI (`CI=true`), where `scripts/install-deps` has run,
+/// its absence fails the test instead: a skip would hide that it never ran.
+pub fn peer2() -> Option<Peer2> {
+    let prefix = Path::new(PEER2_PREFIX);
+    let peer = Peer2 {
+        osm2pgsql: prefix.join("usr/bin/osm2pgsql"),
+        replication: prefix.join("usr/bin/osm2pgsql-replication"),
+        default_style: prefix.join("usr/share/osm2pgsql/default.style"),
+    };
+    let version = Command::new(&peer.osm2pgsql).arg("--version").output();
+    let works = version.is_ok_and(|out| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        out.status.success() && text.contains("version 2.1.1")
+    });
+    if works {
+        return Some(peer);
+    }
+    assert!(
+        !crate::paths::in_ci(),
+        "osm2pgsql 2.1.1 is not installed in {PEER2_PREFIX} (scripts/install-deps), but CI must \
+         have it (CI is set)"
+    );
+    eprintln!(
+        "skipping: osm2pgsql 2.1.1 is not installed in {PEER2_PREFIX} (run scripts/install-deps)"
+    );
+    None
+}
+
 /// Runs osm2pgsql with `args` then `file`; its stderr on failure.
 pub fn try_run(url: &str, args: &[String], file: &Path) -> Result<(), String> {
     try_run_with_env(url, args, &[], file)
@@ -120,7 +166,18 @@ pub fn try_run_with_env(
     env: &[(&str, &str)],
     file: &Path,
 ) -> Result<(), String> {
-    let out = Command::new("osm2pgsql")
+    try_run_program(Path::new("osm2pgsql"), url, args, env, file)
+}
+
+/// [`try_run_with_env`] with another osm2pgsql binary (see [`peer2`]).
+pub fn try_run_program(
+    program: &Path,
+    url: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    file: &Path,
+) -> Result<(), String> {
+    let out = Command::new(program)
         .envs(env.iter().copied())
         .args(["-d", url, "--number-processes", "1"])
         .args(args)
@@ -137,6 +194,18 @@ pub fn try_run_with_env(
 /// `osm2pgsql --slim` (`--create`, or `--append`) into `schema` (middle
 /// and output) with `flags`, which must succeed.
 pub fn run(url: &str, schema: &str, flags: &[String], append: bool, file: &Path) {
+    run_program(Path::new("osm2pgsql"), url, schema, flags, append, file)
+}
+
+/// [`run`] with another osm2pgsql binary (see [`peer2`]).
+pub fn run_program(
+    program: &Path,
+    url: &str,
+    schema: &str,
+    flags: &[String],
+    append: bool,
+    file: &Path,
+) {
     let mut args = vec![
         "--slim".to_string(),
         format!("--middle-schema={schema}"),
@@ -144,8 +213,12 @@ pub fn run(url: &str, schema: &str, flags: &[String], append: bool, file: &Path)
         if append { "--append" } else { "--create" }.to_string(),
     ];
     args.extend(flags.iter().cloned());
-    if let Err(stderr) = try_run(url, &args, file) {
-        panic!("osm2pgsql failed on {}: {stderr}", file.display());
+    if let Err(stderr) = try_run_program(program, url, &args, &[], file) {
+        panic!(
+            "{} failed on {}: {stderr}",
+            program.display(),
+            file.display()
+        );
     }
 }
 
@@ -241,12 +314,41 @@ pub fn assert_middle_equal(
     prefix: &str,
     stage: &str,
 ) -> Vec<i64> {
-    let mut counts = Vec::new();
-    for (suffix, columns) in [
+    let legacy = [
         ("nodes", "id, lat, lon"),
         ("ways", "id, nodes, tags"),
         ("rels", "id, way_off, rel_off, parts, members, tags"),
-    ] {
+    ];
+    assert_middle_tables_equal(client, reference, ours, prefix, &legacy, stage)
+}
+
+/// [`assert_middle_equal`] for osm2pgsql 1.9+/2.x's new middle format
+/// (tags and members as jsonb, compared as values).
+pub fn assert_new_middle_equal(
+    client: &mut postgres::Client,
+    reference: &str,
+    ours: &str,
+    prefix: &str,
+    stage: &str,
+) -> Vec<i64> {
+    let new = [
+        ("nodes", "id, lat, lon, tags"),
+        ("ways", "id, nodes, tags"),
+        ("rels", "id, members, tags"),
+    ];
+    assert_middle_tables_equal(client, reference, ours, prefix, &new, stage)
+}
+
+fn assert_middle_tables_equal(
+    client: &mut postgres::Client,
+    reference: &str,
+    ours: &str,
+    prefix: &str,
+    tables: &[(&str, &str)],
+    stage: &str,
+) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for &(suffix, columns) in tables {
         let table = format!("{prefix}_{suffix}");
         let exists = |schema: &str, c: &mut postgres::Client| -> bool {
             c.query_one(

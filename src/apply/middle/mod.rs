@@ -16,6 +16,10 @@
 //!   updating a database tilepipe updated, and the other way round; see
 //!   the [`legacy`] module. `tilepipe adopt` records it
 //!   ([`LEGACY18_MIDDLE_FORMAT`]) for a database osm2pgsql imported.
+//! - [`MiddleLayout::Osm2pgsqlNew`], osm2pgsql 1.9+/2.x's "new" format:
+//!   tilepipe's tables without its lookup columns, the reverse lookups on
+//!   the expression indexes osm2pgsql built; see the [`new_format`]
+//!   module. `tilepipe adopt` records it ([`NEW_MIDDLE_FORMAT`]).
 //!
 //! Reverse lookups (which ways use these nodes, which relations have these
 //! members) run on GIN indexes, one query per batch, never per object.
@@ -30,6 +34,7 @@
 //! `--middle-with-nodes`, for other readers of its middle.)
 
 pub mod legacy;
+pub mod new_format;
 
 use super::flatnodes::{FlatNodes, FlatNodesError};
 use super::pgcopy::{json_string, json_tags, CopyError, CopyStream};
@@ -73,6 +78,11 @@ pub const MIDDLE_FORMAT_PROPERTY: &str = "tilepipe_middle_format";
 /// for a database whose middle osm2pgsql 1.8 laid out
 /// ([`MiddleLayout::Legacy18`]): its tables are used as they are.
 pub const LEGACY18_MIDDLE_FORMAT: &str = "osm2pgsql-1.8-legacy";
+
+/// The value of [`MIDDLE_FORMAT_PROPERTY`] that `tilepipe adopt` records
+/// for a database whose middle osm2pgsql 1.9+/2.x laid out in its new
+/// format ([`MiddleLayout::Osm2pgsqlNew`], `db_format` 2).
+pub const NEW_MIDDLE_FORMAT: &str = "osm2pgsql-new";
 
 /// Way → node lookups go through node-id buckets (id >> 5) rather than
 /// node ids, as osm2pgsql's middle does: consecutive ids share a bucket, so
@@ -119,23 +129,45 @@ pub enum MiddleLayout {
         /// found through a GIN index on `nodes` itself.
         bucket_index: bool,
     },
+    /// osm2pgsql 1.9+/2.x's new format (`db_format` 2 in
+    /// `osm2pgsql_properties`), with the nodes table or a flat-nodes file.
+    Osm2pgsqlNew {
+        /// Whether the ways have the bucket index, as in
+        /// [`MiddleLayout::Legacy18`] (always in 2.x; 1.9 to 1.11 could
+        /// be run with `--middle-way-node-index-id-shift 0`).
+        bucket_index: bool,
+    },
 }
 
 impl MiddleLayout {
+    /// Whether an append looks up the ways and relations using a changed
+    /// node or way in its first version (version 1). osm2pgsql 2.x does
+    /// not (`osmdata_t::node` and `osmdata_t::way` in src/osmdata.cpp,
+    /// from 2.0: a new object cannot be referenced yet), so on its new
+    /// format neither does tilepipe, and both rebuild the same rows even
+    /// where an extract's relation already lists a way created later.
+    /// osm2pgsql 1.8 (and 1.9 to 1.11, also on the new format) and
+    /// tilepipe's own layout look them up.
+    pub fn looks_up_parents_of_first_versions(self) -> bool {
+        !matches!(self, MiddleLayout::Osm2pgsqlNew { .. })
+    }
+
     /// What [`MIDDLE_FORMAT_PROPERTY`] records for this layout.
     pub fn format_property(self) -> &'static str {
         match self {
             MiddleLayout::Tilepipe => MIDDLE_FORMAT,
             MiddleLayout::Legacy18 { .. } => LEGACY18_MIDDLE_FORMAT,
+            MiddleLayout::Osm2pgsqlNew { .. } => NEW_MIDDLE_FORMAT,
         }
     }
 
     /// The layout of the middle tables `PREFIX_*` in `schema`, from the
     /// type of `PREFIX_ways.tags` (`text[]` in the legacy layout, `jsonb`
-    /// otherwise) and, for the legacy layout, whether the bucket index
-    /// exists (as osm2pgsql 1.8 decides in `check_bucket_index`, here
-    /// looked up in `schema`). `None` without a ways table, or for a
-    /// layout neither tilepipe's nor legacy (osm2pgsql 1.9+'s new format).
+    /// otherwise) and whether it has tilepipe's `node_buckets` (osm2pgsql's
+    /// new format has not), and, for osm2pgsql's layouts, whether the
+    /// bucket index exists (as osm2pgsql 1.8 decides in
+    /// `check_bucket_index`, here looked up in `schema`). `None` without a
+    /// ways table, or for a layout none of these.
     pub fn detect(
         client: &mut impl GenericClient,
         schema: &str,
@@ -166,20 +198,25 @@ impl MiddleLayout {
                 .find(|(column, _)| column == name)
                 .map(|(_, kind)| kind.as_str())
         };
+        let mut bucket_index = || -> Result<bool, MiddleError> {
+            Ok(client
+                .query_opt(
+                    "SELECT 1 FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'i'",
+                    &[&schema, &format!("{prefix}_ways_nodes_bucket_idx")],
+                )
+                .map_err(err)?
+                .is_some())
+        };
         match (type_of("tags"), type_of("node_buckets")) {
-            (Some("text[]"), _) => {
-                let bucket_index = client
-                    .query_opt(
-                        "SELECT 1 FROM pg_class c
-                         JOIN pg_namespace n ON n.oid = c.relnamespace
-                         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'i'",
-                        &[&schema, &format!("{prefix}_ways_nodes_bucket_idx")],
-                    )
-                    .map_err(err)?
-                    .is_some();
-                Ok(Some(MiddleLayout::Legacy18 { bucket_index }))
-            }
+            (Some("text[]"), _) => Ok(Some(MiddleLayout::Legacy18 {
+                bucket_index: bucket_index()?,
+            })),
             (Some("jsonb"), Some(_)) => Ok(Some(MiddleLayout::Tilepipe)),
+            (Some("jsonb"), None) => Ok(Some(MiddleLayout::Osm2pgsqlNew {
+                bucket_index: bucket_index()?,
+            })),
             _ => Ok(None),
         }
     }
@@ -301,8 +338,10 @@ impl Middle {
     /// With a flat-nodes file there is no nodes table (one left by an
     /// earlier import is dropped).
     pub fn create(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-        if self.is_legacy() {
-            return legacy::create(self, client);
+        match self.layout {
+            MiddleLayout::Legacy18 { .. } => return legacy::create(self, client),
+            MiddleLayout::Osm2pgsqlNew { .. } => return new_format::create(self, client),
+            MiddleLayout::Tilepipe => {}
         }
         let (nodes, ways, rels) = (self.nodes_table(), self.ways_table(), self.rels_table());
         let create_nodes = if self.has_nodes_table() {
@@ -342,7 +381,9 @@ impl Middle {
 
     /// Primary key, node-bucket index and statistics of the ways table.
     pub fn index_ways(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-        if self.is_legacy() {
+        // osm2pgsql 2.x builds the ways' bucket function and index as 1.8
+        // did (`create_fw_dep_indexes`).
+        if self.layout != MiddleLayout::Tilepipe {
             return legacy::index_ways(self, client);
         }
         let ways = self.ways_table();
@@ -358,8 +399,10 @@ impl Middle {
 
     /// Primary key, member indexes and statistics of the relations table.
     pub fn index_relations(&self, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-        if self.is_legacy() {
-            return legacy::index_relations(self, client);
+        match self.layout {
+            MiddleLayout::Legacy18 { .. } => return legacy::index_relations(self, client),
+            MiddleLayout::Osm2pgsqlNew { .. } => return new_format::index_relations(self, client),
+            MiddleLayout::Tilepipe => {}
         }
         let rels = self.rels_table();
         let prefix = &self.prefix;
@@ -423,8 +466,10 @@ impl Middle {
         client: &mut impl GenericClient,
         ways: impl IntoIterator<Item = impl Borrow<Way>>,
     ) -> Result<u64, MiddleError> {
-        if self.is_legacy() {
-            return legacy::copy_ways(self, client, ways);
+        match self.layout {
+            MiddleLayout::Legacy18 { .. } => return legacy::copy_ways(self, client, ways),
+            MiddleLayout::Osm2pgsqlNew { .. } => return new_format::copy_ways(self, client, ways),
+            MiddleLayout::Tilepipe => {}
         }
         let err = self.err("ways");
         let mut copy = CopyStream::start(
@@ -453,8 +498,14 @@ impl Middle {
         client: &mut impl GenericClient,
         relations: impl IntoIterator<Item = impl Borrow<Relation>>,
     ) -> Result<u64, MiddleError> {
-        if self.is_legacy() {
-            return legacy::copy_relations(self, client, relations);
+        match self.layout {
+            MiddleLayout::Legacy18 { .. } => {
+                return legacy::copy_relations(self, client, relations)
+            }
+            MiddleLayout::Osm2pgsqlNew { .. } => {
+                return new_format::copy_relations(self, client, relations)
+            }
+            MiddleLayout::Tilepipe => {}
         }
         let err = self.err("rels");
         let mut copy = CopyStream::start(
@@ -590,8 +641,9 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // Both layouts have `id, nodes, tags`; only the tags' encoding
-        // differs (jsonb here, osm2pgsql 1.8's flat text[] there).
+        // All layouts have `id, nodes, tags`; only the tags' encoding
+        // differs (jsonb here and in osm2pgsql's new format, osm2pgsql
+        // 1.8's flat text[] in the legacy one).
         let rows = client
             .query(
                 &format!(
@@ -627,8 +679,9 @@ impl Middle {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // As for ways: both layouts have `id, members, tags`, encoded as
-        // jsonb here and as osm2pgsql 1.8's flat text[] there.
+        // As for ways: all layouts have `id, members, tags`, encoded as
+        // jsonb here and in the new format, as osm2pgsql 1.8's flat text[]
+        // in the legacy one.
         let rows = client
             .query(
                 &format!(
@@ -667,7 +720,10 @@ impl Middle {
         if node_ids.is_empty() {
             return Ok(Vec::new());
         }
-        if let MiddleLayout::Legacy18 { bucket_index } = self.layout {
+        // The new format finds ways by node as the legacy one does.
+        if let MiddleLayout::Legacy18 { bucket_index }
+        | MiddleLayout::Osm2pgsqlNew { bucket_index } = self.layout
+        {
             return legacy::ways_using_nodes(self, client, node_ids, bucket_index);
         }
         let rows = with_index_probes(client, |client| {
@@ -698,8 +754,14 @@ impl Middle {
         if node_ids.is_empty() && way_ids.is_empty() {
             return Ok(Vec::new());
         }
-        if self.is_legacy() {
-            return legacy::relations_using(self, client, node_ids, way_ids);
+        match self.layout {
+            MiddleLayout::Legacy18 { .. } => {
+                return legacy::relations_using(self, client, node_ids, way_ids)
+            }
+            MiddleLayout::Osm2pgsqlNew { .. } => {
+                return new_format::relations_using(self, client, node_ids, way_ids)
+            }
+            MiddleLayout::Tilepipe => {}
         }
         let rows = with_index_probes(client, |client| {
             client.query(
