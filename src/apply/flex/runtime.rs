@@ -14,7 +14,7 @@
 
 use super::expire::{parse_expire_output, ExpireOutputDef, ExpireOutputHandle};
 use super::geometry::{CollectionMember, FlexGeometry, GeometryColumnType};
-use super::table::{parse_table, ColumnDef, ColumnType, GeometryKind, TableDef};
+use super::table::{parse_table, ColumnType, GeometryKind, TableDef};
 use super::value::{self, escape_copy_text, write_integer, ColumnSlot};
 use crate::apply::geom::postgis_sort_key;
 use crate::apply::geom::validity::surely_valid_geometry;
@@ -1007,9 +1007,15 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
         Some(names) => names,
         None => column_names[handle.index].insert(lua.create_sequence_from(keys.iter().cloned())?),
     };
-    let columns: Vec<&ColumnDef> = table.written_columns().collect();
     column_bytes.clear();
-    value::read_columns(lua, &row, names, &columns, column_bytes, column_slots)?;
+    value::read_columns(
+        lua,
+        &row,
+        names,
+        table.written_columns(),
+        column_bytes,
+        column_slots,
+    )?;
     if let Some(ids) = &table.ids {
         if !ids.kind.accepts(object.kind) {
             return Err(fail(format!(
@@ -1018,7 +1024,9 @@ fn insert(lua: &Lua, handle: &TableHandle, row: Value) -> mlua::Result<MultiValu
             )));
         }
     }
-    let mut line = Vec::with_capacity(128);
+    // The plain columns' text, separators and NULLs: the geometry's hex
+    // then grows it at most once.
+    let mut line = Vec::with_capacity(column_bytes.len() + 3 * column_slots.len() + 64);
     let mut surely_valid = true;
     let mut order_key = None;
     for (index, (column, key)) in table.written_columns().zip(keys.iter()).enumerate() {

@@ -557,11 +557,11 @@ pub enum ColumnSlot {
 /// reference per column, and a row of openstreetmap-carto's tables has
 /// about forty, most of them empty; this is one protected call per row
 /// (perf, flex import of Liechtenstein ×100: a quarter of `insert`).
-pub fn read_columns(
+pub fn read_columns<'a>(
     lua: &Lua,
     row: &Table,
     names: &Table,
-    columns: &[&ColumnDef],
+    columns: impl Iterator<Item = &'a ColumnDef>,
     out: &mut Vec<u8>,
     slots: &mut Vec<ColumnSlot>,
 ) -> mlua::Result<()> {
@@ -573,7 +573,7 @@ pub fn read_columns(
     // apart from what exec_raw discards.
     unsafe {
         lua.exec_raw::<()>((row, names), |state| {
-            for (index, column) in columns.iter().enumerate() {
+            for (index, column) in columns.enumerate() {
                 let slot = match column.column_type {
                     ColumnType::Text
                     | ColumnType::Int2
