@@ -139,23 +139,22 @@ pub fn write_with_srid(geometry: &Geometry<f64>, srid: u32) -> Result<Vec<u8>, E
 /// Lower-case hex, as `encode(ST_AsEWKB(way), 'hex')` prints and as the
 /// COPY text format accepts for geometry columns.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    hex
+    let mut hex = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut hex, bytes);
+    String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
 /// Appends [`to_hex`]'s digits of `bytes` to `out`, without a temporary
 /// string.
 pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    // Sized first and filled in pairs: pushing byte by byte was 2% of a
+    // flex import's instructions (cachegrind, Liechtenstein).
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, &b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
 }
 
