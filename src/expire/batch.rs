@@ -749,6 +749,7 @@ mod tests {
             changed: true,
             changed_columns: Some(vec!["building".into()]),
             null_columns: None,
+            column_digests: None,
             expire: true,
             expire_feeds: Vec::new(),
         };
@@ -773,6 +774,7 @@ mod tests {
         let moved = RowChange {
             changed_columns: None,
             null_columns: None,
+            column_digests: None,
             ..building_change.clone()
         };
         let batch = tiles_for_batch(&[moved], &raster, false, &styles).unwrap();
@@ -803,6 +805,7 @@ mod tests {
                     changed: true,
                     changed_columns: None,
                     null_columns: None,
+                    column_digests: None,
                     expire: true,
                     expire_feeds: Vec::new(),
                 }
@@ -828,6 +831,7 @@ mod tests {
             changed: false,
             changed_columns: None,
             null_columns: None,
+            column_digests: None,
             expire: true,
             expire_feeds: Vec::new(),
         };
