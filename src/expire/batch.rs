@@ -354,6 +354,7 @@ pub fn tiles_for_batch(
             let facts = RowFacts {
                 changed_columns: columns,
                 null_columns: change.null_columns.as_deref(),
+                digests: change.column_digests.as_ref(),
             };
             let object = RowLabel(&change.table, change.osm_id);
             per_style.expire_row(&object, &change.table, &geometries, facts)?;
@@ -711,6 +712,8 @@ mod tests {
             columns: Reads::Only([column.to_string()].into()),
             zooms,
             requires: Vec::new(),
+            condition: super::super::style_aware::Condition::Unknown,
+            rules: Vec::new(),
         };
         // Buildings from z14 in one style, from z12 in the other, which
         // also draws land use from z10.
