@@ -56,7 +56,7 @@ const NUDGE_METRES: f64 = 8.0;
 const METRES_PER_DEGREE: f64 = 111_320.0;
 
 /// What an object is: its most telling key, with the value for some.
-fn kind(tags: &Tags) -> Option<(String, Option<String>)> {
+fn kind(tags: &Tags) -> Kind {
     KIND_KEYS.iter().find_map(|&key| {
         let value = tags.iter().find(|(k, _)| k == key).map(|(_, v)| v)?;
         Some((
@@ -65,6 +65,12 @@ fn kind(tags: &Tags) -> Option<(String, Option<String>)> {
         ))
     })
 }
+
+/// What an object is ([`kind`]): a key, with its value for some keys.
+type Kind = Option<(String, Option<String>)>;
+
+/// A created way's node locations, in order, and its kind.
+type Shape = (Kind, Vec<Location>);
 
 /// One edit of the planet diff, independent of where it happened.
 #[derive(Debug, Clone)]
@@ -90,7 +96,7 @@ pub struct RelocatedDiffs {
     rng: ChaCha8Rng,
     edits: Vec<Edit>,
     /// Shapes of created ways (node locations in order), by kind.
-    shapes: Vec<(Option<(String, Option<String>)>, Vec<Location>)>,
+    shapes: Vec<Shape>,
     next_edit: usize,
     edits_per_diff: (usize, usize),
     sequence: u64,
@@ -670,13 +676,7 @@ fn snap(location: Location) -> Location {
 }
 
 /// The planet diff's edits, and the shapes of its created ways.
-#[allow(clippy::type_complexity)]
-fn split_edits(
-    planet: &ChangeSet,
-) -> (
-    Vec<Edit>,
-    Vec<(Option<(String, Option<String>)>, Vec<Location>)>,
-) {
+fn split_edits(planet: &ChangeSet) -> (Vec<Edit>, Vec<Shape>) {
     let mut nodes: HashMap<i64, (&Node, Action)> = HashMap::new();
     for change in planet.iter() {
         if let Object::Node(n) = &change.object {
@@ -780,10 +780,10 @@ fn split_edits(
             continue;
         };
         match change.action {
-            Action::Create if !n.tags.is_empty() && !used_nodes.contains(&n.id) => {
-                if n.location.is_some() {
-                    edits.push(Edit::Create(vec![change.object.clone()]));
-                }
+            Action::Create
+                if !n.tags.is_empty() && !used_nodes.contains(&n.id) && n.location.is_some() =>
+            {
+                edits.push(Edit::Create(vec![change.object.clone()]));
             }
             // Untagged nodes of a modified way are part of its edit.
             Action::Modify if !(n.tags.is_empty() && modified_way_nodes.contains(&n.id)) => edits
