@@ -6,10 +6,32 @@
 //! of one metatile around it at every zoom, so that changes reaching over
 //! the region's edge show) are rendered by tilepipe's own renderer (32-bit
 //! PNG, lossless, so equal bytes mean equal pixels) before the first diff
-//! and again after each of a sequence of generated minutely diffs (the test
-//! kit's [`FeedGenerator`], which the demo and the tests publish too). The
-//! metatiles whose bytes changed are the truth. Before any diff the region
-//! is rendered twice, to show that rendering itself is deterministic.
+//! and again after each of a sequence of minutely diffs. The metatiles
+//! whose bytes changed are the truth. Before any diff the region is
+//! rendered twice, to show that rendering itself is deterministic.
+//!
+//! A real-size region (Liechtenstein, over 1000 metatiles at z10–z18) is
+//! too large to render whole after every diff. There the truth is
+//! rendered, before and after each diff, for the metatiles some method
+//! expires (the union of the methods' sets) and the ring of eight
+//! metatiles around each. That bounds the truth: a changed metatile
+//! outside the union is a miss of every method, and a change that leaks
+//! out of the union shows in the ring first; a leak past the ring would
+//! have to skip a metatile, which pixels drawn from a geometry within the
+//! render buffer (half a tile) cannot. The diff is applied in a
+//! transaction left open while the "before" pass renders (the renderer's
+//! connections still see the old rows), then committed.
+//!
+//! Diffs come from two sources:
+//! - **generated**: the test kit's [`FeedGenerator`] (which the demo and
+//!   the tests publish too): moves, renames, POIs, multipolygon edits,
+//!   every one an edit a style draws;
+//! - **real**: the edits of a real planet-wide minutely diff
+//!   (`../shared/data/000466354.osc.gz`) replayed on the region by
+//!   [`RelocatedDiffs`]: created objects moved there with their shape and
+//!   real tags, modifications and deletions done to region objects of the
+//!   same kind. Its mix is a real minute's: mostly an import's buildings,
+//!   then tag edits (power towers, `source`), new roads, way node moves.
 //!
 //! Methods, all on the same diffs:
 //! - **osm2pgsql 1.8**: Debian's `osm2pgsql --append --slim -e 10-18 -o
@@ -17,8 +39,13 @@
 //!   mapped to its metatile (what `render_expired` re-renders);
 //! - **tilepipe all_changes**: `expire.all_changes: true`;
 //! - **tilepipe default**: rows rewritten without a difference skipped;
-//! - **tilepipe style-aware**: the default plus `expire.style_aware` with
-//!   the style's reads ([`read_style`]).
+//! - **tilepipe style-aware (tables, columns)**: the default plus
+//!   `expire.style_aware` with the style's reads ([`read_style`]) but
+//!   without the rows' column hashes: each layer's tables, columns and
+//!   zooms only (style-aware expiry before value conditions);
+//! - **tilepipe style-aware (values)**: as `tilepipe run` does it, the
+//!   layers' `WHERE`s and rule filters evaluated on the changed rows'
+//!   old and new values too.
 //!
 //! The tilepipe methods are computed as `tilepipe run` computes them
 //! (`daemon::apply_batch`): each diff is one batch applied by the
@@ -42,15 +69,17 @@
 //! "within the buffer" leaves the last class out.
 //!
 //! Regions: the test kit's synthetic town, then the Helsinki sample
-//! (`../shared/data/helsinki.osm.pbf`) when present. Styles: the project's
+//! (`../shared/data/helsinki.osm.pbf`) and Liechtenstein
+//! (`../shared/data/liechtenstein-2013-08-03.osm.pbf`) when present. Styles: the project's
 //! (`styles/tilepipe`), then openstreetmap-carto 5.7 (Debian's, prepared by
 //! `scripts/setup-carto`) when installed. `TILEPIPE_BENCH_DIFFS` sets the
 //! diffs per case (default 8 for the town, 6 for Helsinki, half as many
 //! with openstreetmap-carto, which renders several times slower);
-//! `TILEPIPE_BENCH_CASES` selects cases by substring (e.g. `town`,
-//! `helsinki/tilepipe`); `TILEPIPE_BENCH_QUICK` measures the town only;
-//! `TILEPIPE_BENCH_CHANGES` sets the edits per diff (`MIN-MAX`, default
-//! 1-5); `TILEPIPE_BENCH_VERBOSE` prints each diff's edits and rows and
+//! `TILEPIPE_BENCH_CASES` selects cases `region/style/source` by
+//! substring (e.g. `town`, `helsinki/tilepipe`, `liechtenstein/carto/real`);
+//! `TILEPIPE_BENCH_QUICK` measures the town only;
+//! `TILEPIPE_BENCH_CHANGES` sets the changes per generated diff, or the
+//! planet diff's edits per real diff (`MIN-MAX`, default 1-5); `TILEPIPE_BENCH_VERBOSE` prints each diff's edits and rows and
 //! keeps the work directory with each pass's tiles.
 //!
 //! Run with `cargo bench --bench expiry_accuracy`. Prints Markdown tables
@@ -64,15 +93,17 @@ use tilepipe::apply::append::{Applier, RowChange};
 use tilepipe::apply::settings::ImportSettings;
 use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
 use tilepipe::expire::raster::{Expirer, PolygonMode, RasterSettings};
-use tilepipe::expire::style_aware::StyleReads;
+use tilepipe::expire::style_aware::{Condition, StyleReads};
 use tilepipe::metatile::read_tile_at;
+use tilepipe::osm::osc::read_osc_file;
 use tilepipe::osm::{Change, ChangeSet};
 use tilepipe::render::config::{RenderConfig, StyleConfig, TileFormat};
 use tilepipe::render::style_reads::read_style;
 use tilepipe::render::worker::Renderer;
 use tilepipe::tile::{metatiles_at, BBox, Metatile, Tile};
-use tilepipe_testkit::feedgen::OsmData;
+use tilepipe_testkit::feedgen::{GeneratedDiff, OsmData};
 use tilepipe_testkit::osm2pgsql::{self, Variant};
+use tilepipe_testkit::realdiff::RelocatedDiffs;
 use tilepipe_testkit::{FeedGenerator, PgCluster};
 
 const START: u64 = 1000;
@@ -85,15 +116,25 @@ const METATILE: u32 = 8;
 /// the project style, renderd's default for carto), in tiles of 256 px.
 const RENDER_BUFFER_TILES: f64 = 0.5;
 const HELSINKI: &str = "../shared/data/helsinki.osm.pbf";
+const LIECHTENSTEIN: &str = "../shared/data/liechtenstein-2013-08-03.osm.pbf";
+/// A real planet-wide minutely diff whose edits [`RelocatedDiffs`]
+/// replays on each region.
+const PLANET_DIFF: &str = "../shared/data/000466354.osc.gz";
+/// Regions with more metatiles than this at z10–z18 are measured around
+/// the expiry sets only (see the module documentation).
+const FULL_RENDER_LIMIT: usize = 1000;
 const CARTO_DIR: &str = "/usr/share/openstreetmap-carto-common";
-const METHODS: [&str; 4] = [
+const METHODS: [&str; 5] = [
     "osm2pgsql 1.8",
     "tilepipe all_changes",
     "tilepipe default",
-    "tilepipe style-aware",
+    "tilepipe style-aware (tables, columns)",
+    "tilepipe style-aware (values)",
 ];
 const OSM2PGSQL: usize = 0;
-const STYLE_AWARE: usize = 3;
+/// Style-aware expiry as `tilepipe run` does it: with the layers' value
+/// conditions.
+const STYLE_AWARE: usize = 4;
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -135,6 +176,52 @@ struct Region {
     diffs: usize,
 }
 
+impl Region {
+    /// Whether every metatile of the region is rendered for the truth
+    /// (else only those around the methods' expiry sets).
+    fn full_render(&self) -> bool {
+        measured_metatiles(&self.bbox)
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+            <= FULL_RENDER_LIMIT
+    }
+}
+
+/// Where a case's diffs come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The test kit's [`FeedGenerator`]: edits a style draws.
+    Generated,
+    /// A real planet diff's edits replayed on the region
+    /// ([`RelocatedDiffs`]).
+    Real,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Generated => "generated",
+            Source::Real => "real",
+        }
+    }
+}
+
+/// A case's diffs, one at a time.
+enum Diffs {
+    Generated(FeedGenerator),
+    Real(RelocatedDiffs),
+}
+
+impl Diffs {
+    fn next_diff(&mut self) -> GeneratedDiff {
+        match self {
+            Diffs::Generated(g) => g.next_diff(),
+            Diffs::Real(r) => r.next_diff(),
+        }
+    }
+}
+
 fn node_bbox(data: &OsmData) -> BBox {
     let (mut west, mut south, mut east, mut north) = (180.0f64, 90.0f64, -180.0f64, -90.0f64);
     for location in data.nodes.values().filter_map(|n| n.location) {
@@ -158,20 +245,24 @@ fn regions(dir: &Path) -> Vec<Region> {
         data: town,
         diffs: diffs.unwrap_or(8),
     }];
-    let helsinki = manifest().join(HELSINKI);
     if std::env::var_os("TILEPIPE_BENCH_QUICK").is_some() {
         eprintln!("TILEPIPE_BENCH_QUICK: the synthetic town only");
-    } else if helsinki.is_file() {
-        let data = OsmData::from_pbf(&helsinki).unwrap();
-        regions.push(Region {
-            name: "helsinki",
-            file: helsinki,
-            bbox: node_bbox(&data),
-            data,
-            diffs: diffs.unwrap_or(6),
-        });
     } else {
-        eprintln!("{HELSINKI} not found: the synthetic town only");
+        for (name, path) in [("helsinki", HELSINKI), ("liechtenstein", LIECHTENSTEIN)] {
+            let file = manifest().join(path);
+            if !file.is_file() {
+                eprintln!("{path} not found: {name} skipped");
+                continue;
+            }
+            let data = OsmData::from_pbf(&file).unwrap();
+            regions.push(Region {
+                name,
+                file,
+                bbox: node_bbox(&data),
+                data,
+                diffs: diffs.unwrap_or(6),
+            });
+        }
     }
     regions
 }
@@ -209,14 +300,18 @@ fn measured_metatiles(bbox: &BBox) -> Vec<Vec<Metatile>> {
 struct Pass {
     /// Per metatile, its tiles' hashes (row by row).
     hashes: HashMap<Metatile, Vec<u64>>,
-    seconds: [f64; ZOOMS],
+    /// Per zoom, the workers' busy seconds and the metatiles rendered.
+    busy: [(f64, usize); ZOOMS],
 }
 
 fn render_pass(renderer: &Renderer, style: &str, measured: &[Vec<Metatile>]) -> Pass {
     let store = renderer.store(style).unwrap();
     let mut hashes = HashMap::new();
-    let mut seconds = [0.0; ZOOMS];
+    let mut busy = [(0.0, 0); ZOOMS];
     for (i, metatiles) in measured.iter().enumerate() {
+        if metatiles.is_empty() {
+            continue;
+        }
         let before = renderer.timings();
         tilepipe_testkit::render::render_all(renderer, style, metatiles);
         let after = loop {
@@ -226,7 +321,7 @@ fn render_pass(renderer: &Renderer, style: &str, measured: &[Vec<Metatile>]) -> 
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        seconds[i] = (after.busy - before.busy).as_secs_f64() / metatiles.len() as f64;
+        busy[i] = ((after.busy - before.busy).as_secs_f64(), metatiles.len());
         for &metatile in metatiles {
             let path = store.path(style, metatile, None).unwrap();
             let tiles = tiles_of(metatile)
@@ -238,7 +333,34 @@ fn render_pass(renderer: &Renderer, style: &str, measured: &[Vec<Metatile>]) -> 
             hashes.insert(metatile, tiles);
         }
     }
-    Pass { hashes, seconds }
+    Pass { hashes, busy }
+}
+
+/// The metatiles measured for one diff of a large region: those some
+/// method expires, and the ring of eight around each.
+fn around(expired: &[BTreeSet<Metatile>]) -> Vec<Vec<Metatile>> {
+    (MIN_ZOOM..=MAX_ZOOM)
+        .map(|z| {
+            let last = (1i64 << z) - i64::from(METATILE);
+            let step = i64::from(METATILE);
+            let mut set = BTreeSet::new();
+            for m in expired.iter().flatten().filter(|m| m.z == z) {
+                for dy in [-step, 0, step] {
+                    for dx in [-step, 0, step] {
+                        let (x, y) = (i64::from(m.x) + dx, i64::from(m.y) + dy);
+                        if (0..=last).contains(&x) && (0..=last).contains(&y) {
+                            set.insert(Metatile {
+                                z,
+                                x: x as u32,
+                                y: y as u32,
+                            });
+                        }
+                    }
+                }
+            }
+            set.into_iter().collect()
+        })
+        .collect()
 }
 
 /// The tiles of a metatile, row by row.
@@ -325,6 +447,7 @@ fn reaches(rows: &[RowChange], z: u8, raster: &RasterSettings, reads: &StyleRead
                 tilepipe::expire::style_aware::RowFacts {
                     changed_columns: row.changed_columns.as_deref(),
                     null_columns: row.null_columns.as_deref(),
+                    digests: row.column_digests.as_ref(),
                 },
             );
             let as_expired = RowChange {
@@ -381,14 +504,19 @@ struct Miss {
 struct Report {
     region: &'static str,
     style: &'static str,
+    /// The diffs' [`Source`] name.
+    source: &'static str,
+    /// Whether every metatile of the region was rendered (else those
+    /// around the expiry sets).
+    full: bool,
     diffs: usize,
     measured: usize,
     /// Changed metatiles per zoom.
     truth: [usize; ZOOMS],
     /// Per method, per zoom.
-    tallies: [[Tally; ZOOMS]; 4],
+    tallies: [[Tally; ZOOMS]; 5],
     /// Per method.
-    misses: [Vec<Miss>; 4],
+    misses: [Vec<Miss>; 5],
     /// Render seconds per metatile per zoom.
     seconds: [f64; ZOOMS],
     nondeterministic: usize,
@@ -396,7 +524,13 @@ struct Report {
     elapsed: Duration,
 }
 
-fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> Report {
+fn measure(
+    cluster: &PgCluster,
+    region: &Region,
+    style: &Style,
+    source: Source,
+    work: &Path,
+) -> Report {
     let started = Instant::now();
     // openstreetmap-carto renders several times slower: half the diffs
     // keep the run within minutes.
@@ -404,7 +538,7 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         "carto" if env_number("TILEPIPE_BENCH_DIFFS").is_none() => (region.diffs / 2).max(2),
         _ => region.diffs,
     };
-    let case = format!("{}_{}", region.name, style.name);
+    let case = format!("{}_{}_{}", region.name, style.name, source.name());
     eprintln!("{case}: importing into tilepipe's and osm2pgsql's databases");
     let tilepipe_url = cluster.create_database(&format!("acc_{case}_tp")).unwrap();
     let osm2pgsql_url = cluster.create_database(&format!("acc_{case}_o2p")).unwrap();
@@ -446,6 +580,24 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
     let mut applier = Applier::for_settings(&settings).unwrap();
     let reads: Vec<StyleReads> = vec![read_style(style.name, &xml, 256, 1.0).unwrap()];
     let raster = ExpireConfig::default().raster();
+    let valued = reads[0]
+        .layers
+        .iter()
+        .filter(|l| l.condition != Condition::Unknown)
+        .count();
+    let filtered = reads[0]
+        .layers
+        .iter()
+        .filter(|l| {
+            l.rules
+                .iter()
+                .any(|(_, f)| *f != Condition::Unknown && *f != Condition::All(Vec::new()))
+        })
+        .count();
+    eprintln!(
+        "{case}: {} layers; value conditions followed in {valued}, rule filters in {filtered}",
+        reads[0].layers.len()
+    );
 
     let tiles = style_dir.join("tiles");
     let config = StyleConfig {
@@ -457,8 +609,9 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         max_zoom: MAX_ZOOM,
         ..StyleConfig::default()
     };
-    let measured = measured_metatiles(&region.bbox);
-    let count: usize = measured.iter().map(Vec::len).sum();
+    let full = region.full_render();
+    let whole = measured_metatiles(&region.bbox);
+    let count: usize = whole.iter().map(Vec::len).sum();
     let renderer = Renderer::start(
         std::slice::from_ref(&config),
         &RenderConfig {
@@ -468,22 +621,42 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         },
     )
     .unwrap();
-    eprintln!("{case}: {count} metatiles per render pass, {} diffs", diffs);
-    let first = render_pass(&renderer, style.name, &measured);
-    let mut before = render_pass(&renderer, style.name, &measured);
-    let nondeterministic = changed_between(&first, &before).len();
-    let mut seconds = before.seconds;
+    // Busy seconds and metatiles rendered per zoom, over every pass.
+    let mut busy = [(0.0f64, 0usize); ZOOMS];
+    let mut add_busy = |pass: &Pass| {
+        for (sum, (b, n)) in busy.iter_mut().zip(pass.busy) {
+            sum.0 += b;
+            sum.1 += n;
+        }
+    };
+    let mut before = None;
+    let mut nondeterministic = None;
+    if full {
+        eprintln!("{case}: {count} metatiles per render pass, {diffs} diffs");
+        let first = render_pass(&renderer, style.name, &whole);
+        let second = render_pass(&renderer, style.name, &whole);
+        nondeterministic = Some(changed_between(&first, &second).len());
+        add_busy(&second);
+        before = Some(second);
+    } else {
+        eprintln!(
+            "{case}: {count} metatiles in the region at z10-z18: rendering around the expiry sets only, {diffs} diffs"
+        );
+    }
+    let mut rendered = 0usize;
 
     let mut report = Report {
         region: region.name,
         style: style.name,
+        source: source.name(),
+        full: true,
         diffs,
-        measured: count,
+        measured: 0,
         truth: [0; ZOOMS],
-        tallies: [[Tally::default(); ZOOMS]; 4],
+        tallies: [[Tally::default(); ZOOMS]; 5],
         misses: Default::default(),
         seconds: [0.0; ZOOMS],
-        nondeterministic,
+        nondeterministic: 0,
         changed_rows: 0,
         elapsed: Duration::ZERO,
     };
@@ -491,8 +664,19 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         .unwrap()
         .with_timezone(&chrono::Utc);
     let (fewest, most) = changes_per_diff();
-    let mut generator = FeedGenerator::new(region.data.clone(), SEED, START, t0, 60)
-        .with_changes_per_diff(fewest, most);
+    let mut generator = match source {
+        Source::Generated => Diffs::Generated(
+            FeedGenerator::new(region.data.clone(), SEED, START, t0, 60)
+                .with_changes_per_diff(fewest, most),
+        ),
+        Source::Real => {
+            let planet = read_osc_file(&manifest().join(PLANET_DIFF)).unwrap();
+            Diffs::Real(
+                RelocatedDiffs::new(region.data.clone(), &planet, SEED, START, t0, 60)
+                    .with_edits_per_diff(fewest, most),
+            )
+        }
+    };
     for _ in 0..diffs {
         let diff = generator.next_diff();
         let sequence = diff.sequence;
@@ -510,11 +694,23 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         let set: ChangeSet = changes.iter().cloned().collect();
         let mut tx = client.transaction().unwrap();
         let result = applier.apply(&mut tx, &set).unwrap();
-        tx.commit().unwrap();
+        // Committed after the methods' sets are known, for a large region:
+        // the renderer's own connections see the state before the diff
+        // until then.
         let rows = result.row_changes;
         report.changed_rows += rows.iter().filter(|r| r.changed).count();
         let all_changes = tiles_for_batch(&rows, &raster, true, &[]).unwrap();
         let default = tiles_for_batch(&rows, &raster, false, &[]).unwrap();
+        // Without the rows' column hashes: the layers' tables, columns
+        // and zooms only (style-aware expiry before value conditions).
+        let hashless: Vec<RowChange> = rows
+            .iter()
+            .map(|r| RowChange {
+                column_digests: None,
+                ..r.clone()
+            })
+            .collect();
+        let columns_only = tiles_for_batch(&hashless, &raster, false, &reads).unwrap();
         let aware = tiles_for_batch(&rows, &raster, false, &reads).unwrap();
 
         // osm2pgsql on its own database.
@@ -532,6 +728,50 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         osm2pgsql::try_run(&osm2pgsql_url, &args, &osc)
             .unwrap_or_else(|e| panic!("osm2pgsql --append: {e}"));
         let listed = listed_metatiles(&list);
+        let aware_set: BTreeSet<Metatile> = (MIN_ZOOM..=MAX_ZOOM)
+            .flat_map(|z| aware.metatiles(style.name, z))
+            .chain((MIN_ZOOM..=MAX_ZOOM).flat_map(|z| columns_only.metatiles(style.name, z)))
+            .collect();
+        let measured = if full {
+            tx.commit().unwrap();
+            whole.clone()
+        } else {
+            let sets = [
+                listed.clone(),
+                (MIN_ZOOM..=MAX_ZOOM)
+                    .flat_map(|z| all_changes.all.metatiles(z))
+                    .collect(),
+                (MIN_ZOOM..=MAX_ZOOM)
+                    .flat_map(|z| default.all.metatiles(z))
+                    .collect(),
+                aware_set,
+            ];
+            let measured = around(&sets);
+            let first = render_pass(&renderer, style.name, &measured);
+            if nondeterministic.is_none() {
+                // Once, on the first diff's metatiles up to z15 (the
+                // costly ones, covering the most): is rendering
+                // deterministic here?
+                let low: Vec<Vec<Metatile>> = measured
+                    .iter()
+                    .map(|m| m.iter().filter(|m| m.z <= 15).copied().collect())
+                    .collect();
+                let second = render_pass(&renderer, style.name, &low);
+                nondeterministic = Some(
+                    second
+                        .hashes
+                        .iter()
+                        .filter(|(m, h)| first.hashes.get(m) != Some(h))
+                        .count(),
+                );
+            }
+            add_busy(&first);
+            before = Some(first);
+            tx.commit().unwrap();
+            measured
+        };
+        rendered += measured.iter().map(Vec::len).sum::<usize>();
+        let before_pass = before.take().expect("a pass before the diff");
 
         // The truth.
         if verbose() {
@@ -544,18 +784,17 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
                 .status();
         }
         let after = render_pass(&renderer, style.name, &measured);
-        let changed = changed_between(&before, &after);
-        for (s, a) in seconds.iter_mut().zip(after.seconds) {
-            *s += a;
-        }
+        let changed = changed_between(&before_pass, &after);
+        add_busy(&after);
 
         for (i, z) in (MIN_ZOOM..=MAX_ZOOM).enumerate() {
             let truth: BTreeSet<Metatile> = changed.iter().filter(|m| m.z == z).copied().collect();
             report.truth[i] += truth.len();
-            let expired: [BTreeSet<Metatile>; 4] = [
+            let expired: [BTreeSet<Metatile>; 5] = [
                 listed.iter().filter(|m| m.z == z).copied().collect(),
                 all_changes.all.metatiles(z).collect(),
                 default.all.metatiles(z).collect(),
+                columns_only.metatiles(style.name, z).into_iter().collect(),
                 aware.metatiles(style.name, z).into_iter().collect(),
             ];
             let reach = reaches(&rows, z, &raster, &reads[0]);
@@ -611,19 +850,21 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
                     report.misses[method].push(Miss {
                         diff: sequence,
                         metatile,
-                        tiles: changed_tiles(&before, &after, metatile),
+                        tiles: changed_tiles(&before_pass, &after, metatile),
                         kind,
                         nearby,
                     });
                 }
             }
         }
-        before = after;
+        if full {
+            before = Some(after);
+        }
         eprintln!(
             "{case}: diff {sequence}: {} changes, {} metatiles changed; expired: {}",
             changes.len(),
             changed.len(),
-            (0..4)
+            (0..5)
                 .map(|m| format!(
                     "{} {}",
                     METHODS[m],
@@ -634,10 +875,12 @@ fn measure(cluster: &PgCluster, region: &Region, style: &Style, work: &Path) -> 
         );
     }
     renderer.shutdown();
-    let passes = (diffs + 1) as f64;
-    for (out, s) in report.seconds.iter_mut().zip(seconds) {
-        *out = s / passes;
+    for (out, (b, n)) in report.seconds.iter_mut().zip(busy) {
+        *out = if n > 0 { b / n as f64 } else { 0.0 };
     }
+    report.measured = if full { count } else { rendered / diffs };
+    report.full = full;
+    report.nondeterministic = nondeterministic.unwrap_or(0);
     report.elapsed = started.elapsed();
     report
 }
@@ -677,17 +920,23 @@ impl Report {
     fn print(&self) {
         let truth: usize = self.truth.iter().sum();
         println!(
-            "## Expiry accuracy: {} with the {} style",
-            self.region, self.style
+            "## Expiry accuracy: {} with the {} style, {} diffs",
+            self.region, self.style, self.source
         );
         println!();
         println!(
-            "{} diffs of {}–{} changes ({} changed rows); {} metatiles rendered per pass (z10–z18 with a ring of one metatile); {} changed in all; {} differed between two renders before any diff; {:.0} s",
+            "{} diffs of {}–{} {} ({} changed rows); {} metatiles rendered per pass ({}); {} changed in all; {} differed between two renders before any diff; {:.0} s",
             self.diffs,
             changes_per_diff().0,
             changes_per_diff().1,
+            if self.source == "real" { "edits of the planet diff" } else { "changes" },
             self.changed_rows,
             self.measured,
+            if self.full {
+                "the region's z10–z18 with a ring of one metatile"
+            } else {
+                "on average: every metatile some method expires, with the ring of eight around each"
+            },
             truth,
             self.nondeterministic,
             self.elapsed.as_secs_f64()
@@ -701,7 +950,7 @@ impl Report {
         }
         println!("{header}");
         println!("{rule}");
-        let row = |label: String, truth: usize, tallies: [Tally; 4]| {
+        let row = |label: String, truth: usize, tallies: [Tally; 5]| {
             let mut line = format!("| {label} | {truth} |");
             for t in tallies {
                 line += &format!(
@@ -717,10 +966,14 @@ impl Report {
             row(
                 format!("z{z}"),
                 self.truth[i],
-                [0, 1, 2, 3].map(|m| self.tallies[m][i]),
+                [0, 1, 2, 3, 4].map(|m| self.tallies[m][i]),
             );
         }
-        row("total".into(), truth, [0, 1, 2, 3].map(|m| self.total(m)));
+        row(
+            "total".into(),
+            truth,
+            [0, 1, 2, 3, 4].map(|m| self.total(m)),
+        );
         println!();
         println!("| method | metatiles per diff | render s per diff | vs osm2pgsql | recall | recall within the buffer | misses: skipped / within buffer beyond margin / beyond buffer |");
         println!("|---|---|---|---|---|---|---|");
@@ -797,7 +1050,10 @@ impl Report {
         let truth: usize = self.truth.iter().sum();
         let aware = self.total(STYLE_AWARE);
         let peer = self.total(OSM2PGSQL);
-        let case = format!("{}, {} style", self.region, self.style);
+        let case = format!(
+            "{}, {} style, {} diffs",
+            self.region, self.style, self.source
+        );
         let line = |name: String, ours: f64, theirs: f64, unit: &str, goal: &str, ideal: f64| {
             println!(
                 "BENCH {}",
@@ -876,16 +1132,24 @@ fn main() {
     } else {
         eprintln!("{CARTO_DIR}/style.xml not found: openstreetmap-carto skipped");
     }
+    let mut sources = vec![Source::Generated];
+    if manifest().join(PLANET_DIFF).is_file() {
+        sources.push(Source::Real);
+    } else {
+        eprintln!("{PLANET_DIFF} not found: generated diffs only");
+    }
     let wanted = std::env::var("TILEPIPE_BENCH_CASES").ok();
     let cluster = PgCluster::start(None).unwrap();
     for style in &styles {
         for region in &regions {
-            let case = format!("{}/{}", region.name, style.name);
-            if wanted.as_deref().is_some_and(|w| !case.contains(w)) {
-                continue;
+            for &source in &sources {
+                let case = format!("{}/{}/{}", region.name, style.name, source.name());
+                if wanted.as_deref().is_some_and(|w| !case.contains(w)) {
+                    continue;
+                }
+                let report = measure(&cluster, region, style, source, work.path());
+                report.print();
             }
-            let report = measure(&cluster, region, style, work.path());
-            report.print();
         }
     }
     if verbose() {

@@ -3,7 +3,8 @@
 //! metatiles only from z14 on, where the style draws buildings, while a
 //! change of a major road's class still touches z10–z12 (drawn there from
 //! `planet_osm_roads`); with `expire.style_aware: false` the building
-//! change touches z10–z12 too, as before.
+//! change touches z10–z12 too, as before. Value conditions: a polygon no
+//! rule of the style can draw expires nothing.
 
 use chrono::{TimeZone, Utc};
 use std::path::Path;
@@ -322,4 +323,119 @@ fn rewritten_rows_leave_the_project_style_unchanged() {
         changed.len(),
         metatiles.len()
     );
+}
+
+/// Value conditions: the project style's land cover layers draw a polygon
+/// only when its `landuse` maps to a kind (`CASE WHEN landuse IN (…) THEN
+/// … END AS kind … WHERE kind IS NOT NULL`). A new `landuse=military`
+/// area (no kind, no name) is drawn by no layer: it expires nothing with
+/// the rows' values, and every land cover zoom without them (the layers'
+/// `landuse IS NOT NULL` alone lets it through). Retagged as forest, it
+/// is drawn from z10 on, and expires there.
+#[test]
+fn value_conditions_skip_rows_no_rule_draws() {
+    use tilepipe::apply::append::{Applier, RowChange};
+    use tilepipe::apply::settings::ImportSettings;
+    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
+    use tilepipe::osm::{ChangeSet, Location, Meta, Node};
+
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let osm = dir.path().join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let url = PgCluster::shared()
+        .create_database("expire_style_aware_values")
+        .unwrap();
+    let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+    tilepipe::apply::import::import(&db, &osm, &ImportSettings::default(), 1).unwrap();
+    let mut client = tilepipe::db::connect(&db).unwrap();
+    let settings = ImportSettings::load(&mut client, "public")
+        .unwrap()
+        .unwrap();
+    let mut applier = Applier::for_settings(&settings).unwrap();
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
+    let reads = [tilepipe::render::style_reads::read_style(STYLE, &xml, 256, 1.0).unwrap()];
+    let raster = ExpireConfig::default().raster();
+
+    let [max_node, max_way, _] = town.max_ids();
+    let (lon, lat) = town
+        .nodes
+        .values()
+        .find_map(|n| n.location.map(|l| (l.lon, l.lat)))
+        .unwrap();
+    let meta = |version| Meta {
+        version: Some(version),
+        timestamp: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 1, 0).unwrap()),
+        ..Meta::default()
+    };
+    let corners = [(0.0, 0.0), (0.002, 0.0), (0.002, 0.002), (0.0, 0.002)];
+    let mut changes: Vec<Change> = corners
+        .iter()
+        .enumerate()
+        .map(|(i, (dx, dy))| Change {
+            action: Action::Create,
+            object: Object::Node(Node {
+                id: max_node + 1 + i as i64,
+                meta: meta(1),
+                location: Some(Location {
+                    lon: lon + dx,
+                    lat: lat + dy,
+                }),
+                tags: Vec::new(),
+            }),
+        })
+        .collect();
+    let area = Way {
+        id: max_way + 1,
+        meta: meta(1),
+        nodes: (1..=4).chain([1]).map(|i| max_node + i).collect(),
+        tags: vec![("landuse".into(), "military".into())],
+    };
+    changes.push(Change {
+        action: Action::Create,
+        object: Object::Way(area.clone()),
+    });
+    let mut apply = |changes: Vec<Change>| -> Vec<RowChange> {
+        let set: ChangeSet = changes.into_iter().collect();
+        let mut tx = client.transaction().unwrap();
+        let result = applier.apply(&mut tx, &set).unwrap();
+        tx.commit().unwrap();
+        result.row_changes
+    };
+    let zooms = |rows: &[RowChange]| -> Vec<u8> {
+        let batch = tiles_for_batch(rows, &raster, false, &reads).unwrap();
+        (10..=18u8)
+            .filter(|&z| !batch.metatiles(STYLE, z).is_empty())
+            .collect()
+    };
+    let hashless = |rows: &[RowChange]| -> Vec<RowChange> {
+        rows.iter()
+            .map(|r| RowChange {
+                column_digests: None,
+                ..r.clone()
+            })
+            .collect()
+    };
+
+    let created = apply(changes);
+    assert!(
+        created.iter().any(|r| r.column_digests.is_some()),
+        "{created:?}"
+    );
+    assert_eq!(zooms(&created), Vec::<u8>::new(), "military area");
+    assert_eq!(
+        zooms(&hashless(&created)),
+        (10..=18).collect::<Vec<_>>(),
+        "military area without values"
+    );
+
+    let forest = apply(vec![modified(
+        &Way {
+            meta: meta(1),
+            ..area
+        },
+        "landuse",
+        "forest",
+    )]);
+    assert_eq!(zooms(&forest), (10..=18).collect::<Vec<_>>(), "forest");
 }

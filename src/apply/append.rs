@@ -53,6 +53,10 @@ pub struct RowChange {
     /// case); `None` when the output does not tell. A layer whose `WHERE`
     /// needs one of them cannot draw the object.
     pub null_columns: Option<Vec<String>>,
+    /// Each row's column hashes before and after, for style-aware expiry
+    /// to test a layer's value conditions (`highway IN (…)`); `None` when
+    /// the output does not tell.
+    pub column_digests: Option<RowDigests>,
     /// Whether expiry looks at this row: not for `_roads` rows, which
     /// repeat `_line` rows (osm2pgsql 1.8 does not expire them either).
     pub expire: bool,
@@ -60,6 +64,19 @@ pub struct RowChange {
     /// geometry columns feeds (its `expire` field, osm2pgsql 1.9+), that
     /// column's geometries. Empty for every other table.
     pub expire_feeds: Vec<ExpireFeed>,
+}
+
+/// The column hashes of an object's rows in one table, before and after a
+/// batch: per row, per column of `columns`, `hashtextextended(value::text,
+/// 0)` as the output's digest query computes it, `None` for NULL.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RowDigests {
+    /// The table's digested columns, lower case.
+    pub columns: Vec<String>,
+    /// The rows before the batch.
+    pub old: Vec<Vec<Option<i64>>>,
+    /// The rows after the batch.
+    pub new: Vec<Vec<Option<i64>>>,
 }
 
 /// The geometries of one row change that feed one expire output of a flex
@@ -641,6 +658,23 @@ fn null_columns<'a>(
     )
 }
 
+/// Every row's column hashes; `None` when a row's are unknown.
+fn row_digests(columns: &[String], old: &[RowState], new: &[RowState]) -> Option<RowDigests> {
+    let known = |rows: &[RowState]| {
+        rows.iter()
+            .all(|r| !columns.is_empty() && r.column_digests.len() == columns.len())
+    };
+    if !known(old) || !known(new) {
+        return None;
+    }
+    let digests = |rows: &[RowState]| rows.iter().map(|r| r.column_digests.clone()).collect();
+    Some(RowDigests {
+        columns: columns.iter().map(|c| c.to_ascii_lowercase()).collect(),
+        old: digests(old),
+        new: digests(new),
+    })
+}
+
 /// Groups old and new rows of one table by object and compares them.
 pub(crate) fn pair_rows(
     table: &str,
@@ -662,6 +696,7 @@ pub(crate) fn pair_rows(
             let changed = fingerprint(&old) != fingerprint(&new);
             let changed_columns = changed_columns(columns, &old, &new);
             let null_columns = null_columns(columns, old.iter().chain(&new));
+            let column_digests = row_digests(columns, &old, &new);
             RowChange {
                 table: table.to_string(),
                 osm_id,
@@ -670,6 +705,7 @@ pub(crate) fn pair_rows(
                 changed,
                 changed_columns,
                 null_columns,
+                column_digests,
                 expire,
                 expire_feeds: Vec::new(),
             }

@@ -354,6 +354,7 @@ pub fn tiles_for_batch(
             let facts = RowFacts {
                 changed_columns: columns,
                 null_columns: change.null_columns.as_deref(),
+                digests: change.column_digests.as_ref(),
             };
             let object = RowLabel(&change.table, change.osm_id);
             per_style.expire_row(&object, &change.table, &geometries, facts)?;
@@ -711,6 +712,8 @@ mod tests {
             columns: Reads::Only([column.to_string()].into()),
             zooms,
             requires: Vec::new(),
+            condition: super::super::style_aware::Condition::Unknown,
+            rules: Vec::new(),
         };
         // Buildings from z14 in one style, from z12 in the other, which
         // also draws land use from z10.
@@ -749,6 +752,7 @@ mod tests {
             changed: true,
             changed_columns: Some(vec!["building".into()]),
             null_columns: None,
+            column_digests: None,
             expire: true,
             expire_feeds: Vec::new(),
         };
@@ -773,6 +777,7 @@ mod tests {
         let moved = RowChange {
             changed_columns: None,
             null_columns: None,
+            column_digests: None,
             ..building_change.clone()
         };
         let batch = tiles_for_batch(&[moved], &raster, false, &styles).unwrap();
@@ -803,6 +808,7 @@ mod tests {
                     changed: true,
                     changed_columns: None,
                     null_columns: None,
+                    column_digests: None,
                     expire: true,
                     expire_feeds: Vec::new(),
                 }
@@ -828,6 +834,7 @@ mod tests {
             changed: false,
             changed_columns: None,
             null_columns: None,
+            column_digests: None,
             expire: true,
             expire_feeds: Vec::new(),
         };

@@ -368,6 +368,7 @@ mod tests {
             changed,
             changed_columns: None,
             null_columns: None,
+            column_digests: None,
             expire: true,
             expire_feeds: feeds,
         }

@@ -116,6 +116,13 @@ pub struct LayerReads {
     /// {landuse, leisure}). A row with all columns of a set NULL is not
     /// drawn by the layer. Empty: no known need.
     pub requires: Vec<BTreeSet<String>>,
+    /// What its SQL's `WHERE`s need of a row's values, all of them
+    /// ([`Condition::Unknown`] when not understood).
+    pub condition: Condition,
+    /// Per rule of its styles: the zooms where the rule is active (within
+    /// the layer's) and its `Filter`. Empty: nothing known, every zoom of
+    /// [`zooms`](Self::zooms) counts.
+    pub rules: Vec<(ZoomMask, Condition)>,
 }
 
 impl LayerReads {
@@ -135,6 +142,248 @@ pub struct StyleReads {
     pub layers: Vec<LayerReads>,
 }
 
+/// A condition over a row's values, from a layer's SQL `WHERE` or a
+/// rule's `Filter`, evaluated on a changed row's column hashes
+/// ([`crate::apply::append::RowDigests`]) in three-valued logic: a row
+/// is left out of a layer only where its condition is surely false;
+/// whatever is not understood may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Not understood: may hold.
+    Unknown,
+    /// Every one holds.
+    All(Vec<Condition>),
+    /// One holds.
+    Any(Vec<Condition>),
+    /// Does not hold.
+    Not(Box<Condition>),
+    /// The value is NULL.
+    IsNull(Value),
+    /// The value is one of these texts (`=`, `IN`).
+    OneOf(Value, BTreeSet<String>),
+}
+
+/// A value a [`Condition`] tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// Not understood.
+    Unknown,
+    /// A column of the row's table (lower case).
+    Column(String),
+    /// A name the SQL defines (`expr AS name`) and its expression. When
+    /// the table has a column of that name too, which one a reference
+    /// means is not known: unknown, unless the expression is that column.
+    Alias(String, Box<Value>),
+    /// `CASE WHEN c THEN v … ELSE v END` (no `ELSE`: NULL).
+    Case(Vec<(Condition, Value)>, Box<Value>),
+    /// A text literal, or NULL.
+    Literal(Option<String>),
+}
+
+/// A row's values as hashes: `digests[i]` is column `columns[i]`'s.
+struct Row<'a> {
+    columns: &'a [String],
+    digests: &'a [Option<i64>],
+}
+
+/// The hash PostgreSQL's `hashtextextended(text, 0)` gives `text` (with a
+/// deterministic collation): Bob Jenkins' lookup3 as PostgreSQL's
+/// `hash_bytes_extended` (src/common/hashfn.c) computes it on a little
+/// endian machine, `b` and `c` of the final mix as the high and low
+/// halves. The apply stage's column hashes are this function's values
+/// (`hashtextextended(col::text, 0)`), so a literal's hash tells whether
+/// a row's column holds it.
+pub fn text_digest(text: &str) -> i64 {
+    fn mix(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(4);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(6);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(8);
+        *b = b.wrapping_add(*a);
+        *a = a.wrapping_sub(*c);
+        *a ^= c.rotate_left(16);
+        *c = c.wrapping_add(*b);
+        *b = b.wrapping_sub(*a);
+        *b ^= a.rotate_left(19);
+        *a = a.wrapping_add(*c);
+        *c = c.wrapping_sub(*b);
+        *c ^= b.rotate_left(4);
+        *b = b.wrapping_add(*a);
+    }
+    fn finish(a: &mut u32, b: &mut u32, c: &mut u32) {
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(14));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(11));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(25));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(16));
+        *a ^= *c;
+        *a = a.wrapping_sub(c.rotate_left(4));
+        *b ^= *a;
+        *b = b.wrapping_sub(a.rotate_left(14));
+        *c ^= *b;
+        *c = c.wrapping_sub(b.rotate_left(24));
+    }
+    let bytes = text.as_bytes();
+    let init = 0x9e37_79b9u32
+        .wrapping_add(bytes.len() as u32)
+        .wrapping_add(3_923_095);
+    let (mut a, mut b, mut c) = (init, init, init);
+    let word = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |w, (i, &byte)| w | (u32::from(byte) << (8 * i)))
+    };
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        a = a.wrapping_add(word(&rest[0..4]));
+        b = b.wrapping_add(word(&rest[4..8]));
+        c = c.wrapping_add(word(&rest[8..12]));
+        mix(&mut a, &mut b, &mut c);
+        rest = &rest[12..];
+    }
+    // The last 11 bytes; the lowest byte of c is left for the length
+    // (already in the initial value).
+    a = a.wrapping_add(word(&rest[..rest.len().min(4)]));
+    if rest.len() > 4 {
+        b = b.wrapping_add(word(&rest[4..rest.len().min(8)]));
+    }
+    if rest.len() > 8 {
+        c = c.wrapping_add(word(&rest[8..]) << 8);
+    }
+    finish(&mut a, &mut b, &mut c);
+    ((u64::from(b) << 32) | u64::from(c)) as i64
+}
+
+impl Value {
+    /// The hashes it may have on `row` (`None` for NULL); `None` when
+    /// not known.
+    fn possible(&self, row: &Row) -> Option<Vec<Option<i64>>> {
+        match self {
+            Value::Unknown => None,
+            Value::Column(name) => {
+                let i = row.columns.iter().position(|c| c == name)?;
+                Some(vec![*row.digests.get(i)?])
+            }
+            Value::Alias(name, value) => {
+                let shadows = row.columns.iter().any(|c| c == name);
+                if shadows && **value != Value::Column(name.clone()) {
+                    return None;
+                }
+                value.possible(row)
+            }
+            Value::Literal(text) => Some(vec![text.as_deref().map(text_digest)]),
+            Value::Case(branches, otherwise) => {
+                let mut values = Vec::new();
+                for (condition, value) in branches {
+                    match condition.holds(row) {
+                        Some(false) => continue,
+                        Some(true) => {
+                            values.extend(value.possible(row)?);
+                            return Some(values);
+                        }
+                        None => values.extend(value.possible(row)?),
+                    }
+                }
+                values.extend(otherwise.possible(row)?);
+                Some(values)
+            }
+        }
+    }
+}
+
+impl Condition {
+    /// Whether it holds on `row`: `None` when that is not known.
+    fn holds(&self, row: &Row) -> Option<bool> {
+        match self {
+            Condition::Unknown => None,
+            Condition::All(parts) => {
+                let mut known = true;
+                for part in parts {
+                    match part.holds(row) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => known = false,
+                    }
+                }
+                known.then_some(true)
+            }
+            Condition::Any(parts) => {
+                let mut known = true;
+                for part in parts {
+                    match part.holds(row) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => known = false,
+                    }
+                }
+                known.then_some(false)
+            }
+            Condition::Not(inner) => inner.holds(row).map(|h| !h),
+            Condition::IsNull(value) => {
+                let values = value.possible(row)?;
+                if values.iter().all(Option::is_none) {
+                    Some(true)
+                } else if values.iter().all(Option::is_some) {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            Condition::OneOf(value, texts) => {
+                let values = value.possible(row)?;
+                let wanted: Vec<i64> = texts.iter().map(|t| text_digest(t)).collect();
+                // NULL is in no list (SQL's comparison is not true, and
+                // Mapnik's null equals no string).
+                let inside = |v: &Option<i64>| v.is_some_and(|d| wanted.contains(&d));
+                if values.iter().all(inside) {
+                    Some(true)
+                } else if !values.iter().any(inside) {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Whether it may hold on `row`.
+    fn may_hold(&self, row: &Row) -> bool {
+        self.holds(row) != Some(false)
+    }
+}
+
+impl LayerReads {
+    /// The zooms where the layer may draw one of `rows` (a table's rows
+    /// of one object, with the table's `columns`): its `WHERE` may hold
+    /// and a rule active there may match.
+    fn zooms_drawing(&self, columns: &[String], rows: &[Vec<Option<i64>>]) -> ZoomMask {
+        let mut mask = ZoomMask::NONE;
+        for digests in rows {
+            let row = Row { columns, digests };
+            if !self.condition.may_hold(&row) {
+                continue;
+            }
+            if self.rules.is_empty() {
+                return self.zooms;
+            }
+            for (zooms, filter) in &self.rules {
+                if filter.may_hold(&row) {
+                    mask = mask.union(*zooms);
+                }
+            }
+        }
+        ZoomMask(mask.0 & self.zooms.0)
+    }
+}
+
 impl StyleReads {
     /// A style nothing is known about: every change expires every zoom.
     pub fn everything(style: &str) -> StyleReads {
@@ -146,6 +395,8 @@ impl StyleReads {
                 columns: Reads::Everything,
                 zooms: ZoomMask::ALL,
                 requires: Vec::new(),
+                condition: Condition::Unknown,
+                rules: Vec::new(),
             }],
         }
     }
@@ -171,7 +422,19 @@ impl StyleReads {
                     .iter()
                     .all(|set| set.iter().any(|c| !null.iter().any(|n| n == c))),
             })
-            .fold(ZoomMask::NONE, |mask, layer| mask.union(layer.zooms))
+            .fold(ZoomMask::NONE, |mask, layer| {
+                let zooms = match row.digests {
+                    Some(d) if layer.tables != Reads::Everything => {
+                        // Old and new rows: the layer may draw either.
+                        ZoomMask(
+                            layer.zooms_drawing(&d.columns, &d.old).0
+                                | layer.zooms_drawing(&d.columns, &d.new).0,
+                        )
+                    }
+                    _ => layer.zooms,
+                };
+                mask.union(zooms)
+            })
     }
 
     /// (understood, fell back) layer counts, for the start-up log.
@@ -190,6 +453,9 @@ pub struct RowFacts<'a> {
     pub changed_columns: Option<&'a [String]>,
     /// Columns NULL in the old and the new row; `None`: not known.
     pub null_columns: Option<&'a [String]>,
+    /// The hashes of every old and new row's columns; `None`: not known,
+    /// the layers' conditions and rule filters count as met.
+    pub digests: Option<&'a crate::apply::append::RowDigests>,
 }
 
 /// One style's expired tiles: tile sets at the expiry max zoom, each
@@ -430,7 +696,136 @@ mod tests {
             columns: columns.map_or(Reads::Everything, set),
             zooms,
             requires: Vec::new(),
+            condition: Condition::Unknown,
+            rules: Vec::new(),
         }
+    }
+
+    fn texts(t: &[&str]) -> BTreeSet<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A polygon layer drawing buildings from z14 and `landuse IN
+    /// ('forest', 'grass')` from z10, under `WHERE building IS NOT NULL
+    /// OR landuse IS NOT NULL`.
+    fn areas() -> StyleReads {
+        let column = |c: &str| Value::Column(c.into());
+        StyleReads {
+            style: "areas".into(),
+            layers: vec![LayerReads {
+                condition: Condition::Any(vec![
+                    Condition::Not(Box::new(Condition::IsNull(column("building")))),
+                    Condition::Not(Box::new(Condition::IsNull(column("landuse")))),
+                ]),
+                rules: vec![
+                    (
+                        ZoomMask::range(14, 31),
+                        Condition::Not(Box::new(Condition::IsNull(column("building")))),
+                    ),
+                    (
+                        ZoomMask::range(10, 31),
+                        Condition::OneOf(column("landuse"), texts(&["forest", "grass"])),
+                    ),
+                ],
+                ..layer(
+                    "areas",
+                    &["planet_osm_polygon"],
+                    Some(&["building", "landuse"]),
+                    ZoomMask::range(10, 31),
+                )
+            }],
+        }
+    }
+
+    fn digests(
+        old: &[[Option<&str>; 3]],
+        new: &[[Option<&str>; 3]],
+    ) -> crate::apply::append::RowDigests {
+        let rows = |rows: &[[Option<&str>; 3]]| {
+            rows.iter()
+                .map(|r| r.iter().map(|v| v.map(text_digest)).collect())
+                .collect()
+        };
+        crate::apply::append::RowDigests {
+            columns: vec!["building".into(), "landuse".into(), "name".into()],
+            old: rows(old),
+            new: rows(new),
+        }
+    }
+
+    fn zooms(reads: &StyleReads, d: &crate::apply::append::RowDigests) -> ZoomMask {
+        reads.zooms_for(
+            "planet_osm_polygon",
+            RowFacts {
+                digests: Some(d),
+                ..RowFacts::default()
+            },
+        )
+    }
+
+    #[test]
+    fn value_conditions_limit_a_row_to_the_rules_that_match_it() {
+        let reads = areas();
+        // A new building: only where the building rule draws.
+        let building = digests(&[], &[[Some("yes"), None, None]]);
+        assert_eq!(zooms(&reads, &building), ZoomMask::range(14, 31));
+        // Forest turned into meadow: drawn before, not after.
+        let forest = digests(
+            &[[None, Some("forest"), None]],
+            &[[None, Some("meadow"), None]],
+        );
+        assert_eq!(zooms(&reads, &forest), ZoomMask::range(10, 31));
+        // Meadow renamed: the WHERE holds, no rule matches.
+        let meadow = digests(
+            &[[None, Some("meadow"), Some("a")]],
+            &[[None, Some("meadow"), Some("b")]],
+        );
+        assert_eq!(zooms(&reads, &meadow), ZoomMask::NONE);
+        // Neither column: the WHERE fails.
+        let other = digests(&[[None, None, Some("a")]], &[]);
+        assert_eq!(zooms(&reads, &other), ZoomMask::NONE);
+        // Without hashes, today's behaviour: the layer's zooms.
+        assert_eq!(
+            reads.zooms_for("planet_osm_polygon", RowFacts::default()),
+            ZoomMask::range(10, 31)
+        );
+    }
+
+    #[test]
+    fn what_is_not_understood_may_hold() {
+        let mut reads = areas();
+        reads.layers[0].rules[0].1 = Condition::Unknown;
+        let meadow = digests(&[[None, Some("meadow"), None]], &[]);
+        assert_eq!(zooms(&reads, &meadow), ZoomMask::range(14, 31));
+        // A CASE whose branch cannot be decided keeps both outcomes.
+        let class = Value::Case(
+            vec![
+                (Condition::Unknown, Value::Literal(Some("big".into()))),
+                (
+                    Condition::OneOf(Value::Column("landuse".into()), texts(&["forest"])),
+                    Value::Literal(Some("forest".into())),
+                ),
+            ],
+            Box::new(Value::Literal(None)),
+        );
+        reads.layers[0].rules = vec![(
+            ZoomMask::range(12, 31),
+            Condition::OneOf(
+                Value::Alias("class".into(), Box::new(class)),
+                texts(&["big"]),
+            ),
+        )];
+        let forest = digests(&[[None, Some("forest"), None]], &[]);
+        assert_eq!(zooms(&reads, &forest), ZoomMask::range(12, 31));
+        // An alias named like one of the table's columns is not followed.
+        reads.layers[0].rules = vec![(
+            ZoomMask::range(12, 31),
+            Condition::OneOf(
+                Value::Alias("name".into(), Box::new(Value::Literal(Some("x".into())))),
+                texts(&["y"]),
+            ),
+        )];
+        assert_eq!(zooms(&reads, &forest), ZoomMask::range(12, 31));
     }
 
     #[test]

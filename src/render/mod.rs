@@ -26,5 +26,6 @@ pub mod queue;
 pub mod server;
 pub mod style;
 pub mod style_change;
+mod style_conditions;
 pub mod style_reads;
 pub mod worker;

@@ -24,9 +24,10 @@
 //! where a table belongs. Non-PostGIS layers (shapefiles, GDAL) read no
 //! table.
 
+use super::style_conditions::{self, SqlConditions};
 #[cfg(test)]
 use crate::expire::style_aware::RowFacts;
-use crate::expire::style_aware::{LayerReads, Reads, StyleReads, ZoomMask};
+use crate::expire::style_aware::{Condition, LayerReads, Reads, StyleReads, ZoomMask};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::collections::{BTreeSet, HashMap};
@@ -206,6 +207,9 @@ struct DatasourceDef {
 struct Rule {
     min_scale: f64,
     max_scale: f64,
+    /// Its `Filter` text; `None` for none (an `ElseFilter` rule counts
+    /// as matching every row).
+    filter: Option<String>,
 }
 
 /// Where the parser is.
@@ -216,6 +220,7 @@ enum Inside {
     Parameter(String),
     MinScale,
     MaxScale,
+    Filter,
 }
 
 /// Analyses a style's XML text: what each layer reads and where it draws.
@@ -263,6 +268,7 @@ pub fn analyse_style(
                     b"Parameter" => inside = Inside::Parameter(attribute(&e, "name")),
                     b"MinScaleDenominator" => inside = Inside::MinScale,
                     b"MaxScaleDenominator" => inside = Inside::MaxScale,
+                    b"Filter" => inside = Inside::Filter,
                     _ => {}
                 }
             }
@@ -329,6 +335,12 @@ pub fn analyse_style(
                             }
                         }
                     }
+                    b"Filter" => {
+                        if let Some(rule) = rule_open.as_mut() {
+                            rule.filter = Some(value.trim().to_string());
+                        }
+                        inside = Inside::Other;
+                    }
                     b"MinScaleDenominator" | b"MaxScaleDenominator" => {
                         if let Some(rule) = rule_open.as_mut() {
                             // Unparsable bounds stay open: conservative.
@@ -366,6 +378,7 @@ impl Rule {
         Rule {
             min_scale: 0.0,
             max_scale: f64::INFINITY,
+            filter: None,
         }
     }
 }
@@ -414,10 +427,20 @@ fn layer_reads(
     let params = resolve_params(&layer.datasource, templates);
     let kind = params.get("type").map(|t| t.trim()).unwrap_or("");
     let mut requires = Vec::new();
+    let mut sql_conditions = SqlConditions::default();
     let (tables, columns) = match kind {
         "postgis" | "pgraster" => match params.get("table") {
             Some(sql) => {
                 requires = where_requirements(sql);
+                let tokens = tokenize(sql);
+                let bare = tokens
+                    .iter()
+                    .all(|t| matches!(t, Token::Word(_) | Token::Quoted(_) | Token::Symbol('.')));
+                sql_conditions = if bare {
+                    SqlConditions::table()
+                } else {
+                    style_conditions::sql_conditions(&tokens)
+                };
                 analyse_sql(sql, params.get("geometry_field").map(String::as_str))
             }
             None => (Reads::Everything, Reads::Everything),
@@ -431,12 +454,41 @@ fn layer_reads(
     if tables == Reads::Everything {
         requires.clear();
     }
+    // Values are followed only for SQL reading one table along a chain of
+    // subqueries.
+    let one_table = matches!(&tables, Reads::Only(t) if t.len() == 1);
+    let (condition, rules) = match &sql_conditions.condition {
+        Some(condition) if one_table => {
+            let rules = layer
+                .styles
+                .iter()
+                .flat_map(|name| match styles.get(name) {
+                    Some(rules) => rules
+                        .iter()
+                        .map(|r| {
+                            let active = zooms_between(r.min_scale, r.max_scale, tile_size, scale);
+                            let filter = match &r.filter {
+                                Some(f) => style_conditions::filter_condition(f, &sql_conditions),
+                                None => Condition::All(Vec::new()),
+                            };
+                            (ZoomMask(active.0 & layer_zooms.0), filter)
+                        })
+                        .collect(),
+                    None => vec![(layer_zooms, Condition::Unknown)],
+                })
+                .collect();
+            (condition.clone(), rules)
+        }
+        _ => (Condition::Unknown, Vec::new()),
+    };
     LayerReads {
         name: layer.name.clone(),
         tables,
         columns,
         zooms,
         requires,
+        condition,
+        rules,
     }
 }
 
@@ -501,19 +553,21 @@ fn resolve_reference(name: &str) -> Option<String> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(crate) enum Token {
     /// Unquoted identifier or keyword, lower case.
     Word(String),
     /// `"quoted"` identifier, as written.
     Quoted(String),
     /// A Mapnik token such as `!bbox!`.
     Mapnik(String),
-    /// Any other symbol (operators, parentheses, commas); literals are
+    /// A `'text'` literal, unescaped.
+    Literal(String),
+    /// Any other symbol (operators, parentheses, commas); numbers are
     /// dropped.
     Symbol(char),
 }
 
-fn tokenize(sql: &str) -> Vec<Token> {
+pub(crate) fn tokenize(sql: &str) -> Vec<Token> {
     let chars: Vec<char> = sql.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -534,16 +588,20 @@ fn tokenize(sql: &str) -> Vec<Token> {
         } else if c == '\'' {
             // String literal, '' escapes a quote.
             i += 1;
+            let mut text = String::new();
             while i < chars.len() {
                 if chars[i] == '\'' {
                     if chars.get(i + 1) == Some(&'\'') {
+                        text.push('\'');
                         i += 2;
                         continue;
                     }
                     break;
                 }
+                text.push(chars[i]);
                 i += 1;
             }
+            tokens.push(Token::Literal(text));
             i += 1;
         } else if c == '"' {
             let start = i + 1;
@@ -598,7 +656,7 @@ fn tokenize(sql: &str) -> Vec<Token> {
 }
 
 /// SQL words that are not columns.
-const KEYWORDS: &[&str] = &[
+pub(crate) const KEYWORDS: &[&str] = &[
     "select",
     "from",
     "where",
@@ -1197,7 +1255,7 @@ fn analyse_tokens(
                     columns.insert(q.to_ascii_lowercase());
                 }
             }
-            Token::Mapnik(_) | Token::Symbol(_) => {}
+            Token::Mapnik(_) | Token::Symbol(_) | Token::Literal(_) => {}
         }
     }
     if tables.is_empty() || star_depths.intersection(&table_depths).next().is_some() {
@@ -1487,6 +1545,7 @@ mod tests {
         let new_building = RowFacts {
             changed_columns: None,
             null_columns: Some(&null),
+            digests: None,
         };
         assert_eq!(
             reads.zooms_for("planet_osm_polygon", new_building),

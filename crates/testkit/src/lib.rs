@@ -35,6 +35,7 @@
 //! - [`varnish`]: Debian's varnishd on a private port and workdir.
 //! - [`apache`]: Debian's Apache with mod_tile on a private port.
 //! - [`render`]: the project style over a town database, PNG decoding.
+//! - [`realdiff`]: a real planet diff's edits replayed on a region.
 //!
 //! The `tilepipe-testkit` binary offers the same on the command line for
 //! the demo and benchmarks.
@@ -51,6 +52,7 @@ pub mod multi;
 pub mod osm2pgsql;
 pub mod paths;
 pub mod pg;
+pub mod realdiff;
 pub mod render;
 pub mod renderd;
 pub mod scale;
