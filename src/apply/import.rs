@@ -278,7 +278,9 @@ impl RowSink for OutputTables {
 }
 
 /// Bounded queues: a slow table applies back-pressure to the reader.
-const QUEUE_DEPTH: usize = 8;
+/// Each entry is a block's worth of objects or rows; 4 keep the writers
+/// fed as well as 8 did, with half the memory in flight (issue 16).
+const QUEUE_DEPTH: usize = 4;
 
 /// Relations processed between two sends to the writers (see the reader).
 const RELATIONS_PER_SEND: usize = 64;
