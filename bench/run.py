@@ -73,6 +73,10 @@ GOALS = {
     "import": "≤0.7×",
     "append": "≤0.5×",
     "catchup": "≤0.5×",
+    # The 1000× region (`--large`, issue 16): a country-sized import.
+    "large_import": "≤0.6×",
+    "large_memory": "≤1×",
+    "large_append": "≤0.5×",
 }
 
 
@@ -464,6 +468,175 @@ class Region:
 
 
 # ---------------------------------------------------------------------------
+# The 1000× region (`bench/run --large`)
+
+def database_size(cluster, url):
+    return int(cluster.sql("SELECT pg_database_size(current_database())", db=url))
+
+
+def disk_usage(path):
+    """(apparent size, blocks on disk) of a file, in bytes."""
+    st = os.stat(path)
+    return st.st_size, st.st_blocks * 512
+
+
+class LargeRegion:
+    """One country-sized region measured once per tool and mode: tilepipe
+    and osm2pgsql --slim imports, each with and without a flat-nodes
+    file, then apply + expiry of minutely diffs one at a time on the
+    import without flat nodes. Disk is the limit: each database is
+    dropped as soon as it is measured, so at most one exists at a time."""
+
+    def __init__(self, args, work, source):
+        self.args = args
+        self.copies = args.large_copies
+        self.dir = os.path.join(work, f"large-x{self.copies}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.logs = os.path.join(self.dir, "logs")
+        os.makedirs(self.logs)
+        self.pbf = os.path.join(self.dir, f"region-x{self.copies}.osm.pbf")
+        self.flat_nodes = os.path.join(self.dir, "flat.nodes")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.start_seq = 1000
+        # Dense ids: offset copies of an extract's sparse ids would need a
+        # flat-nodes file past ext4's largest file (see the test kit's
+        # scale::renumber).
+        scale = [TESTKIT, "scale", "--copies", str(self.copies), "--out", self.pbf, "--dense-ids",
+                 "--replication-url", self.url, "--replication-sequence", str(self.start_seq),
+                 "--replication-timestamp", "2020-01-01T00:00:00Z"]
+        scale += ["--input", source] if source else ["--synthetic-town"]
+        log(f"large: writing the region ({self.copies} copies, dense ids) to {self.pbf}")
+        started = time.monotonic()
+        with open(os.path.join(self.logs, "scale.log"), "w") as f:
+            info = subprocess.run(scale, check=True, stdout=subprocess.PIPE, stderr=f, text=True).stdout
+        self.info = json.loads(info.strip().splitlines()[-1])
+        self.objects = self.info["nodes"] + self.info["ways"] + self.info["relations"]
+        log(f"large: {self.objects:,} objects, {os.path.getsize(self.pbf) / 2**20:.0f} MiB of PBF, "
+            f"in {time.monotonic() - started:.0f} s")
+        # The diffs edit copy 0 only (the extract itself, which keeps its
+        # ids and place in every region): the feed generator holds the
+        # whole region in memory, which for 1000 copies would take over
+        # 10 GB. A region this size is a country, whose minutely diffs
+        # hold hundreds of edits, not 1000 extracts' worth.
+        copy0 = os.path.join(self.dir, "copy0.osm.pbf")
+        with open(os.path.join(self.logs, "scale.log"), "a") as f:
+            subprocess.run([*scale[:2], "--copies", "1", "--out", copy0, *scale[6:]], check=True,
+                           stdout=subprocess.DEVNULL, stderr=f)
+        self.feed_dir = os.path.join(self.dir, "feed")
+        log(f"large: generating {args.large_diffs} minutely diffs ({args.large_edits} edits each, in copy 0)")
+        with open(os.path.join(self.logs, "feed.log"), "w") as f:
+            subprocess.run([TESTKIT, "feed", "generate", "--pbf", copy0, "--out", self.feed_dir,
+                            "--count", str(args.large_diffs), "--changes-per-diff", args.large_edits, "--seed", "1",
+                            "--start-sequence", str(self.start_seq), "--start-time", "2020-01-01T00:00:00Z"],
+                           check=True, stdout=f, stderr=subprocess.STDOUT)
+        self.diffs = feed_files(self.feed_dir, self.start_seq + 1, self.start_seq + args.large_diffs)
+        self.diff_objects = [count_objects(p) for p in self.diffs]
+        self.sorted = []
+        for i, path in enumerate(self.diffs):
+            out = os.path.join(self.dir, f"sorted-{i}.osc.gz")
+            subprocess.run(["osmium", "merge-changes", "--simplify", "-O", "-o", out, path], check=True)
+            self.sorted.append(out)
+        out = open(os.path.join(self.logs, "feed-serve.log"), "w")
+        self.server = subprocess.Popen([TESTKIT, "feed", "serve", "--dir", self.feed_dir, "--port",
+                                        str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.m = {}
+
+    def close(self):
+        self.server.terminate()
+        self.server.wait()
+        for entry in os.listdir(self.dir):
+            if entry != "logs":
+                path = os.path.join(self.dir, entry)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+    def note(self, key, value):
+        self.m[key] = value
+        log(f"large: {key} = {value}")
+
+    def import_once(self, cluster, tool, flat):
+        """Imports with one tool; returns the database's URL and name."""
+        name = f"large_{tool}{'_flat' if flat else ''}"
+        lg = os.path.join(self.logs, f"{name}.log")
+        url = cluster.create(name)
+        if os.path.exists(self.flat_nodes):
+            os.remove(self.flat_nodes)
+        flat_args = ["--flat-nodes", self.flat_nodes] if flat else []
+        if tool == "tilepipe":
+            cfg = tilepipe_config(os.path.join(self.dir, "tp.yaml"), os.path.join(self.dir, "tp-tiles"), True)
+            cmd = tp(cfg, url, "import", "--threads", "2", *flat_args, self.pbf)
+        else:
+            cmd = o2p_base(url, self.args) + ["--create", *flat_args, self.pbf]
+        load = loadavg()
+        secs, rss = run(cmd, lg)
+        key = f"{tool}{' flat' if flat else ''}"
+        self.note(f"import {key}", f"{secs:.1f} s, {rss:.0f} MB peak RSS (load {load} before)")
+        self.m[f"import_s {key}"] = secs
+        self.m[f"import_rss {key}"] = rss
+        self.m[f"db_bytes {key}"] = database_size(cluster, url)
+        if flat:
+            self.m[f"flat_bytes {key}"] = disk_usage(self.flat_nodes)
+            os.remove(self.flat_nodes)
+        log(f"large: {key} database {self.m[f'db_bytes {key}'] / 2**30:.2f} GiB, "
+            f"disk free {shutil.disk_usage(self.dir).free / 2**30:.1f} GiB")
+        return url, name
+
+    def apply_diffs(self, cluster, tool, url):
+        lg = os.path.join(self.logs, f"large_{tool}_apply.log")
+        times = []
+        if tool == "tilepipe":
+            cfg = tilepipe_config(os.path.join(self.dir, "tp.yaml"), os.path.join(self.dir, "tp-tiles"), True)
+            run(tp(cfg, url, "init", "--server", self.url, "--sequence", str(self.start_seq)), lg)
+            for _ in self.diffs:
+                times.append(run(tp(cfg, url, "catchup", "--once"), lg)[0])
+        else:
+            for i, diff in enumerate(self.sorted):
+                lst = os.path.join(self.dir, f"o2p-tiles-{i}.list")
+                times.append(run(o2p_base(url, self.args) + ["--append", "-e",
+                                                             f"{EXPIRE_ZOOMS[0]}-{EXPIRE_ZOOMS[1]}",
+                                                             "-o", lst, diff], lg)[0])
+        self.m[f"apply {tool}"] = times
+        log(f"large: {tool} applied {len(times)} diffs in {sum(times):.1f} s ({', '.join(f'{t:.1f}' for t in times)})")
+
+    def measure(self, cluster):
+        for tool in ("tilepipe", "osm2pgsql"):
+            url, name = self.import_once(cluster, tool, False)
+            self.apply_diffs(cluster, tool, url)
+            cluster.drop(name)
+        for tool in ("tilepipe", "osm2pgsql"):
+            _, name = self.import_once(cluster, tool, True)
+            cluster.drop(name)
+        m = self.m
+        region = f"{self.copies}× ({self.objects:,} objects)"
+        base = {"part": "large", "copies": self.copies}
+        for flat in (False, True):
+            mode = " with --flat-nodes" if flat else ""
+            key = " flat" if flat else ""
+            record("import", f"large import{mode}, {region}", [m[f"import_s tilepipe{key}"]],
+                   [m[f"import_s osm2pgsql{key}"]], "s", GOALS["large_import"], base)
+            record("memory", f"large import peak RSS{mode}, {region}", [m[f"import_rss tilepipe{key}"]],
+                   [m[f"import_rss osm2pgsql{key}"]], "MB", GOALS["large_memory"], base)
+            extra = dict(base)
+            if flat:
+                extra["flat_nodes_tilepipe"] = m["flat_bytes tilepipe flat"]
+                extra["flat_nodes_peer"] = m["flat_bytes osm2pgsql flat"]
+            record("size", f"large database size{mode}, {region}", [m[f"db_bytes tilepipe{key}"] / 2**30],
+                   [m[f"db_bytes osm2pgsql{key}"] / 2**30], "GiB", extra=extra)
+        objects = sum(self.diff_objects)
+        record("append", f"large apply + expiry, {region}, {len(self.diffs)} minutely diffs one at a time "
+               f"({objects:,} objects), total", [sum(m["apply tilepipe"])], [sum(m["apply osm2pgsql"])], "s",
+               GOALS["large_append"], {**base, "objects": objects, "per_diff_tilepipe": m["apply tilepipe"],
+                                       "per_diff_peer": m["apply osm2pgsql"]})
+
+
+# ---------------------------------------------------------------------------
 # The other stages' benches
 
 def other_benches(args, work):
@@ -600,7 +773,8 @@ def fmt_ratio(value):
 def figure(rec):
     name = str(rec.get("name", ""))
     bench = str(rec.get("bench", ""))
-    return name if bench in ("import", "memory", "append", "catchup") or bench in name else f"{bench}: {name}"
+    return name if bench in ("import", "memory", "append", "catchup", "size") or bench in name \
+        else f"{bench}: {name}"
 
 
 def fmt_with_spread(rec, who):
@@ -680,8 +854,9 @@ def machine():
 # figures replace those of the parts it measured and keep the rest, so
 # `--output flex` alone adds the flex rows beside earlier classic ones.
 
-PARTS = ("classic", "flex", "others")
-PART_TITLES = {"classic": "classic output", "flex": "flex output", "others": "render, serve and freshness"}
+PARTS = ("classic", "flex", "large", "others")
+PART_TITLES = {"classic": "classic output", "flex": "flex output", "large": "1000× region (`--large`)",
+               "others": "render, serve and freshness"}
 TABLE_BENCHES = ("import", "memory", "append", "catchup")
 
 
@@ -933,6 +1108,42 @@ def write_report(args, metas, plots):
             rel = os.path.relpath(plot_path(args.plot, "flex"), os.path.dirname(os.path.abspath(args.out)))
             lines += [f"![apply + expiry time against diff size, flex output]({rel})", ""]
 
+    large = meta_for(metas, "large")
+    if large:
+        lines += ["## A 1000× region (`bench/run --large`)", "",
+                  f"Input: {large.get('source', '?')} repeated {large.get('large_copies', 1000)}× by `tilepipe-testkit "
+                  "scale --dense-ids` (ids renumbered 1, 2, 3… per type before copying, so that a flat-nodes "
+                  "file of the region stays within ext4's largest file; the region's node ids then reach "
+                  "about 1e8). One run each, on the same cluster as above: `tilepipe import --threads 2 "
+                  "[--flat-nodes FILE]` vs `osm2pgsql --slim --create -S default.style --number-processes 2 "
+                  "[--flat-nodes FILE]`; each database is dropped once measured. Then, on each tool's import "
+                  f"without flat nodes, {large.get('large_diffs', '?')} generated minutely diffs of "
+                  f"{large.get('large_edits', '?').replace('-', '–')} edits (a country's rate; made in copy 0, the "
+                  "extract itself, since the feed generator holds its whole input in memory) applied one at a "
+                  "time with expiry z10–z18, as above (`tilepipe catchup "
+                  "--once` per diff vs `osm2pgsql --append --slim -e 10-18 -o LIST` per sorted diff). "
+                  f"Load average during the run: {load_text(large)}.", "",
+                  "| figure | tilepipe | osm2pgsql | ratio | goal |", "|---|---:|---:|---:|---|"]
+        for rec in RESULTS:
+            if rec["part"] != "large":
+                continue
+            goal = rec.get("goal", "")
+            verdict = judge(rec)
+            lines.append(f"| {rec['name']} | {fmt(rec.get('tilepipe'), rec.get('unit', ''))} "
+                         f"| {fmt(rec.get('peer'), rec.get('unit', ''))} | {fmt_ratio(rec.get('ratio'))} "
+                         f"| {goal}{': ' + verdict if verdict else ''} |")
+        lines.append("")
+        for rec in RESULTS:
+            if rec["part"] == "large" and "flat_nodes_tilepipe" in rec:
+                (tp_size, tp_disk), (o2p_size, o2p_disk) = rec["flat_nodes_tilepipe"], rec["flat_nodes_peer"]
+                lines += [f"- Flat-nodes file: tilepipe {tp_size / 2**30:.2f} GiB ({tp_disk / 2**30:.2f} GiB on "
+                          f"disk), osm2pgsql {o2p_size / 2**30:.2f} GiB ({o2p_disk / 2**30:.2f} GiB on disk); "
+                          "the database sizes above do not include it."]
+            if rec["part"] == "large" and "per_diff_tilepipe" in rec:
+                lines += ["- Per diff (s): tilepipe " + ", ".join(f"{t:.2f}" for t in rec["per_diff_tilepipe"])
+                          + "; osm2pgsql " + ", ".join(f"{t:.2f}" for t in rec["per_diff_peer"]) + "."]
+        lines.append("")
+
     others = [r for r in RESULTS if r["part"] == "others"]
     if others:
         lines += ["## Render, serve and freshness", "",
@@ -1019,6 +1230,11 @@ def main():
                    "style) or flex (-O flex -S CONFIG)")
     p.add_argument("--flex-config", default=FLEX_CONFIG,
                    help="with --output flex: the Lua config (default: tests/fixtures/flex/carto.lua)")
+    p.add_argument("--large", action="store_true",
+                   help="only the 1000× region: imports with and without flat nodes, then minutely diffs")
+    p.add_argument("--large-copies", type=int, default=1000, help="with --large: the region's copies")
+    p.add_argument("--large-diffs", type=int, default=5, help="with --large: minutely diffs applied")
+    p.add_argument("--large-edits", default="200-600", help="with --large: edits per minutely diff, MIN-MAX")
     p.add_argument("--no-others", action="store_true", help="skip the render, serve and freshness benches")
     p.add_argument("--only-others", action="store_true", help="only the render, serve and freshness benches")
     p.add_argument("--work", default=os.path.join(TARGET, "bench"), help="scratch directory")
@@ -1056,6 +1272,8 @@ def main():
         # The test configs' schema switch: both tools write the default schema here.
         log("FLEX_TEST_SCHEMA unset for this run")
     parts = ([] if args.only_others else [args.output]) + ([] if args.no_others else ["others"])
+    if args.large:
+        parts = ["large"]
     if not parts:
         sys.exit("bench: --no-others and --only-others leave nothing to measure")
 
@@ -1066,7 +1284,14 @@ def main():
     source, source_desc = source_extract(args.input)
     cluster = None
     try:
-        if not args.only_others:
+        if args.large:
+            cluster = Cluster(os.path.join(args.work, "pg"), os.path.join(args.work, "pg.log"))
+            region = LargeRegion(args, args.work, source)
+            try:
+                region.measure(cluster)
+            finally:
+                region.close()
+        elif not args.only_others:
             cluster = Cluster(os.path.join(args.work, "pg"), os.path.join(args.work, "pg.log"))
             base_objects = None
             for n, r in zip(copies, runs):
@@ -1081,7 +1306,7 @@ def main():
                 finally:
                     region.close()
                     region.remove_data()
-        if not args.no_others:
+        if not args.no_others and not args.large:
             if cluster:
                 cluster.stop()
                 cluster = None
@@ -1104,6 +1329,10 @@ def main():
             "machine": machine_info, "finished": utc_now()}
     if args.output == "flex":
         meta["flex_config"] = os.path.relpath(args.flex_config, ROOT)
+    if args.large:
+        meta["large_copies"] = args.large_copies
+        meta["large_diffs"] = args.large_diffs
+        meta["large_edits"] = args.large_edits
     for rec in RESULTS:
         rec.setdefault("part", args.output)
     old_metas, old_recs = load_results(args.results)

@@ -19,6 +19,7 @@
 //! finished import, and appends refuse to run on it.
 
 use super::flatnodes::FlatNodes;
+use super::import_stores::{PackedLocations, SpilledWays};
 use super::middle::{Middle, MiddleError, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, Rows, WayLookup};
@@ -30,7 +31,6 @@ use crate::osm::{Location, Node, Object, ObjectType, Relation, Way};
 use crate::replication::state::format_timestamp;
 use chrono::{DateTime, Utc};
 use postgres::Client;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -59,124 +59,6 @@ pub struct ImportSummary {
     /// The box around every node location read (stored as
     /// [`DATA_BOUNDS_PROPERTY`]); `None` when the file has no located node.
     pub bounds: Option<DataBounds>,
-}
-
-/// Objects kept in memory during the import, by id: node locations for
-/// ways and relations, ways for relations. The reader hands objects on in
-/// ascending id order (it refuses an unsorted file), so two parallel
-/// vectors searched by bisection hold them more compactly than a hash map
-/// and without hashing.
-struct ById<T> {
-    ids: Vec<i64>,
-    values: Vec<T>,
-}
-
-impl<T> Default for ById<T> {
-    fn default() -> Self {
-        ById {
-            ids: Vec::new(),
-            values: Vec::new(),
-        }
-    }
-}
-
-impl<T> ById<T> {
-    fn push(&mut self, id: i64, value: T) {
-        debug_assert!(
-            self.ids.last().is_none_or(|&last| last < id),
-            "the reader hands objects on in ascending id order"
-        );
-        self.ids.push(id);
-        self.values.push(value);
-    }
-
-    fn get(&self, id: i64) -> Option<&T> {
-        self.ids
-            .binary_search(&id)
-            .ok()
-            .map(|index| &self.values[index])
-    }
-}
-
-/// Node locations as 1e-7° fixed point, as the middle and the projection
-/// take them: half the memory of degrees in `f64`.
-impl NodeLocations for ById<(i32, i32)> {
-    fn location(&self, id: i64) -> Option<Location> {
-        self.get(id)
-            .map(|&(lon, lat)| Location::from_fixed(lon, lat))
-    }
-}
-
-/// Ways kept for relations, packed: node ids in one array, tag text in
-/// one string, so a way costs its data plus a few offsets instead of a
-/// dozen heap allocations. Metadata is not kept (relations never use it).
-#[derive(Default)]
-struct WayStore {
-    spans: ById<WaySpan>,
-    nodes: Vec<i64>,
-    /// Per tag, the lengths of its key and value in `text`.
-    tag_lengths: Vec<(u32, u32)>,
-    text: String,
-}
-
-/// Where one way's data starts in the [`WayStore`] arrays.
-#[derive(Clone, Copy)]
-struct WaySpan {
-    nodes: usize,
-    node_count: u32,
-    tags: usize,
-    tag_count: u32,
-    text: usize,
-}
-
-impl WayStore {
-    fn push(&mut self, way: &Way) {
-        let span = WaySpan {
-            nodes: self.nodes.len(),
-            node_count: way.nodes.len() as u32,
-            tags: self.tag_lengths.len(),
-            tag_count: way.tags.len() as u32,
-            text: self.text.len(),
-        };
-        self.nodes.extend_from_slice(&way.nodes);
-        for (key, value) in &way.tags {
-            self.tag_lengths
-                .push((key.len() as u32, value.len() as u32));
-            self.text.push_str(key);
-            self.text.push_str(value);
-        }
-        self.spans.push(way.id, span);
-    }
-}
-
-impl WayLookup for WayStore {
-    fn way_nodes(&self, id: i64) -> Option<Cow<'_, [i64]>> {
-        let span = *self.spans.get(id)?;
-        Some(Cow::Borrowed(
-            &self.nodes[span.nodes..span.nodes + span.node_count as usize],
-        ))
-    }
-
-    fn way(&self, id: i64) -> Option<Cow<'_, Way>> {
-        let span = *self.spans.get(id)?;
-        let mut text = span.text;
-        let tags = self.tag_lengths[span.tags..span.tags + span.tag_count as usize]
-            .iter()
-            .map(|&(key_len, value_len)| {
-                let key = &self.text[text..text + key_len as usize];
-                text += key_len as usize;
-                let value = &self.text[text..text + value_len as usize];
-                text += value_len as usize;
-                (key.to_string(), value.to_string())
-            })
-            .collect();
-        Some(Cow::Owned(Way {
-            id,
-            meta: Default::default(),
-            nodes: self.nodes[span.nodes..span.nodes + span.node_count as usize].to_vec(),
-            tags,
-        }))
-    }
 }
 
 /// Where the reader sends objects and rows. A queue is closed (set to
@@ -396,7 +278,9 @@ impl RowSink for OutputTables {
 }
 
 /// Bounded queues: a slow table applies back-pressure to the reader.
-const QUEUE_DEPTH: usize = 8;
+/// Each entry is a block's worth of objects or rows; 4 keep the writers
+/// fed as well as 8 did, with half the memory in flight (issue 16).
+const QUEUE_DEPTH: usize = 4;
 
 /// Relations processed between two sends to the writers (see the reader).
 const RELATIONS_PER_SEND: usize = 64;
@@ -509,7 +393,13 @@ where
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut read_done = started;
-    let mut stores = Stores::new(&middle);
+    let mut stores = match Stores::new(&middle) {
+        Ok(stores) => stores,
+        Err(e) => {
+            drop_partial_import(&mut control, &middle, sink);
+            return Err(e);
+        }
+    };
     // Rows per table as loading or finishing reported them.
     let mut known_counts = vec![None; sink.table_count()];
     let result = std::thread::scope(|scope| -> Result<(), ApplyError> {
@@ -572,6 +462,9 @@ where
         if let Some((ways, rows)) = source.second_stage(&stores.ways, &stores.locations)? {
             sink.replace_ways(&mut control, &ways, rows)?;
         }
+        stores.ways.check().map_err(|e| {
+            ApplyError::Aborted(format!("cannot read back the import's way store: {e}"))
+        })?;
         {
             let finishers: Vec<_> = (0..sink.table_count())
                 .filter(|&table| !sink.finished_after_load(table))
@@ -616,25 +509,30 @@ where
 /// relations, ways for relations.
 struct Stores<'m> {
     locations: NodeStore<'m>,
-    ways: WayStore,
+    ways: SpilledWays,
 }
 
 impl<'m> Stores<'m> {
-    fn new(middle: &'m Middle) -> Self {
-        Stores {
+    fn new(middle: &'m Middle) -> Result<Self, ApplyError> {
+        Ok(Stores {
             locations: match middle.flat_nodes() {
                 Some(file) => NodeStore::File(file),
-                None => NodeStore::Memory(ById::default()),
+                None => NodeStore::Memory(PackedLocations::default()),
             },
-            ways: WayStore::default(),
-        }
+            ways: SpilledWays::new().map_err(|e| {
+                ApplyError::Aborted(format!(
+                    "cannot create the import's way store in {}: {e}",
+                    std::env::temp_dir().display()
+                ))
+            })?,
+        })
     }
 }
 
 /// Where the reading thread keeps node locations.
 enum NodeStore<'m> {
     /// In memory, packed: the nodes table keeps them for updates.
-    Memory(ById<(i32, i32)>),
+    Memory(PackedLocations),
     /// In the middle's flat-nodes file, held for the whole import.
     File(MutexGuard<'m, FlatNodes>),
 }
@@ -642,7 +540,7 @@ enum NodeStore<'m> {
 impl NodeStore<'_> {
     fn push(&mut self, id: i64, location: Location) -> Result<(), ApplyError> {
         match self {
-            NodeStore::Memory(memory) => memory.push(id, location.to_fixed()),
+            NodeStore::Memory(memory) => memory.push(id, location),
             NodeStore::File(file) => file.set(id, Some(location)).map_err(MiddleError::from)?,
         }
         Ok(())
@@ -670,7 +568,7 @@ impl NodeStore<'_> {
 impl NodeLocations for NodeStore<'_> {
     fn location(&self, id: i64) -> Option<Location> {
         match self {
-            NodeStore::Memory(memory) => memory.location(id),
+            NodeStore::Memory(memory) => memory.get(id),
             NodeStore::File(file) => file.get(id),
         }
     }
@@ -729,7 +627,12 @@ fn read_and_process<S: RowSource>(
                         stores.locations.define(way.nodes.iter().copied())?;
                         // Relations need their member ways (possibly in this
                         // very batch).
-                        stores.ways.push(&way);
+                        stores.ways.push(&way).map_err(|e| {
+                            ApplyError::Aborted(format!(
+                                "cannot write the import's way store in {}: {e}",
+                                std::env::temp_dir().display()
+                            ))
+                        })?;
                         out.ways.push(way);
                         pending += 1;
                     }

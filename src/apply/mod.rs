@@ -17,6 +17,7 @@ pub mod flatnodes;
 pub mod flex;
 pub mod geom;
 pub mod import;
+mod import_stores;
 pub mod lua;
 pub mod middle;
 pub mod output;

@@ -81,6 +81,11 @@ struct ScaleArgs {
     /// input's.
     #[arg(long)]
     replication_timestamp: Option<String>,
+    /// Renumber the extract's ids densely (1, 2, 3… per type) before
+    /// copying it, so that many copies keep ids small enough for a
+    /// flat-nodes file (see `scale::renumber`).
+    #[arg(long)]
+    dense_ids: bool,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +375,11 @@ fn scale(args: &ScaleArgs) -> Result<()> {
             read_pbf_header(input).ok().unwrap_or_default(),
         ),
         None => (tilepipe_testkit::town::synthetic_town(), Default::default()),
+    };
+    let data = if args.dense_ids {
+        scale::renumber(&data)
+    } else {
+        data
     };
     let timestamp = match &args.replication_timestamp {
         Some(text) => Some(parse_timestamp(text).with_context(|| {

@@ -1,0 +1,498 @@
+//! What an import keeps of the objects it has read, packed for memory:
+//! node locations ([`PackedLocations`]) and the ways relations may need
+//! ([`SpilledWays`], written to a temporary file).
+//!
+//! Both rely on the reader handing objects on in ascending id order (it
+//! refuses an unsorted file, as osm2pgsql does). osm2pgsql's own node
+//! cache packs locations in blocks for the same reason (osm2pgsql 1.8,
+//! `node_locations_t` in src/node-locations.cpp); here a block keeps
+//! fixed-width entries so that a lookup is two binary searches and no
+//! decoding.
+
+use crate::osm::{Location, Way};
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+/// Entries per block of a [`PackedById`].
+const BLOCK_LEN: usize = 256;
+
+/// Entries per chunk of a [`PackedById`]'s arrays: 64 Ki entries, so a
+/// chunk is one large allocation (256 KiB of id deltas, 512 KiB of
+/// locations) that malloc serves from its own mapping, apart from the
+/// import's many short-lived small allocations.
+const CHUNK_LEN: usize = 1 << 16;
+
+/// Values by id, for ids pushed in ascending order, in blocks of
+/// [`BLOCK_LEN`] entries whose ids lie within `u32::MAX` of the block's
+/// first id: an id costs 4 bytes beside its value (8 in a plain sorted
+/// vector). The entries live in fixed chunks, so the store grows a chunk
+/// at a time, never by copying itself into an array twice its size
+/// (which, at the moment of the copy, holds three times what is stored).
+/// Block `b` holds entries `b × BLOCK_LEN ..` of the chunked arrays; a
+/// block cut short (the next id too far from its first) leaves its slots
+/// unused.
+pub(crate) struct PackedById<V> {
+    /// Each block's first id, for bisection.
+    first_ids: Vec<i64>,
+    /// Each block's number of entries.
+    block_lens: Vec<u16>,
+    /// Per entry, its id minus its block's first id.
+    id_deltas: Vec<Box<[u32]>>,
+    values: Vec<Box<[V]>>,
+    last_id: Option<i64>,
+    len: usize,
+}
+
+impl<V: Copy + Default> Default for PackedById<V> {
+    fn default() -> Self {
+        PackedById {
+            first_ids: Vec::new(),
+            block_lens: Vec::new(),
+            id_deltas: Vec::new(),
+            values: Vec::new(),
+            last_id: None,
+            len: 0,
+        }
+    }
+}
+
+/// Where an entry is: block and position in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Slot {
+    block: usize,
+    index: usize,
+}
+
+impl Slot {
+    /// The entry's position in the chunked arrays: chunk, then offset.
+    fn position(self) -> (usize, usize) {
+        let entry = self.block * BLOCK_LEN + self.index;
+        (entry / CHUNK_LEN, entry % CHUNK_LEN)
+    }
+}
+
+impl<V: Copy + Default> PackedById<V> {
+    /// Adds `value` for `id`, which must be greater than every id pushed
+    /// before; a smaller or equal id is refused (`false`), as a lookup
+    /// could not find it.
+    pub(crate) fn push(&mut self, id: i64, value: V) -> bool {
+        if self.last_id.is_some_and(|last| last >= id) {
+            return false;
+        }
+        let fits = match (self.first_ids.last(), self.block_lens.last()) {
+            (Some(&first), Some(&len)) => {
+                usize::from(len) < BLOCK_LEN && id.wrapping_sub(first) as u64 <= u64::from(u32::MAX)
+            }
+            _ => false,
+        };
+        if !fits {
+            self.first_ids.push(id);
+            self.block_lens.push(0);
+        }
+        let block = self.first_ids.len() - 1;
+        let index = usize::from(self.block_lens[block]);
+        let (chunk, offset) = Slot { block, index }.position();
+        if chunk == self.values.len() {
+            self.id_deltas.push(vec![0; CHUNK_LEN].into_boxed_slice());
+            self.values
+                .push(vec![V::default(); CHUNK_LEN].into_boxed_slice());
+        }
+        self.id_deltas[chunk][offset] = id.wrapping_sub(self.first_ids[block]) as u32;
+        self.values[chunk][offset] = value;
+        self.block_lens[block] += 1;
+        self.last_id = Some(id);
+        self.len += 1;
+        true
+    }
+
+    /// The number of entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot(&self, id: i64) -> Option<Slot> {
+        // The last block whose first id is not above `id`.
+        let block = self.first_ids.partition_point(|&first| first <= id);
+        let block = block.checked_sub(1)?;
+        let delta = u32::try_from(id.wrapping_sub(self.first_ids[block]) as u64).ok()?;
+        let (chunk, offset) = Slot { block, index: 0 }.position();
+        let len = usize::from(self.block_lens[block]);
+        let index = self.id_deltas[chunk][offset..offset + len]
+            .binary_search(&delta)
+            .ok()?;
+        Some(Slot { block, index })
+    }
+
+    fn value_at(&self, slot: Slot) -> V {
+        let (chunk, offset) = slot.position();
+        self.values[chunk][offset]
+    }
+
+    /// The entry after `slot`, if any.
+    fn next_slot(&self, slot: Slot) -> Option<Slot> {
+        if slot.index + 1 < usize::from(self.block_lens[slot.block]) {
+            Some(Slot {
+                block: slot.block,
+                index: slot.index + 1,
+            })
+        } else if slot.block + 1 < self.first_ids.len() {
+            Some(Slot {
+                block: slot.block + 1,
+                index: 0,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The value stored for `id`.
+    pub(crate) fn get(&self, id: i64) -> Option<V> {
+        self.slot(id).map(|slot| self.value_at(slot))
+    }
+
+    /// The value stored for `id` and the value of the entry after it.
+    fn get_with_next(&self, id: i64) -> Option<(V, Option<V>)> {
+        let slot = self.slot(id)?;
+        let next = self.next_slot(slot).map(|next| self.value_at(next));
+        Some((self.value_at(slot), next))
+    }
+}
+
+/// Node locations by id as 1e-7° fixed point (as the middle and PBF
+/// store them): 12 bytes a node.
+#[derive(Default)]
+pub(crate) struct PackedLocations {
+    by_id: PackedById<(i32, i32)>,
+}
+
+impl PackedLocations {
+    /// Stores a node's location; ids must come in ascending order (a
+    /// repeated or smaller id is ignored).
+    pub(crate) fn push(&mut self, id: i64, location: Location) {
+        self.by_id.push(id, location.to_fixed());
+    }
+
+    /// The location stored for `id`.
+    pub(crate) fn get(&self, id: i64) -> Option<Location> {
+        self.by_id
+            .get(id)
+            .map(|(lon, lat)| Location::from_fixed(lon, lat))
+    }
+
+    /// The number of nodes stored.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// Bytes collected before they are written to the file in one go.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Ways kept for relations, written to an unnamed temporary file as they
+/// are read (a file, not a memory map, so that they count as page cache
+/// rather than as the import's memory), with only an index of 12 bytes a
+/// way in memory. osm2pgsql keeps them in its middle tables and reads
+/// them back from PostgreSQL for relations (osm2pgsql 1.8,
+/// `middle_pgsql_t::rel_members_get`); a local file is read much faster.
+///
+/// A way is one record: its node ids as zigzag varint deltas (a way's
+/// nodes mostly have neighbouring ids, so 1–3 bytes a node instead of 8),
+/// then its tags as length-prefixed strings. Metadata is not kept
+/// (relations never use it).
+pub(crate) struct SpilledWays {
+    /// Each way's record offset in the file.
+    offsets: PackedById<u64>,
+    file: File,
+    /// Bytes already written to the file.
+    written: u64,
+    /// Records after `written`, not yet in the file.
+    pending: Vec<u8>,
+    /// The first error reading the file back: a lookup cannot return
+    /// it, so the import asks for it ([`SpilledWays::check`]) once the
+    /// relations are processed.
+    read_error: Mutex<Option<io::Error>>,
+}
+
+impl SpilledWays {
+    /// An empty store, in a new temporary file in the system's temporary
+    /// directory (`TMPDIR`), removed as soon as the store is dropped.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(SpilledWays {
+            offsets: PackedById::default(),
+            file: tempfile::tempfile()?,
+            written: 0,
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            read_error: Mutex::new(None),
+        })
+    }
+
+    /// Stores `way`; ids must come in ascending order (a repeated or
+    /// smaller id is ignored).
+    pub(crate) fn push(&mut self, way: &Way) -> io::Result<()> {
+        let offset = self.written + self.pending.len() as u64;
+        if !self.offsets.push(way.id, offset) {
+            return Ok(());
+        }
+        encode_way(way, &mut self.pending);
+        if self.pending.len() >= WRITE_BUFFER {
+            self.file.write_all(&self.pending)?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// The number of ways stored.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Fails if a lookup could not read the file back (the lookup then
+    /// found no way, so what was built from it is incomplete).
+    pub(crate) fn check(&self) -> io::Result<()> {
+        let mut error = self.read_error.lock().unwrap_or_else(|e| e.into_inner());
+        match error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The record of way `id`, read from the file or the write buffer.
+    fn record(&self, id: i64) -> Option<Cow<'_, [u8]>> {
+        let (start, next) = self.offsets.get_with_next(id)?;
+        let end = next.unwrap_or(self.written + self.pending.len() as u64);
+        if start >= self.written {
+            let from = (start - self.written) as usize;
+            let to = (end - self.written) as usize;
+            return Some(Cow::Borrowed(&self.pending[from..to]));
+        }
+        let mut record = vec![0; (end - start) as usize];
+        let in_file = (end.min(self.written) - start) as usize;
+        if let Err(e) = self.file.read_exact_at(&mut record[..in_file], start) {
+            let mut error = self.read_error.lock().unwrap_or_else(|e| e.into_inner());
+            error.get_or_insert(e);
+            return None;
+        }
+        let rest = record.len() - in_file;
+        record[in_file..].copy_from_slice(&self.pending[..rest]);
+        Some(Cow::Owned(record))
+    }
+}
+
+impl super::process::WayLookup for SpilledWays {
+    fn way(&self, id: i64) -> Option<Cow<'_, Way>> {
+        let record = self.record(id)?;
+        let mut reader = RecordReader(&record);
+        let nodes = reader.nodes();
+        let tag_count = reader.varint() as usize;
+        let tags = (0..tag_count)
+            .map(|_| (reader.string(), reader.string()))
+            .collect();
+        Some(Cow::Owned(Way {
+            id,
+            meta: Default::default(),
+            nodes,
+            tags,
+        }))
+    }
+
+    fn way_nodes(&self, id: i64) -> Option<Cow<'_, [i64]>> {
+        let record = self.record(id)?;
+        Some(Cow::Owned(RecordReader(&record).nodes()))
+    }
+}
+
+fn encode_way(way: &Way, out: &mut Vec<u8>) {
+    put_varint(out, way.nodes.len() as u64);
+    let mut previous = 0i64;
+    for &node in &way.nodes {
+        put_varint(out, zigzag(node.wrapping_sub(previous)));
+        previous = node;
+    }
+    put_varint(out, way.tags.len() as u64);
+    for (key, value) in &way.tags {
+        for text in [key, value] {
+            put_varint(out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// LEB128, as protobuf writes integers.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+/// Reads a record [`encode_way`] wrote (this process wrote it: no checks
+/// beyond slice bounds).
+struct RecordReader<'a>(&'a [u8]);
+
+impl RecordReader<'_> {
+    fn varint(&mut self) -> u64 {
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = self.0[0];
+            self.0 = &self.0[1..];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+
+    fn nodes(&mut self) -> Vec<i64> {
+        let count = self.varint() as usize;
+        let mut previous = 0i64;
+        (0..count)
+            .map(|_| {
+                previous = previous.wrapping_add(unzigzag(self.varint()));
+                previous
+            })
+            .collect()
+    }
+
+    fn string(&mut self) -> String {
+        let len = self.varint() as usize;
+        let (text, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8_lossy(text).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::process::WayLookup;
+
+    #[test]
+    fn locations_are_found_by_id_and_misses_are_none() {
+        let mut store = PackedLocations::default();
+        // Planet-like ids around 1.2e10, with gaps small and large (one
+        // beyond u32 from the block's first id), over several blocks and
+        // chunks.
+        let mut ids = Vec::new();
+        let mut id = 12_000_000_000i64;
+        for i in 0..150_000 {
+            id += if i == 600 { 5_000_000_000 } else { 1 + i % 7 };
+            ids.push(id);
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            store.push(id, Location::from_fixed(i as i32 * 10, -(i as i32)));
+        }
+        assert_eq!(store.len(), ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(
+                store.get(id).map(Location::to_fixed),
+                Some((i as i32 * 10, -(i as i32))),
+                "node {id}"
+            );
+        }
+        // Before the first, between two, after the last, far off.
+        for miss in [
+            1,
+            ids[0] - 1,
+            ids[10] + 1,
+            ids[600] - 1,
+            ids[149_999] + 1,
+            -5,
+        ] {
+            if !ids.contains(&miss) {
+                assert_eq!(store.get(miss), None, "node {miss}");
+            }
+        }
+        assert_eq!(PackedLocations::default().get(1), None);
+    }
+
+    #[test]
+    fn an_id_out_of_order_is_ignored() {
+        let mut store = PackedById::default();
+        assert!(store.push(10, 1u64));
+        assert!(!store.push(10, 2));
+        assert!(!store.push(5, 3));
+        assert_eq!(store.get(10), Some(1));
+        assert_eq!(store.get(5), None);
+        assert_eq!(store.len(), 1);
+    }
+
+    fn way(id: i64, nodes: Vec<i64>, tags: &[(&str, &str)]) -> Way {
+        Way {
+            id,
+            meta: Default::default(),
+            nodes,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn spilled_ways_round_trip_from_file_and_buffer() {
+        let mut store = SpilledWays::new().unwrap();
+        let mut ways = Vec::new();
+        // Enough ways to fill the write buffer a few times, so that some
+        // are read from the file, one straddles the file and the buffer,
+        // and the last from the buffer.
+        for i in 0..40_000i64 {
+            let id = 11_000_000_000 + i * 3;
+            let nodes = (0..(i % 50) + 1)
+                .map(|n| {
+                    12_000_000_000 + i * 10 - n * (1 + i % 3)
+                        + if n == 7 { -9_000_000_000 } else { 0 }
+                })
+                .collect();
+            let name = format!("Straße {i} ✓");
+            let tags: Vec<(&str, &str)> = if i % 4 == 0 {
+                vec![]
+            } else {
+                vec![("highway", "residential"), ("name", &name)]
+            };
+            ways.push(way(id, nodes, &tags));
+        }
+        for w in &ways {
+            store.push(w).unwrap();
+        }
+        assert!(store.written > 0 && !store.pending.is_empty());
+        assert_eq!(store.len(), ways.len());
+        for w in &ways {
+            let read = store.way(w.id).expect("stored way");
+            assert_eq!(read.nodes, w.nodes);
+            assert_eq!(read.tags, w.tags);
+            assert_eq!(read.id, w.id);
+            assert_eq!(store.way_nodes(w.id).unwrap().as_ref(), w.nodes.as_slice());
+        }
+        assert!(store.way(11_000_000_001).is_none());
+        assert!(store.way(1).is_none());
+        assert!(store.way(12_000_000_000).is_none());
+    }
+
+    #[test]
+    fn an_empty_way_round_trips() {
+        let mut store = SpilledWays::new().unwrap();
+        store.push(&way(5, vec![], &[])).unwrap();
+        store.push(&way(-1, vec![1], &[])).unwrap();
+        let read = store.way(5).unwrap();
+        assert!(read.nodes.is_empty() && read.tags.is_empty());
+        assert!(store.way(-1).is_none());
+    }
+}
