@@ -13,7 +13,7 @@
 //! `expression_grammar`). Everything else is [`Condition::Unknown`] or
 //! [`Value::Unknown`]: it may hold, so the layer keeps today's zooms.
 
-use super::style_reads::{Token, KEYWORDS};
+use super::style_reads::{strip_parens, Token, KEYWORDS};
 use crate::expire::style_aware::{Condition, Value};
 use std::collections::{BTreeSet, HashMap};
 
@@ -215,26 +215,6 @@ fn keyword(w: &str) -> &'static str {
         "else" => "else",
         _ => "",
     }
-}
-
-/// Removes parentheses around the whole of `tokens`.
-fn strip_parens(mut tokens: &[Token]) -> &[Token] {
-    while let [Token::Symbol('('), inner @ .., Token::Symbol(')')] = tokens {
-        let mut depth = 0i32;
-        let wraps = inner.iter().all(|t| {
-            match t {
-                Token::Symbol('(') => depth += 1,
-                Token::Symbol(')') => depth -= 1,
-                _ => {}
-            }
-            depth >= 0
-        });
-        if !wraps {
-            break;
-        }
-        tokens = inner;
-    }
-    tokens
 }
 
 /// A value expression: a column, a text, NULL or a searched CASE.

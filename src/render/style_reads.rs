@@ -1083,7 +1083,7 @@ fn split_top_level<'t>(tokens: &'t [Token], at: &str) -> Vec<&'t [Token]> {
 }
 
 /// Removes parentheses around the whole of `tokens`.
-fn strip_parens(mut tokens: &[Token]) -> &[Token] {
+pub(crate) fn strip_parens(mut tokens: &[Token]) -> &[Token] {
     while let [Token::Symbol('('), inner @ .., Token::Symbol(')')] = tokens {
         // Only when the first parenthesis closes at the end.
         let mut depth = 0i32;

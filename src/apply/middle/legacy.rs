@@ -40,45 +40,24 @@
 use super::{with_index_probes, Middle, MiddleError, NODE_BUCKET_SHIFT};
 use crate::apply::pgcopy::CopyStream;
 use crate::db::quote_ident;
-use crate::osm::{Member, Node, ObjectType, Relation, Tags, Way};
+use crate::osm::{Member, Node, ObjectType, Relation, Tags};
 use postgres::GenericClient;
 use std::borrow::Borrow;
 
 /// The largest member count `way_off`/`rel_off` (`int2`) can describe.
 const MAX_MEMBERS: usize = i16::MAX as usize;
 
-/// `schema.PREFIX_index_bucket`, osm2pgsql's bucket function, quoted.
-fn bucket_function(middle: &Middle) -> String {
-    format!(
-        "{}.{}",
-        quote_ident(&middle.schema),
-        quote_ident(&format!("{}_index_bucket", middle.prefix))
-    )
-}
-
 /// Drops and creates the three tables as 1.8's `sql_for_*` do (without
 /// the nodes table when locations are in a flat-nodes file), without
 /// their primary keys, added after loading by the `index_*` functions.
 pub(super) fn create(middle: &Middle, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-    let (nodes, ways, rels) = (
-        middle.nodes_table(),
-        middle.ways_table(),
-        middle.rels_table(),
-    );
-    let create_nodes = if middle.has_nodes_table() {
-        format!("CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL);")
-    } else {
-        String::new()
-    };
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {nodes}, {ways}, {rels} CASCADE;
-             {create_nodes}
-             CREATE TABLE {ways} (id int8 NOT NULL, nodes int8[] NOT NULL, tags text[]);
-             CREATE TABLE {rels} (id int8 NOT NULL, way_off int2, rel_off int2,
-               parts int8[], members text[], tags text[]);"
-        ))
-        .map_err(middle.err("*"))
+    middle.create_tables(
+        client,
+        "lat int4 NOT NULL, lon int4 NOT NULL",
+        "nodes int8[] NOT NULL, tags text[]",
+        "way_off int2, rel_off int2, parts int8[], members text[], tags text[]",
+        "CASCADE",
+    )
 }
 
 /// The ways' primary key, bucket function and bucket index, with 1.8's
@@ -88,7 +67,7 @@ pub(super) fn index_ways(
     client: &mut impl GenericClient,
 ) -> Result<(), MiddleError> {
     let ways = middle.ways_table();
-    let bucket = bucket_function(middle);
+    let bucket = middle.qualified("index_bucket");
     let index = quote_ident(&format!("{}_ways_nodes_bucket_idx", middle.prefix));
     client
         .batch_execute(&format!(
@@ -121,7 +100,7 @@ pub(super) fn index_relations(
 
 /// Tags as 1.8's `buffer_store_tags` writes them: NULL when there are
 /// none, else `{k1,v1,k2,v2,…}` in object order.
-fn write_tags(copy: &mut CopyStream, tags: &Tags) {
+pub(super) fn write_tags(copy: &mut CopyStream, tags: &Tags) {
     if tags.is_empty() {
         copy.null();
     } else {
@@ -149,25 +128,6 @@ pub(super) fn copy_nodes(
         copy.int8(node.id);
         copy.int4(lat);
         copy.int4(lon);
-    }
-    copy.finish().map_err(err)
-}
-
-/// Ways as 1.8's `way_set`: node ids in order and tags.
-pub(super) fn copy_ways(
-    middle: &Middle,
-    client: &mut impl GenericClient,
-    ways: impl IntoIterator<Item = impl Borrow<Way>>,
-) -> Result<u64, MiddleError> {
-    let err = middle.err("ways");
-    let mut copy =
-        CopyStream::start(client, &middle.ways_table(), &["id", "nodes", "tags"]).map_err(&err)?;
-    for way in ways {
-        let way = way.borrow();
-        copy.begin_row().map_err(&err)?;
-        copy.int8(way.id);
-        copy.int8_array(&way.nodes);
-        write_tags(&mut copy, &way.tags);
     }
     copy.finish().map_err(err)
 }
@@ -285,7 +245,7 @@ pub(super) fn ways_using_nodes(
     let condition = if bucket_index {
         // The expression must be the indexed one, function call included:
         // the database's function carries the shift it was built with.
-        let bucket = bucket_function(middle);
+        let bucket = middle.qualified("index_bucket");
         format!("{bucket}(w.nodes) && {bucket}(ARRAY[n.id]) AND n.id = ANY(w.nodes)")
     } else {
         "w.nodes && ARRAY[n.id]".to_string()

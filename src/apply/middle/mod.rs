@@ -302,7 +302,9 @@ impl Middle {
         matches!(self.layout, MiddleLayout::Legacy18 { .. })
     }
 
-    fn table(&self, suffix: &str) -> String {
+    /// `schema.PREFIX_suffix`, quoted for SQL: a middle table, or one of
+    /// osm2pgsql's functions beside them.
+    pub(super) fn qualified(&self, suffix: &str) -> String {
         format!(
             "{}.{}",
             quote_ident(&self.schema),
@@ -312,17 +314,17 @@ impl Middle {
 
     /// `schema.PREFIX_nodes`, quoted for SQL.
     pub fn nodes_table(&self) -> String {
-        self.table("nodes")
+        self.qualified("nodes")
     }
 
     /// `schema.PREFIX_ways`, quoted for SQL.
     pub fn ways_table(&self) -> String {
-        self.table("ways")
+        self.qualified("ways")
     }
 
     /// `schema.PREFIX_rels`, quoted for SQL.
     pub fn rels_table(&self) -> String {
-        self.table("rels")
+        self.qualified("rels")
     }
 
     fn err<'a, E: Into<CopyError>>(&'a self, suffix: &'a str) -> impl Fn(E) -> MiddleError + 'a {
@@ -343,19 +345,40 @@ impl Middle {
             MiddleLayout::Osm2pgsqlNew { .. } => return new_format::create(self, client),
             MiddleLayout::Tilepipe => {}
         }
+        self.create_tables(
+            client,
+            "lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb",
+            "nodes int8[] NOT NULL, tags jsonb, node_buckets int8[] NOT NULL",
+            "members jsonb NOT NULL, tags jsonb, member_nodes int8[] NOT NULL, \
+             member_ways int8[] NOT NULL",
+            "",
+        )
+    }
+
+    /// Drops the three tables (`drop_option`: `CASCADE` as osm2pgsql does,
+    /// or nothing) and creates them, each with an `id int8 NOT NULL` then
+    /// these columns, the nodes table only when locations are not in a
+    /// flat-nodes file; primary keys come after loading.
+    pub(super) fn create_tables(
+        &self,
+        client: &mut impl GenericClient,
+        nodes_columns: &str,
+        ways_columns: &str,
+        rels_columns: &str,
+        drop_option: &str,
+    ) -> Result<(), MiddleError> {
         let (nodes, ways, rels) = (self.nodes_table(), self.ways_table(), self.rels_table());
         let create_nodes = if self.has_nodes_table() {
-            format!("CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb);")
+            format!("CREATE TABLE {nodes} (id int8 NOT NULL, {nodes_columns});")
         } else {
             String::new()
         };
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {nodes}, {ways}, {rels};
+                "DROP TABLE IF EXISTS {nodes}, {ways}, {rels} {drop_option};
                  {create_nodes}
-                 CREATE TABLE {ways} (id int8 NOT NULL, nodes int8[] NOT NULL, tags jsonb, node_buckets int8[] NOT NULL);
-                 CREATE TABLE {rels} (id int8 NOT NULL, members jsonb NOT NULL, tags jsonb,
-                   member_nodes int8[] NOT NULL, member_ways int8[] NOT NULL);"
+                 CREATE TABLE {ways} (id int8 NOT NULL, {ways_columns});
+                 CREATE TABLE {rels} (id int8 NOT NULL, {rels_columns});"
             ))
             .map_err(self.err("*"))
     }
@@ -467,8 +490,12 @@ impl Middle {
         ways: impl IntoIterator<Item = impl Borrow<Way>>,
     ) -> Result<u64, MiddleError> {
         match self.layout {
-            MiddleLayout::Legacy18 { .. } => return legacy::copy_ways(self, client, ways),
-            MiddleLayout::Osm2pgsqlNew { .. } => return new_format::copy_ways(self, client, ways),
+            MiddleLayout::Legacy18 { .. } => {
+                return self.copy_osm2pgsql_ways(client, ways, legacy::write_tags)
+            }
+            MiddleLayout::Osm2pgsqlNew { .. } => {
+                return self.copy_osm2pgsql_ways(client, ways, write_tags)
+            }
             MiddleLayout::Tilepipe => {}
         }
         let err = self.err("ways");
@@ -487,6 +514,28 @@ impl Middle {
             copy.int8_array(&way.nodes);
             write_tags(&mut copy, &way.tags);
             copy.int8_array(&buckets);
+        }
+        copy.finish().map_err(err)
+    }
+
+    /// Ways as osm2pgsql's `way_set` writes them in either of its layouts:
+    /// id, node ids in order, and tags as `write_tags` puts them (`text[]`
+    /// in 1.8's, `jsonb` in 1.9+'s).
+    fn copy_osm2pgsql_ways(
+        &self,
+        client: &mut impl GenericClient,
+        ways: impl IntoIterator<Item = impl Borrow<Way>>,
+        write_tags: fn(&mut CopyStream, &Tags),
+    ) -> Result<u64, MiddleError> {
+        let err = self.err("ways");
+        let mut copy = CopyStream::start(client, &self.ways_table(), &["id", "nodes", "tags"])
+            .map_err(&err)?;
+        for way in ways {
+            let way = way.borrow();
+            copy.begin_row().map_err(&err)?;
+            copy.int8(way.id);
+            copy.int8_array(&way.nodes);
+            write_tags(&mut copy, &way.tags);
         }
         copy.finish().map_err(err)
     }

@@ -29,44 +29,21 @@
 use super::{with_index_probes, write_members_json, write_tags, Middle, MiddleError};
 use crate::apply::pgcopy::CopyStream;
 use crate::db::quote_ident;
-use crate::osm::{Relation, Way};
+use crate::osm::Relation;
 use postgres::GenericClient;
 use std::borrow::Borrow;
-
-/// `schema.PREFIX_member_ids`, osm2pgsql's member id function, quoted.
-fn member_ids_function(middle: &Middle) -> String {
-    format!(
-        "{}.{}",
-        quote_ident(&middle.schema),
-        quote_ident(&format!("{}_member_ids", middle.prefix))
-    )
-}
 
 /// Drops and creates the three tables as osm2pgsql 2.x does (without the
 /// nodes table when locations are in a flat-nodes file), without their
 /// primary keys, which the `index_*` functions add after loading.
 pub(super) fn create(middle: &Middle, client: &mut impl GenericClient) -> Result<(), MiddleError> {
-    let (nodes, ways, rels) = (
-        middle.nodes_table(),
-        middle.ways_table(),
-        middle.rels_table(),
-    );
-    let create_nodes = if middle.has_nodes_table() {
-        format!(
-            "CREATE TABLE {nodes} (id int8 NOT NULL, lat int4 NOT NULL, lon int4 NOT NULL, \
-             tags jsonb);"
-        )
-    } else {
-        String::new()
-    };
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {nodes}, {ways}, {rels} CASCADE;
-             {create_nodes}
-             CREATE TABLE {ways} (id int8 NOT NULL, nodes int8[] NOT NULL, tags jsonb);
-             CREATE TABLE {rels} (id int8 NOT NULL, members jsonb NOT NULL, tags jsonb);"
-        ))
-        .map_err(middle.err("*"))
+    middle.create_tables(
+        client,
+        "lat int4 NOT NULL, lon int4 NOT NULL, tags jsonb",
+        "nodes int8[] NOT NULL, tags jsonb",
+        "members jsonb NOT NULL, tags jsonb",
+        "CASCADE",
+    )
 }
 
 /// The relations' primary key, osm2pgsql's member id function and its two
@@ -76,7 +53,7 @@ pub(super) fn index_relations(
     client: &mut impl GenericClient,
 ) -> Result<(), MiddleError> {
     let rels = middle.rels_table();
-    let member_ids = member_ids_function(middle);
+    let member_ids = middle.qualified("member_ids");
     let prefix = &middle.prefix;
     let node_index = quote_ident(&format!("{prefix}_rels_node_members_idx"));
     let way_index = quote_ident(&format!("{prefix}_rels_way_members_idx"));
@@ -94,25 +71,6 @@ pub(super) fn index_relations(
              ANALYZE {rels} (id);"
         ))
         .map_err(middle.err("rels"))
-}
-
-/// Ways as osm2pgsql's `way_set`: id, node ids in order, tags.
-pub(super) fn copy_ways(
-    middle: &Middle,
-    client: &mut impl GenericClient,
-    ways: impl IntoIterator<Item = impl Borrow<Way>>,
-) -> Result<u64, MiddleError> {
-    let err = middle.err("ways");
-    let mut copy =
-        CopyStream::start(client, &middle.ways_table(), &["id", "nodes", "tags"]).map_err(&err)?;
-    for way in ways {
-        let way = way.borrow();
-        copy.begin_row().map_err(&err)?;
-        copy.int8(way.id);
-        copy.int8_array(&way.nodes);
-        write_tags(&mut copy, &way.tags);
-    }
-    copy.finish().map_err(err)
 }
 
 /// Relations as osm2pgsql's `relation_set`: id, members as jsonb (`[]`
@@ -147,7 +105,7 @@ pub(super) fn relations_using(
     if node_ids.is_empty() && way_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let member_ids = member_ids_function(middle);
+    let member_ids = middle.qualified("member_ids");
     let rows = with_index_probes(client, |client| {
         client.query(
             &format!(
