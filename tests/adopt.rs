@@ -118,6 +118,55 @@ impl Peer {
     }
 }
 
+/// What the replication hand-over tests start from: the town written to
+/// a file, a local feed of generated diffs after it (the first
+/// `by_tilepipe` published), the data after each diff, and a database with
+/// an empty [`ADOPTED`] schema.
+struct ReplicationCase {
+    start_time: chrono::DateTime<chrono::Utc>,
+    town_path: PathBuf,
+    data_at: Vec<OsmData>,
+    server: FeedServer,
+    url: String,
+    client: postgres::Client,
+}
+
+fn replication_case(
+    dir: &Path,
+    database: &str,
+    seed: u64,
+    start: u64,
+    by_tilepipe: u64,
+    by_osm2pgsql: u64,
+) -> ReplicationCase {
+    let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let (town, town_path) = tilepipe_testkit::town::write_town_file(dir);
+    let mut generator = FeedGenerator::new(town, seed, start, start_time, 60);
+    let mut diffs = Vec::new();
+    let mut data_at = Vec::new();
+    for _ in 0..by_tilepipe + by_osm2pgsql {
+        diffs.push(generator.next_diff());
+        data_at.push(generator.data().clone());
+    }
+    let feed_dir = dir.join("feed");
+    tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
+    let server = FeedServer::start_blocking(&feed_dir).unwrap();
+    server.set_published(start + by_tilepipe);
+    let url = PgCluster::shared().create_database(database).unwrap();
+    let mut client = tilepipe_testkit::db::connect(&url);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
+        .unwrap();
+    ReplicationCase {
+        start_time,
+        town_path,
+        data_at,
+        server,
+        url,
+        client,
+    }
+}
+
 fn write_config(dir: &Path, schema: &str, extra: &str) -> PathBuf {
     let path = dir.join(format!("{schema}.yaml"));
     std::fs::write(
@@ -930,27 +979,21 @@ fn replication_position_is_taken_over_and_kept_in_step() {
     const BY_TILEPIPE: u64 = 6;
     const BY_OSM2PGSQL: u64 = 4;
     let dir = tempfile::tempdir().unwrap();
-    let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
-    let mut generator = FeedGenerator::new(town, 23, START, start_time, 60);
-    let mut diffs = Vec::new();
-    let mut data_at = Vec::new();
-    for _ in 0..BY_TILEPIPE + BY_OSM2PGSQL {
-        diffs.push(generator.next_diff());
-        data_at.push(generator.data().clone());
-    }
-    let feed_dir = dir.path().join("feed");
-    tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
-    let server = FeedServer::start_blocking(&feed_dir).unwrap();
-    server.set_published(START + BY_TILEPIPE);
-
-    let url = PgCluster::shared()
-        .create_database("adopt_replication")
-        .unwrap();
-    let mut client = tilepipe_testkit::db::connect(&url);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
-        .unwrap();
+    let ReplicationCase {
+        start_time,
+        town_path,
+        data_at,
+        server,
+        url,
+        mut client,
+    } = replication_case(
+        dir.path(),
+        "adopt_replication",
+        23,
+        START,
+        BY_TILEPIPE,
+        BY_OSM2PGSQL,
+    );
     let style = default_variant();
     o2p::run(&url, ADOPTED, &style.flags, false, &town_path);
     // What `osm2pgsql-replication init` (1.8) leaves (its `init` needs the
@@ -1325,27 +1368,21 @@ mod new_middle {
         const BY_TILEPIPE: u64 = 5;
         const BY_OSM2PGSQL: u64 = 3;
         let dir = tempfile::tempdir().unwrap();
-        let start_time = chrono::Utc::now() - chrono::Duration::minutes(20);
-        let (town, town_path) = tilepipe_testkit::town::write_town_file(dir.path());
-        let mut generator = FeedGenerator::new(town, 29, START, start_time, 60);
-        let mut diffs = Vec::new();
-        let mut data_at = Vec::new();
-        for _ in 0..BY_TILEPIPE + BY_OSM2PGSQL {
-            diffs.push(generator.next_diff());
-            data_at.push(generator.data().clone());
-        }
-        let feed_dir = dir.path().join("feed");
-        tilepipe_testkit::feedgen::write_feed(&feed_dir, generator.start_state(), &diffs).unwrap();
-        let server = FeedServer::start_blocking(&feed_dir).unwrap();
-        server.set_published(START + BY_TILEPIPE);
-
-        let url = PgCluster::shared()
-            .create_database("adopt2_replication")
-            .unwrap();
-        let mut client = tilepipe_testkit::db::connect(&url);
-        client
-            .batch_execute(&format!("CREATE SCHEMA {ADOPTED}"))
-            .unwrap();
+        let ReplicationCase {
+            start_time,
+            town_path,
+            data_at,
+            server,
+            url,
+            mut client,
+        } = replication_case(
+            dir.path(),
+            "adopt2_replication",
+            29,
+            START,
+            BY_TILEPIPE,
+            BY_OSM2PGSQL,
+        );
         let style = flags(&["-S", peer.default_style.to_str().unwrap()]);
         o2p::run_program(&peer.osm2pgsql, &url, ADOPTED, &style, false, &town_path);
         // What `osm2pgsql-replication init` (2.x) records (its `init`

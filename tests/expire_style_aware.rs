@@ -180,29 +180,42 @@ fn without_style_awareness_every_zoom_is_expired() {
 /// row were in a part of the map of its own: the town is one metatile
 /// wide at low zooms, so per batch every diff touches it). Never more;
 /// fewer in total.
-#[test]
-fn generated_diffs_expire_fewer_metatiles() {
-    use tilepipe::apply::append::Applier;
+/// The town imported into a database of its own (classic output, default
+/// settings): a client, an applier for it, and the project style's reads.
+fn imported_town(
+    dir: &Path,
+    town: &OsmData,
+    database: &str,
+) -> (
+    postgres::Client,
+    tilepipe::apply::append::Applier,
+    [tilepipe::expire::style_aware::StyleReads; 1],
+) {
     use tilepipe::apply::settings::ImportSettings;
-    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
-    use tilepipe::osm::ChangeSet;
-
-    let dir = tempfile::tempdir().unwrap();
-    let town = synthetic_town();
-    let osm = dir.path().join("town.osm");
+    let osm = dir.join("town.osm");
     town.write_osm_file(&osm).unwrap();
-    let url = PgCluster::shared()
-        .create_database("expire_style_aware_generated")
-        .unwrap();
+    let url = PgCluster::shared().create_database(database).unwrap();
     let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
     tilepipe::apply::import::import(&db, &osm, &ImportSettings::default(), 1).unwrap();
     let mut client = tilepipe::db::connect(&db).unwrap();
     let settings = ImportSettings::load(&mut client, "public")
         .unwrap()
         .unwrap();
-    let mut applier = Applier::for_settings(&settings).unwrap();
+    let applier = tilepipe::apply::append::Applier::for_settings(&settings).unwrap();
     let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
     let reads = [tilepipe::render::style_reads::read_style(STYLE, &xml, 256, 1.0).unwrap()];
+    (client, applier, reads)
+}
+
+#[test]
+fn generated_diffs_expire_fewer_metatiles() {
+    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
+    use tilepipe::osm::ChangeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let (mut client, mut applier, reads) =
+        imported_town(dir.path(), &town, "expire_style_aware_generated");
     let raster = ExpireConfig::default().raster();
     let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
     let mut generator = tilepipe_testkit::FeedGenerator::new(town, 17, START, start, 60);
@@ -334,27 +347,14 @@ fn rewritten_rows_leave_the_project_style_unchanged() {
 /// is drawn from z10 on, and expires there.
 #[test]
 fn value_conditions_skip_rows_no_rule_draws() {
-    use tilepipe::apply::append::{Applier, RowChange};
-    use tilepipe::apply::settings::ImportSettings;
+    use tilepipe::apply::append::RowChange;
     use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
     use tilepipe::osm::{ChangeSet, Location, Meta, Node};
 
     let dir = tempfile::tempdir().unwrap();
     let town = synthetic_town();
-    let osm = dir.path().join("town.osm");
-    town.write_osm_file(&osm).unwrap();
-    let url = PgCluster::shared()
-        .create_database("expire_style_aware_values")
-        .unwrap();
-    let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
-    tilepipe::apply::import::import(&db, &osm, &ImportSettings::default(), 1).unwrap();
-    let mut client = tilepipe::db::connect(&db).unwrap();
-    let settings = ImportSettings::load(&mut client, "public")
-        .unwrap()
-        .unwrap();
-    let mut applier = Applier::for_settings(&settings).unwrap();
-    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/tilepipe/tilepipe.xml");
-    let reads = [tilepipe::render::style_reads::read_style(STYLE, &xml, 256, 1.0).unwrap()];
+    let (mut client, mut applier, reads) =
+        imported_town(dir.path(), &town, "expire_style_aware_values");
     let raster = ExpireConfig::default().raster();
 
     let [max_node, max_way, _] = town.max_ids();
