@@ -290,6 +290,23 @@ impl FlatNodes {
         self.map.flush().map_err(io_error(&self.path))
     }
 
+    /// Lets go of the pages of the file this process has mapped in: they
+    /// stay in the kernel's page cache (written back as it sees fit;
+    /// [`FlatNodes::flush`] still forces them to disk), and the next
+    /// access maps them in again. An import calls this as it goes, so
+    /// that the file, planet-sized, does not add up in its resident
+    /// memory.
+    pub fn release_resident_pages(&self) -> Result<(), FlatNodesError> {
+        // SAFETY: the map is a shared mapping of a file: MADV_DONTNEED
+        // only unmaps its pages, whose content (dirty or not) the page
+        // cache keeps, and nothing borrows from the map across this call.
+        unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        }
+        .map_err(io_error(&self.path))
+    }
+
     /// The eight bytes of a slot within the file, as a little-endian `u64`.
     fn slot_value(&self, slot: u64) -> u64 {
         let offset = (slot * SLOT) as usize;

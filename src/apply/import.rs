@@ -24,6 +24,7 @@ use super::middle::{Middle, MiddleError, MIDDLE_FORMAT, MIDDLE_FORMAT_PROPERTY};
 use super::output::{OutputTables, Row, TableKind};
 use super::process::{NodeLocations, Processor, Rows, WayLookup};
 use super::settings::{DataBounds, ImportSettings, DATA_BOUNDS_PROPERTY};
+use super::transform::TagTransform;
 use super::ApplyError;
 use crate::osm::input::{read_objects, Metadata};
 use crate::osm::pbf_header::read_pbf_header;
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 use postgres::Client;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
@@ -516,7 +518,7 @@ impl<'m> Stores<'m> {
     fn new(middle: &'m Middle) -> Result<Self, ApplyError> {
         Ok(Stores {
             locations: match middle.flat_nodes() {
-                Some(file) => NodeStore::File(file),
+                Some(file) => NodeStore::File(file, AtomicU64::new(0)),
                 None => NodeStore::Memory(PackedLocations::default()),
             },
             ways: SpilledWays::new().map_err(|e| {
@@ -533,15 +535,40 @@ impl<'m> Stores<'m> {
 enum NodeStore<'m> {
     /// In memory, packed: the nodes table keeps them for updates.
     Memory(PackedLocations),
-    /// In the middle's flat-nodes file, held for the whole import.
-    File(MutexGuard<'m, FlatNodes>),
+    /// In the middle's flat-nodes file, held for the whole import, with
+    /// the node slots touched since its pages were last let go of
+    /// (atomic: lookups come through a shared reference, from several
+    /// threads with the flex output).
+    File(MutexGuard<'m, FlatNodes>, AtomicU64),
 }
 
+/// Node slots of the flat-nodes file read or written between two
+/// releases of its pages ([`FlatNodes::release_resident_pages`]): 16 MB
+/// of slots written, or the nodes of about 200,000 ways read.
+const FLAT_NODES_TOUCHES_PER_RELEASE: u64 = 2 << 20;
+
 impl NodeStore<'_> {
+    /// Lets go of the flat-nodes file's pages once enough node slots
+    /// were touched: they then stay in the page cache instead of adding
+    /// up in the import's memory (what "node locations live in the file,
+    /// not in RAM" means for a planet's 80 GB file).
+    fn settle(&self) -> Result<(), ApplyError> {
+        if let NodeStore::File(file, touched) = self {
+            if touched.load(Ordering::Relaxed) >= FLAT_NODES_TOUCHES_PER_RELEASE {
+                file.release_resident_pages().map_err(MiddleError::from)?;
+                touched.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     fn push(&mut self, id: i64, location: Location) -> Result<(), ApplyError> {
         match self {
             NodeStore::Memory(memory) => memory.push(id, location),
-            NodeStore::File(file) => file.set(id, Some(location)).map_err(MiddleError::from)?,
+            NodeStore::File(file, touched) => {
+                touched.fetch_add(1, Ordering::Relaxed);
+                file.set(id, Some(location)).map_err(MiddleError::from)?
+            }
         }
         Ok(())
     }
@@ -549,8 +576,9 @@ impl NodeStore<'_> {
     /// The file keeps the nodes a way or relation refers to defined (see
     /// [`Middle::define_node_refs`]); nothing to do in memory.
     fn define(&mut self, ids: impl IntoIterator<Item = i64>) -> Result<(), ApplyError> {
-        if let NodeStore::File(file) = self {
+        if let NodeStore::File(file, touched) = self {
             for id in ids {
+                touched.fetch_add(1, Ordering::Relaxed);
                 file.define(id).map_err(MiddleError::from)?;
             }
         }
@@ -558,7 +586,7 @@ impl NodeStore<'_> {
     }
 
     fn flush(&self) -> Result<(), ApplyError> {
-        if let NodeStore::File(file) = self {
+        if let NodeStore::File(file, _) = self {
             file.flush().map_err(MiddleError::from)?;
         }
         Ok(())
@@ -569,7 +597,10 @@ impl NodeLocations for NodeStore<'_> {
     fn location(&self, id: i64) -> Option<Location> {
         match self {
             NodeStore::Memory(memory) => memory.get(id),
-            NodeStore::File(file) => file.get(id),
+            NodeStore::File(file, touched) => {
+                touched.fetch_add(1, Ordering::Relaxed);
+                file.get(id)
+            }
         }
     }
 }
@@ -650,6 +681,9 @@ fn read_and_process<S: RowSource>(
                             .filter(|m| m.kind == ObjectType::Node);
                         stores.locations.define(member_nodes.map(|m| m.id))?;
                         out.relations.push(relation);
+                        // One relation may read the nodes of thousands
+                        // of ways.
+                        stores.locations.settle()?;
                         // A relation's rows can be large (a country's
                         // boundary as one multipolygon): hand them on in
                         // small groups instead of holding a whole block's.
@@ -661,6 +695,7 @@ fn read_and_process<S: RowSource>(
             }
             out.process(source, stores, section, pending)?;
             out.send(queues)?;
+            stores.locations.settle()?;
             progress.update(summary);
             Ok(())
         },
