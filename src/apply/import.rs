@@ -192,12 +192,35 @@ pub(crate) trait RowSink: Sync {
     ) -> Result<Vec<(String, u64)>, ApplyError>;
 }
 
-impl RowSource for Processor {
+/// The classic output's rows: a [`Processor`], with a second one on
+/// another thread for the ways when the transform can be forked (the
+/// classic rules; a Lua script runs on the reader's thread alone).
+/// osm2pgsql 1.8 builds ways on one thread while reading; here geometry
+/// building is the reader's largest cost, so two threads share it.
+struct ClassicSource {
+    processor: Processor,
+    way_worker: Option<Processor<dyn TagTransform + Send>>,
+}
+
+/// Ways in a run below which the second thread is not worth starting.
+const PARALLEL_WAYS: usize = 256;
+
+impl ClassicSource {
+    fn new(processor: Processor, threads: usize) -> Self {
+        let way_worker = if threads > 1 { processor.fork() } else { None };
+        ClassicSource {
+            processor,
+            way_worker,
+        }
+    }
+}
+
+impl RowSource for ClassicSource {
     type Row = Row;
 
     fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<Row>) -> Result<(), ApplyError> {
         for node in nodes {
-            add_classic_rows(rows, Processor::node(self, node)?);
+            add_classic_rows(rows, self.processor.node(node)?);
         }
         Ok(())
     }
@@ -208,8 +231,40 @@ impl RowSource for Processor {
         locations: &(dyn NodeLocations + Sync),
         rows: &mut TableRows<Row>,
     ) -> Result<(), ApplyError> {
-        for way in ways {
-            add_classic_rows(rows, Processor::way(self, way, locations)?);
+        let Some(worker) = self
+            .way_worker
+            .as_mut()
+            .filter(|_| ways.len() >= PARALLEL_WAYS)
+        else {
+            for way in ways {
+                add_classic_rows(rows, self.processor.way(way, locations)?);
+            }
+            return Ok(());
+        };
+        // The second half on the worker, the first here; rows keep the
+        // ways' order.
+        let (first, second) = ways.split_at(ways.len() / 2);
+        let processor = &mut self.processor;
+        let (first_rows, second_rows) = std::thread::scope(|scope| {
+            let second = scope.spawn(move || -> Result<TableRows<Row>, ApplyError> {
+                let mut rows = TableRows::new();
+                for way in second {
+                    add_classic_rows(&mut rows, worker.way(way, locations)?);
+                }
+                Ok(rows)
+            });
+            let mut rows = TableRows::new();
+            let first = first.iter().try_for_each(|way| {
+                add_classic_rows(&mut rows, processor.way(way, locations)?);
+                Ok::<_, ApplyError>(())
+            });
+            let second = second.join().expect("way worker panicked");
+            (first.map(|()| rows), second)
+        });
+        for part in [first_rows?, second_rows?] {
+            for (table, part_rows) in part {
+                rows.entry(table).or_default().extend(part_rows);
+            }
         }
         Ok(())
     }
@@ -221,7 +276,7 @@ impl RowSource for Processor {
         locations: &dyn NodeLocations,
         rows: &mut TableRows<Row>,
     ) -> Result<(), ApplyError> {
-        add_classic_rows(rows, Processor::relation(self, relation, ways, locations)?);
+        add_classic_rows(rows, self.processor.relation(relation, ways, locations)?);
         Ok(())
     }
 }
@@ -328,7 +383,8 @@ pub fn import_with_threads(
         None => {
             let processor = Processor::new(settings)?;
             let tables = OutputTables::new(schema, &settings.prefix, processor.style().clone());
-            import_with(db, path, settings, threads, processor, &tables, |c| {
+            let source = ClassicSource::new(processor, threads);
+            import_with(db, path, settings, threads, source, &tables, |c| {
                 Ok(tables.create(c)?)
             })
         }

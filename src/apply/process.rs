@@ -55,10 +55,12 @@ pub struct ProcessError {
     pub source: TransformError,
 }
 
-/// Builds output rows; one per thread (a Lua transform is not `Send`).
-pub struct Processor {
+/// Builds output rows; one per thread (a Lua transform is not `Send`;
+/// the classic one can be forked onto other threads, see
+/// [`Processor::fork`]).
+pub struct Processor<T: TagTransform + ?Sized = dyn TagTransform> {
     style: Arc<Style>,
-    transform: Box<dyn TagTransform>,
+    transform: Box<T>,
     multi_geometry: bool,
     /// The classic rules drop every untagged object, so it is skipped
     /// without a call; a Lua script may keep one, so it sees them all.
@@ -81,6 +83,19 @@ impl Processor {
         })
     }
 
+    /// A processor for another thread, doing what this one does, when
+    /// its transform can be copied (the classic rules; not a Lua script).
+    pub fn fork(&self) -> Option<Processor<dyn TagTransform + Send>> {
+        Some(Processor {
+            style: self.style.clone(),
+            transform: self.transform.fork()?,
+            multi_geometry: self.multi_geometry,
+            skip_untagged: self.skip_untagged,
+        })
+    }
+}
+
+impl<T: TagTransform + ?Sized> Processor<T> {
     /// The style, with its hstore options, that decides the columns.
     pub fn style(&self) -> &Arc<Style> {
         &self.style

@@ -199,6 +199,10 @@ impl ClassicTransform {
 }
 
 impl TagTransform for ClassicTransform {
+    fn fork(&self) -> Option<Box<dyn TagTransform + Send>> {
+        Some(Box::new(self.clone()))
+    }
+
     fn node(&mut self, tags: &Tags) -> Result<Option<Filtered>, TransformError> {
         let filtered = self.prefilter(tags, true, false);
         Ok(filtered.keep.then_some(Filtered {

@@ -36,6 +36,12 @@ use thiserror::Error;
 /// state (a Lua interpreter) and are not `Send`: build one per thread from
 /// the [`TransformSettings`], as osm2pgsql clones its transform per thread.
 pub trait TagTransform {
+    /// A copy for another thread, when the transform can be copied and
+    /// sent (the classic rules can; a Lua state cannot).
+    fn fork(&self) -> Option<Box<dyn TagTransform + Send>> {
+        None
+    }
+
     /// `None` = the node is not written.
     fn node(&mut self, tags: &Tags) -> Result<Option<Filtered>, TransformError>;
 
