@@ -102,3 +102,18 @@ pub fn check_extensions(client: &mut postgres::Client) -> Result<(), ApplyError>
             .join(" ")
     )))
 }
+
+/// SQL raising the session's `work_mem` and `maintenance_work_mem` for an
+/// import's table finishing and index builds (never lowering what the
+/// server is set to):
+/// with PostgreSQL's defaults (4 MB, 64 MB) the clustering sort of a
+/// region's polygon table spills to disk and the index builds run in
+/// small batches; in memory the polygon sort of Liechtenstein x10 took
+/// 85 ms instead of 141 ms. Both outputs' finishing and the middle's
+/// index builds run it first.
+pub(crate) const BUILD_MEMORY_SQL: &str = "
+    SELECT set_config('work_mem', greatest(setting::bigint, 262144)::text || 'kB', false)
+      FROM pg_settings WHERE name = 'work_mem';
+    SELECT set_config('maintenance_work_mem', greatest(setting::bigint, 524288)::text || 'kB', false)
+      FROM pg_settings WHERE name = 'maintenance_work_mem';
+";

@@ -8,6 +8,7 @@ use super::geom;
 use super::pgcopy::{write_hstore, CopyError, CopyStream};
 use super::style::{ColumnRole, Style, TableColumn};
 use super::transform::{ColumnValue, RowValues};
+use super::BUILD_MEMORY_SQL;
 use crate::db::quote_ident;
 use postgres::GenericClient;
 use std::sync::Arc;
@@ -172,7 +173,7 @@ impl OutputTables {
         );
         // One transaction, as one batch was: no half-finished table.
         client
-            .batch_execute(&format!("BEGIN; {FINISH_MEMORY_SQL}"))
+            .batch_execute(&format!("BEGIN; {BUILD_MEMORY_SQL}"))
             .map_err(self.err(kind))?;
         // Run alone, so that its command tag gives the rows kept.
         let kept = client
@@ -415,19 +416,6 @@ pub(crate) fn column_digests_sql(columns: &[String]) -> String {
         .collect();
     format!("ARRAY[{}]::int8[]", hashes.join(", "))
 }
-
-/// SQL raising the session's `work_mem` and `maintenance_work_mem` for an
-/// import's table finishing (never lowering what the server is set to):
-/// with PostgreSQL's defaults (4 MB, 64 MB) the clustering sort of a
-/// region's polygon table spills to disk and the index builds run in
-/// small batches; in memory the polygon sort of Liechtenstein x10 took
-/// 85 ms instead of 141 ms. Both outputs' finishing runs it first.
-pub(crate) const FINISH_MEMORY_SQL: &str = "
-    SELECT set_config('work_mem', greatest(setting::bigint, 262144)::text || 'kB', false)
-      FROM pg_settings WHERE name = 'work_mem';
-    SELECT set_config('maintenance_work_mem', greatest(setting::bigint, 524288)::text || 'kB', false)
-      FROM pg_settings WHERE name = 'maintenance_work_mem';
-";
 
 /// SQL for a digest of a row's `columns` (qualified names), to tell
 /// whether a rewrite changed anything besides the geometry; `0` when

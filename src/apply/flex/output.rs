@@ -190,7 +190,7 @@ impl FlexTables {
                  {memory}
                  SET client_min_messages = WARNING;
                  {create};",
-                memory = crate::apply::output::FINISH_MEMORY_SQL,
+                memory = crate::apply::BUILD_MEMORY_SQL,
                 create = definition.sql_create(&tmp, false),
             ))
             .map_err(self.err(table))?;

@@ -38,6 +38,7 @@ pub mod new_format;
 
 use super::flatnodes::{FlatNodes, FlatNodesError};
 use super::pgcopy::{json_string, json_tags, CopyError, CopyStream};
+use crate::apply::BUILD_MEMORY_SQL;
 use crate::db::quote_ident;
 use crate::osm::{Location, Member, Meta, Node, ObjectType, Relation, Tags, Way};
 use postgres::types::Json;
@@ -396,7 +397,8 @@ impl Middle {
         let nodes = self.nodes_table();
         client
             .batch_execute(&format!(
-                "ALTER TABLE {nodes} ADD PRIMARY KEY (id);
+                "{BUILD_MEMORY_SQL}
+                 ALTER TABLE {nodes} ADD PRIMARY KEY (id);
                  ANALYZE {nodes} (id);"
             ))
             .map_err(self.err("nodes"))
@@ -413,7 +415,8 @@ impl Middle {
         let ways_idx = quote_ident(&format!("{}_ways_nodes_idx", self.prefix));
         client
             .batch_execute(&format!(
-                "ALTER TABLE {ways} ADD PRIMARY KEY (id);
+                "{BUILD_MEMORY_SQL}
+                 ALTER TABLE {ways} ADD PRIMARY KEY (id);
                  CREATE INDEX {ways_idx} ON {ways} USING GIN (node_buckets) WITH (fastupdate = off);
                  ANALYZE {ways} (id, node_buckets);"
             ))
@@ -431,7 +434,8 @@ impl Middle {
         let prefix = &self.prefix;
         client
             .batch_execute(&format!(
-                "ALTER TABLE {rels} ADD PRIMARY KEY (id);
+                "{BUILD_MEMORY_SQL}
+                 ALTER TABLE {rels} ADD PRIMARY KEY (id);
                  CREATE INDEX {node_members_idx} ON {rels} USING GIN (member_nodes) WITH (fastupdate = off);
                  CREATE INDEX {way_members_idx} ON {rels} USING GIN (member_ways) WITH (fastupdate = off);
                  ANALYZE {rels} (id);",
