@@ -54,7 +54,7 @@ fn style() -> Arc<Style> {
 
 fn values(columns: Vec<ColumnValue>, tags: Option<Vec<(String, String)>>) -> RowValues {
     RowValues {
-        columns,
+        columns: columns.into(),
         hstore_columns: vec![],
         tags,
     }

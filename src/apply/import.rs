@@ -600,7 +600,8 @@ enum NodeStore<'m> {
 
 /// Node slots of the flat-nodes file read or written between two
 /// releases of its pages ([`FlatNodes::release_resident_pages`]): 16 MB
-/// of slots written, or the nodes of about 200,000 ways read.
+/// of slots written, or the nodes of about 100,000 ways read (each
+/// node of a way is touched twice: defined, then looked up).
 const FLAT_NODES_TOUCHES_PER_RELEASE: u64 = 2 << 20;
 
 impl NodeStore<'_> {

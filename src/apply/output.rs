@@ -356,7 +356,7 @@ impl RowWriter<'_> {
         for role in &self.roles {
             match role {
                 ColumnRole::OsmId => copy.int8(row.osm_id),
-                ColumnRole::Style(i) => match &values.columns[*i] {
+                ColumnRole::Style(i) => match values.columns.get(*i) {
                     ColumnValue::Null => copy.null(),
                     ColumnValue::Text(text) => copy.bytes(text.as_bytes()),
                     ColumnValue::Int4(value) => copy.int4(*value),

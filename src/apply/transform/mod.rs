@@ -21,7 +21,7 @@ mod row;
 pub mod value;
 
 pub use classic::{add_z_order, ClassicTransform};
-pub use row::{row_values, RowValues};
+pub use row::{row_values, ColumnValues, RowValues};
 pub use value::ColumnValue;
 
 use crate::apply::lua::LuaTransform;

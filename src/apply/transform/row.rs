@@ -11,15 +11,47 @@ use crate::osm::Tags;
 /// [`Style::table_columns`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowValues {
-    /// One value per [`Style::columns`] entry of the table, in that order;
-    /// the `way_area` column, if the style has one, is included.
-    pub columns: Vec<ColumnValue>,
+    /// A value per [`Style::columns`] entry of the table (the `way_area`
+    /// column, if the style has one, included).
+    pub columns: ColumnValues,
     /// One value per `-z` prefix ([`crate::apply::style::HstoreOptions::columns`]):
     /// the tags starting with it, prefix removed; `None` = NULL.
     pub hstore_columns: Vec<Option<Vec<(String, String)>>>,
     /// The `tags` hstore: `None` without `-k`/`-j`; otherwise the tags that
     /// no column took (`-k`) or all tags (`-j`), never `z_order`.
     pub tags: Option<Vec<(String, String)>>,
+}
+
+/// The style column values of a row, by the columns' index in
+/// [`Style::columns`]: only those not NULL are kept. A row has a value
+/// in a few of the default style's ~70 columns, and an import holds
+/// thousands of rows on their way to PostgreSQL: a full array of them
+/// was 2 KB a row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ColumnValues(Vec<(u32, ColumnValue)>);
+
+impl ColumnValues {
+    /// The value of column `index`; NULL when it has none.
+    pub fn get(&self, index: usize) -> &ColumnValue {
+        match self.0.binary_search_by_key(&index, |&(i, _)| i as usize) {
+            Ok(found) => &self.0[found].1,
+            Err(_) => &ColumnValue::Null,
+        }
+    }
+}
+
+impl From<Vec<ColumnValue>> for ColumnValues {
+    /// One value per column, in column order.
+    fn from(values: Vec<ColumnValue>) -> Self {
+        ColumnValues(
+            values
+                .into_iter()
+                .enumerate()
+                .filter(|(_, value)| *value != ColumnValue::Null)
+                .map(|(index, value)| (index as u32, value))
+                .collect(),
+        )
+    }
 }
 
 /// The row for `tags` (the output of a [`super::TagTransform`]) in `table`.
@@ -47,19 +79,21 @@ pub fn row_values(
     let hstore = style.hstore();
     // Which tags a column took, so -k leaves them out of `tags`.
     let mut used = vec![false; tags.len()];
-    let columns = style
-        .columns(table)
-        .iter()
-        .map(
-            |column| match tags.iter().position(|(key, _)| *key == column.name) {
-                Some(index) => {
-                    used[index] = true;
-                    column_value(column, &tags[index].1)
+    let columns = ColumnValues(
+        style
+            .columns(table)
+            .iter()
+            .enumerate()
+            .filter_map(|(column_index, column)| {
+                let index = tags.iter().position(|(key, _)| *key == column.name)?;
+                used[index] = true;
+                match column_value(column, &tags[index].1) {
+                    ColumnValue::Null => None,
+                    value => Some((column_index as u32, value)),
                 }
-                None => ColumnValue::Null,
-            },
-        )
-        .collect();
+            })
+            .collect(),
+    );
     let hstore_columns = hstore
         .columns
         .iter()
@@ -138,7 +172,7 @@ mod tests {
             .iter()
             .position(|c| c.name == name)
             .unwrap();
-        &row.columns[index]
+        row.columns.get(index)
     }
 
     #[test]
