@@ -110,7 +110,7 @@ impl Comparison<'_> {
     fn compare_row(&mut self, what: &str, table: TableKind, expected: &RowValues, actual: &DbRow) {
         self.checked_rows += 1;
         for (index, column) in self.style.columns(table).iter().enumerate() {
-            let want = &expected.columns[index];
+            let want = expected.columns.get(index);
             let got = &actual.columns[index];
             let equal = match (want, got) {
                 (ColumnValue::Null, None) => true,
