@@ -116,6 +116,11 @@ pub(crate) type SecondStage<R> = Option<(Vec<i64>, TableRows<R>)>;
 pub(crate) trait RowSource {
     /// A row on its way to a table writer.
     type Row: Send;
+    /// Whether nodes without tags can produce rows; when they cannot and
+    /// no nodes table takes them, the reader does not hand them on.
+    fn untagged_nodes(&self) -> bool {
+        false
+    }
     /// Rows of a run of nodes, in their order.
     fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<Self::Row>) -> Result<(), ApplyError>;
     /// Rows of a run of ways, in their order.
@@ -217,6 +222,10 @@ impl ClassicSource {
 
 impl RowSource for ClassicSource {
     type Row = Row;
+
+    fn untagged_nodes(&self) -> bool {
+        self.processor.keeps_untagged()
+    }
 
     fn nodes(&mut self, nodes: &[Node], rows: &mut TableRows<Row>) -> Result<(), ApplyError> {
         for node in nodes {
@@ -672,6 +681,9 @@ fn read_and_process<S: RowSource>(
 ) -> Result<(), ApplyError> {
     let mut section = Section::Nodes;
     let progress = ReadProgress::new(path);
+    // With flat nodes most nodes (untagged) go nowhere once their
+    // location is stored: not moving them on saves a copy of each.
+    let keep_untagged_nodes = queues.nodes_to_table || source.untagged_nodes();
     read_objects(
         path,
         threads,
@@ -707,8 +719,10 @@ fn read_and_process<S: RowSource>(
                             // would scan every output table.
                             DataBounds::extend(&mut summary.bounds, location.lon, location.lat);
                         }
-                        out.nodes.push(node);
-                        pending += 1;
+                        if keep_untagged_nodes || !node.tags.is_empty() {
+                            out.nodes.push(node);
+                            pending += 1;
+                        }
                     }
                     Object::Way(way) => {
                         summary.ways += 1;

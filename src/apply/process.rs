@@ -96,6 +96,12 @@ impl Processor {
 }
 
 impl<T: TagTransform + ?Sized> Processor<T> {
+    /// Whether objects without tags can produce rows (a Lua transform
+    /// may keep them; the classic rules drop them).
+    pub fn keeps_untagged(&self) -> bool {
+        !self.skip_untagged
+    }
+
     /// The style, with its hstore options, that decides the columns.
     pub fn style(&self) -> &Arc<Style> {
         &self.style
