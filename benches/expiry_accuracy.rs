@@ -583,15 +583,17 @@ fn measure(
     let valued = reads[0]
         .layers
         .iter()
-        .filter(|l| l.condition != Condition::Unknown)
+        .filter(|l| !l.views.is_empty())
         .count();
     let filtered = reads[0]
         .layers
         .iter()
         .filter(|l| {
-            l.rules
-                .iter()
-                .any(|(_, f)| *f != Condition::Unknown && *f != Condition::All(Vec::new()))
+            l.views.iter().any(|v| {
+                v.rules
+                    .iter()
+                    .any(|(_, f)| *f != Condition::Unknown && *f != Condition::All(Vec::new()))
+            })
         })
         .count();
     eprintln!(

@@ -24,10 +24,10 @@
 //! where a table belongs. Non-PostGIS layers (shapefiles, GDAL) read no
 //! table.
 
-use super::style_conditions::{self, SqlConditions};
+use super::style_conditions::{self, SqlView};
 #[cfg(test)]
 use crate::expire::style_aware::RowFacts;
-use crate::expire::style_aware::{Condition, LayerReads, Reads, StyleReads, ZoomMask};
+use crate::expire::style_aware::{Condition, LayerReads, Reads, RowView, StyleReads, ZoomMask};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::collections::{BTreeSet, HashMap};
@@ -81,6 +81,7 @@ pub fn read_style(
             style,
             layer = %layer.name,
             understood = layer.understood(),
+            values_followed = !layer.views.is_empty(),
             tables = %describe(&layer.tables),
             columns = %describe(&layer.columns),
             zooms = %layer.zooms,
@@ -88,11 +89,13 @@ pub fn read_style(
         );
     }
     let (understood, fell_back) = reads.counts();
+    let valued = reads.layers.iter().filter(|l| !l.views.is_empty()).count();
     info!(
         style,
         understood,
         fell_back,
-        "style-aware expiry: {understood} of {} layers understood, {fell_back} read everything at their zooms",
+        values_followed = valued,
+        "style-aware expiry: {understood} of {} layers understood, {fell_back} read everything at their zooms; rows' values followed in {valued}",
         reads.layers.len()
     );
     Ok(reads)
@@ -427,7 +430,7 @@ fn layer_reads(
     let params = resolve_params(&layer.datasource, templates);
     let kind = params.get("type").map(|t| t.trim()).unwrap_or("");
     let mut requires = Vec::new();
-    let mut sql_conditions = SqlConditions::default();
+    let mut sql_views: Option<Vec<SqlView>> = None;
     let (tables, columns) = match kind {
         "postgis" | "pgraster" => match params.get("table") {
             Some(sql) => {
@@ -436,10 +439,15 @@ fn layer_reads(
                 let bare = tokens
                     .iter()
                     .all(|t| matches!(t, Token::Word(_) | Token::Quoted(_) | Token::Symbol('.')));
-                sql_conditions = if bare {
-                    SqlConditions::table()
+                sql_views = if bare {
+                    match tokens.last() {
+                        Some(Token::Word(name) | Token::Quoted(name)) => {
+                            Some(vec![SqlView::table(name)])
+                        }
+                        _ => None,
+                    }
                 } else {
-                    style_conditions::sql_conditions(&tokens)
+                    style_conditions::sql_views(&tokens)
                 };
                 analyse_sql(sql, params.get("geometry_field").map(String::as_str))
             }
@@ -453,42 +461,50 @@ fn layer_reads(
     };
     if tables == Reads::Everything {
         requires.clear();
+        sql_views = None;
     }
-    // Values are followed only for SQL reading one table along a chain of
-    // subqueries.
-    let one_table = matches!(&tables, Reads::Only(t) if t.len() == 1);
-    let (condition, rules) = match &sql_conditions.condition {
-        Some(condition) if one_table => {
-            let rules = layer
-                .styles
+    // Each rule's filter, over the layer's output columns; a style the
+    // XML does not define may draw anything at the layer's zooms.
+    let filters: Vec<(ZoomMask, Condition)> = layer
+        .styles
+        .iter()
+        .flat_map(|name| match styles.get(name) {
+            Some(rules) => rules
                 .iter()
-                .flat_map(|name| match styles.get(name) {
-                    Some(rules) => rules
-                        .iter()
-                        .map(|r| {
-                            let active = zooms_between(r.min_scale, r.max_scale, tile_size, scale);
-                            let filter = match &r.filter {
-                                Some(f) => style_conditions::filter_condition(f, &sql_conditions),
-                                None => Condition::All(Vec::new()),
-                            };
-                            (ZoomMask(active.0 & layer_zooms.0), filter)
-                        })
-                        .collect(),
-                    None => vec![(layer_zooms, Condition::Unknown)],
+                .map(|r| {
+                    let active = zooms_between(r.min_scale, r.max_scale, tile_size, scale);
+                    let filter = match &r.filter {
+                        Some(f) => style_conditions::filter_condition(f),
+                        None => Condition::All(Vec::new()),
+                    };
+                    (ZoomMask(active.0 & layer_zooms.0), filter)
                 })
-                .collect();
-            (condition.clone(), rules)
-        }
-        _ => (Condition::Unknown, Vec::new()),
-    };
+                .collect(),
+            None => vec![(layer_zooms, Condition::Unknown)],
+        })
+        .collect();
+    let views = sql_views
+        .unwrap_or_default()
+        .iter()
+        // A view of a table the reads do not know would be a parsing
+        // mistake: leave it out (the table then counts at every zoom).
+        .filter(|view| tables.includes(&view.table))
+        .map(|view| RowView {
+            table: view.table.clone(),
+            condition: view.condition.clone(),
+            rules: filters
+                .iter()
+                .map(|(zooms, filter)| (*zooms, style_conditions::filter_for_view(filter, view)))
+                .collect(),
+        })
+        .collect();
     LayerReads {
         name: layer.name.clone(),
         tables,
         columns,
         zooms,
         requires,
-        condition,
-        rules,
+        views,
     }
 }
 
