@@ -577,8 +577,12 @@ fn measure(
     let settings = ImportSettings::load(&mut client, "public")
         .unwrap()
         .unwrap();
-    let mut applier = Applier::for_settings(&settings).unwrap();
     let reads: Vec<StyleReads> = vec![read_style(style.name, &xml, 256, 1.0).unwrap()];
+    // As `tilepipe run` does (`daemon::applier_for`): the hstore keys the
+    // style's value conditions read are hashed too.
+    let mut applier = Applier::for_settings(&settings)
+        .unwrap()
+        .with_digest_keys(reads[0].hstore_keys());
     let raster = ExpireConfig::default().raster();
     let valued = reads[0]
         .layers

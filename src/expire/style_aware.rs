@@ -206,7 +206,7 @@ pub enum Value {
 /// The name under which a row's hashes hold `column -> 'key'` (an hstore
 /// key a style reads), beside the table's own columns.
 pub fn key_column(column: &str, key: &str) -> String {
-    format!("{column}->{key}")
+    crate::apply::output::key_digest_name(column, key)
 }
 
 /// A row's values as hashes: `digests[i]` is column `columns[i]`'s.
@@ -374,6 +374,30 @@ fn push_part(parts: &mut Vec<Part>, part: Part) {
 }
 
 impl Value {
+    /// Adds the hstore keys it reads to `keys`.
+    fn keys(&self, keys: &mut BTreeSet<String>) {
+        match self {
+            Value::Unknown | Value::Column(_) | Value::Literal(_) => {}
+            Value::Key(_, key) => {
+                keys.insert(key.clone());
+            }
+            Value::Concat(values) | Value::Coalesce(values) => {
+                values.iter().for_each(|v| v.keys(keys));
+            }
+            Value::NullIf(a, b) => {
+                a.keys(keys);
+                b.keys(keys);
+            }
+            Value::Case(branches, otherwise) => {
+                for (condition, value) in branches {
+                    condition.keys(keys);
+                    value.keys(keys);
+                }
+                otherwise.keys(keys);
+            }
+        }
+    }
+
     /// The values it may have on `row` (never empty).
     fn possible(&self, row: &Row) -> Vec<Possible> {
         let values = match self {
@@ -546,6 +570,18 @@ impl Condition {
         }
     }
 
+    /// Adds the hstore keys it reads to `keys`.
+    fn keys(&self, keys: &mut BTreeSet<String>) {
+        match self {
+            Condition::Unknown => {}
+            Condition::All(parts) | Condition::Any(parts) => {
+                parts.iter().for_each(|p| p.keys(keys));
+            }
+            Condition::Not(inner) => inner.keys(keys),
+            Condition::IsNull(value) | Condition::OneOf(value, _) => value.keys(keys),
+        }
+    }
+
     /// Whether it may hold on `row`.
     fn may_hold(&self, row: &Row) -> bool {
         self.holds(row) != Some(false)
@@ -639,6 +675,21 @@ impl StyleReads {
                 };
                 mask.union(zooms)
             })
+    }
+
+    /// The hstore keys (`tags->'golf'`) its layers' value conditions read:
+    /// the apply stage hashes them on their own
+    /// ([`crate::apply::append::Applier::with_digest_keys`]), so that
+    /// they are known, not unknown.
+    pub fn hstore_keys(&self) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for view in self.layers.iter().flat_map(|l| &l.views) {
+            view.condition.keys(&mut keys);
+            for (_, filter) in &view.rules {
+                filter.keys(&mut keys);
+            }
+        }
+        keys
     }
 
     /// (understood, fell back) layer counts, for the start-up log.
