@@ -470,7 +470,7 @@ const CARTO_LIKE: &str = r#"<?xml version="1.0"?>
 </Map>"#;
 
 /// The carto-like style over the town imported with `--hstore`: a new
-/// building with a tag kept in the hstore (`source`) is drawn by no land
+/// building with a tag kept in the hstore (`roof:colour`) is drawn by no land
 /// cover rule (its `feature` is NULL), so it expires z14 on, where
 /// buildings are drawn, once the applier hashes the style's hstore keys;
 /// without them `tags->'golf'` may be a tee, drawn from z13. A golf tee
@@ -557,13 +557,18 @@ fn a_carto_like_style_draws_a_building_only_where_buildings_are() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    square(0, tags(&[("building", "yes"), ("source", "survey")]));
+    square(0, tags(&[("building", "yes"), ("roof:colour", "red")]));
     square(1, tags(&[("leisure", "golf_course"), ("golf", "tee")]));
-    square(2, tags(&[("landuse", "forest"), ("source", "survey")]));
+    square(2, tags(&[("landuse", "forest"), ("roof:colour", "red")]));
     let set: ChangeSet = changes.into_iter().collect();
+    // Without the key's hash, the building may be a golf tee.
+    let mut plain = Applier::for_settings(&settings).unwrap();
+    let mut tx = client.transaction().unwrap();
+    let unhashed = plain.apply(&mut tx, &set).unwrap().row_changes;
+    tx.rollback().unwrap();
     let mut tx = client.transaction().unwrap();
     let created = hashing.apply(&mut tx, &set).unwrap().row_changes;
-    tx.rollback().unwrap();
+    tx.commit().unwrap();
     let zooms_of = |rows: &[RowChange], way: i64| -> Vec<u8> {
         let rows: Vec<RowChange> = rows
             .iter()
@@ -601,14 +606,35 @@ fn a_carto_like_style_draws_a_building_only_where_buildings_are() {
         "forest"
     );
 
-    // Without the key's hash, the building may be a golf tee.
-    let mut plain = Applier::for_settings(&settings).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let created = plain.apply(&mut tx, &set).unwrap().row_changes;
-    tx.rollback().unwrap();
     assert_eq!(
-        zooms_of(&created, 0),
+        zooms_of(&unhashed, 0),
         (13..=18).collect::<Vec<_>>(),
         "building, no key hash"
     );
+
+    // A change of a tag no layer reads, kept in the hstore: the keys the
+    // layers read kept their hashes, so nothing is expired.
+    let Some(Change {
+        object: Object::Way(way),
+        ..
+    }) = set.get(ObjectId {
+        kind: ObjectType::Way,
+        id: max_way + 1,
+    })
+    else {
+        panic!("no building in {set:?}");
+    };
+    let recoloured = ChangeSet::from_iter([modified(way, "roof:colour", "grey")]);
+    let mut tx = client.transaction().unwrap();
+    let rows = hashing.apply(&mut tx, &recoloured).unwrap().row_changes;
+    tx.commit().unwrap();
+    let changed = rows
+        .iter()
+        .find(|r| r.table == "planet_osm_polygon")
+        .unwrap();
+    assert_eq!(
+        changed.changed_columns.as_deref(),
+        Some(&["tags".to_string()][..])
+    );
+    assert_eq!(zooms_of(&rows, 0), Vec::<u8>::new(), "roof colour change");
 }

@@ -648,9 +648,10 @@ impl StyleReads {
             .filter(|layer| layer.tables.includes(&table))
             .filter(|layer| match row.changed_columns {
                 None => true,
-                Some(columns) => columns
-                    .iter()
-                    .any(|c| layer.columns.includes(&c.to_ascii_lowercase())),
+                Some(columns) => columns.iter().any(|c| {
+                    let c = c.to_ascii_lowercase();
+                    layer.columns.includes(&c) || reads_unhashed_key(layer, &c, row.digests)
+                }),
             })
             .filter(|layer| match row.null_columns {
                 None => true,
@@ -697,6 +698,22 @@ impl StyleReads {
         let understood = self.layers.iter().filter(|l| l.understood()).count();
         (understood, self.layers.len() - understood)
     }
+}
+
+/// Whether `layer` reads a key of the hstore `column` (`column->key`)
+/// that the row's hashes do not hold: a change of the hstore may then be
+/// a change of that key.
+fn reads_unhashed_key(
+    layer: &LayerReads,
+    column: &str,
+    digests: Option<&crate::apply::append::RowDigests>,
+) -> bool {
+    let Reads::Only(read) = &layer.columns else {
+        return true;
+    };
+    let prefix = key_column(column, "");
+    read.iter()
+        .any(|name| name.starts_with(&prefix) && digests.is_none_or(|d| !d.columns.contains(name)))
 }
 
 /// What is known of a changed row besides its table.
@@ -1165,6 +1182,49 @@ mod tests {
         let tee = Condition::OneOf(golf, texts(&["tee", "green"]));
         assert_eq!(holds(&tee, tagged, Some(Some("tee"))), Some(true));
         assert_eq!(holds(&tee, tagged, Some(Some("rough"))), Some(false));
+    }
+
+    #[test]
+    fn an_hstore_change_counts_for_the_keys_a_layer_reads() {
+        let golf = key_column("tags", "golf");
+        let reads = StyleReads {
+            style: "s".into(),
+            layers: vec![layer(
+                "golf",
+                &["planet_osm_polygon"],
+                Some(&["building", golf.as_str()]),
+                ZoomMask::range(12, 31),
+            )],
+        };
+        let hashed = crate::apply::append::RowDigests {
+            columns: vec!["building".into(), "tags".into(), golf.clone()],
+            old: vec![vec![None, Some(1), None]],
+            new: vec![vec![None, Some(2), None]],
+        };
+        let zooms = |changed: &[String], digests| {
+            reads.zooms_for(
+                "planet_osm_polygon",
+                RowFacts {
+                    changed_columns: Some(changed),
+                    null_columns: None,
+                    digests,
+                },
+            )
+        };
+        // Another key of the hstore changed, golf's hash did not.
+        let tags = ["tags".to_string()];
+        assert_eq!(zooms(&tags, Some(&hashed)), ZoomMask::NONE);
+        // Its hash changed.
+        let both = ["tags".to_string(), golf.clone()];
+        assert_eq!(zooms(&both, None), ZoomMask::range(12, 31));
+        // No hash of the key: the hstore's change may be golf's.
+        let unhashed = crate::apply::append::RowDigests {
+            columns: vec!["building".into(), "tags".into()],
+            old: vec![vec![None, Some(1)]],
+            new: vec![vec![None, Some(2)]],
+        };
+        assert_eq!(zooms(&tags, Some(&unhashed)), ZoomMask::range(12, 31));
+        assert_eq!(zooms(&tags, None), ZoomMask::range(12, 31));
     }
 
     #[test]

@@ -27,7 +27,9 @@
 use super::style_conditions::{self, SqlView};
 #[cfg(test)]
 use crate::expire::style_aware::RowFacts;
-use crate::expire::style_aware::{Condition, LayerReads, Reads, RowView, StyleReads, ZoomMask};
+use crate::expire::style_aware::{
+    key_column, Condition, LayerReads, Reads, RowView, StyleReads, ZoomMask,
+};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::collections::{BTreeSet, HashMap};
@@ -1262,7 +1264,17 @@ fn analyse_tokens(
                 let named = matches!(prev, Some(Token::Word(p)) if p == "as")
                     || matches!(prev, Some(Token::Symbol(':' | ')')));
                 if !KEYWORDS.contains(&w.as_str()) && !named && !not_columns.contains(&i) {
-                    columns.insert(w.clone());
+                    // `tags -> 'key'` reads one key of the hstore: named
+                    // so, the hstore's other keys changing is no change
+                    // to the layer (when the rows hash the key).
+                    match (next, tokens.get(i + 2), tokens.get(i + 3)) {
+                        (
+                            Some(Token::Symbol('-')),
+                            Some(Token::Symbol('>')),
+                            Some(Token::Literal(key)),
+                        ) => columns.insert(key_column(w, key)),
+                        _ => columns.insert(w.clone()),
+                    };
                 }
             }
             Token::Quoted(q) => {
@@ -1328,9 +1340,16 @@ mod tests {
         let Reads::Only(columns) = columns else {
             panic!()
         };
-        for c in ["way", "natural", "name", "building", "tags", "way_area"] {
+        for c in ["way", "natural", "name", "building", "tags->x", "way_area"] {
             assert!(columns.contains(c), "{c} in {columns:?}");
         }
+        // Read through `->` only: the key, not the whole hstore.
+        assert!(!columns.contains("tags"), "{columns:?}");
+        let (_, keyed) = analyse_sql(
+            "(SELECT way, tags->'a' AS a FROM planet_osm_point WHERE tags ? 'b') AS x",
+            None,
+        );
+        assert_eq!(keyed, only(&["tags", "tags->a", "way"]));
         assert!(!columns.contains("real") && !columns.contains("bbox"));
         // Subqueries, joins and FROM lists.
         let (tables, _) = analyse_sql(
