@@ -147,6 +147,9 @@ pub struct RowView {
     /// (the output columns it names replaced by their definitions).
     /// Empty: nothing known, every zoom of the layer counts.
     pub rules: Vec<(ZoomMask, Condition)>,
+    /// The output columns the rules' filters test, as expressions over
+    /// the table's columns; the filters name them as [`Value::Output`].
+    pub outputs: Vec<Value>,
 }
 
 /// What one style reads: the union of its layers.
@@ -201,6 +204,9 @@ pub enum Value {
     NullIf(Box<Value>, Box<Value>),
     /// `CASE WHEN c THEN v … ELSE v END` (no `ELSE`: NULL).
     Case(Vec<(Condition, Value)>, Box<Value>),
+    /// Output column `i` of a [`RowView`] ([`RowView::outputs`]), in its
+    /// rules' filters: computed once per row for all of them.
+    Output(usize),
 }
 
 /// The name under which a row's hashes hold `column -> 'key'` (an hstore
@@ -209,10 +215,12 @@ pub fn key_column(column: &str, key: &str) -> String {
     crate::apply::output::key_digest_name(column, key)
 }
 
-/// A row's values as hashes: `digests[i]` is column `columns[i]`'s.
+/// A row's values as hashes: `digests[i]` is column `columns[i]`'s;
+/// `outputs[i]`, what a view's output column `i` may be on it.
 struct Row<'a> {
     columns: &'a [String],
     digests: &'a [Option<i64>],
+    outputs: &'a [Vec<Possible>],
 }
 
 impl Row<'_> {
@@ -377,7 +385,7 @@ impl Value {
     /// Adds the hstore keys it reads to `keys`.
     fn keys(&self, keys: &mut BTreeSet<String>) {
         match self {
-            Value::Unknown | Value::Column(_) | Value::Literal(_) => {}
+            Value::Unknown | Value::Column(_) | Value::Literal(_) | Value::Output(_) => {}
             Value::Key(_, key) => {
                 keys.insert(key.clone());
             }
@@ -402,6 +410,7 @@ impl Value {
     fn possible(&self, row: &Row) -> Vec<Possible> {
         let values = match self {
             Value::Unknown => return anything(),
+            Value::Output(i) => return row.outputs.get(*i).cloned().unwrap_or_else(anything),
             Value::Column(name) => match row.digest(name) {
                 Some(Some(h)) => vec![Possible::Text(vec![Part::Hash(h)])],
                 Some(None) => vec![Possible::Null],
@@ -604,15 +613,26 @@ impl LayerReads {
         let mut mask = ZoomMask::NONE;
         for view in views {
             for digests in rows {
-                let row = Row { columns, digests };
-                if !view.condition.may_hold(&row) {
+                let plain = Row {
+                    columns,
+                    digests,
+                    outputs: &[],
+                };
+                if !view.condition.may_hold(&plain) {
                     continue;
                 }
                 if view.rules.is_empty() {
                     return Some(self.zooms);
                 }
+                let outputs: Vec<Vec<Possible>> =
+                    view.outputs.iter().map(|v| v.possible(&plain)).collect();
+                let row = Row {
+                    outputs: &outputs,
+                    ..plain
+                };
                 for (zooms, filter) in &view.rules {
-                    if filter.may_hold(&row) {
+                    // A rule adding no zoom need not be tested.
+                    if zooms.0 & !mask.0 != 0 && filter.may_hold(&row) {
                         mask = mask.union(*zooms);
                     }
                 }
@@ -686,6 +706,7 @@ impl StyleReads {
         let mut keys = BTreeSet::new();
         for view in self.layers.iter().flat_map(|l| &l.views) {
             view.condition.keys(&mut keys);
+            view.outputs.iter().for_each(|v| v.keys(&mut keys));
             for (_, filter) in &view.rules {
                 filter.keys(&mut keys);
             }
@@ -986,6 +1007,7 @@ mod tests {
             layers: vec![LayerReads {
                 views: vec![RowView {
                     table: "planet_osm_polygon".into(),
+                    outputs: Vec::new(),
                     condition: Condition::Any(vec![
                         Condition::Not(Box::new(Condition::IsNull(column("building")))),
                         Condition::Not(Box::new(Condition::IsNull(column("landuse")))),
@@ -1112,6 +1134,7 @@ mod tests {
         condition.holds(&Row {
             columns: &columns,
             digests: &digests,
+            outputs: &[],
         })
     }
 

@@ -273,11 +273,10 @@ fn select(tokens: &[Token]) -> Option<Vec<SqlView>> {
                 }
                 [.., Token::Symbol('.'), Token::Symbol('*')] => return None,
                 _ => {
-                    if let Some((name, value)) = select_item(item) {
-                        outputs
-                            .columns
-                            .push((name, resolve(&value, &input.outputs)));
-                    }
+                    let (name, value) = select_item(item);
+                    outputs
+                        .columns
+                        .push((name, resolve(&value, &input.outputs)));
                 }
             }
         }
@@ -378,31 +377,33 @@ fn is_word(token: &Token, word: &str) -> bool {
 }
 
 /// One item of a select list: its output name and expression (over the
-/// names of its `FROM`); `None` for an unnamed expression.
-fn select_item(item: &[Token]) -> Option<(String, Value)> {
+/// names of its `FROM`). An unnamed expression is PostgreSQL's
+/// `?column?`: it still holds its place in a `UNION`.
+fn select_item(item: &[Token]) -> (String, Value) {
     match item {
         [expr @ .., a, Token::Word(n) | Token::Quoted(n)] if is_word(a, "as") => {
-            Some((n.to_ascii_lowercase(), parse_value(expr)))
+            (n.to_ascii_lowercase(), parse_value(expr))
         }
         // A column, `t.column`.
         [Token::Word(_) | Token::Quoted(_)]
-        | [Token::Word(_) | Token::Quoted(_), Token::Symbol('.'), Token::Word(_) | Token::Quoted(_)] =>
-        {
-            let value = parse_value(item);
-            match &value {
-                Value::Column(name) => Some((name.clone(), value)),
-                _ => None,
+        | [Token::Word(_) | Token::Quoted(_), Token::Symbol('.'), Token::Word(_) | Token::Quoted(_)] => {
+            match parse_value(item) {
+                Value::Column(name) => (name.clone(), Value::Column(name)),
+                other => (UNNAMED.into(), other),
             }
         }
         // `expr name` without AS: the name, its value not followed.
         [.., before, Token::Word(n)]
             if !KEYWORDS.contains(&n.as_str()) && !matches!(before, Token::Symbol('.' | ':')) =>
         {
-            Some((n.clone(), Value::Unknown))
+            (n.clone(), Value::Unknown)
         }
-        _ => None,
+        _ => (UNNAMED.into(), parse_value(item)),
     }
 }
+
+/// PostgreSQL's name for an output column nobody named.
+const UNNAMED: &str = "?column?";
 
 /// Replaces the names a value reads by what they are in `scope`.
 fn resolve(value: &Value, scope: &Outputs) -> Value {
@@ -413,7 +414,7 @@ fn resolve(value: &Value, scope: &Outputs) -> Value {
             Value::Column(table_column) => Value::Key(table_column, key.clone()),
             _ => Value::Unknown,
         },
-        Value::Unknown | Value::Literal(_) => value.clone(),
+        Value::Unknown | Value::Literal(_) | Value::Output(_) => value.clone(),
         Value::Concat(parts) => Value::Concat(all(parts)),
         Value::Coalesce(parts) => Value::Coalesce(all(parts)),
         Value::NullIf(a, b) => {
@@ -443,9 +444,47 @@ fn resolve_condition(condition: &Condition, scope: &Outputs) -> Condition {
     }
 }
 
-/// Resolves a rule's filter (over the layer's output names) for `view`.
-pub(crate) fn filter_for_view(filter: &Condition, view: &SqlView) -> Condition {
-    resolve_condition(filter, &view.outputs)
+/// Resolves a rule's filter (over the layer's output names) for `view`:
+/// each attribute becomes [`Value::Output`], an index into `outputs`
+/// (the attributes' expressions, added as first met), so that a row's
+/// `[feature]` is computed once for all the rules testing it.
+pub(crate) fn filter_for_view(
+    filter: &Condition,
+    view: &SqlView,
+    outputs: &mut Vec<(String, Value)>,
+) -> Condition {
+    let output = |value: &Value, outputs: &mut Vec<(String, Value)>| match value {
+        Value::Column(name) => {
+            let index = match outputs.iter().position(|(n, _)| n == name) {
+                Some(index) => index,
+                None => {
+                    outputs.push((name.clone(), view.outputs.get(name)));
+                    outputs.len() - 1
+                }
+            };
+            Value::Output(index)
+        }
+        // Filters compare attributes only.
+        other => other.clone(),
+    };
+    match filter {
+        Condition::Unknown => Condition::Unknown,
+        Condition::All(parts) => Condition::All(
+            parts
+                .iter()
+                .map(|p| filter_for_view(p, view, outputs))
+                .collect(),
+        ),
+        Condition::Any(parts) => Condition::Any(
+            parts
+                .iter()
+                .map(|p| filter_for_view(p, view, outputs))
+                .collect(),
+        ),
+        Condition::Not(inner) => Condition::Not(Box::new(filter_for_view(inner, view, outputs))),
+        Condition::IsNull(v) => Condition::IsNull(output(v, outputs)),
+        Condition::OneOf(v, texts) => Condition::OneOf(output(v, outputs), texts.clone()),
+    }
 }
 
 /// Cast targets that keep a text as it is.
@@ -966,6 +1005,18 @@ mod tests {
                 Value::Literal(Some("area_".into())),
                 Value::Column("amenity".into())
             ])
+        );
+        // An unnamed column holds its place (carto's tunnels: `'null',`).
+        let sql = "(SELECT way, feature, surface FROM (
+                SELECT way, 'highway_' || highway AS feature, surface FROM planet_osm_line
+              UNION ALL
+                SELECT way, 'railway_' || railway AS feature, 'null' FROM planet_osm_line
+              ) AS features) AS x";
+        let found = views_of(sql);
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found[1].attribute("surface"),
+            Value::Literal(Some("null".into()))
         );
         // A UNION under a star over a table has no names by position.
         assert!(views(

@@ -491,13 +491,21 @@ fn layer_reads(
         // A view of a table the reads do not know would be a parsing
         // mistake: leave it out (the table then counts at every zoom).
         .filter(|view| tables.includes(&view.table))
-        .map(|view| RowView {
-            table: view.table.clone(),
-            condition: view.condition.clone(),
-            rules: filters
+        .map(|view| {
+            let mut outputs = Vec::new();
+            let rules = filters
                 .iter()
-                .map(|(zooms, filter)| (*zooms, style_conditions::filter_for_view(filter, view)))
-                .collect(),
+                .map(|(zooms, filter)| {
+                    let filter = style_conditions::filter_for_view(filter, view, &mut outputs);
+                    (*zooms, filter)
+                })
+                .collect();
+            RowView {
+                table: view.table.clone(),
+                condition: view.condition.clone(),
+                outputs: outputs.into_iter().map(|(_, value)| value).collect(),
+                rules,
+            }
         })
         .collect();
     LayerReads {
@@ -1607,6 +1615,12 @@ mod tests {
             eprintln!("fell back: {} ({})", layer.name, layer.zooms);
         }
         eprintln!("carto: {understood} layers understood, {fell_back} fell back");
+        for layer in reads.layers.iter().filter(|l| l.views.is_empty()) {
+            eprintln!(
+                "carto: values not followed: {} ({})",
+                layer.name, layer.zooms
+            );
+        }
         assert!(
             understood * 10 >= reads.layers.len() * 9,
             "{understood} of {}",
@@ -1627,5 +1641,105 @@ mod tests {
         let points = reads.zooms_for("planet_osm_point", RowFacts::default());
         eprintln!("carto: point changes expire {points}");
         assert!(!points.contains(3), "{points}");
+
+        // A new building (building=yes, a tag kept in the hstore), with
+        // the hstore keys the layers read hashed: drawn from z14 on only
+        // (buildings; its address and label layers need other columns).
+        let keys = reads.hstore_keys();
+        eprintln!("carto: {} hstore keys read", keys.len());
+        assert!(
+            keys.contains("golf") && keys.contains("wetland"),
+            "{keys:?}"
+        );
+        let mut columns: Vec<String> = [
+            "access",
+            "addr:housename",
+            "addr:housenumber",
+            "admin_level",
+            "aerialway",
+            "aeroway",
+            "amenity",
+            "barrier",
+            "bicycle",
+            "boundary",
+            "bridge",
+            "building",
+            "construction",
+            "covered",
+            "foot",
+            "highway",
+            "historic",
+            "horse",
+            "junction",
+            "landuse",
+            "layer",
+            "leisure",
+            "lock",
+            "man_made",
+            "military",
+            "name",
+            "natural",
+            "oneway",
+            "place",
+            "power",
+            "railway",
+            "ref",
+            "religion",
+            "route",
+            "service",
+            "shop",
+            "surface",
+            "tourism",
+            "tracktype",
+            "tunnel",
+            "water",
+            "waterway",
+            "way_area",
+            "z_order",
+            "tags",
+        ]
+        .map(String::from)
+        .into();
+        let own = columns.len();
+        columns.extend(keys.iter().map(|k| key_column("tags", k)));
+        let mut row = vec![None; columns.len()];
+        let mut set = |column: &str, value: &str| {
+            let i = columns.iter().position(|c| c == column).unwrap();
+            row[i] = Some(crate::expire::style_aware::text_digest(value));
+        };
+        set("building", "yes");
+        set("way_area", "1234.5");
+        set("z_order", "0");
+        set("tags", "\"roof:colour\"=>\"red\"");
+        let digests = crate::apply::append::RowDigests {
+            columns: columns.clone(),
+            old: Vec::new(),
+            new: vec![row.clone()],
+        };
+        let facts = RowFacts {
+            digests: Some(&digests),
+            ..RowFacts::default()
+        };
+        let started = std::time::Instant::now();
+        let building = reads.zooms_for("planet_osm_polygon", facts);
+        eprintln!(
+            "carto: a new building expires {building} ({:?})",
+            started.elapsed()
+        );
+        assert_eq!(building, ZoomMask::range(14, 31));
+        // Without the keys' hashes, `tags->'golf'` may be a golf tee.
+        let digests = crate::apply::append::RowDigests {
+            columns: columns[..own].to_vec(),
+            old: Vec::new(),
+            new: vec![row[..own].to_vec()],
+        };
+        let unhashed = reads.zooms_for(
+            "planet_osm_polygon",
+            RowFacts {
+                digests: Some(&digests),
+                ..RowFacts::default()
+            },
+        );
+        assert_eq!(unhashed, ZoomMask::range(12, 31));
     }
 }
