@@ -611,10 +611,29 @@ fn parse_condition(tokens: &[Token]) -> Condition {
     }
     if let [Token::Word(n), rest @ ..] = tokens {
         if n == "not" {
-            return Condition::Not(Box::new(parse_condition(rest)));
+            return sql_not(parse_condition(rest));
         }
     }
     parse_atom(tokens)
+}
+
+/// SQL's `NOT c`, true only where `c` is false: a comparison with NULL is
+/// neither (`NOT x = 'a'` is not true for a NULL `x`), while
+/// [`Condition::Not`] of a comparison would be. The negation is pushed
+/// down to the comparisons (De Morgan holds in three-valued logic), each
+/// negated comparison requiring its value not NULL.
+fn sql_not(condition: Condition) -> Condition {
+    match condition {
+        Condition::Unknown => Condition::Unknown,
+        Condition::All(parts) => Condition::Any(parts.into_iter().map(sql_not).collect()),
+        Condition::Any(parts) => Condition::All(parts.into_iter().map(sql_not).collect()),
+        Condition::Not(inner) => *inner,
+        Condition::IsNull(value) => Condition::Not(Box::new(Condition::IsNull(value))),
+        Condition::OneOf(value, texts) => Condition::All(vec![
+            Condition::Not(Box::new(Condition::IsNull(value.clone()))),
+            Condition::Not(Box::new(Condition::OneOf(value, texts))),
+        ]),
+    }
 }
 
 /// One comparison: `value IS [NOT] NULL`, `value = 'text'`, `value <>
@@ -1086,6 +1105,17 @@ mod tests {
             Condition::All(vec![
                 Condition::Not(Box::new(Condition::IsNull(building()))),
                 Condition::Not(Box::new(Condition::OneOf(building(), texts(&["no"])))),
+            ])
+        );
+        // SQL's NOT of a comparison is not true for NULL.
+        assert_eq!(
+            parse_condition(&tokenize("NOT covered = 'yes'")),
+            Condition::All(vec![
+                Condition::Not(Box::new(Condition::IsNull(Value::Column("covered".into())))),
+                Condition::Not(Box::new(Condition::OneOf(
+                    Value::Column("covered".into()),
+                    texts(&["yes"])
+                ))),
             ])
         );
         let golf = || Value::Key("tags".into(), "golf".into());
