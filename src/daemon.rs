@@ -158,7 +158,7 @@ impl Daemon {
             StoredPosition::Set(_) => {}
             _ => bail!("start-up check: replication is not set up; run `tilepipe init` first"),
         }
-        let session = match open_session(&db, &settings) {
+        let session = match open_session(&db, &settings, &config) {
             Ok(session) => session,
             Err(SessionError::Locked(locked)) => bail!(locked.message),
             Err(SessionError::Unavailable(e)) => return Err(e.context("start-up check: database")),
@@ -237,7 +237,7 @@ impl Daemon {
         }
         let mut delay = Duration::from_millis(500);
         loop {
-            match open_session(&self.db, &self.settings) {
+            match open_session(&self.db, &self.settings, &self.config) {
                 Ok(session) => {
                     info!("database connection restored");
                     return Ok(Some(session));
@@ -668,18 +668,37 @@ fn injected_panic() {
 }
 
 /// Connects, takes the single-instance lock, prepares the applier.
-fn open_session(db: &postgres::Config, settings: &ImportSettings) -> Result<Session, SessionError> {
+fn open_session(
+    db: &postgres::Config,
+    settings: &ImportSettings,
+    config: &Config,
+) -> Result<Session, SessionError> {
     let unavailable = |e: anyhow::Error| SessionError::Unavailable(e);
     let mut client = crate::db::connect(db).map_err(|e| unavailable(e.into()))?;
     let backend_pid = take_instance_lock(&mut client, db)
         .map_err(|e| unavailable(e.into()))?
         .map_err(SessionError::Locked)?;
-    let applier = Applier::for_settings(settings).map_err(|e| unavailable(e.into()))?;
+    let applier = applier_for(settings, config).map_err(|e| unavailable(e.into()))?;
     Ok(Session {
         client,
         applier,
         backend_pid,
     })
+}
+
+/// The applier for a database imported with `settings`, hashing the
+/// hstore keys the configured styles' value conditions read
+/// ([`StyleReads::hstore_keys`]) so that style-aware expiry knows them.
+/// Shared by `run` and `catchup`.
+pub fn applier_for(
+    settings: &ImportSettings,
+    config: &Config,
+) -> Result<Applier, crate::apply::ApplyError> {
+    let keys: std::collections::BTreeSet<String> = style_reads(config)
+        .iter()
+        .flat_map(StyleReads::hstore_keys)
+        .collect();
+    Ok(Applier::for_settings(settings)?.with_digest_keys(keys))
 }
 
 /// One batch, its position and its expired tiles, in one transaction.

@@ -439,3 +439,202 @@ fn value_conditions_skip_rows_no_rule_draws() {
     )]);
     assert_eq!(zooms(&forest), (10..=18).collect::<Vec<_>>(), "forest");
 }
+
+/// A carto-like style (openstreetmap-carto's pattern): a land cover
+/// layer whose rules test `feature`, a `COALESCE` of aliases named like
+/// the table's columns (`'landuse_' || CASE WHEN landuse IN (…) THEN
+/// landuse END AS landuse`), one of them from an hstore key
+/// (`tags->'golf'`); buildings from z14.
+const CARTO_LIKE: &str = r#"<?xml version="1.0"?>
+<Map srs="epsg:3857">
+  <Style name="landcover">
+    <Rule><MaxScaleDenominator>750000</MaxScaleDenominator><Filter>([feature] = 'landuse_forest') and ([way_pixels] &gt;= 4)</Filter><PolygonSymbolizer/></Rule>
+    <Rule><MaxScaleDenominator>100000</MaxScaleDenominator><Filter>([feature] = 'golf_tee')</Filter><PolygonSymbolizer/></Rule>
+  </Style>
+  <Style name="buildings"><Rule><MaxScaleDenominator>50000</MaxScaleDenominator><PolygonSymbolizer/></Rule></Style>
+  <Layer name="landcover" maximum-scale-denominator="750000"><StyleName>landcover</StyleName>
+    <Datasource><Parameter name="type">postgis</Parameter><Parameter name="table">(SELECT
+        way, way_pixels, COALESCE(golf, landuse) AS feature
+      FROM (SELECT way,
+          ('golf_' || (CASE WHEN (tags->'golf') IN ('tee', 'green') THEN tags->'golf' ELSE NULL END)) AS golf,
+          ('landuse_' || (CASE WHEN landuse IN ('forest', 'grass') THEN landuse END)) AS landuse,
+          way_area/NULLIF(POW(!scale_denominator!*0.001*0.28,2),0) AS way_pixels
+        FROM planet_osm_polygon
+        WHERE (landuse IS NOT NULL OR (tags->'golf') IS NOT NULL OR building IS NOT NULL)
+          AND way_area &gt; 1*!pixel_width!::real*!pixel_height!::real
+      ) AS landcover ORDER BY way_area DESC, feature) AS features</Parameter></Datasource>
+  </Layer>
+  <Layer name="buildings" maximum-scale-denominator="750000"><StyleName>buildings</StyleName>
+    <Datasource><Parameter name="type">postgis</Parameter><Parameter name="table">(SELECT way, building FROM planet_osm_polygon WHERE building IS NOT NULL AND building != 'no') AS buildings</Parameter></Datasource>
+  </Layer>
+</Map>"#;
+
+/// The carto-like style over the town imported with `--hstore`: a new
+/// building with a tag kept in the hstore (`roof:colour`) is drawn by no land
+/// cover rule (its `feature` is NULL), so it expires z14 on, where
+/// buildings are drawn, once the applier hashes the style's hstore keys;
+/// without them `tags->'golf'` may be a tee, drawn from z13. A golf tee
+/// expires z13 on, a forest z10 on.
+#[test]
+fn a_carto_like_style_draws_a_building_only_where_buildings_are() {
+    use tilepipe::apply::append::{Applier, RowChange};
+    use tilepipe::apply::settings::ImportSettings;
+    use tilepipe::apply::style::HstoreMode;
+    use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
+    use tilepipe::osm::{ChangeSet, Location, Meta, Node};
+
+    let dir = tempfile::tempdir().unwrap();
+    let town = synthetic_town();
+    let osm = dir.path().join("town.osm");
+    town.write_osm_file(&osm).unwrap();
+    let url = PgCluster::shared()
+        .create_database("expire_style_aware_carto_like")
+        .unwrap();
+    let db = tilepipe::db::resolve(&url, &tilepipe::db::ProcessEnv).unwrap();
+    let mut settings = ImportSettings::default();
+    settings.transform.hstore = HstoreMode::Match;
+    tilepipe::apply::import::import(&db, &osm, &settings, 1).unwrap();
+    let mut client = tilepipe::db::connect(&db).unwrap();
+    let settings = ImportSettings::load(&mut client, "public")
+        .unwrap()
+        .unwrap();
+    let reads =
+        [tilepipe::render::style_reads::analyse_style(STYLE, CARTO_LIKE, 256, 1.0).unwrap()];
+    assert_eq!(
+        reads[0].hstore_keys().into_iter().collect::<Vec<_>>(),
+        ["golf"]
+    );
+    let mut hashing = Applier::for_settings(&settings)
+        .unwrap()
+        .with_digest_keys(reads[0].hstore_keys());
+    let raster = ExpireConfig::default().raster();
+
+    let [max_node, max_way, _] = town.max_ids();
+    let (lon, lat) = town
+        .nodes
+        .values()
+        .find_map(|n| n.location.map(|l| (l.lon, l.lat)))
+        .unwrap();
+    let meta = |version| Meta {
+        version: Some(version),
+        timestamp: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 1, 0).unwrap()),
+        ..Meta::default()
+    };
+    // Three squares side by side, each its own way.
+    let mut changes = Vec::new();
+    let mut square = |n: i64, tags: Vec<(String, String)>| {
+        let first = max_node + 1 + 4 * n;
+        let x = lon + 0.003 * n as f64;
+        for (i, (dx, dy)) in [(0.0, 0.0), (0.002, 0.0), (0.002, 0.002), (0.0, 0.002)]
+            .iter()
+            .enumerate()
+        {
+            changes.push(Change {
+                action: Action::Create,
+                object: Object::Node(Node {
+                    id: first + i as i64,
+                    meta: meta(1),
+                    location: Some(Location {
+                        lon: x + dx,
+                        lat: lat + dy,
+                    }),
+                    tags: Vec::new(),
+                }),
+            });
+        }
+        changes.push(Change {
+            action: Action::Create,
+            object: Object::Way(Way {
+                id: max_way + 1 + n,
+                meta: meta(1),
+                nodes: (0..4).chain([0]).map(|i| first + i).collect(),
+                tags,
+            }),
+        });
+    };
+    let tags = |t: &[(&str, &str)]| {
+        t.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    square(0, tags(&[("building", "yes"), ("roof:colour", "red")]));
+    square(1, tags(&[("leisure", "golf_course"), ("golf", "tee")]));
+    square(2, tags(&[("landuse", "forest"), ("roof:colour", "red")]));
+    let set: ChangeSet = changes.into_iter().collect();
+    // Without the key's hash, the building may be a golf tee.
+    let mut plain = Applier::for_settings(&settings).unwrap();
+    let mut tx = client.transaction().unwrap();
+    let unhashed = plain.apply(&mut tx, &set).unwrap().row_changes;
+    tx.rollback().unwrap();
+    let mut tx = client.transaction().unwrap();
+    let created = hashing.apply(&mut tx, &set).unwrap().row_changes;
+    tx.commit().unwrap();
+    let zooms_of = |rows: &[RowChange], way: i64| -> Vec<u8> {
+        let rows: Vec<RowChange> = rows
+            .iter()
+            .filter(|r| r.table == "planet_osm_polygon" && r.osm_id == max_way + 1 + way)
+            .cloned()
+            .collect();
+        assert_eq!(rows.len(), 1, "way {way}: {rows:?}");
+        let batch = tiles_for_batch(&rows, &raster, false, &reads).unwrap();
+        (10..=18u8)
+            .filter(|&z| !batch.metatiles(STYLE, z).is_empty())
+            .collect()
+    };
+    let building = created
+        .iter()
+        .find(|r| r.table == "planet_osm_polygon" && r.osm_id == max_way + 1)
+        .unwrap();
+    let digests = building.column_digests.as_ref().unwrap();
+    assert!(
+        digests.columns.contains(&"tags->golf".to_string()),
+        "{digests:?}"
+    );
+    assert_eq!(
+        zooms_of(&created, 0),
+        (14..=18).collect::<Vec<_>>(),
+        "building"
+    );
+    assert_eq!(
+        zooms_of(&created, 1),
+        (13..=18).collect::<Vec<_>>(),
+        "golf tee"
+    );
+    assert_eq!(
+        zooms_of(&created, 2),
+        (10..=18).collect::<Vec<_>>(),
+        "forest"
+    );
+
+    assert_eq!(
+        zooms_of(&unhashed, 0),
+        (13..=18).collect::<Vec<_>>(),
+        "building, no key hash"
+    );
+
+    // A change of a tag no layer reads, kept in the hstore: the keys the
+    // layers read kept their hashes, so nothing is expired.
+    let Some(Change {
+        object: Object::Way(way),
+        ..
+    }) = set.get(ObjectId {
+        kind: ObjectType::Way,
+        id: max_way + 1,
+    })
+    else {
+        panic!("no building in {set:?}");
+    };
+    let recoloured = ChangeSet::from_iter([modified(way, "roof:colour", "grey")]);
+    let mut tx = client.transaction().unwrap();
+    let rows = hashing.apply(&mut tx, &recoloured).unwrap().row_changes;
+    tx.commit().unwrap();
+    let changed = rows
+        .iter()
+        .find(|r| r.table == "planet_osm_polygon")
+        .unwrap();
+    assert_eq!(
+        changed.changed_columns.as_deref(),
+        Some(&["tags".to_string()][..])
+    );
+    assert_eq!(zooms_of(&rows, 0), Vec::<u8>::new(), "roof colour change");
+}

@@ -132,6 +132,19 @@ impl Applier {
         })
     }
 
+    /// Hashes these keys of the `tags` hstore of each changed row too
+    /// ([`OutputTables::with_digest_keys`]), for the styles' value
+    /// conditions; the flex output hashes its own columns only.
+    pub fn with_digest_keys(self, keys: impl IntoIterator<Item = String>) -> Self {
+        match self {
+            Applier::Classic(mut applier) => {
+                applier.tables = applier.tables.with_digest_keys(keys);
+                Applier::Classic(applier)
+            }
+            flex => flex,
+        }
+    }
+
     /// Applies `changes` within `client`'s current transaction.
     pub fn apply(
         &mut self,

@@ -62,6 +62,16 @@ pub struct OutputTables {
     schema: String,
     prefix: String,
     style: Arc<Style>,
+    /// Keys of the `tags` hstore hashed on their own too
+    /// ([`with_digest_keys`](Self::with_digest_keys)).
+    digest_keys: Vec<String>,
+}
+
+/// The name under which [`StoredRow::column_digests`] holds the hash of
+/// `column -> 'key'` (a key of an hstore column), after the table's own
+/// columns.
+pub fn key_digest_name(column: &str, key: &str) -> String {
+    format!("{column}->{key}")
 }
 
 impl OutputTables {
@@ -72,7 +82,35 @@ impl OutputTables {
             schema: schema.to_string(),
             prefix: prefix.to_string(),
             style,
+            digest_keys: Vec::new(),
         }
+    }
+
+    /// Hashes `tags -> 'key'` for each of `keys` beside the columns (in
+    /// tables with a `tags` hstore), named by [`key_digest_name`]: the
+    /// styles' SQL reads hstore keys (`tags->'golf'`), whose values the
+    /// hash of the whole hstore does not tell.
+    pub fn with_digest_keys(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+        self.digest_keys = keys.into_iter().collect();
+        self.digest_keys.sort();
+        self.digest_keys.dedup();
+        self
+    }
+
+    /// How many hstore keys a table's digests hold after its columns.
+    fn key_count(&self, kind: TableKind) -> usize {
+        match self.tags_column(kind) {
+            Some(_) => self.digest_keys.len(),
+            None => 0,
+        }
+    }
+
+    /// The `tags` hstore column of a table, if it has one.
+    fn tags_column(&self, kind: TableKind) -> Option<String> {
+        self.columns(kind)
+            .into_iter()
+            .find(|c| c.role == ColumnRole::Tags)
+            .map(|c| c.name)
     }
 
     /// The table's columns in order, `osm_id` first and `way` last.
@@ -83,11 +121,35 @@ impl OutputTables {
     /// The names of the columns besides `osm_id` and the geometry, in the
     /// order of [`StoredRow::column_digests`].
     pub fn digest_column_names(&self, kind: TableKind) -> Vec<String> {
-        self.columns(kind)
+        let mut names: Vec<String> = self
+            .columns(kind)
             .into_iter()
             .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
             .map(|c| c.name)
-            .collect()
+            .collect();
+        if let Some(tags) = self.tags_column(kind) {
+            names.extend(self.digest_keys.iter().map(|k| key_digest_name(&tags, k)));
+        }
+        names
+    }
+
+    /// SQL for the values of [`digest_column_names`](Self::digest_column_names)
+    /// of a row aliased `t`.
+    fn digest_expressions(&self, kind: TableKind) -> Vec<String> {
+        let mut expressions: Vec<String> = self
+            .columns(kind)
+            .into_iter()
+            .filter(|c| !matches!(c.role, ColumnRole::OsmId | ColumnRole::Geometry))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        if let Some(tags) = self.tags_column(kind) {
+            expressions.extend(
+                self.digest_keys
+                    .iter()
+                    .map(|k| format!("(t.{} -> '{}')", quote_ident(&tags), k.replace('\'', "''"))),
+            );
+        }
+        expressions
     }
 
     /// The table's name without schema, unquoted: `PREFIX_line`.
@@ -272,12 +334,11 @@ impl OutputTables {
         if osm_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let digest_columns: Vec<String> = self
-            .digest_column_names(kind)
-            .iter()
-            .map(|c| format!("t.{}", quote_ident(c)))
-            .collect();
-        let digest = columns_digest_sql(&digest_columns);
+        let digest_columns = self.digest_expressions(kind);
+        // The whole row's digest covers the columns (the hstore covers
+        // its keys).
+        let own_columns = digest_columns.len() - self.key_count(kind);
+        let digest = columns_digest_sql(&digest_columns[..own_columns]);
         let per_column = column_digests_sql(&digest_columns);
         // osm_id, EWKB of the geometry, digest of every other column, and
         // of each on its own.

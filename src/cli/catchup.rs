@@ -9,7 +9,6 @@
 //! another `tilepipe run` or `catchup` is applying to the database (they
 //! share one advisory lock, see [`crate::daemon::take_instance_lock`]).
 
-use crate::apply::append::Applier;
 use crate::apply::settings::ImportSettings;
 use crate::config::Config;
 use crate::daemon::{act_on_expired, apply_batch, take_instance_lock};
@@ -102,7 +101,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 
     // Tiles of batches committed before a crash are acted on first.
     act_on_expired(&mut db, config, &runtime, None, None, None)?;
-    let mut applier = Applier::for_settings(&settings)?;
+    let mut applier = crate::daemon::applier_for(&settings, config)?;
     let progress = CatchupProgress::new(position.sequence, latest.sequence);
 
     while position.sequence < latest.sequence {

@@ -712,8 +712,7 @@ mod tests {
             columns: Reads::Only([column.to_string()].into()),
             zooms,
             requires: Vec::new(),
-            condition: super::super::style_aware::Condition::Unknown,
-            rules: Vec::new(),
+            views: Vec::new(),
         };
         // Buildings from z14 in one style, from z12 in the other, which
         // also draws land use from z10.

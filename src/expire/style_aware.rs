@@ -116,13 +116,13 @@ pub struct LayerReads {
     /// {landuse, leisure}). A row with all columns of a set NULL is not
     /// drawn by the layer. Empty: no known need.
     pub requires: Vec<BTreeSet<String>>,
-    /// What its SQL's `WHERE`s need of a row's values, all of them
-    /// ([`Condition::Unknown`] when not understood).
-    pub condition: Condition,
-    /// Per rule of its styles: the zooms where the rule is active (within
-    /// the layer's) and its `Filter`. Empty: nothing known, every zoom of
-    /// [`zooms`](Self::zooms) counts.
-    pub rules: Vec<(ZoomMask, Condition)>,
+    /// How the rows of each table it reads reach its output: per way
+    /// (a table read by two branches of a `UNION` has two), what its
+    /// SQL's `WHERE`s need of the row and which of its rules may draw it.
+    /// A table without a view (the SQL was not understood, or reads it
+    /// in a way not followed) counts as drawn at every zoom of
+    /// [`zooms`](Self::zooms).
+    pub views: Vec<RowView>,
 }
 
 impl LayerReads {
@@ -131,6 +131,25 @@ impl LayerReads {
     pub fn understood(&self) -> bool {
         self.tables != Reads::Everything
     }
+}
+
+/// How one table's rows reach a layer's output: through one `SELECT`
+/// chain (subqueries in `FROM`, one branch of each `UNION`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowView {
+    /// The table (lower case, without schema).
+    pub table: String,
+    /// All `WHERE`s along the chain, over the table's columns
+    /// ([`Condition::Unknown`] when not understood).
+    pub condition: Condition,
+    /// Per rule of the layer's styles: the zooms where the rule is active
+    /// (within the layer's) and its `Filter` over the table's columns
+    /// (the output columns it names replaced by their definitions).
+    /// Empty: nothing known, every zoom of the layer counts.
+    pub rules: Vec<(ZoomMask, Condition)>,
+    /// The output columns the rules' filters test, as expressions over
+    /// the table's columns; the filters name them as [`Value::Output`].
+    pub outputs: Vec<Value>,
 }
 
 /// What one style reads: the union of its layers.
@@ -163,27 +182,54 @@ pub enum Condition {
     OneOf(Value, BTreeSet<String>),
 }
 
-/// A value a [`Condition`] tests.
+/// A value a [`Condition`] tests: an expression over a row's columns, as
+/// a layer's SQL computes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
-    /// Not understood.
+    /// Not understood: any text, or NULL.
     Unknown,
     /// A column of the row's table (lower case).
     Column(String),
-    /// A name the SQL defines (`expr AS name`) and its expression. When
-    /// the table has a column of that name too, which one a reference
-    /// means is not known: unknown, unless the expression is that column.
-    Alias(String, Box<Value>),
-    /// `CASE WHEN c THEN v … ELSE v END` (no `ELSE`: NULL).
-    Case(Vec<(Condition, Value)>, Box<Value>),
+    /// `column -> 'key'`: a key of an hstore column. Known when the row's
+    /// hashes have a column named [`key_column`]`(column, key)`, NULL when
+    /// the hstore column is, else unknown.
+    Key(String, String),
     /// A text literal, or NULL.
     Literal(Option<String>),
+    /// `a || b || …`: NULL when any part is (PostgreSQL's `textcat`).
+    Concat(Vec<Value>),
+    /// `COALESCE(a, b, …)`: the first that is not NULL, else NULL.
+    Coalesce(Vec<Value>),
+    /// `NULLIF(a, b)`: NULL when `a = b`, else `a`.
+    NullIf(Box<Value>, Box<Value>),
+    /// `CASE WHEN c THEN v … ELSE v END` (no `ELSE`: NULL).
+    Case(Vec<(Condition, Value)>, Box<Value>),
+    /// Output column `i` of a [`RowView`] ([`RowView::outputs`]), in its
+    /// rules' filters: computed once per row for all of them.
+    Output(usize),
 }
 
-/// A row's values as hashes: `digests[i]` is column `columns[i]`'s.
+/// The name under which a row's hashes hold `column -> 'key'` (an hstore
+/// key a style reads), beside the table's own columns.
+pub fn key_column(column: &str, key: &str) -> String {
+    crate::apply::output::key_digest_name(column, key)
+}
+
+/// A row's values as hashes: `digests[i]` is column `columns[i]`'s;
+/// `outputs[i]`, what a view's output column `i` may be on it.
 struct Row<'a> {
     columns: &'a [String],
     digests: &'a [Option<i64>],
+    outputs: &'a [Vec<Possible>],
+}
+
+impl Row<'_> {
+    /// The hash of column `name`: `None` when the row has no such column,
+    /// `Some(None)` for NULL.
+    fn digest(&self, name: &str) -> Option<Option<i64>> {
+        let i = self.columns.iter().position(|c| c == name)?;
+        self.digests.get(i).copied()
+    }
 }
 
 /// The hash PostgreSQL's `hashtextextended(text, 0)` gives `text` (with a
@@ -262,40 +308,226 @@ pub fn text_digest(text: &str) -> i64 {
     ((u64::from(b) << 32) | u64::from(c)) as i64
 }
 
+/// One part of a text whose parts may be known only by their hash.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    /// Known text.
+    Text(String),
+    /// A text known by its [`text_digest`].
+    Hash(i64),
+    /// Any text.
+    Any,
+}
+
+/// A value a row may have: NULL, or a text made of parts.
+#[derive(Debug, Clone, PartialEq)]
+enum Possible {
+    Null,
+    Text(Vec<Part>),
+}
+
+/// More possible values than this for one expression count as unknown:
+/// a bound on the work a long `CASE` of `COALESCE`s could make.
+const MAX_POSSIBLE: usize = 64;
+
+fn anything() -> Vec<Possible> {
+    vec![Possible::Null, Possible::Text(vec![Part::Any])]
+}
+
+impl Possible {
+    /// Whether the text equals `literal`: `None` when that is not known.
+    /// NULL equals nothing (SQL's `=` is not true, Mapnik's null equals
+    /// no string).
+    fn equals(&self, literal: &str) -> Option<bool> {
+        let Possible::Text(parts) = self else {
+            return Some(false);
+        };
+        // Known text at both ends must match the literal's ends.
+        let mut rest = literal;
+        let mut start = 0;
+        let mut end = parts.len();
+        while let Some(Part::Text(t)) = parts.get(start).filter(|_| start < end) {
+            match rest.strip_prefix(t.as_str()) {
+                Some(r) => rest = r,
+                None => return Some(false),
+            }
+            start += 1;
+        }
+        while end > start {
+            let Part::Text(t) = &parts[end - 1] else {
+                break;
+            };
+            match rest.strip_suffix(t.as_str()) {
+                Some(r) => rest = r,
+                None => return Some(false),
+            }
+            end -= 1;
+        }
+        match &parts[start..end] {
+            [] => Some(rest.is_empty()),
+            [Part::Hash(h)] => Some(text_digest(rest) == *h),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `part` to `parts`, merging known texts.
+fn push_part(parts: &mut Vec<Part>, part: Part) {
+    match (parts.last_mut(), part) {
+        (Some(Part::Text(last)), Part::Text(t)) => last.push_str(&t),
+        (_, Part::Text(t)) if t.is_empty() => {}
+        (Some(Part::Any), Part::Any) => {}
+        (_, part) => parts.push(part),
+    }
+}
+
 impl Value {
-    /// The hashes it may have on `row` (`None` for NULL); `None` when
-    /// not known.
-    fn possible(&self, row: &Row) -> Option<Vec<Option<i64>>> {
+    /// Adds the hstore keys it reads to `keys`.
+    fn keys(&self, keys: &mut BTreeSet<String>) {
         match self {
-            Value::Unknown => None,
-            Value::Column(name) => {
-                let i = row.columns.iter().position(|c| c == name)?;
-                Some(vec![*row.digests.get(i)?])
+            Value::Unknown | Value::Column(_) | Value::Literal(_) | Value::Output(_) => {}
+            Value::Key(_, key) => {
+                keys.insert(key.clone());
             }
-            Value::Alias(name, value) => {
-                let shadows = row.columns.iter().any(|c| c == name);
-                if shadows && **value != Value::Column(name.clone()) {
-                    return None;
-                }
-                value.possible(row)
+            Value::Concat(values) | Value::Coalesce(values) => {
+                values.iter().for_each(|v| v.keys(keys));
             }
-            Value::Literal(text) => Some(vec![text.as_deref().map(text_digest)]),
+            Value::NullIf(a, b) => {
+                a.keys(keys);
+                b.keys(keys);
+            }
             Value::Case(branches, otherwise) => {
-                let mut values = Vec::new();
+                for (condition, value) in branches {
+                    condition.keys(keys);
+                    value.keys(keys);
+                }
+                otherwise.keys(keys);
+            }
+        }
+    }
+
+    /// The values it may have on `row` (never empty).
+    fn possible(&self, row: &Row) -> Vec<Possible> {
+        let values = match self {
+            Value::Unknown => return anything(),
+            Value::Output(i) => return row.outputs.get(*i).cloned().unwrap_or_else(anything),
+            Value::Column(name) => match row.digest(name) {
+                Some(Some(h)) => vec![Possible::Text(vec![Part::Hash(h)])],
+                Some(None) => vec![Possible::Null],
+                None => return anything(),
+            },
+            Value::Key(column, key) => match row.digest(&key_column(column, key)) {
+                Some(Some(h)) => vec![Possible::Text(vec![Part::Hash(h)])],
+                Some(None) => vec![Possible::Null],
+                // No hash of the key: NULL only with the hstore.
+                None => match row.digest(column) {
+                    Some(None) => vec![Possible::Null],
+                    _ => return anything(),
+                },
+            },
+            Value::Literal(None) => vec![Possible::Null],
+            Value::Literal(Some(text)) => vec![Possible::Text(vec![Part::Text(text.clone())])],
+            Value::Concat(values) => {
+                let mut texts: Vec<Vec<Part>> = vec![Vec::new()];
+                let mut null = false;
+                for value in values {
+                    let mut next = Vec::new();
+                    for possible in value.possible(row) {
+                        match possible {
+                            Possible::Null => null = true,
+                            Possible::Text(parts) => {
+                                for text in &texts {
+                                    let mut joined = text.clone();
+                                    for part in parts.iter().cloned() {
+                                        push_part(&mut joined, part);
+                                    }
+                                    next.push(joined);
+                                }
+                            }
+                        }
+                    }
+                    texts = next;
+                    if texts.len() > MAX_POSSIBLE {
+                        return anything();
+                    }
+                }
+                let mut values: Vec<Possible> = texts.into_iter().map(Possible::Text).collect();
+                if null {
+                    values.push(Possible::Null);
+                }
+                values
+            }
+            Value::Coalesce(values) => {
+                let mut out = Vec::new();
+                let mut all_may_be_null = true;
+                for value in values {
+                    let possible = value.possible(row);
+                    let may_be_null = possible.contains(&Possible::Null);
+                    out.extend(possible.into_iter().filter(|p| *p != Possible::Null));
+                    if !may_be_null {
+                        all_may_be_null = false;
+                        break;
+                    }
+                }
+                if all_may_be_null {
+                    out.push(Possible::Null);
+                }
+                out
+            }
+            Value::NullIf(value, _) => {
+                // The comparison is not followed: `value`, or NULL.
+                let mut out = value.possible(row);
+                out.push(Possible::Null);
+                out
+            }
+            Value::Case(branches, otherwise) => {
+                let mut out = Vec::new();
+                let mut decided = false;
                 for (condition, value) in branches {
                     match condition.holds(row) {
                         Some(false) => continue,
                         Some(true) => {
-                            values.extend(value.possible(row)?);
-                            return Some(values);
+                            out.extend(value.possible(row));
+                            decided = true;
+                            break;
                         }
-                        None => values.extend(value.possible(row)?),
+                        None => out.extend(value.possible(row)),
                     }
                 }
-                values.extend(otherwise.possible(row)?);
-                Some(values)
+                if !decided {
+                    out.extend(otherwise.possible(row));
+                }
+                out
+            }
+        };
+        let mut unique: Vec<Possible> = Vec::with_capacity(values.len());
+        for value in values {
+            if !unique.contains(&value) {
+                unique.push(value);
             }
         }
+        if unique.len() > MAX_POSSIBLE {
+            return anything();
+        }
+        unique
+    }
+}
+
+/// Three-valued summary of a test over possible values: true when it
+/// holds for all, false when for none.
+fn all_or_none(results: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let (mut some_true, mut some_false) = (false, false);
+    for result in results {
+        match result {
+            Some(true) => some_true = true,
+            Some(false) => some_false = true,
+            None => return None,
+        }
+    }
+    match (some_true, some_false) {
+        (true, false) => Some(true),
+        (false, _) => Some(false),
+        (true, true) => None,
     }
 }
 
@@ -327,30 +559,35 @@ impl Condition {
                 known.then_some(false)
             }
             Condition::Not(inner) => inner.holds(row).map(|h| !h),
-            Condition::IsNull(value) => {
-                let values = value.possible(row)?;
-                if values.iter().all(Option::is_none) {
-                    Some(true)
-                } else if values.iter().all(Option::is_some) {
-                    Some(false)
-                } else {
-                    None
+            Condition::IsNull(value) => all_or_none(
+                value
+                    .possible(row)
+                    .iter()
+                    .map(|p| Some(*p == Possible::Null)),
+            ),
+            Condition::OneOf(value, texts) => all_or_none(value.possible(row).iter().map(|p| {
+                let mut unknown = false;
+                for text in texts {
+                    match p.equals(text) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => unknown = true,
+                    }
                 }
+                (!unknown).then_some(false)
+            })),
+        }
+    }
+
+    /// Adds the hstore keys it reads to `keys`.
+    fn keys(&self, keys: &mut BTreeSet<String>) {
+        match self {
+            Condition::Unknown => {}
+            Condition::All(parts) | Condition::Any(parts) => {
+                parts.iter().for_each(|p| p.keys(keys));
             }
-            Condition::OneOf(value, texts) => {
-                let values = value.possible(row)?;
-                let wanted: Vec<i64> = texts.iter().map(|t| text_digest(t)).collect();
-                // NULL is in no list (SQL's comparison is not true, and
-                // Mapnik's null equals no string).
-                let inside = |v: &Option<i64>| v.is_some_and(|d| wanted.contains(&d));
-                if values.iter().all(inside) {
-                    Some(true)
-                } else if !values.iter().any(inside) {
-                    Some(false)
-                } else {
-                    None
-                }
-            }
+            Condition::Not(inner) => inner.keys(keys),
+            Condition::IsNull(value) | Condition::OneOf(value, _) => value.keys(keys),
         }
     }
 
@@ -362,25 +599,46 @@ impl Condition {
 
 impl LayerReads {
     /// The zooms where the layer may draw one of `rows` (a table's rows
-    /// of one object, with the table's `columns`): its `WHERE` may hold
-    /// and a rule active there may match.
-    fn zooms_drawing(&self, columns: &[String], rows: &[Vec<Option<i64>>]) -> ZoomMask {
+    /// of one object, with the table's `columns`): along one of the
+    /// table's views, its `WHERE`s may hold and a rule active there may
+    /// match. `None`: no view of the table is known.
+    fn zooms_drawing(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: &[Vec<Option<i64>>],
+    ) -> Option<ZoomMask> {
+        let mut views = self.views.iter().filter(|v| v.table == table).peekable();
+        views.peek()?;
         let mut mask = ZoomMask::NONE;
-        for digests in rows {
-            let row = Row { columns, digests };
-            if !self.condition.may_hold(&row) {
-                continue;
-            }
-            if self.rules.is_empty() {
-                return self.zooms;
-            }
-            for (zooms, filter) in &self.rules {
-                if filter.may_hold(&row) {
-                    mask = mask.union(*zooms);
+        for view in views {
+            for digests in rows {
+                let plain = Row {
+                    columns,
+                    digests,
+                    outputs: &[],
+                };
+                if !view.condition.may_hold(&plain) {
+                    continue;
+                }
+                if view.rules.is_empty() {
+                    return Some(self.zooms);
+                }
+                let outputs: Vec<Vec<Possible>> =
+                    view.outputs.iter().map(|v| v.possible(&plain)).collect();
+                let row = Row {
+                    outputs: &outputs,
+                    ..plain
+                };
+                for (zooms, filter) in &view.rules {
+                    // A rule adding no zoom need not be tested.
+                    if zooms.0 & !mask.0 != 0 && filter.may_hold(&row) {
+                        mask = mask.union(*zooms);
+                    }
                 }
             }
         }
-        ZoomMask(mask.0 & self.zooms.0)
+        Some(ZoomMask(mask.0 & self.zooms.0))
     }
 }
 
@@ -395,8 +653,7 @@ impl StyleReads {
                 columns: Reads::Everything,
                 zooms: ZoomMask::ALL,
                 requires: Vec::new(),
-                condition: Condition::Unknown,
-                rules: Vec::new(),
+                views: Vec::new(),
             }],
         }
     }
@@ -411,9 +668,10 @@ impl StyleReads {
             .filter(|layer| layer.tables.includes(&table))
             .filter(|layer| match row.changed_columns {
                 None => true,
-                Some(columns) => columns
-                    .iter()
-                    .any(|c| layer.columns.includes(&c.to_ascii_lowercase())),
+                Some(columns) => columns.iter().any(|c| {
+                    let c = c.to_ascii_lowercase();
+                    layer.columns.includes(&c) || reads_unhashed_key(layer, &c, row.digests)
+                }),
             })
             .filter(|layer| match row.null_columns {
                 None => true,
@@ -426,10 +684,13 @@ impl StyleReads {
                 let zooms = match row.digests {
                     Some(d) if layer.tables != Reads::Everything => {
                         // Old and new rows: the layer may draw either.
-                        ZoomMask(
-                            layer.zooms_drawing(&d.columns, &d.old).0
-                                | layer.zooms_drawing(&d.columns, &d.new).0,
-                        )
+                        match (
+                            layer.zooms_drawing(&table, &d.columns, &d.old),
+                            layer.zooms_drawing(&table, &d.columns, &d.new),
+                        ) {
+                            (Some(old), Some(new)) => old.union(new),
+                            _ => layer.zooms,
+                        }
                     }
                     _ => layer.zooms,
                 };
@@ -437,11 +698,43 @@ impl StyleReads {
             })
     }
 
+    /// The hstore keys (`tags->'golf'`) its layers' value conditions read:
+    /// the apply stage hashes them on their own
+    /// ([`crate::apply::append::Applier::with_digest_keys`]), so that
+    /// they are known, not unknown.
+    pub fn hstore_keys(&self) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for view in self.layers.iter().flat_map(|l| &l.views) {
+            view.condition.keys(&mut keys);
+            view.outputs.iter().for_each(|v| v.keys(&mut keys));
+            for (_, filter) in &view.rules {
+                filter.keys(&mut keys);
+            }
+        }
+        keys
+    }
+
     /// (understood, fell back) layer counts, for the start-up log.
     pub fn counts(&self) -> (usize, usize) {
         let understood = self.layers.iter().filter(|l| l.understood()).count();
         (understood, self.layers.len() - understood)
     }
+}
+
+/// Whether `layer` reads a key of the hstore `column` (`column->key`)
+/// that the row's hashes do not hold: a change of the hstore may then be
+/// a change of that key.
+fn reads_unhashed_key(
+    layer: &LayerReads,
+    column: &str,
+    digests: Option<&crate::apply::append::RowDigests>,
+) -> bool {
+    let Reads::Only(read) = &layer.columns else {
+        return true;
+    };
+    let prefix = key_column(column, "");
+    read.iter()
+        .any(|name| name.starts_with(&prefix) && digests.is_none_or(|d| !d.columns.contains(name)))
 }
 
 /// What is known of a changed row besides its table.
@@ -696,8 +989,7 @@ mod tests {
             columns: columns.map_or(Reads::Everything, set),
             zooms,
             requires: Vec::new(),
-            condition: Condition::Unknown,
-            rules: Vec::new(),
+            views: Vec::new(),
         }
     }
 
@@ -713,20 +1005,24 @@ mod tests {
         StyleReads {
             style: "areas".into(),
             layers: vec![LayerReads {
-                condition: Condition::Any(vec![
-                    Condition::Not(Box::new(Condition::IsNull(column("building")))),
-                    Condition::Not(Box::new(Condition::IsNull(column("landuse")))),
-                ]),
-                rules: vec![
-                    (
-                        ZoomMask::range(14, 31),
+                views: vec![RowView {
+                    table: "planet_osm_polygon".into(),
+                    outputs: Vec::new(),
+                    condition: Condition::Any(vec![
                         Condition::Not(Box::new(Condition::IsNull(column("building")))),
-                    ),
-                    (
-                        ZoomMask::range(10, 31),
-                        Condition::OneOf(column("landuse"), texts(&["forest", "grass"])),
-                    ),
-                ],
+                        Condition::Not(Box::new(Condition::IsNull(column("landuse")))),
+                    ]),
+                    rules: vec![
+                        (
+                            ZoomMask::range(14, 31),
+                            Condition::Not(Box::new(Condition::IsNull(column("building")))),
+                        ),
+                        (
+                            ZoomMask::range(10, 31),
+                            Condition::OneOf(column("landuse"), texts(&["forest", "grass"])),
+                        ),
+                    ],
+                }],
                 ..layer(
                     "areas",
                     &["planet_osm_polygon"],
@@ -794,7 +1090,7 @@ mod tests {
     #[test]
     fn what_is_not_understood_may_hold() {
         let mut reads = areas();
-        reads.layers[0].rules[0].1 = Condition::Unknown;
+        reads.layers[0].views[0].rules[0].1 = Condition::Unknown;
         let meadow = digests(&[[None, Some("meadow"), None]], &[]);
         assert_eq!(zooms(&reads, &meadow), ZoomMask::range(14, 31));
         // A CASE whose branch cannot be decided keeps both outcomes.
@@ -808,24 +1104,150 @@ mod tests {
             ],
             Box::new(Value::Literal(None)),
         );
-        reads.layers[0].rules = vec![(
+        reads.layers[0].views[0].rules = vec![(
             ZoomMask::range(12, 31),
-            Condition::OneOf(
-                Value::Alias("class".into(), Box::new(class)),
-                texts(&["big"]),
-            ),
+            Condition::OneOf(class, texts(&["big"])),
         )];
         let forest = digests(&[[None, Some("forest"), None]], &[]);
         assert_eq!(zooms(&reads, &forest), ZoomMask::range(12, 31));
-        // An alias named like one of the table's columns is not followed.
-        reads.layers[0].rules = vec![(
-            ZoomMask::range(12, 31),
-            Condition::OneOf(
-                Value::Alias("name".into(), Box::new(Value::Literal(Some("x".into())))),
-                texts(&["y"]),
+        // A table without a view: the layer's zooms.
+        reads.layers[0].views[0].table = "planet_osm_line".into();
+        assert_eq!(zooms(&reads, &forest), ZoomMask::range(10, 31));
+    }
+
+    /// Whether `condition` holds on a row of `building, landuse, name,
+    /// tags, tags->golf` (the hstore key's hash only when `golf` is
+    /// `Some(Some(…))`).
+    fn holds(
+        condition: &Condition,
+        values: [Option<&str>; 4],
+        golf: Option<Option<&str>>,
+    ) -> Option<bool> {
+        let mut columns: Vec<String> = ["building", "landuse", "name", "tags"]
+            .map(String::from)
+            .into();
+        let mut digests: Vec<Option<i64>> = values.iter().map(|v| v.map(text_digest)).collect();
+        if let Some(golf) = golf {
+            columns.push(key_column("tags", "golf"));
+            digests.push(golf.map(text_digest));
+        }
+        condition.holds(&Row {
+            columns: &columns,
+            digests: &digests,
+            outputs: &[],
+        })
+    }
+
+    fn column(name: &str) -> Value {
+        Value::Column(name.into())
+    }
+
+    fn text(t: &str) -> Value {
+        Value::Literal(Some(t.into()))
+    }
+
+    #[test]
+    fn concatenation_and_coalesce_follow_sql_null_semantics() {
+        // ('landuse_' || CASE WHEN landuse IN ('forest', 'grass') THEN landuse END)
+        let landuse = Value::Concat(vec![
+            text("landuse_"),
+            Value::Case(
+                vec![(
+                    Condition::OneOf(column("landuse"), texts(&["forest", "grass"])),
+                    column("landuse"),
+                )],
+                Box::new(Value::Literal(None)),
             ),
-        )];
-        assert_eq!(zooms(&reads, &forest), ZoomMask::range(12, 31));
+        ]);
+        let building = Value::Concat(vec![text("building_"), column("building")]);
+        let feature = Value::Coalesce(vec![landuse.clone(), building]);
+        let is = |t: &str| Condition::OneOf(feature.clone(), texts(&[t]));
+        let forest = [None, Some("forest"), None, None];
+        assert_eq!(holds(&is("landuse_forest"), forest, None), Some(true));
+        assert_eq!(holds(&is("landuse_grass"), forest, None), Some(false));
+        // 'x' || NULL is NULL: COALESCE goes on to the building.
+        let house = [Some("house"), Some("meadow"), None, None];
+        assert_eq!(holds(&is("landuse_meadow"), house, None), Some(false));
+        assert_eq!(holds(&is("building_house"), house, None), Some(true));
+        assert_eq!(holds(&is("building_yes"), house, None), Some(false));
+        // Nothing at all: NULL.
+        let none = [None, None, Some("x"), None];
+        assert_eq!(
+            holds(&Condition::IsNull(feature.clone()), none, None),
+            Some(true)
+        );
+        assert_eq!(holds(&is("landuse_forest"), none, None), Some(false));
+        // An unknown part: equal only where the known parts fit.
+        let unknown = Value::Concat(vec![text("golf_"), Value::Unknown]);
+        let golf = |t: &str| Condition::OneOf(unknown.clone(), texts(&[t]));
+        assert_eq!(holds(&golf("landuse_forest"), none, None), Some(false));
+        assert_eq!(holds(&golf("golf_tee"), none, None), None);
+        // A known suffix and a hashed middle.
+        let wrapped = Value::Concat(vec![text("<"), column("name"), text(">")]);
+        let c = Condition::OneOf(wrapped, texts(&["<x>", "<y"]));
+        assert_eq!(holds(&c, none, None), Some(true));
+        // NULLIF may give NULL; an unknown value may be anything.
+        let nullif = Value::NullIf(Box::new(column("name")), Box::new(text("x")));
+        assert_eq!(holds(&Condition::IsNull(nullif), none, None), None);
+        assert_eq!(holds(&Condition::IsNull(Value::Unknown), none, None), None);
+    }
+
+    #[test]
+    fn hstore_keys_are_known_by_their_own_hash_or_a_null_hstore() {
+        let golf = Value::Key("tags".into(), "golf".into());
+        let not_null = Condition::Not(Box::new(Condition::IsNull(golf.clone())));
+        let tagged = [Some("yes"), None, None, Some("\"source\"=>\"survey\"")];
+        assert_eq!(holds(&not_null, tagged, None), None);
+        assert_eq!(holds(&not_null, tagged, Some(None)), Some(false));
+        assert_eq!(holds(&not_null, tagged, Some(Some("tee"))), Some(true));
+        let untagged = [Some("yes"), None, None, None];
+        assert_eq!(holds(&not_null, untagged, None), Some(false));
+        let tee = Condition::OneOf(golf, texts(&["tee", "green"]));
+        assert_eq!(holds(&tee, tagged, Some(Some("tee"))), Some(true));
+        assert_eq!(holds(&tee, tagged, Some(Some("rough"))), Some(false));
+    }
+
+    #[test]
+    fn an_hstore_change_counts_for_the_keys_a_layer_reads() {
+        let golf = key_column("tags", "golf");
+        let reads = StyleReads {
+            style: "s".into(),
+            layers: vec![layer(
+                "golf",
+                &["planet_osm_polygon"],
+                Some(&["building", golf.as_str()]),
+                ZoomMask::range(12, 31),
+            )],
+        };
+        let hashed = crate::apply::append::RowDigests {
+            columns: vec!["building".into(), "tags".into(), golf.clone()],
+            old: vec![vec![None, Some(1), None]],
+            new: vec![vec![None, Some(2), None]],
+        };
+        let zooms = |changed: &[String], digests| {
+            reads.zooms_for(
+                "planet_osm_polygon",
+                RowFacts {
+                    changed_columns: Some(changed),
+                    null_columns: None,
+                    digests,
+                },
+            )
+        };
+        // Another key of the hstore changed, golf's hash did not.
+        let tags = ["tags".to_string()];
+        assert_eq!(zooms(&tags, Some(&hashed)), ZoomMask::NONE);
+        // Its hash changed.
+        let both = ["tags".to_string(), golf.clone()];
+        assert_eq!(zooms(&both, None), ZoomMask::range(12, 31));
+        // No hash of the key: the hstore's change may be golf's.
+        let unhashed = crate::apply::append::RowDigests {
+            columns: vec!["building".into(), "tags".into()],
+            old: vec![vec![None, Some(1)]],
+            new: vec![vec![None, Some(2)]],
+        };
+        assert_eq!(zooms(&tags, Some(&unhashed)), ZoomMask::range(12, 31));
+        assert_eq!(zooms(&tags, None), ZoomMask::range(12, 31));
     }
 
     #[test]

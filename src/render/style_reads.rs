@@ -24,10 +24,12 @@
 //! where a table belongs. Non-PostGIS layers (shapefiles, GDAL) read no
 //! table.
 
-use super::style_conditions::{self, SqlConditions};
+use super::style_conditions::{self, SqlView};
 #[cfg(test)]
 use crate::expire::style_aware::RowFacts;
-use crate::expire::style_aware::{Condition, LayerReads, Reads, StyleReads, ZoomMask};
+use crate::expire::style_aware::{
+    key_column, Condition, LayerReads, Reads, RowView, StyleReads, ZoomMask,
+};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 use std::collections::{BTreeSet, HashMap};
@@ -81,6 +83,7 @@ pub fn read_style(
             style,
             layer = %layer.name,
             understood = layer.understood(),
+            values_followed = !layer.views.is_empty(),
             tables = %describe(&layer.tables),
             columns = %describe(&layer.columns),
             zooms = %layer.zooms,
@@ -88,11 +91,13 @@ pub fn read_style(
         );
     }
     let (understood, fell_back) = reads.counts();
+    let valued = reads.layers.iter().filter(|l| !l.views.is_empty()).count();
     info!(
         style,
         understood,
         fell_back,
-        "style-aware expiry: {understood} of {} layers understood, {fell_back} read everything at their zooms",
+        values_followed = valued,
+        "style-aware expiry: {understood} of {} layers understood, {fell_back} read everything at their zooms; rows' values followed in {valued}",
         reads.layers.len()
     );
     Ok(reads)
@@ -427,7 +432,7 @@ fn layer_reads(
     let params = resolve_params(&layer.datasource, templates);
     let kind = params.get("type").map(|t| t.trim()).unwrap_or("");
     let mut requires = Vec::new();
-    let mut sql_conditions = SqlConditions::default();
+    let mut sql_views: Option<Vec<SqlView>> = None;
     let (tables, columns) = match kind {
         "postgis" | "pgraster" => match params.get("table") {
             Some(sql) => {
@@ -436,10 +441,15 @@ fn layer_reads(
                 let bare = tokens
                     .iter()
                     .all(|t| matches!(t, Token::Word(_) | Token::Quoted(_) | Token::Symbol('.')));
-                sql_conditions = if bare {
-                    SqlConditions::table()
+                sql_views = if bare {
+                    match tokens.last() {
+                        Some(Token::Word(name) | Token::Quoted(name)) => {
+                            Some(vec![SqlView::table(name)])
+                        }
+                        _ => None,
+                    }
                 } else {
-                    style_conditions::sql_conditions(&tokens)
+                    style_conditions::sql_views(&tokens)
                 };
                 analyse_sql(sql, params.get("geometry_field").map(String::as_str))
             }
@@ -453,42 +463,58 @@ fn layer_reads(
     };
     if tables == Reads::Everything {
         requires.clear();
+        sql_views = None;
     }
-    // Values are followed only for SQL reading one table along a chain of
-    // subqueries.
-    let one_table = matches!(&tables, Reads::Only(t) if t.len() == 1);
-    let (condition, rules) = match &sql_conditions.condition {
-        Some(condition) if one_table => {
-            let rules = layer
-                .styles
+    // Each rule's filter, over the layer's output columns; a style the
+    // XML does not define may draw anything at the layer's zooms.
+    let filters: Vec<(ZoomMask, Condition)> = layer
+        .styles
+        .iter()
+        .flat_map(|name| match styles.get(name) {
+            Some(rules) => rules
                 .iter()
-                .flat_map(|name| match styles.get(name) {
-                    Some(rules) => rules
-                        .iter()
-                        .map(|r| {
-                            let active = zooms_between(r.min_scale, r.max_scale, tile_size, scale);
-                            let filter = match &r.filter {
-                                Some(f) => style_conditions::filter_condition(f, &sql_conditions),
-                                None => Condition::All(Vec::new()),
-                            };
-                            (ZoomMask(active.0 & layer_zooms.0), filter)
-                        })
-                        .collect(),
-                    None => vec![(layer_zooms, Condition::Unknown)],
+                .map(|r| {
+                    let active = zooms_between(r.min_scale, r.max_scale, tile_size, scale);
+                    let filter = match &r.filter {
+                        Some(f) => style_conditions::filter_condition(f),
+                        None => Condition::All(Vec::new()),
+                    };
+                    (ZoomMask(active.0 & layer_zooms.0), filter)
+                })
+                .collect(),
+            None => vec![(layer_zooms, Condition::Unknown)],
+        })
+        .collect();
+    let views = sql_views
+        .unwrap_or_default()
+        .iter()
+        // A view of a table the reads do not know would be a parsing
+        // mistake: leave it out (the table then counts at every zoom).
+        .filter(|view| tables.includes(&view.table))
+        .map(|view| {
+            let mut outputs = Vec::new();
+            let rules = filters
+                .iter()
+                .map(|(zooms, filter)| {
+                    let filter = style_conditions::filter_for_view(filter, view, &mut outputs);
+                    (*zooms, filter)
                 })
                 .collect();
-            (condition.clone(), rules)
-        }
-        _ => (Condition::Unknown, Vec::new()),
-    };
+            RowView {
+                table: view.table.clone(),
+                condition: view.condition.clone(),
+                outputs: outputs.into_iter().map(|(_, value)| value).collect(),
+                rules,
+            }
+        })
+        .collect();
     LayerReads {
         name: layer.name.clone(),
         tables,
         columns,
         zooms,
         requires,
-        condition,
-        rules,
+        views,
     }
 }
 
@@ -1246,7 +1272,17 @@ fn analyse_tokens(
                 let named = matches!(prev, Some(Token::Word(p)) if p == "as")
                     || matches!(prev, Some(Token::Symbol(':' | ')')));
                 if !KEYWORDS.contains(&w.as_str()) && !named && !not_columns.contains(&i) {
-                    columns.insert(w.clone());
+                    // `tags -> 'key'` reads one key of the hstore: named
+                    // so, the hstore's other keys changing is no change
+                    // to the layer (when the rows hash the key).
+                    match (next, tokens.get(i + 2), tokens.get(i + 3)) {
+                        (
+                            Some(Token::Symbol('-')),
+                            Some(Token::Symbol('>')),
+                            Some(Token::Literal(key)),
+                        ) => columns.insert(key_column(w, key)),
+                        _ => columns.insert(w.clone()),
+                    };
                 }
             }
             Token::Quoted(q) => {
@@ -1312,9 +1348,16 @@ mod tests {
         let Reads::Only(columns) = columns else {
             panic!()
         };
-        for c in ["way", "natural", "name", "building", "tags", "way_area"] {
+        for c in ["way", "natural", "name", "building", "tags->x", "way_area"] {
             assert!(columns.contains(c), "{c} in {columns:?}");
         }
+        // Read through `->` only: the key, not the whole hstore.
+        assert!(!columns.contains("tags"), "{columns:?}");
+        let (_, keyed) = analyse_sql(
+            "(SELECT way, tags->'a' AS a FROM planet_osm_point WHERE tags ? 'b') AS x",
+            None,
+        );
+        assert_eq!(keyed, only(&["tags", "tags->a", "way"]));
         assert!(!columns.contains("real") && !columns.contains("bbox"));
         // Subqueries, joins and FROM lists.
         let (tables, _) = analyse_sql(
@@ -1572,6 +1615,12 @@ mod tests {
             eprintln!("fell back: {} ({})", layer.name, layer.zooms);
         }
         eprintln!("carto: {understood} layers understood, {fell_back} fell back");
+        for layer in reads.layers.iter().filter(|l| l.views.is_empty()) {
+            eprintln!(
+                "carto: values not followed: {} ({})",
+                layer.name, layer.zooms
+            );
+        }
         assert!(
             understood * 10 >= reads.layers.len() * 9,
             "{understood} of {}",
@@ -1592,5 +1641,105 @@ mod tests {
         let points = reads.zooms_for("planet_osm_point", RowFacts::default());
         eprintln!("carto: point changes expire {points}");
         assert!(!points.contains(3), "{points}");
+
+        // A new building (building=yes, a tag kept in the hstore), with
+        // the hstore keys the layers read hashed: drawn from z14 on only
+        // (buildings; its address and label layers need other columns).
+        let keys = reads.hstore_keys();
+        eprintln!("carto: {} hstore keys read", keys.len());
+        assert!(
+            keys.contains("golf") && keys.contains("wetland"),
+            "{keys:?}"
+        );
+        let mut columns: Vec<String> = [
+            "access",
+            "addr:housename",
+            "addr:housenumber",
+            "admin_level",
+            "aerialway",
+            "aeroway",
+            "amenity",
+            "barrier",
+            "bicycle",
+            "boundary",
+            "bridge",
+            "building",
+            "construction",
+            "covered",
+            "foot",
+            "highway",
+            "historic",
+            "horse",
+            "junction",
+            "landuse",
+            "layer",
+            "leisure",
+            "lock",
+            "man_made",
+            "military",
+            "name",
+            "natural",
+            "oneway",
+            "place",
+            "power",
+            "railway",
+            "ref",
+            "religion",
+            "route",
+            "service",
+            "shop",
+            "surface",
+            "tourism",
+            "tracktype",
+            "tunnel",
+            "water",
+            "waterway",
+            "way_area",
+            "z_order",
+            "tags",
+        ]
+        .map(String::from)
+        .into();
+        let own = columns.len();
+        columns.extend(keys.iter().map(|k| key_column("tags", k)));
+        let mut row = vec![None; columns.len()];
+        let mut set = |column: &str, value: &str| {
+            let i = columns.iter().position(|c| c == column).unwrap();
+            row[i] = Some(crate::expire::style_aware::text_digest(value));
+        };
+        set("building", "yes");
+        set("way_area", "1234.5");
+        set("z_order", "0");
+        set("tags", "\"roof:colour\"=>\"red\"");
+        let digests = crate::apply::append::RowDigests {
+            columns: columns.clone(),
+            old: Vec::new(),
+            new: vec![row.clone()],
+        };
+        let facts = RowFacts {
+            digests: Some(&digests),
+            ..RowFacts::default()
+        };
+        let started = std::time::Instant::now();
+        let building = reads.zooms_for("planet_osm_polygon", facts);
+        eprintln!(
+            "carto: a new building expires {building} ({:?})",
+            started.elapsed()
+        );
+        assert_eq!(building, ZoomMask::range(14, 31));
+        // Without the keys' hashes, `tags->'golf'` may be a golf tee.
+        let digests = crate::apply::append::RowDigests {
+            columns: columns[..own].to_vec(),
+            old: Vec::new(),
+            new: vec![row[..own].to_vec()],
+        };
+        let unhashed = reads.zooms_for(
+            "planet_osm_polygon",
+            RowFacts {
+                digests: Some(&digests),
+                ..RowFacts::default()
+            },
+        );
+        assert_eq!(unhashed, ZoomMask::range(12, 31));
     }
 }
