@@ -50,6 +50,23 @@ fn where_is(town: &OsmData, way: &Way) -> (f64, f64) {
     (location.lon, location.lat)
 }
 
+/// A node location of the town, where new objects are drawn.
+fn first_location(town: &OsmData) -> (f64, f64) {
+    town.nodes
+        .values()
+        .find_map(|n| n.location.map(|l| (l.lon, l.lat)))
+        .unwrap()
+}
+
+/// The metadata of an edit's objects.
+fn meta(version: u32) -> tilepipe::osm::Meta {
+    tilepipe::osm::Meta {
+        version: Some(version),
+        timestamp: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 1, 0).unwrap()),
+        ..Default::default()
+    }
+}
+
 fn modified(way: &Way, key: &str, value: &str) -> Change {
     let mut way = way.clone();
     way.tags.iter_mut().find(|(k, _)| k == key).unwrap().1 = value.into();
@@ -349,7 +366,7 @@ fn rewritten_rows_leave_the_project_style_unchanged() {
 fn value_conditions_skip_rows_no_rule_draws() {
     use tilepipe::apply::append::RowChange;
     use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
-    use tilepipe::osm::{ChangeSet, Location, Meta, Node};
+    use tilepipe::osm::{ChangeSet, Location, Node};
 
     let dir = tempfile::tempdir().unwrap();
     let town = synthetic_town();
@@ -358,16 +375,7 @@ fn value_conditions_skip_rows_no_rule_draws() {
     let raster = ExpireConfig::default().raster();
 
     let [max_node, max_way, _] = town.max_ids();
-    let (lon, lat) = town
-        .nodes
-        .values()
-        .find_map(|n| n.location.map(|l| (l.lon, l.lat)))
-        .unwrap();
-    let meta = |version| Meta {
-        version: Some(version),
-        timestamp: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 1, 0).unwrap()),
-        ..Meta::default()
-    };
+    let (lon, lat) = first_location(&town);
     let corners = [(0.0, 0.0), (0.002, 0.0), (0.002, 0.002), (0.0, 0.002)];
     let mut changes: Vec<Change> = corners
         .iter()
@@ -481,7 +489,7 @@ fn a_carto_like_style_draws_a_building_only_where_buildings_are() {
     use tilepipe::apply::settings::ImportSettings;
     use tilepipe::apply::style::HstoreMode;
     use tilepipe::expire::batch::{tiles_for_batch, ExpireConfig};
-    use tilepipe::osm::{ChangeSet, Location, Meta, Node};
+    use tilepipe::osm::{ChangeSet, Location, Node};
 
     let dir = tempfile::tempdir().unwrap();
     let town = synthetic_town();
@@ -510,16 +518,7 @@ fn a_carto_like_style_draws_a_building_only_where_buildings_are() {
     let raster = ExpireConfig::default().raster();
 
     let [max_node, max_way, _] = town.max_ids();
-    let (lon, lat) = town
-        .nodes
-        .values()
-        .find_map(|n| n.location.map(|l| (l.lon, l.lat)))
-        .unwrap();
-    let meta = |version| Meta {
-        version: Some(version),
-        timestamp: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 1, 0).unwrap()),
-        ..Meta::default()
-    };
+    let (lon, lat) = first_location(&town);
     // Three squares side by side, each its own way.
     let mut changes = Vec::new();
     let mut square = |n: i64, tags: Vec<(String, String)>| {
