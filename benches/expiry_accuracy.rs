@@ -505,7 +505,12 @@ struct Miss {
 impl Miss {
     /// Diff and metatile, to tell one method's misses from another's.
     fn key(&self) -> (u64, u32, u32, u32) {
-        (self.diff, self.metatile.z.into(), self.metatile.x, self.metatile.y)
+        (
+            self.diff,
+            self.metatile.z.into(),
+            self.metatile.x,
+            self.metatile.y,
+        )
     }
 }
 
@@ -1029,10 +1034,8 @@ impl Report {
             println!("Misses of {name} ({}):", misses.len());
             // The misses the default method did not have come first, all
             // of them: they are what a narrower method costs in recall.
-            let default_misses: BTreeSet<(u64, u32, u32, u32)> = self.misses[DEFAULT]
-                .iter()
-                .map(Miss::key)
-                .collect();
+            let default_misses: BTreeSet<(u64, u32, u32, u32)> =
+                self.misses[DEFAULT].iter().map(Miss::key).collect();
             let (own, shared): (Vec<&Miss>, Vec<&Miss>) = misses
                 .iter()
                 .partition(|miss| m > DEFAULT && !default_misses.contains(&miss.key()));

@@ -694,10 +694,15 @@ pub fn applier_for(
     settings: &ImportSettings,
     config: &Config,
 ) -> Result<Applier, crate::apply::ApplyError> {
-    let keys: std::collections::BTreeSet<String> = style_reads(config)
-        .iter()
-        .flat_map(StyleReads::hstore_keys)
-        .collect();
+    // The hstore keys' hashes serve the value conditions only.
+    let keys: std::collections::BTreeSet<String> = if config.expire.value_conditions {
+        style_reads(config)
+            .iter()
+            .flat_map(StyleReads::hstore_keys)
+            .collect()
+    } else {
+        Default::default()
+    };
     Ok(Applier::for_settings(settings)?.with_digest_keys(keys))
 }
 
@@ -726,11 +731,12 @@ pub fn apply_batch(
         config.expire.all_changes,
     )?;
     if config.expire.is_active() {
-        let tiles = expiry::tiles_for_batch(
+        let tiles = expiry::tiles_for_batch_with(
             &result.row_changes,
             &config.expire.raster(),
             config.expire.all_changes,
             &style_reads(config),
+            config.expire.value_conditions,
         )?;
         expiry::enqueue(&mut tx, schema, batch.end.sequence, &tiles)?;
         crate::expire::nodes::enqueue(
