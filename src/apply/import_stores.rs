@@ -202,7 +202,6 @@ pub(crate) struct PackedLocations {
     open_fixed: Vec<(i32, i32)>,
     /// The last id of the sealed blocks.
     last_sealed_id: Option<i64>,
-    len: usize,
 }
 
 /// One block, decoded.
@@ -233,7 +232,6 @@ impl Default for PackedLocations {
             open_ids: Vec::with_capacity(LOCATION_BLOCK),
             open_fixed: Vec::with_capacity(LOCATION_BLOCK),
             last_sealed_id: None,
-            len: 0,
         }
     }
 }
@@ -252,7 +250,6 @@ impl PackedLocations {
         }
         self.open_ids.push(id);
         self.open_fixed.push(location.to_fixed());
-        self.len += 1;
         if self.open_ids.len() == LOCATION_BLOCK {
             self.seal();
         }
@@ -326,10 +323,10 @@ impl PackedLocations {
         );
     }
 
-    /// The number of nodes stored.
+    /// The number of nodes stored: every sealed block is full.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.first_ids.len() * LOCATION_BLOCK + self.open_ids.len()
     }
 
     /// Bytes held for the nodes stored (the chunks' capacity included).

@@ -571,9 +571,7 @@ impl Middle {
         for relation in relations {
             let relation = relation.borrow();
             copy.begin_row().map_err(&err)?;
-            copy.int8(relation.id);
-            copy.jsonb(|out| write_members_json(out, &relation.members));
-            write_tags(&mut copy, &relation.tags);
+            write_relation_columns(&mut copy, relation);
             for kind in [ObjectType::Node, ObjectType::Way] {
                 member_ids_into(&relation.members, kind, &mut ids);
                 copy.int8_array(&ids);
@@ -851,6 +849,14 @@ fn with_index_probes<C: GenericClient, T>(
     let result = query(client)?;
     client.batch_execute("RESET enable_seqscan")?;
     Ok(result)
+}
+
+/// The columns a relation row starts with in tilepipe's layout and
+/// osm2pgsql 2.x's (`relation_set`): id, members as jsonb, tags.
+fn write_relation_columns(copy: &mut CopyStream, relation: &Relation) {
+    copy.int8(relation.id);
+    copy.jsonb(|out| write_members_json(out, &relation.members));
+    write_tags(copy, &relation.tags);
 }
 
 /// Tags as a `jsonb` object, or NULL when there are none.

@@ -26,7 +26,7 @@
 //! Not covered: `-x` (the `created`, `version`, … columns and the
 //! `PREFIX_users` table), which `tilepipe adopt` refuses.
 
-use super::{with_index_probes, write_members_json, write_tags, Middle, MiddleError};
+use super::{with_index_probes, write_relation_columns, Middle, MiddleError};
 use crate::apply::pgcopy::CopyStream;
 use crate::db::quote_ident;
 use crate::osm::Relation;
@@ -86,9 +86,7 @@ pub(super) fn copy_relations(
     for relation in relations {
         let relation = relation.borrow();
         copy.begin_row().map_err(&err)?;
-        copy.int8(relation.id);
-        copy.jsonb(|out| write_members_json(out, &relation.members));
-        write_tags(&mut copy, &relation.tags);
+        write_relation_columns(&mut copy, relation);
     }
     copy.finish().map_err(err)
 }
